@@ -1,0 +1,412 @@
+//! Configuration (SPEC §2): defaults, then an optional TOML file, then `DATABASE_URL` / `REDIS_URL`,
+//! then `FORMA_SECTION__KEY` environment variables. Every key is documented in `config.example.toml`.
+//!
+//! The key names are a contract: operators script against them.
+
+mod secret;
+mod validate;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+pub use secret::{Secret, SecretUrl};
+pub use validate::{RequiredSetting, env_var_for, required_settings};
+
+use crate::roles::Role;
+
+/// Where a development gateway finds a separately started order service when none is configured.
+pub const DEV_ORDER_URL: &str = "http://127.0.0.1:3001";
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "forma.toml";
+
+/// The top-level keys that `FORMA_SECTION__KEY` variables may address. Other `FORMA_*` variables
+/// (`FORMA_CONFIG`, test settings) are not configuration keys.
+const SECTIONS: &[&str] = &[
+    "environment",
+    "admin_password",
+    "server",
+    "log",
+    "database",
+    "redis",
+    "internal",
+    "session",
+    "services",
+    "rate_limit",
+    "cors",
+    "shopify",
+    "simplyprint",
+    "sendcloud",
+    "smtp",
+    "push",
+];
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub environment: Environment,
+    /// Password of `admin@localhost`, created on the first start on an empty database
+    /// (`FORMA_ADMIN_PASSWORD`); unset means a random one, logged once.
+    pub admin_password: Option<Secret>,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub internal: InternalConfig,
+    pub session: SessionConfig,
+    pub services: ServicesConfig,
+    pub rate_limit: RateLimitConfig,
+    pub cors: CorsConfig,
+    pub shopify: ShopifyConfig,
+    pub simplyprint: SimplyPrintConfig,
+    pub sendcloud: SendcloudConfig,
+    pub smtp: SmtpConfig,
+    pub push: PushConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen port; when unset, the role's default (3000 for `all` and `gateway`, 3001 for `order`).
+    pub port: Option<u16>,
+    pub host: IpAddr,
+    pub public_url: Option<String>,
+    /// Largest accepted request body, in bytes (SPEC §4: 1 MiB).
+    pub body_limit_bytes: usize,
+    /// Largest accepted webhook body, in bytes (SPEC §4: 5 MiB).
+    pub webhook_body_limit_bytes: usize,
+    /// How long a graceful shutdown waits for in-flight requests and workers.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            port: None,
+            host: IpAddr::from([127, 0, 0, 1]),
+            public_url: None,
+            body_limit_bytes: 1024 * 1024,
+            webhook_body_limit_bytes: 5 * 1024 * 1024,
+            shutdown_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when standard output is not a terminal, readable text when it is.
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter (`info`, `forma=debug,sqlx=warn`); `RUST_LOG` wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (embedded default) or `postgres://…`.
+    pub url: SecretUrl,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl::new("sqlite://./data/forma.db"),
+            max_connections: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// No Redis means the embedded implementation of every port (SPEC §2).
+    pub url: Option<SecretUrl>,
+    /// Prefix of every Redis key forma writes, so several installs can share one Redis.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InternalConfig {
+    /// Secret for `X-Internal-Key` and for signing the user context.
+    pub key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    pub secret: Option<Secret>,
+    /// Mark the session cookie `Secure` (set it when served over HTTPS).
+    pub secure_cookie: bool,
+    pub ttl_hours: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secure_cookie: false,
+            ttl_hours: 24,
+        }
+    }
+}
+
+/// One URL, a comma-separated list, or a TOML array: a service may run as several instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct UrlList(pub Vec<String>);
+
+impl UrlList {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for UrlList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let urls = match Raw::deserialize(deserializer)? {
+            Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+            Raw::Many(v) => v,
+        };
+        Ok(UrlList(
+            urls.into_iter()
+                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// The order service; empty means `http://127.0.0.1:3001` in development (required in production).
+    pub order_url: UrlList,
+    pub print_url: UrlList,
+    pub shipping_url: UrlList,
+    pub gridflock_url: UrlList,
+    /// Upstream request timeout in milliseconds (SPEC §5.2: 10 s).
+    pub timeout_ms: u64,
+    /// Timeout of one downstream health check in milliseconds.
+    pub health_timeout_ms: u64,
+}
+
+impl Default for ServicesConfig {
+    fn default() -> Self {
+        Self {
+            order_url: UrlList::default(),
+            print_url: UrlList::default(),
+            shipping_url: UrlList::default(),
+            gridflock_url: UrlList::default(),
+            timeout_ms: 10_000,
+            health_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per minute per client IP.
+    pub per_ip: u32,
+    /// Requests per minute per signed-in user.
+    pub per_user: u32,
+    /// Requests per minute per client IP on `/api/v1/webhooks/**`.
+    pub webhooks: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (IP addresses).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_ip: 100,
+            per_user: 600,
+            webhooks: 300,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    pub origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShopifyConfig {
+    pub api_key: Option<String>,
+    pub api_secret: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub base_url: Option<String>,
+    pub shop_domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimplyPrintConfig {
+    pub api_key: Option<Secret>,
+    pub company_id: Option<String>,
+    pub webhook_secret: Option<Secret>,
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SendcloudConfig {
+    pub public_key: Option<String>,
+    pub secret_key: Option<Secret>,
+    pub webhook_secret: Option<Secret>,
+    pub base_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// `smtp://user:pass@host:port`; no URL means notifications are only logged.
+    pub url: Option<SecretUrl>,
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    pub vapid_private_key: Option<Secret>,
+    pub vapid_subject: Option<String>,
+}
+
+/// Why the configuration could not be loaded; the message names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist (given by --config or FORMA_CONFIG)")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the layered configuration. `file` is the `--config` argument; without it,
+    /// `forma.toml` in the working directory is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        // Defaults come from `#[serde(default)]`, so secrets never pass through a serializer.
+        let mut figment = Figment::new();
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.to_owned())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE))
+            }
+            None => {}
+        }
+        figment = figment
+            .merge(
+                Env::raw()
+                    .only(&["database_url"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::raw().only(&["redis_url"]).map(|_| "redis.url".into()))
+            .merge(
+                Env::prefixed("FORMA_")
+                    .filter(|key| {
+                        let section = key.as_str().split("__").next().unwrap_or_default();
+                        SECTIONS.contains(&section)
+                    })
+                    .split("__"),
+            );
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(describe_figment_error(e)))
+    }
+
+    /// The port a role listens on: `server.port` if set, else the role's default.
+    pub fn port_for(&self, role: Role) -> u16 {
+        self.server.port.unwrap_or(role.default_port())
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// The order service instances the gateway calls when split.
+    pub fn order_urls(&self) -> Vec<String> {
+        if self.services.order_url.is_empty() {
+            vec![DEV_ORDER_URL.to_owned()]
+        } else {
+            self.services.order_url.0.clone()
+        }
+    }
+
+    /// Loads and then checks the configuration for `role` (SPEC §2 production guards).
+    pub fn load_for(file: Option<&Path>, role: Role) -> Result<Self, ConfigError> {
+        let config = Self::load(file)?;
+        validate::validate(&config, role)?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML with every secret redacted (`forma config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}\n"))
+    }
+}
+
+/// Figment errors name the key; phrase them as one line an operator can act on.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if key.is_empty() {
+                format!("configuration: {}{source}", e.kind)
+            } else {
+                format!("{key}: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+

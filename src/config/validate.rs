@@ -1,0 +1,162 @@
+//! Checks run before anything starts: a bad setting stops start-up with one line naming it.
+
+use super::{Config, ConfigError};
+use crate::roles::Role;
+
+/// A setting without which a role refuses to start in production (SPEC §2). The same list is
+/// checked against `config.example.toml` and `docker-compose.yml` by the packaging test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequiredSetting {
+    /// The key in the config file, e.g. `redis.url`.
+    pub key: &'static str,
+    /// Why the role cannot run without it.
+    pub why: &'static str,
+}
+
+const DATABASE_URL: RequiredSetting = RequiredSetting {
+    key: "database.url",
+    why: "replicas must share a PostgreSQL database",
+};
+const REDIS_URL: RequiredSetting = RequiredSetting {
+    key: "redis.url",
+    why: "sessions, rate limits and the event bus must not live in process memory",
+};
+const INTERNAL_KEY: RequiredSetting = RequiredSetting {
+    key: "internal.key",
+    why: "it authenticates calls between services and signs the user context",
+};
+const SESSION_SECRET: RequiredSetting = RequiredSetting {
+    key: "session.secret",
+    why: "it signs session cookies",
+};
+const ORDER_URL: RequiredSetting = RequiredSetting {
+    key: "services.order_url",
+    why: "the gateway must reach the order service",
+};
+
+/// The settings `role` cannot start without in production.
+pub fn required_settings(role: Role) -> &'static [RequiredSetting] {
+    match role {
+        Role::All => &[],
+        Role::Gateway => &[
+            DATABASE_URL,
+            REDIS_URL,
+            INTERNAL_KEY,
+            SESSION_SECRET,
+            ORDER_URL,
+        ],
+        Role::Order => &[DATABASE_URL, REDIS_URL, INTERNAL_KEY],
+    }
+}
+
+/// The environment variable that sets `key` (`rate_limit.per_ip` → `FORMA_RATE_LIMIT__PER_IP`).
+pub fn env_var_for(key: &str) -> String {
+    format!("FORMA_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Minimum length of a secret in production: long enough that guessing is hopeless.
+const MIN_SECRET_LEN: usize = 32;
+
+pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+
+    let db = config.database.url.expose();
+    let is_postgres = db.starts_with("postgres://") || db.starts_with("postgresql://");
+    if !is_postgres && !db.starts_with("sqlite:") {
+        problems.push(format!(
+            "database.url must start with sqlite:// or postgres:// (got {})",
+            config.database.url.masked()
+        ));
+    }
+    if config.database.max_connections == 0 {
+        problems.push("database.max_connections must be at least 1".into());
+    }
+    if let Some(redis) = &config.redis.url {
+        if !(redis.expose().starts_with("redis://") || redis.expose().starts_with("rediss://")) {
+            problems.push(format!(
+                "redis.url must start with redis:// or rediss:// (got {})",
+                redis.masked()
+            ));
+        }
+    }
+    for (key, urls) in [
+        ("services.order_url", &config.services.order_url),
+        ("services.print_url", &config.services.print_url),
+        ("services.shipping_url", &config.services.shipping_url),
+        ("services.gridflock_url", &config.services.gridflock_url),
+    ] {
+        for u in &urls.0 {
+            match url::Url::parse(u) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => problems.push(format!(
+                    "{key} must be an http:// or https:// URL (got {u})"
+                )),
+            }
+        }
+    }
+    if config.server.body_limit_bytes == 0 || config.server.webhook_body_limit_bytes == 0 {
+        problems
+            .push("server.body_limit_bytes and server.webhook_body_limit_bytes must be > 0".into());
+    }
+
+    // Split roles talk to each other with the internal key, in every environment.
+    if role != Role::All && config.internal.key.is_none() {
+        problems.push(format!(
+            "internal.key is required when roles run as separate processes (set {})",
+            env_var_for("internal.key")
+        ));
+    }
+
+    if config.is_production() {
+        for setting in required_settings(role) {
+            if !is_set(config, setting.key) && !problems.iter().any(|p| p.starts_with(setting.key))
+            {
+                problems.push(format!(
+                    "{} is required in production for --role {} ({}); set {}",
+                    setting.key,
+                    role.as_str(),
+                    setting.why,
+                    env_var_for(setting.key)
+                ));
+            }
+        }
+        if role != Role::All && !is_postgres {
+            problems.push(format!(
+                "database.url must point to PostgreSQL in production for --role {} ({})",
+                role.as_str(),
+                DATABASE_URL.why
+            ));
+        }
+        for (key, secret) in [
+            ("internal.key", &config.internal.key),
+            ("session.secret", &config.session.secret),
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose().len() < MIN_SECRET_LEN)
+            {
+                problems.push(format!(
+                    "{key} must be at least {MIN_SECRET_LEN} characters in production"
+                ));
+            }
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems.join("; ")))
+    }
+}
+
+/// Whether a required key was given explicitly (defaults do not count).
+fn is_set(config: &Config, key: &str) -> bool {
+    match key {
+        "database.url" => true, // always has a value; production checks its scheme instead
+        "redis.url" => config.redis.url.is_some(),
+        "internal.key" => config.internal.key.is_some(),
+        "session.secret" => config.session.secret.is_some(),
+        "services.order_url" => !config.services.order_url.is_empty(),
+        _ => false,
+    }
+}

@@ -1,0 +1,228 @@
+//! Health (SPEC §5.4): the report shape every role's `/health` answers with, liveness, readiness,
+//! and `/metrics`. The gateway's aggregated `/health` lives in `gateway::health`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRef, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppContext;
+use crate::http::extract::Json;
+
+/// How long one dependency may take to answer a health check.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    Ok,
+    Degraded,
+    Down,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Ok,
+    Down,
+    /// Not configured: neither healthy nor failing.
+    Disabled,
+}
+
+/// One dependency's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    pub status: CheckStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// Whether this dependency being down makes the whole service down (503).
+    pub critical: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl CheckResult {
+    pub fn ok(latency: Duration) -> Self {
+        Self {
+            status: CheckStatus::Ok,
+            latency_ms: Some(latency.as_millis() as u64),
+            critical: true,
+            message: None,
+        }
+    }
+
+    pub fn down(message: impl Into<String>) -> Self {
+        Self {
+            status: CheckStatus::Down,
+            latency_ms: None,
+            critical: true,
+            message: Some(message.into()),
+        }
+    }
+
+    pub fn disabled(message: impl Into<String>) -> Self {
+        Self {
+            status: CheckStatus::Disabled,
+            latency_ms: None,
+            critical: false,
+            message: Some(message.into()),
+        }
+    }
+
+    /// Marks the dependency as one whose failure only degrades the service.
+    pub fn non_critical(mut self) -> Self {
+        self.critical = false;
+        self
+    }
+
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = Some(message.into());
+        self
+    }
+}
+
+/// `{status, version, uptimeSeconds, checks}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthReport {
+    pub status: HealthStatus,
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub checks: BTreeMap<String, CheckResult>,
+}
+
+impl HealthReport {
+    /// Down if a critical check is down, degraded if any other is, else ok.
+    pub fn new(ctx: &AppContext, checks: BTreeMap<String, CheckResult>) -> Self {
+        let down = |c: &&CheckResult| c.status == CheckStatus::Down;
+        let status = if checks.values().filter(down).any(|c| c.critical) {
+            HealthStatus::Down
+        } else if checks.values().any(|c| c.status == CheckStatus::Down) {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Ok
+        };
+        Self {
+            status,
+            version: crate::VERSION.to_owned(),
+            uptime_seconds: ctx.uptime_seconds(),
+            checks,
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self.status {
+            HealthStatus::Down => StatusCode::SERVICE_UNAVAILABLE,
+            HealthStatus::Ok | HealthStatus::Degraded => StatusCode::OK,
+        }
+    }
+}
+
+impl IntoResponse for HealthReport {
+    fn into_response(self) -> axum::response::Response {
+        (self.http_status(), Json(self)).into_response()
+    }
+}
+
+/// The process's own dependencies: its database and, when configured, Redis. Checked concurrently.
+pub async fn own_dependencies(ctx: &AppContext) -> BTreeMap<String, CheckResult> {
+    let database = async {
+        match tokio::time::timeout(CHECK_TIMEOUT, ctx.db.ping()).await {
+            Ok(Ok(latency)) => CheckResult::ok(latency),
+            Ok(Err(e)) => CheckResult::down(e.to_string()),
+            Err(_) => CheckResult::down(format!("no answer within {CHECK_TIMEOUT:?}")),
+        }
+    };
+    let redis = async {
+        match &ctx.redis {
+            None => CheckResult::disabled("redis.url is not set: embedded ports in use"),
+            // The ports that use Redis fall back or retry; losing it degrades, it does not kill.
+            Some(redis) => match redis.ping(CHECK_TIMEOUT).await {
+                Ok(latency) => CheckResult::ok(latency).non_critical(),
+                Err(e) => CheckResult::down(e.to_string()).non_critical(),
+            },
+        }
+    };
+    let (database, redis) = tokio::join!(database, redis);
+    BTreeMap::from([
+        ("database".to_owned(), database),
+        ("redis".to_owned(), redis),
+    ])
+}
+
+/// The readiness of this process alone.
+pub async fn readiness(ctx: &AppContext) -> HealthReport {
+    HealthReport::new(ctx, own_dependencies(ctx).await)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Liveness {
+    pub status: HealthStatus,
+}
+
+/// Liveness, readiness and metrics, mounted by every role.
+pub fn probe_routes<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Arc<AppContext>: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(live))
+        .routes(routes!(live_short))
+        .routes(routes!(ready))
+        .routes(routes!(ready_short))
+        .routes(routes!(metrics))
+}
+
+/// The process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Liveness)))]
+async fn live() -> Json<Liveness> {
+    Json(Liveness {
+        status: HealthStatus::Ok,
+    })
+}
+
+/// Same as `/health/live`.
+#[utoipa::path(get, path = "/live", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Liveness)))]
+async fn live_short() -> Json<Liveness> {
+    live().await
+}
+
+/// The process's own dependencies (database, Redis) answer.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses(
+    (status = 200, description = "Ready to serve", body = HealthReport),
+    (status = 503, description = "A dependency is down", body = HealthReport)))]
+async fn ready(State(ctx): State<Arc<AppContext>>) -> HealthReport {
+    readiness(&ctx).await
+}
+
+/// Same as `/health/ready`.
+#[utoipa::path(get, path = "/ready", tag = "health", responses(
+    (status = 200, description = "Ready to serve", body = HealthReport),
+    (status = 503, description = "A dependency is down", body = HealthReport)))]
+async fn ready_short(state: State<Arc<AppContext>>) -> HealthReport {
+    ready(state).await
+}
+
+/// Prometheus text exposition of this process's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics(State(ctx): State<Arc<AppContext>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ctx.metrics.render(),
+    )
+}

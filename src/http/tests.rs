@@ -1,0 +1,252 @@
+//! The shared HTTP stack, driven over loopback with routes that exercise each convention.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::Json;
+use super::stack;
+use crate::config::ServerConfig;
+use crate::http::request_id::X_REQUEST_ID;
+use crate::testing::client;
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+struct Login {
+    email: String,
+    password: String,
+}
+
+async fn echo_login(Json(login): Json<Login>) -> Json<Value> {
+    Json(json!({ "email": login.email }))
+}
+
+async fn echo_bytes(body: Bytes) -> String {
+    body.len().to_string()
+}
+
+async fn boom() -> &'static str {
+    panic!("handler bug")
+}
+
+/// Serves the stack with a 1 KiB body limit (4 KiB for webhooks) on a loopback port.
+async fn serve() -> String {
+    let router = Router::new()
+        .route("/login", post(echo_login))
+        .route("/upload", post(echo_bytes))
+        .route("/api/v1/webhooks/shopify", post(echo_bytes))
+        .route("/boom", get(boom));
+    let server = ServerConfig {
+        body_limit_bytes: 1024,
+        webhook_body_limit_bytes: 4096,
+        ..Default::default()
+    };
+    let app = stack(router, &server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+async fn body(response: reqwest::Response) -> Value {
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "errors are JSON"
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn unknown_route_is_a_nest_style_404() {
+    let base = serve().await;
+    let response = client()
+        .get(format!("{base}/api/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        body(response).await,
+        json!({"statusCode": 404, "message": "Cannot GET /api/v1/nothing-here", "error": "Not Found"})
+    );
+}
+
+#[tokio::test]
+async fn wrong_method_is_a_405_in_the_error_shape_with_allow() {
+    let base = serve().await;
+    let response = client()
+        .delete(format!("{base}/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let body = body(response).await;
+    assert_eq!(body["statusCode"], 405);
+    assert_eq!(body["error"], "Method Not Allowed");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_naming_the_problem() {
+    let base = serve().await;
+    let response = client()
+        .post(format!("{base}/login"))
+        .header("content-type", "application/json")
+        .body(r#"{"email": "a@b", "password": "#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = body(response).await;
+    assert_eq!(body["error"], "Bad Request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Malformed JSON"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn json_of_the_wrong_shape_is_a_400_with_a_message_list() {
+    let base = serve().await;
+    let response = client()
+        .post(format!("{base}/login"))
+        .json(&json!({"email": "a@b"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body = body(response).await;
+    let messages = body["message"]
+        .as_array()
+        .expect("validation errors are a list");
+    assert!(messages[0].as_str().unwrap().contains("password"), "{body}");
+}
+
+#[tokio::test]
+async fn json_without_its_content_type_is_a_415() {
+    let base = serve().await;
+    let response = client()
+        .post(format!("{base}/login"))
+        .body(r#"{"email": "a@b", "password": "x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    assert_eq!(body(response).await["statusCode"], 415);
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_a_413() {
+    let base = serve().await;
+    let response = client()
+        .post(format!("{base}/upload"))
+        .body(vec![b'x'; 2048])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body = body(response).await;
+    assert_eq!(body["error"], "Payload Too Large");
+    assert_eq!(
+        body["message"],
+        "Request body is larger than the limit of 1024 bytes"
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_is_a_413_even_without_content_length() {
+    let base = serve().await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..4).map(|_| Ok(vec![b'x'; 512])).collect();
+    let stream = futures::stream::iter(chunks);
+    let response = client()
+        .post(format!("{base}/login"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(body(response).await["statusCode"], 413);
+}
+
+#[tokio::test]
+async fn webhooks_get_the_larger_limit() {
+    let base = serve().await;
+    let client = client();
+    let url = format!("{base}/api/v1/webhooks/shopify");
+    let ok = client
+        .post(&url)
+        .body(vec![b'x'; 3000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "3000");
+    let too_big = client
+        .post(&url)
+        .body(vec![b'x'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_in_the_error_shape() {
+    let base = serve().await;
+    let response = client().get(format!("{base}/boom")).send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(
+        body(response).await,
+        json!({"statusCode": 500, "message": "Internal server error", "error": "Internal Server Error"})
+    );
+}
+
+#[tokio::test]
+async fn a_valid_request_id_is_kept_and_echoed() {
+    let base = serve().await;
+    let response = client()
+        .get(format!("{base}/nothing"))
+        .header(X_REQUEST_ID, "trace-abc_123.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()[X_REQUEST_ID], "trace-abc_123.4");
+}
+
+#[tokio::test]
+async fn an_invalid_request_id_is_replaced_by_a_fresh_uuid() {
+    let base = serve().await;
+    for bad in ["has spaces in it", &"x".repeat(200), "quote\"d"] {
+        let response = client()
+            .get(format!("{base}/nothing"))
+            .header(X_REQUEST_ID, bad)
+            .send()
+            .await
+            .unwrap();
+        let id = response.headers()[X_REQUEST_ID]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(id, bad);
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+}
+
+#[tokio::test]
+async fn every_response_gets_a_request_id() {
+    let base = serve().await;
+    let response = client().get(format!("{base}/boom")).send().await.unwrap();
+    let id = response.headers()[X_REQUEST_ID].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok());
+}

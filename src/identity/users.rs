@@ -1,0 +1,98 @@
+//! Users and their roles.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::roles::UserRole;
+use crate::infra::db::{Db, DbError, Tx};
+use crate::{on_pool, on_tx};
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub is_super_admin: bool,
+    pub is_active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What creating a user takes. `email` must already be normalized and `password_hash` an argon2 PHC.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+    pub roles: Vec<UserRole>,
+    pub is_super_admin: bool,
+}
+
+const COLUMNS: &str = "id, tenant_id, email, name, password_hash, is_super_admin, is_active, \
+                       created_at, updated_at";
+
+/// Inserts the user and their roles; `None` if the e-mail address is taken.
+pub async fn insert(tx: &mut Tx, new: &NewUser) -> Result<Option<User>, DbError> {
+    let id = Uuid::now_v7();
+    let now = Utc::now();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO users (id, tenant_id, email, name, password_hash, is_super_admin, is_active, \
+         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, $7) \
+         ON CONFLICT (email) DO NOTHING RETURNING {COLUMNS}"
+    ));
+    let user = on_tx!(tx, conn => {
+        sqlx::query_as::<_, User>(sql)
+            .bind(id)
+            .bind(new.tenant_id)
+            .bind(&new.email)
+            .bind(&new.name)
+            .bind(&new.password_hash)
+            .bind(new.is_super_admin)
+            .bind(now)
+            .fetch_optional(&mut *conn)
+            .await
+    })?;
+    let Some(user) = user else { return Ok(None) };
+    for role in &new.roles {
+        on_tx!(tx, conn => {
+            sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+                .bind(user.id)
+                .bind(role.as_str())
+                .execute(&mut *conn)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+    }
+    Ok(Some(user))
+}
+
+pub async fn count(db: &Db) -> Result<i64, DbError> {
+    let count = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(pool).await
+    })?;
+    Ok(count)
+}
+
+pub async fn find_by_email(db: &Db, email: &str) -> Result<Option<User>, DbError> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE email = $1"));
+    let user = on_pool!(db, pool => {
+        sqlx::query_as::<_, User>(sql).bind(email).fetch_optional(pool).await
+    })?;
+    Ok(user)
+}
+
+/// The user's roles, in a stable order.
+pub async fn roles_of(db: &Db, user_id: Uuid) -> Result<Vec<UserRole>, DbError> {
+    let names = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, String>(
+            "SELECT role_name FROM user_roles WHERE user_id = $1 ORDER BY role_name",
+        )
+        .bind(user_id)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(names.iter().filter_map(|n| UserRole::parse(n)).collect())
+}

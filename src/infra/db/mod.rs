@@ -1,0 +1,167 @@
+//! The SQL database port (SPEC §2): SQLite embedded by default, PostgreSQL when configured, picked
+//! from the URL scheme once at start-up.
+//!
+//! Repositories write their SQL once: [`on_pool!`] and [`on_tx!`] expand the same query text for
+//! both backends, so the two dialects only diverge where they must (in the migrations, and in the
+//! rare query that needs `FOR UPDATE SKIP LOCKED`).
+
+mod postgres;
+mod sqlite;
+
+use std::time::{Duration, Instant};
+
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+/// A handle on the configured database; cheap to clone.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A transaction on either backend. Passed explicitly to every write that must commit together
+/// (a change and its outbox event, a handler's writes and its dedupe record).
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Runs `$body` with `$pool` bound to the backend's pool: one query text, both databases.
+#[macro_export]
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::infra::db::Db::Sqlite($pool) => $body,
+            $crate::infra::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$conn` bound to the transaction's connection (`&mut *conn` for executors).
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::infra::db::Tx::Sqlite(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+            $crate::infra::db::Tx::Postgres(tx) => {
+                let $conn = &mut **tx;
+                $body
+            }
+        }
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database.url {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+}
+
+impl DbError {
+    /// A unique constraint was violated: callers turn this into a 409.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+/// Our migrations are recorded in their own table, so job-queue libraries that keep theirs in
+/// `_sqlx_migrations` on the same database do not collide with ours.
+const MIGRATIONS_TABLE: &str = "forma_migrations";
+
+impl Db {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). The SQLite file and its folder are
+    /// created when missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            postgres::connect(url, max_connections)
+                .await
+                .map(Db::Postgres)
+        } else {
+            sqlite::connect(url, max_connections).await.map(Db::Sqlite)
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations of this backend. Safe to run from several processes at
+    /// once: sqlx takes an advisory lock on PostgreSQL, SQLite serialises writers.
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Db::Sqlite(pool) => {
+                let mut migrator = sqlx::migrate!("migrations/sqlite");
+                migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+                migrator.run(pool).await?;
+            }
+            Db::Postgres(pool) => {
+                let mut migrator = sqlx::migrate!("migrations/postgres");
+                migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+                migrator.run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// One round trip, for readiness checks; returns how long it took.
+    pub async fn ping(&self) -> Result<Duration, DbError> {
+        let started = Instant::now();
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(started.elapsed())
+    }
+
+    /// Closes every connection; used at shutdown so SQLite checkpoints its WAL.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(tx) => tx.rollback().await?,
+            Tx::Postgres(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}

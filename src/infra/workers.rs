@@ -1,0 +1,47 @@
+//! Background workers (relays, pollers, metric upkeep) and their clean stop at shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Spawns background tasks that all see one cancellation token, and waits for them at shutdown.
+#[derive(Clone, Default)]
+pub struct Workers {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Workers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `task` until it returns; it must return soon after `token` is cancelled.
+    pub fn spawn<F, Fut>(&self, name: &'static str, task: F)
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let fut = task(self.token.child_token());
+        self.tracker.spawn(async move {
+            fut.await;
+            tracing::debug!(worker = name, "worker stopped");
+        });
+    }
+
+    /// A token cancelled when shutdown begins.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Asks every worker to stop and waits up to `timeout` for them.
+    pub async fn shutdown(&self, timeout: Duration) -> bool {
+        self.token.cancel();
+        self.tracker.close();
+        tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

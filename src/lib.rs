@@ -1,0 +1,36 @@
+//! forma: the backend of a 3D-print-on-demand business, as one binary whose `--role` decides what
+//! runs (SPEC §1). Module map:
+//!
+//! - [`cli`], [`config`]: the command line and the layered configuration.
+//! - [`roles`]: the one place that decides what each role mounts.
+//! - [`app`], [`server`]: start-up (database, migrations, ports) and the HTTP server's lifecycle.
+//! - [`http`]: what every response shares: the error shape, request ids, body limits.
+//! - [`observability`]: logs and Prometheus metrics.
+//! - [`health`]: liveness, readiness and the health report shape.
+//! - [`gateway`], [`order`]: the two services.
+//! - [`clients`]: the traits one service calls another through, in-process or over HTTP.
+//! - [`identity`]: tenants, users, roles and permissions.
+//! - [`infra`]: the ports with an embedded and a distributed implementation each.
+//! - [`openapi`]: the merged OpenAPI document and the docs UI.
+
+pub mod app;
+pub mod cli;
+pub mod clients;
+pub mod config;
+pub mod events;
+pub mod gateway;
+pub mod health;
+pub mod http;
+pub mod identity;
+pub mod infra;
+pub mod observability;
+pub mod openapi;
+pub mod order;
+pub mod roles;
+pub mod server;
+
+#[cfg(test)]
+pub mod testing;
+
+/// The version reported by `/health` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,67 @@
+//! The one place that decides what each role runs (SPEC §1): which routers are mounted and which
+//! implementation stands behind each service client.
+//!
+//! | role | mounts |
+//! | --- | --- |
+//! | `all` | the gateway, reaching the order service in-process |
+//! | `gateway` | the gateway, reaching the order service over HTTP |
+//! | `order` | the order service and its internal API |
+
+use std::sync::Arc;
+
+use axum::Router;
+use clap::ValueEnum;
+
+use crate::app::AppContext;
+use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
+use crate::gateway::GatewayState;
+use crate::order::OrderState;
+use crate::{gateway, http, openapi, order};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Gateway and order service in one process, on one port.
+    All,
+    /// The API gateway.
+    Gateway,
+    /// The order service.
+    Order,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Gateway => "gateway",
+            Role::Order => "order",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Role::All | Role::Gateway => 3000,
+            Role::Order => 3001,
+        }
+    }
+}
+
+/// Builds the complete HTTP application of `role`, wrapped in the shared HTTP stack.
+pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
+    let app = match role {
+        Role::Order => order::router(OrderState::new(ctx.clone())),
+        Role::Gateway => {
+            let order: Arc<dyn OrderClient> =
+                Arc::new(HttpOrderClient::new(ctx.config.order_urls(), &ctx.config)?);
+            gateway::router(GatewayState::new(ctx.clone(), order)?)
+        }
+        Role::All => {
+            let order: Arc<dyn OrderClient> =
+                Arc::new(InProcessOrderClient::new(OrderState::new(ctx.clone())));
+            gateway::router(GatewayState::new(ctx.clone(), order)?)
+        }
+    };
+    Ok(http::stack(
+        app.merge(openapi::docs_router()),
+        &ctx.config.server,
+    ))
+}

@@ -1,0 +1,244 @@
+//! The test harness: the real router of a role, served on `127.0.0.1:0` by the real server loop,
+//! against a fresh database of its own (a temporary SQLite file, or a PostgreSQL database created
+//! for the test and dropped after it), so tests run in parallel.
+//!
+//! Tests that must hold on both databases are written once with [`each_database!`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::AppContext;
+use crate::config::{Config, Secret, SecretUrl};
+use crate::infra::db::Backend;
+use crate::roles::Role;
+use crate::server;
+
+/// Where the test suite finds PostgreSQL; each test creates its own database there.
+pub const POSTGRES_URL_ENV: &str = "FORMA_TEST_POSTGRES_URL";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The password of `admin@localhost` in every test database.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+/// The internal key of split test deployments.
+pub const INTERNAL_KEY: &str = "test-internal-key-0123456789abcdef";
+
+/// Writes a test twice: once on SQLite, once on PostgreSQL, as `name::sqlite` and `name::postgres`.
+#[macro_export]
+macro_rules! each_database {
+    ($(#[$meta:meta])* async fn $name:ident($backend:ident: Backend) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($backend: $crate::infra::db::Backend) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::infra::db::Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                run($crate::infra::db::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let url = format!("sqlite://{}", dir.path().join("forma.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    postgres: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("forma_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = connect_postgres_admin(&admin).await;
+                sqlx::Executor::execute(
+                    &mut conn,
+                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+                )
+                .await
+                .expect("CREATE DATABASE");
+                let url = database_url(&admin, &name);
+                Self {
+                    url,
+                    _dir: None,
+                    postgres: Some((admin, name)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside async; a short-lived runtime on its own thread removes the database.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::Executor::execute(&mut conn, sqlx::AssertSqlSafe(sql)).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+async fn connect_postgres_admin(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    match sqlx::PgConnection::connect(url).await {
+        Ok(conn) => conn,
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at {url} ({e}). Run the suite with scripts/test, which \
+             starts it, or point {POSTGRES_URL_ENV} at a server."
+        ),
+    }
+}
+
+/// `admin` with its database name replaced by `name`.
+fn database_url(admin: &str, name: &str) -> String {
+    let mut url = url::Url::parse(admin).expect("a valid PostgreSQL URL");
+    url.set_path(name);
+    url.to_string()
+}
+
+/// A configuration for tests: the given database, a known admin password, quiet defaults.
+pub fn config(database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.database.url = SecretUrl::new(database_url);
+    config.database.max_connections = 5;
+    config.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+    config.internal.key = Some(Secret::new(INTERNAL_KEY));
+    config.server.shutdown_timeout_secs = 5;
+    config
+}
+
+/// An HTTP client for tests.
+pub fn client() -> reqwest::Client {
+    crate::infra::tls::http_client()
+        .build()
+        .expect("an HTTP client")
+}
+
+/// A running role.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub ctx: Arc<AppContext>,
+    pub client: reqwest::Client,
+    pub database: Arc<TestDatabase>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts `role` on a fresh database with the test configuration.
+    pub async fn spawn(role: Role, backend: Backend) -> Self {
+        Self::spawn_with(role, backend, |_| {}).await
+    }
+
+    /// Starts `role` on a fresh database after `configure` adjusted the test configuration.
+    pub async fn spawn_with(
+        role: Role,
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let database = Arc::new(TestDatabase::create(backend).await);
+        Self::spawn_on(role, database, configure).await
+    }
+
+    /// Starts `role` on an existing test database (several roles sharing one database).
+    pub async fn spawn_on(
+        role: Role,
+        database: Arc<TestDatabase>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let mut config = config(&database.url);
+        configure(&mut config);
+        let ctx = AppContext::start(role, config)
+            .await
+            .expect("the role starts");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free loopback port");
+        let addr = listener.local_addr().expect("a bound address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::run(ctx.clone(), listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = client();
+        Self {
+            addr,
+            ctx,
+            client,
+            database,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the request is answered")
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns what the server loop returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
