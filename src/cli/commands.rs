@@ -26,9 +26,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server::serve(role, config).await
         }
         Command::Migrate { config } => {
-            let loaded = Config::load(config.config.as_deref())?;
             let db = open_database(config.config.as_deref()).await?;
-            bootstrap::ensure_first_admin(&db, loaded.admin_password.as_ref()).await?;
             db.close().await;
             println!("migrations applied");
             Ok(())
@@ -141,7 +139,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Connects to the configured database and applies migrations.
+/// Connects to the configured database, applies migrations, and on an empty database creates the
+/// first tenant and admin, exactly as `serve` does on its first start.
 async fn open_database(config_file: Option<&Path>) -> anyhow::Result<Db> {
     let config = Config::load(config_file)?;
     logging::init(&config.log);
@@ -151,6 +150,7 @@ async fn open_database(config_file: Option<&Path>) -> anyhow::Result<Db> {
     )
     .await?;
     db.migrate().await?;
+    bootstrap::ensure_first_admin(&db, config.admin_password.as_ref()).await?;
     Ok(db)
 }
 

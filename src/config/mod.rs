@@ -347,8 +347,10 @@ impl Config {
             .merge(Env::raw().only(&["redis_url"]).map(|_| "redis.url".into()))
             .merge(
                 Env::prefixed("FORMA_")
+                    // Keys reach the filter before figment lower-cases them.
                     .filter(|key| {
-                        let section = key.as_str().split("__").next().unwrap_or_default();
+                        let key = key.as_str().to_ascii_lowercase();
+                        let section = key.split("__").next().unwrap_or_default();
                         SECTIONS.contains(&section)
                     })
                     .split("__"),
@@ -410,3 +412,5 @@ fn describe_figment_error(error: figment::Error) -> String {
         .join("; ")
 }
 
+#[cfg(test)]
+mod tests;

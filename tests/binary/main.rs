@@ -1,0 +1,6 @@
+//! Black-box tests of the real `forma` binary: its commands, and its roles as separate processes
+//! talking over loopback.
+
+mod cli;
+mod processes;
+mod support;
