@@ -47,6 +47,9 @@ pub struct CheckResult {
     pub critical: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The gateway's circuit breaker towards this service: `closed`, `open` or `half_open`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<String>,
 }
 
 impl CheckResult {
@@ -56,6 +59,7 @@ impl CheckResult {
             latency_ms: Some(latency.as_millis() as u64),
             critical: true,
             message: None,
+            circuit: None,
         }
     }
 
@@ -65,6 +69,7 @@ impl CheckResult {
             latency_ms: None,
             critical: true,
             message: Some(message.into()),
+            circuit: None,
         }
     }
 
@@ -74,6 +79,7 @@ impl CheckResult {
             latency_ms: None,
             critical: false,
             message: Some(message.into()),
+            circuit: None,
         }
     }
 

@@ -48,20 +48,18 @@ impl Role {
 /// Builds the complete HTTP application of `role`, wrapped in the shared HTTP stack.
 pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
     let app = match role {
-        Role::Order => order::router(OrderState::new(ctx.clone())),
+        Role::Order => order::service_router(OrderState::new(ctx.clone())),
         Role::Gateway => {
             let order: Arc<dyn OrderClient> =
                 Arc::new(HttpOrderClient::new(ctx.config.order_urls(), &ctx.config)?);
-            gateway::router(GatewayState::new(ctx.clone(), order)?)
+            gateway::router(GatewayState::new(ctx.clone(), order, None)?)
         }
         Role::All => {
-            let order: Arc<dyn OrderClient> =
-                Arc::new(InProcessOrderClient::new(OrderState::new(ctx.clone())));
-            gateway::router(GatewayState::new(ctx.clone(), order)?)
+            let state = OrderState::new(ctx.clone());
+            let order: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(state.clone()));
+            let in_process = order::router(state);
+            gateway::router(GatewayState::new(ctx.clone(), order, Some(in_process))?)
         }
     };
-    Ok(http::stack(
-        app.merge(openapi::docs_router()),
-        &ctx.config.server,
-    ))
+    Ok(http::stack(app.merge(openapi::docs_router()), &ctx.config))
 }

@@ -20,6 +20,9 @@ use crate::server;
 /// Where the test suite finds PostgreSQL; each test creates its own database there.
 pub const POSTGRES_URL_ENV: &str = "FORMA_TEST_POSTGRES_URL";
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Where the test suite finds Redis; each test uses its own key prefix there.
+pub const REDIS_URL_ENV: &str = "FORMA_TEST_REDIS_URL";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 /// The password of `admin@localhost` in every test database.
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
@@ -115,6 +118,13 @@ impl Drop for TestDatabase {
     }
 }
 
+/// Points `config` at the shared test Redis with a key prefix of its own.
+pub fn use_redis(config: &mut Config) {
+    let url = std::env::var(REDIS_URL_ENV).unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned());
+    config.redis.url = Some(SecretUrl::new(url));
+    config.redis.key_prefix = format!("forma_test_{}:", uuid::Uuid::new_v4().simple());
+}
+
 pub fn postgres_admin_url() -> String {
     std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
 }
@@ -146,6 +156,27 @@ pub fn config(database_url: &str) -> Config {
     config.internal.key = Some(Secret::new(INTERNAL_KEY));
     config.server.shutdown_timeout_secs = 5;
     config
+}
+
+/// A client that keeps cookies, like a browser.
+pub fn cookie_client() -> reqwest::Client {
+    crate::infra::tls::http_client()
+        .cookie_store(true)
+        .build()
+        .expect("an HTTP client")
+}
+
+/// The value of the `forma.sid` cookie a response sets.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            let v = v.to_str().ok()?;
+            v.strip_prefix("forma.sid=")
+                .map(|rest| rest.split(';').next().unwrap_or_default().to_owned())
+        })
 }
 
 /// An HTTP client for tests.
@@ -221,6 +252,55 @@ impl TestApp {
             .send()
             .await
             .expect("the request is answered")
+    }
+
+    /// Creates a user in the default tenant.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        role: crate::identity::roles::UserRole,
+    ) -> crate::identity::users::User {
+        use crate::identity::{password, tenants, users};
+        let db = &self.ctx.db;
+        let tenant = tenants::find_by_slug(db, tenants::DEFAULT_SLUG)
+            .await
+            .unwrap()
+            .unwrap();
+        let new = users::NewUser {
+            tenant_id: tenant.id,
+            email: email.to_owned(),
+            name: email.split('@').next().unwrap_or_default().to_owned(),
+            password_hash: password::hash(password).await.unwrap(),
+            roles: vec![role],
+            is_super_admin: false,
+        };
+        let mut tx = db.begin().await.unwrap();
+        let user = users::insert(&mut tx, &new)
+            .await
+            .unwrap()
+            .expect("a new address");
+        tx.commit().await.unwrap();
+        user
+    }
+
+    /// Signs in and returns a client that carries the session cookie, and the cookie's value.
+    pub async fn login(&self, email: &str, password: &str) -> (reqwest::Client, String) {
+        let client = cookie_client();
+        let response = client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "login of {email}");
+        let cookie = session_cookie(&response).expect("a session cookie");
+        (client, cookie)
+    }
+
+    /// A client signed in as `admin@localhost`.
+    pub async fn admin(&self) -> reqwest::Client {
+        self.login("admin@localhost", ADMIN_PASSWORD).await.0
     }
 
     /// Graceful shutdown, as on SIGTERM; returns what the server loop returned.

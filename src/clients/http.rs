@@ -1,13 +1,28 @@
-//! What the HTTP implementations of the service clients share: a service's instances and their
-//! health probe.
+//! What the HTTP implementations of the service clients share: a service's instances, their
+//! health probe, calls to their internal API, and the error every service client returns.
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use reqwest::header::HeaderValue;
+use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::health::CheckResult;
+use crate::http::error::{ErrorBody, ErrorMessage};
 use crate::http::request_id::{self, X_REQUEST_ID};
+use crate::order::internal::X_INTERNAL_KEY;
+
+/// Why a call to another service failed, whichever implementation made it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// No instance could be reached, or it failed on its side: worth retrying later.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// The service answered and refused the call (4xx): retrying the same call will not help.
+    #[error("service refused the call ({status}): {message}")]
+    Rejected { status: u16, message: String },
+}
 
 /// The instances of one downstream service.
 #[derive(Clone)]
@@ -15,6 +30,8 @@ pub struct ServiceEndpoints {
     pub http: reqwest::Client,
     pub instances: Vec<String>,
     pub health_timeout: Duration,
+    timeout: Duration,
+    internal_key: Option<Secret>,
 }
 
 impl ServiceEndpoints {
@@ -27,7 +44,62 @@ impl ServiceEndpoints {
             http,
             instances,
             health_timeout: Duration::from_millis(config.services.health_timeout_ms),
+            timeout: Duration::from_millis(config.services.timeout_ms),
+            internal_key: config.internal.key.clone(),
         })
+    }
+
+    /// `POST {instance}{path}` on the internal API (SPEC §7) with the internal key and the current
+    /// request id. The next instance is tried only when the connection was refused: the request
+    /// surely never arrived, so it cannot be done twice. After a timeout or a 5xx it may have
+    /// been, and these calls are not idempotent, so the caller decides.
+    pub async fn post_internal(
+        &self,
+        path: &str,
+        body: &(impl Serialize + Sync),
+    ) -> Result<reqwest::Response, ClientError> {
+        let key = self.internal_key_header()?;
+        let mut refused = Vec::new();
+        for base in &self.instances {
+            let mut request = self.http.post(format!("{base}{path}")).json(body);
+            if let Some(key) = &key {
+                request = request.header(X_INTERNAL_KEY, key.clone());
+            }
+            if let Some(id) = request_id::current() {
+                request = request.header(X_REQUEST_ID, id);
+            }
+            match request.send().await {
+                Ok(response) => return answer(base, response).await,
+                Err(e) if e.is_connect() => {
+                    tracing::warn!(instance = %base, path, "instance unreachable, trying the next");
+                    refused.push(format!("{base}: connection refused"));
+                }
+                Err(e) if e.is_timeout() => {
+                    return Err(ClientError::Unavailable(format!(
+                        "{base}: no answer within {:?}",
+                        self.timeout
+                    )));
+                }
+                Err(e) => return Err(ClientError::Unavailable(format!("{base}: {e}"))),
+            }
+        }
+        Err(ClientError::Unavailable(if refused.is_empty() {
+            "no instances configured".to_owned()
+        } else {
+            refused.join("; ")
+        }))
+    }
+
+    /// The key as a header value marked sensitive, so no HTTP-level log ever prints it.
+    fn internal_key_header(&self) -> Result<Option<HeaderValue>, ClientError> {
+        let Some(key) = &self.internal_key else {
+            return Ok(None);
+        };
+        let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
+            ClientError::Unavailable("internal.key is not a valid header value".to_owned())
+        })?;
+        value.set_sensitive(true);
+        Ok(Some(value))
     }
 
     /// `GET /health/ready` on every instance at once: ok while at least one answers.
@@ -70,5 +142,30 @@ impl ServiceEndpoints {
             Err(e) if e.is_connect() => Err(format!("{base}: connection refused")),
             Err(e) => Err(format!("{base}: {e}")),
         }
+    }
+}
+
+/// A 2xx passes; a 4xx is the service refusing (with its §4 message); a 5xx is unavailability.
+async fn answer(base: &str, response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let message = match response.json::<ErrorBody>().await {
+        Ok(body) => match body.message {
+            ErrorMessage::One(message) => message,
+            ErrorMessage::Many(messages) => messages.join("; "),
+        },
+        Err(_) => status.to_string(),
+    };
+    if status.is_server_error() {
+        Err(ClientError::Unavailable(format!(
+            "{base}: answered {status}: {message}"
+        )))
+    } else {
+        Err(ClientError::Rejected {
+            status: status.as_u16(),
+            message,
+        })
     }
 }

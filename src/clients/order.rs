@@ -4,15 +4,19 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::http::ServiceEndpoints;
+use super::http::{ClientError, ServiceEndpoints};
 use crate::config::Config;
 use crate::health::{self, CheckResult, HealthStatus};
 use crate::order::OrderState;
+use crate::order::audit::{self, AuditEntry};
 
 #[async_trait]
 pub trait OrderClient: Send + Sync {
     /// Whether the order service is ready to serve.
     async fn health(&self) -> CheckResult;
+
+    /// Appends a security event to the audit log (SPEC §6.5); split, `POST /internal/audit-logs`.
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), ClientError>;
 }
 
 /// Role `all`: the order service lives in this process.
@@ -39,6 +43,18 @@ impl OrderClient for InProcessOrderClient {
         }
         .with_message("in-process")
     }
+
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), ClientError> {
+        // The same refusal the internal endpoint gives, so both implementations behave alike.
+        entry.validate().map_err(|problems| ClientError::Rejected {
+            status: 400,
+            message: problems.join("; "),
+        })?;
+        audit::record(&self.order.ctx.db, &entry)
+            .await
+            .map(drop)
+            .map_err(|e| ClientError::Unavailable(format!("the audit log cannot be written: {e}")))
+    }
 }
 
 /// Split roles: the order service's instances, over HTTP.
@@ -58,5 +74,194 @@ impl HttpOrderClient {
 impl OrderClient for HttpOrderClient {
     async fn health(&self) -> CheckResult {
         self.endpoints.health().await
+    }
+
+    async fn record_audit(&self, entry: AuditEntry) -> Result<(), ClientError> {
+        self.endpoints
+            .post_internal("/internal/audit-logs", &entry)
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::each_database;
+    use crate::infra::db::Db;
+    use crate::order::audit::{AuditFilter, actions};
+    use crate::roles::Role;
+    use crate::testing::{self, TestApp};
+
+    /// What every implementation of `record_audit` must do (SPEC §7: one suite for both).
+    async fn record_audit_contract(client: &dyn OrderClient, db: &Db) {
+        let tenant = Uuid::new_v4();
+        let mut entry = AuditEntry::new(tenant, actions::USER_ROLES_CHANGED);
+        entry.actor_id = Some(Uuid::new_v4());
+        entry.actor_email = Some("admin@example.com".into());
+        entry.target_type = Some("user".into());
+        entry.target_id = Some(Uuid::new_v4().to_string());
+        entry.ip = Some("2001:db8::1".into());
+        entry.user_agent = Some("forma-tests".into());
+        entry.details = json!({"from": ["viewer"], "to": ["operator"]});
+        client
+            .record_audit(entry.clone())
+            .await
+            .expect("the entry is recorded");
+
+        let (stored, total) = audit::list(db, tenant, &AuditFilter::default(), Default::default())
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(stored[0].entry, entry);
+
+        let refused = client.record_audit(AuditEntry::new(tenant, "")).await;
+        assert_eq!(
+            refused,
+            Err(ClientError::Rejected {
+                status: 400,
+                message: "action must not be empty".into()
+            })
+        );
+        let (_, total) = audit::list(db, tenant, &AuditFilter::default(), Default::default())
+            .await
+            .unwrap();
+        assert_eq!(total, 1, "a refused entry is not stored");
+    }
+
+    fn http_client(order: &TestApp, key: &str) -> HttpOrderClient {
+        let mut config = testing::config(&order.database.url);
+        config.internal.key = Some(crate::config::Secret::new(key));
+        HttpOrderClient::new(vec![order.url("")], &config).unwrap()
+    }
+
+    each_database! {
+        async fn the_in_process_client_keeps_the_record_audit_contract(backend: Backend) {
+            let app = TestApp::spawn(Role::All, backend).await;
+            let client = InProcessOrderClient::new(OrderState::new(app.ctx.clone()));
+            record_audit_contract(&client, &app.ctx.db).await;
+        }
+    }
+
+    each_database! {
+        async fn the_http_client_keeps_the_record_audit_contract(backend: Backend) {
+            let order = TestApp::spawn(Role::Order, backend).await;
+            let client = http_client(&order, testing::INTERNAL_KEY);
+            record_audit_contract(&client, &order.ctx.db).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_http_client_with_a_wrong_key_is_rejected_with_401() {
+        let order = TestApp::spawn(Role::Order, crate::infra::db::Backend::Sqlite).await;
+        let client = http_client(&order, "a-wrong-internal-key");
+        let result = client
+            .record_audit(AuditEntry::new(Uuid::new_v4(), actions::LOGOUT))
+            .await;
+        assert_eq!(
+            result,
+            Err(ClientError::Rejected {
+                status: 401,
+                message: "Invalid internal key".into()
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn the_http_client_tries_the_next_instance_and_reports_when_none_answers() {
+        let order = TestApp::spawn(Role::Order, crate::infra::db::Backend::Sqlite).await;
+        let dead = dead_instance().await;
+        let mut config = testing::config(&order.database.url);
+        config.internal.key = Some(crate::config::Secret::new(testing::INTERNAL_KEY));
+        let entry = AuditEntry::new(Uuid::new_v4(), actions::LOGOUT);
+
+        let failover = HttpOrderClient::new(vec![dead.clone(), order.url("")], &config).unwrap();
+        failover
+            .record_audit(entry.clone())
+            .await
+            .expect("the live instance records it");
+
+        let nobody = HttpOrderClient::new(vec![dead.clone()], &config).unwrap();
+        match nobody.record_audit(entry).await {
+            Err(ClientError::Unavailable(message)) => {
+                assert!(message.contains("connection refused"), "{message}");
+                assert!(
+                    !message.contains(testing::INTERNAL_KEY),
+                    "the key never leaks"
+                );
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_http_client_forwards_the_request_id_and_the_internal_key() {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::post;
+        use std::sync::{Arc, Mutex};
+
+        // A stand-in order instance that remembers what it was sent.
+        let seen: Arc<Mutex<Option<HeaderMap>>> = Arc::default();
+        let remember = seen.clone();
+        let fake = axum::Router::new().route(
+            "/internal/audit-logs",
+            post(move |headers: HeaderMap| async move {
+                *remember.lock().unwrap() = Some(headers);
+                StatusCode::CREATED
+            }),
+        );
+        let order_url = serve(fake).await;
+
+        let mut config = crate::config::Config::default();
+        config.internal.key = Some(crate::config::Secret::new(testing::INTERNAL_KEY));
+        let client = Arc::new(HttpOrderClient::new(vec![order_url], &config).unwrap());
+        // A handler of ours, behind the request-id middleware, makes the call.
+        let front = axum::Router::new()
+            .route(
+                "/call",
+                post(move || async move {
+                    let entry = AuditEntry::new(Uuid::new_v4(), actions::LOGOUT);
+                    client
+                        .record_audit(entry)
+                        .await
+                        .map(|()| "ok")
+                        .map_err(|e| e.to_string())
+                }),
+            )
+            .layer(axum::middleware::from_fn(crate::http::request_id::assign));
+        let front_url = serve(front).await;
+        let response = testing::client()
+            .post(format!("{front_url}/call"))
+            .header("x-request-id", "req-from-the-browser-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{:?}", response.text().await);
+
+        let headers = seen
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the fake instance was called");
+        assert_eq!(headers["x-request-id"], "req-from-the-browser-42");
+        assert_eq!(headers["x-internal-key"], testing::INTERNAL_KEY);
+    }
+
+    async fn serve(router: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
+    }
+
+    /// The URL of a loopback port nothing listens on.
+    async fn dead_instance() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}")
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use secret::{Secret, SecretUrl};
@@ -37,6 +38,7 @@ const SECTIONS: &[&str] = &[
     "session",
     "services",
     "rate_limit",
+    "proxy",
     "cors",
     "shopify",
     "simplyprint",
@@ -68,6 +70,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub services: ServicesConfig,
     pub rate_limit: RateLimitConfig,
+    pub proxy: ProxyConfig,
     pub cors: CorsConfig,
     pub shopify: ShopifyConfig,
     pub simplyprint: SimplyPrintConfig,
@@ -245,14 +248,19 @@ impl Default for ServicesConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Requests per minute per client IP.
+    /// Requests per window per client IP.
     pub per_ip: u32,
-    /// Requests per minute per signed-in user.
+    /// Requests per window per signed-in user.
     pub per_user: u32,
-    /// Requests per minute per client IP on `/api/v1/webhooks/**`.
+    /// Requests per window per client IP on `/api/v1/webhooks/**`.
     pub webhooks: u32,
-    /// Proxies whose `X-Forwarded-For` is believed (IP addresses).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Requests per window per client IP on the sign-in endpoints (`/api/v1/auth/**`).
+    pub auth: u32,
+    /// The window every limit is counted over, in seconds.
+    pub window_secs: u64,
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or CIDR ranges.
+    #[serde(deserialize_with = "networks::deserialize")]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for RateLimitConfig {
@@ -261,8 +269,148 @@ impl Default for RateLimitConfig {
             per_ip: 100,
             per_user: 600,
             webhooks: 300,
+            auth: 30,
+            window_secs: 60,
             trusted_proxies: Vec::new(),
         }
+    }
+}
+
+/// A service behind the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Order,
+    Print,
+    Shipping,
+    Gridflock,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Order => "order",
+            Service::Print => "print",
+            Service::Shipping => "shipping",
+            Service::Gridflock => "gridflock",
+        }
+    }
+}
+
+/// One entry of the gateway's route table: a path prefix under `/api/v1`, matched by whole segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub prefix: String,
+    pub service: Service,
+    /// Overrides `services.timeout_ms` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    /// A consistent hash of the Socket.IO `sid` (or the session cookie), so long-polling sticks.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// The route table (SPEC §5.2); replacing it replaces the whole table.
+    pub routes: Vec<RouteConfig>,
+    /// Paths served without a session: exact, or a prefix when ending in `*` or `/**`.
+    pub public_paths: Vec<String>,
+    /// Retries of GET/HEAD on connection errors (never on a response).
+    pub retries: u32,
+    pub load_balancing: LoadBalancing,
+    /// The circuit breaker opens when at least this share of requests failed…
+    pub breaker_failure_ratio: f64,
+    /// …over at least this many requests…
+    pub breaker_min_requests: u32,
+    /// …within this window (seconds),
+    pub breaker_window_secs: u64,
+    /// and lets a trial request through after this long (seconds).
+    pub breaker_open_secs: u64,
+    /// A signed user context older than this (seconds) is refused by the services.
+    pub user_context_max_age_secs: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        let route = |prefix: &str, service| RouteConfig {
+            prefix: prefix.to_owned(),
+            service,
+            timeout_ms: None,
+        };
+        Self {
+            routes: vec![
+                route("/orders", Service::Order),
+                route("/analytics", Service::Order),
+                route("/product-mappings", Service::Order),
+                route("/events", Service::Order),
+                route("/audit-logs", Service::Order),
+                route("/notifications", Service::Order),
+                route("/push", Service::Order),
+                route("/retry-queue", Service::Order),
+                route("/shopify", Service::Order),
+                route("/webhooks/shopify", Service::Order),
+                route("/inventory", Service::Order),
+                route("/print-jobs", Service::Print),
+                route("/webhooks/simplyprint", Service::Print),
+                route("/shipments", Service::Shipping),
+                route("/webhooks/sendcloud", Service::Shipping),
+                route("/gridflock", Service::Gridflock),
+            ],
+            public_paths: [
+                "/api/v1/auth/login",
+                "/api/v1/auth/token",
+                "/api/v1/auth/refresh",
+                "/api/v1/webhooks/**",
+                "/api/v1/shopify/callback",
+                "/api/v1/push/vapid-public-key",
+                "/health*",
+                "/live",
+                "/ready",
+                "/docs*",
+                "/openapi.json",
+                "/metrics",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            retries: 2,
+            load_balancing: LoadBalancing::RoundRobin,
+            breaker_failure_ratio: 0.5,
+            breaker_min_requests: 10,
+            breaker_window_secs: 30,
+            breaker_open_secs: 30,
+            user_context_max_age_secs: 30,
+        }
+    }
+}
+
+/// CIDR ranges or bare addresses (a bare address is its own /32 or /128).
+mod networks {
+    use std::net::IpAddr;
+
+    use ipnet::IpNet;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
+        let raw = Vec::<String>::deserialize(deserializer)?;
+        raw.iter()
+            .map(|s| {
+                s.parse::<IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        serde::de::Error::custom(format!("{s} is not an IP address or CIDR range"))
+                    })
+            })
+            .collect()
     }
 }
 

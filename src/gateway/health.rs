@@ -93,7 +93,22 @@ impl HealthAggregator {
             }),
         );
         checks.insert("order".to_owned(), order);
+        for upstream in state.proxy.http_upstreams() {
+            if let Some(check) = checks.get_mut(upstream.service().as_str()) {
+                check.circuit = Some(upstream.breaker().state().as_str().to_owned());
+            }
+        }
         checks.extend(own);
+        if state.limiter.is_shared() {
+            let limiter = if state.limiter.is_degraded() {
+                CheckResult::down(
+                    "Redis unreachable: limits are counted per replica until it answers",
+                )
+            } else {
+                CheckResult::ok(Duration::ZERO)
+            };
+            checks.insert("rateLimit".to_owned(), limiter.non_critical());
+        }
         HealthReport::new(&state.ctx, checks)
     }
 }

@@ -1,15 +1,24 @@
-//! The API gateway (SPEC §5): the single entry point of the web app and of Shopify.
+//! The API gateway (SPEC §5): the single entry point of the web app and of Shopify. It signs users
+//! in, limits rates, and forwards everything else to the service that owns it.
 
+pub mod audit;
+pub mod auth;
 pub mod health;
+pub mod proxy;
+pub mod rate_limit;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
+use axum::middleware::from_fn_with_state;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppContext;
 use crate::clients::order::OrderClient;
+use crate::infra::sessions::Sessions;
+use auth::public::PublicPaths;
+use rate_limit::RateLimiter;
 
 /// The gateway's router state.
 #[derive(Clone)]
@@ -17,12 +26,34 @@ pub struct GatewayState {
     pub ctx: Arc<AppContext>,
     pub order: Arc<dyn OrderClient>,
     pub health: Arc<health::HealthAggregator>,
+    pub sessions: Sessions,
+    pub public: Arc<PublicPaths>,
+    pub limiter: RateLimiter,
+    pub proxy: Arc<proxy::Proxy>,
 }
 
 impl GatewayState {
-    pub fn new(ctx: Arc<AppContext>, order: Arc<dyn OrderClient>) -> anyhow::Result<Self> {
-        let health = Arc::new(health::HealthAggregator::new(&ctx.config)?);
-        Ok(Self { ctx, order, health })
+    /// `order_router` is the order service's router when it runs in this process (role `all`).
+    pub fn new(
+        ctx: Arc<AppContext>,
+        order: Arc<dyn OrderClient>,
+        order_router: Option<Router>,
+    ) -> anyhow::Result<Self> {
+        let config = &ctx.config;
+        let health = Arc::new(health::HealthAggregator::new(config)?);
+        let sessions = Sessions::new(&ctx.db, ctx.redis.as_ref(), &ctx.workers);
+        let public = Arc::new(PublicPaths::new(&config.proxy.public_paths));
+        let limiter = RateLimiter::new(&config.rate_limit, ctx.redis.clone());
+        let proxy = Arc::new(proxy::Proxy::new(&ctx, order_router)?);
+        Ok(Self {
+            ctx,
+            order,
+            health,
+            sessions,
+            public,
+            limiter,
+            proxy,
+        })
     }
 }
 
@@ -37,12 +68,31 @@ pub fn api_routes() -> OpenApiRouter<GatewayState> {
     OpenApiRouter::new()
         .merge(crate::health::probe_routes())
         .merge(health::routes())
+        .merge(auth::routes())
 }
 
-/// Everything the gateway serves.
+/// Everything the gateway serves. Layers, outermost first: CORS, the per-IP rate limit, the session
+/// cookie, authentication (401 for non-public paths without a session), the per-user rate limit.
 pub fn router(state: GatewayState) -> Router {
-    let (router, _) = api_routes().split_for_parts();
-    router.with_state(state)
+    let (routes, _) = api_routes().split_for_parts();
+    let app = routes
+        .fallback(proxy::forward)
+        .with_state(state.clone())
+        .layer(from_fn_with_state(
+            state.limiter.clone(),
+            rate_limit::limit_by_user,
+        ))
+        .layer(from_fn_with_state(state.clone(), auth::authenticate));
+    let app = auth::session::layer(app, state.sessions.clone(), &state.ctx.config.session);
+    let app = app.layer(from_fn_with_state(
+        state.limiter.clone(),
+        rate_limit::limit_by_ip,
+    ));
+    // Outermost: a preflight is answered before rate limits and sessions are looked at.
+    match crate::http::security::cors(&state.ctx.config) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
 }
 
 #[cfg(test)]

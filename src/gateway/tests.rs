@@ -107,7 +107,8 @@ async fn metrics_count_requests_by_route_template_and_status() {
         text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#),
         "{text}"
     );
-    assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
+    // Signed out, the unknown path is refused before routing: still one "unmatched" label.
+    assert!(text.contains(r#"route="unmatched",status="401""#), "{text}");
     assert!(
         text.contains("http_request_duration_seconds_bucket"),
         "{text}"
@@ -178,4 +179,33 @@ async fn docs_ui_is_served_entirely_by_forma() {
         init.contains(r#""validatorUrl": "none""#) || init.contains("validatorUrl"),
         "{init}"
     );
+}
+
+#[tokio::test]
+async fn health_checks_redis_when_it_is_configured() {
+    let app = TestApp::spawn_with(
+        Role::All,
+        crate::infra::db::Backend::Sqlite,
+        crate::testing::use_redis,
+    )
+    .await;
+    let (status, body) = json(app.get("/health").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["redis"]["status"], "ok");
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn unreachable_redis_degrades_health_without_failing_it() {
+    let app = TestApp::spawn_with(Role::All, crate::infra::db::Backend::Sqlite, |config| {
+        // Port 9 (discard) is closed on loopback: connections are refused at once.
+        config.redis.url = Some(crate::config::SecretUrl::new("redis://127.0.0.1:9"));
+    })
+    .await;
+    let (status, body) = json(app.get("/health").await).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["redis"]["status"], "down");
+    let (status, _) = json(app.get("/health/ready").await).await;
+    assert_eq!(status, 200, "readiness is degraded, not down");
 }

@@ -34,7 +34,8 @@ pub enum ErrorMessage {
 pub struct ApiError {
     status: StatusCode,
     message: ErrorMessage,
-    headers: HeaderMap,
+    /// Boxed: most errors carry no headers, and `Result<_, ApiError>` stays small.
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl ApiError {
@@ -42,7 +43,7 @@ impl ApiError {
         Self {
             status,
             message: ErrorMessage::One(message.into()),
-            headers: HeaderMap::new(),
+            headers: None,
         }
     }
 
@@ -55,7 +56,7 @@ impl ApiError {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: ErrorMessage::Many(messages),
-            headers: HeaderMap::new(),
+            headers: None,
         }
     }
 
@@ -87,7 +88,7 @@ impl ApiError {
 
     /// Adds a response header (`Retry-After`, `WWW-Authenticate`, …).
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.headers.get_or_insert_default().insert(name, value);
         self
     }
 
@@ -123,7 +124,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = self.body();
         let mut response = (self.status, axum::Json(body)).into_response();
-        response.headers_mut().extend(self.headers);
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
         response
     }
 }

@@ -4,7 +4,9 @@
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod pagination;
 pub mod request_id;
+pub mod security;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -14,21 +16,22 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::{ApiError, ErrorBody};
 
-use crate::config::ServerConfig;
+use crate::config::Config;
 use crate::observability;
 
-/// Wraps `router` in the shared layers, outermost first: request id, request span and log,
-/// metrics, the §4 error shape for every error response, panic recovery, body limits.
-pub fn stack(router: Router, server: &ServerConfig) -> Router {
-    let limits = limits::BodyLimits::from_config(server);
+/// Wraps `router` in the shared layers, outermost first: request id, security headers, request span
+/// and log, metrics, the §4 error shape for every error response, panic recovery, body limits.
+pub fn stack(router: Router, config: &Config) -> Router {
+    let limits = limits::BodyLimits::from_config(&config.server);
+    let security = security::SecurityHeaders::from_config(config);
     router
-        .fallback(error::not_found)
         // Limits are enforced by `limits::enforce` on the body stream for every route, so the
         // extractor's own smaller default must not second-guess them.
         .layer(DefaultBodyLimit::disable())
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(request_id::assign))
+                .layer(middleware::from_fn_with_state(security, security::apply))
                 .layer(observability::logging::request_trace_layer())
                 .layer(middleware::from_fn(observability::metrics::record_request))
                 .layer(middleware::from_fn(error::ensure_error_shape))

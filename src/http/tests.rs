@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::extract::Json;
 use super::stack;
-use crate::config::ServerConfig;
+use crate::config::Config;
 use crate::http::request_id::X_REQUEST_ID;
 use crate::testing::client;
 
@@ -37,13 +37,12 @@ async fn serve() -> String {
         .route("/login", post(echo_login))
         .route("/upload", post(echo_bytes))
         .route("/api/v1/webhooks/shopify", post(echo_bytes))
-        .route("/boom", get(boom));
-    let server = ServerConfig {
-        body_limit_bytes: 1024,
-        webhook_body_limit_bytes: 4096,
-        ..Default::default()
-    };
-    let app = stack(router, &server);
+        .route("/boom", get(boom))
+        .fallback(super::error::not_found);
+    let mut config = Config::default();
+    config.server.body_limit_bytes = 1024;
+    config.server.webhook_body_limit_bytes = 4096;
+    let app = stack(router, &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -16,6 +16,8 @@ pub struct User {
     pub password_hash: String,
     pub is_super_admin: bool,
     pub is_active: bool,
+    /// Bumped to revoke every session of the user at once.
+    pub session_epoch: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -32,7 +34,7 @@ pub struct NewUser {
 }
 
 const COLUMNS: &str = "id, tenant_id, email, name, password_hash, is_super_admin, is_active, \
-                       created_at, updated_at";
+                       session_epoch, created_at, updated_at";
 
 /// Inserts the user and their roles; `None` if the e-mail address is taken.
 pub async fn insert(tx: &mut Tx, new: &NewUser) -> Result<Option<User>, DbError> {
@@ -95,4 +97,30 @@ pub async fn roles_of(db: &Db, user_id: Uuid) -> Result<Vec<UserRole>, DbError> 
         .await
     })?;
     Ok(names.iter().filter_map(|n| UserRole::parse(n)).collect())
+}
+
+pub async fn find_by_id(db: &Db, id: Uuid) -> Result<Option<User>, DbError> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM users WHERE id = $1"));
+    let user = on_pool!(db, pool => {
+        sqlx::query_as::<_, User>(sql).bind(id).fetch_optional(pool).await
+    })?;
+    Ok(user)
+}
+
+/// Stores a new password hash and bumps the session epoch, which revokes every existing session;
+/// returns the new epoch so the caller can keep its own session.
+pub async fn change_password(db: &Db, id: Uuid, password_hash: &str) -> Result<i64, DbError> {
+    let now = Utc::now();
+    let epoch = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(
+            "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, updated_at = $3 \
+             WHERE id = $1 RETURNING session_epoch",
+        )
+        .bind(id)
+        .bind(password_hash)
+        .bind(now)
+        .fetch_one(pool)
+        .await
+    })?;
+    Ok(epoch)
 }

@@ -3,5 +3,6 @@
 
 pub mod db;
 pub mod redis;
+pub mod sessions;
 pub mod tls;
 pub mod workers;

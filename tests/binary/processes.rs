@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::support::{INTERNAL_KEY, PgDatabase, Server, get_json};
+use serde_json::json;
+
+use crate::support::{INTERNAL_KEY, PgDatabase, Server, client, get_json, redis_env};
 
 #[tokio::test]
 async fn all_role_starts_on_embedded_defaults_and_creates_the_admin_once() {
@@ -78,5 +80,141 @@ async fn split_roles_on_postgresql_see_each_other_and_the_order_service_going_do
 
     gateway.signal("TERM").await;
     assert!(gateway.wait(Duration::from_secs(15)).await);
+    database.drop_now().await;
+}
+
+/// Two gateway replicas and one order service, as in production: PostgreSQL and Redis shared.
+#[tokio::test]
+async fn gateway_replicas_share_sessions_and_a_dead_order_service_opens_then_closes_the_breaker() {
+    let database = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = HashMap::from([
+        ("DATABASE_URL", database.url.clone()),
+        ("FORMA_INTERNAL__KEY", INTERNAL_KEY.to_owned()),
+        ("FORMA_ADMIN_PASSWORD", "replica-admin-password".to_owned()),
+    ]);
+    env.extend(redis_env());
+    let mut order = Server::start(dir.path(), "order", &env).await;
+    let order_port = order.port();
+    env.insert("FORMA_SERVICES__ORDER_URL", order.addr.clone());
+    env.insert("FORMA_PROXY__BREAKER_OPEN_SECS", "2".to_owned());
+    let a = Server::start(dir.path(), "gateway", &env).await;
+    let b = Server::start(dir.path(), "gateway", &env).await;
+
+    // Signed in on A, the same cookie works on B.
+    let http = client();
+    let login = http
+        .post(format!("{}/api/v1/auth/login", a.addr))
+        .json(&json!({"email": "admin@localhost", "password": "replica-admin-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let get = |base: &str, path: &str| {
+        http.get(format!("{base}{path}"))
+            .header("cookie", cookie.clone())
+            .send()
+    };
+    assert_eq!(
+        get(&b.addr, "/api/v1/auth/me").await.unwrap().status(),
+        200,
+        "session shared via Redis"
+    );
+    // Through the gateway to the order service over HTTP, with a signed user context.
+    assert_eq!(
+        get(&a.addr, "/api/v1/audit-logs").await.unwrap().status(),
+        200
+    );
+
+    order.signal("KILL").await;
+    order.wait(Duration::from_secs(10)).await;
+    let mut saw_502 = false;
+    let mut open = None;
+    for _ in 0..30 {
+        let response = get(&a.addr, "/api/v1/audit-logs").await.unwrap();
+        match response.status().as_u16() {
+            502 => saw_502 = true,
+            503 => {
+                open = Some(response);
+                break;
+            }
+            other => panic!("unexpected {other} while the order service is down"),
+        }
+    }
+    assert!(
+        saw_502,
+        "connection failures are 502s before the breaker opens"
+    );
+    let open = open.expect("the breaker opened");
+    assert!(open.headers().contains_key("retry-after"));
+    let (_, health) = get_json(&format!("{}/health", a.addr)).await;
+    assert_eq!(health["checks"]["order"]["circuit"], "open", "{health}");
+
+    // The order service comes back where it was; after the open period a trial closes the breaker.
+    let _order = Server::start_on(dir.path(), "order", &env, order_port).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = get(&a.addr, "/api/v1/audit-logs").await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker did not close: last {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, health) = get_json(&format!("{}/health", a.addr)).await;
+        if health["checks"]["order"]["circuit"] == "closed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{health}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    database.drop_now().await;
+}
+
+/// A limit of 10 per IP across two replicas means 10, not 20.
+#[tokio::test]
+async fn gateway_replicas_share_one_rate_limit_through_redis() {
+    let database = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = HashMap::from([
+        ("DATABASE_URL", database.url.clone()),
+        ("FORMA_INTERNAL__KEY", INTERNAL_KEY.to_owned()),
+        ("FORMA_RATE_LIMIT__PER_IP", "10".to_owned()),
+    ]);
+    env.extend(redis_env());
+    let a = Server::start(dir.path(), "gateway", &env).await;
+    let b = Server::start(dir.path(), "gateway", &env).await;
+    let http = client();
+    let mut limited = 0;
+    for i in 0..16 {
+        let base = if i % 2 == 0 { &a.addr } else { &b.addr };
+        let response = http
+            .get(format!("{base}/api/v1/orders"))
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            401 => {}
+            429 => {
+                limited += 1;
+                assert!(response.headers().contains_key("retry-after"));
+                assert_eq!(response.headers()["ratelimit-limit"], "10");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(limited, 6, "16 requests against one shared budget of 10");
     database.drop_now().await;
 }

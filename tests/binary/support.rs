@@ -66,9 +66,19 @@ pub struct Server {
 impl Server {
     /// Starts `serve --role ROLE --port 0` with `env`, and waits for its `listening` line.
     pub async fn start(dir: &Path, role: &str, env: &HashMap<&str, String>) -> Server {
+        Self::start_on(dir, role, env, 0).await
+    }
+
+    /// Like [`Server::start`] on a given port (to restart a service where it was).
+    pub async fn start_on(
+        dir: &Path,
+        role: &str,
+        env: &HashMap<&str, String>,
+        port: u16,
+    ) -> Server {
         let mut command = forma(dir);
         command
-            .args(["serve", "--role", role, "--port", "0"])
+            .args(["serve", "--role", role, "--port", &port.to_string()])
             .env("FORMA_LOG__FORMAT", "json")
             .envs(env)
             .stdout(Stdio::null())
@@ -127,6 +137,14 @@ impl Server {
             .success()
     }
 
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port")
+    }
+
     /// Log lines received so far.
     pub fn drain_log(&mut self) -> Vec<Value> {
         let mut lines = Vec::new();
@@ -180,6 +198,14 @@ impl PgDatabase {
             let _ = sqlx::Executor::execute(&mut conn, sql).await;
         }
     }
+}
+
+/// The shared test Redis and a key prefix of this test's own.
+pub fn redis_env() -> [(&'static str, String); 2] {
+    let url = std::env::var("FORMA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("forma_test_{}:", uuid::Uuid::new_v4().simple());
+    [("REDIS_URL", url), ("FORMA_REDIS__KEY_PREFIX", prefix)]
 }
 
 pub fn client() -> reqwest::Client {

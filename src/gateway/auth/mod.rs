@@ -1,0 +1,355 @@
+//! Authentication at the gateway (SPEC §5.1): sign-in with a session cookie, the current user,
+//! password changes, and the middleware that turns a session into a verified user for everything
+//! behind the gateway.
+
+pub mod lockout;
+pub mod public;
+pub mod session;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tower_sessions::Session;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::GatewayState;
+use super::rate_limit::RateLimitSubject;
+use crate::http::extract::Json;
+use crate::http::{ApiError, ErrorBody};
+use crate::identity::context::UserContext;
+use crate::identity::roles::{UserRole, permissions_of};
+use crate::identity::users::{self, User};
+use crate::identity::{email, password};
+
+/// A signed-in user, established by [`authenticate`] for the rest of the request.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub user: Arc<User>,
+    pub context: UserContext,
+}
+
+impl Authenticated {
+    pub fn new(user: User, roles: Vec<UserRole>) -> Self {
+        let context = UserContext {
+            user_id: user.id,
+            tenant_id: user.tenant_id,
+            email: user.email.clone(),
+            permissions: permissions_of(&roles),
+            roles,
+            is_super_admin: user.is_super_admin,
+        };
+        Self {
+            user: Arc::new(user),
+            context,
+        }
+    }
+
+    pub fn view(&self) -> UserView {
+        UserView::new(&self.user, &self.context.roles)
+    }
+}
+
+/// `user` in responses (SPEC §5.1).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub tenant_id: Uuid,
+    pub roles: Vec<UserRole>,
+    pub permissions: Vec<String>,
+    pub is_super_admin: bool,
+}
+
+impl UserView {
+    pub fn new(user: &User, roles: &[UserRole]) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.clone(),
+            name: user.name.clone(),
+            tenant_id: user.tenant_id,
+            roles: roles.to_vec(),
+            permissions: permissions_of(roles)
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            is_super_admin: user.is_super_admin,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserEnvelope {
+    pub user: UserView,
+}
+
+/// The signed-in user of this request; 401 when there is none.
+pub struct CurrentUser(pub Authenticated);
+
+impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Authenticated>()
+            .cloned()
+            .map(CurrentUser)
+            .ok_or_else(unauthorized)
+    }
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::unauthorized("Unauthorized")
+}
+
+/// Resolves the session of every request. Non-public paths without a valid session are answered
+/// 401 here, so nothing behind the gateway ever sees an anonymous request it did not ask for.
+pub async fn authenticate(
+    State(state): State<GatewayState>,
+    session: Session,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    if state.public.matches(request.uri().path()) {
+        return next.run(request).await;
+    }
+    match resolve(&state, &session).await {
+        Ok(Some(auth)) => {
+            let subject = RateLimitSubject(auth.context.user_id.to_string());
+            request.extensions_mut().insert(subject);
+            request.extensions_mut().insert(auth);
+            next.run(request).await
+        }
+        Ok(None) => unauthorized().into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The user behind a session, if the session is signed in, the user active, and the session not
+/// revoked (its epoch is the user's current one).
+async fn resolve(
+    state: &GatewayState,
+    session: &Session,
+) -> Result<Option<Authenticated>, ApiError> {
+    let Some(auth) = session::read(session).await else {
+        return Ok(None);
+    };
+    let db = &state.ctx.db;
+    let user = users::find_by_id(db, auth.user_id).await?;
+    let Some(user) = user.filter(|u| u.is_active && u.session_epoch == auth.epoch) else {
+        let _ = session.flush().await;
+        return Ok(None);
+    };
+    session::slide(session, &auth).await;
+    let roles = users::roles_of(db, user.id).await?;
+    Ok(Some(Authenticated::new(user, roles)))
+}
+
+/// Who made a request, for lockout and the audit log.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub ip: IpAddr,
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn new(state: &GatewayState, peer: SocketAddr, headers: &HeaderMap) -> Self {
+        let trusted = &state.ctx.config.rate_limit.trusted_proxies;
+        Self {
+            ip: super::rate_limit::client_ip(peer.ip(), headers, trusted),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().take(512).collect()),
+        }
+    }
+}
+
+pub fn routes() -> OpenApiRouter<GatewayState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+/// A hash to verify against when the e-mail address is unknown, so both paths take the same time
+/// and the response time does not tell which addresses exist.
+async fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    if let Some(hash) = DECOY.get() {
+        return hash;
+    }
+    let hash = password::hash(&password::generate())
+        .await
+        .unwrap_or_default();
+    DECOY.get_or_init(|| hash)
+}
+
+/// Sign in with e-mail and password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = UserEnvelope),
+        (status = 400, description = "Malformed input", body = ErrorBody),
+        (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this e-mail from this IP", body = ErrorBody),
+    ))]
+async fn login(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    session: Session,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<UserEnvelope>, ApiError> {
+    let mut problems = Vec::new();
+    let email = email::normalize(&body.email)
+        .map_err(|m| problems.push(m))
+        .ok();
+    if body.password.is_empty() {
+        problems.push("password should not be empty".to_owned());
+    }
+    let Some(email) = email.filter(|_| problems.is_empty()) else {
+        return Err(ApiError::validation(problems));
+    };
+    let meta = RequestMeta::new(&state, peer, &headers);
+    let ip = meta.ip.to_string();
+    let db = &state.ctx.db;
+
+    if let Some(wait) = lockout::locked_for(db, &email, &ip).await? {
+        let seconds = wait.num_seconds().max(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-in attempts; try again later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds)));
+    }
+
+    let user = users::find_by_email(db, &email).await?;
+    let hash = match &user {
+        Some(user) => user.password_hash.as_str(),
+        None => decoy_hash().await,
+    };
+    let verified = password::verify(&body.password, hash).await;
+    let Some(user) = user.clone().filter(|u| verified && u.is_active) else {
+        lockout::record_failure(db, &email, &ip).await?;
+        super::audit::login_failed(&state, &meta, &email, user.as_ref()).await;
+        return Err(ApiError::unauthorized("Invalid e-mail or password"));
+    };
+    lockout::clear(db, &email, &ip).await?;
+
+    // A new id at sign-in: an id planted before sign-in (session fixation) is worth nothing.
+    session.cycle_id().await.map_err(ApiError::internal)?;
+    session::write(&session, user.id, user.session_epoch)
+        .await
+        .map_err(ApiError::internal)?;
+    let roles = users::roles_of(db, user.id).await?;
+    let auth = Authenticated::new(user, roles);
+    super::audit::login_succeeded(&state, &meta, &auth).await;
+    Ok(Json(UserEnvelope { user: auth.view() }))
+}
+
+/// Sign out: the session is destroyed on the server and the cookie cleared.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
+    (status = 204, description = "Signed out"),
+    (status = 401, description = "Not signed in", body = ErrorBody)))]
+async fn logout(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    session: Session,
+    CurrentUser(auth): CurrentUser,
+) -> Result<StatusCode, ApiError> {
+    session.flush().await.map_err(ApiError::internal)?;
+    let meta = RequestMeta::new(&state, peer, &headers);
+    super::audit::logout(&state, &meta, &auth).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth", responses(
+    (status = 200, description = "The signed-in user", body = UserEnvelope),
+    (status = 401, description = "Not signed in", body = ErrorBody)))]
+async fn me(CurrentUser(auth): CurrentUser) -> Json<UserEnvelope> {
+    Json(UserEnvelope { user: auth.view() })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangePasswordRequest {
+    #[serde(default)]
+    pub current_password: String,
+    #[serde(default)]
+    pub new_password: String,
+}
+
+/// Change the password; every other session of the user is revoked.
+#[utoipa::path(post, path = "/api/v1/auth/change-password", tag = "auth",
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed; other sessions are signed out"),
+        (status = 400, description = "Wrong current password or a too weak new one", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+    ))]
+async fn change_password(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    session: Session,
+    CurrentUser(auth): CurrentUser,
+    Json(body): Json<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    if let Err(e) = password::check_policy(&body.new_password) {
+        return Err(ApiError::validation(vec![format!(
+            "new{}",
+            capitalize(&e.to_string())
+        )]));
+    }
+    if !password::verify(&body.current_password, &auth.user.password_hash).await {
+        return Err(ApiError::validation(vec![
+            "currentPassword is incorrect".to_owned(),
+        ]));
+    }
+    let hash = password::hash(&body.new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    let epoch = users::change_password(&state.ctx.db, auth.user.id, &hash).await?;
+    // This session survives under a new id and the new epoch; every other one is now stale.
+    session.cycle_id().await.map_err(ApiError::internal)?;
+    session::write(&session, auth.user.id, epoch)
+        .await
+        .map_err(ApiError::internal)?;
+    let meta = RequestMeta::new(&state, peer, &headers);
+    super::audit::password_changed(&state, &meta, &auth).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// "password must be…" → "Password must be…", so the message names the field `newPassword`.
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().collect::<String>() + chars.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! The browser session (SPEC §5.1): cookie `forma.sid`, HttpOnly, SameSite=Lax, Secure when
+//! configured, 24 h sliding; signed with `session.secret` when one is set.
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha512};
+use tower_sessions::cookie::{Key, SameSite};
+use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use uuid::Uuid;
+
+use crate::config::SessionConfig;
+use crate::infra::sessions::Sessions;
+
+pub const COOKIE_NAME: &str = "forma.sid";
+const AUTH_KEY: &str = "auth";
+
+/// How often a sliding session is re-saved with a fresh expiry: often enough that 24 h of
+/// inactivity is what ends it, rarely enough that requests don't all write to the store.
+const REFRESH_EVERY_MINUTES: i64 = 5;
+
+/// What a signed-in session holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAuth {
+    pub user_id: Uuid,
+    /// The user's session epoch at sign-in; a bumped epoch revokes the session.
+    pub epoch: i64,
+    pub refreshed_at: DateTime<Utc>,
+}
+
+pub async fn read(session: &Session) -> Option<SessionAuth> {
+    session.get::<SessionAuth>(AUTH_KEY).await.ok().flatten()
+}
+
+pub async fn write(
+    session: &Session,
+    user_id: Uuid,
+    epoch: i64,
+) -> Result<(), tower_sessions::session::Error> {
+    let auth = SessionAuth {
+        user_id,
+        epoch,
+        refreshed_at: Utc::now(),
+    };
+    session.insert(AUTH_KEY, auth).await
+}
+
+/// Re-saves the session when its last refresh is old, which pushes its expiry forward.
+pub async fn slide(session: &Session, auth: &SessionAuth) {
+    if Utc::now() - auth.refreshed_at > chrono::Duration::minutes(REFRESH_EVERY_MINUTES) {
+        let _ = write(session, auth.user_id, auth.epoch).await;
+    }
+}
+
+/// Wraps `router` in the session layer configured from `config`.
+pub fn layer(router: Router, store: Sessions, config: &SessionConfig) -> Router {
+    let hours = i64::try_from(config.ttl_hours).unwrap_or(24);
+    let manager = SessionManagerLayer::new(store)
+        .with_name(COOKIE_NAME)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(config.secure_cookie)
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::hours(hours)));
+    match &config.secret {
+        Some(secret) => {
+            // Key wants 64 bytes of key material; SHA-512 stretches any secret to that.
+            let material = Sha512::digest(secret.expose().as_bytes());
+            match Key::try_from(material.as_slice()) {
+                Ok(key) => router.layer(manager.with_signed(key)),
+                Err(_) => router.layer(manager),
+            }
+        }
+        None => router.layer(manager),
+    }
+}

@@ -1,0 +1,329 @@
+//! Sign-in, sessions and their revocation, lockout and RBAC, over loopback HTTP against the real
+//! gateway.
+
+use serde_json::{Value, json};
+
+use crate::each_database;
+use crate::identity::roles::UserRole;
+use crate::infra::db::Backend;
+use crate::roles::Role;
+use crate::testing::{ADMIN_PASSWORD, TestApp, client, cookie_client, session_cookie};
+
+const PASSWORD: &str = "a-long-password";
+
+async fn login_response(
+    app: &TestApp,
+    http: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    http.post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn me_with_cookie(app: &TestApp, cookie: &str) -> u16 {
+    client()
+        .get(app.url("/api/v1/auth/me"))
+        .header("cookie", format!("forma.sid={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+each_database! {
+    async fn login_returns_the_user_and_a_session_cookie_with_the_spec_flags(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let http = cookie_client();
+        let response = login_response(&app, &http, "Admin@Localhost", ADMIN_PASSWORD).await;
+        assert_eq!(response.status(), 200);
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set_cookie.starts_with("forma.sid="), "{set_cookie}");
+        for flag in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=86400"] {
+            assert!(set_cookie.contains(flag), "{flag} in {set_cookie}");
+        }
+        assert!(!set_cookie.contains("Secure"), "not Secure unless configured: {set_cookie}");
+        let body: Value = response.json().await.unwrap();
+        let user = &body["user"];
+        assert_eq!(user["email"], "admin@localhost");
+        assert_eq!(user["roles"], json!(["admin"]));
+        assert_eq!(user["isSuperAdmin"], true);
+        assert!(user["tenantId"].is_string() && user["id"].is_string());
+        assert!(user["permissions"].as_array().unwrap().contains(&json!("audit.read")));
+
+        let me: Value = http.get(app.url("/api/v1/auth/me")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(me["user"], body["user"]);
+    }
+}
+
+#[tokio::test]
+async fn the_cookie_is_secure_when_configured() {
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
+        c.session.secure_cookie = true
+    })
+    .await;
+    let response = login_response(&app, &client(), "admin@localhost", ADMIN_PASSWORD).await;
+    assert!(
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
+}
+
+#[tokio::test]
+async fn unknown_email_and_wrong_password_get_the_same_401() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let unknown = login_response(&app, &client(), "nobody@example.com", PASSWORD).await;
+    let wrong = login_response(&app, &client(), "admin@localhost", "wrong-password").await;
+    assert_eq!(
+        (unknown.status(), wrong.status()),
+        (401.try_into().unwrap(), 401.try_into().unwrap())
+    );
+    assert!(session_cookie(&unknown).is_none() && session_cookie(&wrong).is_none());
+    let (a, b): (Value, Value) = (unknown.json().await.unwrap(), wrong.json().await.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(
+        a,
+        json!({"statusCode": 401, "message": "Invalid e-mail or password", "error": "Unauthorized"})
+    );
+}
+
+#[tokio::test]
+async fn malformed_login_input_is_a_400_listing_the_problems() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let response = login_response(&app, &client(), "not-an-email", "").await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        json!(["email must be an email", "password should not be empty"])
+    );
+    let response = client()
+        .post(app.url("/api/v1/auth/login"))
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn everything_but_public_paths_needs_a_session() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    for path in [
+        "/api/v1/auth/me",
+        "/api/v1/orders",
+        "/api/v1/audit-logs",
+        "/api/v1/anything",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 401, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "Unauthorized");
+    }
+    let logout = client()
+        .post(app.url("/api/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 401);
+    for path in ["/health", "/live", "/openapi.json"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    // A public webhook path reaches the service (which has no such route yet): not a 401.
+    let hook = client()
+        .post(app.url("/api/v1/webhooks/shopify"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(hook.status(), 401);
+}
+
+#[tokio::test]
+async fn the_session_id_rotates_at_login_and_the_old_one_dies() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let (http, first) = app.login("admin@localhost", ADMIN_PASSWORD).await;
+    let again = login_response(&app, &http, "admin@localhost", ADMIN_PASSWORD).await;
+    let second = session_cookie(&again).expect("a new cookie");
+    assert_ne!(first, second);
+    assert_eq!(
+        me_with_cookie(&app, &first).await,
+        401,
+        "the pre-login id is worthless"
+    );
+    assert_eq!(me_with_cookie(&app, &second).await, 200);
+}
+
+each_database! {
+    async fn logout_destroys_the_session_on_the_server(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let (http, cookie) = app.login("admin@localhost", ADMIN_PASSWORD).await;
+        let response = http.post(app.url("/api/v1/auth/logout")).send().await.unwrap();
+        assert_eq!(response.status(), 204);
+        // Replaying the old cookie by hand: the server no longer knows it.
+        assert_eq!(me_with_cookie(&app, &cookie).await, 401);
+    }
+}
+
+each_database! {
+    async fn five_failures_lock_out_the_email_and_ip_pair(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        app.create_user("ops@example.com", PASSWORD, UserRole::Operator).await;
+        for _ in 0..5 {
+            let r = login_response(&app, &client(), "ops@example.com", "wrong-password").await;
+            assert_eq!(r.status(), 401);
+        }
+        let locked = login_response(&app, &client(), "ops@example.com", PASSWORD).await;
+        assert_eq!(locked.status(), 429, "even the right password waits");
+        let retry_after: i64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=900).contains(&retry_after), "{retry_after}");
+        assert_eq!(locked.json::<Value>().await.unwrap()["statusCode"], 429);
+
+        // Unknown addresses lock out the same way: the answer reveals nothing.
+        for _ in 0..5 {
+            login_response(&app, &client(), "ghost@example.com", "whatever-1").await;
+        }
+        assert_eq!(login_response(&app, &client(), "ghost@example.com", "whatever-1").await.status(), 429);
+
+        // Another IP (127.0.0.2 is loopback too) is not locked out.
+        let other_ip = crate::infra::tls::http_client()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap();
+        assert_eq!(login_response(&app, &other_ip, "ops@example.com", PASSWORD).await.status(), 200);
+    }
+}
+
+each_database! {
+    async fn changing_the_password_revokes_the_other_sessions(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        app.create_user("ops@example.com", PASSWORD, UserRole::Operator).await;
+        let (laptop, _) = app.login("ops@example.com", PASSWORD).await;
+        let (_, phone_cookie) = app.login("ops@example.com", PASSWORD).await;
+
+        let change = |current: &str, new: &str| {
+            laptop
+                .post(app.url("/api/v1/auth/change-password"))
+                .json(&json!({"currentPassword": current, "newPassword": new}))
+                .send()
+        };
+        let wrong = change("not-the-password", "another-long-password").await.unwrap();
+        assert_eq!(wrong.status(), 400);
+        assert_eq!(wrong.json::<Value>().await.unwrap()["message"], json!(["currentPassword is incorrect"]));
+        let weak = change(PASSWORD, "short").await.unwrap();
+        assert_eq!(weak.status(), 400);
+        assert_eq!(weak.json::<Value>().await.unwrap()["message"], json!(["newPassword must be at least 8 characters"]));
+
+        assert_eq!(change(PASSWORD, "another-long-password").await.unwrap().status(), 204);
+        assert_eq!(laptop.get(app.url("/api/v1/auth/me")).send().await.unwrap().status(), 200, "this session stays");
+        assert_eq!(me_with_cookie(&app, &phone_cookie).await, 401, "the other session is revoked");
+        assert_eq!(login_response(&app, &client(), "ops@example.com", PASSWORD).await.status(), 401);
+        assert_eq!(login_response(&app, &client(), "ops@example.com", "another-long-password").await.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_deactivated_user_loses_their_session() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let user = app
+        .create_user("ops@example.com", PASSWORD, UserRole::Operator)
+        .await;
+    let (http, _) = app.login("ops@example.com", PASSWORD).await;
+    crate::on_pool!(&app.ctx.db, pool => {
+        sqlx::query("UPDATE users SET is_active = FALSE WHERE id = $1").bind(user.id).execute(pool).await.map(|_| ())
+    })
+    .unwrap();
+    assert_eq!(
+        http.get(app.url("/api/v1/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        login_response(&app, &client(), "ops@example.com", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+}
+
+each_database! {
+    async fn permissions_decide_who_reads_the_audit_log(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        app.create_user("viewer@example.com", PASSWORD, UserRole::Viewer).await;
+        app.create_user("ops@example.com", PASSWORD, UserRole::Operator).await;
+        let admin = app.admin().await;
+        let (viewer, _) = app.login("viewer@example.com", PASSWORD).await;
+        let (operator, _) = app.login("ops@example.com", PASSWORD).await;
+        let url = app.url("/api/v1/audit-logs");
+        assert_eq!(admin.get(&url).send().await.unwrap().status(), 200);
+        assert_eq!(viewer.get(&url).send().await.unwrap().status(), 403);
+        assert_eq!(operator.get(&url).send().await.unwrap().status(), 403);
+
+        let page: Value = admin.get(&url).send().await.unwrap().json().await.unwrap();
+        let actions: Vec<&str> = page["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+        assert!(actions.contains(&"auth.login.succeeded"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn forged_identity_headers_from_a_client_change_nothing() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    app.create_user("viewer@example.com", PASSWORD, UserRole::Viewer)
+        .await;
+    let (viewer, _) = app.login("viewer@example.com", PASSWORD).await;
+    let response = viewer
+        .get(app.url("/api/v1/audit-logs"))
+        .header("x-user-permissions", "audit.read,users.manage")
+        .header("x-user-roles", "admin")
+        .header("x-is-super-admin", "true")
+        .header("x-user-id", uuid::Uuid::new_v4().to_string())
+        .header("x-internal-key", crate::testing::INTERNAL_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // Without a session, forged headers do not make a user either.
+    let anonymous = client()
+        .get(app.url("/api/v1/audit-logs"))
+        .header("x-is-super-admin", "true")
+        .header("x-user-permissions", "audit.read")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+#[tokio::test]
+async fn failed_and_successful_sign_ins_are_audited_with_ip_and_user_agent() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    client()
+        .post(app.url("/api/v1/auth/login"))
+        .header("user-agent", "audit-test/1.0")
+        .json(&json!({"email": "admin@localhost", "password": "wrong-password"}))
+        .send()
+        .await
+        .unwrap();
+    let admin = app.admin().await;
+    let page: Value = admin
+        .get(app.url("/api/v1/audit-logs?action=auth.login.failed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = &page["items"][0];
+    assert_eq!(entry["actorEmail"], "admin@localhost", "{page}");
+    assert_eq!(entry["ip"], "127.0.0.1");
+    assert_eq!(entry["userAgent"], "audit-test/1.0");
+}

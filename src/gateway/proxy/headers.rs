@@ -1,0 +1,173 @@
+//! What a forwarded request carries (SPEC §5.2): nothing a client could impersonate with, the
+//! session cookie removed, `X-Forwarded-*` set, and the request id kept.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, header};
+use ipnet::IpNet;
+
+use crate::gateway::auth::session::COOKIE_NAME;
+use crate::identity::context::strip_identity_headers;
+
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
+/// Sanitizes the request's headers in place before it leaves the gateway.
+pub fn prepare(request: &mut Request, peer: SocketAddr, trusted: &[IpNet]) {
+    let headers = request.headers_mut();
+    strip_identity_headers(headers);
+    remove_session_cookie(headers);
+    let peer_trusted = trusted.iter().any(|net| net.contains(&peer.ip()));
+    set_forwarded(headers, peer.ip(), peer_trusted);
+}
+
+/// Drops `forma.sid` from `Cookie`, keeping any other cookie.
+fn remove_session_cookie(headers: &mut HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(COOKIE_NAME))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, value);
+        }
+    }
+}
+
+/// A client's own `X-Forwarded-*` are believed only from a trusted proxy; otherwise the gateway is
+/// the first hop and says so.
+fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool) {
+    let prior = headers
+        .get(X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| peer_trusted)
+        .map(str::to_owned);
+    let chain = match prior {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !(peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !(peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        if let Some(host) = headers.get(header::HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+}
+
+/// What keeps a client on one instance under consistent hashing: the Socket.IO `sid`, else the
+/// session cookie.
+pub fn affinity(request: &Request) -> Option<String> {
+    let sid = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("sid=").map(str::to_owned))
+    });
+    sid.or_else(|| {
+        request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                c.trim()
+                    .strip_prefix(&format!("{COOKIE_NAME}="))
+                    .map(str::to_owned)
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().uri("/api/v1/orders?sid=abc&x=1");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(axum::body::Body::empty()).unwrap()
+    }
+
+    const PEER: &str = "203.0.113.7:5000";
+
+    #[test]
+    fn impersonation_headers_and_the_session_cookie_are_removed() {
+        let mut req = request(&[
+            ("x-user-id", "forged"),
+            ("x-tenant-id", "forged"),
+            ("x-is-super-admin", "true"),
+            ("x-internal-key", "guess"),
+            ("x-user-context-signature", "00"),
+            ("cookie", "theme=dark; forma.sid=secret-session; lang=nl"),
+            ("x-request-id", "keep"),
+        ]);
+        prepare(&mut req, PEER.parse().unwrap(), &[]);
+        let h = req.headers();
+        for gone in [
+            "x-user-id",
+            "x-tenant-id",
+            "x-is-super-admin",
+            "x-internal-key",
+            "x-user-context-signature",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["cookie"], "theme=dark; lang=nl");
+        assert_eq!(h["x-request-id"], "keep");
+    }
+
+    #[test]
+    fn forwarded_headers_from_untrusted_clients_are_replaced() {
+        let mut req = request(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("host", "forma.example"),
+        ]);
+        prepare(&mut req, PEER.parse().unwrap(), &[]);
+        assert_eq!(req.headers()["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(req.headers()["x-forwarded-proto"], "http");
+        assert_eq!(req.headers()["x-forwarded-host"], "forma.example");
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_trusted_proxy_are_extended() {
+        let mut req = request(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let trusted = ["203.0.113.0/24".parse().unwrap()];
+        prepare(&mut req, PEER.parse().unwrap(), &trusted);
+        assert_eq!(
+            req.headers()["x-forwarded-for"],
+            "198.51.100.1, 203.0.113.7"
+        );
+        assert_eq!(req.headers()["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn affinity_prefers_the_socket_io_sid() {
+        assert_eq!(
+            affinity(&request(&[("cookie", "forma.sid=s1")])).as_deref(),
+            Some("abc")
+        );
+        let no_sid = Request::builder()
+            .uri("/api/v1/orders")
+            .header("cookie", "a=b; forma.sid=s1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        assert_eq!(affinity(&no_sid).as_deref(), Some("s1"));
+    }
+}

@@ -1,0 +1,163 @@
+//! The authenticated proxy (SPEC §5.2): the route table, header hygiene, the signed user context,
+//! and the upstreams behind it. In role `all` the order service is a router in this process, called
+//! without a socket; when split, an [`HttpUpstream`] with timeouts, retries and a circuit breaker.
+
+pub mod breaker;
+pub mod headers;
+pub mod routes;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+
+use super::GatewayState;
+use super::auth::Authenticated;
+use crate::app::AppContext;
+use crate::config::{Config, Service, UrlList};
+use crate::http::ApiError;
+use crate::identity::context::InProcessContext;
+use routes::RouteTable;
+pub use upstream::HttpUpstream;
+
+/// Where one service's requests go.
+#[derive(Clone)]
+pub enum Target {
+    /// The service's router, in this process (role `all`).
+    InProcess(Router),
+    Http(Arc<HttpUpstream>),
+    /// No URL configured and nothing in-process to fall back to (GridFlock): 503.
+    Unconfigured,
+}
+
+pub struct Proxy {
+    table: RouteTable,
+    targets: HashMap<Service, Target>,
+}
+
+impl Proxy {
+    /// `order_in_process` is the order service's router in role `all`, `None` when split. Print and
+    /// shipping fall back to the order service until their own URLs are configured.
+    pub fn new(ctx: &AppContext, order_in_process: Option<Router>) -> anyhow::Result<Self> {
+        let config = &ctx.config;
+        let http = |service: Service, urls: Vec<String>| -> anyhow::Result<Target> {
+            let upstream = Arc::new(HttpUpstream::new(service, urls, config)?);
+            upstream.spawn_health_checks(&ctx.workers);
+            Ok(Target::Http(upstream))
+        };
+        let order = match order_in_process {
+            Some(router) => Target::InProcess(router),
+            None => http(Service::Order, config.order_urls())?,
+        };
+        let or_order = |service: Service, urls: &UrlList| -> anyhow::Result<Target> {
+            if urls.is_empty() {
+                Ok(order.clone())
+            } else {
+                http(service, urls.0.clone())
+            }
+        };
+        let print = or_order(Service::Print, &config.services.print_url)?;
+        let shipping = or_order(Service::Shipping, &config.services.shipping_url)?;
+        let gridflock = if config.services.gridflock_url.is_empty() {
+            Target::Unconfigured
+        } else {
+            http(Service::Gridflock, config.services.gridflock_url.0.clone())?
+        };
+        let targets = HashMap::from([
+            (Service::Order, order),
+            (Service::Print, print),
+            (Service::Shipping, shipping),
+            (Service::Gridflock, gridflock),
+        ]);
+        Ok(Self {
+            table: RouteTable::new(&config.proxy.routes),
+            targets,
+        })
+    }
+
+    /// The HTTP upstreams, whose breakers the health report shows.
+    pub fn http_upstreams(&self) -> Vec<Arc<HttpUpstream>> {
+        let mut upstreams: Vec<Arc<HttpUpstream>> = self
+            .targets
+            .values()
+            .filter_map(|t| match t {
+                Target::Http(upstream) => Some(upstream.clone()),
+                _ => None,
+            })
+            .collect();
+        upstreams.sort_by_key(|u| u.service().as_str());
+        upstreams.dedup_by_key(|u| u.service());
+        upstreams
+    }
+}
+
+/// The gateway's fallback: everything that is not the gateway's own goes to the owning service.
+pub async fn forward(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut request: Request,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    if routes::is_internal(&path) {
+        return crate::http::error::not_found(request).await.into_response();
+    }
+    let Some(route) = state.proxy.table.find(&path).cloned() else {
+        return crate::http::error::not_found(request).await.into_response();
+    };
+    let config: &Config = &state.ctx.config;
+    let auth = request.extensions().get::<Authenticated>().cloned();
+    let affinity = headers::affinity(&request);
+    headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
+
+    match state
+        .proxy
+        .targets
+        .get(&route.service)
+        .cloned()
+        .unwrap_or(Target::Unconfigured)
+    {
+        Target::InProcess(router) => {
+            if let Some(auth) = auth {
+                request
+                    .extensions_mut()
+                    .insert(InProcessContext(auth.context));
+            }
+            match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
+        Target::Http(upstream) => {
+            if let (Some(auth), Some(key)) = (&auth, &config.internal.key) {
+                auth.context
+                    .write_headers(request.headers_mut(), key.expose().as_bytes());
+            }
+            let timeout = route
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(upstream.default_timeout());
+            match upstream
+                .forward(request, timeout, affinity.as_deref())
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => e.into_api_error(route.service).into_response(),
+            }
+        }
+        Target::Unconfigured => ApiError::service_unavailable(format!(
+            "The {} service is not configured (services.{}_url)",
+            route.service.as_str(),
+            route.service.as_str()
+        ))
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

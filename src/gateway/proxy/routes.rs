@@ -1,0 +1,82 @@
+//! The route table (SPEC §5.2): path prefixes under `/api/v1`, matched by whole path segment, the
+//! longest prefix first.
+
+use crate::config::RouteConfig;
+
+pub const API_PREFIX: &str = "/api/v1";
+
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    routes: Vec<RouteConfig>,
+}
+
+impl RouteTable {
+    pub fn new(routes: &[RouteConfig]) -> Self {
+        let mut routes = routes.to_vec();
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Self { routes }
+    }
+
+    /// The route serving `path`: `/api/v1/orders/7` matches `/orders`, `/api/v1/orders-x` does not.
+    pub fn find(&self, path: &str) -> Option<&RouteConfig> {
+        let rest = path.strip_prefix(API_PREFIX)?;
+        self.routes.iter().find(|route| {
+            let prefix = route.prefix.trim_end_matches('/');
+            rest.strip_prefix(prefix)
+                .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+        })
+    }
+}
+
+/// `/internal/**` (and `/api/v1/internal/**`) is for services only and never routed.
+pub fn is_internal(path: &str) -> bool {
+    let segment_under = |base: &str| {
+        path.strip_prefix(base)
+            .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+    };
+    segment_under("/internal") || segment_under("/api/v1/internal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProxyConfig, Service};
+
+    fn table() -> RouteTable {
+        RouteTable::new(&ProxyConfig::default().routes)
+    }
+
+    #[test]
+    fn prefixes_match_whole_segments_only() {
+        let table = table();
+        let service = |path| table.find(path).map(|r| r.service);
+        assert_eq!(service("/api/v1/orders"), Some(Service::Order));
+        assert_eq!(service("/api/v1/orders/42/cancel"), Some(Service::Order));
+        assert_eq!(service("/api/v1/orders-x"), None);
+        assert_eq!(service("/api/v1/ordersx/1"), None);
+        assert_eq!(service("/orders"), None, "only under /api/v1");
+        assert_eq!(service("/api/v1/print-jobs/1/retry"), Some(Service::Print));
+        assert_eq!(
+            service("/api/v1/webhooks/sendcloud"),
+            Some(Service::Shipping)
+        );
+        assert_eq!(
+            service("/api/v1/webhooks/shopify/orders/create"),
+            Some(Service::Order)
+        );
+        assert_eq!(service("/api/v1/webhooks/other"), None);
+        assert_eq!(
+            service("/api/v1/gridflock/plates"),
+            Some(Service::Gridflock)
+        );
+    }
+
+    #[test]
+    fn internal_paths_are_recognised_by_segment() {
+        assert!(is_internal("/internal/orders/1"));
+        assert!(is_internal("/api/v1/internal"));
+        assert!(is_internal("/api/v1/internal/audit-logs"));
+        assert!(!is_internal("/internals"));
+        assert!(!is_internal("/api/v1/orders/internal"));
+    }
+}

@@ -1,0 +1,534 @@
+//! Forwarding to the instances of one service over HTTP (SPEC §5.2), as a stack of small decisions:
+//! the breaker says whether to call at all, the balancer picks an instance, one deadline bounds the
+//! exchange up to the response head, and a retry happens only when [`is_retriable`] allows it.
+//! Bodies stream both ways; nothing is buffered.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
+use axum::response::Response;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+
+use super::breaker::{BreakerSettings, CircuitBreaker};
+use crate::config::{Config, LoadBalancing, Service};
+use crate::http::ApiError;
+use crate::infra::workers::Workers;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Passive ejection: this many connection failures in a row take an instance out for `EJECT_FOR`.
+const EJECT_AFTER_FAILURES: u32 = 3;
+const EJECT_FOR: Duration = Duration::from_secs(10);
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The first retry waits 50–100 ms, the second 100–200 ms, …
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+
+/// The key a consistent-hash balancer sticks on (the Socket.IO `sid` or the session cookie), when
+/// the caller passes it as a request extension rather than as an argument of [`HttpUpstream::forward`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Affinity(pub Option<String>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("circuit open, retry after {retry_after:?}")]
+    CircuitOpen { retry_after: Duration },
+    #[error("invalid exchange: {0}")]
+    Upstream(String),
+}
+
+impl ProxyError {
+    /// The §4 error the client sees; causes are logged where they happen, never shown.
+    pub fn into_api_error(self, service: Service) -> ApiError {
+        let service = service.as_str();
+        match self {
+            ProxyError::Timeout(timeout) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "Upstream {service} did not answer within {}ms",
+                    timeout.as_millis()
+                ),
+            ),
+            ProxyError::Connect(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("Upstream {service} is unreachable"),
+            ),
+            ProxyError::CircuitOpen { retry_after } => {
+                // Retry-After counts whole seconds; rounding down to 0 would invite an instant retry.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                ApiError::service_unavailable(format!(
+                    "Upstream {service} is unavailable (circuit open)"
+                ))
+                .with_header(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)))
+            }
+            ProxyError::Upstream(_) => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("Upstream {service} sent an invalid response"),
+            ),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::Connect(_) => "connect",
+            ProxyError::CircuitOpen { .. } => "circuit_open",
+            ProxyError::Upstream(_) => "upstream",
+        }
+    }
+}
+
+/// The instances of one service, with their breaker, balancer and connection pool.
+pub struct HttpUpstream {
+    service: Service,
+    client: Client<HttpConnector, Body>,
+    breaker: CircuitBreaker,
+    balancer: Balancer,
+    retries: u32,
+    default_timeout: Duration,
+}
+
+impl HttpUpstream {
+    pub fn new(service: Service, instances: Vec<String>, config: &Config) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !instances.is_empty(),
+            "service {} has no instances",
+            service.as_str()
+        );
+        for base in &instances {
+            let uri: Uri = base
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{} URL {base} is invalid: {e}", service.as_str()))?;
+            // The connector speaks plain HTTP; anything else would silently go out unencrypted.
+            anyhow::ensure!(
+                uri.scheme_str() == Some("http") && uri.authority().is_some(),
+                "{} URL {base} must be http://host:port",
+                service.as_str()
+            );
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Self {
+            service,
+            client,
+            breaker: CircuitBreaker::new(
+                service.as_str(),
+                BreakerSettings::from_config(&config.proxy),
+            ),
+            balancer: Balancer::new(config.proxy.load_balancing, instances),
+            retries: config.proxy.retries,
+            default_timeout: Duration::from_millis(config.services.timeout_ms),
+        })
+    }
+
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// `services.timeout_ms`, for routes without their own timeout.
+    pub fn default_timeout(&self) -> Duration {
+        self.default_timeout
+    }
+
+    /// Sends `request` (URI = path and query, headers already sanitized) to one instance and
+    /// returns its response with the body still streaming. `affinity` overrides an [`Affinity`]
+    /// extension of the request.
+    pub async fn forward(
+        &self,
+        request: Request,
+        timeout: Duration,
+        affinity: Option<&str>,
+    ) -> Result<Response, ProxyError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let (parts, body) = request.into_parts();
+        let key = affinity
+            .map(str::to_owned)
+            .or_else(|| parts.extensions.get::<Affinity>().and_then(|a| a.0.clone()));
+        let retriable = is_retriable(&parts.method, &parts.headers, &body);
+        let mut headers = parts.headers;
+        strip_hop_by_hop(&mut headers);
+        // hyper sets Host to the instance; the client's host travels in X-Forwarded-Host.
+        headers.remove(header::HOST);
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut body = Some(body);
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        loop {
+            let permit = match self.breaker.try_acquire() {
+                Ok(permit) => permit,
+                // A retry refused by the breaker reports the failure that made it necessary.
+                Err(open) => {
+                    let error = ProxyError::CircuitOpen {
+                        retry_after: open.retry_after,
+                    };
+                    return Err(self.failed(last_error.unwrap_or(error), started));
+                }
+            };
+            let index = self.balancer.pick(key.as_deref(), &tried);
+            let instance = &self.balancer.instances[index];
+            let uri = Uri::try_from(format!("{}{path}", instance.base))
+                .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
+            let mut outgoing = Request::new(body.take().unwrap_or_default());
+            *outgoing.method_mut() = parts.method.clone();
+            *outgoing.uri_mut() = uri;
+            // The pool speaks HTTP/1.1 whatever the client spoke to us.
+            *outgoing.version_mut() = Version::HTTP_11;
+            *outgoing.headers_mut() = headers.clone();
+            let in_flight = InFlight::start(instance);
+            match tokio::time::timeout_at(deadline, self.client.request(outgoing)).await {
+                Err(_) => {
+                    permit.failure();
+                    return Err(self.failed(ProxyError::Timeout(timeout), started));
+                }
+                Ok(Ok(response)) => {
+                    self.balancer.answered(index);
+                    let status = response.status();
+                    if matches!(status.as_u16(), 502..=504) {
+                        permit.failure();
+                    } else {
+                        permit.success();
+                    }
+                    self.observe(status.as_str(), started);
+                    return Ok(into_streaming_response(response, in_flight));
+                }
+                Ok(Err(error)) => {
+                    permit.failure();
+                    let error = classify(&error);
+                    if !matches!(error, ProxyError::Connect(_)) {
+                        return Err(self.failed(error, started));
+                    }
+                    self.balancer.connection_failed(index);
+                    let attempt = tried.len() as u32;
+                    let delay = backoff(attempt);
+                    if !retriable || attempt >= self.retries || Instant::now() + delay >= deadline {
+                        return Err(self.failed(error, started));
+                    }
+                    tracing::debug!(upstream = self.service.as_str(), %error, "retrying");
+                    tokio::time::sleep(delay).await;
+                    tried.push(index);
+                    last_error = Some(error);
+                }
+            }
+        }
+    }
+
+    /// Starts probing `GET {instance}/health/live` every 5 s until shutdown.
+    pub fn spawn_health_checks(self: &Arc<Self>, workers: &Workers) {
+        let upstream = Arc::clone(self);
+        workers.spawn("upstream-health", |stop| async move {
+            let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => upstream.check_health().await,
+                }
+            }
+        });
+    }
+
+    async fn check_health(&self) {
+        let probes = (0..self.balancer.instances.len()).map(|index| self.probe(index));
+        futures::future::join_all(probes).await;
+    }
+
+    async fn probe(&self, index: usize) {
+        let instance = &self.balancer.instances[index];
+        let healthy = match Uri::try_from(format!("{}/health/live", instance.base)) {
+            Ok(uri) => {
+                let mut request = Request::new(Body::empty());
+                *request.uri_mut() = uri;
+                let answer = tokio::time::timeout(HEALTH_TIMEOUT, self.client.request(request));
+                matches!(answer.await, Ok(Ok(response)) if response.status().is_success())
+            }
+            Err(_) => false,
+        };
+        if instance.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            tracing::warn!(
+                upstream = self.service.as_str(),
+                instance = %instance.base,
+                healthy,
+                "upstream instance health changed"
+            );
+        }
+        if healthy {
+            self.balancer.answered(index);
+        }
+    }
+
+    fn observe(&self, status: &str, started: Instant) {
+        metrics::histogram!(
+            "gateway_upstream_duration_seconds",
+            "upstream" => self.service.as_str(),
+            "status" => status.to_owned()
+        )
+        .record(started.elapsed().as_secs_f64());
+    }
+
+    fn failed(&self, error: ProxyError, started: Instant) -> ProxyError {
+        let upstream = self.service.as_str();
+        metrics::counter!("gateway_upstream_errors_total", "upstream" => upstream, "kind" => error.kind())
+            .increment(1);
+        if !matches!(error, ProxyError::CircuitOpen { .. }) {
+            self.observe(error.kind(), started);
+            tracing::warn!(upstream, %error, "upstream request failed");
+        }
+        error
+    }
+}
+
+/// Retrying is safe only for requests without side effects whose body can be sent again: GET and
+/// HEAD with no body at all (so nothing has to be kept for a second attempt).
+fn is_retriable(method: &Method, headers: &HeaderMap, body: &Body) -> bool {
+    let idempotent = *method == Method::GET || *method == Method::HEAD;
+    let no_length = headers
+        .get(header::CONTENT_LENGTH)
+        .is_none_or(|length| length.as_bytes() == b"0");
+    idempotent
+        && no_length
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+        && body.is_end_stream()
+}
+
+/// Everything short of a response is a connection failure, except a response we could not parse or a
+/// request body that failed on our side.
+fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    let mut invalid = false;
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            invalid |= hyper_error.is_parse() || hyper_error.is_user();
+        }
+        source = cause.source();
+    }
+    if invalid && !error.is_connect() {
+        ProxyError::Upstream(message)
+    } else {
+        ProxyError::Connect(message)
+    }
+}
+
+/// Jittered so that gateways retrying after one upstream blip do not all come back at once.
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF_BASE * 2u32.saturating_pow(attempt.min(8));
+    base + base.mul_f64(rand::random_range(0.0..1.0))
+}
+
+/// Headers that describe one connection (RFC 9110 §7.6.1) and must not cross the proxy, including
+/// every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+        header::TRAILER,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn into_streaming_response(response: hyper::Response<Incoming>, in_flight: InFlight) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = Body::new(InFlightBody {
+        body,
+        _in_flight: in_flight,
+    });
+    Response::from_parts(parts, body)
+}
+
+/// The response body, counting as an in-flight request of its instance until it is dropped, so
+/// least-connections sees long downloads and streams.
+struct InFlightBody {
+    body: Incoming,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for InFlightBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+struct InFlight(Arc<Instance>);
+
+impl InFlight {
+    fn start(instance: &Arc<Instance>) -> Self {
+        instance.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(instance))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Instance {
+    base: String,
+    in_flight: AtomicUsize,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since the balancer's origin until which the instance is skipped; 0 = never.
+    ejected_until_ms: AtomicU64,
+    /// The verdict of the last active health check.
+    healthy: AtomicBool,
+}
+
+/// Picks an instance per request: skipping unhealthy, ejected and already-tried instances while
+/// another one is left, then by the configured policy.
+struct Balancer {
+    policy: LoadBalancing,
+    instances: Vec<Arc<Instance>>,
+    next: AtomicUsize,
+    origin: Instant,
+}
+
+impl Balancer {
+    fn new(policy: LoadBalancing, bases: Vec<String>) -> Self {
+        let instances = bases
+            .into_iter()
+            .map(|base| {
+                Arc::new(Instance {
+                    base,
+                    in_flight: AtomicUsize::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                    healthy: AtomicBool::new(true),
+                })
+            })
+            .collect();
+        Self {
+            policy,
+            instances,
+            next: AtomicUsize::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn pick(&self, key: Option<&str>, tried: &[usize]) -> usize {
+        let now = self.now_ms();
+        let all = 0..self.instances.len();
+        let untried = |i: &usize| !tried.contains(i);
+        let usable = |i: &usize| {
+            let instance = &self.instances[*i];
+            instance.healthy.load(Ordering::Relaxed)
+                && instance.ejected_until_ms.load(Ordering::Relaxed) <= now
+        };
+        let mut candidates: Vec<usize> = all.clone().filter(|i| untried(i) && usable(i)).collect();
+        // When every instance is out, trying one anyway beats refusing the request.
+        if candidates.is_empty() {
+            candidates = all.clone().filter(untried).collect();
+        }
+        if candidates.is_empty() {
+            candidates = all.collect();
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let rotated = || (0..candidates.len()).map(|k| candidates[(turn + k) % candidates.len()]);
+        match (self.policy, key) {
+            (LoadBalancing::ConsistentHash, Some(key)) => candidates
+                .iter()
+                .copied()
+                .max_by_key(|&i| rendezvous_score(key, &self.instances[i].base))
+                .unwrap_or(candidates[0]),
+            (LoadBalancing::LeastConnections, _) => rotated()
+                .min_by_key(|&i| self.instances[i].in_flight.load(Ordering::Relaxed))
+                .unwrap_or(candidates[0]),
+            _ => candidates[turn % candidates.len()],
+        }
+    }
+
+    fn answered(&self, index: usize) {
+        let instance = &self.instances[index];
+        instance.consecutive_failures.store(0, Ordering::Relaxed);
+        instance.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn connection_failed(&self, index: usize) {
+        let instance = &self.instances[index];
+        let failures = instance
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if failures >= EJECT_AFTER_FAILURES {
+            let until = self.now_ms().saturating_add(EJECT_FOR.as_millis() as u64);
+            instance.ejected_until_ms.store(until, Ordering::Relaxed);
+            tracing::warn!(instance = %instance.base, failures, "upstream instance ejected");
+        }
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: a key moves only when its own instance leaves.
+/// FNV-1a with a final mix, so every gateway replica agrees whatever its build.
+fn rendezvous_score(key: &str, instance: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain([0xff]).chain(instance.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+#[path = "upstream_tests.rs"]
+mod tests;

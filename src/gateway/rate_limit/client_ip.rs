@@ -1,0 +1,68 @@
+//! Which address a request is counted against.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// The client's address. `X-Forwarded-For` is believed only when the peer is a trusted proxy:
+/// anyone else could write any address there and dodge their limit. Entries are appended by each
+/// proxy on the way, so the right-most entry not written by a trusted proxy is the client; the
+/// entries left of it are whatever the client sent. When every entry is trusted, the left-most
+/// one is as close to the client as the chain lets us see. Malformed entries are skipped.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let entries: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(parse_entry)
+        .collect();
+    entries
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip, trusted))
+        .or_else(|| entries.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// `203.0.113.7`, `203.0.113.7:4711`, `2001:db8::1`, `[2001:db8::1]:4711`, optionally quoted.
+fn parse_entry(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim().trim_matches('"');
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inner| inner.parse::<IpAddr>().ok())
+        })?;
+    // A dual-stack proxy may write an IPv4 client as `::ffff:a.b.c.d`.
+    Some(ip.to_canonical())
+}
+
+/// The part of the address one client controls: IPv6 hosts routinely get a whole /64 and can
+/// pick any address in it, so counting per /128 would let one client multiply its limit.
+pub(super) fn bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+    }
+}

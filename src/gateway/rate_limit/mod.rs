@@ -1,0 +1,212 @@
+//! Rate limiting (SPEC §5.3): per client IP and per signed-in user, by route class, shared by every
+//! gateway replica through Redis when Redis is configured.
+//!
+//! The algorithm is GCRA (see `gcra.rs` for why). With Redis, each check is one atomic script, so N
+//! replicas share one budget instead of granting N×. When Redis does not answer, a check is decided
+//! by the in-process limiter instead: the request is served (never a 500), the limiter reports itself
+//! degraded for `/health`, and `gateway_rate_limit_fallback_total` counts it. Limits are then per
+//! replica until Redis answers again, which is the price of staying up.
+
+mod client_ip;
+mod gcra;
+mod local;
+mod middleware;
+mod redis;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use ipnet::IpNet;
+
+use crate::config::RateLimitConfig;
+use crate::http::ApiError;
+use crate::infra::redis::RedisHandle;
+
+pub use client_ip::client_ip;
+pub use middleware::{limit_by_ip, limit_by_user};
+
+const RATELIMIT_LIMIT: &str = "ratelimit-limit";
+const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
+const RATELIMIT_RESET: &str = "ratelimit-reset";
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    /// Requests still allowed right now, after this one.
+    pub remaining: u32,
+    /// Allowed: time until the whole budget is back. Denied: time until a request fits again.
+    pub reset: Duration,
+}
+
+impl Decision {
+    /// The IETF `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers.
+    pub fn apply_headers(&self, headers: &mut HeaderMap) {
+        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(self.limit));
+        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset)));
+    }
+
+    /// The 429 in the §4 shape, with `Retry-After` and the `RateLimit-*` headers.
+    pub fn rejection(&self) -> ApiError {
+        // Retry-After 0 would invite an immediate retry that can still land a hair too early.
+        let retry = ceil_secs(self.reset).max(1);
+        let unit = if retry == 1 { "second" } else { "seconds" };
+        let mut headers = HeaderMap::new();
+        self.apply_headers(&mut headers);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too many requests, retry in {retry} {unit}"),
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(retry));
+        for (name, value) in headers.iter() {
+            error = error.with_header(name.clone(), value.clone());
+        }
+        error
+    }
+}
+
+fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+/// The signed-in user a request is counted against; inserted as a request extension by the auth
+/// layer, which runs before [`limit_by_user`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSubject(pub String);
+
+/// Which per-IP limit a path falls under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteClass {
+    /// `/api/v1/auth/**`: sign-in endpoints, the target of credential stuffing, get a tight limit.
+    Auth,
+    /// `/api/v1/webhooks/**`: Shopify and friends deliver in bursts from few addresses.
+    Webhooks,
+    Api,
+}
+
+impl RouteClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteClass::Auth => "auth",
+            RouteClass::Webhooks => "webhooks",
+            RouteClass::Api => "api",
+        }
+    }
+}
+
+/// The class of `path`, matched by whole segment (`/api/v1/authx` is an ordinary API call).
+pub fn classify(path: &str) -> RouteClass {
+    if under(path, "/api/v1/auth") {
+        RouteClass::Auth
+    } else if under(path, "/api/v1/webhooks") {
+        RouteClass::Webhooks
+    } else {
+        RouteClass::Api
+    }
+}
+
+/// `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The gateway's limiter. Cheap to clone; every clone shares the same budgets.
+#[derive(Clone)]
+pub struct RateLimiter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    per_ip: u32,
+    per_user: u32,
+    webhooks: u32,
+    auth: u32,
+    window: Duration,
+    trusted_proxies: Vec<IpNet>,
+    local: local::LocalLimiter,
+    redis: Option<redis::RedisLimiter>,
+}
+
+impl RateLimiter {
+    /// Counts in Redis when given a handle (shared by every replica), else in this process.
+    pub fn new(config: &RateLimitConfig, redis: Option<RedisHandle>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                per_ip: config.per_ip,
+                per_user: config.per_user,
+                webhooks: config.webhooks,
+                auth: config.auth,
+                window: Duration::from_secs(config.window_secs),
+                trusted_proxies: config.trusted_proxies.clone(),
+                local: local::LocalLimiter::new(),
+                redis: redis.map(redis::RedisLimiter::new),
+            }),
+        }
+    }
+
+    /// Counts one request against `key` (consumed only when allowed). A limit of 0, or an empty
+    /// window, turns the limit off: always allowed.
+    pub async fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
+        let Some(gcra) = gcra::Gcra::new(limit, window) else {
+            return Decision {
+                allowed: true,
+                limit,
+                remaining: limit,
+                reset: Duration::ZERO,
+            };
+        };
+        if let Some(redis) = &self.inner.redis {
+            if let Some(decision) = redis.check(key, gcra).await {
+                return decision;
+            }
+        }
+        self.inner.local.check(key, gcra)
+    }
+
+    /// Redis is configured and its last attempt failed: limits are per replica for now.
+    pub fn is_degraded(&self) -> bool {
+        self.inner.redis.as_ref().is_some_and(|r| r.is_degraded())
+    }
+
+    /// Whether counting is shared through Redis (when it answers).
+    pub fn is_shared(&self) -> bool {
+        self.inner.redis.is_some()
+    }
+
+    /// The per-IP limit of a route class.
+    pub fn ip_limit(&self, class: RouteClass) -> u32 {
+        match class {
+            RouteClass::Auth => self.inner.auth,
+            RouteClass::Webhooks => self.inner.webhooks,
+            RouteClass::Api => self.inner.per_ip,
+        }
+    }
+
+    pub fn user_limit(&self) -> u32 {
+        self.inner.per_user
+    }
+
+    pub fn window(&self) -> Duration {
+        self.inner.window
+    }
+
+    pub fn trusted_proxies(&self) -> &[IpNet] {
+        &self.inner.trusted_proxies
+    }
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("shared", &self.is_shared())
+            .field("degraded", &self.is_degraded())
+            .finish_non_exhaustive()
+    }
+}

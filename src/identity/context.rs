@@ -1,0 +1,402 @@
+//! The user context (SPEC §5.2): who is calling, as established by the gateway and trusted by the
+//! services. Over HTTP it travels as `x-user-*` headers plus a timestamp and an HMAC-SHA256
+//! signature with the internal key; a service accepts it only with a valid, fresh signature. In
+//! role `all` the gateway hands it over in-process as a request extension, which no client can set.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use super::roles::{Permission, UserRole};
+use crate::app::AppContext;
+use crate::http::ApiError;
+
+pub const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub const X_TENANT_ID: HeaderName = HeaderName::from_static("x-tenant-id");
+pub const X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+pub const X_USER_ROLES: HeaderName = HeaderName::from_static("x-user-roles");
+pub const X_USER_PERMISSIONS: HeaderName = HeaderName::from_static("x-user-permissions");
+pub const X_IS_SUPER_ADMIN: HeaderName = HeaderName::from_static("x-is-super-admin");
+pub const X_CONTEXT_TIMESTAMP: HeaderName = HeaderName::from_static("x-user-context-timestamp");
+pub const X_CONTEXT_SIGNATURE: HeaderName = HeaderName::from_static("x-user-context-signature");
+
+/// A signed-in user as the services see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserContext {
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub email: String,
+    pub roles: Vec<UserRole>,
+    pub permissions: Vec<Permission>,
+    pub is_super_admin: bool,
+}
+
+/// A context the gateway verified itself and passes in-process (role `all`).
+#[derive(Debug, Clone)]
+pub struct InProcessContext(pub UserContext);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    #[error("Missing user context")]
+    Missing,
+    #[error("Malformed user context: {0}")]
+    Malformed(&'static str),
+    #[error("Invalid user context signature")]
+    BadSignature,
+    #[error("Stale user context")]
+    Stale,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+impl UserContext {
+    /// Super admins hold every permission in every tenant.
+    pub fn has(&self, permission: Permission) -> bool {
+        self.is_super_admin || self.permissions.contains(&permission)
+    }
+
+    /// 403 unless the user holds `permission`.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.has(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Missing permission {}",
+                permission.as_str()
+            )))
+        }
+    }
+
+    /// The fields in signing order, one per line: a value can never be confused with the next.
+    fn canonical(&self, timestamp_ms: u128) -> String {
+        [
+            self.user_id.to_string(),
+            self.tenant_id.to_string(),
+            self.email.clone(),
+            join(self.roles.iter().map(|r| r.as_str())),
+            join(self.permissions.iter().map(|p| p.as_str())),
+            self.is_super_admin.to_string(),
+            timestamp_ms.to_string(),
+        ]
+        .join("\n")
+    }
+
+    /// Writes the context headers with a signature made now.
+    pub fn write_headers(&self, headers: &mut HeaderMap, key: &[u8]) {
+        self.write_headers_at(headers, key, now_ms());
+    }
+
+    fn write_headers_at(&self, headers: &mut HeaderMap, key: &[u8], timestamp_ms: u128) {
+        let signature = sign(key, &self.canonical(timestamp_ms));
+        let values = [
+            (X_USER_ID, self.user_id.to_string()),
+            (X_TENANT_ID, self.tenant_id.to_string()),
+            (X_USER_EMAIL, self.email.clone()),
+            (X_USER_ROLES, join(self.roles.iter().map(|r| r.as_str()))),
+            (
+                X_USER_PERMISSIONS,
+                join(self.permissions.iter().map(|p| p.as_str())),
+            ),
+            (X_IS_SUPER_ADMIN, self.is_super_admin.to_string()),
+            (X_CONTEXT_TIMESTAMP, timestamp_ms.to_string()),
+            (X_CONTEXT_SIGNATURE, signature),
+        ];
+        for (name, value) in values {
+            // Every value is ASCII we produced (ids, names, digits, hex); e-mails were validated.
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
+    }
+
+    /// Reads and verifies the context headers: signature first (constant time), then freshness.
+    pub fn from_headers(
+        headers: &HeaderMap,
+        key: &[u8],
+        max_age: Duration,
+    ) -> Result<Self, ContextError> {
+        Self::from_headers_at(headers, key, max_age, now_ms())
+    }
+
+    fn from_headers_at(
+        headers: &HeaderMap,
+        key: &[u8],
+        max_age: Duration,
+        now_ms: u128,
+    ) -> Result<Self, ContextError> {
+        let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(signature), Some(timestamp)) =
+            (get(&X_CONTEXT_SIGNATURE), get(&X_CONTEXT_TIMESTAMP))
+        else {
+            return Err(ContextError::Missing);
+        };
+        let field =
+            |name: &HeaderName| get(name).ok_or(ContextError::Malformed("a header is missing"));
+        let timestamp_ms: u128 = timestamp
+            .parse()
+            .map_err(|_| ContextError::Malformed("timestamp"))?;
+        let context = UserContext {
+            user_id: field(&X_USER_ID)?
+                .parse()
+                .map_err(|_| ContextError::Malformed("user id"))?,
+            tenant_id: field(&X_TENANT_ID)?
+                .parse()
+                .map_err(|_| ContextError::Malformed("tenant id"))?,
+            email: field(&X_USER_EMAIL)?.to_owned(),
+            roles: split(field(&X_USER_ROLES)?)
+                .map(|r| UserRole::parse(r).ok_or(ContextError::Malformed("role")))
+                .collect::<Result<_, _>>()?,
+            permissions: split(field(&X_USER_PERMISSIONS)?)
+                .map(|p| Permission::parse(p).ok_or(ContextError::Malformed("permission")))
+                .collect::<Result<_, _>>()?,
+            is_super_admin: field(&X_IS_SUPER_ADMIN)?
+                .parse()
+                .map_err(|_| ContextError::Malformed("super admin flag"))?,
+        };
+        verify(key, &context.canonical(timestamp_ms), signature)?;
+        let age = now_ms.abs_diff(timestamp_ms);
+        if age > max_age.as_millis() {
+            return Err(ContextError::Stale);
+        }
+        Ok(context)
+    }
+}
+
+/// Removes every header a client could use to pass itself off as someone (SPEC §5.2).
+pub fn strip_identity_headers(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name.starts_with("x-user-")
+                || name.starts_with("x-internal-")
+                || name == "x-tenant-id"
+                || name == "x-is-super-admin"
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+fn join<'a>(values: impl Iterator<Item = &'a str>) -> String {
+    values.collect::<Vec<_>>().join(",")
+}
+
+fn split(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+}
+
+/// HMAC accepts keys of any length; the error case of the generic `KeyInit` cannot occur here, and
+/// if it ever did, signing yields nothing and verification fails: closed, never open.
+fn mac(key: &[u8]) -> Option<HmacSha256> {
+    <HmacSha256 as KeyInit>::new_from_slice(key).ok()
+}
+
+fn sign(key: &[u8], message: &str) -> String {
+    match mac(key) {
+        Some(mut mac) => {
+            mac.update(message.as_bytes());
+            hex(&mac.finalize().into_bytes())
+        }
+        None => String::new(),
+    }
+}
+
+fn verify(key: &[u8], message: &str, signature_hex: &str) -> Result<(), ContextError> {
+    let signature = unhex(signature_hex).ok_or(ContextError::BadSignature)?;
+    let mut mac = mac(key).ok_or(ContextError::BadSignature)?;
+    mac.update(message.as_bytes());
+    mac.verify_slice(&signature)
+        .map_err(|_| ContextError::BadSignature)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Handlers of the services take a `UserContext` argument: in-process from the gateway (role
+/// `all`), or verified from signed headers; anything else is a 401.
+impl<S> FromRequestParts<S> for UserContext
+where
+    S: Send + Sync,
+    Arc<AppContext>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(InProcessContext(context)) = parts.extensions.get::<InProcessContext>() {
+            return Ok(context.clone());
+        }
+        let app = Arc::<AppContext>::from_ref(state);
+        let Some(key) = app.config.internal.key.as_ref() else {
+            return Err(ApiError::unauthorized(ContextError::Missing.to_string()));
+        };
+        let max_age = Duration::from_secs(app.config.proxy.user_context_max_age_secs);
+        UserContext::from_headers(&parts.headers, key.expose().as_bytes(), max_age).map_err(|e| {
+            tracing::warn!(error = %e, "refused a user context");
+            ApiError::unauthorized(e.to_string())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"an-internal-key-of-thirty-two-bytes!";
+
+    fn operator() -> UserContext {
+        UserContext {
+            user_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+            email: "ops@example.com".into(),
+            roles: vec![UserRole::Operator],
+            permissions: UserRole::Operator.permissions(),
+            is_super_admin: false,
+        }
+    }
+
+    fn signed(context: &UserContext, at: u128) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        context.write_headers_at(&mut headers, KEY, at);
+        headers
+    }
+
+    const AGE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn a_signed_context_reads_back_identical() {
+        let context = operator();
+        let headers = signed(&context, 1_000_000);
+        assert_eq!(
+            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_500),
+            Ok(context)
+        );
+    }
+
+    #[test]
+    fn a_changed_field_breaks_the_signature() {
+        let mut headers = signed(&operator(), 1_000_000);
+        headers.insert(
+            X_USER_PERMISSIONS,
+            HeaderValue::from_static("users.manage,audit.read"),
+        );
+        assert_eq!(
+            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
+            Err(ContextError::BadSignature)
+        );
+        let mut headers = signed(&operator(), 1_000_000);
+        headers.insert(X_IS_SUPER_ADMIN, HeaderValue::from_static("true"));
+        assert_eq!(
+            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
+            Err(ContextError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn another_key_does_not_verify() {
+        let headers = signed(&operator(), 1_000_000);
+        let other = UserContext::from_headers_at(&headers, b"another-key", AGE, 1_000_000);
+        assert_eq!(other, Err(ContextError::BadSignature));
+    }
+
+    #[test]
+    fn an_old_or_future_context_is_stale() {
+        let headers = signed(&operator(), 1_000_000);
+        let late = UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000 + 30_001);
+        assert_eq!(late, Err(ContextError::Stale));
+        let early = UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000 - 30_001);
+        assert_eq!(early, Err(ContextError::Stale));
+    }
+
+    #[test]
+    fn unsigned_or_garbled_contexts_are_refused() {
+        let mut headers = signed(&operator(), 1_000_000);
+        headers.remove(X_CONTEXT_SIGNATURE);
+        assert_eq!(
+            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
+            Err(ContextError::Missing)
+        );
+        let mut headers = signed(&operator(), 1_000_000);
+        headers.insert(X_CONTEXT_SIGNATURE, HeaderValue::from_static("zz"));
+        assert_eq!(
+            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
+            Err(ContextError::BadSignature)
+        );
+        let mut headers = signed(&operator(), 1_000_000);
+        headers.insert(X_USER_ROLES, HeaderValue::from_static("emperor"));
+        assert!(matches!(
+            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
+            Err(ContextError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn identity_headers_from_clients_are_stripped() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-user-id",
+            "x-tenant-id",
+            "x-user-email",
+            "x-user-roles",
+            "x-user-permissions",
+            "x-is-super-admin",
+            "x-internal-key",
+            "x-user-context-signature",
+            "x-user-context-timestamp",
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("forged"),
+            );
+        }
+        headers.insert("x-request-id", HeaderValue::from_static("keep-me"));
+        strip_identity_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[test]
+    fn permissions_are_checked_and_super_admins_hold_all() {
+        let context = operator();
+        assert!(context.require(Permission::OrdersWrite).is_ok());
+        assert_eq!(
+            context
+                .require(Permission::UsersManage)
+                .unwrap_err()
+                .status(),
+            403
+        );
+        let admin = UserContext {
+            is_super_admin: true,
+            permissions: vec![],
+            ..operator()
+        };
+        assert!(admin.has(Permission::AuditRead));
+    }
+}
