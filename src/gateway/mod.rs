@@ -6,6 +6,7 @@ pub mod auth;
 pub mod health;
 pub mod proxy;
 pub mod rate_limit;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub fn api_routes() -> OpenApiRouter<GatewayState> {
         .merge(crate::health::probe_routes())
         .merge(health::routes())
         .merge(auth::routes())
+        .merge(users::routes())
 }
 
 /// Everything the gateway serves. Layers, outermost first: CORS, the per-IP rate limit, the session

@@ -100,6 +100,14 @@ impl UserRole {
         Self::ALL.into_iter().find(|r| r.as_str() == name)
     }
 
+    pub fn description(self) -> &'static str {
+        match self {
+            UserRole::Admin => "Every permission",
+            UserRole::Operator => "Runs orders, print jobs, shipments and mappings day to day",
+            UserRole::Viewer => "Reads everything except the audit log",
+        }
+    }
+
     /// What the role may do.
     pub fn permissions(self) -> Vec<Permission> {
         use Permission::*;

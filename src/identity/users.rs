@@ -124,3 +124,121 @@ pub async fn change_password(db: &Db, id: Uuid, password_hash: &str) -> Result<i
     })?;
     Ok(epoch)
 }
+
+/// One page of a tenant's users, oldest first, and how many there are.
+pub async fn list(
+    db: &Db,
+    tenant_id: Uuid,
+    limit: i64,
+    offset: i64,
+) -> Result<(Vec<User>, i64), DbError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
+    ));
+    let users = on_pool!(db, pool => {
+        sqlx::query_as::<_, User>(sql).bind(tenant_id).bind(limit).bind(offset).fetch_all(pool).await
+    })?;
+    let total = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(pool)
+            .await
+    })?;
+    Ok((users, total))
+}
+
+/// The roles of every user of a tenant, in one query.
+pub async fn roles_in_tenant(
+    db: &Db,
+    tenant_id: Uuid,
+) -> Result<std::collections::HashMap<Uuid, Vec<UserRole>>, DbError> {
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT ur.user_id, ur.role_name FROM user_roles ur JOIN users u ON u.id = ur.user_id \
+             WHERE u.tenant_id = $1 ORDER BY ur.role_name",
+        )
+        .bind(tenant_id)
+        .fetch_all(pool)
+        .await
+    })?;
+    let mut roles: std::collections::HashMap<Uuid, Vec<UserRole>> = Default::default();
+    for (user_id, name) in rows {
+        if let Some(role) = UserRole::parse(&name) {
+            roles.entry(user_id).or_default().push(role);
+        }
+    }
+    Ok(roles)
+}
+
+/// A partial update of a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChanges {
+    pub name: Option<String>,
+    pub is_active: Option<bool>,
+    pub is_super_admin: Option<bool>,
+    pub password_hash: Option<String>,
+    pub roles: Option<Vec<UserRole>>,
+}
+
+/// Applies `changes` in one transaction. A new password or a deactivation bumps the session
+/// epoch, so the user's sessions end at once.
+pub async fn update(db: &Db, id: Uuid, changes: &UserChanges) -> Result<Option<User>, DbError> {
+    let now = Utc::now();
+    let revoke = changes.password_hash.is_some() || changes.is_active == Some(false);
+    let mut tx = db.begin().await?;
+    let updated = on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "UPDATE users SET name = COALESCE($2, name), is_active = COALESCE($3, is_active), \
+             is_super_admin = COALESCE($4, is_super_admin), \
+             password_hash = COALESCE($5, password_hash), \
+             session_epoch = session_epoch + $6, updated_at = $7 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(changes.name.as_deref())
+        .bind(changes.is_active)
+        .bind(changes.is_super_admin)
+        .bind(changes.password_hash.as_deref())
+        .bind(i64::from(revoke))
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    if updated == 0 {
+        tx.rollback().await?;
+        return Ok(None);
+    }
+    if let Some(roles) = &changes.roles {
+        on_tx!(&mut tx, conn => {
+            sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+        })?;
+        for role in roles {
+            on_tx!(&mut tx, conn => {
+                sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(role.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| ())
+            })?;
+        }
+    }
+    tx.commit().await?;
+    find_by_id(db, id).await
+}
+
+/// Deletes the user (their roles go with them); whether one was deleted.
+pub async fn delete(db: &Db, id: Uuid) -> Result<bool, DbError> {
+    let deleted = on_pool!(db, pool => {
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(deleted > 0)
+}

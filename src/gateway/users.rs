@@ -1,0 +1,333 @@
+//! User and role management (SPEC §5.1): permission `users.manage`, within the caller's tenant
+//! (super admins in every tenant). Every change is audited.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::GatewayState;
+use super::auth::{Authenticated, CurrentUser, RequestMeta, UserView};
+use crate::http::extract::{Json, Path, Query};
+use crate::http::pagination::{Page, PageQuery};
+use crate::http::{ApiError, ErrorBody};
+use crate::identity::roles::{Permission, UserRole};
+use crate::identity::users::{self, NewUser, User, UserChanges};
+use crate::identity::{email, password};
+use crate::order::audit::actions;
+
+pub fn routes() -> OpenApiRouter<GatewayState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user, delete_user))
+        .routes(routes!(list_roles))
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
+pub struct TenantQuery {
+    /// Another tenant (super admins only).
+    pub tenant_id: Option<Uuid>,
+}
+
+fn manager(auth: &Authenticated) -> Result<(), ApiError> {
+    auth.context.require(Permission::UsersManage)
+}
+
+/// The user `id` as the caller may see it: another tenant's user is a 404, never a 403.
+async fn visible_user(
+    state: &GatewayState,
+    auth: &Authenticated,
+    id: Uuid,
+) -> Result<User, ApiError> {
+    users::find_by_id(&state.ctx.db, id)
+        .await?
+        .filter(|u| u.tenant_id == auth.context.tenant_id || auth.context.is_super_admin)
+        .ok_or_else(|| ApiError::not_found("User not found"))
+}
+
+async fn view(state: &GatewayState, user: &User) -> Result<UserView, ApiError> {
+    let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    Ok(UserView::new(user, &roles))
+}
+
+/// The users of the caller's tenant.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(PageQuery, TenantQuery),
+    responses(
+        (status = 200, description = "One page of users", body = Page<UserView>),
+        (status = 400, description = "Bad paging", body = ErrorBody),
+        (status = 403, description = "Missing users.manage", body = ErrorBody)))]
+async fn list_users(
+    State(state): State<GatewayState>,
+    CurrentUser(auth): CurrentUser,
+    Query(page): Query<PageQuery>,
+    Query(tenant): Query<TenantQuery>,
+) -> Result<Json<Page<UserView>>, ApiError> {
+    manager(&auth)?;
+    let page = page.validate().map_err(ApiError::validation)?;
+    let tenant_id = match tenant.tenant_id {
+        Some(other) if other != auth.context.tenant_id && !auth.context.is_super_admin => {
+            return Err(ApiError::not_found("Tenant not found"));
+        }
+        Some(other) => other,
+        None => auth.context.tenant_id,
+    };
+    let (limit, offset) = page.limit_offset();
+    let db = &state.ctx.db;
+    let (list, total) = users::list(db, tenant_id, limit, offset).await?;
+    let mut roles = users::roles_in_tenant(db, tenant_id).await?;
+    let items = list
+        .iter()
+        .map(|u| UserView::new(u, &roles.remove(&u.id).unwrap_or_default()))
+        .collect();
+    Ok(Json(Page::new(items, total, page)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateUser {
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub password: String,
+    #[serde(default)]
+    pub roles: Vec<UserRole>,
+    #[serde(default)]
+    pub is_super_admin: bool,
+}
+
+/// Create a user in the caller's tenant.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, description = "Created", body = UserView),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 409, description = "The e-mail address is taken", body = ErrorBody)))]
+async fn create_user(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    CurrentUser(auth): CurrentUser,
+    Json(body): Json<CreateUser>,
+) -> Result<(StatusCode, Json<UserView>), ApiError> {
+    manager(&auth)?;
+    let mut problems = Vec::new();
+    let address = email::normalize(&body.email)
+        .map_err(|m| problems.push(m))
+        .ok();
+    if let Err(e) = password::check_policy(&body.password) {
+        problems.push(e.to_string());
+    }
+    if body.roles.is_empty() {
+        problems.push("roles must contain at least 1 element".to_owned());
+    }
+    let Some(address) = address.filter(|_| problems.is_empty()) else {
+        return Err(ApiError::validation(problems));
+    };
+    if body.is_super_admin && !auth.context.is_super_admin {
+        return Err(ApiError::forbidden(
+            "Only a super admin can create a super admin",
+        ));
+    }
+    let password_hash = password::hash(&body.password)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut roles = body.roles;
+    roles.dedup();
+    let new = NewUser {
+        tenant_id: auth.context.tenant_id,
+        email: address.clone(),
+        name: body.name.trim().to_owned(),
+        password_hash,
+        roles,
+        is_super_admin: body.is_super_admin,
+    };
+    let mut tx = state.ctx.db.begin().await?;
+    let Some(user) = users::insert(&mut tx, &new).await? else {
+        tx.rollback().await?;
+        return Err(ApiError::conflict(format!(
+            "A user with e-mail {address} already exists"
+        )));
+    };
+    tx.commit().await?;
+    let meta = RequestMeta::new(&state, peer, &headers);
+    let details =
+        json!({"email": user.email, "roles": new.roles, "isSuperAdmin": user.is_super_admin});
+    super::audit::user_changed(&state, &meta, &auth, actions::USER_CREATED, &user, details).await;
+    Ok((StatusCode::CREATED, Json(UserView::new(&user, &new.roles))))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
+async fn get_user(
+    State(state): State<GatewayState>,
+    CurrentUser(auth): CurrentUser,
+    Path(id): Path<Uuid>,
+) -> Result<Json<UserView>, ApiError> {
+    manager(&auth)?;
+    let user = visible_user(&state, &auth, id).await?;
+    Ok(Json(view(&state, &user).await?))
+}
+
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateUser {
+    pub name: Option<String>,
+    pub roles: Option<Vec<UserRole>>,
+    pub is_active: Option<bool>,
+    pub is_super_admin: Option<bool>,
+    /// A new password; the user's sessions end.
+    pub password: Option<String>,
+}
+
+/// Change a user's name, roles, activation or password. Deactivating or resetting the password
+/// ends the user's sessions.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The updated user", body = UserView),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
+async fn update_user(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    CurrentUser(auth): CurrentUser,
+    Path(id): Path<Uuid>,
+    Json(body): Json<UpdateUser>,
+) -> Result<Json<UserView>, ApiError> {
+    manager(&auth)?;
+    let user = visible_user(&state, &auth, id).await?;
+    let mut problems = Vec::new();
+    if let Some(Err(e)) = body.password.as_deref().map(password::check_policy) {
+        problems.push(e.to_string());
+    }
+    if body.roles.as_ref().is_some_and(|r| r.is_empty()) {
+        problems.push("roles must contain at least 1 element".to_owned());
+    }
+    let is_self = user.id == auth.user.id;
+    if is_self && body.is_active == Some(false) {
+        problems.push("You cannot deactivate your own account".to_owned());
+    }
+    if is_self
+        && body
+            .roles
+            .as_ref()
+            .is_some_and(|r| !r.contains(&UserRole::Admin))
+    {
+        problems.push("You cannot remove your own admin role".to_owned());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    if body.is_super_admin.is_some() && !auth.context.is_super_admin {
+        return Err(ApiError::forbidden(
+            "Only a super admin can grant or revoke super admin",
+        ));
+    }
+    let password_hash = match body.password.as_deref() {
+        Some(p) => Some(password::hash(p).await.map_err(ApiError::internal)?),
+        None => None,
+    };
+    let mut roles = body.roles.clone();
+    if let Some(roles) = roles.as_mut() {
+        roles.dedup();
+    }
+    let changes = UserChanges {
+        name: body.name.as_ref().map(|n| n.trim().to_owned()),
+        is_active: body.is_active,
+        is_super_admin: body.is_super_admin,
+        password_hash,
+        roles: roles.clone(),
+    };
+    let updated = users::update(&state.ctx.db, id, &changes)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User not found"))?;
+    let meta = RequestMeta::new(&state, peer, &headers);
+    let action = if roles.is_some() {
+        actions::USER_ROLES_CHANGED
+    } else {
+        actions::USER_UPDATED
+    };
+    let details = json!({
+        "name": body.name, "roles": roles, "isActive": body.is_active,
+        "isSuperAdmin": body.is_super_admin, "passwordReset": body.password.is_some(),
+    });
+    super::audit::user_changed(&state, &meta, &auth, action, &updated, details).await;
+    Ok(Json(view(&state, &updated).await?))
+}
+
+/// Delete a user.
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Deleting yourself", body = ErrorBody),
+        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
+async fn delete_user(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    CurrentUser(auth): CurrentUser,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    manager(&auth)?;
+    let user = visible_user(&state, &auth, id).await?;
+    if user.id == auth.user.id {
+        return Err(ApiError::validation(vec![
+            "You cannot delete your own account".to_owned(),
+        ]));
+    }
+    users::delete(&state.ctx.db, id).await?;
+    let meta = RequestMeta::new(&state, peer, &headers);
+    let details = json!({"email": user.email});
+    super::audit::user_changed(&state, &meta, &auth, actions::USER_DELETED, &user, details).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RoleView {
+    pub name: UserRole,
+    pub description: String,
+    pub permissions: Vec<String>,
+}
+
+/// The roles and what each grants.
+#[utoipa::path(get, path = "/api/v1/roles", tag = "users", responses(
+    (status = 200, description = "Every role", body = Vec<RoleView>),
+    (status = 403, description = "Missing users.manage", body = ErrorBody)))]
+async fn list_roles(CurrentUser(auth): CurrentUser) -> Result<Json<Vec<RoleView>>, ApiError> {
+    manager(&auth)?;
+    Ok(Json(
+        UserRole::ALL
+            .into_iter()
+            .map(|role| RoleView {
+                name: role,
+                description: role.description().to_owned(),
+                permissions: role
+                    .permissions()
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+            })
+            .collect(),
+    ))
+}
+
+#[cfg(test)]
+#[path = "users_tests.rs"]
+mod tests;
