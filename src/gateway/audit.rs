@@ -35,6 +35,15 @@ pub async fn login_succeeded(state: &GatewayState, meta: &RequestMeta, actor: &A
     record(state, entry(meta, actor, actions::LOGIN_SUCCEEDED)).await;
 }
 
+pub async fn token_issued(state: &GatewayState, meta: &RequestMeta, actor: &Authenticated) {
+    record(state, entry(meta, actor, actions::TOKEN_ISSUED)).await;
+}
+
+/// A refresh token was presented twice: it leaked or was replayed; its family is revoked.
+pub async fn refresh_reused(state: &GatewayState, meta: &RequestMeta, actor: &Authenticated) {
+    record(state, entry(meta, actor, actions::REFRESH_TOKEN_REUSED)).await;
+}
+
 pub async fn logout(state: &GatewayState, meta: &RequestMeta, actor: &Authenticated) {
     record(state, entry(meta, actor, actions::LOGOUT)).await;
 }

@@ -31,6 +31,7 @@ pub struct GatewayState {
     pub public: Arc<PublicPaths>,
     pub limiter: RateLimiter,
     pub proxy: Arc<proxy::Proxy>,
+    pub tokens: auth::tokens::TokenKeys,
 }
 
 impl GatewayState {
@@ -46,6 +47,7 @@ impl GatewayState {
         let public = Arc::new(PublicPaths::new(&config.proxy.public_paths));
         let limiter = RateLimiter::new(&config.rate_limit, ctx.redis.clone());
         let proxy = Arc::new(proxy::Proxy::new(&ctx, order_router)?);
+        let tokens = auth::tokens::TokenKeys::from_config(config);
         Ok(Self {
             ctx,
             order,
@@ -54,6 +56,7 @@ impl GatewayState {
             public,
             limiter,
             proxy,
+            tokens,
         })
     }
 }

@@ -117,6 +117,19 @@ async fn metrics_count_requests_by_route_template_and_status() {
         !text.contains("/no/such/thing/42"),
         "raw paths must not become labels"
     );
+
+    // Proxied requests are counted by their route-table entry.
+    let admin = app.admin().await;
+    admin
+        .get(app.url("/api/v1/audit-logs?page=1"))
+        .send()
+        .await
+        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        text.contains(r#"route="/api/v1/audit-logs/*",status="200""#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -49,6 +49,11 @@ pub fn spawn_upkeep(workers: &Workers, handle: PrometheusHandle) {
     });
 }
 
+/// The route template of a response produced outside axum's routing (the proxy's fallback), so
+/// proxied requests are counted by route-table entry instead of all as `unmatched`.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
 /// Counts every request and records its latency by method, route template and status.
 pub async fn record_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -60,6 +65,10 @@ pub async fn record_request(request: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(request).await;
+    let route = match response.extensions().get::<RouteLabel>() {
+        Some(RouteLabel(label)) => label.clone(),
+        None => route,
+    };
     let labels = [
         ("method", method.to_owned()),
         ("route", route),

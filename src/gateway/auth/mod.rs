@@ -5,6 +5,7 @@
 pub mod lockout;
 pub mod public;
 pub mod session;
+pub mod tokens;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -124,7 +125,16 @@ pub async fn authenticate(
     if state.public.matches(request.uri().path()) {
         return next.run(request).await;
     }
-    match resolve(&state, &session).await {
+    let resolved = match bearer_token(request.headers()) {
+        // The token is the gateway's business; it does not travel downstream.
+        Some(token) => {
+            let resolved = resolve_bearer(&state, &token).await;
+            request.headers_mut().remove(header::AUTHORIZATION);
+            resolved
+        }
+        None => resolve(&state, &session).await,
+    };
+    match resolved {
         Ok(Some(auth)) => {
             let subject = RateLimitSubject(auth.context.user_id.to_string());
             request.extensions_mut().insert(subject);
@@ -156,6 +166,32 @@ async fn resolve(
     Ok(Some(Authenticated::new(user, roles)))
 }
 
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// The user an access token speaks for, if it verifies and was issued in the user's current
+/// session epoch.
+async fn resolve_bearer(
+    state: &GatewayState,
+    token: &str,
+) -> Result<Option<Authenticated>, ApiError> {
+    let Some(claims) = tokens::verify_access(&state.tokens, token) else {
+        return Ok(None);
+    };
+    let db = &state.ctx.db;
+    let user = users::find_by_id(db, claims.user_id).await?;
+    let Some(user) = user.filter(|u| u.is_active && u.session_epoch == claims.epoch) else {
+        return Ok(None);
+    };
+    let roles = users::roles_of(db, user.id).await?;
+    Ok(Some(Authenticated::new(user, roles)))
+}
+
 /// Who made a request, for lockout and the audit log.
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
@@ -179,6 +215,8 @@ impl RequestMeta {
 pub fn routes() -> OpenApiRouter<GatewayState> {
     OpenApiRouter::new()
         .routes(routes!(login))
+        .routes(routes!(token))
+        .routes(routes!(refresh))
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(change_password))
@@ -205,21 +243,13 @@ async fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash)
 }
 
-/// Sign in with e-mail and password; sets the session cookie.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses(
-        (status = 200, description = "Signed in; the session cookie is set", body = UserEnvelope),
-        (status = 400, description = "Malformed input", body = ErrorBody),
-        (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts for this e-mail from this IP", body = ErrorBody),
-    ))]
-async fn login(
-    State(state): State<GatewayState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    session: Session,
-    Json(body): Json<LoginRequest>,
-) -> Result<Json<UserEnvelope>, ApiError> {
+/// Checks an e-mail and password under the lockout, the same way for cookie and token sign-ins.
+/// A failure is counted, audited and answered 401 whether or not the address exists.
+async fn check_credentials(
+    state: &GatewayState,
+    meta: &RequestMeta,
+    body: &LoginRequest,
+) -> Result<User, ApiError> {
     let mut problems = Vec::new();
     let email = email::normalize(&body.email)
         .map_err(|m| problems.push(m))
@@ -230,7 +260,6 @@ async fn login(
     let Some(email) = email.filter(|_| problems.is_empty()) else {
         return Err(ApiError::validation(problems));
     };
-    let meta = RequestMeta::new(&state, peer, &headers);
     let ip = meta.ip.to_string();
     let db = &state.ctx.db;
 
@@ -251,20 +280,137 @@ async fn login(
     let verified = password::verify(&body.password, hash).await;
     let Some(user) = user.clone().filter(|u| verified && u.is_active) else {
         lockout::record_failure(db, &email, &ip).await?;
-        super::audit::login_failed(&state, &meta, &email, user.as_ref()).await;
+        super::audit::login_failed(state, meta, &email, user.as_ref()).await;
         return Err(ApiError::unauthorized("Invalid e-mail or password"));
     };
     lockout::clear(db, &email, &ip).await?;
+    Ok(user)
+}
 
+/// Sign in with e-mail and password; sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; the session cookie is set", body = UserEnvelope),
+        (status = 400, description = "Malformed input", body = ErrorBody),
+        (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this e-mail from this IP", body = ErrorBody),
+    ))]
+async fn login(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    session: Session,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<UserEnvelope>, ApiError> {
+    let meta = RequestMeta::new(&state, peer, &headers);
+    let user = check_credentials(&state, &meta, &body).await?;
     // A new id at sign-in: an id planted before sign-in (session fixation) is worth nothing.
     session.cycle_id().await.map_err(ApiError::internal)?;
     session::write(&session, user.id, user.session_epoch)
         .await
         .map_err(ApiError::internal)?;
-    let roles = users::roles_of(db, user.id).await?;
+    let roles = users::roles_of(&state.ctx.db, user.id).await?;
     let auth = Authenticated::new(user, roles);
     super::audit::login_succeeded(&state, &meta, &auth).await;
     Ok(Json(UserEnvelope { user: auth.view() }))
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenResponse {
+    /// A JWT for `Authorization: Bearer`, valid for `expiresIn` seconds.
+    pub access_token: String,
+    /// Opaque; trade it for new tokens at `/api/v1/auth/refresh`. Single use.
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub user: UserView,
+}
+
+async fn token_response(
+    state: &GatewayState,
+    auth: &Authenticated,
+    family: Option<Uuid>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let access_token =
+        tokens::issue_access(&state.tokens, &auth.user).map_err(ApiError::internal)?;
+    let refresh_token = tokens::issue_refresh(&state.ctx.db, &auth.user, family).await?;
+    Ok(Json(TokenResponse {
+        access_token,
+        refresh_token,
+        expires_in: tokens::ACCESS_TTL_SECONDS,
+        user: auth.view(),
+    }))
+}
+
+/// Sign in for scripts and integrations: tokens instead of a cookie.
+#[utoipa::path(post, path = "/api/v1/auth/token", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "An access and a refresh token", body = TokenResponse),
+        (status = 400, description = "Malformed input", body = ErrorBody),
+        (status = 401, description = "Unknown e-mail or wrong password (indistinguishable)", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts for this e-mail from this IP", body = ErrorBody),
+    ))]
+async fn token(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let meta = RequestMeta::new(&state, peer, &headers);
+    let user = check_credentials(&state, &meta, &body).await?;
+    let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    let auth = Authenticated::new(user, roles);
+    let response = token_response(&state, &auth, None).await?;
+    super::audit::token_issued(&state, &meta, &auth).await;
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    #[serde(default)]
+    pub refresh_token: String,
+}
+
+/// Trade a refresh token for new tokens. The presented token is spent; presenting it again
+/// revokes every token descended from the same sign-in.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 401, description = "Unknown, expired, revoked or reused refresh token", body = ErrorBody),
+    ))]
+async fn refresh(
+    State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let db = &state.ctx.db;
+    match tokens::redeem(db, body.refresh_token.trim()).await? {
+        tokens::Redeemed::Fresh {
+            user_id,
+            family,
+            epoch,
+        } => {
+            let user = users::find_by_id(db, user_id).await?;
+            let Some(user) = user.filter(|u| u.is_active && u.session_epoch == epoch) else {
+                return Err(ApiError::unauthorized("Invalid refresh token"));
+            };
+            let roles = users::roles_of(db, user.id).await?;
+            token_response(&state, &Authenticated::new(user, roles), Some(family)).await
+        }
+        tokens::Redeemed::Reused { user_id } => {
+            if let Some(user) = users::find_by_id(db, user_id).await? {
+                let meta = RequestMeta::new(&state, peer, &headers);
+                let roles = users::roles_of(db, user.id).await?;
+                super::audit::refresh_reused(&state, &meta, &Authenticated::new(user, roles)).await;
+            }
+            Err(ApiError::unauthorized(
+                "Refresh token already used; sign in again",
+            ))
+        }
+        tokens::Redeemed::Invalid => Err(ApiError::unauthorized("Invalid refresh token")),
+    }
 }
 
 /// Sign out: the session is destroyed on the server and the cookie cleared.

@@ -327,3 +327,100 @@ async fn failed_and_successful_sign_ins_are_audited_with_ip_and_user_agent() {
     assert_eq!(entry["ip"], "127.0.0.1");
     assert_eq!(entry["userAgent"], "audit-test/1.0");
 }
+
+async fn tokens(app: &TestApp, email: &str, password: &str) -> Value {
+    let response = client()
+        .post(app.url("/api/v1/auth/token"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(session_cookie(&response).is_none(), "tokens, not a cookie");
+    response.json().await.unwrap()
+}
+
+async fn refresh(app: &TestApp, token: &Value) -> reqwest::Response {
+    client()
+        .post(app.url("/api/v1/auth/refresh"))
+        .json(&json!({"refreshToken": token}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn bearer_status(app: &TestApp, token: &Value, path: &str) -> u16 {
+    client()
+        .get(app.url(path))
+        .bearer_auth(token.as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+each_database! {
+    async fn bearer_tokens_work_wherever_a_session_does_and_refresh_rotates(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let first = tokens(&app, "admin@localhost", ADMIN_PASSWORD).await;
+        assert_eq!(first["expiresIn"], 900);
+        assert_eq!(first["user"]["email"], "admin@localhost");
+        let access = &first["accessToken"];
+        assert_eq!(bearer_status(&app, access, "/api/v1/auth/me").await, 200);
+        assert_eq!(bearer_status(&app, access, "/api/v1/audit-logs").await, 200, "through the proxy too");
+        assert_eq!(bearer_status(&app, &json!("not.a.jwt"), "/api/v1/auth/me").await, 401);
+
+        let second: Value = refresh(&app, &first["refreshToken"]).await.json().await.unwrap();
+        assert_ne!(second["refreshToken"], first["refreshToken"]);
+        assert_eq!(bearer_status(&app, &second["accessToken"], "/api/v1/auth/me").await, 200);
+        let third: Value = refresh(&app, &second["refreshToken"]).await.json().await.unwrap();
+
+        // Replaying a spent token revokes the whole family, the newest descendant included.
+        let replay = refresh(&app, &first["refreshToken"]).await;
+        assert_eq!(replay.status(), 401);
+        assert_eq!(refresh(&app, &third["refreshToken"]).await.status(), 401);
+        assert_eq!(refresh(&app, &json!("unknown-token")).await.status(), 401);
+        let audit: Value = app.admin().await
+            .get(app.url("/api/v1/audit-logs?action=auth.refresh.reused"))
+            .send().await.unwrap().json().await.unwrap();
+        assert_eq!(audit["total"], 1, "{audit}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_change_ends_tokens_too() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    app.create_user("bot@example.com", PASSWORD, UserRole::Operator)
+        .await;
+    let issued = tokens(&app, "bot@example.com", PASSWORD).await;
+    let (browser, _) = app.login("bot@example.com", PASSWORD).await;
+    let changed = browser
+        .post(app.url("/api/v1/auth/change-password"))
+        .json(&json!({"currentPassword": PASSWORD, "newPassword": "another-long-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 204);
+    assert_eq!(
+        bearer_status(&app, &issued["accessToken"], "/api/v1/auth/me").await,
+        401
+    );
+    assert_eq!(refresh(&app, &issued["refreshToken"]).await.status(), 401);
+}
+
+#[tokio::test]
+async fn the_token_endpoint_shares_the_login_lockout() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    for _ in 0..5 {
+        let r = client()
+            .post(app.url("/api/v1/auth/token"))
+            .json(&json!({"email": "admin@localhost", "password": "wrong-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let locked = login_response(&app, &client(), "admin@localhost", ADMIN_PASSWORD).await;
+    assert_eq!(locked.status(), 429);
+}

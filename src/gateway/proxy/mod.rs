@@ -23,6 +23,7 @@ use crate::app::AppContext;
 use crate::config::{Config, Service, UrlList};
 use crate::http::ApiError;
 use crate::identity::context::InProcessContext;
+use crate::observability::metrics::RouteLabel;
 use routes::RouteTable;
 pub use upstream::HttpUpstream;
 
@@ -115,7 +116,7 @@ pub async fn forward(
     let affinity = headers::affinity(&request);
     headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
 
-    match state
+    let mut response = match state
         .proxy
         .targets
         .get(&route.service)
@@ -156,7 +157,14 @@ pub async fn forward(
             route.service.as_str()
         ))
         .into_response(),
-    }
+    };
+    let label = format!(
+        "{}{}/*",
+        routes::API_PREFIX,
+        route.prefix.trim_end_matches('/')
+    );
+    response.extensions_mut().insert(RouteLabel(label));
+    response
 }
 
 #[cfg(test)]

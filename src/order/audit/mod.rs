@@ -21,6 +21,8 @@ pub mod actions {
     pub const LOGIN_FAILED: &str = "auth.login.failed";
     pub const LOGOUT: &str = "auth.logout";
     pub const PASSWORD_CHANGED: &str = "auth.password.changed";
+    pub const TOKEN_ISSUED: &str = "auth.token.issued";
+    pub const REFRESH_TOKEN_REUSED: &str = "auth.refresh.reused";
     pub const USER_CREATED: &str = "user.created";
     pub const USER_UPDATED: &str = "user.updated";
     pub const USER_DELETED: &str = "user.deleted";
