@@ -2,6 +2,7 @@
 //! and the upstreams behind it. In role `all` the order service is a router in this process, called
 //! without a socket; when split, an [`HttpUpstream`] with timeouts, retries and a circuit breaker.
 
+mod balancer;
 pub mod breaker;
 pub mod headers;
 pub mod routes;

@@ -1,7 +1,7 @@
 //! Real loopback HTTP: every upstream here is a tiny axum server on `127.0.0.1:0`.
 
 use std::convert::Infallible;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 
 use super::*;
+use crate::config::LoadBalancing;
 
 const PATIENCE: Duration = Duration::from_secs(5);
 

@@ -1,0 +1,139 @@
+//! Which instance of a service gets a request (SPEC §5.2): round-robin, least-connections or a
+//! consistent hash, skipping instances that failed their health check or were ejected after
+//! consecutive connection failures.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::LoadBalancing;
+
+/// Passive ejection: this many connection failures in a row take an instance out for `EJECT_FOR`.
+const EJECT_AFTER_FAILURES: u32 = 3;
+const EJECT_FOR: Duration = Duration::from_secs(10);
+
+pub(super) struct InFlight(Arc<Instance>);
+
+impl InFlight {
+    pub(super) fn start(instance: &Arc<Instance>) -> Self {
+        instance.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(instance))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(super) struct Instance {
+    pub(super) base: String,
+    pub(super) in_flight: AtomicUsize,
+    pub(super) consecutive_failures: AtomicU32,
+    /// Milliseconds since the balancer's origin until which the instance is skipped; 0 = never.
+    pub(super) ejected_until_ms: AtomicU64,
+    /// The verdict of the last active health check.
+    pub(super) healthy: AtomicBool,
+}
+
+/// Picks an instance per request: skipping unhealthy, ejected and already-tried instances while
+/// another one is left, then by the configured policy.
+pub(super) struct Balancer {
+    policy: LoadBalancing,
+    pub(super) instances: Vec<Arc<Instance>>,
+    next: AtomicUsize,
+    origin: Instant,
+}
+
+impl Balancer {
+    pub(super) fn new(policy: LoadBalancing, bases: Vec<String>) -> Self {
+        let instances = bases
+            .into_iter()
+            .map(|base| {
+                Arc::new(Instance {
+                    base,
+                    in_flight: AtomicUsize::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                    healthy: AtomicBool::new(true),
+                })
+            })
+            .collect();
+        Self {
+            policy,
+            instances,
+            next: AtomicUsize::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(super) fn pick(&self, key: Option<&str>, tried: &[usize]) -> usize {
+        let now = self.now_ms();
+        let all = 0..self.instances.len();
+        let untried = |i: &usize| !tried.contains(i);
+        let usable = |i: &usize| {
+            let instance = &self.instances[*i];
+            instance.healthy.load(Ordering::Relaxed)
+                && instance.ejected_until_ms.load(Ordering::Relaxed) <= now
+        };
+        let mut candidates: Vec<usize> = all.clone().filter(|i| untried(i) && usable(i)).collect();
+        // When every instance is out, trying one anyway beats refusing the request.
+        if candidates.is_empty() {
+            candidates = all.clone().filter(untried).collect();
+        }
+        if candidates.is_empty() {
+            candidates = all.collect();
+        }
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let rotated = || (0..candidates.len()).map(|k| candidates[(turn + k) % candidates.len()]);
+        match (self.policy, key) {
+            (LoadBalancing::ConsistentHash, Some(key)) => candidates
+                .iter()
+                .copied()
+                .max_by_key(|&i| rendezvous_score(key, &self.instances[i].base))
+                .unwrap_or(candidates[0]),
+            (LoadBalancing::LeastConnections, _) => rotated()
+                .min_by_key(|&i| self.instances[i].in_flight.load(Ordering::Relaxed))
+                .unwrap_or(candidates[0]),
+            _ => candidates[turn % candidates.len()],
+        }
+    }
+
+    pub(super) fn answered(&self, index: usize) {
+        let instance = &self.instances[index];
+        instance.consecutive_failures.store(0, Ordering::Relaxed);
+        instance.ejected_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    pub(super) fn connection_failed(&self, index: usize) {
+        let instance = &self.instances[index];
+        let failures = instance
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        if failures >= EJECT_AFTER_FAILURES {
+            let until = self.now_ms().saturating_add(EJECT_FOR.as_millis() as u64);
+            instance.ejected_until_ms.store(until, Ordering::Relaxed);
+            tracing::warn!(instance = %instance.base, failures, "upstream instance ejected");
+        }
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: a key moves only when its own instance leaves.
+/// FNV-1a with a final mix, so every gateway replica agrees whatever its build.
+fn rendezvous_score(key: &str, instance: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain([0xff]).chain(instance.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
