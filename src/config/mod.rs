@@ -174,6 +174,9 @@ pub struct SessionConfig {
     /// Mark the session cookie `Secure` (set it when served over HTTPS).
     pub secure_cookie: bool,
     pub ttl_hours: u64,
+    /// How long a gateway trusts an identity it resolved before asking the store again; a
+    /// revocation made on another replica takes effect within this time. 0 = never cached.
+    pub cache_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -182,6 +185,7 @@ impl Default for SessionConfig {
             secret: None,
             secure_cookie: false,
             ttl_hours: 24,
+            cache_ms: 1000,
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct GatewayState {
     pub limiter: RateLimiter,
     pub proxy: Arc<proxy::Proxy>,
     pub tokens: auth::tokens::TokenKeys,
+    pub auth_cache: Arc<auth::cache::AuthCache>,
 }
 
 impl GatewayState {
@@ -48,6 +49,8 @@ impl GatewayState {
         let limiter = RateLimiter::new(&config.rate_limit, ctx.redis.clone());
         let proxy = Arc::new(proxy::Proxy::new(&ctx, order_router)?);
         let tokens = auth::tokens::TokenKeys::from_config(config);
+        let cache_ttl = std::time::Duration::from_millis(config.session.cache_ms);
+        let auth_cache = Arc::new(auth::cache::AuthCache::new(cache_ttl));
         Ok(Self {
             ctx,
             order,
@@ -57,6 +60,7 @@ impl GatewayState {
             limiter,
             proxy,
             tokens,
+            auth_cache,
         })
     }
 }

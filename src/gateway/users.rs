@@ -254,9 +254,9 @@ async fn update_user(
         password_hash,
         roles: roles.clone(),
     };
-    let updated = users::update(&state.ctx.db, id, &changes)
-        .await?
-        .ok_or_else(|| ApiError::not_found("User not found"))?;
+    let updated = users::update(&state.ctx.db, id, &changes).await;
+    state.auth_cache.clear();
+    let updated = updated?.ok_or_else(|| ApiError::not_found("User not found"))?;
     let meta = RequestMeta::new(&state, peer, &headers);
     let action = if roles.is_some() {
         actions::USER_ROLES_CHANGED
@@ -293,6 +293,7 @@ async fn delete_user(
         ]));
     }
     users::delete(&state.ctx.db, id).await?;
+    state.auth_cache.clear();
     let meta = RequestMeta::new(&state, peer, &headers);
     let details = json!({"email": user.email});
     super::audit::user_changed(&state, &meta, &auth, actions::USER_DELETED, &user, details).await;

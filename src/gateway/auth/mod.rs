@@ -2,6 +2,7 @@
 //! password changes, and the middleware that turns a session into a verified user for everything
 //! behind the gateway.
 
+pub mod cache;
 pub mod lockout;
 pub mod public;
 pub mod session;
@@ -128,11 +129,30 @@ pub async fn authenticate(
     let resolved = match bearer_token(request.headers()) {
         // The token is the gateway's business; it does not travel downstream.
         Some(token) => {
-            let resolved = resolve_bearer(&state, &token).await;
+            let key = cache::token_key(&token);
+            let resolved = match state.auth_cache.get(&key) {
+                Some(hit) => Ok(Some(hit)),
+                None => resolve_bearer(&state, &token).await,
+            };
+            if let Ok(Some(auth)) = &resolved {
+                state.auth_cache.put(key, auth.clone());
+            }
             request.headers_mut().remove(header::AUTHORIZATION);
             resolved
         }
-        None => resolve(&state, &session).await,
+        None => match session.id().map(|id| cache::session_key(&id)) {
+            Some(key) => match state.auth_cache.get(&key) {
+                Some(hit) => Ok(Some(hit)),
+                None => {
+                    let resolved = resolve(&state, &session).await;
+                    if let Ok(Some(auth)) = &resolved {
+                        state.auth_cache.put(key, auth.clone());
+                    }
+                    resolved
+                }
+            },
+            None => Ok(None),
+        },
     };
     match resolved {
         Ok(Some(auth)) => {
@@ -424,6 +444,9 @@ async fn logout(
     session: Session,
     CurrentUser(auth): CurrentUser,
 ) -> Result<StatusCode, ApiError> {
+    if let Some(id) = session.id() {
+        state.auth_cache.forget(&cache::session_key(&id));
+    }
     session.flush().await.map_err(ApiError::internal)?;
     let meta = RequestMeta::new(&state, peer, &headers);
     super::audit::logout(&state, &meta, &auth).await;
@@ -478,6 +501,7 @@ async fn change_password(
         .await
         .map_err(ApiError::internal)?;
     let epoch = users::change_password(&state.ctx.db, auth.user.id, &hash).await?;
+    state.auth_cache.clear();
     // This session survives under a new id and the new epoch; every other one is now stale.
     session.cycle_id().await.map_err(ApiError::internal)?;
     session::write(&session, auth.user.id, epoch)

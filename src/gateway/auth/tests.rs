@@ -424,3 +424,38 @@ async fn the_token_endpoint_shares_the_login_lockout() {
     let locked = login_response(&app, &client(), "admin@localhost", ADMIN_PASSWORD).await;
     assert_eq!(locked.status(), 429);
 }
+
+#[tokio::test]
+async fn a_revocation_made_elsewhere_lands_within_the_identity_cache_time() {
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| c.session.cache_ms = 300).await;
+    let user = app
+        .create_user("ops@example.com", PASSWORD, UserRole::Operator)
+        .await;
+    let (ops, _) = app.login("ops@example.com", PASSWORD).await;
+    assert_eq!(
+        ops.get(app.url("/api/v1/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // As another replica would: straight in the shared database, bypassing this gateway.
+    crate::on_pool!(&app.ctx.db, pool => {
+        sqlx::query("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1")
+            .bind(user.id)
+            .execute(pool)
+            .await
+            .map(|_| ())
+    })
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(
+        ops.get(app.url("/api/v1/auth/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
