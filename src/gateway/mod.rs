@@ -21,9 +21,21 @@ use crate::infra::sessions::Sessions;
 use auth::public::PublicPaths;
 use rate_limit::RateLimiter;
 
-/// The gateway's router state.
+/// The gateway's router state: one `Arc`, because every middleware and handler clones it on every
+/// request.
 #[derive(Clone)]
-pub struct GatewayState {
+pub struct GatewayState(Arc<GatewayParts>);
+
+impl std::ops::Deref for GatewayState {
+    type Target = GatewayParts;
+
+    fn deref(&self) -> &GatewayParts {
+        &self.0
+    }
+}
+
+/// What the gateway's handlers share.
+pub struct GatewayParts {
     pub ctx: Arc<AppContext>,
     pub order: Arc<dyn OrderClient>,
     pub health: Arc<health::HealthAggregator>,
@@ -51,7 +63,7 @@ impl GatewayState {
         let tokens = auth::tokens::TokenKeys::from_config(config);
         let cache_ttl = std::time::Duration::from_millis(config.session.cache_ms);
         let auth_cache = Arc::new(auth::cache::AuthCache::new(cache_ttl));
-        Ok(Self {
+        Ok(Self(Arc::new(GatewayParts {
             ctx,
             order,
             health,
@@ -61,7 +73,7 @@ impl GatewayState {
             proxy,
             tokens,
             auth_cache,
-        })
+        })))
     }
 }
 

@@ -225,8 +225,15 @@ fn verify(key: &[u8], message: &str, signature_hex: &str) -> Result<(), ContextE
         .map_err(|_| ContextError::BadSignature)
 }
 
+/// Hex without an allocation per byte: this runs on every proxied request.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
