@@ -1,0 +1,139 @@
+//! Idempotent event handling (SPEC §8.1): the bus delivers at least once, so every consumer
+//! records the `eventId`s it has handled and skips repeats.
+//!
+//! The dedupe record is written in the same transaction as the handler's own writes. Recording it
+//! separately would be wrong either way round: before the writes, a crash in between would drop
+//! the event for good; after them, a crash in between would apply it twice.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use super::catalog::Event;
+use crate::infra::db::{Db, DbError, Tx};
+use crate::infra::workers::Workers;
+use crate::{on_pool, on_tx};
+
+/// How long dedupe records are kept. Redeliveries come within seconds (3 attempts, 1 s, 2 s, 4 s)
+/// or, for a replayed dead letter, within days; a week covers both with room to spare.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Records that `consumer` handles `event_id`, in `tx`. `true` the first time; `false` if the
+/// record exists already, i.e. the event is a redelivery and the handler must not run.
+///
+/// On PostgreSQL a concurrent delivery of the same event to the same consumer waits on the
+/// primary key until the first transaction ends: it then sees `false` if the first committed, or
+/// inserts and handles the event itself if the first rolled back.
+pub async fn first_time(tx: &mut Tx, event_id: Uuid, consumer: &str) -> Result<bool, DbError> {
+    let inserted = on_tx!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO processed_events (event_id, consumer, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_id, consumer) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(consumer)
+        .bind(Utc::now())
+        .execute(&mut *conn)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(inserted == 1)
+}
+
+/// What [`handle_once`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The handler ran and its writes committed with the dedupe record.
+    Handled,
+    /// This consumer had handled the event before; nothing ran.
+    Duplicate,
+}
+
+/// Runs `handler` for `event` at most once per `consumer` (a stable name per subscribing module,
+/// e.g. `order.fulfillment`): the dedupe record and the handler's writes through the given
+/// transaction commit together. If the handler fails, everything rolls back, the dedupe record
+/// included, so the bus's retry runs the handler again.
+///
+/// Side effects outside the transaction (HTTP calls) are not covered: a retry after a failed
+/// commit repeats them, so they must be idempotent on their own (e.g. keyed by the event id).
+///
+/// ```ignore
+/// handle_once(&db, &event, "order.fulfillment", |tx| Box::pin(async move {
+///     shipments::record(tx, &shipment).await?;
+///     Ok::<_, MyError>(())
+/// })).await?;
+/// ```
+pub async fn handle_once<F, E>(
+    db: &Db,
+    event: &Event,
+    consumer: &str,
+    handler: F,
+) -> Result<Outcome, E>
+where
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<(), E>>,
+    E: From<DbError>,
+{
+    let mut tx = db.begin().await?;
+    if !first_time(&mut tx, event.event_id, consumer).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    match handler(&mut tx).await {
+        Ok(()) => {
+            tx.commit().await?;
+            Ok(Outcome::Handled)
+        }
+        Err(e) => {
+            // The handler's error is the one worth reporting; a failed rollback still discards
+            // the transaction when the connection goes back to the pool.
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, consumer, "rolling back a failed handler failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Deletes dedupe records older than `cutoff`; returns how many.
+pub async fn forget_processed_before(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, DbError> {
+    let deleted = on_pool!(db, pool => {
+        sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(deleted)
+}
+
+/// Deletes dedupe records past [`RETENTION`]; for the bus to call periodically.
+pub async fn forget_expired(db: &Db) -> Result<u64, DbError> {
+    let retention = TimeDelta::from_std(RETENTION).unwrap_or(TimeDelta::MAX);
+    match Utc::now().checked_sub_signed(retention) {
+        Some(cutoff) => forget_processed_before(db, cutoff).await,
+        None => Ok(0),
+    }
+}
+
+/// Runs [`forget_expired`] every `every` until shutdown.
+pub fn spawn_cleanup(db: Db, workers: &Workers, every: Duration) {
+    workers.spawn("processed-events-cleanup", move |stop| async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = forget_expired(&db).await {
+                        tracing::warn!(error = %e, "deleting old dedupe records failed");
+                    }
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+#[path = "idempotency_tests.rs"]
+mod tests;
