@@ -121,6 +121,19 @@ fn split_roles_need_the_internal_key_even_in_development() {
 }
 
 #[test]
+fn role_all_with_an_http_upstream_needs_the_internal_key() {
+    let mut config = Config::default();
+    config.services.print_url = UrlList(vec!["http://print:3002".into()]);
+    let error = check(&config, Role::All).unwrap_err();
+    assert!(
+        error.contains("internal.key is required when services.print_url"),
+        "{error}"
+    );
+    config.internal.key = Some(Secret::new("k"));
+    assert_eq!(check(&config, Role::All), Ok(()));
+}
+
+#[test]
 fn malformed_urls_are_refused_by_key() {
     let config = parse(
         "[database]\nurl = \"mysql://x\"\n[services]\norder_url = \"ftp://nope\"\n[redis]\nurl = \"http://r\"",

@@ -99,6 +99,23 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
             .push("server.body_limit_bytes and server.webhook_body_limit_bytes must be > 0".into());
     }
 
+    // The gateway in `all` signs the user context for every upstream it reaches over HTTP.
+    let http_upstreams = [
+        &config.services.print_url,
+        &config.services.shipping_url,
+        &config.services.gridflock_url,
+    ];
+    if role == Role::All
+        && config.internal.key.is_none()
+        && http_upstreams.iter().any(|urls| !urls.is_empty())
+    {
+        problems.push(format!(
+            "internal.key is required when services.print_url, shipping_url or gridflock_url is set \
+             (set {})",
+            env_var_for("internal.key")
+        ));
+    }
+
     // Split roles talk to each other with the internal key, in every environment.
     if role != Role::All && config.internal.key.is_none() {
         problems.push(format!(

@@ -218,3 +218,49 @@ async fn gateway_replicas_share_one_rate_limit_through_redis() {
     assert_eq!(limited, 6, "16 requests against one shared budget of 10");
     database.drop_now().await;
 }
+
+/// SIGTERM stops new work, but a request already being received is answered before the exit.
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let env = HashMap::from([("FORMA_ADMIN_PASSWORD", "graceful-admin-password".to_owned())]);
+    let mut server = Server::start(dir.path(), "all", &env).await;
+
+    // The body arrives in two parts; the handler is still reading it when the signal comes.
+    let (rest_tx, rest_rx) = tokio::sync::oneshot::channel::<()>();
+    let first = br#"{"email": "admin@localhost", "#.to_vec();
+    let rest = br#""password": "graceful-admin-password"}"#.to_vec();
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+        futures::stream::once(async move {
+            let _ = rest_rx.await;
+            Ok(rest)
+        }),
+    );
+    let login = client()
+        .post(format!("{}/api/v1/auth/login", server.addr))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let in_flight = tokio::spawn(login);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.signal("TERM").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        server.drain_log().iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("shutting down"))),
+        "the server has begun its shutdown"
+    );
+    let _ = rest_tx.send(());
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(response.status(), 200);
+    assert!(
+        server.wait(Duration::from_secs(15)).await,
+        "a clean exit after the request"
+    );
+}

@@ -102,7 +102,7 @@ impl RouteClass {
 
 /// The class of `path`, matched by whole segment (`/api/v1/authx` is an ordinary API call).
 pub fn classify(path: &str) -> RouteClass {
-    if under(path, "/api/v1/auth") {
+    if CREDENTIAL_PATHS.iter().any(|p| under(path, p)) {
         RouteClass::Auth
     } else if under(path, "/api/v1/webhooks") {
         RouteClass::Webhooks
@@ -110,6 +110,16 @@ pub fn classify(path: &str) -> RouteClass {
         RouteClass::Api
     }
 }
+
+/// Where a password or refresh token is checked: the surface worth guessing against, which gets the
+/// strict `rate_limit.auth` budget. `/auth/me` and `/auth/logout` are ordinary API calls (a web app
+/// asks `me` on every page) and count against `per_ip`.
+const CREDENTIAL_PATHS: [&str; 4] = [
+    "/api/v1/auth/login",
+    "/api/v1/auth/token",
+    "/api/v1/auth/refresh",
+    "/api/v1/auth/change-password",
+];
 
 /// `path` is `prefix` or below it.
 fn under(path: &str, prefix: &str) -> bool {

@@ -302,7 +302,10 @@ fn decisions_write_the_ietf_headers_and_a_429_in_the_error_shape() {
 fn paths_are_classified_by_whole_segment() {
     assert_eq!(classify("/api/v1/auth/login"), RouteClass::Auth);
     assert_eq!(classify("/api/v1/auth/token"), RouteClass::Auth);
-    assert_eq!(classify("/api/v1/auth"), RouteClass::Auth);
+    assert_eq!(classify("/api/v1/auth/refresh"), RouteClass::Auth);
+    assert_eq!(classify("/api/v1/auth/change-password"), RouteClass::Auth);
+    assert_eq!(classify("/api/v1/auth/me"), RouteClass::Api);
+    assert_eq!(classify("/api/v1/auth/logout"), RouteClass::Api);
     assert_eq!(
         classify("/api/v1/webhooks/shopify/orders"),
         RouteClass::Webhooks
