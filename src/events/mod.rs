@@ -9,6 +9,7 @@
 //! - [`bridge`]: the one table of internal ↔ bus names, and the conversions.
 
 pub mod bridge;
+pub mod bus;
 pub mod catalog;
 pub mod idempotency;
 pub mod internal;

@@ -1,0 +1,226 @@
+//! The event bus (SPEC §8.1): apalis queues on the SQLite file (embedded default, durable across
+//! restarts) or on Redis (several instances), chosen once at start-up.
+//!
+//! Fan-out is done by the publisher: every event is pushed once into the queue of every subscribing
+//! service ([`subscriptions`]), so each service sees every event while replicas of one service
+//! compete for the jobs of its queue. Delivery is at-least-once: handlers must be idempotent
+//! ([`super::idempotency::handle_once`]).
+//!
+//! Retries run inside the worker (tower's retry layer: 3 attempts, 1 s then 2 s apart). The last
+//! failure is returned as apalis' `AbortError`, which both backends record as `Killed`: on Redis
+//! that is the only way into the dead set (any other failure is rescheduled until a hard-coded 25
+//! attempts), on SQLite it keeps the job from being picked again.
+
+mod redis;
+mod sqlite;
+pub mod subscriptions;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::retry::backoff::{ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
+use apalis::layers::retry::{BackoffRetryPolicy, HasherRng, RetryPolicy};
+use apalis_core::error::{AbortError, BoxDynError};
+use apalis_core::task::attempt::Attempt;
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use sqlx::SqlitePool;
+
+use super::catalog::Event;
+use super::publish::{EventPublisher, PublishError};
+use crate::infra::redis::RedisHandle;
+use crate::infra::workers::Workers;
+
+/// What a handler returns when it could not handle an event; the job is retried, then kept as dead.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+type Handler = Arc<dyn Fn(Event) -> BoxFuture<'static, Result<(), HandlerError>> + Send + Sync>;
+
+/// SPEC §8.1: handlers running at once per queue per instance.
+pub const CONCURRENCY: usize = 5;
+/// SPEC §8.1: attempts per event, the first included.
+pub const MAX_ATTEMPTS: usize = 3;
+/// The first wait between attempts; it doubles each time (1 s, 2 s, 4 s).
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
+/// How often an idle worker looks for new jobs: apalis parks an idle worker until its next
+/// heartbeat otherwise, which would delay delivery by up to that heartbeat.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A worker that misses `MISSED_HEARTBEATS` beats is presumed dead and its in-flight jobs are put
+/// back in the queue (crash recovery): 5 s × 3 = 15 s rather than apalis' default 60 s.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+const MISSED_HEARTBEATS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("consumer {consumer} has no queue for {event_type}: add it to the subscription table")]
+    NotSubscribed {
+        event_type: String,
+        consumer: String,
+    },
+    #[error("event bus setup failed: {0}")]
+    Setup(String),
+    #[error("event bus storage: {0}")]
+    Storage(String),
+}
+
+/// The Redis side is boxed: its connection manager is large and there is one bus per process.
+enum BusBackend {
+    Sqlite(sqlite::SqliteBus),
+    Redis(Box<redis::RedisBus>),
+}
+
+struct Subscription {
+    event_type: &'static str,
+    consumer: &'static str,
+    handler: Handler,
+}
+
+/// The bus: publish (through [`EventPublisher`]) and consume by event type.
+pub struct EventBus {
+    backend: BusBackend,
+    subscriptions: Vec<Subscription>,
+}
+
+impl EventBus {
+    /// The embedded bus: jobs live in the `Jobs` table of our own SQLite file, so a job can be
+    /// pushed in the transaction of the change that causes it.
+    pub async fn sqlite(pool: SqlitePool) -> Result<Self, BusError> {
+        Ok(Self::with_backend(BusBackend::Sqlite(
+            sqlite::SqliteBus::setup(pool).await?,
+        )))
+    }
+
+    /// The distributed bus, on the shared Redis under forma's key prefix.
+    pub async fn redis(redis: &RedisHandle) -> Result<Self, BusError> {
+        Ok(Self::with_backend(BusBackend::Redis(Box::new(
+            redis::RedisBus::connect(redis).await?,
+        ))))
+    }
+
+    fn with_backend(backend: BusBackend) -> Self {
+        Self {
+            backend,
+            subscriptions: Vec::new(),
+        }
+    }
+
+    /// Registers `handler` as `consumer`'s handler of `event_type`. Only pairs of the static
+    /// subscription table are accepted: a queue nobody publishes to would silently stay empty.
+    pub fn subscribe<F, Fut>(
+        &mut self,
+        consumer: &'static str,
+        event_type: &'static str,
+        handler: F,
+    ) -> Result<(), BusError>
+    where
+        F: Fn(Event) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        if !subscriptions::is_subscribed(event_type, consumer) {
+            return Err(BusError::NotSubscribed {
+                event_type: event_type.to_owned(),
+                consumer: consumer.to_owned(),
+            });
+        }
+        let handler: Handler = Arc::new(move |event| Box::pin(handler(event)));
+        self.subscriptions.push(Subscription {
+            event_type,
+            consumer,
+            handler,
+        });
+        Ok(())
+    }
+
+    /// Runs one worker per subscribed queue until `workers` shuts down. Workers stop gracefully:
+    /// apalis writes completions in the background and a job whose completion was not written
+    /// would run again.
+    pub fn start(&self, workers: &Workers) -> Result<(), BusError> {
+        for sub in &self.subscriptions {
+            let queue = subscriptions::queue_name(sub.event_type, sub.consumer);
+            match &self.backend {
+                BusBackend::Sqlite(bus) => bus.start(workers, &queue, sub.handler.clone())?,
+                BusBackend::Redis(bus) => bus.start(workers, &queue, sub.handler.clone())?,
+            }
+        }
+        Ok(())
+    }
+
+    /// How many jobs of `consumer`'s queue for `event_type` ended dead (all attempts failed).
+    pub async fn dead_jobs(&self, event_type: &str, consumer: &str) -> Result<u64, BusError> {
+        let queue = subscriptions::queue_name(event_type, consumer);
+        match &self.backend {
+            BusBackend::Sqlite(bus) => bus.dead_jobs(&queue).await,
+            BusBackend::Redis(bus) => bus.dead_jobs(&queue).await,
+        }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for EventBus {
+    async fn publish(&self, events: &[Event]) -> Result<(), PublishError> {
+        let mut jobs = Vec::new();
+        for event in events {
+            let payload = serde_json::to_vec(event)
+                .map_err(|e| PublishError::with_source("cannot encode an event", e))?;
+            for consumer in subscriptions::subscribers(event.event_type()) {
+                jobs.push((
+                    subscriptions::queue_name(event.event_type(), consumer),
+                    payload.clone(),
+                ));
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        match &self.backend {
+            BusBackend::Sqlite(bus) => bus.push(&jobs).await,
+            BusBackend::Redis(bus) => bus.push(&jobs).await,
+        }
+        .map_err(|e| PublishError::with_source("the queue did not accept the events", e))
+    }
+}
+
+/// 3 attempts, waiting 1 s then 2 s. `retries(n)` means n + 1 attempts.
+fn retry_policy() -> Result<BackoffRetryPolicy<ExponentialBackoff>, BusError> {
+    let backoff = ExponentialBackoffMaker::new(FIRST_BACKOFF, MAX_BACKOFF, 0.0, HasherRng::new())
+        .map_err(|e| BusError::Setup(e.to_string()))?
+        .make_backoff();
+    Ok(RetryPolicy::retries(MAX_ATTEMPTS - 1).with_backoff(backoff))
+}
+
+/// The apalis task function around a handler: decodes the event and turns the last failure (or an
+/// undecodable payload, which no retry can fix) into `AbortError`, i.e. a dead job.
+fn task_fn(
+    handler: Handler,
+) -> impl Fn(serde_json::Value, Attempt) -> BoxFuture<'static, Result<(), BoxDynError>>
++ Clone
++ Send
++ Sync
++ 'static {
+    move |payload: serde_json::Value, attempt: Attempt| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let event: Event = match serde_json::from_value(payload) {
+                Ok(event) => event,
+                Err(e) => return Err(Box::new(AbortError::new(e)) as BoxDynError),
+            };
+            match handler(event).await {
+                Ok(()) => Ok(()),
+                Err(e) if attempt.current() >= MAX_ATTEMPTS => {
+                    Err(Box::new(AbortError::new(e)) as BoxDynError)
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+/// A name no other running worker has: apalis refuses to register a worker whose name was seen
+/// within the last heartbeat, and replicas of one consumer share a queue.
+fn worker_name(queue: &str) -> String {
+    format!("{queue}@{}", uuid::Uuid::new_v4().simple())
+}

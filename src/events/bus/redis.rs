@@ -1,0 +1,100 @@
+//! The bus on Redis (apalis-redis), every key under forma's key prefix.
+
+use std::collections::BTreeMap;
+
+use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt, WorkerError};
+use apalis_core::task::builder::TaskBuilder;
+use apalis_redis::{Config, ConnectionManager, RedisStorage};
+
+use super::{
+    BusError, CONCURRENCY, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, POLL_INTERVAL,
+    retry_policy, task_fn, worker_name,
+};
+use crate::infra::redis::RedisHandle;
+use crate::infra::workers::Workers;
+
+pub(super) struct RedisBus {
+    conn: ConnectionManager,
+    handle: RedisHandle,
+}
+
+impl RedisBus {
+    pub(super) async fn connect(redis: &RedisHandle) -> Result<Self, BusError> {
+        let conn = redis
+            .connection()
+            .await
+            .map_err(|e| BusError::Setup(e.to_string()))?;
+        Ok(Self {
+            conn,
+            handle: redis.clone(),
+        })
+    }
+
+    /// apalis derives all of a queue's keys (`{queue}:active`, `:dead`, …) from its name, so the
+    /// prefix in the name keeps tests and deployments sharing a Redis apart.
+    fn config(&self, queue: &str) -> Config {
+        Config::default()
+            .queue(self.handle.key(&format!("bus:{queue}")))
+            .batch_size(CONCURRENCY)
+            .heartbeat_interval(HEARTBEAT)
+            .missed_heartbeats(MISSED_HEARTBEATS)
+    }
+
+    /// One script call per queue, keeping the batch's order within each queue. Redis cannot make
+    /// the queues atomic together: if a later queue fails, the relay offers the batch again and
+    /// the earlier queues get duplicates, which consumers drop by `eventId`.
+    pub(super) async fn push(&self, jobs: &[(String, Vec<u8>)]) -> Result<(), BusError> {
+        let mut by_queue: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for (queue, payload) in jobs {
+            by_queue.entry(queue.as_str()).or_default().push(
+                TaskBuilder::new(payload.clone())
+                    .max_attempts(MAX_ATTEMPTS)
+                    .build(),
+            );
+        }
+        let mut conn = self.conn.clone();
+        for (queue, tasks) in by_queue {
+            apalis_redis::queries::push_tasks(&mut conn, &self.config(queue), &tasks)
+                .await
+                .map_err(|e| BusError::Storage(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn start(
+        &self,
+        workers: &Workers,
+        queue: &str,
+        handler: Handler,
+    ) -> Result<(), BusError> {
+        let storage = RedisStorage::<serde_json::Value>::new(self.conn.clone())
+            .with_config(self.config(queue))
+            .poll_with_interval(POLL_INTERVAL);
+        let worker = WorkerBuilder::new(worker_name(queue))
+            .backend(storage)
+            .concurrency(CONCURRENCY)
+            .retry(retry_policy()?)
+            .build(task_fn(handler));
+        let queue = queue.to_owned();
+        workers.spawn("event-bus-redis", move |token| async move {
+            let stop = async move {
+                token.cancelled().await;
+                Ok::<(), WorkerError>(())
+            };
+            if let Err(error) = worker.run_until(stop).await {
+                tracing::error!(%queue, %error, "event bus worker stopped with an error");
+            }
+        });
+        Ok(())
+    }
+
+    /// Jobs in the queue's dead set (`AbortError` on the last attempt puts them there).
+    pub(super) async fn dead_jobs(&self, queue: &str) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        ::redis::cmd("SCARD")
+            .arg(self.config(queue).dead_jobs_set())
+            .query_async::<u64>(&mut conn)
+            .await
+            .map_err(|e| BusError::Storage(e.to_string()))
+    }
+}

@@ -1,0 +1,271 @@
+//! The bus against a real SQLite file and a real Redis (own key prefix per test), both backends
+//! running the same scenarios.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::subscriptions::consumers::{PRINT, SHIPPING};
+use super::{EventBus, HandlerError};
+use crate::config::Config;
+use crate::events::catalog::{Event, EventPayload, OrderCancelled, names};
+use crate::events::publish::EventPublisher;
+use crate::infra::db::{Backend, Db};
+use crate::infra::redis::RedisHandle;
+use crate::infra::workers::Workers;
+use crate::testing::{TestDatabase, use_redis};
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Sqlite,
+    Redis,
+}
+
+/// One backend shared by every bus of a test, as several instances share one deployment.
+struct Fixture {
+    sqlite: Option<TestDatabase>,
+    redis: Option<RedisHandle>,
+    workers: Workers,
+}
+
+impl Fixture {
+    async fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Sqlite => Self {
+                sqlite: Some(TestDatabase::create(Backend::Sqlite).await),
+                redis: None,
+                workers: Workers::new(),
+            },
+            Kind::Redis => {
+                let mut config = Config::default();
+                use_redis(&mut config);
+                let url = config.redis.url.as_ref().expect("a Redis URL");
+                let handle =
+                    RedisHandle::open(url, &config.redis.key_prefix).expect("a Redis handle");
+                Self {
+                    sqlite: None,
+                    redis: Some(handle),
+                    workers: Workers::new(),
+                }
+            }
+        }
+    }
+
+    /// A new bus instance; each SQLite instance gets its own pool, like a separate process.
+    async fn bus(&self) -> EventBus {
+        if let Some(db) = &self.sqlite {
+            let Db::Sqlite(pool) = Db::connect(&db.url, 5).await.expect("SQLite") else {
+                panic!("not a SQLite URL");
+            };
+            EventBus::sqlite(pool).await.expect("the SQLite bus")
+        } else {
+            let redis = self.redis.as_ref().expect("Redis");
+            EventBus::redis(redis).await.expect("the Redis bus")
+        }
+    }
+
+    async fn stop(self) {
+        assert!(self.workers.shutdown(Duration::from_secs(10)).await);
+        if let Some(redis) = &self.redis {
+            let mut conn = redis.connection().await.expect("Redis");
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(redis.key("*"))
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS");
+            if !keys.is_empty() {
+                let _: () = ::redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DEL");
+            }
+        }
+    }
+}
+
+fn cancelled(n: usize) -> Event {
+    Event::new(
+        "order-service",
+        "tenant-1",
+        EventPayload::OrderCancelled(OrderCancelled {
+            order_id: format!("order-{n}"),
+        }),
+    )
+}
+
+type Seen = Arc<Mutex<Vec<Uuid>>>;
+
+fn recorder(
+    seen: &Seen,
+) -> impl Fn(Event) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |event: Event| {
+        seen.lock().expect("lock").push(event.event_id);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// Waits until `done` holds, or fails the test after `timeout`.
+async fn eventually(timeout: Duration, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(super::Kind::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn redis() {
+                super::$name(super::Kind::Redis).await
+            }
+        }
+    };
+}
+
+on_both_backends!(every_subscriber_of_order_cancelled_receives_it_once);
+async fn every_subscriber_of_order_cancelled_receives_it_once(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let mut bus = fixture.bus().await;
+    let (print, shipping) = (Seen::default(), Seen::default());
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&print))
+        .expect("print subscribes");
+    bus.subscribe(SHIPPING, names::ORDER_CANCELLED, recorder(&shipping))
+        .expect("shipping subscribes");
+    bus.start(&fixture.workers).expect("workers start");
+
+    let event = cancelled(1);
+    bus.publish(std::slice::from_ref(&event))
+        .await
+        .expect("published");
+
+    let both =
+        || print.lock().expect("lock").len() == 1 && shipping.lock().expect("lock").len() == 1;
+    eventually(Duration::from_secs(5), "both subscribers", both).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*print.lock().expect("lock"), vec![event.event_id]);
+    assert_eq!(*shipping.lock().expect("lock"), vec![event.event_id]);
+    fixture.stop().await;
+}
+
+on_both_backends!(two_instances_of_one_consumer_process_each_event_once_between_them);
+async fn two_instances_of_one_consumer_process_each_event_once_between_them(kind: Kind) {
+    const N: usize = 50;
+    let fixture = Fixture::new(kind).await;
+    let seen = Seen::default();
+    let mut first = fixture.bus().await;
+    let mut second = fixture.bus().await;
+    for bus in [&mut first, &mut second] {
+        bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
+            .expect("print subscribes");
+        bus.start(&fixture.workers).expect("workers start");
+    }
+
+    let events: Vec<Event> = (0..N).map(cancelled).collect();
+    first.publish(&events).await.expect("published");
+
+    eventually(Duration::from_secs(10), "all events", || {
+        seen.lock().expect("lock").len() >= N
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut handled = seen.lock().expect("lock").clone();
+    assert_eq!(handled.len(), N, "an event was handled twice");
+    handled.sort();
+    let mut published: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    published.sort();
+    assert_eq!(handled, published);
+    fixture.stop().await;
+}
+
+type Calls = Arc<Mutex<Vec<Instant>>>;
+
+/// A handler that fails its first `failures` calls, recording when each call happened.
+fn flaky(
+    calls: &Calls,
+    failures: usize,
+) -> impl Fn(Event) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static {
+    let calls = calls.clone();
+    move |_event: Event| {
+        let mut calls = calls.lock().expect("lock");
+        calls.push(Instant::now());
+        std::future::ready(if calls.len() <= failures {
+            Err("the print service is unavailable".into())
+        } else {
+            Ok(())
+        })
+    }
+}
+
+on_both_backends!(a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart);
+async fn a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let mut bus = fixture.bus().await;
+    let calls = Calls::default();
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, flaky(&calls, 2))
+        .expect("print subscribes");
+    bus.start(&fixture.workers).expect("workers start");
+    bus.publish(&[cancelled(1)]).await.expect("published");
+
+    eventually(Duration::from_secs(8), "three calls", || {
+        calls.lock().expect("lock").len() >= 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 3, "the handler succeeded on its third call");
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
+    let near = |gap: Duration, ms: u64| {
+        gap.abs_diff(Duration::from_millis(ms)) <= Duration::from_millis(300)
+    };
+    assert!(near(gaps[0], 1000) && near(gaps[1], 2000), "gaps {gaps:?}");
+    assert_eq!(
+        bus.dead_jobs(names::ORDER_CANCELLED, PRINT)
+            .await
+            .expect("count"),
+        0
+    );
+    fixture.stop().await;
+}
+
+on_both_backends!(a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead);
+async fn a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let mut bus = fixture.bus().await;
+    let calls = Calls::default();
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, flaky(&calls, usize::MAX))
+        .expect("print subscribes");
+    bus.start(&fixture.workers).expect("workers start");
+    bus.publish(&[cancelled(1)]).await.expect("published");
+
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let dead = bus
+            .dead_jobs(names::ORDER_CANCELLED, PRINT)
+            .await
+            .expect("count");
+        if dead == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job never ended dead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Long enough for a fourth attempt to show up if the job were rescheduled instead.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(calls.lock().expect("lock").len(), 3);
+    assert_eq!(
+        bus.dead_jobs(names::ORDER_CANCELLED, PRINT)
+            .await
+            .expect("count"),
+        1
+    );
+    fixture.stop().await;
+}
