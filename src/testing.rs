@@ -275,12 +275,10 @@ impl TestApp {
             roles: vec![role],
             is_super_admin: false,
         };
-        let mut tx = db.begin().await.unwrap();
-        let user = users::insert(&mut tx, &new)
+        let user = users::create(db, &new)
             .await
             .unwrap()
             .expect("a new address");
-        tx.commit().await.unwrap();
         user
     }
 

@@ -61,9 +61,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             };
             let password_hash = password::hash(&password).await?;
-            let mut tx = db.begin().await?;
-            let created = users::insert(
-                &mut tx,
+            let created = users::create(
+                &db,
                 &NewUser {
                     tenant_id: tenant.id,
                     email: email.clone(),
@@ -74,7 +73,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            tx.commit().await?;
             db.close().await;
             let Some(user) = created else {
                 bail!("a user with e-mail {email} already exists")

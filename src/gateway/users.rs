@@ -151,14 +151,11 @@ async fn create_user(
         roles,
         is_super_admin: body.is_super_admin,
     };
-    let mut tx = state.ctx.db.begin().await?;
-    let Some(user) = users::insert(&mut tx, &new).await? else {
-        tx.rollback().await?;
+    let Some(user) = users::create(&state.ctx.db, &new).await? else {
         return Err(ApiError::conflict(format!(
             "A user with e-mail {address} already exists"
         )));
     };
-    tx.commit().await?;
     let meta = RequestMeta::new(&state, peer, &headers);
     let details =
         json!({"email": user.email, "roles": new.roles, "isSuperAdmin": user.is_super_admin});

@@ -23,9 +23,8 @@ pub async fn ensure_first_admin(db: &Db, admin_password: Option<&Secret>) -> any
         _ => (password::generate(), true),
     };
     let password_hash = password::hash(&password).await?;
-    let mut tx = db.begin().await?;
-    let created = users::insert(
-        &mut tx,
+    let created = users::create(
+        db,
         &NewUser {
             tenant_id: tenant.id,
             email: ADMIN_EMAIL.to_owned(),
@@ -36,7 +35,6 @@ pub async fn ensure_first_admin(db: &Db, admin_password: Option<&Secret>) -> any
         },
     )
     .await?;
-    tx.commit().await?;
     match (created, generated) {
         (None, _) => {}
         (Some(_), true) => tracing::warn!(

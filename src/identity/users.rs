@@ -71,6 +71,18 @@ pub async fn insert(tx: &mut Tx, new: &NewUser) -> Result<Option<User>, DbError>
     Ok(Some(user))
 }
 
+/// Creates the user and their roles in a transaction of their own; `None` if the e-mail address is
+/// taken (nothing is written then).
+pub async fn create(db: &Db, new: &NewUser) -> Result<Option<User>, DbError> {
+    let mut tx = db.begin().await?;
+    let user = insert(&mut tx, new).await?;
+    match user {
+        Some(_) => tx.commit().await?,
+        None => tx.rollback().await?,
+    }
+    Ok(user)
+}
+
 pub async fn count(db: &Db) -> Result<i64, DbError> {
     let count = on_pool!(db, pool => {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users").fetch_one(pool).await
