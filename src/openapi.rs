@@ -5,8 +5,13 @@
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
+use crate::config::ProxyConfig;
+use crate::gateway::auth::public::PublicPaths;
 use crate::{gateway, order};
 
 #[derive(OpenApi)]
@@ -30,7 +35,58 @@ pub fn document() -> Document {
     let (_, order) = order::api_routes().split_for_parts();
     doc.merge(gateway);
     doc.merge(order);
+    declare_authentication(&mut doc);
     doc
+}
+
+/// Every operation outside the default public paths needs the session cookie or a bearer token
+/// (SPEC §5.1, §5.2); the docs UI's "Authorize" then knows both.
+fn declare_authentication(doc: &mut Document) {
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            "forma.sid",
+            "The session cookie set by POST /api/v1/auth/login",
+        ))),
+    );
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some("An access token from POST /api/v1/auth/token"))
+                .build(),
+        ),
+    );
+    let public = PublicPaths::new(&ProxyConfig::default().public_paths);
+    let signed_in = vec![
+        SecurityRequirement::new("session", Vec::<String>::new()),
+        SecurityRequirement::new("bearer", Vec::<String>::new()),
+    ];
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let security = if public.matches(path) {
+            Vec::new()
+        } else {
+            signed_in.clone()
+        };
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation.security = Some(security.clone());
+        }
+    }
 }
 
 /// The document as committed at `openapi/openapi.json`: pretty JSON with a trailing newline.

@@ -275,11 +275,10 @@ impl TestApp {
             roles: vec![role],
             is_super_admin: false,
         };
-        let user = users::create(db, &new)
+        users::create(db, &new)
             .await
             .unwrap()
-            .expect("a new address");
-        user
+            .expect("a new address")
     }
 
     /// Signs in and returns a client that carries the session cookie, and the cookie's value.

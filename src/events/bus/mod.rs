@@ -12,8 +12,13 @@
 //! attempts), on SQLite it keeps the job from being picked again.
 
 mod redis;
+mod redis_admin;
 mod sqlite;
+mod stats;
 pub mod subscriptions;
+mod upkeep;
+
+pub use stats::{JobState, JobView, QueueStats, record_metrics};
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +28,7 @@ use std::time::Duration;
 
 use apalis::layers::retry::backoff::{ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use apalis::layers::retry::{BackoffRetryPolicy, HasherRng, RetryPolicy};
+use apalis::prelude::WorkerError;
 use apalis_core::error::{AbortError, BoxDynError};
 use apalis_core::task::attempt::Attempt;
 use async_trait::async_trait;
@@ -61,6 +67,8 @@ pub enum BusError {
         event_type: String,
         consumer: String,
     },
+    #[error("no queue {0} in the subscription table")]
+    UnknownQueue(String),
     #[error("event bus setup failed: {0}")]
     Setup(String),
     #[error("event bus storage: {0}")]
@@ -68,6 +76,7 @@ pub enum BusError {
 }
 
 /// The Redis side is boxed: its connection manager is large and there is one bus per process.
+#[derive(Clone)]
 enum BusBackend {
     Sqlite(sqlite::SqliteBus),
     Redis(Box<redis::RedisBus>),
@@ -217,6 +226,64 @@ fn task_fn(
             }
         })
     }
+}
+
+/// How long a worker that stopped on a storage error (Redis restarting, SQLite busy) waits before
+/// it registers again.
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// Builds the apalis worker of one queue on `$storage` and runs it until `$stop`: a macro because
+/// the worker's type spells out every layer and each backend's own bounds.
+macro_rules! run_worker {
+    ($name:expr, $storage:expr, $policy:expr, $handler:expr, $stop:expr) => {
+        ::apalis::prelude::WorkerBuilder::new($name)
+            .backend($storage)
+            .concurrency($crate::events::bus::CONCURRENCY)
+            .retry($policy)
+            .build($crate::events::bus::task_fn($handler))
+            .run_until($stop)
+    };
+}
+use run_worker;
+
+/// What a backend hands to [`spawn_worker`]: builds its apalis worker and runs it until `stop`.
+type RunWorker = Box<
+    dyn Fn(
+            BoxFuture<'static, Result<(), WorkerError>>,
+        ) -> BoxFuture<'static, Result<(), WorkerError>>
+        + Send
+        + Sync,
+>;
+
+/// Runs the worker built by `run` until `workers` shuts down, stopping it gracefully (apalis
+/// writes completions in the background: a job whose completion was not written would run again).
+///
+/// An apalis worker ends for good at the first storage error (a failed heartbeat or poll, e.g.
+/// while Redis restarts: apalis issue #492). It is then built again under the same name after
+/// [`RESTART_DELAY`], until registration succeeds: apalis refuses the name while its last
+/// heartbeat is recent, then re-registers it and puts the jobs it held back in the queue.
+fn spawn_worker(workers: &Workers, label: &'static str, queue: &str, run: RunWorker) {
+    let queue = queue.to_owned();
+    workers.spawn(label, move |token| async move {
+        loop {
+            let stop_token = token.clone();
+            let stop: BoxFuture<'static, Result<(), WorkerError>> = Box::pin(async move {
+                stop_token.cancelled().await;
+                Ok(())
+            });
+            match run(stop).await {
+                Ok(()) => break,
+                Err(_) if token.is_cancelled() => break,
+                Err(error) => {
+                    tracing::warn!(%queue, %error, "event bus worker stopped; restarting it");
+                    tokio::select! {
+                        () = token.cancelled() => break,
+                        () = tokio::time::sleep(RESTART_DELAY) => {}
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// A name no other running worker has: apalis refuses to register a worker whose name was seen

@@ -2,19 +2,20 @@
 
 use std::collections::BTreeMap;
 
-use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt, WorkerError};
+use apalis::prelude::{BackendExt, WorkerBuilderExt};
 use apalis_core::task::builder::TaskBuilder;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 
 use super::{
     BusError, CONCURRENCY, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, POLL_INTERVAL,
-    retry_policy, task_fn, worker_name,
+    RunWorker, retry_policy, run_worker, spawn_worker, worker_name,
 };
 use crate::infra::redis::RedisHandle;
 use crate::infra::workers::Workers;
 
+#[derive(Clone)]
 pub(super) struct RedisBus {
-    conn: ConnectionManager,
+    pub(super) conn: ConnectionManager,
     handle: RedisHandle,
 }
 
@@ -32,7 +33,7 @@ impl RedisBus {
 
     /// apalis derives all of a queue's keys (`{queue}:active`, `:dead`, …) from its name, so the
     /// prefix in the name keeps tests and deployments sharing a Redis apart.
-    fn config(&self, queue: &str) -> Config {
+    pub(super) fn config(&self, queue: &str) -> Config {
         Config::default()
             .queue(self.handle.key(&format!("bus:{queue}")))
             .batch_size(CONCURRENCY)
@@ -67,24 +68,21 @@ impl RedisBus {
         queue: &str,
         handler: Handler,
     ) -> Result<(), BusError> {
-        let storage = RedisStorage::<serde_json::Value>::new(self.conn.clone())
-            .with_config(self.config(queue))
-            .poll_with_interval(POLL_INTERVAL);
-        let worker = WorkerBuilder::new(worker_name(queue))
-            .backend(storage)
-            .concurrency(CONCURRENCY)
-            .retry(retry_policy()?)
-            .build(task_fn(handler));
-        let queue = queue.to_owned();
-        workers.spawn("event-bus-redis", move |token| async move {
-            let stop = async move {
-                token.cancelled().await;
-                Ok::<(), WorkerError>(())
-            };
-            if let Err(error) = worker.run_until(stop).await {
-                tracing::error!(%queue, %error, "event bus worker stopped with an error");
-            }
+        let (conn, config) = (self.conn.clone(), self.config(queue));
+        let (policy, name) = (retry_policy()?, worker_name(queue));
+        let run: RunWorker = Box::new(move |stop| {
+            let storage = RedisStorage::<serde_json::Value>::new(conn.clone())
+                .with_config(config.clone())
+                .poll_with_interval(POLL_INTERVAL);
+            Box::pin(run_worker!(
+                name.clone(),
+                storage,
+                policy.clone(),
+                handler.clone(),
+                stop
+            ))
         });
+        spawn_worker(workers, "event-bus-redis", queue, run);
         Ok(())
     }
 

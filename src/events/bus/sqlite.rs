@@ -1,16 +1,18 @@
 //! The bus on our own SQLite file (apalis-sqlite's `Jobs` and `Workers` tables).
 
-use apalis::prelude::{BackendExt, WorkerBuilder, WorkerBuilderExt, WorkerError};
+use apalis::prelude::{BackendExt, WorkerBuilderExt};
 use apalis_core::task::builder::TaskBuilder;
 use apalis_sqlite::{Config, SqliteStorage};
 use sqlx::SqlitePool;
 
+use super::stats::{JobState, JobView, QueueStats, last_error, payload_json, unix_time};
 use super::{
     BusError, CONCURRENCY, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, POLL_INTERVAL,
-    retry_policy, task_fn, worker_name,
+    RunWorker, retry_policy, run_worker, spawn_worker, worker_name,
 };
 use crate::infra::workers::Workers;
 
+#[derive(Clone)]
 pub(super) struct SqliteBus {
     pool: SqlitePool,
 }
@@ -66,24 +68,21 @@ impl SqliteBus {
         queue: &str,
         handler: Handler,
     ) -> Result<(), BusError> {
-        let storage = SqliteStorage::<serde_json::Value>::new(&self.pool)
-            .with_config(Self::config(queue))
-            .poll_with_interval(POLL_INTERVAL);
-        let worker = WorkerBuilder::new(worker_name(queue))
-            .backend(storage)
-            .concurrency(CONCURRENCY)
-            .retry(retry_policy()?)
-            .build(task_fn(handler));
-        let queue = queue.to_owned();
-        workers.spawn("event-bus-sqlite", move |token| async move {
-            let stop = async move {
-                token.cancelled().await;
-                Ok::<(), WorkerError>(())
-            };
-            if let Err(error) = worker.run_until(stop).await {
-                tracing::error!(%queue, %error, "event bus worker stopped with an error");
-            }
+        let (pool, config) = (self.pool.clone(), Self::config(queue));
+        let (policy, name) = (retry_policy()?, worker_name(queue));
+        let run: RunWorker = Box::new(move |stop| {
+            let storage = SqliteStorage::<serde_json::Value>::new(&pool)
+                .with_config(config.clone())
+                .poll_with_interval(POLL_INTERVAL);
+            Box::pin(run_worker!(
+                name.clone(),
+                storage,
+                policy.clone(),
+                handler.clone(),
+                stop
+            ))
         });
+        spawn_worker(workers, "event-bus-sqlite", queue, run);
         Ok(())
     }
 
@@ -99,4 +98,127 @@ impl SqliteBus {
         .map_err(|e| BusError::Storage(e.to_string()))?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
+
+    /// Fills in the counts of `all` (the queues of the subscription table) in one query.
+    pub(super) async fn stats(&self, all: &mut [QueueStats]) -> Result<(), BusError> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT job_type, \
+             SUM(status = 'Pending'), \
+             SUM(status IN ('Queued', 'Running')), \
+             SUM(status = 'Done'), \
+             SUM(status = 'Failed' AND attempts < max_attempts), \
+             SUM(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)) \
+             FROM Jobs GROUP BY job_type",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        for (queue, waiting, active, completed, failed, dead) in rows {
+            if let Some(stats) = all.iter_mut().find(|s| s.queue == queue) {
+                stats.waiting = count(waiting);
+                stats.active = count(active);
+                stats.completed = count(completed);
+                stats.failed = count(failed);
+                stats.dead = count(dead);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobView>, BusError> {
+        type Row = (
+            String,
+            String,
+            i64,
+            i64,
+            Vec<u8>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, status, attempts, max_attempts, job, last_result, run_at, done_at \
+             FROM Jobs WHERE job_type = $1 AND CASE $2 \
+               WHEN 'waiting' THEN status = 'Pending' \
+               WHEN 'active' THEN status IN ('Queued', 'Running') \
+               WHEN 'completed' THEN status = 'Done' \
+               WHEN 'failed' THEN status = 'Failed' AND attempts < max_attempts \
+               ELSE status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts) END \
+             ORDER BY CASE WHEN $2 IN ('waiting', 'active') THEN run_at \
+               ELSE -COALESCE(done_at, run_at) END, \
+               CASE WHEN $2 IN ('waiting', 'active') THEN rowid ELSE -rowid END \
+             LIMIT $3",
+        )
+        .bind(queue)
+        .bind(state.as_str())
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, status, attempts, max_attempts, job, result, run_at, done_at)| JobView {
+                    id,
+                    status,
+                    attempts: count(attempts),
+                    max_attempts: Some(count(max_attempts)),
+                    payload: payload_json(&job),
+                    last_error: last_error(result.as_deref()),
+                    run_at: unix_time(run_at),
+                    done_at: unix_time(done_at),
+                },
+            )
+            .collect())
+    }
+
+    /// Back to `Pending`, attempts 0, due now: the next poll of a worker of the queue takes it.
+    pub(super) async fn retry_dead(&self, queue: &str, job_id: &str) -> Result<bool, BusError> {
+        let done = sqlx::query(
+            "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = strftime('%s', 'now'), \
+             done_at = NULL, lock_by = NULL, lock_at = NULL, last_result = NULL \
+             WHERE id = $1 AND job_type = $2 \
+             AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
+        )
+        .bind(job_id)
+        .bind(queue)
+        .execute(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes, per queue, the completed jobs beyond the newest `completed_keep` and the dead
+    /// ones beyond the newest `dead_keep` (newest by `done_at`, then insertion order).
+    pub(super) async fn trim(
+        &self,
+        completed_keep: usize,
+        dead_keep: usize,
+    ) -> Result<u64, BusError> {
+        let done = sqlx::query(
+            "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM (\
+               SELECT rowid, status = 'Done' AS completed, ROW_NUMBER() OVER (\
+                 PARTITION BY job_type, status = 'Done' ORDER BY done_at DESC, rowid DESC) AS n \
+               FROM Jobs WHERE status IN ('Done', 'Killed') \
+                 OR (status = 'Failed' AND attempts >= max_attempts)) \
+             WHERE (completed AND n > $1) OR (NOT completed AND n > $2))",
+        )
+        .bind(i64::try_from(completed_keep).unwrap_or(i64::MAX))
+        .bind(i64::try_from(dead_keep).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(storage)?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn storage(e: sqlx::Error) -> BusError {
+    BusError::Storage(e.to_string())
 }

@@ -46,6 +46,15 @@ pub fn subscribers(event_type: &str) -> &'static [&'static str] {
         .map_or(&[], |(_, consumers)| *consumers)
 }
 
+/// Every queue of the table, as `(event type, consumer)`.
+pub fn queues() -> impl Iterator<Item = (&'static str, &'static str)> {
+    SUBSCRIPTIONS.iter().flat_map(|(event_type, consumers)| {
+        consumers
+            .iter()
+            .map(move |consumer| (*event_type, *consumer))
+    })
+}
+
 /// Whether `consumer` has a queue for `event_type`.
 pub fn is_subscribed(event_type: &str, consumer: &str) -> bool {
     subscribers(event_type).contains(&consumer)

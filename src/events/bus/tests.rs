@@ -17,20 +17,20 @@ use crate::infra::workers::Workers;
 use crate::testing::{TestDatabase, use_redis};
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Sqlite,
     Redis,
 }
 
 /// One backend shared by every bus of a test, as several instances share one deployment.
-struct Fixture {
-    sqlite: Option<TestDatabase>,
-    redis: Option<RedisHandle>,
-    workers: Workers,
+pub(super) struct Fixture {
+    pub(super) sqlite: Option<TestDatabase>,
+    pub(super) redis: Option<RedisHandle>,
+    pub(super) workers: Workers,
 }
 
 impl Fixture {
-    async fn new(kind: Kind) -> Self {
+    pub(super) async fn new(kind: Kind) -> Self {
         match kind {
             Kind::Sqlite => Self {
                 sqlite: Some(TestDatabase::create(Backend::Sqlite).await),
@@ -53,7 +53,7 @@ impl Fixture {
     }
 
     /// A new bus instance; each SQLite instance gets its own pool, like a separate process.
-    async fn bus(&self) -> EventBus {
+    pub(super) async fn bus(&self) -> EventBus {
         if let Some(db) = &self.sqlite {
             let Db::Sqlite(pool) = Db::connect(&db.url, 5).await.expect("SQLite") else {
                 panic!("not a SQLite URL");
@@ -65,7 +65,7 @@ impl Fixture {
         }
     }
 
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         assert!(self.workers.shutdown(Duration::from_secs(10)).await);
         if let Some(redis) = &self.redis {
             let mut conn = redis.connection().await.expect("Redis");
@@ -85,7 +85,7 @@ impl Fixture {
     }
 }
 
-fn cancelled(n: usize) -> Event {
+pub(super) fn cancelled(n: usize) -> Event {
     Event::new(
         "order-service",
         "tenant-1",
@@ -95,9 +95,9 @@ fn cancelled(n: usize) -> Event {
     )
 }
 
-type Seen = Arc<Mutex<Vec<Uuid>>>;
+pub(super) type Seen = Arc<Mutex<Vec<Uuid>>>;
 
-fn recorder(
+pub(super) fn recorder(
     seen: &Seen,
 ) -> impl Fn(Event) -> std::future::Ready<Result<(), HandlerError>> + Send + Sync + 'static {
     let seen = seen.clone();
@@ -108,7 +108,7 @@ fn recorder(
 }
 
 /// Waits until `done` holds, or fails the test after `timeout`.
-async fn eventually(timeout: Duration, what: &str, done: impl Fn() -> bool) {
+pub(super) async fn eventually(timeout: Duration, what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -269,3 +269,8 @@ async fn a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead
     );
     fixture.stop().await;
 }
+
+#[path = "dashboard_tests.rs"]
+mod dashboard;
+#[path = "restart_tests.rs"]
+mod restart;

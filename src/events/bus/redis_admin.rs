@@ -1,0 +1,253 @@
+//! Dashboard and retention on Redis, against apalis-redis 1.0's own layout (its `lua/` scripts):
+//! for a queue `q`, `q:active` (list of waiting ids), `q:workers` (sorted set of worker names),
+//! `q:inflight:{worker}` (set of the ids a worker holds), `q:done` and `q:dead` (plain sets, not
+//! sorted sets, whatever apalis' own `stats.lua` assumes), `q:scheduled` (sorted set: every push
+//! lands there, due at once, and failed attempts are rescheduled there with status `Failed`),
+//! `q:data` (hash id → payload) and `q:meta:{id}` (hash: status, attempts, max_attempts, result,
+//! done_at). Every change is one Lua script, atomic against the workers' own scripts.
+
+use std::sync::LazyLock;
+
+use ::redis::Script;
+
+use super::BusError;
+use super::redis::RedisBus;
+use super::stats::{JobState, JobView, QueueStats, last_error, payload_json, unix_time};
+
+/// `[waiting, active, completed, failed, dead]` of one queue.
+static STATS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local active = 0
+for _, worker in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  active = active + redis.call('SCARD', ARGV[1] .. ':' .. worker)
+end
+local waiting, failed = redis.call('LLEN', KEYS[1]), 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+  if redis.call('HGET', ARGV[2] .. ':' .. id, 'status') == 'Failed' then
+    failed = failed + 1
+  else
+    waiting = waiting + 1
+  end
+end
+return {waiting, active, redis.call('SCARD', KEYS[3]), failed, redis.call('SCARD', KEYS[5])}
+",
+    )
+});
+
+/// Up to ARGV[2] jobs in state ARGV[1], each `{id, payload or nil, flat meta hash}`.
+static JOBS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local state, limit, inflight, meta = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local ids = {}
+if state == 'waiting' or state == 'failed' then
+  if state == 'waiting' then ids = redis.call('LRANGE', KEYS[1], 0, limit - 1) end
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+    if #ids >= limit then break end
+    local failed = redis.call('HGET', meta .. ':' .. id, 'status') == 'Failed'
+    if failed == (state == 'failed') then ids[#ids + 1] = id end
+  end
+elseif state == 'active' then
+  for _, worker in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    for _, id in ipairs(redis.call('SMEMBERS', inflight .. ':' .. worker)) do
+      ids[#ids + 1] = id
+    end
+  end
+  table.sort(ids)
+else
+  local set = KEYS[3]
+  if state == 'dead' then set = KEYS[5] end
+  local items = {}
+  for _, id in ipairs(redis.call('SMEMBERS', set)) do
+    items[#items + 1] = {id, tonumber(redis.call('HGET', meta .. ':' .. id, 'done_at')) or 0}
+  end
+  table.sort(items, function(a, b)
+    if a[2] ~= b[2] then return a[2] > b[2] end
+    return a[1] > b[1]
+  end)
+  for i, item in ipairs(items) do ids[i] = item[1] end
+end
+local out = {}
+for i, id in ipairs(ids) do
+  if i > limit then break end
+  out[i] = {id, redis.call('HGET', KEYS[6], id), redis.call('HGETALL', meta .. ':' .. id)}
+end
+return out
+",
+    )
+});
+
+/// Moves ARGV[1] from the dead set to the end of the waiting list, meta as a fresh job's, and
+/// wakes the workers (the signal list, as apalis' `batch_push.lua` does). 0 if it was not dead.
+static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local id = ARGV[1]
+if redis.call('SISMEMBER', KEYS[1], id) == 0 or redis.call('HEXISTS', KEYS[4], id) == 0 then
+  return 0
+end
+redis.call('SREM', KEYS[1], id)
+local meta = ARGV[2] .. ':' .. id
+redis.call('HSET', meta, 'status', 'Pending', 'attempts', 0)
+redis.call('HDEL', meta, 'result', 'done_at')
+redis.call('RPUSH', KEYS[2], id)
+redis.call('DEL', KEYS[3])
+redis.call('LPUSH', KEYS[3], 1)
+return 1
+",
+    )
+});
+
+/// Keeps the newest ARGV[1] ids of the set KEYS[1] (by `done_at`, then id: ULIDs sort by time)
+/// and deletes the others with their payload and meta, so nothing of them is left behind.
+static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local keep, meta = tonumber(ARGV[1]), ARGV[2]
+if redis.call('SCARD', KEYS[1]) <= keep then return 0 end
+local items = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  items[#items + 1] = {id, tonumber(redis.call('HGET', meta .. ':' .. id, 'done_at')) or 0}
+end
+table.sort(items, function(a, b)
+  if a[2] ~= b[2] then return a[2] > b[2] end
+  return a[1] > b[1]
+end)
+local deleted = 0
+for i = keep + 1, #items do
+  local id = items[i][1]
+  redis.call('SREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('DEL', meta .. ':' .. id)
+  redis.call('HDEL', meta .. ':result', id)
+  deleted = deleted + 1
+end
+return deleted
+",
+    )
+});
+
+fn storage(e: ::redis::RedisError) -> BusError {
+    BusError::Storage(e.to_string())
+}
+
+impl RedisBus {
+    pub(super) async fn stats(&self, all: &mut [QueueStats]) -> Result<(), BusError> {
+        let mut conn = self.conn.clone();
+        for stats in all.iter_mut() {
+            let config = self.config(&stats.queue);
+            let [waiting, active, completed, failed, dead]: [u64; 5] = STATS
+                .key(config.active_jobs_list())
+                .key(config.workers_set())
+                .key(config.done_jobs_set())
+                .key(config.scheduled_jobs_set())
+                .key(config.dead_jobs_set())
+                .arg(config.inflight_jobs_set())
+                .arg(config.job_meta_hash())
+                .invoke_async(&mut conn)
+                .await
+                .map_err(storage)?;
+            stats.waiting = waiting;
+            stats.active = active;
+            stats.completed = completed;
+            stats.failed = failed;
+            stats.dead = dead;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn jobs(
+        &self,
+        queue: &str,
+        state: JobState,
+        limit: usize,
+    ) -> Result<Vec<JobView>, BusError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let config = self.config(queue);
+        let mut conn = self.conn.clone();
+        let rows: Vec<(String, Option<Vec<u8>>, Vec<String>)> = JOBS
+            .key(config.active_jobs_list())
+            .key(config.workers_set())
+            .key(config.done_jobs_set())
+            .key(config.scheduled_jobs_set())
+            .key(config.dead_jobs_set())
+            .key(config.job_data_hash())
+            .arg(state.as_str())
+            .arg(limit)
+            .arg(config.inflight_jobs_set())
+            .arg(config.job_meta_hash())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(storage)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, payload, meta)| job_view(id, payload.as_deref(), &meta))
+            .collect())
+    }
+
+    pub(super) async fn retry_dead(&self, queue: &str, job_id: &str) -> Result<bool, BusError> {
+        let config = self.config(queue);
+        let mut conn = self.conn.clone();
+        let moved: u32 = RETRY_DEAD
+            .key(config.dead_jobs_set())
+            .key(config.active_jobs_list())
+            .key(config.signal_list())
+            .key(config.job_data_hash())
+            .arg(job_id)
+            .arg(config.job_meta_hash())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(storage)?;
+        Ok(moved == 1)
+    }
+
+    /// Trims the done and dead sets of every queue of the subscription table.
+    pub(super) async fn trim(
+        &self,
+        completed_keep: usize,
+        dead_keep: usize,
+    ) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        let mut deleted = 0;
+        for (event_type, consumer) in super::subscriptions::queues() {
+            let config = self.config(&super::subscriptions::queue_name(event_type, consumer));
+            for (set, keep) in [
+                (config.done_jobs_set(), completed_keep),
+                (config.dead_jobs_set(), dead_keep),
+            ] {
+                deleted += TRIM
+                    .key(set)
+                    .key(config.job_data_hash())
+                    .arg(keep)
+                    .arg(config.job_meta_hash())
+                    .invoke_async::<u64>(&mut conn)
+                    .await
+                    .map_err(storage)?;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+fn job_view(id: String, payload: Option<&[u8]>, meta: &[String]) -> JobView {
+    let field = |name: &str| {
+        meta.chunks_exact(2)
+            .find(|pair| pair[0] == name)
+            .map(|pair| pair[1].as_str())
+    };
+    let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+    JobView {
+        status: field("status").unwrap_or("Unknown").to_owned(),
+        attempts: number("attempts").unwrap_or_default(),
+        max_attempts: number("max_attempts"),
+        payload: payload.map_or(serde_json::Value::Null, payload_json),
+        last_error: last_error(field("result")),
+        // apalis-redis keeps no run time for jobs that are not scheduled.
+        run_at: None,
+        done_at: unix_time(field("done_at").and_then(|v| v.parse().ok())),
+        id,
+    }
+}
