@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppContext;
+use crate::app::{AppContext, BusState};
 use crate::http::extract::Json;
 
 /// How long one dependency may take to answer a health check.
@@ -158,9 +158,17 @@ pub async fn own_dependencies(ctx: &AppContext) -> BTreeMap<String, CheckResult>
         }
     };
     let (database, redis) = tokio::join!(database, redis);
+    // The bus lives on the database or on Redis, whose checks say whether it can work; this says
+    // whether there is one at all.
+    let bus = match &ctx.bus {
+        BusState::Ready(_) => CheckResult::ok(Duration::ZERO).non_critical(),
+        BusState::NotConfigured(why) => CheckResult::disabled(why.clone()),
+        BusState::Failed(why) => CheckResult::down(why.clone()).non_critical(),
+    };
     BTreeMap::from([
         ("database".to_owned(), database),
         ("redis".to_owned(), redis),
+        ("bus".to_owned(), bus),
     ])
 }
 

@@ -22,6 +22,7 @@ use crate::{gateway, order};
     ),
     tags(
         (name = "health", description = "Liveness, readiness, health and metrics"),
+        (name = "queues", description = "The event queue dashboard's data"),
     ),
     components(schemas(crate::http::ErrorBody))
 )]

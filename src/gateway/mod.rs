@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod proxy;
+pub mod queues;
 pub mod rate_limit;
 pub mod users;
 
@@ -90,6 +91,7 @@ pub fn api_routes() -> OpenApiRouter<GatewayState> {
         .merge(health::routes())
         .merge(auth::routes())
         .merge(users::routes())
+        .merge(queues::routes())
 }
 
 /// Everything the gateway serves. Layers, outermost first: CORS, the per-IP rate limit, the session

@@ -94,6 +94,21 @@ pub struct EventBus {
     subscriptions: Vec<Subscription>,
 }
 
+/// The bus of a running process (SPEC §2): on Redis when it is configured, else on the SQLite file;
+/// none on PostgreSQL without Redis, where there is no embedded queue storage.
+pub async fn open(
+    db: &crate::infra::db::Db,
+    redis: Option<&RedisHandle>,
+) -> Result<Option<EventBus>, BusError> {
+    match (redis, db) {
+        (Some(redis), _) => EventBus::redis(redis).await.map(Some),
+        (None, crate::infra::db::Db::Sqlite(pool)) => {
+            EventBus::sqlite(pool.clone()).await.map(Some)
+        }
+        (None, crate::infra::db::Db::Postgres(_)) => Ok(None),
+    }
+}
+
 impl EventBus {
     /// The embedded bus: jobs live in the `Jobs` table of our own SQLite file, so a job can be
     /// pushed in the transaction of the change that causes it.

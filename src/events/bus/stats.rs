@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BusBackend, BusError, EventBus, subscriptions};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Waiting,
@@ -45,7 +45,7 @@ impl JobState {
 }
 
 /// The job counts of one queue (one consumer's queue for one event type).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStats {
     pub queue: String,
@@ -71,7 +71,7 @@ impl QueueStats {
 }
 
 /// One job as the dashboard shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub id: String,
@@ -81,6 +81,7 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_attempts: Option<u64>,
     /// The event as published (JSON), or the raw bytes as a string if they are not JSON.
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
