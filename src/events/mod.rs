@@ -11,6 +11,8 @@
 pub mod bridge;
 pub mod bus;
 pub mod catalog;
+#[cfg(test)]
+mod crash_tests;
 pub mod idempotency;
 pub mod internal;
 pub mod outbox;
