@@ -54,7 +54,14 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// How often an idle worker looks for new jobs: apalis parks an idle worker until its next
 /// heartbeat otherwise, which would delay delivery by up to that heartbeat.
+/// On SQLite every poll and fetch takes the single write lock, so it polls less often and takes
+/// only what it can run: a larger fetch starved publishers of the lock (benches/bus.sh).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Redis takes concurrent fetches in its stride: poll more often and take more jobs per round trip
+/// than the concurrency, since with 5 per fetch the round trips, not the handlers, were the limit
+/// (benches/bus.sh). A worker that dies holding them gives them back after its heartbeat deadline.
+const REDIS_POLL_INTERVAL: Duration = Duration::from_millis(50);
+const REDIS_FETCH_BATCH: usize = 100;
 /// A worker that misses `MISSED_HEARTBEATS` beats is presumed dead and its in-flight jobs are put
 /// back in the queue (crash recovery): 5 s × 3 = 15 s rather than apalis' default 60 s.
 const HEARTBEAT: Duration = Duration::from_secs(5);

@@ -7,8 +7,8 @@ use apalis_core::task::builder::TaskBuilder;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 
 use super::{
-    BusError, CONCURRENCY, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, POLL_INTERVAL,
-    RunWorker, retry_policy, run_worker, spawn_worker, worker_name,
+    BusError, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, REDIS_FETCH_BATCH,
+    REDIS_POLL_INTERVAL, RunWorker, retry_policy, run_worker, spawn_worker, worker_name,
 };
 use crate::infra::redis::RedisHandle;
 use crate::infra::workers::Workers;
@@ -36,7 +36,7 @@ impl RedisBus {
     pub(super) fn config(&self, queue: &str) -> Config {
         Config::default()
             .queue(self.handle.key(&format!("bus:{queue}")))
-            .batch_size(CONCURRENCY)
+            .batch_size(REDIS_FETCH_BATCH)
             .heartbeat_interval(HEARTBEAT)
             .missed_heartbeats(MISSED_HEARTBEATS)
     }
@@ -73,7 +73,7 @@ impl RedisBus {
         let run: RunWorker = Box::new(move |stop| {
             let storage = RedisStorage::<serde_json::Value>::new(conn.clone())
                 .with_config(config.clone())
-                .poll_with_interval(POLL_INTERVAL);
+                .poll_with_interval(REDIS_POLL_INTERVAL);
             Box::pin(run_worker!(
                 name.clone(),
                 storage,
