@@ -236,10 +236,13 @@ async fn measure(bus: Arc<EventBus>, recorder: Arc<Recorder>, s: &Settings) -> O
     };
     latencies.sort_unstable();
     duplicates += recorder.reset();
+    let queue = forma::events::bus::subscriptions::queue_name(names::PRINT_JOB_COMPLETED, ORDER);
     let dead = bus
-        .dead_jobs(names::PRINT_JOB_COMPLETED, ORDER)
+        .queues()
         .await
-        .unwrap_or(0);
+        .ok()
+        .and_then(|stats| stats.into_iter().find(|q| q.queue == queue))
+        .map_or(0, |q| q.dead);
 
     Outcome {
         events_per_s,

@@ -179,15 +179,6 @@ impl EventBus {
         }
         Ok(())
     }
-
-    /// How many jobs of `consumer`'s queue for `event_type` ended dead (all attempts failed).
-    pub async fn dead_jobs(&self, event_type: &str, consumer: &str) -> Result<u64, BusError> {
-        let queue = subscriptions::queue_name(event_type, consumer);
-        match &self.backend {
-            BusBackend::Sqlite(bus) => bus.dead_jobs(&queue).await,
-            BusBackend::Redis(bus) => bus.dead_jobs(&queue).await,
-        }
-    }
 }
 
 #[async_trait]

@@ -85,14 +85,4 @@ impl RedisBus {
         spawn_worker(workers, "event-bus-redis", queue, run);
         Ok(())
     }
-
-    /// Jobs in the queue's dead set (`AbortError` on the last attempt puts them there).
-    pub(super) async fn dead_jobs(&self, queue: &str) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
-        ::redis::cmd("SCARD")
-            .arg(self.config(queue).dead_jobs_set())
-            .query_async::<u64>(&mut conn)
-            .await
-            .map_err(|e| BusError::Storage(e.to_string()))
-    }
 }

@@ -86,19 +86,6 @@ impl SqliteBus {
         Ok(())
     }
 
-    /// Dead = killed on its last attempt, or failed with no attempt left.
-    pub(super) async fn dead_jobs(&self, queue: &str) -> Result<u64, BusError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM Jobs WHERE job_type = $1 \
-             AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
-        )
-        .bind(queue)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| BusError::Storage(e.to_string()))?;
-        Ok(u64::try_from(count).unwrap_or_default())
-    }
-
     /// Fills in the counts of `all` (the queues of the subscription table) in one query.
     pub(super) async fn stats(&self, all: &mut [QueueStats]) -> Result<(), BusError> {
         let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(

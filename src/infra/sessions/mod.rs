@@ -37,13 +37,6 @@ impl Sessions {
             }
         }
     }
-
-    pub fn backend(&self) -> &'static str {
-        match self {
-            Sessions::Sql(_) => "sql",
-            Sessions::Redis(_) => "redis",
-        }
-    }
 }
 
 #[async_trait]
