@@ -5,10 +5,10 @@
 //! Run by `benches/bus.sh` (beside BullMQ), or alone:
 //!
 //!   cargo bench --bench bus
-//!   N=50000 RATE=2000 SECONDS=20 BACKENDS=redis cargo bench --bench bus
+//!   N=50000 RATE=2000 LATENCY_SECONDS=20 BACKENDS=redis cargo bench --bench bus
 //!
 //! Settings (environment): N (20000, events of the throughput run), BATCH (100, events per
-//! `publish` call), RATE (1000 events/s) and SECONDS (10) of the latency run, REDIS_URL
+//! `publish` call), RATE (1000 events/s) and LATENCY_SECONDS (10) of the latency run, REDIS_URL
 //! (redis://127.0.0.1:6379), BACKENDS (redis,sqlite), TIMEOUT (120 s, per run, for the last event
 //! to be handled). Everything talks to 127.0.0.1 (or REDIS_URL), every key written is under a
 //! unique prefix that is deleted at the end, and the SQLite file lives in a temporary directory.
@@ -338,7 +338,7 @@ fn main() {
         n: env_or("N", 20_000),
         batch: env_or::<usize>("BATCH", 100).max(1),
         rate: env_or("RATE", 1000.0),
-        seconds: env_or("SECONDS", 10.0),
+        seconds: env_or("LATENCY_SECONDS", 10.0),
         timeout: Duration::from_secs(env_or("TIMEOUT", 120)),
     };
     let redis_url = env_or("REDIS_URL", "redis://127.0.0.1:6379".to_owned());
@@ -355,7 +355,7 @@ fn main() {
             RedisHandle::open(&SecretUrl::new(redis_url.clone()), &prefix).expect("a Redis URL");
         let dir = tempfile::tempdir().expect("a temporary directory");
         eprintln!(
-            "· forma bus bench: N={} BATCH={} RATE={} SECONDS={} REDIS_URL={redis_url} \
+            "· forma bus bench: N={} BATCH={} RATE={} LATENCY_SECONDS={} REDIS_URL={redis_url} \
              key prefix {prefix} SQLite in {}",
             s.n,
             s.batch,

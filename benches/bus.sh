@@ -10,15 +10,15 @@
 #   BULLMQ        a BullMQ Queue and a Worker with concurrency 5 (benches/bullmq/bench.mjs)
 # each measures (a) throughput: N events published in batches of BATCH as fast as they are accepted,
 # events/s from the first publish to the last event handled, and (b) latency: RATE events/s for
-# SECONDS, open loop, p50/p99 of due time → handled. Prints a table, the ratios and PASS/FAIL.
+# LATENCY_SECONDS, open loop, p50/p99 of due time → handled. Prints a table, the ratios and PASS/FAIL.
 #
 #   benches/bus.sh
-#   N=50000 RATE=2000 SECONDS=20 benches/bus.sh
+#   N=50000 RATE=2000 LATENCY_SECONDS=20 benches/bus.sh
 #   REDIS_URL=redis://127.0.0.1:6380 benches/bus.sh
 #
-# Settings (environment): N (20000), BATCH (100), RATE (1000 events/s), SECONDS (10), TIMEOUT (120 s,
-# per run, for the last event to be handled), REDIS_URL (redis://127.0.0.1:6379; it must be running,
-# it is not started here).
+# Settings (environment): N (20000), BATCH (100), RATE (1000 events/s), LATENCY_SECONDS (10),
+# TIMEOUT (120 s per run, for the last event to be handled), REDIS_URL (redis://127.0.0.1:6379; it
+# must be running, it is not started here).
 #
 # Needs node and npm; installs bullmq into benches/bullmq/node_modules when missing (npm registry).
 # Everything talks to 127.0.0.1 (or REDIS_URL), every run is bounded by TIMEOUT, and each side deletes
@@ -30,9 +30,8 @@ cd "$(dirname "$0")/.."
 export N=${N:-20000}
 export BATCH=${BATCH:-100}
 export RATE=${RATE:-1000}
-# bash's own SECONDS counts up from the value it was given: read the setting once, here, and pass
-# it to the children explicitly.
-SETTING_SECONDS=${SECONDS:-10}
+# Not SECONDS: bash keeps a variable of that name (seconds since the shell started), always set.
+export LATENCY_SECONDS=${LATENCY_SECONDS:-10}
 export TIMEOUT=${TIMEOUT:-120}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 
@@ -84,11 +83,11 @@ cargo bench --bench bus --no-run --quiet 2>"$dir/build.log" || { cat "$dir/build
 
 # --- measuring ----------------------------------------------------------------------------------
 
-progress "forma (Redis, then SQLite): N=$N BATCH=$BATCH RATE=$RATE SECONDS=$SETTING_SECONDS"
-run_child "$dir/forma.txt" env SECONDS="$SETTING_SECONDS" cargo bench --quiet --bench bus ||
+progress "forma (Redis, then SQLite): N=$N BATCH=$BATCH RATE=$RATE LATENCY_SECONDS=$LATENCY_SECONDS"
+run_child "$dir/forma.txt" cargo bench --quiet --bench bus ||
   die "the forma bench failed"
 progress "BullMQ $BULLMQ_VERSION: same settings, same Redis"
-run_child "$dir/bullmq.txt" env SECONDS="$SETTING_SECONDS" node benches/bullmq/bench.mjs || die "the BullMQ bench failed"
+run_child "$dir/bullmq.txt" node benches/bullmq/bench.mjs || die "the BullMQ bench failed"
 
 # RESULT lines: "RESULT backend=NAME key=value …"; field NAME KEY prints the value.
 field() { sed -n "s/^RESULT backend=$1 .*\b$2=\([^ ]*\).*/\1/p" "$dir"/forma.txt "$dir"/bullmq.txt | head -n 1; }
@@ -105,7 +104,7 @@ echo "== forma event bus benchmark (SPEC §10) =="
 echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
 echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), cargo bench (release profile)"
 echo "tools:    redis $(redis-cli -u "$REDIS_URL" INFO server 2>/dev/null | sed -n 's/^redis_version:\(.*\)\r$/\1/p' || true), node $(node -v), bullmq $BULLMQ_VERSION"
-echo "settings: N=$N BATCH=$BATCH RATE=$RATE SECONDS=$SETTING_SECONDS TIMEOUT=$TIMEOUT REDIS_URL=$REDIS_URL" \
+echo "settings: N=$N BATCH=$BATCH RATE=$RATE LATENCY_SECONDS=$LATENCY_SECONDS TIMEOUT=$TIMEOUT REDIS_URL=$REDIS_URL" \
   "one queue (print-job.completed → order), 5 concurrent handlers, 3 attempts, exponential backoff 1 s"
 echo
 printf '%-13s %10s %10s %10s %9s %14s %12s %5s\n' backend 'events/s' 'p50 ms' 'p99 ms' 'at rate' 'handled (a/b)' duplicates dead

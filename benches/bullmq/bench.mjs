@@ -4,12 +4,12 @@
 //
 //   (a) throughput: N jobs added with addBulk in batches of BATCH, as fast as Redis accepts them;
 //       events/s from the first add to the last job handled.
-//   (b) latency: RATE jobs/s for SECONDS, open loop (job i is due at start + i / RATE and stamped
+//   (b) latency: RATE jobs/s for LATENCY_SECONDS, open loop (job i is due at start + i / RATE and stamped
 //       with that time), p50/p99 of due time → handled.
 //
 //   npm install --no-audit --no-fund && node bench.mjs      (benches/bus.sh does both)
 //
-// Settings (environment): N (20000), BATCH (100), RATE (1000), SECONDS (10), TIMEOUT (120 s per
+// Settings (environment): N (20000), BATCH (100), RATE (1000), LATENCY_SECONDS (10), TIMEOUT (120 s per
 // run), REDIS_URL (redis://127.0.0.1:6379). The queue has a unique name and is obliterated at the
 // end. Prints the line format of benches/bus.rs:
 //   RESULT backend=bullmq events_per_s=… p50_ms=… p99_ms=… n=… …
@@ -29,7 +29,7 @@ const num = (name, dflt) => {
 const N = num('N', 20000);
 const BATCH = Math.max(1, Math.floor(num('BATCH', 100)));
 const RATE = num('RATE', 1000);
-const SECONDS = num('SECONDS', 10);
+const SECONDS = num('LATENCY_SECONDS', 10);
 const TIMEOUT_MS = num('TIMEOUT', 120) * 1000;
 const REDIS_URL = process.env.REDIS_URL || 'redis://127.0.0.1:6379';
 const QUEUE = `forma-bench-${randomUUID().replaceAll('-', '')}`;
@@ -108,7 +108,7 @@ try {
   await worker.waitUntilReady();
   const bullmqVersion = createRequire(import.meta.url)('bullmq/package.json').version;
   log(`bullmq ${bullmqVersion}, node ${process.version}: N=${N} BATCH=${BATCH} RATE=${RATE} ` +
-    `SECONDS=${SECONDS} REDIS_URL=${REDIS_URL} queue ${QUEUE}`);
+    `LATENCY_SECONDS=${SECONDS} REDIS_URL=${REDIS_URL} queue ${QUEUE}`);
 
   // Warm-up, not measured.
   const warm = Array.from({ length: BATCH }, (_, i) => event(i, performance.now()));
