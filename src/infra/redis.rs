@@ -71,6 +71,19 @@ impl RedisHandle {
         Ok(manager.clone())
     }
 
+    /// A dedicated connection for `SUBSCRIBE` (a subscribed connection can do nothing else). It
+    /// does not reconnect: when Redis goes away its message stream ends and the caller opens a
+    /// new one.
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, RedisError> {
+        self.client
+            .get_async_pubsub()
+            .await
+            .map_err(|source| RedisError::Command {
+                url: self.url.masked(),
+                source,
+            })
+    }
+
     /// One `PING`, bounded by `timeout`; returns how long it took.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, RedisError> {
         let started = Instant::now();

@@ -6,17 +6,22 @@
 //! compete for the jobs of its queue. Delivery is at-least-once: handlers must be idempotent
 //! ([`super::idempotency::handle_once`]).
 //!
+//! A queue hands its jobs out in push order ([`job_id`]), up to [`CONCURRENCY`] at a time per
+//! instance. Idle workers do not poll every few milliseconds: a push wakes them ([`wakeup`]).
+//!
 //! Retries run inside the worker (tower's retry layer: 3 attempts, 1 s then 2 s apart). The last
 //! failure is returned as apalis' `AbortError`, which both backends record as `Killed`: on Redis
 //! that is the only way into the dead set (any other failure is rescheduled until a hard-coded 25
 //! attempts), on SQLite it keeps the job from being picked again.
 
+mod job_id;
 mod redis;
 mod redis_admin;
 mod sqlite;
 mod stats;
 pub mod subscriptions;
 mod upkeep;
+mod wakeup;
 
 pub use stats::{JobState, JobView, QueueStats, record_metrics};
 #[cfg(test)]
@@ -52,16 +57,6 @@ pub const MAX_ATTEMPTS: usize = 3;
 /// The first wait between attempts; it doubles each time (1 s, 2 s, 4 s).
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
-/// How often an idle worker looks for new jobs: apalis parks an idle worker until its next
-/// heartbeat otherwise, which would delay delivery by up to that heartbeat.
-/// On SQLite every poll and fetch takes the single write lock, so it polls less often and takes
-/// only what it can run: a larger fetch starved publishers of the lock (benches/bus.sh).
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Redis takes concurrent fetches in its stride: poll more often and take more jobs per round trip
-/// than the concurrency, since with 5 per fetch the round trips, not the handlers, were the limit
-/// (benches/bus.sh). A worker that dies holding them gives them back after its heartbeat deadline.
-const REDIS_POLL_INTERVAL: Duration = Duration::from_millis(50);
-const REDIS_FETCH_BATCH: usize = 100;
 /// A worker that misses `MISSED_HEARTBEATS` beats is presumed dead and its in-flight jobs are put
 /// back in the queue (crash recovery): 5 s × 3 = 15 s rather than apalis' default 60 s.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -170,6 +165,9 @@ impl EventBus {
     /// apalis writes completions in the background and a job whose completion was not written
     /// would run again.
     pub fn start(&self, workers: &Workers) -> Result<(), BusError> {
+        if let (BusBackend::Redis(bus), false) = (&self.backend, self.subscriptions.is_empty()) {
+            bus.spawn_wakeup_listener(workers);
+        }
         for sub in &self.subscriptions {
             let queue = subscriptions::queue_name(sub.event_type, sub.consumer);
             match &self.backend {

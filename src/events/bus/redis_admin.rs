@@ -1,10 +1,11 @@
 //! Dashboard and retention on Redis, against apalis-redis 1.0's own layout (its `lua/` scripts):
 //! for a queue `q`, `q:active` (list of waiting ids), `q:workers` (sorted set of worker names),
 //! `q:inflight:{worker}` (set of the ids a worker holds), `q:done` and `q:dead` (plain sets, not
-//! sorted sets, whatever apalis' own `stats.lua` assumes), `q:scheduled` (sorted set: every push
-//! lands there, due at once, and failed attempts are rescheduled there with status `Failed`),
-//! `q:data` (hash id → payload) and `q:meta:{id}` (hash: status, attempts, max_attempts, result,
-//! done_at). Every change is one Lua script, atomic against the workers' own scripts.
+//! sorted sets, whatever apalis' own `stats.lua` assumes), `q:scheduled` (sorted set: apalis' own
+//! push files jobs there, ours appends to `q:active` instead; failed attempts are rescheduled
+//! there with status `Failed`), `q:data` (hash id → payload) and `q:meta:{id}` (hash: status,
+//! attempts, max_attempts, result, done_at). Every change is one Lua script, atomic against the
+//! workers' own scripts.
 
 use std::sync::LazyLock;
 
@@ -79,7 +80,8 @@ return out
 });
 
 /// Moves ARGV[1] from the dead set to the end of the waiting list, meta as a fresh job's, and
-/// wakes the workers (the signal list, as apalis' `batch_push.lua` does). 0 if it was not dead.
+/// wakes the workers (the signal list, as apalis' `batch_push.lua` does, and our wake-up channel
+/// ARGV[3], with the queue's name ARGV[4]). 0 if it was not dead.
 static RETRY_DEAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -94,6 +96,7 @@ redis.call('HDEL', meta, 'result', 'done_at')
 redis.call('RPUSH', KEYS[2], id)
 redis.call('DEL', KEYS[3])
 redis.call('LPUSH', KEYS[3], 1)
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ",
     )
@@ -184,7 +187,15 @@ impl RedisBus {
             .map_err(storage)?;
         Ok(rows
             .into_iter()
-            .map(|(id, payload, meta)| job_view(id, payload.as_deref(), &meta))
+            .map(|(id, payload, meta)| {
+                let mut job = job_view(id, payload.as_deref(), &meta);
+                // Workers do not mark the jobs they take (see `RedisBus::config`): a job in a
+                // worker's hands still reads `Pending`. `Queued` is what SQLite calls it.
+                if state == JobState::Active && job.status == "Pending" {
+                    job.status = "Queued".to_owned();
+                }
+                job
+            })
             .collect())
     }
 
@@ -198,6 +209,8 @@ impl RedisBus {
             .key(config.job_data_hash())
             .arg(job_id)
             .arg(config.job_meta_hash())
+            .arg(self.wakeup_channel())
+            .arg(queue)
             .invoke_async(&mut conn)
             .await
             .map_err(storage)?;
