@@ -233,3 +233,35 @@ async fn trimming_keeps_exactly_the_newest_completed_jobs(kind: Kind) {
     }
     fixture.stop().await;
 }
+
+on_both_backends!(trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone);
+async fn trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let mut bus = fixture.bus().await;
+    let seen = Seen::default();
+    let healed = Arc::new(AtomicBool::new(false));
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, poisoned(&seen, &healed))
+        .expect("print subscribes");
+    bus.start(&fixture.workers).expect("workers start");
+    let poison = || {
+        Event::new(
+            "order-service",
+            "tenant-1",
+            EventPayload::OrderCancelled(OrderCancelled {
+                order_id: POISON.to_owned(),
+            }),
+        )
+    };
+    let mut events: Vec<Event> = (0..3).map(|_| poison()).collect();
+    events.extend((0..2).map(cancelled));
+    bus.publish(&events).await.expect("published");
+    until_stats(&bus, "3 dead, 2 completed", |s| {
+        s.dead == 3 && s.completed == 2
+    })
+    .await;
+
+    assert_eq!(bus.trim_to(1000, 1).await.expect("trimmed"), 2);
+    let stats = stats_of(&bus, QUEUE).await;
+    assert_eq!((stats.dead, stats.completed), (1, 2));
+    fixture.stop().await;
+}
