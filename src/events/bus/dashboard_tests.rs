@@ -117,6 +117,28 @@ async fn stats_count_waiting_jobs_then_three_completed_and_one_dead(kind: Kind) 
     fixture.stop().await;
 }
 
+on_both_backends!(metrics_count_what_each_queue_completed_retried_and_gave_up);
+async fn metrics_count_what_each_queue_completed_retried_and_gave_up(kind: Kind) {
+    // Installed before the workers start: they resolve their counters once.
+    let render = crate::observability::metrics::install();
+    let healed = Arc::new(AtomicBool::new(false));
+    let (fixture, _bus, _seen) = three_ok_one_dead(kind, &healed).await;
+
+    let text = render.render();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(&format!("\"{QUEUE}\"")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} for {QUEUE} in:\n{text}"))
+    };
+    assert_eq!(value("queue_jobs_completed_total"), 3.0);
+    assert_eq!(value("queue_job_attempts_failed_total"), 3.0);
+    assert_eq!(value("queue_jobs_dead_total"), 1.0);
+    assert_eq!(value("queue_job_duration_seconds_count"), 6.0);
+    fixture.stop().await;
+}
+
 on_both_backends!(the_dead_jobs_of_a_queue_show_their_payload_and_last_error);
 async fn the_dead_jobs_of_a_queue_show_their_payload_and_last_error(kind: Kind) {
     let healed = Arc::new(AtomicBool::new(false));

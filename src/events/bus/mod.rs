@@ -14,6 +14,7 @@
 //! that is the only way into the dead set (any other failure is rescheduled until a hard-coded 25
 //! attempts), on SQLite it keeps the job from being picked again.
 
+mod handler;
 mod job_id;
 mod redis;
 mod redis_admin;
@@ -34,8 +35,6 @@ use std::time::Duration;
 use apalis::layers::retry::backoff::{ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use apalis::layers::retry::{BackoffRetryPolicy, HasherRng, RetryPolicy};
 use apalis::prelude::WorkerError;
-use apalis_core::error::{AbortError, BoxDynError};
-use apalis_core::task::attempt::Attempt;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 use sqlx::SqlitePool;
@@ -44,6 +43,7 @@ use super::catalog::Event;
 use super::publish::{EventPublisher, PublishError};
 use crate::infra::redis::RedisHandle;
 use crate::infra::workers::Workers;
+use handler::{QueueHandler, task_fn};
 
 /// What a handler returns when it could not handle an event; the job is retried, then kept as dead.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -170,9 +170,10 @@ impl EventBus {
         }
         for sub in &self.subscriptions {
             let queue = subscriptions::queue_name(sub.event_type, sub.consumer);
+            let handler = QueueHandler::new(&queue, sub.handler.clone());
             match &self.backend {
-                BusBackend::Sqlite(bus) => bus.start(workers, &queue, sub.handler.clone())?,
-                BusBackend::Redis(bus) => bus.start(workers, &queue, sub.handler.clone())?,
+                BusBackend::Sqlite(bus) => bus.start(workers, &queue, handler)?,
+                BusBackend::Redis(bus) => bus.start(workers, &queue, handler)?,
             }
         }
         Ok(())
@@ -210,33 +211,6 @@ fn retry_policy() -> Result<BackoffRetryPolicy<ExponentialBackoff>, BusError> {
         .map_err(|e| BusError::Setup(e.to_string()))?
         .make_backoff();
     Ok(RetryPolicy::retries(MAX_ATTEMPTS - 1).with_backoff(backoff))
-}
-
-/// The apalis task function around a handler: decodes the event and turns the last failure (or an
-/// undecodable payload, which no retry can fix) into `AbortError`, i.e. a dead job.
-fn task_fn(
-    handler: Handler,
-) -> impl Fn(serde_json::Value, Attempt) -> BoxFuture<'static, Result<(), BoxDynError>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    move |payload: serde_json::Value, attempt: Attempt| {
-        let handler = handler.clone();
-        Box::pin(async move {
-            let event: Event = match serde_json::from_value(payload) {
-                Ok(event) => event,
-                Err(e) => return Err(Box::new(AbortError::new(e)) as BoxDynError),
-            };
-            match handler(event).await {
-                Ok(()) => Ok(()),
-                Err(e) if attempt.current() >= MAX_ATTEMPTS => {
-                    Err(Box::new(AbortError::new(e)) as BoxDynError)
-                }
-                Err(e) => Err(e),
-            }
-        })
-    }
 }
 
 /// How long a worker that stopped on a storage error (Redis restarting, SQLite busy) waits before

@@ -22,7 +22,7 @@ use futures::StreamExt;
 
 use super::wakeup::Wakeups;
 use super::{
-    BusError, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, RESTART_DELAY, RunWorker,
+    BusError, HEARTBEAT, MAX_ATTEMPTS, MISSED_HEARTBEATS, QueueHandler, RESTART_DELAY, RunWorker,
     job_id, retry_policy, run_worker, spawn_worker, worker_name,
 };
 use crate::infra::redis::RedisHandle;
@@ -141,7 +141,7 @@ impl RedisBus {
         &self,
         workers: &Workers,
         queue: &str,
-        handler: Handler,
+        handler: QueueHandler,
     ) -> Result<(), BusError> {
         let (conn, config) = (self.conn.clone(), self.config(queue));
         let (policy, name) = (retry_policy()?, worker_name(queue));

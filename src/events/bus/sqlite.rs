@@ -9,8 +9,8 @@ use sqlx::SqlitePool;
 use super::stats::{JobState, JobView, QueueStats, last_error, payload_json, unix_time};
 use super::wakeup::Wakeups;
 use super::{
-    BusError, HEARTBEAT, Handler, MAX_ATTEMPTS, MISSED_HEARTBEATS, RunWorker, job_id, retry_policy,
-    run_worker, spawn_worker, worker_name,
+    BusError, HEARTBEAT, MAX_ATTEMPTS, MISSED_HEARTBEATS, QueueHandler, RunWorker, job_id,
+    retry_policy, run_worker, spawn_worker, worker_name,
 };
 use crate::infra::workers::Workers;
 
@@ -107,7 +107,7 @@ impl SqliteBus {
         &self,
         workers: &Workers,
         queue: &str,
-        handler: Handler,
+        handler: QueueHandler,
     ) -> Result<(), BusError> {
         let (pool, config) = (self.pool.clone(), Self::config(queue));
         let (policy, name) = (retry_policy()?, worker_name(queue));

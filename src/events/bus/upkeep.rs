@@ -13,8 +13,10 @@ use crate::infra::workers::Workers;
 pub const COMPLETED_KEEP: usize = 1000;
 /// SPEC §8.1: dead (failed) jobs kept per queue.
 pub const DEAD_KEEP: usize = 5000;
-/// How often [`EventBus::spawn_upkeep`] trims and refreshes the gauges.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// How often [`EventBus::spawn_upkeep`] trims the queues.
+const TRIM_INTERVAL: Duration = Duration::from_secs(30);
+/// How often it refreshes the `queue_jobs` gauges: within a typical Prometheus scrape interval.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 impl EventBus {
     /// Deletes completed jobs beyond the newest [`COMPLETED_KEEP`] and dead jobs beyond the newest
@@ -31,32 +33,52 @@ impl EventBus {
         }
     }
 
-    /// Trims the queues and refreshes the `queue_jobs` gauges every 30 s until `workers` shuts
-    /// down. Run it on one instance or several: trimming twice is harmless.
+    /// Trims the queues every 30 s and refreshes the `queue_jobs` gauges every 5 s until
+    /// `workers` shuts down, trimming at once when a queue holds more than twice what it keeps (at
+    /// thousands of events per second, 30 s of completed jobs is a lot of Redis memory). Run it on
+    /// one instance or several: trimming twice is harmless.
     pub fn spawn_upkeep(&self, workers: &Workers) {
         // Only the storage is needed: a bus without subscriptions on a clone of it.
         let bus = EventBus::with_backend(self.backend.clone());
         workers.spawn("event-bus-upkeep", move |token| async move {
-            let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut trims = tokio::time::interval(TRIM_INTERVAL);
+            let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+            for ticks in [&mut trims, &mut gauges] {
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             loop {
                 tokio::select! {
                     () = token.cancelled() => break,
-                    _ = ticks.tick() => bus.upkeep().await,
+                    _ = trims.tick() => bus.trim_logged().await,
+                    _ = gauges.tick() => if bus.record_gauges().await {
+                        bus.trim_logged().await;
+                    },
                 }
             }
         });
     }
 
-    async fn upkeep(&self) {
+    async fn trim_logged(&self) {
         match self.trim().await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "event bus: old jobs trimmed"),
             Err(error) => tracing::warn!(%error, "event bus: trimming failed"),
         }
+    }
+
+    /// Refreshes the gauges; returns whether a queue holds more than twice what it keeps.
+    async fn record_gauges(&self) -> bool {
         match self.queues().await {
-            Ok(stats) => record_metrics(&stats),
-            Err(error) => tracing::warn!(%error, "event bus: queue statistics failed"),
+            Ok(stats) => {
+                record_metrics(&stats);
+                stats.iter().any(|q| {
+                    q.completed > 2 * COMPLETED_KEEP as u64 || q.dead > 2 * DEAD_KEEP as u64
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "event bus: queue statistics failed");
+                false
+            }
         }
     }
 }
