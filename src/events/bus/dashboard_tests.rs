@@ -214,8 +214,7 @@ async fn trimming_keeps_exactly_the_newest_completed_jobs(kind: Kind) {
     let older: Vec<Event> = (0..3).map(cancelled).collect();
     bus.publish(&older).await.expect("published");
     until_stats(&bus, "3 completed", |s| s.completed == 3).await;
-    // Completion times are kept in seconds: the newer batch finishes in a later second.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Newest is last pushed: the second batch.
     let newer: Vec<Event> = (3..8).map(cancelled).collect();
     bus.publish(&newer).await.expect("published");
     until_stats(&bus, "8 completed", |s| s.completed == 8).await;
@@ -285,5 +284,41 @@ async fn trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone(kin
     assert_eq!(bus.trim_to(1000, 1).await.expect("trimmed"), 2);
     let stats = stats_of(&bus, QUEUE).await;
     assert_eq!((stats.dead, stats.completed), (1, 2));
+    fixture.stop().await;
+}
+
+on_both_backends!(trimming_a_large_queue_keeps_the_last_pushed_jobs);
+async fn trimming_a_large_queue_keeps_the_last_pushed_jobs(kind: Kind) {
+    const N: usize = 1300;
+    const KEEP: usize = 120;
+    let fixture = Fixture::new(kind).await;
+    let mut bus = fixture.bus().await;
+    let seen = Seen::default();
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
+        .expect("print subscribes");
+    bus.start(&fixture.workers).expect("workers start");
+    let events: Vec<Event> = (0..N).map(cancelled).collect();
+    for batch in events.chunks(100) {
+        bus.publish(batch).await.expect("published");
+    }
+    until_stats(&bus, "all completed", |s| s.completed == N as u64).await;
+
+    // More than a page of ids to read and a chunk to delete on Redis.
+    assert_eq!(
+        bus.trim_to(KEEP, 5000).await.expect("trimmed"),
+        (N - KEEP) as u64
+    );
+    let kept: BTreeSet<String> = bus
+        .jobs(QUEUE, JobState::Completed, N)
+        .await
+        .expect("jobs")
+        .into_iter()
+        .map(|j| j.payload["eventId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let expected: BTreeSet<String> = events[N - KEEP..]
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(kept, expected);
     fixture.stop().await;
 }

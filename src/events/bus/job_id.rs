@@ -4,7 +4,7 @@
 //! SQLite the FIFO of a queue (SPEC §8.1) rests on the ids. apalis' default ids are random ULIDs:
 //! time-ordered to the millisecond, in random order within it, so a batch pushed in one
 //! millisecond ran in random order. On Redis our push appends to a list, which keeps push order
-//! by itself; the ids still break ties wherever jobs are sorted (retention keeps the newest).
+//! by itself; the ids still sort in that order, which is how retention finds the newest jobs.
 //!
 //! One process-wide monotonic generator: every id is greater than the one before it, even within
 //! a millisecond or when the clock steps back.

@@ -102,34 +102,28 @@ return 1
     )
 });
 
-/// Keeps the newest ARGV[1] ids of the set KEYS[1] (by `done_at`, then id: ULIDs sort by time)
-/// and deletes the others with their payload and meta, so nothing of them is left behind.
-static TRIM: LazyLock<Script> = LazyLock::new(|| {
+/// Deletes the ids ARGV[2..] that are still in the set KEYS[1], with their payload (hash KEYS[2])
+/// and meta (prefix ARGV[1]), so nothing of them is left behind. Returns how many it deleted.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local keep, meta = tonumber(ARGV[1]), ARGV[2]
-if redis.call('SCARD', KEYS[1]) <= keep then return 0 end
-local items = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  items[#items + 1] = {id, tonumber(redis.call('HGET', meta .. ':' .. id, 'done_at')) or 0}
-end
-table.sort(items, function(a, b)
-  if a[2] ~= b[2] then return a[2] > b[2] end
-  return a[1] > b[1]
-end)
-local deleted = 0
-for i = keep + 1, #items do
-  local id = items[i][1]
-  redis.call('SREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-  redis.call('DEL', meta .. ':' .. id)
-  redis.call('HDEL', meta .. ':result', id)
-  deleted = deleted + 1
+local meta, deleted = ARGV[1], 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if redis.call('SREM', KEYS[1], id) == 1 then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('DEL', meta .. ':' .. id)
+    redis.call('HDEL', meta .. ':result', id)
+    deleted = deleted + 1
+  end
 end
 return deleted
 ",
     )
 });
+
+/// Ids per `SSCAN` page and per `DELETE` call: each Redis call stays short however large the set.
+const TRIM_CHUNK: usize = 500;
 
 fn storage(e: ::redis::RedisError) -> BusError {
     BusError::Storage(e.to_string())
@@ -223,23 +217,69 @@ impl RedisBus {
         completed_keep: usize,
         dead_keep: usize,
     ) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
         let mut deleted = 0;
         for (event_type, consumer) in super::subscriptions::queues() {
             let config = self.config(&super::subscriptions::queue_name(event_type, consumer));
-            for (set, keep) in [
-                (config.done_jobs_set(), completed_keep),
-                (config.dead_jobs_set(), dead_keep),
-            ] {
-                deleted += TRIM
-                    .key(set)
-                    .key(config.job_data_hash())
-                    .arg(keep)
-                    .arg(config.job_meta_hash())
-                    .invoke_async::<u64>(&mut conn)
-                    .await
-                    .map_err(storage)?;
+            deleted += self
+                .trim_set(&config, &config.done_jobs_set(), completed_keep)
+                .await?;
+            deleted += self
+                .trim_set(&config, &config.dead_jobs_set(), dead_keep)
+                .await?;
+        }
+        Ok(deleted)
+    }
+
+    /// Keeps the newest `keep` jobs of `set`, newest by id (ids sort in push order, see
+    /// [`super::job_id`]). The set is read page by page and sorted here, and the rest deleted a
+    /// chunk per script call: a set that grew to hundreds of thousands (a burst between two trims)
+    /// never blocks Redis for the other clients the way one script sorting it all would.
+    async fn trim_set(
+        &self,
+        config: &apalis_redis::Config,
+        set: &str,
+        keep: usize,
+    ) -> Result<u64, BusError> {
+        let mut conn = self.conn.clone();
+        let size: usize = ::redis::cmd("SCARD")
+            .arg(set)
+            .query_async(&mut conn)
+            .await
+            .map_err(storage)?;
+        if size <= keep {
+            return Ok(0);
+        }
+        let mut ids: Vec<String> = Vec::with_capacity(size);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<String>) = ::redis::cmd("SSCAN")
+                .arg(set)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(TRIM_CHUNK)
+                .query_async(&mut conn)
+                .await
+                .map_err(storage)?;
+            ids.extend(page);
+            if next == 0 {
+                break;
             }
+            cursor = next;
+        }
+        // SSCAN may return an id twice.
+        ids.sort_unstable();
+        ids.dedup();
+        let excess = ids.len().saturating_sub(keep);
+        let mut deleted = 0;
+        for chunk in ids[..excess].chunks(TRIM_CHUNK) {
+            deleted += DELETE
+                .key(set)
+                .key(config.job_data_hash())
+                .arg(config.job_meta_hash())
+                .arg(chunk)
+                .invoke_async::<u64>(&mut conn)
+                .await
+                .map_err(storage)?;
         }
         Ok(deleted)
     }

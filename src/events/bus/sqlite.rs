@@ -232,7 +232,7 @@ impl SqliteBus {
     }
 
     /// Deletes, per queue, the completed jobs beyond the newest `completed_keep` and the dead
-    /// ones beyond the newest `dead_keep` (newest by `done_at`, then insertion order).
+    /// ones beyond the newest `dead_keep` (newest by id, i.e. the last pushed, as on Redis).
     pub(super) async fn trim(
         &self,
         completed_keep: usize,
@@ -241,7 +241,7 @@ impl SqliteBus {
         let done = sqlx::query(
             "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM (\
                SELECT rowid, status = 'Done' AS completed, ROW_NUMBER() OVER (\
-                 PARTITION BY job_type, status = 'Done' ORDER BY done_at DESC, rowid DESC) AS n \
+                 PARTITION BY job_type, status = 'Done' ORDER BY id DESC) AS n \
                FROM Jobs WHERE status IN ('Done', 'Killed') \
                  OR (status = 'Failed' AND attempts >= max_attempts)) \
              WHERE (completed AND n > $1) OR (NOT completed AND n > $2))",

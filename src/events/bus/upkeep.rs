@@ -25,7 +25,8 @@ impl EventBus {
         self.trim_to(COMPLETED_KEEP, DEAD_KEEP).await
     }
 
-    /// [`Self::trim`] with other limits ("newest" by the time the job finished).
+    /// [`Self::trim`] with other limits. "Newest" is the last pushed (by job id, see
+    /// [`super::job_id`]): in a FIFO queue, nearly the last finished, and cheap to sort.
     pub async fn trim_to(&self, completed_keep: usize, dead_keep: usize) -> Result<u64, BusError> {
         match &self.backend {
             BusBackend::Sqlite(bus) => bus.trim(completed_keep, dead_keep).await,
