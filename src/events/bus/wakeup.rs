@@ -28,7 +28,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 const RECHECK: Duration = Duration::from_millis(10);
 /// How often an idle worker looks for jobs when nothing woke it: it picks up jobs whose wake-up
 /// was lost and jobs put back by crash recovery.
-pub(super) const FALLBACK: Duration = Duration::from_secs(1);
+const FALLBACK: Duration = Duration::from_secs(1);
 
 /// Per queue, the wake-up signals of the workers of this instance that consume it.
 #[derive(Clone, Default)]
