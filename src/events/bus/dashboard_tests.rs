@@ -205,10 +205,7 @@ async fn a_retried_dead_job_waits_again_and_a_healed_handler_completes_it(kind: 
 on_both_backends!(trimming_keeps_exactly_the_newest_completed_jobs);
 async fn trimming_keeps_exactly_the_newest_completed_jobs(kind: Kind) {
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
-    let seen = Seen::default();
-    bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
-        .expect("print subscribes");
+    let (bus, _seen) = fixture.print_recorder().await;
     bus.start(&fixture.workers).expect("workers start");
 
     let older: Vec<Event> = (0..3).map(cancelled).collect();
@@ -292,10 +289,7 @@ async fn trimming_a_large_queue_keeps_the_last_pushed_jobs(kind: Kind) {
     const N: usize = 1300;
     const KEEP: usize = 120;
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
-    let seen = Seen::default();
-    bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
-        .expect("print subscribes");
+    let (bus, _seen) = fixture.print_recorder().await;
     bus.start(&fixture.workers).expect("workers start");
     let events: Vec<Event> = (0..N).map(cancelled).collect();
     for batch in events.chunks(100) {

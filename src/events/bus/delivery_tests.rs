@@ -10,10 +10,7 @@ async fn a_queue_hands_out_its_events_in_publish_order(kind: Kind) {
     const BATCHES: usize = 8;
     const PER_BATCH: usize = 50;
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
-    let seen = Seen::default();
-    bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
-        .expect("print subscribes");
+    let (bus, seen) = fixture.print_recorder().await;
     // Many events per millisecond: random ids within a millisecond would shuffle them.
     let events: Vec<Event> = (0..BATCHES * PER_BATCH).map(cancelled).collect();
     for batch in events.chunks(PER_BATCH) {
@@ -118,10 +115,7 @@ async fn an_instance_runs_five_handlers_of_a_queue_at_a_time(kind: Kind) {
 async fn finished_jobs_on_sqlite_are_locked_by_no_worker() {
     const N: usize = 30;
     let fixture = Fixture::new(Kind::Sqlite).await;
-    let mut bus = fixture.bus().await;
-    let seen = Seen::default();
-    bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
-        .expect("print subscribes");
+    let (bus, _seen) = fixture.print_recorder().await;
     bus.start(&fixture.workers).expect("workers start");
     let events: Vec<Event> = (0..N).map(cancelled).collect();
     bus.publish(&events).await.expect("published");

@@ -3,6 +3,7 @@
 //! `queue_jobs` gauges count what the storage holds, which retention trims; these count what this
 //! instance did since it started.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use apalis_core::error::{AbortError, BoxDynError};
@@ -79,6 +80,8 @@ pub(super) fn task_fn(
 + Send
 + Sync
 + 'static {
+    // One reference count per job rather than one per handle inside.
+    let handler = Arc::new(handler);
     move |payload: serde_json::Value, attempt: Attempt| {
         let handler = handler.clone();
         Box::pin(async move { handler.run(payload, attempt).await })

@@ -31,6 +31,26 @@ const UNLOCK_FINISHED: &str = "CREATE TRIGGER IF NOT EXISTS forma_jobs_unlock_fi
     WHEN NEW.lock_by IS NOT NULL AND NEW.status NOT IN ('Queued', 'Running') \
     BEGIN UPDATE Jobs SET lock_by = NULL WHERE rowid = NEW.rowid; END";
 
+/// How each dashboard state reads in apalis-sqlite's columns: one definition for the counts, the
+/// listings, the retry of a dead job and retention.
+macro_rules! state_sql {
+    (waiting) => {
+        "status = 'Pending'"
+    };
+    (active) => {
+        "status IN ('Queued', 'Running')"
+    };
+    (completed) => {
+        "status = 'Done'"
+    };
+    (failed) => {
+        "(status = 'Failed' AND attempts < max_attempts)"
+    };
+    (dead) => {
+        "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))"
+    };
+}
+
 #[derive(Clone)]
 pub(super) struct SqliteBus {
     pool: SqlitePool,
@@ -130,15 +150,19 @@ impl SqliteBus {
 
     /// Fills in the counts of `all` (the queues of the subscription table) in one query.
     pub(super) async fn stats(&self, all: &mut [QueueStats]) -> Result<(), BusError> {
-        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT job_type, \
-             SUM(status = 'Pending'), \
-             SUM(status IN ('Queued', 'Running')), \
-             SUM(status = 'Done'), \
-             SUM(status = 'Failed' AND attempts < max_attempts), \
-             SUM(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts)) \
-             FROM Jobs GROUP BY job_type",
-        )
+        let rows: Vec<(String, i64, i64, i64, i64, i64)> = sqlx::query_as(concat!(
+            "SELECT job_type, SUM(",
+            state_sql!(waiting),
+            "), SUM(",
+            state_sql!(active),
+            "), SUM(",
+            state_sql!(completed),
+            "), SUM(",
+            state_sql!(failed),
+            "), SUM(",
+            state_sql!(dead),
+            ") FROM Jobs GROUP BY job_type"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(storage)?;
@@ -171,21 +195,26 @@ impl SqliteBus {
             Option<i64>,
             Option<i64>,
         );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = sqlx::query_as(concat!(
             "SELECT id, status, attempts, max_attempts, job, last_result, run_at, done_at \
-             FROM Jobs WHERE job_type = $1 AND CASE $2 \
-               WHEN 'waiting' THEN status = 'Pending' \
-               WHEN 'active' THEN status IN ('Queued', 'Running') \
-               WHEN 'completed' THEN status = 'Done' \
-               WHEN 'failed' THEN status = 'Failed' AND attempts < max_attempts \
-               ELSE status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts) END \
+             FROM Jobs WHERE job_type = $1 AND CASE $2 WHEN 'waiting' THEN ",
+            state_sql!(waiting),
+            " WHEN 'active' THEN ",
+            state_sql!(active),
+            " WHEN 'completed' THEN ",
+            state_sql!(completed),
+            " WHEN 'failed' THEN ",
+            state_sql!(failed),
+            " ELSE ",
+            state_sql!(dead),
+            " END \
              ORDER BY CASE WHEN $2 IN ('waiting', 'active') THEN -priority ELSE 0 END, \
                CASE WHEN $2 IN ('waiting', 'active') THEN run_at \
                ELSE -COALESCE(done_at, run_at) END, \
                CASE WHEN $2 IN ('waiting', 'active') THEN id END, \
                CASE WHEN $2 IN ('waiting', 'active') THEN NULL ELSE -rowid END \
-             LIMIT $3",
-        )
+             LIMIT $3"
+        ))
         .bind(queue)
         .bind(state.as_str())
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
@@ -213,12 +242,12 @@ impl SqliteBus {
     /// Back to `Pending`, attempts 0, due now, and this process's workers woken: the next fetch
     /// of a worker of the queue takes it.
     pub(super) async fn retry_dead(&self, queue: &str, job_id: &str) -> Result<bool, BusError> {
-        let done = sqlx::query(
+        let done = sqlx::query(concat!(
             "UPDATE Jobs SET status = 'Pending', attempts = 0, run_at = strftime('%s', 'now'), \
              done_at = NULL, lock_by = NULL, lock_at = NULL, last_result = NULL \
-             WHERE id = $1 AND job_type = $2 \
-             AND (status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))",
-        )
+             WHERE id = $1 AND job_type = $2 AND ",
+            state_sql!(dead)
+        ))
         .bind(job_id)
         .bind(queue)
         .execute(&self.pool)
@@ -248,11 +277,9 @@ impl SqliteBus {
             .map_err(storage)?;
         let mut deleted = 0;
         for queue in &queues {
-            let (first, chunk) = trim_sql!("status = 'Done'");
+            let (first, chunk) = trim_sql!(state_sql!(completed));
             deleted += self.trim_queue(queue, completed_keep, first, chunk).await?;
-            let (first, chunk) = trim_sql!(
-                "(status = 'Killed' OR (status = 'Failed' AND attempts >= max_attempts))"
-            );
+            let (first, chunk) = trim_sql!(state_sql!(dead));
             deleted += self.trim_queue(queue, dead_keep, first, chunk).await?;
         }
         Ok(deleted)
@@ -298,7 +325,7 @@ const TRIM_CHUNK: i64 = 500;
 /// For one state (a condition on `Jobs`): the newest job of a queue beyond `$2` kept ones, and
 /// the delete of up to `$3` jobs of the queue in that state from that one down.
 macro_rules! trim_sql {
-    ($state:literal) => {
+    ($state:expr) => {
         (
             concat!(
                 "SELECT id FROM Jobs WHERE job_type = $1 AND ",

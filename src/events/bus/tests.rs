@@ -65,6 +65,16 @@ impl Fixture {
         }
     }
 
+    /// A new bus instance whose print service records the `order.cancelled` events it handles;
+    /// its workers are not started yet.
+    pub(super) async fn print_recorder(&self) -> (EventBus, Seen) {
+        let mut bus = self.bus().await;
+        let seen = Seen::default();
+        bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
+            .expect("print subscribes");
+        (bus, seen)
+    }
+
     pub(super) async fn stop(self) {
         assert!(self.workers.shutdown(Duration::from_secs(10)).await);
         if let Some(redis) = &self.redis {

@@ -83,7 +83,7 @@ impl Wakeups {
 
     /// The poll strategy of a new worker of `queue`.
     pub(super) fn strategy(&self, queue: &str) -> WakeStrategy {
-        WakeStrategy::new(self.register(queue), FALLBACK)
+        WakeStrategy::new(self.register(queue))
     }
 
     fn register(&self, queue: &str) -> Arc<Signal> {
@@ -107,7 +107,7 @@ impl Wakeups {
     }
 }
 
-/// Wakes a worker on a wake-up, [`RECHECK`] after the last one, and every `fallback`.
+/// Wakes a worker on a wake-up, [`RECHECK`] after the last one, and every [`FALLBACK`].
 ///
 /// apalis polls the strategy before each look at the backend and ignores its answer: what counts
 /// is that the worker's task is woken. So the task's waker is registered on every poll, also when
@@ -121,8 +121,8 @@ pub(super) struct WakeStrategy {
 }
 
 impl WakeStrategy {
-    fn new(signal: Arc<Signal>, fallback: Duration) -> Self {
-        let mut interval = tokio::time::interval_at(Instant::now() + fallback, fallback);
+    fn new(signal: Arc<Signal>) -> Self {
+        let mut interval = tokio::time::interval_at(Instant::now() + FALLBACK, FALLBACK);
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             signal,
