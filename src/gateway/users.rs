@@ -17,7 +17,7 @@ use super::auth::{Authenticated, CurrentUser, RequestMeta, UserView};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageQuery};
 use crate::http::{ApiError, ErrorBody};
-use crate::identity::roles::{Permission, UserRole};
+use crate::identity::roles::{self, Permission, UserRole};
 use crate::identity::users::{self, NewUser, User, UserChanges};
 use crate::identity::{email, password};
 use crate::order::audit::actions;
@@ -51,6 +51,32 @@ async fn visible_user(
         .await?
         .filter(|u| u.tenant_id == auth.context.tenant_id || auth.context.is_super_admin)
         .ok_or_else(|| ApiError::not_found("User not found"))
+}
+
+/// The user `id`, if the caller may also change it: 403 when it holds a permission or flag the
+/// caller lacks (SPEC §5.1), so a tenant admin cannot take over a super admin.
+async fn manageable_user(
+    state: &GatewayState,
+    auth: &Authenticated,
+    id: Uuid,
+) -> Result<(User, Vec<UserRole>), ApiError> {
+    let user = visible_user(state, auth, id).await?;
+    let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    if auth.context.may_manage(&roles, user.is_super_admin) {
+        Ok((user, roles))
+    } else if user.is_super_admin {
+        Err(ApiError::forbidden(
+            "Only a super admin can manage a super admin",
+        ))
+    } else {
+        Err(ApiError::forbidden(
+            "You cannot manage a user who holds permissions you do not",
+        ))
+    }
+}
+
+fn cannot_grant() -> ApiError {
+    ApiError::forbidden("You cannot grant permissions you do not hold")
 }
 
 async fn view(state: &GatewayState, user: &User) -> Result<UserView, ApiError> {
@@ -110,7 +136,7 @@ pub struct CreateUser {
     responses(
         (status = 201, description = "Created", body = UserView),
         (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 403, description = "Missing users.manage, or the user holds (or would be granted) a permission or flag the caller lacks", body = ErrorBody),
         (status = 409, description = "The e-mail address is taken", body = ErrorBody)))]
 async fn create_user(
     State(state): State<GatewayState>,
@@ -138,11 +164,13 @@ async fn create_user(
             "Only a super admin can create a super admin",
         ));
     }
+    let roles = roles::distinct(&body.roles);
+    if !auth.context.may_manage(&roles, body.is_super_admin) {
+        return Err(cannot_grant());
+    }
     let password_hash = password::hash(&body.password)
         .await
         .map_err(ApiError::internal)?;
-    let mut roles = body.roles;
-    roles.dedup();
     let new = NewUser {
         tenant_id: auth.context.tenant_id,
         email: address.clone(),
@@ -151,10 +179,11 @@ async fn create_user(
         roles,
         is_super_admin: body.is_super_admin,
     };
+    // The same answer whichever tenant holds the address: nothing of another tenant is named.
     let Some(user) = users::create(&state.ctx.db, &new).await? else {
-        return Err(ApiError::conflict(format!(
-            "A user with e-mail {address} already exists"
-        )));
+        return Err(ApiError::conflict(
+            "A user with this e-mail address already exists",
+        ));
     };
     let meta = RequestMeta::new(&state, peer, &headers);
     let details =
@@ -197,7 +226,7 @@ pub struct UpdateUser {
     responses(
         (status = 200, description = "The updated user", body = UserView),
         (status = 400, description = "Invalid input", body = ErrorBody),
-        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 403, description = "Missing users.manage, or the user holds (or would be granted) a permission or flag the caller lacks", body = ErrorBody),
         (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
 async fn update_user(
     State(state): State<GatewayState>,
@@ -208,7 +237,7 @@ async fn update_user(
     Json(body): Json<UpdateUser>,
 ) -> Result<Json<UserView>, ApiError> {
     manager(&auth)?;
-    let user = visible_user(&state, &auth, id).await?;
+    let (user, _) = manageable_user(&state, &auth, id).await?;
     let mut problems = Vec::new();
     if let Some(Err(e)) = body.password.as_deref().map(password::check_policy) {
         problems.push(e.to_string());
@@ -236,14 +265,17 @@ async fn update_user(
             "Only a super admin can grant or revoke super admin",
         ));
     }
+    let roles = body.roles.as_deref().map(roles::distinct);
+    let super_admin_after = body.is_super_admin.unwrap_or(user.is_super_admin);
+    if let Some(granted) = &roles {
+        if !auth.context.may_manage(granted, super_admin_after) {
+            return Err(cannot_grant());
+        }
+    }
     let password_hash = match body.password.as_deref() {
         Some(p) => Some(password::hash(p).await.map_err(ApiError::internal)?),
         None => None,
     };
-    let mut roles = body.roles.clone();
-    if let Some(roles) = roles.as_mut() {
-        roles.dedup();
-    }
     let changes = UserChanges {
         name: body.name.as_ref().map(|n| n.trim().to_owned()),
         is_active: body.is_active,
@@ -273,7 +305,7 @@ async fn update_user(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Deleting yourself", body = ErrorBody),
-        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 403, description = "Missing users.manage, or the user holds (or would be granted) a permission or flag the caller lacks", body = ErrorBody),
         (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
 async fn delete_user(
     State(state): State<GatewayState>,
@@ -283,7 +315,7 @@ async fn delete_user(
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     manager(&auth)?;
-    let user = visible_user(&state, &auth, id).await?;
+    let (user, _) = manageable_user(&state, &auth, id).await?;
     if user.id == auth.user.id {
         return Err(ApiError::validation(vec![
             "You cannot delete your own account".to_owned(),

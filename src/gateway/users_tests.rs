@@ -231,3 +231,109 @@ async fn deactivating_a_user_ends_their_sessions() {
         401
     );
 }
+
+each_database! {
+    async fn a_tenant_admin_cannot_take_over_a_super_admin(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        app.create_user("tenant-admin@example.com", PASSWORD, UserRole::Admin).await;
+        let (tenant_admin, _) = app.login("tenant-admin@example.com", PASSWORD).await;
+        let root = users::find_by_email(&app.ctx.db, "admin@localhost").await.unwrap().unwrap();
+        let url = app.url(&format!("/api/v1/users/{}", root.id));
+        for change in [
+            json!({"password": "taken-over-password"}),
+            json!({"roles": ["viewer"]}),
+            json!({"isActive": false}),
+            json!({"name": "Renamed"}),
+        ] {
+            let response = tenant_admin.patch(&url).json(&change).send().await.unwrap();
+            assert_eq!(response.status(), 403, "{change}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"], "Forbidden", "{body}");
+        }
+        assert_eq!(tenant_admin.delete(&url).send().await.unwrap().status(), 403);
+        // Nothing changed: the super admin still signs in with the old password, and only that one.
+        app.login("admin@localhost", crate::testing::ADMIN_PASSWORD).await;
+        let stolen = client()
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"email": "admin@localhost", "password": "taken-over-password"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stolen.status(), 401);
+        let after = users::find_by_id(&app.ctx.db, root.id).await.unwrap().unwrap();
+        assert_eq!((after.is_active, after.name.as_str()), (true, root.name.as_str()));
+        // The super admin still manages the tenant admin.
+        let tenant_admin_user = users::find_by_email(&app.ctx.db, "tenant-admin@example.com").await.unwrap().unwrap();
+        let root_client = app.admin().await;
+        let demoted = root_client
+            .patch(app.url(&format!("/api/v1/users/{}", tenant_admin_user.id)))
+            .json(&json!({"roles": ["viewer"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(demoted.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn repeated_roles_are_stored_once_not_a_500() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let admin = app.admin().await;
+    let created = admin
+        .post(app.url("/api/v1/users"))
+        .json(&json!({"email": "twice@example.com", "password": PASSWORD, "roles": ["operator", "viewer", "operator"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let user: Value = created.json().await.unwrap();
+    assert_eq!(user["roles"], json!(["operator", "viewer"]));
+    let patched = admin
+        .patch(app.url(&format!("/api/v1/users/{}", user["id"].as_str().unwrap())))
+        .json(&json!({"roles": ["viewer", "viewer", "operator", "viewer"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    assert_eq!(
+        patched.json::<Value>().await.unwrap()["roles"],
+        json!(["operator", "viewer"])
+    );
+}
+
+#[tokio::test]
+async fn a_taken_address_in_another_tenant_answers_like_any_conflict() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let db = &app.ctx.db;
+    let acme = tenants::ensure(db, "acme", "Acme").await.unwrap();
+    users::create(
+        db,
+        &NewUser {
+            tenant_id: acme.id,
+            email: "elsewhere@acme.test".into(),
+            name: String::new(),
+            password_hash: password::hash(PASSWORD).await.unwrap(),
+            roles: vec![UserRole::Viewer],
+            is_super_admin: false,
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    app.create_user("mine@example.com", PASSWORD, UserRole::Viewer)
+        .await;
+    let admin = app.admin().await;
+    let mut bodies = Vec::new();
+    for email in ["elsewhere@acme.test", "mine@example.com"] {
+        let response = admin
+            .post(app.url("/api/v1/users"))
+            .json(&json!({"email": email, "password": PASSWORD, "roles": ["viewer"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 409);
+        bodies.push(response.json::<Value>().await.unwrap());
+    }
+    assert_eq!(bodies[0], bodies[1], "nothing tells the two tenants apart");
+    assert!(!bodies[0].to_string().contains("acme"), "{}", bodies[0]);
+}

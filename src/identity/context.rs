@@ -13,7 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use super::roles::{Permission, UserRole};
+use super::roles::{Permission, UserRole, permissions_of};
 use crate::app::AppContext;
 use crate::http::ApiError;
 
@@ -71,6 +71,19 @@ impl UserContext {
                 permission.as_str()
             )))
         }
+    }
+
+    /// Whether this user may change, deactivate or delete a user holding `roles` and the
+    /// `is_super_admin` flag, or grant such a user those roles (SPEC §5.1): nobody acts on a user
+    /// who holds a permission or flag they lack, and only a super admin manages super admins.
+    pub fn may_manage(&self, roles: &[UserRole], is_super_admin: bool) -> bool {
+        if self.is_super_admin {
+            return true;
+        }
+        !is_super_admin
+            && permissions_of(roles)
+                .iter()
+                .all(|p| self.permissions.contains(p))
     }
 
     /// The fields in signing order, one per line: a value can never be confused with the next.
@@ -386,6 +399,35 @@ mod tests {
         strip_identity_headers(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[test]
+    fn only_users_holding_no_more_than_the_actor_are_manageable() {
+        let operator = operator();
+        assert!(operator.may_manage(&[UserRole::Operator], false));
+        assert!(
+            !operator.may_manage(&[UserRole::Viewer], false),
+            "viewers hold queues.read, operators do not"
+        );
+        assert!(
+            !operator.may_manage(&[UserRole::Admin], false),
+            "admins hold users.manage"
+        );
+        let admin = UserContext {
+            roles: vec![UserRole::Admin],
+            permissions: UserRole::Admin.permissions(),
+            ..operator.clone()
+        };
+        assert!(admin.may_manage(&[UserRole::Admin], false));
+        assert!(
+            !admin.may_manage(&[UserRole::Viewer], true),
+            "only super admins manage super admins"
+        );
+        let root = UserContext {
+            is_super_admin: true,
+            ..operator
+        };
+        assert!(root.may_manage(&[UserRole::Admin], true));
     }
 
     #[test]

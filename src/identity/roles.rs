@@ -133,6 +133,15 @@ impl UserRole {
     }
 }
 
+/// `roles` without repeats, in the order of [`UserRole::ALL`]: what a client lists twice is held
+/// once (and stored once: `user_roles` has one row per user and role).
+pub fn distinct(roles: &[UserRole]) -> Vec<UserRole> {
+    UserRole::ALL
+        .into_iter()
+        .filter(|role| roles.contains(role))
+        .collect()
+}
+
 /// The union of the permissions of `roles`, sorted and without duplicates.
 pub fn permissions_of(roles: &[UserRole]) -> Vec<Permission> {
     let mut all: Vec<Permission> = roles.iter().flat_map(|r| r.permissions()).collect();
@@ -165,6 +174,13 @@ mod tests {
         assert_eq!(operator.len(), 10);
         assert!(!operator.contains(&Permission::UsersManage));
         assert!(!operator.contains(&Permission::AuditRead));
+    }
+
+    #[test]
+    fn repeated_roles_are_held_once() {
+        use UserRole::*;
+        assert_eq!(distinct(&[Operator, Viewer, Operator]), [Operator, Viewer]);
+        assert_eq!(distinct(&[Viewer, Admin, Viewer, Admin]), [Admin, Viewer]);
     }
 
     #[test]

@@ -37,6 +37,8 @@ use crate::identity::{email, password};
 pub struct Authenticated {
     pub user: Arc<User>,
     pub context: UserContext,
+    /// Signed in with a bearer token of this refresh token family (`None`: a session cookie).
+    pub token_family: Option<Uuid>,
 }
 
 impl Authenticated {
@@ -52,6 +54,7 @@ impl Authenticated {
         Self {
             user: Arc::new(user),
             context,
+            token_family: None,
         }
     }
 
@@ -204,12 +207,19 @@ async fn resolve_bearer(
         return Ok(None);
     };
     let db = &state.ctx.db;
+    if let Some(family) = claims.family {
+        if !tokens::family_is_active(db, family).await? {
+            return Ok(None);
+        }
+    }
     let user = users::find_by_id(db, claims.user_id).await?;
     let Some(user) = user.filter(|u| u.is_active && u.session_epoch == claims.epoch) else {
         return Ok(None);
     };
     let roles = users::roles_of(db, user.id).await?;
-    Ok(Some(Authenticated::new(user, roles)))
+    let mut auth = Authenticated::new(user, roles);
+    auth.token_family = claims.family;
+    Ok(Some(auth))
 }
 
 /// Who made a request, for lockout and the audit log.
@@ -280,10 +290,9 @@ async fn check_credentials(
     let Some(email) = email.filter(|_| problems.is_empty()) else {
         return Err(ApiError::validation(problems));
     };
-    let ip = meta.ip.to_string();
     let db = &state.ctx.db;
-
-    if let Some(wait) = lockout::locked_for(db, &email, &ip).await? {
+    let pair = lockout::Pair::new(&email, meta.ip);
+    if let lockout::Reservation::Locked(wait) = lockout::reserve(db, &pair).await? {
         let seconds = wait.num_seconds().max(1);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -299,11 +308,12 @@ async fn check_credentials(
     };
     let verified = password::verify(&body.password, hash).await;
     let Some(user) = user.clone().filter(|u| verified && u.is_active) else {
-        lockout::record_failure(db, &email, &ip).await?;
+        // The reserved attempt stays: it is the failure record.
+        lockout::forget_old(db).await?;
         super::audit::login_failed(state, meta, &email, user.as_ref()).await;
         return Err(ApiError::unauthorized("Invalid e-mail or password"));
     };
-    lockout::clear(db, &email, &ip).await?;
+    lockout::succeeded(db, &pair).await?;
     Ok(user)
 }
 
@@ -324,7 +334,11 @@ async fn login(
 ) -> Result<Json<UserEnvelope>, ApiError> {
     let meta = RequestMeta::new(&state, peer, &headers);
     let user = check_credentials(&state, &meta, &body).await?;
-    // A new id at sign-in: an id planted before sign-in (session fixation) is worth nothing.
+    // A new id at sign-in: an id planted before sign-in (session fixation) is worth nothing, here
+    // at once, not only once this replica's cached identity for it expires.
+    if let Some(old) = session.id() {
+        state.auth_cache.forget(&cache::session_key(&old));
+    }
     session.cycle_id().await.map_err(ApiError::internal)?;
     session::write(&session, user.id, user.session_epoch)
         .await
@@ -346,14 +360,14 @@ pub struct TokenResponse {
     pub user: UserView,
 }
 
-async fn token_response(
+fn token_response(
     state: &GatewayState,
     auth: &Authenticated,
-    family: Option<Uuid>,
+    family: Uuid,
+    refresh_token: String,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let access_token =
-        tokens::issue_access(&state.tokens, &auth.user).map_err(ApiError::internal)?;
-    let refresh_token = tokens::issue_refresh(&state.ctx.db, &auth.user, family).await?;
+        tokens::issue_access(&state.tokens, &auth.user, family).map_err(ApiError::internal)?;
     Ok(Json(TokenResponse {
         access_token,
         refresh_token,
@@ -379,8 +393,9 @@ async fn token(
     let meta = RequestMeta::new(&state, peer, &headers);
     let user = check_credentials(&state, &meta, &body).await?;
     let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    let (family, refresh_token) = tokens::start_family(&state.ctx.db, &user).await?;
     let auth = Authenticated::new(user, roles);
-    let response = token_response(&state, &auth, None).await?;
+    let response = token_response(&state, &auth, family, refresh_token)?;
     super::audit::token_issued(&state, &meta, &auth).await;
     Ok(response)
 }
@@ -411,13 +426,15 @@ async fn refresh(
             user_id,
             family,
             epoch,
+            next,
         } => {
+            // `next` is bound to `epoch`: if the user moved on, it is worthless and not handed out.
             let user = users::find_by_id(db, user_id).await?;
             let Some(user) = user.filter(|u| u.is_active && u.session_epoch == epoch) else {
                 return Err(ApiError::unauthorized("Invalid refresh token"));
             };
             let roles = users::roles_of(db, user.id).await?;
-            token_response(&state, &Authenticated::new(user, roles), Some(family)).await
+            token_response(&state, &Authenticated::new(user, roles), family, next)
         }
         tokens::Redeemed::Reused { user_id } => {
             if let Some(user) = users::find_by_id(db, user_id).await? {
@@ -433,7 +450,8 @@ async fn refresh(
     }
 }
 
-/// Sign out: the session is destroyed on the server and the cookie cleared.
+/// Sign out: the session is destroyed on the server and the cookie cleared; signed in with a
+/// bearer token, the token's refresh family is revoked and its access tokens stop working.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", responses(
     (status = 204, description = "Signed out"),
     (status = 401, description = "Not signed in", body = ErrorBody)))]
@@ -444,10 +462,20 @@ async fn logout(
     session: Session,
     CurrentUser(auth): CurrentUser,
 ) -> Result<StatusCode, ApiError> {
-    if let Some(id) = session.id() {
-        state.auth_cache.forget(&cache::session_key(&id));
+    match auth.token_family {
+        // A token holder signs out by ending the token's family: its refresh tokens and, at once,
+        // its access tokens (which this replica may have cached under the token).
+        Some(family) => {
+            tokens::revoke_family(&state.ctx.db, family).await?;
+            state.auth_cache.clear();
+        }
+        None => {
+            if let Some(id) = session.id() {
+                state.auth_cache.forget(&cache::session_key(&id));
+            }
+            session.flush().await.map_err(ApiError::internal)?;
+        }
     }
-    session.flush().await.map_err(ApiError::internal)?;
     let meta = RequestMeta::new(&state, peer, &headers);
     super::audit::logout(&state, &meta, &auth).await;
     Ok(StatusCode::NO_CONTENT)

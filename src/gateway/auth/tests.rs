@@ -459,3 +459,169 @@ async fn a_revocation_made_elsewhere_lands_within_the_identity_cache_time() {
         401
     );
 }
+
+/// Fires `n` sign-ins with a wrong password for `email` at once, spread over `apps`; returns how
+/// many got each status.
+async fn burst_of_wrong_passwords(
+    apps: &[&TestApp],
+    email: &str,
+    n: usize,
+) -> std::collections::BTreeMap<u16, usize> {
+    let attempts = (0..n).map(|i| {
+        let app = apps[i % apps.len()];
+        async move {
+            login_response(app, &client(), email, "wrong-password")
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let mut counts = std::collections::BTreeMap::new();
+    for status in futures::future::join_all(attempts).await {
+        *counts.entry(status).or_default() += 1;
+    }
+    counts
+}
+
+each_database! {
+    async fn a_burst_of_concurrent_guesses_gets_five_not_more(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        app.create_user("ops@example.com", PASSWORD, UserRole::Operator).await;
+        let counts = burst_of_wrong_passwords(&[&app], "ops@example.com", 25).await;
+        let checked = counts.get(&401).copied().unwrap_or_default();
+        assert!(checked <= 5, "{checked} guesses reached the password check: {counts:?}");
+        assert_eq!(checked + counts.get(&429).copied().unwrap_or_default(), 25, "{counts:?}");
+        // Attempts the burst had in flight counted while they ran; what is left of the five
+        // guesses is still there, and not one more.
+        let mut later = 0;
+        while login_response(&app, &client(), "ops@example.com", "wrong-password").await.status() == 401 {
+            later += 1;
+            assert!(later <= 5, "the lockout never came");
+        }
+        assert_eq!(checked + later, 5, "{counts:?}, then {later}");
+        assert_eq!(
+            login_response(&app, &client(), "ops@example.com", PASSWORD).await.status(),
+            429,
+            "the pair is locked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_lockout_under_a_concurrent_burst() {
+    let database =
+        std::sync::Arc::new(crate::testing::TestDatabase::create(Backend::Postgres).await);
+    let first = TestApp::spawn_on(Role::All, database.clone(), |_| {}).await;
+    let second = TestApp::spawn_on(Role::All, database, |_| {}).await;
+    first
+        .create_user("ops@example.com", PASSWORD, UserRole::Operator)
+        .await;
+    let counts = burst_of_wrong_passwords(&[&first, &second], "ops@example.com", 30).await;
+    let checked = counts.get(&401).copied().unwrap_or_default();
+    assert!(checked <= 5, "{counts:?}");
+    let mut later = 0;
+    while login_response(&second, &client(), "ops@example.com", "wrong-password")
+        .await
+        .status()
+        == 401
+    {
+        later += 1;
+        assert!(later <= 5, "the lockout never came");
+    }
+    assert_eq!(checked + later, 5, "{counts:?}, then {later}");
+}
+
+#[tokio::test]
+async fn the_lockout_counts_an_ipv6_client_by_its_64() {
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
+        // Loopback is the proxy in front: its X-Forwarded-For names the client.
+        c.rate_limit.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.rate_limit.auth = 1000;
+    })
+    .await;
+    app.create_user("ops@example.com", PASSWORD, UserRole::Operator)
+        .await;
+    let from = |ip: &str, password: &str| {
+        client()
+            .post(app.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", ip)
+            .json(&json!({"email": "ops@example.com", "password": password}))
+            .send()
+    };
+    // Six addresses of one /64, one wrong password each: the sixth is already locked out.
+    let mut statuses = Vec::new();
+    for host in 1..=6 {
+        let ip = format!("2001:db8:1:2::{host:x}");
+        statuses.push(from(&ip, "wrong-password").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    let same_64 = from("2001:db8:1:2:ffff::1", PASSWORD).await.unwrap();
+    assert_eq!(same_64.status(), 429);
+    let other_64 = from("2001:db8:1:3::1", PASSWORD).await.unwrap();
+    assert_eq!(other_64.status(), 200, "another client is not locked out");
+}
+
+each_database! {
+    async fn a_refresh_token_replayed_concurrently_leaves_no_working_successor(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        // Several rounds: the race is between the winner issuing and the losers revoking.
+        for _ in 0..3 {
+            let issued = tokens(&app, "admin@localhost", ADMIN_PASSWORD).await;
+            let replays = (0..8).map(|_| refresh(&app, &issued["refreshToken"]));
+            let mut winners = Vec::new();
+            for response in futures::future::join_all(replays).await {
+                if response.status() == 200 {
+                    winners.push(response.json::<Value>().await.unwrap());
+                } else {
+                    assert_eq!(response.status(), 401);
+                }
+            }
+            assert!(winners.len() <= 1, "{} redemptions of one token", winners.len());
+            for winner in &winners {
+                assert_eq!(
+                    refresh(&app, &winner["refreshToken"]).await.status(),
+                    401,
+                    "the replay revoked the winner's successor too"
+                );
+                assert_eq!(bearer_status(&app, &winner["accessToken"], "/api/v1/auth/me").await, 401);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn signing_out_with_a_bearer_token_ends_that_token_and_its_family() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let issued = tokens(&app, "admin@localhost", ADMIN_PASSWORD).await;
+    let other = tokens(&app, "admin@localhost", ADMIN_PASSWORD).await;
+    let access = &issued["accessToken"];
+    assert_eq!(bearer_status(&app, access, "/api/v1/auth/me").await, 200);
+    let logout = client()
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(access.as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert_eq!(bearer_status(&app, access, "/api/v1/auth/me").await, 401);
+    assert_eq!(refresh(&app, &issued["refreshToken"]).await.status(), 401);
+    // Another sign-in of the same user is another family: untouched.
+    assert_eq!(
+        bearer_status(&app, &other["accessToken"], "/api/v1/auth/me").await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn signing_in_again_kills_the_previous_session_id_at_once() {
+    // A long identity cache: only an explicit eviction can make the old id fail at once.
+    let app =
+        TestApp::spawn_with(Role::All, Backend::Sqlite, |c| c.session.cache_ms = 60_000).await;
+    let (http, first) = app.login("admin@localhost", ADMIN_PASSWORD).await;
+    assert_eq!(me_with_cookie(&app, &first).await, 200, "cached now");
+    let again = login_response(&app, &http, "admin@localhost", ADMIN_PASSWORD).await;
+    let second = session_cookie(&again).expect("a new cookie");
+    assert_ne!(first, second);
+    assert_eq!(me_with_cookie(&app, &first).await, 401);
+    assert_eq!(me_with_cookie(&app, &second).await, 200);
+}

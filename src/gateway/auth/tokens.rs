@@ -1,6 +1,15 @@
 //! Bearer tokens for non-browser clients (SPEC §5.1): a JWT access token (HS256, 15 minutes) and
 //! an opaque refresh token, rotated on every use. Presenting an already used refresh token means
 //! it was stolen or replayed: the whole family is revoked.
+//!
+//! Invariants:
+//! - A refresh token is redeemed at most once, and a revoked family never issues again. Every
+//!   redemption and every revocation first writes the family's row (`refresh_token_families`) in
+//!   its transaction, so they serialise on it: PostgreSQL holds the row lock until commit, SQLite
+//!   has one writer at a time. A redemption that wins the race commits its successor token before
+//!   a concurrent replay gets the row, and that replay then revokes the successor too.
+//! - An access token names its family (`fam`); signing out with it revokes the family, and a
+//!   revoked family's access tokens stop working at once (within `session.cache_ms` elsewhere).
 
 use chrono::{DateTime, Duration, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -10,8 +19,8 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::identity::users::User;
-use crate::infra::db::{Db, DbError};
-use crate::on_pool;
+use crate::infra::db::{Db, DbError, Tx};
+use crate::{on_pool, on_tx};
 
 pub const ACCESS_TTL_SECONDS: i64 = 15 * 60;
 pub const REFRESH_TTL_DAYS: i64 = 30;
@@ -54,6 +63,10 @@ struct Claims {
     iat: i64,
     exp: i64,
     jti: Uuid,
+    /// The refresh token family this access token was issued with (absent in tokens issued
+    /// before families were tracked; those simply expire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fam: Option<Uuid>,
 }
 
 /// Who an access token speaks for, after its signature and expiry were checked.
@@ -61,9 +74,14 @@ struct Claims {
 pub struct AccessClaims {
     pub user_id: Uuid,
     pub epoch: i64,
+    pub family: Option<Uuid>,
 }
 
-pub fn issue_access(keys: &TokenKeys, user: &User) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn issue_access(
+    keys: &TokenKeys,
+    user: &User,
+    family: Uuid,
+) -> Result<String, jsonwebtoken::errors::Error> {
     let now = Utc::now().timestamp();
     let claims = Claims {
         sub: user.id,
@@ -72,6 +90,7 @@ pub fn issue_access(keys: &TokenKeys, user: &User) -> Result<String, jsonwebtoke
         iat: now,
         exp: now + ACCESS_TTL_SECONDS,
         jti: Uuid::new_v4(),
+        fam: Some(family),
     };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding)
 }
@@ -85,6 +104,7 @@ pub fn verify_access(keys: &TokenKeys, token: &str) -> Option<AccessClaims> {
         .map(|data| AccessClaims {
             user_id: data.claims.sub,
             epoch: data.claims.epoch,
+            family: data.claims.fam,
         })
 }
 
@@ -102,48 +122,75 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Stores a new refresh token in `family` (a new family at sign-in) and returns it.
-pub async fn issue_refresh(db: &Db, user: &User, family: Option<Uuid>) -> Result<String, DbError> {
+/// Inserts a refresh token of `family` for `user_id` at `epoch` and returns it.
+async fn insert_token(
+    tx: &mut Tx,
+    family: Uuid,
+    user_id: Uuid,
+    epoch: i64,
+) -> Result<String, DbError> {
     let token = new_token();
     let now = Utc::now();
-    on_pool!(db, pool => {
+    on_tx!(tx, conn => {
         sqlx::query(
             "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, session_epoch, created_at, \
              expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(Uuid::now_v7())
-        .bind(family.unwrap_or_else(Uuid::now_v7))
-        .bind(user.id)
+        .bind(family)
+        .bind(user_id)
         .bind(hash(&token))
-        .bind(user.session_epoch)
+        .bind(epoch)
         .bind(now)
         .bind(now + Duration::days(REFRESH_TTL_DAYS))
-        .execute(pool)
+        .execute(&mut *conn)
         .await
         .map(|_| ())
     })?;
     Ok(token)
 }
 
+/// A sign-in: a new family and its first refresh token.
+pub async fn start_family(db: &Db, user: &User) -> Result<(Uuid, String), DbError> {
+    let family = Uuid::now_v7();
+    let now = Utc::now();
+    let mut tx = db.begin().await?;
+    on_tx!(&mut tx, conn => {
+        sqlx::query(
+            "INSERT INTO refresh_token_families (id, user_id, created_at, touched_at) \
+             VALUES ($1, $2, $3, $3)",
+        )
+        .bind(family)
+        .bind(user.id)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    let token = insert_token(&mut tx, family, user.id, user.session_epoch).await?;
+    tx.commit().await?;
+    Ok((family, token))
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct StoredRefresh {
     id: Uuid,
-    family_id: Uuid,
     user_id: Uuid,
     session_epoch: i64,
     expires_at: DateTime<Utc>,
     used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
 }
 
 /// What presenting a refresh token led to.
 #[derive(Debug)]
 pub enum Redeemed {
-    /// Valid: it is now used; issue the next one in `family`.
+    /// Valid: it is now used, and `next` is its successor in `family`, issued at `epoch` (the
+    /// caller still checks that the user is active and that `epoch` is the user's current one).
     Fresh {
         user_id: Uuid,
         family: Uuid,
         epoch: i64,
+        next: String,
     },
     /// Already used: the family is revoked now.
     Reused { user_id: Uuid },
@@ -151,58 +198,120 @@ pub enum Redeemed {
     Invalid,
 }
 
-/// Marks the token used, exactly once even under concurrent presentations.
-pub async fn redeem(db: &Db, token: &str) -> Result<Redeemed, DbError> {
-    let stored = on_pool!(db, pool => {
-        sqlx::query_as::<_, StoredRefresh>(
-            "SELECT id, family_id, user_id, session_epoch, expires_at, used_at, revoked_at \
-             FROM refresh_tokens WHERE token_hash = $1",
+/// Takes the family's row for the rest of `tx` (see the module's invariants); `None` when the
+/// family does not exist, `Some(revoked)` otherwise.
+async fn lock_family(tx: &mut Tx, family: Uuid) -> Result<Option<bool>, DbError> {
+    let revoked_at = on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "UPDATE refresh_token_families SET touched_at = $2 WHERE id = $1 RETURNING revoked_at",
         )
-        .bind(hash(token))
-        .fetch_optional(pool)
+        .bind(family)
+        .bind(Utc::now())
+        .fetch_optional(&mut *conn)
         .await
     })?;
-    let Some(stored) = stored else {
+    Ok(revoked_at.map(|at| at.is_some()))
+}
+
+/// Redeems `token` exactly once, even when it is presented many times at once.
+pub async fn redeem(db: &Db, token: &str) -> Result<Redeemed, DbError> {
+    let token_hash = hash(token);
+    // Read outside the transaction: the transaction's first statement must be the family write,
+    // or SQLite could not upgrade a read snapshot to a write after another writer committed.
+    let family = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, Uuid>("SELECT family_id FROM refresh_tokens WHERE token_hash = $1")
+            .bind(&token_hash)
+            .fetch_optional(pool)
+            .await
+    })?;
+    let Some(family) = family else {
         return Ok(Redeemed::Invalid);
     };
-    let now = Utc::now();
-    if stored.revoked_at.is_some() || stored.expires_at <= now {
+    let mut tx = db.begin().await?;
+    if lock_family(&mut tx, family).await? != Some(false) {
+        tx.rollback().await?;
         return Ok(Redeemed::Invalid);
     }
-    let claimed = if stored.used_at.is_none() {
-        on_pool!(db, pool => {
-            sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL")
-                .bind(stored.id)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?
-    } else {
-        0
+    // Read again under the family's lock: a concurrent redemption has committed by now.
+    let stored = on_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, StoredRefresh>(
+            "SELECT id, user_id, session_epoch, expires_at, used_at FROM refresh_tokens \
+             WHERE token_hash = $1",
+        )
+        .bind(&token_hash)
+        .fetch_optional(&mut *conn)
+        .await
+    })?;
+    let Some(stored) = stored.filter(|s| s.expires_at > Utc::now()) else {
+        tx.rollback().await?;
+        return Ok(Redeemed::Invalid);
     };
-    if claimed == 1 {
-        return Ok(Redeemed::Fresh {
+    if stored.used_at.is_some() {
+        revoke_family_in(&mut tx, family).await?;
+        tx.commit().await?;
+        return Ok(Redeemed::Reused {
             user_id: stored.user_id,
-            family: stored.family_id,
-            epoch: stored.session_epoch,
         });
     }
-    revoke_family(db, stored.family_id).await?;
-    Ok(Redeemed::Reused {
+    on_tx!(&mut tx, conn => {
+        sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE id = $1")
+            .bind(stored.id)
+            .bind(Utc::now())
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    })?;
+    let next = insert_token(&mut tx, family, stored.user_id, stored.session_epoch).await?;
+    tx.commit().await?;
+    Ok(Redeemed::Fresh {
         user_id: stored.user_id,
+        family,
+        epoch: stored.session_epoch,
+        next,
     })
 }
 
-async fn revoke_family(db: &Db, family: Uuid) -> Result<(), DbError> {
+/// Revokes the family and every token in it, in `tx`, after taking the family's row.
+async fn revoke_family_in(tx: &mut Tx, family: Uuid) -> Result<(), DbError> {
     let now = Utc::now();
-    on_pool!(db, pool => {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE refresh_token_families SET revoked_at = COALESCE(revoked_at, $2), touched_at = $2 \
+             WHERE id = $1",
+        )
+        .bind(family)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    on_tx!(tx, conn => {
         sqlx::query("UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL")
             .bind(family)
             .bind(now)
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map(|_| ())
     })?;
     Ok(())
+}
+
+/// Signing out with a token: its family issues nothing more and its access tokens stop working.
+pub async fn revoke_family(db: &Db, family: Uuid) -> Result<(), DbError> {
+    let mut tx = db.begin().await?;
+    revoke_family_in(&mut tx, family).await?;
+    tx.commit().await
+}
+
+/// Whether access tokens of `family` still count (it exists and is not revoked).
+pub async fn family_is_active(db: &Db, family: Uuid) -> Result<bool, DbError> {
+    let revoked = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT revoked_at FROM refresh_token_families WHERE id = $1",
+        )
+        .bind(family)
+        .fetch_optional(pool)
+        .await
+    })?;
+    Ok(matches!(revoked, Some(None)))
 }

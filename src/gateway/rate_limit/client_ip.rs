@@ -53,8 +53,9 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 }
 
 /// The part of the address one client controls: IPv6 hosts routinely get a whole /64 and can
-/// pick any address in it, so counting per /128 would let one client multiply its limit.
-pub(super) fn bucket(ip: IpAddr) -> String {
+/// pick any address in it, so counting per /128 would let one client multiply its limit. Rate
+/// limits and the sign-in lockout both count by this.
+pub fn bucket(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {

@@ -26,7 +26,7 @@ use crate::config::RateLimitConfig;
 use crate::http::ApiError;
 use crate::infra::redis::RedisHandle;
 
-pub use client_ip::client_ip;
+pub use client_ip::{bucket as client_bucket, client_ip};
 pub use middleware::{limit_by_ip, limit_by_user};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";
