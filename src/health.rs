@@ -45,8 +45,13 @@ pub struct CheckResult {
     pub latency_ms: Option<u64>,
     /// Whether this dependency being down makes the whole service down (503).
     pub critical: bool,
+    /// What an anonymous caller may read: which state, never where or why in detail.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Why, for operators: addresses, driver errors. Logged, and shown only in the authenticated
+    /// view (`GET /api/v1/admin/health`), never in the public `/health`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The gateway's circuit breaker towards this service: `closed`, `open` or `half_open`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub circuit: Option<String>,
@@ -59,26 +64,31 @@ impl CheckResult {
             latency_ms: Some(latency.as_millis() as u64),
             critical: true,
             message: None,
+            detail: None,
             circuit: None,
         }
     }
 
-    pub fn down(message: impl Into<String>) -> Self {
+    /// A failed check; `detail` says why, for the logs and the authenticated view only.
+    pub fn down(detail: impl Into<String>) -> Self {
         Self {
             status: CheckStatus::Down,
             latency_ms: None,
             critical: true,
-            message: Some(message.into()),
+            message: Some("unavailable".to_owned()),
+            detail: Some(detail.into()),
             circuit: None,
         }
     }
 
+    /// Not configured; `message` (public) says which setting turns it on.
     pub fn disabled(message: impl Into<String>) -> Self {
         Self {
             status: CheckStatus::Disabled,
             latency_ms: None,
             critical: false,
             message: Some(message.into()),
+            detail: None,
             circuit: None,
         }
     }
@@ -89,8 +99,14 @@ impl CheckResult {
         self
     }
 
+    /// A public remark (`in-process`, `served by the order service`): nothing internal.
     pub fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = Some(message.into());
+        self
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
         self
     }
 }
@@ -121,6 +137,28 @@ impl HealthReport {
             version: crate::VERSION.to_owned(),
             uptime_seconds: ctx.uptime_seconds(),
             checks,
+        }
+    }
+
+    /// The report as anyone may read it: the same states, without the details.
+    pub fn public(mut self) -> Self {
+        for check in self.checks.values_mut() {
+            check.detail = None;
+        }
+        self
+    }
+
+    /// Logs every failing check with its detail: the place operators find what `public` hides.
+    pub fn log_failures(&self) {
+        for (name, check) in &self.checks {
+            if check.status == CheckStatus::Down || check.detail.is_some() {
+                tracing::warn!(
+                    check = name.as_str(),
+                    status = ?check.status,
+                    detail = check.detail.as_deref().unwrap_or_default(),
+                    "health check reports a problem"
+                );
+            }
         }
     }
 
@@ -217,7 +255,9 @@ async fn live_short() -> Json<Liveness> {
     (status = 200, description = "Ready to serve", body = HealthReport),
     (status = 503, description = "A dependency is down", body = HealthReport)))]
 async fn ready(State(ctx): State<Arc<AppContext>>) -> HealthReport {
-    readiness(&ctx).await
+    let report = readiness(&ctx).await;
+    report.log_failures();
+    report.public()
 }
 
 /// Same as `/health/ready`.

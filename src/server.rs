@@ -1,14 +1,21 @@
 //! The HTTP server's lifecycle: bind, serve, and on SIGINT/SIGTERM stop accepting, let in-flight
 //! requests finish (bounded by `server.shutdown_timeout_secs`), stop the workers, close the database.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::app::AppContext;
 use crate::config::Config;
@@ -49,13 +56,13 @@ pub async fn run(
         trigger.cancel();
     });
 
-    let graceful = stopping.clone();
-    let server = axum::serve(
+    let connections = ConnectionSettings::from_config(&ctx.config);
+    let mut serving = tokio::spawn(serve_connections(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { graceful.cancelled().await });
-    let mut serving = tokio::spawn(server.into_future());
+        router,
+        connections,
+        stopping.clone(),
+    ));
     let grace = Duration::from_secs(ctx.config.server.shutdown_timeout_secs);
     let deadline = async {
         stopping.cancelled().await;
@@ -63,7 +70,7 @@ pub async fn run(
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = &mut serving => result.context("the HTTP server task failed")??,
+        result = &mut serving => result.context("the HTTP server task failed")?,
         () = deadline => {
             tracing::warn!(?grace, "in-flight requests did not finish in time; closing them");
             serving.abort();
@@ -76,6 +83,94 @@ pub async fn run(
     ctx.db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How connections are served (hyper's own HTTP/1 implementation does the protocol).
+#[derive(Debug, Clone, Copy)]
+struct ConnectionSettings {
+    /// A client must send a request's headers within this time, and an idle keep-alive connection
+    /// is closed after it: a connection that dribbles its headers cannot stay open for minutes.
+    header_read_timeout: Duration,
+    max_connections: usize,
+}
+
+impl ConnectionSettings {
+    fn from_config(config: &Config) -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
+            max_connections: config.server.max_connections.max(1),
+        }
+    }
+}
+
+/// Accepts connections until `stopping`, at most `max_connections` at once, then lets the open
+/// ones finish their in-flight requests (the caller bounds how long) and returns.
+async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    settings: ConnectionSettings,
+    stopping: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let open = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(true);
+    loop {
+        // At the cap, stop accepting: new clients wait in the kernel's backlog, not in memory.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stopping.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopping.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |request: axum::http::Request<hyper::body::Incoming>| {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let stopping = stopping.clone();
+        open.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                }
+                () = stopping.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, %peer, "connection ended with an error");
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    open.close();
+    open.wait().await;
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

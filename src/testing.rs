@@ -186,6 +186,43 @@ pub fn client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// The headers a gateway adds for `context` on a request (`method`, path and query `target`,
+/// `body`) it forwards to a service, signed with the test internal key.
+pub fn signed_context(
+    context: &crate::identity::context::UserContext,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> reqwest::header::HeaderMap {
+    use crate::identity::context::{Binding, body_sha256};
+    let digest = body_sha256(body);
+    let mut headers = reqwest::header::HeaderMap::new();
+    let binding = Binding {
+        method,
+        target,
+        body_sha256: &digest,
+    };
+    context.write_headers(&mut headers, INTERNAL_KEY.as_bytes(), &binding);
+    headers
+}
+
+/// Sends `request` as written, byte for byte, on a new connection to `addr` and returns all that
+/// comes back until the server closes the connection: for requests an HTTP client library would
+/// refuse or normalise (dot segments in the path). `request` should say `Connection: close`.
+pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the server accepts");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("the request is sent");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// A running role.
 pub struct TestApp {
     pub addr: SocketAddr,

@@ -114,12 +114,13 @@ impl ServiceEndpoints {
         match slowest_ok {
             None => CheckResult::down(failures.join("; ")),
             Some(latency) if failures.is_empty() => CheckResult::ok(latency),
-            Some(latency) => CheckResult::ok(latency).with_message(format!(
-                "{} of {} instances down: {}",
-                failures.len(),
-                self.instances.len(),
-                failures.join("; ")
-            )),
+            Some(latency) => CheckResult::ok(latency)
+                .with_message(format!(
+                    "{} of {} instances down",
+                    failures.len(),
+                    self.instances.len()
+                ))
+                .with_detail(failures.join("; ")),
         }
     }
 

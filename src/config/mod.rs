@@ -92,6 +92,11 @@ pub struct ServerConfig {
     pub webhook_body_limit_bytes: usize,
     /// How long a graceful shutdown waits for in-flight requests and workers.
     pub shutdown_timeout_secs: u64,
+    /// How long a client may take to send a request's headers, and how long an idle keep-alive
+    /// connection stays open: a connection that dribbles its headers (slowloris) is closed.
+    pub header_read_timeout_secs: u64,
+    /// Connections served at once; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -103,6 +108,8 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             webhook_body_limit_bytes: 5 * 1024 * 1024,
             shutdown_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            max_connections: 10_000,
         }
     }
 }
@@ -171,8 +178,9 @@ pub struct InternalConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
     pub secret: Option<Secret>,
-    /// Mark the session cookie `Secure` (set it when served over HTTPS).
-    pub secure_cookie: bool,
+    /// Mark the session cookie `Secure` and send HSTS. Unset: on in production, off in
+    /// development; [`Config::secure_cookies`] decides.
+    pub secure_cookie: Option<bool>,
     pub ttl_hours: u64,
     /// How long a gateway trusts an identity it resolved before asking the store again; a
     /// revocation made on another replica takes effect within this time. 0 = never cached.
@@ -183,7 +191,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             secret: None,
-            secure_cookie: false,
+            secure_cookie: None,
             ttl_hours: 24,
             cache_ms: 1000,
         }
@@ -477,6 +485,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Whether the session cookie is `Secure` and HSTS is sent: `session.secure_cookie` when set,
+    /// else on in production (served over HTTPS behind its load balancer) and off in development
+    /// (where HSTS on plain HTTP would lock browsers out of localhost).
+    pub fn secure_cookies(&self) -> bool {
+        self.session
+            .secure_cookie
+            .unwrap_or(self.environment == Environment::Production)
+    }
     /// Loads the layered configuration. `file` is the `--config` argument; without it,
     /// `forma.toml` in the working directory is read when present.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {

@@ -11,9 +11,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::GatewayState;
+use super::auth::CurrentUser;
+use super::proxy::breaker::BreakerState;
 use crate::clients::http::ServiceEndpoints;
 use crate::config::Config;
-use crate::health::{self, CheckResult, HealthReport};
+use crate::health::{self, CheckResult, CheckStatus, HealthReport};
+use crate::http::extract::Json;
+use crate::http::{ApiError, ErrorBody};
+use crate::identity::roles::Permission;
 
 /// How long a computed report is served again.
 const CACHE_TTL: Duration = Duration::from_secs(2);
@@ -52,6 +57,7 @@ impl HealthAggregator {
             }
         }
         let report = self.compute(state).await;
+        report.log_failures();
         *cached = Some((Instant::now(), report.clone()));
         report
     }
@@ -95,15 +101,22 @@ impl HealthAggregator {
         checks.insert("order".to_owned(), order);
         for upstream in state.proxy.http_upstreams() {
             if let Some(check) = checks.get_mut(upstream.service().as_str()) {
-                check.circuit = Some(upstream.breaker().state().as_str().to_owned());
+                let circuit = upstream.breaker().state();
+                check.circuit = Some(circuit.as_str().to_owned());
+                // Its instances may answer a probe, but users get 503s: not ok. Degraded rather
+                // than down, since the gateway itself serves and the breaker will try again.
+                if circuit == BreakerState::Open && check.status == CheckStatus::Ok {
+                    check.status = CheckStatus::Down;
+                    check.critical = false;
+                    check.message = Some("circuit open: requests are answered 503".to_owned());
+                }
             }
         }
         checks.extend(own);
         if state.limiter.is_shared() {
             let limiter = if state.limiter.is_degraded() {
-                CheckResult::down(
-                    "Redis unreachable: limits are counted per replica until it answers",
-                )
+                CheckResult::down("Redis unreachable")
+                    .with_message("limits are counted per replica until Redis answers")
             } else {
                 CheckResult::ok(Duration::ZERO)
             };
@@ -114,7 +127,9 @@ impl HealthAggregator {
 }
 
 pub fn routes() -> OpenApiRouter<GatewayState> {
-    OpenApiRouter::new().routes(routes!(gateway_health))
+    OpenApiRouter::new()
+        .routes(routes!(gateway_health))
+        .routes(routes!(health_details))
 }
 
 /// Health of the gateway and everything behind it: the order service (and print, shipping and
@@ -123,5 +138,19 @@ pub fn routes() -> OpenApiRouter<GatewayState> {
     (status = 200, description = "Healthy or degraded", body = HealthReport),
     (status = 503, description = "A critical dependency is down", body = HealthReport)))]
 async fn gateway_health(State(state): State<GatewayState>) -> HealthReport {
-    state.health.report(&state).await
+    state.health.report(&state).await.public()
+}
+
+/// The gateway's health report with what the public `/health` leaves out: which address failed
+/// and how (permission `queues.read`). Always 200: the report itself says down.
+#[utoipa::path(get, path = "/api/v1/admin/health", tag = "health", responses(
+    (status = 200, description = "The full report, details included", body = HealthReport),
+    (status = 401, description = "Not signed in", body = ErrorBody),
+    (status = 403, description = "Missing queues.read", body = ErrorBody)))]
+async fn health_details(
+    State(state): State<GatewayState>,
+    CurrentUser(auth): CurrentUser,
+) -> Result<Json<HealthReport>, ApiError> {
+    auth.context.require(Permission::QueuesRead)?;
+    Ok(Json(state.health.report(&state).await))
 }

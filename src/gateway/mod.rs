@@ -106,7 +106,7 @@ pub fn router(state: GatewayState) -> Router {
             rate_limit::limit_by_user,
         ))
         .layer(from_fn_with_state(state.clone(), auth::authenticate));
-    let app = auth::session::layer(app, state.sessions.clone(), &state.ctx.config.session);
+    let app = auth::session::layer(app, state.sessions.clone(), &state.ctx.config);
     let app = app.layer(from_fn_with_state(
         state.limiter.clone(),
         rate_limit::limit_by_ip,
@@ -118,5 +118,7 @@ pub fn router(state: GatewayState) -> Router {
     }
 }
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

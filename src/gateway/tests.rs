@@ -53,7 +53,7 @@ each_database! {
             if status == 503 {
                 assert_eq!(body["status"], "down");
                 assert_eq!(body["checks"]["order"]["status"], "down");
-                assert!(body["checks"]["order"]["message"].as_str().unwrap().contains("connection refused"));
+                assert!(body["checks"]["order"].get("detail").is_none(), "public: no detail: {body}");
                 assert_eq!(body["checks"]["database"]["status"], "ok");
                 break;
             }

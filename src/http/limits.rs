@@ -53,6 +53,20 @@ pub async fn enforce(State(limits): State<BodyLimits>, request: Request, next: N
     next.run(request).await
 }
 
+/// Reads a whole body that [`enforce`] has limited: a body over the limit is a 413, one that broke
+/// off (the client went away) a 400.
+pub async fn collect(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+        } else {
+            ApiError::bad_request("The request body could not be read")
+        }
+    })
+}
+
 fn too_large(limit: usize) -> Response {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,

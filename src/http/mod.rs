@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 pub mod pagination;
+pub mod paths;
 pub mod request_id;
 pub mod security;
 
@@ -19,8 +20,8 @@ pub use error::{ApiError, ErrorBody};
 use crate::config::Config;
 use crate::observability;
 
-/// Wraps `router` in the shared layers, outermost first: request id, security headers, request span
-/// and log, metrics, the §4 error shape for every error response, panic recovery, body limits.
+/// Wraps `router` in the shared layers, outermost first: request id, security headers, the path's
+/// normal form, request span and log, metrics, the §4 error shape for every error response, panic recovery, body limits.
 pub fn stack(router: Router, config: &Config) -> Router {
     let limits = limits::BodyLimits::from_config(&config.server);
     let security = security::SecurityHeaders::from_config(config);
@@ -32,6 +33,7 @@ pub fn stack(router: Router, config: &Config) -> Router {
             ServiceBuilder::new()
                 .layer(middleware::from_fn(request_id::assign))
                 .layer(middleware::from_fn_with_state(security, security::apply))
+                .layer(middleware::from_fn(paths::refuse_unnormalised))
                 .layer(observability::logging::request_trace_layer())
                 .layer(middleware::from_fn(observability::metrics::record_request))
                 .layer(middleware::from_fn(error::ensure_error_shape))

@@ -23,7 +23,7 @@ impl SecurityHeaders {
             .as_deref()
             .is_some_and(|u| u.starts_with("https://"));
         Self {
-            hsts: config.session.secure_cookie || https,
+            hsts: config.secure_cookies() || https,
         }
     }
 }

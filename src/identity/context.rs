@@ -2,15 +2,24 @@
 //! services. Over HTTP it travels as `x-user-*` headers plus a timestamp and an HMAC-SHA256
 //! signature with the internal key; a service accepts it only with a valid, fresh signature. In
 //! role `all` the gateway hands it over in-process as a request extension, which no client can set.
+//!
+//! The signature covers the request it came with, not only the user: the method, the path and
+//! query, and the SHA-256 of the body ([`Binding`]). A context taken from one request is worth
+//! nothing on another path, with another method or another body, and the service checks the body
+//! digest against the body it actually received ([`verify_body_digest`]) before any handler runs.
+//! Timestamps are accepted from `max_age` in the past to [`FUTURE_SKEW`] in the future.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::body::Body;
+use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::roles::{Permission, UserRole, permissions_of};
@@ -25,6 +34,37 @@ pub const X_USER_PERMISSIONS: HeaderName = HeaderName::from_static("x-user-permi
 pub const X_IS_SUPER_ADMIN: HeaderName = HeaderName::from_static("x-is-super-admin");
 pub const X_CONTEXT_TIMESTAMP: HeaderName = HeaderName::from_static("x-user-context-timestamp");
 pub const X_CONTEXT_SIGNATURE: HeaderName = HeaderName::from_static("x-user-context-signature");
+pub const X_CONTEXT_BODY_SHA256: HeaderName = HeaderName::from_static("x-user-context-body-sha256");
+
+/// How far ahead of this clock a context's timestamp may be: clocks of replicas differ a little,
+/// but a context dated in the future would stay fresh for longer than `max_age`.
+pub const FUTURE_SKEW: Duration = Duration::from_secs(2);
+
+/// The request a context is signed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding<'a> {
+    pub method: &'a str,
+    /// Path and query, as sent upstream.
+    pub target: &'a str,
+    /// Hex SHA-256 of the body ([`body_sha256`]; of no bytes for a request without a body).
+    pub body_sha256: &'a str,
+}
+
+/// The hex SHA-256 of a request body, as the context's [`Binding`] carries it.
+pub fn body_sha256(body: &[u8]) -> String {
+    hex(&Sha256::digest(body))
+}
+
+/// The digest of an empty body, for the many requests without one.
+pub fn empty_body_sha256() -> &'static str {
+    static EMPTY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| body_sha256(b""))
+}
+
+/// The body digest [`verify_body_digest`] computed from the body the service received: the only
+/// digest the extractor accepts.
+#[derive(Debug, Clone)]
+struct VerifiedBodySha256(String);
 
 /// A signed-in user as the services see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +91,8 @@ pub enum ContextError {
     BadSignature,
     #[error("Stale user context")]
     Stale,
+    #[error("The user context was signed for another body")]
+    BodyMismatch,
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -86,8 +128,9 @@ impl UserContext {
                 .all(|p| self.permissions.contains(p))
     }
 
-    /// The fields in signing order, one per line: a value can never be confused with the next.
-    fn canonical(&self, timestamp_ms: u128) -> String {
+    /// The fields in signing order, one per line: a value can never be confused with the next
+    /// (no field may contain a line break: e-mails are validated, the rest we produce).
+    fn canonical(&self, timestamp_ms: u128, binding: &Binding<'_>) -> String {
         [
             self.user_id.to_string(),
             self.tenant_id.to_string(),
@@ -96,17 +139,26 @@ impl UserContext {
             join(self.permissions.iter().map(|p| p.as_str())),
             self.is_super_admin.to_string(),
             timestamp_ms.to_string(),
+            binding.method.to_owned(),
+            binding.target.to_owned(),
+            binding.body_sha256.to_owned(),
         ]
         .join("\n")
     }
 
-    /// Writes the context headers with a signature made now.
-    pub fn write_headers(&self, headers: &mut HeaderMap, key: &[u8]) {
-        self.write_headers_at(headers, key, now_ms());
+    /// Writes the context headers with a signature made now for the request `binding` describes.
+    pub fn write_headers(&self, headers: &mut HeaderMap, key: &[u8], binding: &Binding<'_>) {
+        self.write_headers_at(headers, key, binding, now_ms());
     }
 
-    fn write_headers_at(&self, headers: &mut HeaderMap, key: &[u8], timestamp_ms: u128) {
-        let signature = sign(key, &self.canonical(timestamp_ms));
+    fn write_headers_at(
+        &self,
+        headers: &mut HeaderMap,
+        key: &[u8],
+        binding: &Binding<'_>,
+        timestamp_ms: u128,
+    ) {
+        let signature = sign(key, &self.canonical(timestamp_ms, binding));
         let values = [
             (X_USER_ID, self.user_id.to_string()),
             (X_TENANT_ID, self.tenant_id.to_string()),
@@ -118,6 +170,7 @@ impl UserContext {
             ),
             (X_IS_SUPER_ADMIN, self.is_super_admin.to_string()),
             (X_CONTEXT_TIMESTAMP, timestamp_ms.to_string()),
+            (X_CONTEXT_BODY_SHA256, binding.body_sha256.to_owned()),
             (X_CONTEXT_SIGNATURE, signature),
         ];
         for (name, value) in values {
@@ -128,19 +181,22 @@ impl UserContext {
         }
     }
 
-    /// Reads and verifies the context headers: signature first (constant time), then freshness.
+    /// Reads and verifies the context headers for the request `binding` describes: signature
+    /// first (constant time), then freshness.
     pub fn from_headers(
         headers: &HeaderMap,
         key: &[u8],
         max_age: Duration,
+        binding: &Binding<'_>,
     ) -> Result<Self, ContextError> {
-        Self::from_headers_at(headers, key, max_age, now_ms())
+        Self::from_headers_at(headers, key, max_age, binding, now_ms())
     }
 
     fn from_headers_at(
         headers: &HeaderMap,
         key: &[u8],
         max_age: Duration,
+        binding: &Binding<'_>,
         now_ms: u128,
     ) -> Result<Self, ContextError> {
         let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
@@ -172,9 +228,10 @@ impl UserContext {
                 .parse()
                 .map_err(|_| ContextError::Malformed("super admin flag"))?,
         };
-        verify(key, &context.canonical(timestamp_ms), signature)?;
-        let age = now_ms.abs_diff(timestamp_ms);
-        if age > max_age.as_millis() {
+        verify(key, &context.canonical(timestamp_ms, binding), signature)?;
+        let too_old = now_ms.saturating_sub(timestamp_ms) > max_age.as_millis();
+        let from_the_future = timestamp_ms.saturating_sub(now_ms) > FUTURE_SKEW.as_millis();
+        if too_old || from_the_future {
             return Err(ContextError::Stale);
         }
         Ok(context)
@@ -259,6 +316,37 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Middleware of the services: for a request carrying a signed context, reads the body (within the
+/// body limit already on it), checks it against the digest the context was signed with, and
+/// records the verified digest for the [`UserContext`] extractor. Requests without a context (a
+/// webhook, say) stream through untouched.
+pub async fn verify_body_digest(request: Request, next: Next) -> Response {
+    if !request.headers().contains_key(&X_CONTEXT_SIGNATURE) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let bytes = match crate::http::limits::collect(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => return e.into_response(),
+    };
+    let digest = if bytes.is_empty() {
+        empty_body_sha256().to_owned()
+    } else {
+        body_sha256(&bytes)
+    };
+    let signed = parts
+        .headers
+        .get(&X_CONTEXT_BODY_SHA256)
+        .map(|v| v.as_bytes());
+    if signed != Some(digest.as_bytes()) {
+        tracing::warn!("refused a user context signed for another body");
+        return ApiError::unauthorized(ContextError::BodyMismatch.to_string()).into_response();
+    }
+    parts.extensions.insert(VerifiedBodySha256(digest));
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
 /// Handlers of the services take a `UserContext` argument: in-process from the gateway (role
 /// `all`), or verified from signed headers; anything else is a 401.
 impl<S> FromRequestParts<S> for UserContext
@@ -277,10 +365,21 @@ where
             return Err(ApiError::unauthorized(ContextError::Missing.to_string()));
         };
         let max_age = Duration::from_secs(app.config.proxy.user_context_max_age_secs);
-        UserContext::from_headers(&parts.headers, key.expose().as_bytes(), max_age).map_err(|e| {
+        let refused = |e: ContextError| {
             tracing::warn!(error = %e, "refused a user context");
             ApiError::unauthorized(e.to_string())
-        })
+        };
+        // Only a digest computed here from the received body counts, never the header's word.
+        let Some(VerifiedBodySha256(body)) = parts.extensions.get::<VerifiedBodySha256>() else {
+            return Err(refused(ContextError::Missing));
+        };
+        let binding = Binding {
+            method: parts.method.as_str(),
+            target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            body_sha256: body,
+        };
+        UserContext::from_headers(&parts.headers, key.expose().as_bytes(), max_age, &binding)
+            .map_err(refused)
     }
 }
 
@@ -301,10 +400,20 @@ mod tests {
         }
     }
 
+    const GET_ORDERS: Binding<'static> = Binding {
+        method: "GET",
+        target: "/api/v1/orders?page=2",
+        body_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    };
+
     fn signed(context: &UserContext, at: u128) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        context.write_headers_at(&mut headers, KEY, at);
+        context.write_headers_at(&mut headers, KEY, &GET_ORDERS, at);
         headers
+    }
+
+    fn read(headers: &HeaderMap, at: u128) -> Result<UserContext, ContextError> {
+        UserContext::from_headers_at(headers, KEY, AGE, &GET_ORDERS, at)
     }
 
     const AGE: Duration = Duration::from_secs(30);
@@ -313,10 +422,7 @@ mod tests {
     fn a_signed_context_reads_back_identical() {
         let context = operator();
         let headers = signed(&context, 1_000_000);
-        assert_eq!(
-            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_500),
-            Ok(context)
-        );
+        assert_eq!(read(&headers, 1_000_500), Ok(context));
     }
 
     #[test]
@@ -326,52 +432,72 @@ mod tests {
             X_USER_PERMISSIONS,
             HeaderValue::from_static("users.manage,audit.read"),
         );
-        assert_eq!(
-            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
-            Err(ContextError::BadSignature)
-        );
+        assert_eq!(read(&headers, 1_000_000), Err(ContextError::BadSignature));
         let mut headers = signed(&operator(), 1_000_000);
         headers.insert(X_IS_SUPER_ADMIN, HeaderValue::from_static("true"));
-        assert_eq!(
-            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
-            Err(ContextError::BadSignature)
-        );
+        assert_eq!(read(&headers, 1_000_000), Err(ContextError::BadSignature));
     }
 
     #[test]
     fn another_key_does_not_verify() {
         let headers = signed(&operator(), 1_000_000);
-        let other = UserContext::from_headers_at(&headers, b"another-key", AGE, 1_000_000);
+        let other =
+            UserContext::from_headers_at(&headers, b"another-key", AGE, &GET_ORDERS, 1_000_000);
         assert_eq!(other, Err(ContextError::BadSignature));
     }
 
     #[test]
     fn an_old_or_future_context_is_stale() {
         let headers = signed(&operator(), 1_000_000);
-        let late = UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000 + 30_001);
+        let late = read(&headers, 1_000_000 + 30_001);
         assert_eq!(late, Err(ContextError::Stale));
-        let early = UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000 - 30_001);
-        assert_eq!(early, Err(ContextError::Stale));
+        assert!(read(&headers, 1_000_000 + 30_000).is_ok());
+        let early = read(&headers, 1_000_000 - 2_001);
+        assert_eq!(early, Err(ContextError::Stale), "from the future");
+        assert!(read(&headers, 1_000_000 - 2_000).is_ok(), "within the skew");
+    }
+
+    #[test]
+    fn a_context_is_worth_nothing_on_another_request() {
+        let headers = signed(&operator(), 1_000_000);
+        for other in [
+            Binding {
+                method: "DELETE",
+                ..GET_ORDERS
+            },
+            Binding {
+                target: "/api/v1/users",
+                ..GET_ORDERS
+            },
+            Binding {
+                target: "/api/v1/orders?page=3",
+                ..GET_ORDERS
+            },
+            Binding {
+                body_sha256: "00",
+                ..GET_ORDERS
+            },
+        ] {
+            assert_eq!(
+                UserContext::from_headers_at(&headers, KEY, AGE, &other, 1_000_000),
+                Err(ContextError::BadSignature),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]
     fn unsigned_or_garbled_contexts_are_refused() {
         let mut headers = signed(&operator(), 1_000_000);
         headers.remove(X_CONTEXT_SIGNATURE);
-        assert_eq!(
-            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
-            Err(ContextError::Missing)
-        );
+        assert_eq!(read(&headers, 1_000_000), Err(ContextError::Missing));
         let mut headers = signed(&operator(), 1_000_000);
         headers.insert(X_CONTEXT_SIGNATURE, HeaderValue::from_static("zz"));
-        assert_eq!(
-            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
-            Err(ContextError::BadSignature)
-        );
+        assert_eq!(read(&headers, 1_000_000), Err(ContextError::BadSignature));
         let mut headers = signed(&operator(), 1_000_000);
         headers.insert(X_USER_ROLES, HeaderValue::from_static("emperor"));
         assert!(matches!(
-            UserContext::from_headers_at(&headers, KEY, AGE, 1_000_000),
+            read(&headers, 1_000_000),
             Err(ContextError::Malformed(_))
         ));
     }

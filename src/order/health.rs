@@ -17,5 +17,7 @@ pub fn routes() -> OpenApiRouter<OrderState> {
 async fn order_health(
     axum::extract::State(state): axum::extract::State<OrderState>,
 ) -> HealthReport {
-    health::readiness(&state.ctx).await
+    let report = health::readiness(&state.ctx).await;
+    report.log_failures();
+    report.public()
 }

@@ -46,6 +46,9 @@ pub fn router(state: OrderState) -> Router {
         .split_for_parts();
     api.fallback(crate::http::error::not_found)
         .with_state(state)
+        .layer(axum::middleware::from_fn(
+            crate::identity::context::verify_body_digest,
+        ))
 }
 
 /// What the `order` role serves on its own port: [`router`] plus the internal API for the other

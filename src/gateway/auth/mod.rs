@@ -126,6 +126,10 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // Never routed, for anyone: the same 404 with or without a session, revealing nothing.
+    if super::proxy::routes::is_internal(request.uri().path()) {
+        return crate::http::error::not_found(request).await.into_response();
+    }
     if state.public.matches(request.uri().path()) {
         return next.run(request).await;
     }

@@ -1,5 +1,5 @@
-//! The browser session (SPEC §5.1): cookie `forma.sid`, HttpOnly, SameSite=Lax, Secure when
-//! configured, 24 h sliding; signed with `session.secret` when one is set.
+//! The browser session (SPEC §5.1): cookie `forma.sid`, HttpOnly, SameSite=Lax, Secure in
+//! production, 24 h sliding; signed with `session.secret` when one is set.
 
 use axum::Router;
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use tower_sessions::cookie::{Key, SameSite};
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use uuid::Uuid;
 
-use crate::config::SessionConfig;
+use crate::config::Config;
 use crate::infra::sessions::Sessions;
 
 pub const COOKIE_NAME: &str = "forma.sid";
@@ -54,13 +54,15 @@ pub async fn slide(session: &Session, auth: &SessionAuth) {
 }
 
 /// Wraps `router` in the session layer configured from `config`.
-pub fn layer(router: Router, store: Sessions, config: &SessionConfig) -> Router {
+pub fn layer(router: Router, store: Sessions, config: &Config) -> Router {
+    let secure = config.secure_cookies();
+    let config = &config.session;
     let hours = i64::try_from(config.ttl_hours).unwrap_or(24);
     let manager = SessionManagerLayer::new(store)
         .with_name(COOKIE_NAME)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
-        .with_secure(config.secure_cookie)
+        .with_secure(secure)
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(hours)));
     match &config.secret {

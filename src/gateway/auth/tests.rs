@@ -63,7 +63,7 @@ each_database! {
 #[tokio::test]
 async fn the_cookie_is_secure_when_configured() {
     let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
-        c.session.secure_cookie = true
+        c.session.secure_cookie = Some(true)
     })
     .await;
     let response = login_response(&app, &client(), "admin@localhost", ADMIN_PASSWORD).await;

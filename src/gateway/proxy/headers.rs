@@ -1,5 +1,9 @@
 //! What a forwarded request carries (SPEC §5.2): nothing a client could impersonate with, the
 //! session cookie removed, `X-Forwarded-*` set, and the request id kept.
+//!
+//! Order matters: the client's hop-by-hop headers (and every header its `Connection` names) go
+//! first, so that `Connection: x-request-id, x-forwarded-for` cannot remove what the gateway sets
+//! afterwards.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,20 +11,39 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
 use ipnet::IpNet;
 
+use super::upstream::strip_hop_by_hop;
 use crate::gateway::auth::session::COOKIE_NAME;
+use crate::gateway::rate_limit::client_ip;
+use crate::http::request_id::{RequestId, X_REQUEST_ID};
 use crate::identity::context::strip_identity_headers;
 
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
 
+pub const X_REAL_IP: &str = "x-real-ip";
+
 /// Sanitizes the request's headers in place before it leaves the gateway.
 pub fn prepare(request: &mut Request, peer: SocketAddr, trusted: &[IpNet]) {
+    let request_id = request.extensions().get::<RequestId>().cloned();
     let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(value) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
+        headers.insert(X_REQUEST_ID, value);
+    }
     strip_identity_headers(headers);
     remove_session_cookie(headers);
     let peer_trusted = trusted.iter().any(|net| net.contains(&peer.ip()));
+    let client = client_ip(peer.ip(), headers, trusted);
     set_forwarded(headers, peer.ip(), peer_trusted);
+    // `Forwarded` (RFC 7239) and `X-Real-IP` say who the client is as much as `X-Forwarded-For`
+    // does: believed from a trusted proxy only, else replaced.
+    if !peer_trusted {
+        headers.remove(header::FORWARDED);
+    }
+    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+        headers.insert(X_REAL_IP, value);
+    }
 }
 
 /// Drops `forma.sid` from `Cookie`, keeping any other cookie.
@@ -143,6 +166,30 @@ mod tests {
     }
 
     #[test]
+    fn a_client_connection_header_cannot_remove_what_the_gateway_sets() {
+        let mut req = request(&[
+            (
+                "connection",
+                "x-request-id, x-forwarded-for, x-real-ip, keep-alive",
+            ),
+            ("x-request-id", "req-7"),
+            ("x-real-ip", "10.9.9.9"),
+            ("forwarded", "for=10.9.9.9;proto=https"),
+        ]);
+        req.extensions_mut().insert(RequestId("req-7".into()));
+        prepare(&mut req, PEER.parse().unwrap(), &[]);
+        let h = req.headers();
+        assert_eq!(h["x-request-id"], "req-7");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(h["x-real-ip"], "203.0.113.7");
+        assert!(
+            !h.contains_key("forwarded"),
+            "untrusted Forwarded is dropped"
+        );
+        assert!(!h.contains_key("connection"));
+    }
+
+    #[test]
     fn forwarded_headers_from_a_trusted_proxy_are_extended() {
         let mut req = request(&[
             ("x-forwarded-for", "198.51.100.1"),
@@ -155,6 +202,7 @@ mod tests {
             "198.51.100.1, 203.0.113.7"
         );
         assert_eq!(req.headers()["x-forwarded-proto"], "https");
+        assert_eq!(req.headers()["x-real-ip"], "198.51.100.1");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, HttpBody};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
@@ -23,7 +24,7 @@ use super::auth::Authenticated;
 use crate::app::AppContext;
 use crate::config::{Config, Service, UrlList};
 use crate::http::ApiError;
-use crate::identity::context::InProcessContext;
+use crate::identity::context::{self, Binding, InProcessContext, UserContext};
 use crate::observability::metrics::RouteLabel;
 use routes::RouteTable;
 pub use upstream::HttpUpstream;
@@ -137,8 +138,11 @@ pub async fn forward(
         }
         Target::Http(upstream) => {
             if let (Some(auth), Some(key)) = (&auth, &config.internal.key) {
-                auth.context
-                    .write_headers(request.headers_mut(), key.expose().as_bytes());
+                request = match sign_context(request, &auth.context, key.expose().as_bytes()).await
+                {
+                    Ok(signed) => signed,
+                    Err(e) => return e.into_response(),
+                };
             }
             let timeout = route
                 .timeout_ms
@@ -166,6 +170,33 @@ pub async fn forward(
     );
     response.extensions_mut().insert(RouteLabel(label));
     response
+}
+
+/// Signs the user context for exactly this request: method, path and query, and body. A request
+/// with a body is read whole for its digest (signed requests are API calls under the 1 MiB limit;
+/// webhooks carry no user context and still stream).
+async fn sign_context(
+    request: Request,
+    context: &UserContext,
+    key: &[u8],
+) -> Result<Request, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    let (body, digest) = if body.is_end_stream() {
+        (body, context::empty_body_sha256().to_owned())
+    } else {
+        let bytes = crate::http::limits::collect(body).await?;
+        let digest = context::body_sha256(&bytes);
+        (Body::from(bytes), digest)
+    };
+    let binding = Binding {
+        method: parts.method.as_str(),
+        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        body_sha256: &digest,
+    };
+    let mut headers = std::mem::take(&mut parts.headers);
+    context.write_headers(&mut headers, key, &binding);
+    parts.headers = headers;
+    Ok(Request::from_parts(parts, body))
 }
 
 #[cfg(test)]

@@ -54,7 +54,13 @@ async fn echo_upstream(first_chunk: FirstChunk) -> String {
             let mut mac = hmac::Hmac::<Sha256>::new_from_slice(SHOPIFY_SECRET.as_bytes()).unwrap();
             mac.update(&bytes);
             let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-            let context = UserContext::from_headers(&parts.headers, INTERNAL_KEY.as_bytes(), Duration::from_secs(30));
+            let digest = crate::identity::context::body_sha256(&bytes);
+            let binding = crate::identity::context::Binding {
+                method: parts.method.as_str(),
+                target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                body_sha256: &digest,
+            };
+            let context = UserContext::from_headers(&parts.headers, INTERNAL_KEY.as_bytes(), Duration::from_secs(30), &binding);
             axum::Json(json!({
                 "method": parts.method.as_str(),
                 "path": parts.uri.path(),
@@ -314,7 +320,7 @@ async fn security_headers_are_on_every_response() {
         );
     }
     let secure = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
-        c.session.secure_cookie = true
+        c.session.secure_cookie = Some(true)
     })
     .await;
     assert!(

@@ -47,6 +47,10 @@ pub enum ProxyError {
     CircuitOpen { retry_after: Duration },
     #[error("invalid exchange: {0}")]
     Upstream(String),
+    /// The client's own request body failed while it was being forwarded: it was over the body
+    /// limit, or the client went away. Not the upstream's fault, so the breaker never hears of it.
+    #[error("the request body failed: {message}")]
+    ClientBody { too_large: bool, message: String },
 }
 
 impl ProxyError {
@@ -77,6 +81,12 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY,
                 format!("Upstream {service} sent an invalid response"),
             ),
+            ProxyError::ClientBody {
+                too_large: true, ..
+            } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large"),
+            ProxyError::ClientBody { .. } => {
+                ApiError::bad_request("The request body could not be read")
+            }
         }
     }
 
@@ -86,6 +96,7 @@ impl ProxyError {
             ProxyError::Connect(_) => "connect",
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::Upstream(_) => "upstream",
+            ProxyError::ClientBody { .. } => "client_body",
         }
     }
 }
@@ -214,8 +225,14 @@ impl HttpUpstream {
                     return Ok(into_streaming_response(response, in_flight));
                 }
                 Ok(Err(error)) => {
-                    permit.failure();
                     let error = classify(&error);
+                    if let ProxyError::ClientBody { .. } = error {
+                        // Dropping the permit gives no verdict: the upstream did nothing wrong.
+                        drop(permit);
+                        tracing::debug!(upstream = self.service.as_str(), %error, "client body failed");
+                        return Err(error);
+                    }
+                    permit.failure();
                     if !matches!(error, ProxyError::Connect(_)) {
                         return Err(self.failed(error, started));
                     }
@@ -312,20 +329,27 @@ fn is_retriable(method: &Method, headers: &HeaderMap, body: &Body) -> bool {
         && body.is_end_stream()
 }
 
-/// Everything short of a response is a connection failure, except a response we could not parse or a
-/// request body that failed on our side.
+/// What went wrong short of a response. Our own request body failing (over the limit, or the
+/// client gone mid-upload) is the client's doing; a response hyper could not parse is the
+/// upstream's; anything else is a connection failure.
 fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut message = error.to_string();
     let mut source = std::error::Error::source(error);
-    let mut invalid = false;
+    let mut parse = false;
+    let mut user = false;
+    let mut too_large = false;
     while let Some(cause) = source {
         message = format!("{message}: {cause}");
         if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            invalid |= hyper_error.is_parse() || hyper_error.is_user();
+            parse |= hyper_error.is_parse();
+            user |= hyper_error.is_user();
         }
+        too_large |= cause.is::<http_body_util::LengthLimitError>();
         source = cause.source();
     }
-    if invalid && !error.is_connect() {
+    if too_large || (user && !error.is_connect()) {
+        ProxyError::ClientBody { too_large, message }
+    } else if parse && !error.is_connect() {
         ProxyError::Upstream(message)
     } else {
         ProxyError::Connect(message)

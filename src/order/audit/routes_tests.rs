@@ -6,12 +6,12 @@ use uuid::Uuid;
 
 use super::{AuditEntry, actions, record};
 use crate::each_database;
-use crate::identity::context::UserContext;
+use crate::identity::context::{Binding, UserContext, empty_body_sha256};
 use crate::identity::roles::UserRole;
 use crate::identity::{tenants, users};
 use crate::infra::db::Backend;
 use crate::roles::Role;
-use crate::testing::{INTERNAL_KEY, TestApp};
+use crate::testing::{INTERNAL_KEY, TestApp, signed_context};
 
 async fn json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
@@ -39,17 +39,11 @@ async fn context(app: &TestApp, role: UserRole, is_super_admin: bool) -> UserCon
     }
 }
 
-fn signed(context: &UserContext, key: &str) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    context.write_headers(&mut headers, key.as_bytes());
-    headers
-}
-
 async fn get_as(app: &TestApp, context: &UserContext, path: &str) -> (u16, Value) {
     let request = app
         .client
         .get(app.url(path))
-        .headers(signed(context, INTERNAL_KEY));
+        .headers(signed_context(context, "GET", path, b""));
     json(request.send().await.unwrap()).await
 }
 
@@ -133,7 +127,13 @@ async fn the_audit_log_needs_a_verified_user_context() {
     assert_error(&body, 401);
 
     let admin = context(&app, UserRole::Admin, true).await;
-    let forged = signed(&admin, "not-the-internal-key");
+    let mut forged = HeaderMap::new();
+    let binding = Binding {
+        method: "GET",
+        target: "/api/v1/audit-logs",
+        body_sha256: empty_body_sha256(),
+    };
+    admin.write_headers(&mut forged, b"not-the-internal-key", &binding);
     let response = app
         .client
         .get(app.url("/api/v1/audit-logs"))
@@ -180,11 +180,18 @@ async fn the_audit_log_cannot_be_written_or_erased_through_the_public_api() {
         reqwest::Method::PATCH,
         reqwest::Method::DELETE,
     ] {
+        let body = json!({"tenantId": admin.tenant_id, "action": "user.deleted"}).to_string();
         let response = app
             .client
             .request(method.clone(), app.url("/api/v1/audit-logs"))
-            .headers(signed(&admin, INTERNAL_KEY))
-            .json(&json!({"tenantId": admin.tenant_id, "action": "user.deleted"}))
+            .headers(signed_context(
+                &admin,
+                method.as_str(),
+                "/api/v1/audit-logs",
+                body.as_bytes(),
+            ))
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
             .unwrap();
@@ -282,9 +289,9 @@ async fn role_all_does_not_serve_the_internal_api() {
     let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
     let tenant = Uuid::new_v4();
     let entry = json!({"tenantId": tenant, "action": actions::LOGOUT});
-    // Anonymous callers are stopped by the gateway before any route.
+    // Not there for anyone: the same 404 without a session.
     let (status, body) = post_internal(&app, Some(INTERNAL_KEY), entry.clone()).await;
-    assert!(matches!(status, 401 | 404), "{status}: {body}");
+    assert_eq!(status, 404, "{body}");
 
     // Signed in, the path is simply not there.
     let browser = crate::infra::tls::http_client()
@@ -352,4 +359,81 @@ fn the_openapi_document_lists_the_audit_log_and_no_internal_route() {
         "{:?}",
         paths.keys()
     );
+}
+
+#[tokio::test]
+async fn a_signed_context_is_refused_on_any_other_request() {
+    let app = TestApp::spawn(Role::Order, Backend::Sqlite).await;
+    let admin = context(&app, UserRole::Admin, true).await;
+    // Taken from a GET of the admin's own log, as someone on the network might.
+    let captured = signed_context(&admin, "GET", "/api/v1/audit-logs", b"");
+    let other_tenant = format!("/api/v1/audit-logs?tenantId={}", Uuid::new_v4());
+    for (method, path) in [
+        (reqwest::Method::GET, other_tenant.as_str()),
+        (
+            reqwest::Method::GET,
+            "/api/v1/audit-logs?action=auth.login.failed",
+        ),
+        (reqwest::Method::HEAD, "/api/v1/audit-logs"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .headers(captured.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{method} {path}");
+    }
+    // The same method and path with a body it was not signed for.
+    let response = app
+        .client
+        .get(app.url("/api/v1/audit-logs"))
+        .headers(captured.clone())
+        .body("{\"smuggled\": true}")
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(response).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(
+        body["message"],
+        "The user context was signed for another body"
+    );
+    // The request it was made for still works.
+    let response = app
+        .client
+        .get(app.url("/api/v1/audit-logs"))
+        .headers(captured)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_context_dated_in_the_future_is_refused() {
+    let app = TestApp::spawn(Role::Order, Backend::Sqlite).await;
+    let admin = context(&app, UserRole::Admin, false).await;
+    let mut headers = signed_context(&admin, "GET", "/api/v1/audit-logs", b"");
+    // Re-signed a minute ahead: it would stay "fresh" for a minute longer than allowed.
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        + 60_000;
+    headers.insert(
+        "x-user-context-timestamp",
+        ahead.to_string().parse().unwrap(),
+    );
+    let (status, body) = json(
+        app.client
+            .get(app.url("/api/v1/audit-logs"))
+            .headers(headers)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
 }

@@ -1,0 +1,70 @@
+//! Paths are decided on as written (SPEC §5.2): the public-path check, the route table and the
+//! services all compare the raw path. A path that means something else once normalised
+//! (`/api/v1/webhooks/shopify/../../orders`), or that hides a separator (`%2f`, `%5c`, `%2e`), is
+//! refused with a 400 before any of them looks at it, so no two of them can disagree on it.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiError;
+
+/// Whether `path` is already in normal form: no `.` or `..` segment, no backslash, and no
+/// percent-encoded dot, slash or backslash.
+pub fn is_normalised(path: &str) -> bool {
+    if path.contains('\\') {
+        return false;
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    !bytes.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'e') | (b'2', b'f') | (b'5', b'c')
+            )
+    })
+}
+
+pub async fn refuse_unnormalised(request: Request, next: Next) -> Response {
+    if is_normalised(request.uri().path()) {
+        next.run(request).await
+    } else {
+        ApiError::bad_request("The path must not contain dot segments or encoded separators")
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_normalised;
+
+    #[test]
+    fn dot_segments_and_encoded_separators_are_not_normal() {
+        for bad in [
+            "/api/v1/webhooks/shopify/../../orders",
+            "/api/v1/webhooks/shopify/..",
+            "/api/v1/./orders",
+            "/api/v1/webhooks/shopify/%2e%2e/%2E%2E/orders",
+            "/api/v1/webhooks/shopify%2f..%2forders",
+            "/api/v1/webhooks/shopify%5C..",
+            "/api/v1/webhooks\\..\\orders",
+        ] {
+            assert!(!is_normalised(bad), "{bad}");
+        }
+        for good in [
+            "/",
+            "/api/v1/orders/42",
+            "/api/v1/orders/..x",
+            "/api/v1/orders/a%20b",
+            "/docs/swagger-ui.css",
+        ] {
+            assert!(is_normalised(good), "{good}");
+        }
+    }
+}
