@@ -272,7 +272,6 @@ async fn run(backend: &str, s: &Settings, redis: &RedisHandle, dir: &std::path::
         }
         other => panic!("unknown backend {other} (redis, sqlite)"),
     };
-    let mut bus = bus;
     let recorder = Arc::new(Recorder::default());
     let seen = recorder.clone();
     bus.subscribe(ORDER, names::PRINT_JOB_COMPLETED, move |event: Event| {

@@ -7,7 +7,7 @@
 //! - [`http`]: what every response shares: the error shape, request ids, body limits.
 //! - [`observability`]: logs and Prometheus metrics.
 //! - [`health`]: liveness, readiness and the health report shape.
-//! - [`gateway`], [`order`]: the two services.
+//! - [`gateway`], [`order`], [`print`]: the services (print runs inside the order role for now).
 //! - [`clients`]: the traits one service calls another through, in-process or over HTTP.
 //! - [`identity`]: tenants, users, roles and permissions.
 //! - [`infra`]: the ports with an embedded and a distributed implementation each.
@@ -26,6 +26,7 @@ pub mod infra;
 pub mod observability;
 pub mod openapi;
 pub mod order;
+pub mod print;
 pub mod roles;
 pub mod server;
 

@@ -12,7 +12,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::config::ProxyConfig;
 use crate::gateway::auth::public::PublicPaths;
-use crate::{gateway, order};
+use crate::{gateway, order, print};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,8 +34,10 @@ pub fn document() -> Document {
     doc.info.version = crate::VERSION.to_owned();
     let (_, gateway) = gateway::api_routes().split_for_parts();
     let (_, order) = order::api_routes().split_for_parts();
+    let (_, print) = print::api_routes().split_for_parts();
     doc.merge(gateway);
     doc.merge(order);
+    doc.merge(print);
     declare_authentication(&mut doc);
     doc
 }

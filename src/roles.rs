@@ -1,24 +1,30 @@
-//! The one place that decides what each role runs (SPEC §1): which routers are mounted and which
-//! implementation stands behind each service client.
+//! The one place that decides what each role runs (SPEC §1): which routers are mounted, which
+//! implementation stands behind each service client, and which background work starts.
 //!
 //! | role | mounts |
 //! | --- | --- |
-//! | `all` | the gateway, reaching the order service in-process |
+//! | `all` | the gateway, reaching the order service (and print, inside it) in-process |
 //! | `gateway` | the gateway, reaching the order service over HTTP |
-//! | `order` | the order service and its internal API |
+//! | `order` | the order service, the print service while `services.print_url` is unset, and their internal APIs |
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use clap::ValueEnum;
 
 use crate::app::AppContext;
 use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
+use crate::clients::print::{HttpPrintClient, InProcessPrintClient, PrintClient};
+use crate::events::idempotency;
+use crate::events::internal::Dispatcher;
 use crate::events::outbox::{OutboxRelay, RelaySettings};
 use crate::events::publish::EventPublisher;
 use crate::gateway::GatewayState;
-use crate::order::OrderState;
-use crate::{gateway, http, openapi, order};
+use crate::order::{OrderCore, OrderState, orchestration};
+use crate::print::simplyprint::{self, DispatchNotifier, SimplyPrint};
+use crate::print::{PrintCore, PrintState, planner};
+use crate::{gateway, http, identity, openapi, order, print};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -51,8 +57,8 @@ impl Role {
 pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
     let app = match role {
         Role::Order => {
-            start_order_workers(&ctx)?;
-            order::service_router(OrderState::new(ctx.clone()))
+            let services = OrderServices::start(&ctx)?;
+            services.api().merge(services.internal())
         }
         Role::Gateway => {
             let order: Arc<dyn OrderClient> =
@@ -60,24 +66,134 @@ pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
             gateway::router(GatewayState::new(ctx.clone(), order, None)?)
         }
         Role::All => {
-            start_order_workers(&ctx)?;
-            let state = OrderState::new(ctx.clone());
-            let order: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(state.clone()));
-            let in_process = order::router(state);
-            gateway::router(GatewayState::new(ctx.clone(), order, Some(in_process))?)
+            let services = OrderServices::start(&ctx)?;
+            let order: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
+            gateway::router(GatewayState::new(ctx.clone(), order, Some(services.api()))?)
         }
     };
     Ok(http::stack(app.merge(openapi::docs_router()), &ctx.config))
 }
 
-/// The order service's background work: the event bus's workers and upkeep, and the outbox relay
-/// that hands committed events to the bus. Without a bus, events wait in the outbox.
-fn start_order_workers(ctx: &Arc<AppContext>) -> anyhow::Result<()> {
-    if let Some(bus) = ctx.bus() {
-        bus.start(&ctx.workers)?;
-        bus.spawn_upkeep(&ctx.workers);
-        let publisher: Arc<dyn EventPublisher> = bus.clone();
-        OutboxRelay::new(ctx.db.clone(), publisher, RelaySettings::default()).spawn(&ctx.workers);
+/// How often the idempotency records past their retention are deleted.
+const DEDUPE_CLEANUP_EVERY: Duration = Duration::from_secs(60 * 60);
+/// How often SimplyPrint is asked about jobs whose webhook may have been missed, by default.
+const RECONCILE_EVERY: Duration = Duration::from_secs(60);
+
+/// What the order role runs: the order service and, while `services.print_url` is unset, the print
+/// service, wired to each other (in-process clients), to the bus and to SimplyPrint.
+struct OrderServices {
+    order: OrderState,
+    /// `None` when the print service runs elsewhere.
+    print: Option<PrintState>,
+}
+
+impl OrderServices {
+    fn start(ctx: &Arc<AppContext>) -> anyhow::Result<Self> {
+        let events = Dispatcher::new();
+        let relay = ctx.bus().map(|bus| {
+            let publisher: Arc<dyn EventPublisher> = bus.clone();
+            OutboxRelay::new(ctx.db.clone(), publisher, RelaySettings::default())
+        });
+        let relay_notifier = relay
+            .as_ref()
+            .map(OutboxRelay::notifier)
+            .unwrap_or_default();
+
+        let print_urls = &ctx.config.services.print_url;
+        let (print_client, print): (Arc<dyn PrintClient>, Option<PrintState>) =
+            if print_urls.is_empty() {
+                let core = PrintCore {
+                    db: ctx.db.clone(),
+                    relay: relay_notifier.clone(),
+                    events: events.clone(),
+                    dispatch: DispatchNotifier::default(),
+                    simplyprint: SimplyPrint::from_config(&ctx.config)?.map(Arc::new),
+                };
+                let state = PrintState {
+                    ctx: ctx.clone(),
+                    core: core.clone(),
+                };
+                (Arc::new(InProcessPrintClient::new(core)), Some(state))
+            } else {
+                let client = HttpPrintClient::new(print_urls.0.clone(), &ctx.config)?;
+                (Arc::new(client), None)
+            };
+        let order_core = OrderCore {
+            db: ctx.db.clone(),
+            relay: relay_notifier,
+            events,
+            print: print_client,
+        };
+
+        if let Some(bus) = ctx.bus() {
+            orchestration::subscribe(bus, order_core.clone())?;
+            if let Some(print) = &print {
+                let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
+                planner::subscribe(bus, print.core.clone(), orders)?;
+            }
+            bus.start(&ctx.workers)?;
+            bus.spawn_upkeep(&ctx.workers);
+        }
+        if let Some(relay) = relay {
+            relay.spawn(&ctx.workers);
+        }
+        idempotency::spawn_cleanup(ctx.db.clone(), &ctx.workers, DEDUPE_CLEANUP_EVERY);
+        if let Some(print) = &print {
+            match &print.core.simplyprint {
+                Some(client) => {
+                    simplyprint::dispatch::spawn(
+                        &ctx.workers,
+                        ctx.db.clone(),
+                        client.clone(),
+                        print.core.dispatch.clone(),
+                    );
+                    let every = ctx
+                        .config
+                        .simplyprint
+                        .reconcile_secs
+                        .map_or(RECONCILE_EVERY, Duration::from_secs);
+                    simplyprint::reconcile::spawn(
+                        &ctx.workers,
+                        print.core.clone(),
+                        client.clone(),
+                        every,
+                    );
+                }
+                None => tracing::info!(
+                    "SimplyPrint is disconnected (simplyprint.api_key, simplyprint.company_id): print jobs wait QUEUED"
+                ),
+            }
+        }
+        Ok(Self {
+            order: OrderState::new(ctx.clone(), order_core),
+            print,
+        })
     }
-    Ok(())
+
+    /// The public API of the services this role runs, as the gateway reaches it.
+    fn api(&self) -> Router {
+        let mut api = order::router(self.order.clone());
+        if let Some(print) = &self.print {
+            api = api.merge(print::router(print.clone()));
+        }
+        services_router(api)
+    }
+
+    /// Their internal APIs (SPEC §7): the order role's own port only, never role `all`.
+    fn internal(&self) -> Router {
+        let mut internal = order::internal_router(self.order.clone());
+        if let Some(print) = &self.print {
+            internal = internal.merge(print::internal_router(print.clone()));
+        }
+        internal
+    }
+}
+
+/// What every service router shares: a §4 404 for unknown paths, and a signed user context checked
+/// against the body it came with before any handler runs.
+fn services_router(api: Router) -> Router {
+    api.fallback(http::error::not_found)
+        .layer(axum::middleware::from_fn(
+            identity::context::verify_body_digest,
+        ))
 }

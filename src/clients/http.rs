@@ -50,18 +50,39 @@ impl ServiceEndpoints {
     }
 
     /// `POST {instance}{path}` on the internal API (SPEC §7) with the internal key and the current
-    /// request id. The next instance is tried only when the connection was refused: the request
-    /// surely never arrived, so it cannot be done twice. After a timeout or a 5xx it may have
-    /// been, and these calls are not idempotent, so the caller decides.
+    /// request id; see [`ServiceEndpoints::call_internal`].
     pub async fn post_internal(
         &self,
         path: &str,
         body: &(impl Serialize + Sync),
     ) -> Result<reqwest::Response, ClientError> {
+        self.call_internal(reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    /// `GET {instance}{path}` (query included in `path`) on the internal API.
+    pub async fn get_internal(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        self.call_internal::<()>(reqwest::Method::GET, path, None)
+            .await
+    }
+
+    /// A call to the internal API (SPEC §7) with the internal key and the current request id. The
+    /// next instance is tried only when the connection was refused: the request surely never
+    /// arrived, so it cannot be done twice. After a timeout or a 5xx it may have been, and these
+    /// calls are not all idempotent, so the caller decides.
+    pub async fn call_internal<B: Serialize + Sync + ?Sized>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<reqwest::Response, ClientError> {
         let key = self.internal_key_header()?;
         let mut refused = Vec::new();
         for base in &self.instances {
-            let mut request = self.http.post(format!("{base}{path}")).json(body);
+            let mut request = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
             if let Some(key) = &key {
                 request = request.header(X_INTERNAL_KEY, key.clone());
             }
@@ -144,6 +165,16 @@ impl ServiceEndpoints {
             Err(e) => Err(format!("{base}: {e}")),
         }
     }
+}
+
+/// Reads a JSON answer of an internal call; an unreadable one is the service failing.
+pub async fn json_of<T: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    response
+        .json::<T>()
+        .await
+        .map_err(|e| ClientError::Unavailable(format!("unreadable answer: {e}")))
 }
 
 /// A 2xx passes; a 4xx is the service refusing (with its §4 message); a 5xx is unavailability.

@@ -4,11 +4,19 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::http::{ClientError, ServiceEndpoints};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::http::{ClientError, ServiceEndpoints, json_of};
+use crate::app::AppContext;
 use crate::config::Config;
 use crate::health::{self, CheckResult, HealthStatus};
-use crate::order::OrderState;
+use crate::infra::db::Conn;
 use crate::order::audit::{self, AuditEntry};
+use crate::order::internal::InternalOrder;
+use crate::order::orders::{self, repository::Tracking};
+use crate::print::plan::PrintPlan;
 
 #[async_trait]
 pub trait OrderClient: Send + Sync {
@@ -17,16 +25,53 @@ pub trait OrderClient: Send + Sync {
 
     /// Appends a security event to the audit log (SPEC §6.5); split, `POST /internal/audit-logs`.
     async fn record_audit(&self, entry: AuditEntry) -> Result<(), ClientError>;
+
+    /// The tenant's order `id` with what of it should be printed now; `None` if unknown. Split,
+    /// `GET /internal/orders/{id}?tenantId=`.
+    async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError>;
+
+    /// The tenant's order with Shopify's id; split, `GET /internal/orders/shopify/{id}?tenantId=`.
+    async fn order_by_shopify_id(
+        &self,
+        tenant_id: Uuid,
+        shopify_order_id: &str,
+    ) -> Result<Option<InternalOrder>, ClientError>;
+
+    /// Records the parcel's tracking on the order; split, `PATCH /internal/orders/{id}/tracking`.
+    async fn update_tracking(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        tracking: &Tracking,
+    ) -> Result<Option<InternalOrder>, ClientError>;
+
+    /// What of order `id` should be printed now (the print side plans from it).
+    async fn print_plan(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintPlan>, ClientError> {
+        Ok(self.order(tenant_id, id).await?.map(|o| o.print_plan))
+    }
 }
 
-/// Role `all`: the order service lives in this process.
+/// The order service in this process (role `all`, and the print side inside the order role).
 pub struct InProcessOrderClient {
-    order: OrderState,
+    ctx: Arc<AppContext>,
 }
 
 impl InProcessOrderClient {
-    pub fn new(order: OrderState) -> Self {
-        Self { order }
+    pub fn new(ctx: Arc<AppContext>) -> Self {
+        Self { ctx }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ClientError {
+    ClientError::Unavailable(format!("the order service's database: {error}"))
+}
+
+/// `None` for a 404 of the internal API: the order does not exist (in that tenant).
+fn absent_is_none<T>(result: Result<T, ClientError>) -> Result<Option<T>, ClientError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(ClientError::Rejected { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -34,7 +79,7 @@ impl InProcessOrderClient {
 impl OrderClient for InProcessOrderClient {
     async fn health(&self) -> CheckResult {
         let started = Instant::now();
-        let report = health::readiness(&self.order.ctx).await;
+        let report = health::readiness(&self.ctx).await;
         match report.status {
             HealthStatus::Down => {
                 CheckResult::down("the order service's own dependencies are down")
@@ -50,10 +95,44 @@ impl OrderClient for InProcessOrderClient {
             status: 400,
             message: problems.join("; "),
         })?;
-        audit::record(&self.order.ctx.db, &entry)
+        audit::record(&self.ctx.db, &entry)
             .await
             .map(drop)
             .map_err(|e| ClientError::Unavailable(format!("the audit log cannot be written: {e}")))
+    }
+
+    async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError> {
+        let record = orders::repository::find(&mut Conn::Pool(&self.ctx.db), tenant_id, id)
+            .await
+            .map_err(unavailable)?;
+        Ok(record.map(InternalOrder::from))
+    }
+
+    async fn order_by_shopify_id(
+        &self,
+        tenant_id: Uuid,
+        shopify_order_id: &str,
+    ) -> Result<Option<InternalOrder>, ClientError> {
+        let record = orders::repository::find_by_shopify_id(
+            &mut Conn::Pool(&self.ctx.db),
+            tenant_id,
+            shopify_order_id,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(record.map(InternalOrder::from))
+    }
+
+    async fn update_tracking(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        tracking: &Tracking,
+    ) -> Result<Option<InternalOrder>, ClientError> {
+        let record = orders::repository::set_tracking(&self.ctx.db, tenant_id, id, tracking)
+            .await
+            .map_err(unavailable)?;
+        Ok(record.map(InternalOrder::from))
     }
 }
 
@@ -81,6 +160,44 @@ impl OrderClient for HttpOrderClient {
             .post_internal("/internal/audit-logs", &entry)
             .await
             .map(drop)
+    }
+
+    async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError> {
+        let path = format!("/internal/orders/{id}?tenantId={tenant_id}");
+        match absent_is_none(self.endpoints.get_internal(&path).await)? {
+            Some(response) => json_of(response).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn order_by_shopify_id(
+        &self,
+        tenant_id: Uuid,
+        shopify_order_id: &str,
+    ) -> Result<Option<InternalOrder>, ClientError> {
+        let id: String = url::form_urlencoded::byte_serialize(shopify_order_id.as_bytes()).collect();
+        let path = format!("/internal/orders/shopify/{id}?tenantId={tenant_id}");
+        match absent_is_none(self.endpoints.get_internal(&path).await)? {
+            Some(response) => json_of(response).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn update_tracking(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        tracking: &Tracking,
+    ) -> Result<Option<InternalOrder>, ClientError> {
+        let path = format!("/internal/orders/{id}/tracking?tenantId={tenant_id}");
+        let answer = self
+            .endpoints
+            .call_internal(reqwest::Method::PATCH, &path, Some(tracking))
+            .await;
+        match absent_is_none(answer)? {
+            Some(response) => json_of(response).await.map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -141,7 +258,7 @@ mod tests {
     each_database! {
         async fn the_in_process_client_keeps_the_record_audit_contract(backend: Backend) {
             let app = TestApp::spawn(Role::All, backend).await;
-            let client = InProcessOrderClient::new(OrderState::new(app.ctx.clone()));
+            let client = InProcessOrderClient::new(app.ctx.clone());
             record_audit_contract(&client, &app.ctx.db).await;
         }
     }

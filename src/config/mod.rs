@@ -449,6 +449,8 @@ pub struct SimplyPrintConfig {
     pub company_id: Option<String>,
     pub webhook_secret: Option<Secret>,
     pub base_url: Option<String>,
+    /// How often (seconds) SimplyPrint is asked about jobs whose webhook may have been missed.
+    pub reconcile_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

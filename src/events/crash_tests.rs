@@ -83,7 +83,7 @@ async fn child() {
     };
     let rolled_back_path = std::env::var(ROLLED_BACK_ENV).expect("the rolled-back file");
     let db = Db::connect(&url, 5).await.expect("the database");
-    let mut bus = match std::env::var(REDIS_URL_ENV) {
+    let bus = match std::env::var(REDIS_URL_ENV) {
         Ok(redis_url) => {
             let prefix = std::env::var(REDIS_PREFIX_ENV).expect("a Redis key prefix");
             let redis = RedisHandle::open(&SecretUrl::new(redis_url), &prefix).expect("Redis");

@@ -75,15 +75,33 @@ where
     F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<(), E>>,
     E: From<DbError>,
 {
+    Ok(match handle_once_returning(db, event, consumer, handler).await? {
+        Some(()) => Outcome::Handled,
+        None => Outcome::Duplicate,
+    })
+}
+
+/// [`handle_once`] for a handler with a result: `Some` of what the handler returned once its writes
+/// committed, `None` for a redelivery (the handler did not run).
+pub async fn handle_once_returning<F, T, E>(
+    db: &Db,
+    event: &Event,
+    consumer: &str,
+    handler: F,
+) -> Result<Option<T>, E>
+where
+    F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T, E>>,
+    E: From<DbError>,
+{
     let mut tx = db.begin().await?;
     if !first_time(&mut tx, event.event_id, consumer).await? {
         tx.rollback().await?;
-        return Ok(Outcome::Duplicate);
+        return Ok(None);
     }
     match handler(&mut tx).await {
-        Ok(()) => {
+        Ok(value) => {
             tx.commit().await?;
-            Ok(Outcome::Handled)
+            Ok(Some(value))
         }
         Err(e) => {
             // The handler's error is the one worth reporting; a failed rollback still discards

@@ -141,7 +141,7 @@ async fn a_dead_job_shows_its_payload_and_error_and_an_admin_retries_it() {
         unreachable!("a SQLite test")
     };
     // A print service whose handler always fails, on the same queue storage.
-    let mut print = EventBus::sqlite(pool.clone()).await.unwrap();
+    let print = EventBus::sqlite(pool.clone()).await.unwrap();
     print
         .subscribe("print", names::ORDER_CANCELLED, |_event| async {
             Err::<(), _>("the printer farm is on fire".into())

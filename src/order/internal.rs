@@ -10,23 +10,107 @@ use axum::Router;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderName;
 use axum::http::request::Parts;
-use axum::routing::post;
+use axum::extract::State;
+use axum::routing::{get, patch, post};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::OrderState;
-use super::audit;
+use super::orders::repository::Tracking;
+use super::orders::{self, Order, OrderRecord};
+use super::{OrderState, audit};
 use crate::app::AppContext;
 use crate::http::ApiError;
+use crate::http::extract::{Json, Path, Query};
+use crate::infra::db::Conn;
+use crate::print::plan::PrintPlan;
 
 pub const X_INTERNAL_KEY: HeaderName = HeaderName::from_static("x-internal-key");
 
 /// The internal route table.
 pub fn routes() -> Router<OrderState> {
-    Router::new().route(
-        "/internal/audit-logs",
-        post(audit::routes::record_from_service),
+    Router::new()
+        .route(
+            "/internal/audit-logs",
+            post(audit::routes::record_from_service),
+        )
+        .route("/internal/orders/{id}", get(order))
+        .route("/internal/orders/{id}/tracking", patch(tracking))
+        .route("/internal/orders/shopify/{shopify_order_id}", get(order_by_shopify_id))
+}
+
+/// An order as other services need it: the order, and what of it should be printed now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalOrder {
+    #[serde(flatten)]
+    pub order: Order,
+    pub print_plan: PrintPlan,
+}
+
+impl From<OrderRecord> for InternalOrder {
+    fn from(record: OrderRecord) -> Self {
+        let print_plan = orders::retry::print_plan(&record);
+        Self {
+            order: record.into_order(),
+            print_plan,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantQuery {
+    tenant_id: Uuid,
+}
+
+fn order_not_found() -> ApiError {
+    ApiError::not_found("Order not found")
+}
+
+/// `GET /internal/orders/{id}?tenantId=`.
+async fn order(
+    _caller: InternalCaller,
+    State(state): State<OrderState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<InternalOrder>, ApiError> {
+    let record = orders::repository::find(&mut Conn::Pool(&state.core.db), query.tenant_id, id)
+        .await?
+        .ok_or_else(order_not_found)?;
+    Ok(Json(record.into()))
+}
+
+/// `GET /internal/orders/shopify/{shopifyOrderId}?tenantId=`.
+async fn order_by_shopify_id(
+    _caller: InternalCaller,
+    State(state): State<OrderState>,
+    Path(shopify_order_id): Path<String>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<InternalOrder>, ApiError> {
+    let record = orders::repository::find_by_shopify_id(
+        &mut Conn::Pool(&state.core.db),
+        query.tenant_id,
+        &shopify_order_id,
     )
+    .await?
+    .ok_or_else(order_not_found)?;
+    Ok(Json(record.into()))
+}
+
+/// `PATCH /internal/orders/{id}/tracking?tenantId=`: the parcel's carrier and tracking.
+async fn tracking(
+    _caller: InternalCaller,
+    State(state): State<OrderState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+    Json(tracking): Json<Tracking>,
+) -> Result<Json<InternalOrder>, ApiError> {
+    let record = orders::repository::set_tracking(&state.core.db, query.tenant_id, id, &tracking)
+        .await?
+        .ok_or_else(order_not_found)?;
+    Ok(Json(record.into()))
 }
 
 /// A caller that presented the internal key; anything else is a 401.

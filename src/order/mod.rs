@@ -1,10 +1,15 @@
-//! The order service (SPEC §6): orders, product mappings, Shopify, print jobs and shipments, the
-//! event log, the audit log, notifications. It is reached through the gateway, never directly by
-//! browsers.
+//! The order service (SPEC §6): orders, product mappings, Shopify, the orchestration of print jobs,
+//! the event log, the audit log. It is reached through the gateway, never directly by browsers,
+//! and reaches the print service only through [`PrintClient`] and the bus.
 
 pub mod audit;
+pub mod event_log;
 pub mod health;
 pub mod internal;
+pub mod mappings;
+pub mod orchestration;
+pub mod orders;
+pub mod shopify;
 
 use std::sync::Arc;
 
@@ -13,16 +18,31 @@ use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppContext;
+use crate::clients::print::PrintClient;
+use crate::events::internal::Dispatcher;
+use crate::events::outbox::RelayNotifier;
+use crate::infra::db::Db;
+
+/// What every entry point of the order side works with: its database, the relay to wake after
+/// committing bus events, the internal event dispatcher, and the print service. Cheap to clone.
+#[derive(Clone)]
+pub struct OrderCore {
+    pub db: Db,
+    pub relay: RelayNotifier,
+    pub events: Dispatcher,
+    pub print: Arc<dyn PrintClient>,
+}
 
 /// The order service's router state.
 #[derive(Clone)]
 pub struct OrderState {
     pub ctx: Arc<AppContext>,
+    pub core: OrderCore,
 }
 
 impl OrderState {
-    pub fn new(ctx: Arc<AppContext>) -> Self {
-        Self { ctx }
+    pub fn new(ctx: Arc<AppContext>, core: OrderCore) -> Self {
+        Self { ctx, core }
     }
 }
 
@@ -34,25 +54,24 @@ impl FromRef<OrderState> for Arc<AppContext> {
 
 /// The order service's public API (under `/api/v1`), as documented in the OpenAPI document.
 pub fn api_routes() -> OpenApiRouter<OrderState> {
-    OpenApiRouter::new().merge(audit::routes::routes())
+    OpenApiRouter::new()
+        .merge(audit::routes::routes())
+        .merge(orders::routes::routes())
+        .merge(mappings::routes::routes())
+        .merge(shopify::webhook::routes())
 }
 
-/// The order service as the gateway reaches it: its API, its own health and probes. In role `all`
-/// the gateway calls this router in-process.
+/// The order service as the gateway reaches it: its API, its own health and probes.
 pub fn router(state: OrderState) -> Router {
     let (api, _) = api_routes()
         .merge(crate::health::probe_routes())
         .merge(health::routes())
         .split_for_parts();
-    api.fallback(crate::http::error::not_found)
-        .with_state(state)
-        .layer(axum::middleware::from_fn(
-            crate::identity::context::verify_body_digest,
-        ))
+    api.with_state(state)
 }
 
-/// What the `order` role serves on its own port: [`router`] plus the internal API for the other
-/// services (which stays out of the OpenAPI document, and out of role `all` entirely).
-pub fn service_router(state: OrderState) -> Router {
-    router(state.clone()).merge(internal::routes().with_state(state))
+/// The order service's internal API (SPEC §7), for the other services: out of the OpenAPI
+/// document, and out of role `all` entirely.
+pub fn internal_router(state: OrderState) -> Router {
+    internal::routes().with_state(state)
 }

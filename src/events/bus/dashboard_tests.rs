@@ -54,7 +54,7 @@ async fn until_stats(bus: &EventBus, what: &str, done: impl Fn(&QueueStats) -> b
 /// 3 good events and 1 poison pill published before the workers start, then handled.
 async fn three_ok_one_dead(kind: Kind, healed: &Arc<AtomicBool>) -> (Fixture, EventBus, Seen) {
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
+    let bus = fixture.bus().await;
     let seen = Seen::default();
     bus.subscribe(PRINT, names::ORDER_CANCELLED, poisoned(&seen, healed))
         .expect("print subscribes");
@@ -255,7 +255,7 @@ async fn trimming_keeps_exactly_the_newest_completed_jobs(kind: Kind) {
 on_both_backends!(trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone);
 async fn trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone(kind: Kind) {
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
+    let bus = fixture.bus().await;
     let seen = Seen::default();
     let healed = Arc::new(AtomicBool::new(false));
     bus.subscribe(PRINT, names::ORDER_CANCELLED, poisoned(&seen, &healed))

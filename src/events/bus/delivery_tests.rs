@@ -66,7 +66,7 @@ async fn an_instance_runs_five_handlers_of_a_queue_at_a_time(kind: Kind) {
         done: usize,
     }
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
+    let bus = fixture.bus().await;
     let load = Arc::new(Mutex::new(Load::default()));
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let (handler_load, handler_gate) = (load.clone(), gate.clone());

@@ -93,7 +93,9 @@ struct Subscription {
 /// The bus: publish (through [`EventPublisher`]) and consume by event type.
 pub struct EventBus {
     backend: BusBackend,
-    subscriptions: Vec<Subscription>,
+    /// Registered before [`EventBus::start`]; a lock only because the bus is shared (`Arc`) by
+    /// then, never contended.
+    subscriptions: std::sync::Mutex<Vec<Subscription>>,
 }
 
 /// The bus of a running process (SPEC §2): on Redis when it is configured, else on the SQLite file;
@@ -130,14 +132,14 @@ impl EventBus {
     fn with_backend(backend: BusBackend) -> Self {
         Self {
             backend,
-            subscriptions: Vec::new(),
+            subscriptions: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// Registers `handler` as `consumer`'s handler of `event_type`. Only pairs of the static
     /// subscription table are accepted: a queue nobody publishes to would silently stay empty.
     pub fn subscribe<F, Fut>(
-        &mut self,
+        &self,
         consumer: &'static str,
         event_type: &'static str,
         handler: F,
@@ -153,11 +155,14 @@ impl EventBus {
             });
         }
         let handler: Handler = Arc::new(move |event| Box::pin(handler(event)));
-        self.subscriptions.push(Subscription {
-            event_type,
-            consumer,
-            handler,
-        });
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Subscription {
+                event_type,
+                consumer,
+                handler,
+            });
         Ok(())
     }
 
@@ -165,10 +170,14 @@ impl EventBus {
     /// apalis writes completions in the background and a job whose completion was not written
     /// would run again.
     pub fn start(&self, workers: &Workers) -> Result<(), BusError> {
-        if let (BusBackend::Redis(bus), false) = (&self.backend, self.subscriptions.is_empty()) {
+        let subscriptions = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (BusBackend::Redis(bus), false) = (&self.backend, subscriptions.is_empty()) {
             bus.spawn_wakeup_listener(workers);
         }
-        for sub in &self.subscriptions {
+        for sub in subscriptions.iter() {
             let queue = subscriptions::queue_name(sub.event_type, sub.consumer);
             let handler = QueueHandler::new(&queue, sub.handler.clone());
             match &self.backend {

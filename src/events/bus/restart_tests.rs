@@ -84,7 +84,7 @@ async fn delivery_resumes_after_a_redis_restart_in_the_middle_of_a_flow() {
     let url = SecretUrl::new(format!("redis://127.0.0.1:{port}"));
     let handle = RedisHandle::open(&url, "forma_restart:").expect("a Redis handle");
     let workers = Workers::new();
-    let mut bus = EventBus::redis(&handle).await.expect("the Redis bus");
+    let bus = EventBus::redis(&handle).await.expect("the Redis bus");
     let seen = Seen::default();
     bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
         .expect("print subscribes");

@@ -68,7 +68,7 @@ impl Fixture {
     /// A new bus instance whose print service records the `order.cancelled` events it handles;
     /// its workers are not started yet.
     pub(super) async fn print_recorder(&self) -> (EventBus, Seen) {
-        let mut bus = self.bus().await;
+        let bus = self.bus().await;
         let seen = Seen::default();
         bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&seen))
             .expect("print subscribes");
@@ -144,7 +144,7 @@ macro_rules! on_both_backends {
 on_both_backends!(every_subscriber_of_order_cancelled_receives_it_once);
 async fn every_subscriber_of_order_cancelled_receives_it_once(kind: Kind) {
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
+    let bus = fixture.bus().await;
     let (print, shipping) = (Seen::default(), Seen::default());
     bus.subscribe(PRINT, names::ORDER_CANCELLED, recorder(&print))
         .expect("print subscribes");
@@ -218,7 +218,7 @@ fn flaky(
 on_both_backends!(a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart);
 async fn a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart(kind: Kind) {
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
+    let bus = fixture.bus().await;
     let calls = Calls::default();
     bus.subscribe(PRINT, names::ORDER_CANCELLED, flaky(&calls, 2))
         .expect("print subscribes");
@@ -244,7 +244,7 @@ async fn a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_a
 on_both_backends!(a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead);
 async fn a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead(kind: Kind) {
     let fixture = Fixture::new(kind).await;
-    let mut bus = fixture.bus().await;
+    let bus = fixture.bus().await;
     let calls = Calls::default();
     bus.subscribe(PRINT, names::ORDER_CANCELLED, flaky(&calls, usize::MAX))
         .expect("print subscribes");

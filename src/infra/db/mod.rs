@@ -69,6 +69,51 @@ macro_rules! on_tx {
     };
 }
 
+/// Where a query runs: on the pool, or on an open transaction's connection. Repositories take it
+/// for reads that serve both a plain request and a transaction (which must not take a second
+/// connection from the pool while it holds one: enough such transactions at once would wait on
+/// each other until the pool's timeout).
+pub enum Conn<'a> {
+    Pool(&'a Db),
+    Tx(&'a mut Tx),
+}
+
+impl<'a> From<&'a Db> for Conn<'a> {
+    fn from(db: &'a Db) -> Self {
+        Conn::Pool(db)
+    }
+}
+
+impl<'a> From<&'a mut Tx> for Conn<'a> {
+    fn from(tx: &'a mut Tx) -> Self {
+        Conn::Tx(tx)
+    }
+}
+
+/// Runs `$body` with `$c` bound to an executor of the [`Conn`] behind `$conn` (a `&mut Conn`): the
+/// pool, or the transaction's connection. One query text, both databases, either place.
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::infra::db::Conn::Pool(db) => match *db {
+                $crate::infra::db::Db::Sqlite($c) => $body,
+                $crate::infra::db::Db::Postgres($c) => $body,
+            },
+            $crate::infra::db::Conn::Tx(tx) => match &mut **tx {
+                $crate::infra::db::Tx::Sqlite(tx) => {
+                    let $c = &mut **tx;
+                    $body
+                }
+                $crate::infra::db::Tx::Postgres(tx) => {
+                    let $c = &mut **tx;
+                    $body
+                }
+            },
+        }
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database.url {url}: {reason}")]

@@ -27,6 +27,63 @@ pub mod actions {
     pub const USER_UPDATED: &str = "user.updated";
     pub const USER_DELETED: &str = "user.deleted";
     pub const USER_ROLES_CHANGED: &str = "user.roles.changed";
+    pub const MAPPING_CREATED: &str = "mapping.created";
+    pub const MAPPING_UPDATED: &str = "mapping.updated";
+    pub const MAPPING_DELETED: &str = "mapping.deleted";
+}
+
+/// Who made a request that reached a service, as the gateway established it: the client address it
+/// resolved (`X-Real-IP`, which it always sets and never takes from an untrusted client) and the
+/// user agent. The audit log's IP and user agent of changes made in a service.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Origin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Origin {
+            ip: header("x-real-ip"),
+            user_agent: header("user-agent"),
+        })
+    }
+}
+
+impl AuditEntry {
+    /// An entry of `action` by the signed-in user of `ctx` on `target_type` `target_id`.
+    pub fn by(
+        ctx: &crate::identity::context::UserContext,
+        origin: &Origin,
+        action: &str,
+        target_type: &str,
+        target_id: impl ToString,
+        details: serde_json::Value,
+    ) -> Self {
+        Self {
+            tenant_id: ctx.tenant_id,
+            actor_id: Some(ctx.user_id),
+            actor_email: Some(ctx.email.clone()),
+            action: action.to_owned(),
+            target_type: Some(target_type.to_owned()),
+            target_id: Some(target_id.to_string()),
+            ip: origin.ip.clone(),
+            user_agent: origin.user_agent.clone(),
+            details,
+        }
+    }
 }
 
 /// Actions are our own constants; anything longer is a bug, not an event.
@@ -201,6 +258,11 @@ enum Bound {
 /// Reads an RFC 3339 date-time, a date-time without offset (UTC), or a date: the start of that
 /// day for `from`, its last microsecond for `to`. Bounds are rounded inward to whole microseconds,
 /// the precision entries are stored with, so both databases compare alike.
+/// [`parse_instant`] for other lists' `from` (`end` false) and `to` (`end` true) parameters.
+pub fn parse_instant_bound(text: &str, end: bool) -> Option<DateTime<Utc>> {
+    parse_instant(text, if end { Bound::End } else { Bound::Start })
+}
+
 fn parse_instant(text: &str, bound: Bound) -> Option<DateTime<Utc>> {
     let instant = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         t.with_timezone(&Utc)

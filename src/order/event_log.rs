@@ -1,0 +1,108 @@
+//! The business event log (SPEC §6.5): one entry per state change of an order, its lines and its
+//! print jobs, written in the transaction of the change itself, so the log never tells of a change
+//! that did not happen nor misses one that did.
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::infra::db::{DbError, Tx};
+use crate::on_tx;
+
+/// The entry types, decided here and nowhere else.
+pub mod types {
+    pub const ORDER_CREATED: &str = "order.created";
+    pub const ORDER_STATUS_CHANGED: &str = "order.status_changed";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
+    pub const ORDER_REVIVED: &str = "order.revived";
+    pub const ORDER_UPDATED: &str = "order.updated";
+    pub const ORDER_UPDATE_IGNORED: &str = "order.update_ignored";
+    pub const ORDER_RETRIED: &str = "order.retried";
+    pub const LINE_ITEM_UNMAPPED: &str = "line_item.unmapped";
+    pub const LINE_ITEM_STATUS_CHANGED: &str = "line_item.status_changed";
+    pub const PRINT_JOB_STATUS_CHANGED: &str = "print_job.status_changed";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One entry, as its writer describes it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub tenant_id: Uuid,
+    pub order_id: Option<Uuid>,
+    pub print_job_id: Option<Uuid>,
+    pub event_type: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+impl Entry {
+    pub fn order(
+        tenant_id: Uuid,
+        order_id: Uuid,
+        event_type: &'static str,
+        severity: Severity,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            order_id: Some(order_id),
+            print_job_id: None,
+            event_type,
+            severity,
+            message: message.into(),
+            details: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn with_print_job(mut self, print_job_id: Uuid) -> Self {
+        self.print_job_id = Some(print_job_id);
+        self
+    }
+}
+
+/// Appends `entry` in `tx`.
+pub async fn append(tx: &mut Tx, entry: &Entry) -> Result<(), DbError> {
+    let details = entry.details.to_string();
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO event_log (id, tenant_id, order_id, print_job_id, event_type, severity, \
+             message, details, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(entry.tenant_id)
+        .bind(entry.order_id)
+        .bind(entry.print_job_id)
+        .bind(entry.event_type)
+        .bind(entry.severity.as_str())
+        .bind(&entry.message)
+        .bind(&details)
+        .bind(Utc::now())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}

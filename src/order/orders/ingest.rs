@@ -1,0 +1,377 @@
+//! Orders in from Shopify (SPEC §6.3): `orders/create`, `orders/updated` and `orders/cancelled`,
+//! each in one transaction with the delivery's record, so a delivery Shopify repeats (it retries
+//! for hours) changes nothing the second time.
+//!
+//! An order, its lines and its `order.created` event commit together before the webhook is
+//! answered: once Shopify hears 200, the order exists and the print side will plan it.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use serde_json::json;
+
+use super::repository::{self, LinePlan};
+use super::state::{LineItemStatus, OrderStatus, Status, order_status};
+use super::{LineRecord, NewLineItem, NewOrder, OrderRecord};
+use crate::events::bridge;
+use crate::events::internal::{self as internal_events, InternalEvent};
+use crate::events::outbox;
+use crate::infra::db::{DbError, Tx};
+use crate::order::OrderCore;
+use crate::order::event_log::{self, Entry, Severity, types};
+use crate::order::mappings::{ProductMapping, active_for_skus};
+use crate::order::shopify::{self, Delivery};
+use crate::print::plan::MAX_PRINTS_PER_LINE;
+
+/// What a delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    /// The order exists already: nothing was created.
+    Exists,
+    /// This delivery (or its event) was handled before.
+    Duplicate,
+    Updated,
+    Cancelled,
+    /// Acknowledged without change (logged): e.g. a cancellation of a shipped order.
+    Unchanged,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Exists => "exists",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Updated => "updated",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// How a line with `sku` and `quantity` starts, given the tenant's active mapping of the SKU.
+pub fn plan_line(quantity: u32, mapping: Option<&ProductMapping>) -> LinePlan {
+    match mapping.filter(|m| !m.print_files.is_empty()) {
+        None => LinePlan {
+            status: LineItemStatus::Unmapped,
+            mapping_id: None,
+            print_files: None,
+        },
+        Some(mapping) => {
+            let prints: u64 = mapping
+                .print_files
+                .iter()
+                .map(|f| f.prints_for(quantity))
+                .sum();
+            LinePlan {
+                // More prints than any real line needs: a mistake, shown instead of printed.
+                status: if prints > MAX_PRINTS_PER_LINE {
+                    LineItemStatus::Failed
+                } else {
+                    LineItemStatus::Pending
+                },
+                mapping_id: Some(mapping.id),
+                print_files: Some(mapping.print_files.clone()),
+            }
+        }
+    }
+}
+
+/// Plans every line of `new` with the tenant's mappings as `tx` sees them.
+async fn plan_lines(
+    tx: &mut Tx,
+    new: &NewOrder,
+) -> Result<Vec<(NewLineItem, LinePlan)>, DbError> {
+    let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
+    let mappings = active_for_skus(tx, new.tenant_id, &skus).await?;
+    Ok(new
+        .line_items
+        .iter()
+        .map(|line| (line.clone(), plan_line(line.quantity, mappings.get(&line.sku))))
+        .collect())
+}
+
+/// The events written with a new order, in its transaction: the log entries and `order.created`.
+async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEvent, DbError> {
+    let order = &record.order;
+    let entry = Entry::order(
+        order.tenant_id,
+        order.id,
+        types::ORDER_CREATED,
+        Severity::Info,
+        format!("Order {} received from Shopify", order.order_number),
+    )
+    .with_details(json!({"status": order.status, "lines": record.lines.len()}));
+    event_log::append(tx, &entry).await?;
+    for line in &record.lines {
+        if line.item.status == LineItemStatus::Unmapped {
+            let entry = Entry::order(
+                order.tenant_id,
+                order.id,
+                types::LINE_ITEM_UNMAPPED,
+                Severity::Warning,
+                format!("No active product mapping for SKU {:?}", line.item.sku),
+            )
+            .with_details(json!({"lineItemId": line.item.id, "sku": line.item.sku}));
+            event_log::append(tx, &entry).await?;
+            tracing::warn!(order = %order.id, sku = line.item.sku, "a line has no product mapping");
+        }
+    }
+    let created = InternalEvent::OrderCreated(internal_events::OrderCreated {
+        tenant_id: order.tenant_id,
+        order_id: order.id,
+        line_items: record
+            .lines
+            .iter()
+            .map(|l| internal_events::OrderLineItem {
+                line_item_id: l.item.id,
+                product_sku: l.item.sku.clone(),
+                quantity: l.item.quantity,
+            })
+            .collect(),
+    });
+    if let Some(event) = bridge::to_bus_event(&created, bridge::ORDER_SERVICE) {
+        outbox::enqueue(tx, &event).await?;
+    }
+    Ok(created)
+}
+
+/// Inserts `new` in `tx` with its lines planned; `None` when it exists.
+async fn insert_new(
+    tx: &mut Tx,
+    new: &NewOrder,
+) -> Result<Option<(OrderRecord, InternalEvent)>, DbError> {
+    let lines = plan_lines(tx, new).await?;
+    let statuses: Vec<LineItemStatus> = lines.iter().map(|(_, plan)| plan.status).collect();
+    let status = if statuses.is_empty() {
+        OrderStatus::Pending
+    } else {
+        order_status(OrderStatus::Pending, &statuses, false)
+    };
+    let Some(record) = repository::insert(tx, new, status, &lines).await? else {
+        return Ok(None);
+    };
+    let created = record_created(tx, &record).await?;
+    Ok(Some((record, created)))
+}
+
+/// `orders/create`: the order, once per tenant and Shopify order.
+pub async fn create(
+    core: &OrderCore,
+    delivery: &Delivery,
+    new: &NewOrder,
+) -> Result<Outcome, DbError> {
+    let mut tx = core.db.begin().await?;
+    if !shopify::first_delivery(&mut tx, delivery).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let Some((_, created)) = insert_new(&mut tx, new).await? else {
+        // Keep the delivery's record: the same delivery again is a plain duplicate.
+        tx.commit().await?;
+        return Ok(Outcome::Exists);
+    };
+    tx.commit().await?;
+    core.relay.notify();
+    core.events.emit(created).await;
+    Ok(Outcome::Created)
+}
+
+/// `orders/cancelled`: cancels the order (and, through `order.cancelled`, its open jobs).
+pub async fn cancel(
+    core: &OrderCore,
+    delivery: &Delivery,
+    shopify_order_id: &str,
+    reason: Option<String>,
+) -> Result<Outcome, DbError> {
+    let mut tx = core.db.begin().await?;
+    if !shopify::first_delivery(&mut tx, delivery).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let Some(record) =
+        repository::lock_by_shopify_id(&mut tx, delivery.tenant_id, shopify_order_id).await?
+    else {
+        tx.commit().await?;
+        tracing::info!(shopify_order_id, "orders/cancelled for an order forma does not have");
+        return Ok(Outcome::Unchanged);
+    };
+    let reason = reason.unwrap_or_else(|| "Cancelled in Shopify".to_owned());
+    match super::cancellation::cancel_in(&mut tx, &record, &reason).await? {
+        Some(events) => {
+            tx.commit().await?;
+            core.relay.notify();
+            for event in events {
+                core.events.emit(event).await;
+            }
+            Ok(Outcome::Cancelled)
+        }
+        None => {
+            let entry = Entry::order(
+                record.order.tenant_id,
+                record.order.id,
+                types::ORDER_UPDATE_IGNORED,
+                Severity::Warning,
+                format!(
+                    "Shopify cancelled the order, but it is {} already",
+                    record.order.status.as_str()
+                ),
+            );
+            event_log::append(&mut tx, &entry).await?;
+            tx.commit().await?;
+            Ok(Outcome::Unchanged)
+        }
+    }
+}
+
+/// `orders/updated`: who and where always (until shipped); the lines only while nothing of the
+/// order has started printing, and then the changed lines are planned anew.
+pub async fn update(
+    core: &OrderCore,
+    delivery: &Delivery,
+    new: &NewOrder,
+) -> Result<Outcome, DbError> {
+    let mut tx = core.db.begin().await?;
+    if !shopify::first_delivery(&mut tx, delivery).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let Some(record) =
+        repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id).await?
+    else {
+        // An update that overtook its create: the order as it is now.
+        let created = insert_new(&mut tx, new).await?;
+        tx.commit().await?;
+        if let Some((_, created)) = created {
+            core.relay.notify();
+            core.events.emit(created).await;
+            return Ok(Outcome::Created);
+        }
+        return Ok(Outcome::Exists);
+    };
+    let order = &record.order;
+    if matches!(
+        order.status,
+        OrderStatus::Shipped | OrderStatus::Fulfilled | OrderStatus::Cancelled
+    ) {
+        tx.commit().await?;
+        return Ok(Outcome::Unchanged);
+    }
+    repository::set_customer(
+        &mut tx,
+        order.id,
+        &new.customer_name,
+        new.customer_email.as_deref(),
+        new.shipping_address.as_ref(),
+    )
+    .await?;
+    let replanned = update_lines(&mut tx, &record, new).await?;
+    tx.commit().await?;
+    if replanned {
+        // The new plan's jobs, and the end of the old plan's: outside the transaction, as calls to
+        // the print service never hold a write lock. A failure leaves the order for a retry.
+        if let Err(e) = super::retry::replan(core, order.tenant_id, order.id).await {
+            tracing::warn!(order = %order.id, error = %e, "re-planning an updated order failed; retry the order");
+        }
+    }
+    Ok(Outcome::Updated)
+}
+
+/// Applies Shopify's lines to a locked order whose lines have not started printing. Returns
+/// whether any line needs planning anew.
+async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Result<bool, DbError> {
+    let order = &record.order;
+    let current: HashMap<&str, &LineRecord> = record
+        .lines
+        .iter()
+        .map(|l| (l.item.shopify_line_item_id.as_str(), l))
+        .collect();
+    let incoming: HashMap<&str, &NewLineItem> = new
+        .line_items
+        .iter()
+        .map(|l| (l.shopify_line_item_id.as_str(), l))
+        .collect();
+    let changed_lines = new.line_items.iter().any(|l| {
+        current.get(l.shopify_line_item_id.as_str()).is_none_or(|c| {
+            c.item.quantity != l.quantity || c.item.sku != l.sku
+        })
+    }) || record.lines.iter().any(|l| {
+        l.item.status != LineItemStatus::Cancelled
+            && !incoming.contains_key(l.item.shopify_line_item_id.as_str())
+    });
+    if !changed_lines {
+        return Ok(false);
+    }
+    let started = record.lines.iter().any(|l| {
+        !matches!(
+            l.item.status,
+            LineItemStatus::Pending | LineItemStatus::Unmapped | LineItemStatus::Cancelled
+        )
+    });
+    if started {
+        let entry = Entry::order(
+            order.tenant_id,
+            order.id,
+            types::ORDER_UPDATE_IGNORED,
+            Severity::Warning,
+            "Shopify changed the lines of an order that has started printing; the lines were kept",
+        );
+        event_log::append(tx, &entry).await?;
+        return Ok(false);
+    }
+    let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
+    let mappings = active_for_skus(tx, order.tenant_id, &skus).await?;
+    let now = Utc::now();
+    let mut statuses = Vec::new();
+    for line in &record.lines {
+        let shopify_id = line.item.shopify_line_item_id.as_str();
+        let mut updated = line.clone();
+        match incoming.get(shopify_id) {
+            None => {
+                updated.item.status = LineItemStatus::Cancelled;
+                updated.plan_generation += 1;
+            }
+            Some(next) if next.quantity != line.item.quantity || next.sku != line.item.sku => {
+                let plan = plan_line(next.quantity, mappings.get(&next.sku));
+                updated.item.quantity = next.quantity;
+                updated.item.sku = next.sku.clone();
+                updated.item.product_name = next.product_name.clone();
+                updated.item.unit_price = next.unit_price.clone();
+                updated.item.status = plan.status;
+                updated.item.product_mapping_id = plan.mapping_id;
+                updated.print_files = plan.print_files;
+                updated.plan_generation += 1;
+            }
+            Some(_) => {}
+        }
+        if updated != *line {
+            repository::set_line(tx, &updated).await?;
+        }
+        statuses.push(updated.item.status);
+    }
+    for (position, next) in new.line_items.iter().enumerate() {
+        if current.contains_key(next.shopify_line_item_id.as_str()) {
+            continue;
+        }
+        let plan = plan_line(next.quantity, mappings.get(&next.sku));
+        let position = record.lines.len() + position;
+        let line =
+            repository::insert_line(tx, order.tenant_id, order.id, position, next, &plan, now)
+                .await?;
+        statuses.push(line.item.status);
+    }
+    let derived = order_status(order.status, &statuses, false);
+    if derived != order.status && order.status.can_become(derived) {
+        repository::set_status(tx, order.id, derived, None, None).await?;
+    }
+    let entry = Entry::order(
+        order.tenant_id,
+        order.id,
+        types::ORDER_UPDATED,
+        Severity::Info,
+        "Shopify changed the order's lines; they are planned anew",
+    );
+    event_log::append(tx, &entry).await?;
+    Ok(true)
+}

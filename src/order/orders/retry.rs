@@ -1,0 +1,177 @@
+//! Retrying an order (SPEC §6.1, `POST /api/v1/orders/{id}/retry`): unmapped lines are mapped
+//! with the tenant's mappings as they are now and planned; failed lines get their failed and
+//! cancelled jobs queued again (or, when they never had any, are planned anew). And re-planning:
+//! making the print service's jobs match the lines' current plans (after a retry, or after Shopify
+//! changed an order's lines).
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::ingest::plan_line;
+use super::repository;
+use super::state::{LineItemStatus, OrderStatus, Status, order_status};
+use super::{Order, OrderRecord};
+use crate::clients::http::ClientError;
+use crate::infra::db::{Conn, DbError};
+use crate::order::OrderCore;
+use crate::order::event_log::{self, Entry, Severity, types};
+use crate::order::mappings::active_for_skus;
+use crate::print::jobs::{PrintJob, PrintJobStatus};
+use crate::print::plan::{PlannedLine, PrintPlan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("Order not found")]
+    NotFound,
+    #[error("The order has no unmapped or failed lines to retry")]
+    NothingToRetry,
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Print(#[from] ClientError),
+}
+
+/// The lines of `record` that should have print jobs now, as the print service's plan.
+pub fn print_plan(record: &OrderRecord) -> PrintPlan {
+    let order = &record.order;
+    PrintPlan {
+        tenant_id: order.tenant_id,
+        order_id: order.id,
+        lines: record
+            .lines
+            .iter()
+            .filter(|l| {
+                matches!(
+                    l.item.status,
+                    LineItemStatus::Pending | LineItemStatus::Printing | LineItemStatus::Failed
+                )
+            })
+            .filter_map(|l| {
+                Some(PlannedLine {
+                    line_item_id: l.item.id,
+                    generation: l.plan_generation,
+                    quantity: l.item.quantity,
+                    print_files: l.print_files.clone()?,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Makes the order's jobs match its lines' plans: jobs of an older plan (or of a cancelled line)
+/// that are still open are cancelled, and the current plans' jobs are created (idempotent).
+pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<(), RetryError> {
+    let record = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
+        .await?
+        .ok_or(RetryError::NotFound)?;
+    let jobs = core.print.jobs_of_order(tenant_id, order_id).await?;
+    for job in stale_jobs(&record, &jobs) {
+        core.print.cancel_print_job(tenant_id, job).await?;
+    }
+    let plan = print_plan(&record);
+    if !plan.lines.is_empty() {
+        core.print.create_print_jobs(&plan).await?;
+    }
+    Ok(())
+}
+
+/// Open jobs that no current plan wants.
+fn stale_jobs(record: &OrderRecord, jobs: &[PrintJob]) -> Vec<Uuid> {
+    jobs.iter()
+        .filter(|j| j.status.is_active())
+        .filter(|j| {
+            record
+                .lines
+                .iter()
+                .find(|l| Some(l.item.id) == j.line_item_id)
+                .is_none_or(|l| {
+                    l.item.status == LineItemStatus::Cancelled
+                        || j.plan_generation != l.plan_generation
+                })
+        })
+        .map(|j| j.id)
+        .collect()
+}
+
+/// `POST /api/v1/orders/{id}/retry`.
+pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<Order, RetryError> {
+    let jobs = core.print.jobs_of_order(tenant_id, order_id).await?;
+    let mut tx = core.db.begin().await?;
+    let Some(record) = repository::lock(&mut tx, tenant_id, order_id).await? else {
+        tx.rollback().await?;
+        return Err(RetryError::NotFound);
+    };
+    if matches!(
+        record.order.status,
+        OrderStatus::Shipped | OrderStatus::Fulfilled | OrderStatus::Cancelled
+    ) {
+        tx.rollback().await?;
+        return Err(RetryError::NothingToRetry);
+    }
+    let skus: Vec<&str> = record.lines.iter().map(|l| l.item.sku.as_str()).collect();
+    let mappings = active_for_skus(&mut tx, tenant_id, &skus).await?;
+    let mut to_retry = Vec::new();
+    let mut replanned = 0;
+    let mut statuses = Vec::new();
+    for line in &record.lines {
+        let mut next = line.clone();
+        let failed_jobs: Vec<Uuid> = jobs
+            .iter()
+            .filter(|j| {
+                j.line_item_id == Some(line.item.id)
+                    && j.plan_generation == line.plan_generation
+                    && matches!(j.status, PrintJobStatus::Failed | PrintJobStatus::Cancelled)
+            })
+            .map(|j| j.id)
+            .collect();
+        match line.item.status {
+            LineItemStatus::Failed if !failed_jobs.is_empty() => to_retry.extend(failed_jobs),
+            LineItemStatus::Unmapped | LineItemStatus::Failed => {
+                let plan = plan_line(line.item.quantity, mappings.get(&line.item.sku));
+                if plan.status == LineItemStatus::Pending {
+                    next.item.status = LineItemStatus::Pending;
+                    next.item.product_mapping_id = plan.mapping_id;
+                    next.print_files = plan.print_files;
+                    next.plan_generation += 1;
+                    repository::set_line(&mut tx, &next).await?;
+                    replanned += 1;
+                }
+            }
+            _ => {}
+        }
+        statuses.push(next.item.status);
+    }
+    if to_retry.is_empty() && replanned == 0 {
+        tx.rollback().await?;
+        return Err(RetryError::NothingToRetry);
+    }
+    let order = &record.order;
+    let derived = order_status(order.status, &statuses, false);
+    if derived != order.status && order.status.can_become(derived) {
+        repository::set_status(&mut tx, order.id, derived, None, None).await?;
+    }
+    let entry = Entry::order(
+        tenant_id,
+        order_id,
+        types::ORDER_RETRIED,
+        Severity::Info,
+        format!("Retried: {replanned} line(s) planned, {} job(s) queued again", to_retry.len()),
+    )
+    .with_details(json!({"replannedLines": replanned, "retriedJobs": to_retry}));
+    event_log::append(&mut tx, &entry).await?;
+    tx.commit().await?;
+
+    let retried: HashSet<Uuid> = to_retry.iter().copied().collect();
+    for job in retried {
+        core.print.retry_print_job(tenant_id, job).await?;
+    }
+    if replanned > 0 {
+        replan(core, tenant_id, order_id).await?;
+    }
+    let record = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
+        .await?
+        .ok_or(RetryError::NotFound)?;
+    Ok(record.into_order())
+}

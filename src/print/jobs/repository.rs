@@ -1,0 +1,302 @@
+//! The `print_jobs` table.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{PrintJob, PrintJobStatus};
+use crate::http::pagination::PageRequest;
+use crate::infra::db::{Db, DbError, Tx};
+use crate::order::orders::state::Status;
+use crate::print::plan::{MAX_PRINTS_PER_LINE, PrintPlan};
+use crate::{on_pool, on_tx};
+
+pub(crate) const COLUMNS: &str = "id, tenant_id, order_id, line_item_id, generation, file_id, \
+    file_name, print_profile, status, simplyprint_job_id, attempts, error_message, version, \
+    started_at, completed_at, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct Row {
+    id: Uuid,
+    tenant_id: Uuid,
+    order_id: Option<Uuid>,
+    line_item_id: Option<Uuid>,
+    generation: i64,
+    file_id: String,
+    file_name: String,
+    print_profile: Option<String>,
+    status: String,
+    simplyprint_job_id: Option<String>,
+    attempts: i64,
+    error_message: Option<String>,
+    version: i64,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl Row {
+    pub(crate) fn into_job(self) -> PrintJob {
+        let status = PrintJobStatus::parse(&self.status).unwrap_or_else(|| {
+            tracing::error!(job = %self.id, status = self.status, "unknown print job status");
+            PrintJobStatus::Failed
+        });
+        PrintJob {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            order_id: self.order_id,
+            line_item_id: self.line_item_id,
+            file_id: self.file_id,
+            file_name: self.file_name,
+            print_profile: self.print_profile,
+            status,
+            simply_print_job_id: self.simplyprint_job_id,
+            attempts: u32::try_from(self.attempts).unwrap_or(u32::MAX),
+            error_message: self.error_message,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            plan_generation: u32::try_from(self.generation).unwrap_or(u32::MAX),
+            version: self.version,
+        }
+    }
+}
+
+/// Creates the jobs `plan` asks for that do not exist yet, in `tx`, and returns those it created.
+/// Planning is idempotent: a job is one print of one file of one plan generation of one line, and
+/// a second plan of the same generation finds its jobs there already. Lines over
+/// [`MAX_PRINTS_PER_LINE`] create nothing (the order service refuses them before they get here).
+pub async fn insert_planned(tx: &mut Tx, plan: &PrintPlan) -> Result<Vec<PrintJob>, DbError> {
+    let now = Utc::now();
+    let mut created = Vec::new();
+    let sql = format!(
+        "INSERT INTO print_jobs (id, tenant_id, order_id, line_item_id, generation, file_index, \
+         sequence, file_id, file_name, print_profile, purpose, status, attempts, version, \
+         dispatch_after, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ORDER', 'QUEUED', 1, 1, $11, $11, $11) \
+         ON CONFLICT (line_item_id, generation, file_index, sequence) WHERE line_item_id IS NOT NULL \
+         DO NOTHING RETURNING {COLUMNS}"
+    );
+    for line in &plan.lines {
+        if line.prints() > MAX_PRINTS_PER_LINE {
+            tracing::error!(line_item = %line.line_item_id, prints = line.prints(), "refused to plan a line of too many prints");
+            continue;
+        }
+        for (index, file) in line.print_files.iter().enumerate() {
+            for sequence in 1..=file.prints_for(line.quantity) {
+                let row = on_tx!(tx, conn => {
+                    sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.clone()))
+                        .bind(Uuid::now_v7())
+                        .bind(plan.tenant_id)
+                        .bind(plan.order_id)
+                        .bind(line.line_item_id)
+                        .bind(i64::from(line.generation))
+                        .bind(index as i64)
+                        .bind(sequence as i64)
+                        .bind(&file.file_id)
+                        .bind(&file.file_name)
+                        .bind(file.print_profile.as_deref())
+                        .bind(now)
+                        .fetch_optional(&mut *conn)
+                        .await
+                })?;
+                created.extend(row.map(Row::into_job));
+            }
+        }
+    }
+    Ok(created)
+}
+
+pub async fn find(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, DbError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM print_jobs WHERE tenant_id = $1 AND id = $2"
+    ));
+    let row = on_pool!(db, pool => {
+        sqlx::query_as::<_, Row>(sql).bind(tenant_id).bind(id).fetch_optional(pool).await
+    })?;
+    Ok(row.map(Row::into_job))
+}
+
+/// The job, taken for the rest of `tx`: nothing else changes it until `tx` ends (PostgreSQL's row
+/// lock; SQLite's single writer, this being a write).
+pub async fn lock(tx: &mut Tx, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, DbError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE print_jobs SET version = version WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    ));
+    let row = on_tx!(tx, conn => {
+        sqlx::query_as::<_, Row>(sql).bind(tenant_id).bind(id).fetch_optional(&mut *conn).await
+    })?;
+    Ok(row.map(Row::into_job))
+}
+
+/// Every job of an order, oldest first.
+pub async fn of_order(db: &Db, tenant_id: Uuid, order_id: Uuid) -> Result<Vec<PrintJob>, DbError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM print_jobs WHERE tenant_id = $1 AND order_id = $2 \
+         ORDER BY created_at, id"
+    ));
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, Row>(sql).bind(tenant_id).bind(order_id).fetch_all(pool).await
+    })?;
+    Ok(rows.into_iter().map(Row::into_job).collect())
+}
+
+/// The ids of an order's jobs still to print or printing, in `tx`.
+pub async fn open_of_order(
+    tx: &mut Tx,
+    tenant_id: Uuid,
+    order_id: Uuid,
+) -> Result<Vec<Uuid>, DbError> {
+    let ids = on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, Uuid>(
+            "SELECT id FROM print_jobs WHERE tenant_id = $1 AND order_id = $2 \
+             AND status IN ('QUEUED', 'PRINTING') ORDER BY created_at, id",
+        )
+        .bind(tenant_id)
+        .bind(order_id)
+        .fetch_all(&mut *conn)
+        .await
+    })?;
+    Ok(ids)
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<PrintJobStatus>,
+    pub order_id: Option<Uuid>,
+}
+
+/// One page of a tenant's jobs, newest first, and how many match.
+pub async fn list(
+    db: &Db,
+    tenant_id: Uuid,
+    filter: &JobFilter,
+    page: PageRequest,
+) -> Result<(Vec<PrintJob>, i64), DbError> {
+    let condition = "tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR order_id = $3)";
+    let (limit, offset) = page.limit_offset();
+    let select = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM print_jobs WHERE {condition} \
+         ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+    ));
+    let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM print_jobs WHERE {condition}"));
+    let status = filter.status.map(|s| s.as_str());
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, Row>(select)
+            .bind(tenant_id)
+            .bind(status)
+            .bind(filter.order_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+    })?;
+    let total = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(count)
+            .bind(tenant_id)
+            .bind(status)
+            .bind(filter.order_id)
+            .fetch_one(pool)
+            .await
+    })?;
+    Ok((rows.into_iter().map(Row::into_job).collect(), total))
+}
+
+/// The job SimplyPrint calls `simplyprint_id`, else the job whose own id is one of `own_ids` (a
+/// print started by hand from a file forma queued carries forma's tag, not forma's record of it).
+pub async fn find_for_simplyprint(
+    db: &Db,
+    simplyprint_id: Option<&str>,
+    own_ids: &[Uuid],
+) -> Result<Option<PrintJob>, DbError> {
+    if let Some(simplyprint_id) = simplyprint_id {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM print_jobs WHERE simplyprint_job_id = $1 \
+             ORDER BY created_at DESC LIMIT 1"
+        ));
+        let row = on_pool!(db, pool => {
+            sqlx::query_as::<_, Row>(sql).bind(simplyprint_id).fetch_optional(pool).await
+        })?;
+        if let Some(row) = row {
+            return Ok(Some(row.into_job()));
+        }
+    }
+    for id in own_ids {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM print_jobs WHERE id = $1"));
+        let row = on_pool!(db, pool => {
+            sqlx::query_as::<_, Row>(sql).bind(*id).fetch_optional(pool).await
+        })?;
+        if let Some(row) = row {
+            return Ok(Some(row.into_job()));
+        }
+    }
+    Ok(None)
+}
+
+/// What changes with a status: the new status, the timestamps it sets, the error it carries, and
+/// whether it is a new attempt (a retry).
+#[derive(Debug, Clone)]
+pub struct StatusUpdate {
+    pub status: PrintJobStatus,
+    pub error_message: Option<String>,
+    pub new_attempt: bool,
+}
+
+/// Writes a status change of a locked job and bumps its version; returns the job as stored. A new
+/// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again.
+pub async fn set_status(
+    tx: &mut Tx,
+    job: &PrintJob,
+    update: &StatusUpdate,
+) -> Result<PrintJob, DbError> {
+    let now = Utc::now();
+    let started = match update.status {
+        PrintJobStatus::Printing => Some(job.started_at.unwrap_or(now)),
+        PrintJobStatus::Queued => None,
+        _ => job.started_at,
+    };
+    let completed = matches!(
+        update.status,
+        PrintJobStatus::Completed | PrintJobStatus::Failed | PrintJobStatus::Cancelled
+    )
+    .then_some(now);
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE print_jobs SET status = $2, error_message = $3, started_at = $4, completed_at = $5, \
+         attempts = attempts + $6, version = version + 1, updated_at = $7, \
+         simplyprint_job_id = CASE WHEN $6 = 1 THEN NULL ELSE simplyprint_job_id END, \
+         dispatch_after = CASE WHEN $6 = 1 THEN $7 ELSE dispatch_after END, \
+         dispatch_attempts = CASE WHEN $6 = 1 THEN 0 ELSE dispatch_attempts END, \
+         dispatch_error = CASE WHEN $6 = 1 THEN NULL ELSE dispatch_error END \
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ));
+    let row = on_tx!(tx, conn => {
+        sqlx::query_as::<_, Row>(sql)
+            .bind(job.id)
+            .bind(update.status.as_str())
+            .bind(update.error_message.as_deref())
+            .bind(started)
+            .bind(completed)
+            .bind(i64::from(update.new_attempt))
+            .bind(now)
+            .fetch_one(&mut *conn)
+            .await
+    })?;
+    Ok(row.into_job())
+}
+
+/// Records SimplyPrint's id for a job (first match of a webhook by forma's own tag).
+pub async fn set_simplyprint_id(tx: &mut Tx, id: Uuid, simplyprint_id: &str) -> Result<(), DbError> {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE print_jobs SET simplyprint_job_id = $2 WHERE id = $1 AND simplyprint_job_id IS NULL",
+        )
+        .bind(id)
+        .bind(simplyprint_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The print side's reactions to orders (SPEC §6.4, §8.1): `order.created` plans the order's print
+//! jobs, `order.cancelled` cancels the ones still open. Each runs once per event
+//! ([`handle_once`]): a redelivered event changes nothing.
+//!
+//! The plan comes from the order service ([`OrderClient::print_plan`]), which owns the product
+//! mappings; the webhook that stored the order never calls here directly.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::PrintCore;
+use super::jobs::transitions::{self, ChangeError, Changed};
+use super::jobs::{PrintJob, PrintJobStatus, repository};
+use crate::clients::order::OrderClient;
+use crate::events::bus::subscriptions::consumers::PRINT;
+use crate::events::bus::{BusError, EventBus, HandlerError};
+use crate::events::catalog::{Event, EventPayload, names};
+use crate::events::idempotency::handle_once_returning;
+
+/// The consumer names of the dedupe records.
+const PLANNER: &str = "print.planner";
+const CANCELLER: &str = "print.order-cancelled";
+
+/// Subscribes the print side to the order events it acts on.
+pub fn subscribe(
+    bus: &EventBus,
+    core: PrintCore,
+    orders: Arc<dyn OrderClient>,
+) -> Result<(), BusError> {
+    let planner = core.clone();
+    bus.subscribe(PRINT, names::ORDER_CREATED, move |event: Event| {
+        let (core, orders) = (planner.clone(), orders.clone());
+        async move { plan_order(&core, orders.as_ref(), &event).await }
+    })?;
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, move |event: Event| {
+        let core = core.clone();
+        async move { cancel_order(&core, &event).await }
+    })?;
+    Ok(())
+}
+
+fn ids(event: &Event, order_id: &str) -> Option<(Uuid, Uuid)> {
+    let parsed = Uuid::parse_str(&event.tenant_id)
+        .ok()
+        .zip(Uuid::parse_str(order_id).ok());
+    if parsed.is_none() {
+        tracing::warn!(event_id = %event.event_id, "an order event names a non-UUID tenant or order; ignored");
+    }
+    parsed
+}
+
+/// `order.created`: the order's jobs, planned once.
+pub async fn plan_order(
+    core: &PrintCore,
+    orders: &dyn OrderClient,
+    event: &Event,
+) -> Result<(), HandlerError> {
+    let EventPayload::OrderCreated(created) = &event.payload else {
+        return Ok(());
+    };
+    let Some((tenant_id, order_id)) = ids(event, &created.order_id) else {
+        return Ok(());
+    };
+    // Read before the transaction: a call to another service never holds a write lock.
+    let Some(plan) = orders.print_plan(tenant_id, order_id).await? else {
+        tracing::warn!(%order_id, "order.created for an order the order service does not know");
+        return Ok(());
+    };
+    let created: Option<Vec<PrintJob>> = handle_once_returning(&core.db, event, PLANNER, |tx| {
+        Box::pin(async move {
+            Ok::<_, HandlerError>(repository::insert_planned(tx, &plan).await?)
+        })
+    })
+    .await?;
+    core.announce_created(&created.unwrap_or_default()).await;
+    Ok(())
+}
+
+/// `order.cancelled`: every job of the order still queued or printing is cancelled.
+pub async fn cancel_order(core: &PrintCore, event: &Event) -> Result<(), HandlerError> {
+    let EventPayload::OrderCancelled(cancelled) = &event.payload else {
+        return Ok(());
+    };
+    let Some((tenant_id, order_id)) = ids(event, &cancelled.order_id) else {
+        return Ok(());
+    };
+    let changes = handle_once_returning(&core.db, event, CANCELLER, |tx| {
+        Box::pin(async move {
+            let mut changes: Vec<Changed> = Vec::new();
+            for id in repository::open_of_order(tx, tenant_id, order_id).await? {
+                let Some(job) = repository::lock(tx, tenant_id, id).await? else {
+                    continue;
+                };
+                let reason = Some("Order cancelled".to_owned());
+                match transitions::change(tx, &job, PrintJobStatus::Cancelled, reason).await {
+                    Ok(Some(changed)) => changes.push(changed),
+                    Ok(None) => {}
+                    Err(ChangeError::Illegal(e)) => {
+                        tracing::info!(job = %id, error = %e, "left a job of a cancelled order as it is")
+                    }
+                    Err(ChangeError::Db(e)) => return Err(HandlerError::from(e)),
+                }
+            }
+            Ok(changes)
+        })
+    })
+    .await?;
+    for changed in changes.iter().flatten() {
+        core.announce_changed(changed).await;
+    }
+    Ok(())
+}
