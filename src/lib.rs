@@ -29,6 +29,7 @@ pub mod order;
 pub mod print;
 pub mod roles;
 pub mod server;
+pub mod simulators;
 
 #[cfg(test)]
 pub mod testing;

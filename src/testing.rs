@@ -223,6 +223,27 @@ pub async fn raw_http(addr: SocketAddr, request: &str) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Asks `check` again and again until it has an answer, and returns it; panics naming `what` if
+/// none comes within `within`. For outcomes that arrive through the bus or a background worker:
+/// the test waits on the outcome itself, however long the machine takes, up to a generous bound.
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A running role.
 pub struct TestApp {
     pub addr: SocketAddr,

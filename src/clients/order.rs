@@ -46,7 +46,11 @@ pub trait OrderClient: Send + Sync {
     ) -> Result<Option<InternalOrder>, ClientError>;
 
     /// What of order `id` should be printed now (the print side plans from it).
-    async fn print_plan(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintPlan>, ClientError> {
+    async fn print_plan(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<PrintPlan>, ClientError> {
         Ok(self.order(tenant_id, id).await?.map(|o| o.print_plan))
     }
 }
@@ -175,7 +179,8 @@ impl OrderClient for HttpOrderClient {
         tenant_id: Uuid,
         shopify_order_id: &str,
     ) -> Result<Option<InternalOrder>, ClientError> {
-        let id: String = url::form_urlencoded::byte_serialize(shopify_order_id.as_bytes()).collect();
+        let id: String =
+            url::form_urlencoded::byte_serialize(shopify_order_id.as_bytes()).collect();
         let path = format!("/internal/orders/shopify/{id}?tenantId={tenant_id}");
         match absent_is_none(self.endpoints.get_internal(&path).await)? {
             Some(response) => json_of(response).await.map(Some),

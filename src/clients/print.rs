@@ -87,7 +87,8 @@ impl PrintClient for InProcessPrintClient {
     }
 
     async fn retry_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError> {
-        self.change(tenant_id, id, PrintJobStatus::Queued, None).await
+        self.change(tenant_id, id, PrintJobStatus::Queued, None)
+            .await
     }
 
     async fn jobs_of_order(
@@ -118,7 +119,12 @@ impl HttpPrintClient {
 #[async_trait]
 impl PrintClient for HttpPrintClient {
     async fn create_print_jobs(&self, plan: &PrintPlan) -> Result<Vec<PrintJob>, ClientError> {
-        json_of(self.endpoints.post_internal("/internal/print-jobs", plan).await?).await
+        json_of(
+            self.endpoints
+                .post_internal("/internal/print-jobs", plan)
+                .await?,
+        )
+        .await
     }
 
     async fn cancel_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError> {

@@ -75,10 +75,12 @@ where
     F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<(), E>>,
     E: From<DbError>,
 {
-    Ok(match handle_once_returning(db, event, consumer, handler).await? {
-        Some(()) => Outcome::Handled,
-        None => Outcome::Duplicate,
-    })
+    Ok(
+        match handle_once_returning(db, event, consumer, handler).await? {
+            Some(()) => Outcome::Handled,
+            None => Outcome::Duplicate,
+        },
+    )
 }
 
 /// [`handle_once`] for a handler with a result: `Some` of what the handler returned once its writes

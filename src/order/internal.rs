@@ -7,15 +7,15 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderName;
 use axum::http::request::Parts;
-use axum::extract::State;
 use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use uuid::Uuid;
 
 use super::orders::repository::Tracking;
 use super::orders::{self, Order, OrderRecord};
@@ -37,7 +37,10 @@ pub fn routes() -> Router<OrderState> {
         )
         .route("/internal/orders/{id}", get(order))
         .route("/internal/orders/{id}/tracking", patch(tracking))
-        .route("/internal/orders/shopify/{shopify_order_id}", get(order_by_shopify_id))
+        .route(
+            "/internal/orders/shopify/{shopify_order_id}",
+            get(order_by_shopify_id),
+        )
 }
 
 /// An order as other services need it: the order, and what of it should be printed now.

@@ -70,6 +70,9 @@ pub fn router(state: OrderState) -> Router {
     api.with_state(state)
 }
 
+#[cfg(test)]
+pub(crate) mod flow_tests;
+
 /// The order service's internal API (SPEC §7), for the other services: out of the OpenAPI
 /// document, and out of role `all` entirely.
 pub fn internal_router(state: OrderState) -> Router {

@@ -149,9 +149,16 @@ async fn follow_jobs(
                 order_id,
                 types::LINE_ITEM_STATUS_CHANGED,
                 Severity::Info,
-                format!("Line {} {} → {}", line.item.sku, current.as_str(), next.as_str()),
+                format!(
+                    "Line {} {} → {}",
+                    line.item.sku,
+                    current.as_str(),
+                    next.as_str()
+                ),
             )
-            .with_details(json!({"lineItemId": line.item.id, "previousStatus": current, "newStatus": next}));
+            .with_details(
+                json!({"lineItemId": line.item.id, "previousStatus": current, "newStatus": next}),
+            );
             event_log::append(tx, &entry).await?;
         }
         statuses.push(next);
@@ -190,7 +197,11 @@ async fn order_moved(
         _ => (types::ORDER_STATUS_CHANGED, Severity::Info),
     };
     let message = if revival {
-        format!("Order revived: {} → {}", order.status.as_str(), next.as_str())
+        format!(
+            "Order revived: {} → {}",
+            order.status.as_str(),
+            next.as_str()
+        )
     } else {
         format!("Order {} → {}", order.status.as_str(), next.as_str())
     };
@@ -220,11 +231,13 @@ async fn order_moved(
             }
             events.push(ready);
         }
-        OrderStatus::Failed => events.push(InternalEvent::OrderFailed(internal_events::OrderFailed {
-            tenant_id,
-            order_id,
-            reason: "Every line failed".to_owned(),
-        })),
+        OrderStatus::Failed => {
+            events.push(InternalEvent::OrderFailed(internal_events::OrderFailed {
+                tenant_id,
+                order_id,
+                reason: "Every line failed".to_owned(),
+            }))
+        }
         _ => {}
     }
     Ok(events)

@@ -82,7 +82,14 @@ async fn cancel(
     Query(query): Query<TenantQuery>,
 ) -> Result<Json<PrintJob>, ApiError> {
     let reason = Some("Cancelled by the order service".to_owned());
-    change(&state, query.tenant_id, id, PrintJobStatus::Cancelled, reason).await
+    change(
+        &state,
+        query.tenant_id,
+        id,
+        PrintJobStatus::Cancelled,
+        reason,
+    )
+    .await
 }
 
 /// `POST /internal/print-jobs/{id}/retry?tenantId=`: queues a failed or cancelled job again.

@@ -68,9 +68,7 @@ pub async fn plan_order(
         return Ok(());
     };
     let created: Option<Vec<PrintJob>> = handle_once_returning(&core.db, event, PLANNER, |tx| {
-        Box::pin(async move {
-            Ok::<_, HandlerError>(repository::insert_planned(tx, &plan).await?)
-        })
+        Box::pin(async move { Ok::<_, HandlerError>(repository::insert_planned(tx, &plan).await?) })
     })
     .await?;
     core.announce_created(&created.unwrap_or_default()).await;

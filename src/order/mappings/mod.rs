@@ -134,12 +134,10 @@ impl MappingInput {
                 Vec::new()
             }
         };
-        let optional = |value: &Option<String>, current: Option<&Option<String>>| {
-            match value {
-                Some(v) if v.trim().is_empty() => None,
-                Some(v) => Some(v.trim().to_owned()),
-                None => current.cloned().flatten(),
-            }
+        let optional = |value: &Option<String>, current: Option<&Option<String>>| match value {
+            Some(v) if v.trim().is_empty() => None,
+            Some(v) => Some(v.trim().to_owned()),
+            None => current.cloned().flatten(),
         };
         if problems.is_empty() {
             Ok(MappingFields {

@@ -31,8 +31,8 @@ impl Row {
     fn into_mapping(self) -> ProductMapping {
         // Written by this module from validated files; unreadable JSON would be a bug, and a
         // mapping without files then simply plans nothing (and shows so).
-        let print_files: Vec<PrintFile> = serde_json::from_str(&self.print_files)
-            .unwrap_or_else(|e| {
+        let print_files: Vec<PrintFile> =
+            serde_json::from_str(&self.print_files).unwrap_or_else(|e| {
                 tracing::error!(mapping = %self.id, error = %e, "unreadable print files");
                 Vec::new()
             });

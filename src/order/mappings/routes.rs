@@ -96,7 +96,14 @@ async fn create_mapping(
         .await?
         .ok_or_else(|| sku_taken(&fields.sku))?;
     let details = json!({"sku": mapping.sku, "printFiles": mapping.print_files, "isActive": mapping.is_active});
-    let entry = AuditEntry::by(&ctx, &origin, actions::MAPPING_CREATED, "product-mapping", mapping.id, details);
+    let entry = AuditEntry::by(
+        &ctx,
+        &origin,
+        actions::MAPPING_CREATED,
+        "product-mapping",
+        mapping.id,
+        details,
+    );
     audit(&state, entry).await;
     Ok((StatusCode::CREATED, Json(mapping)))
 }
@@ -156,7 +163,14 @@ async fn update_mapping(
         "before": {"sku": current.sku, "printFiles": current.print_files, "isActive": current.is_active},
         "after": {"sku": updated.sku, "printFiles": updated.print_files, "isActive": updated.is_active},
     });
-    let entry = AuditEntry::by(&ctx, &origin, actions::MAPPING_UPDATED, "product-mapping", id, details);
+    let entry = AuditEntry::by(
+        &ctx,
+        &origin,
+        actions::MAPPING_UPDATED,
+        "product-mapping",
+        id,
+        details,
+    );
     audit(&state, entry).await;
     Ok(Json(updated))
 }
@@ -185,7 +199,14 @@ async fn delete_mapping(
     if !repository::delete(db, ctx.tenant_id, id).await? {
         return Err(not_found());
     }
-    let entry = AuditEntry::by(&ctx, &origin, actions::MAPPING_DELETED, "product-mapping", id, json!({"sku": current.sku}));
+    let entry = AuditEntry::by(
+        &ctx,
+        &origin,
+        actions::MAPPING_DELETED,
+        "product-mapping",
+        id,
+        json!({"sku": current.sku}),
+    );
     audit(&state, entry).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,9 @@
 
 use serde_json::json;
 
+use super::OrderRecord;
 use super::repository;
 use super::state::{LineItemStatus, OrderStatus, Status};
-use super::OrderRecord;
 use crate::events::bridge;
 use crate::events::internal::{self as internal_events, InternalEvent};
 use crate::events::outbox;

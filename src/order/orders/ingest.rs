@@ -79,16 +79,18 @@ pub fn plan_line(quantity: u32, mapping: Option<&ProductMapping>) -> LinePlan {
 }
 
 /// Plans every line of `new` with the tenant's mappings as `tx` sees them.
-async fn plan_lines(
-    tx: &mut Tx,
-    new: &NewOrder,
-) -> Result<Vec<(NewLineItem, LinePlan)>, DbError> {
+async fn plan_lines(tx: &mut Tx, new: &NewOrder) -> Result<Vec<(NewLineItem, LinePlan)>, DbError> {
     let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
     let mappings = active_for_skus(tx, new.tenant_id, &skus).await?;
     Ok(new
         .line_items
         .iter()
-        .map(|line| (line.clone(), plan_line(line.quantity, mappings.get(&line.sku))))
+        .map(|line| {
+            (
+                line.clone(),
+                plan_line(line.quantity, mappings.get(&line.sku)),
+            )
+        })
         .collect())
 }
 
@@ -194,7 +196,10 @@ pub async fn cancel(
         repository::lock_by_shopify_id(&mut tx, delivery.tenant_id, shopify_order_id).await?
     else {
         tx.commit().await?;
-        tracing::info!(shopify_order_id, "orders/cancelled for an order forma does not have");
+        tracing::info!(
+            shopify_order_id,
+            "orders/cancelled for an order forma does not have"
+        );
         return Ok(Outcome::Unchanged);
     };
     let reason = reason.unwrap_or_else(|| "Cancelled in Shopify".to_owned());
@@ -293,9 +298,9 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
         .map(|l| (l.shopify_line_item_id.as_str(), l))
         .collect();
     let changed_lines = new.line_items.iter().any(|l| {
-        current.get(l.shopify_line_item_id.as_str()).is_none_or(|c| {
-            c.item.quantity != l.quantity || c.item.sku != l.sku
-        })
+        current
+            .get(l.shopify_line_item_id.as_str())
+            .is_none_or(|c| c.item.quantity != l.quantity || c.item.sku != l.sku)
     }) || record.lines.iter().any(|l| {
         l.item.status != LineItemStatus::Cancelled
             && !incoming.contains_key(l.item.shopify_line_item_id.as_str())

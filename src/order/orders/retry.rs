@@ -157,7 +157,10 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
         order_id,
         types::ORDER_RETRIED,
         Severity::Info,
-        format!("Retried: {replanned} line(s) planned, {} job(s) queued again", to_retry.len()),
+        format!(
+            "Retried: {replanned} line(s) planned, {} job(s) queued again",
+            to_retry.len()
+        ),
     )
     .with_details(json!({"replannedLines": replanned, "retriedJobs": to_retry}));
     event_log::append(&mut tx, &entry).await?;

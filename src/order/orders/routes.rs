@@ -95,7 +95,10 @@ fn not_found() -> ApiError {
 
 fn print_service(error: ClientError) -> ApiError {
     match error {
-        ClientError::Rejected { status: 409, message } => ApiError::conflict(message),
+        ClientError::Rejected {
+            status: 409,
+            message,
+        } => ApiError::conflict(message),
         other => {
             tracing::warn!(error = %other, "the print service did not answer");
             ApiError::service_unavailable("The print service is unavailable; try again")
@@ -204,7 +207,10 @@ async fn cancel_order(
             .status
             .transition(OrderStatus::Cancelled)
             .err()
-            .map_or_else(|| ApiError::conflict("The order is cancelled already"), ApiError::from));
+            .map_or_else(
+                || ApiError::conflict("The order is cancelled already"),
+                ApiError::from,
+            ));
     };
     tx.commit().await?;
     core.relay.notify();

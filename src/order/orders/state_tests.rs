@@ -20,7 +20,12 @@ fn check_matrix<S: Status>(legal: &[&str]) {
                     assert!(!expected, "{} {pair} must be legal", S::ENTITY);
                     assert_eq!(
                         e.to_string(),
-                        format!("Cannot move {} from {} to {}", S::ENTITY, from.as_str(), to.as_str())
+                        format!(
+                            "Cannot move {} from {} to {}",
+                            S::ENTITY,
+                            from.as_str(),
+                            to.as_str()
+                        )
                     );
                 }
             }
@@ -160,14 +165,39 @@ fn an_orders_status_follows_its_line_items() {
     use LineItemStatus as L;
     use OrderStatus as O;
     let cases: &[(O, &[L], bool, O)] = &[
-        (O::Processing, &[L::Pending, L::Printing], false, O::Processing),
-        (O::Processing, &[L::Completed, L::Completed], false, O::ReadyForFulfillment),
-        (O::Processing, &[L::Completed, L::Failed], false, O::PartiallyCompleted),
+        (
+            O::Processing,
+            &[L::Pending, L::Printing],
+            false,
+            O::Processing,
+        ),
+        (
+            O::Processing,
+            &[L::Completed, L::Completed],
+            false,
+            O::ReadyForFulfillment,
+        ),
+        (
+            O::Processing,
+            &[L::Completed, L::Failed],
+            false,
+            O::PartiallyCompleted,
+        ),
         (O::Processing, &[L::Failed, L::Failed], false, O::Failed),
         (O::Processing, &[L::Failed, L::Cancelled], false, O::Failed),
-        (O::Processing, &[L::Completed, L::Unmapped], false, O::PartiallyCompleted),
+        (
+            O::Processing,
+            &[L::Completed, L::Unmapped],
+            false,
+            O::PartiallyCompleted,
+        ),
         (O::Pending, &[L::Unmapped, L::Unmapped], false, O::Pending),
-        (O::PartiallyCompleted, &[L::Completed, L::Pending], false, O::Processing),
+        (
+            O::PartiallyCompleted,
+            &[L::Completed, L::Pending],
+            false,
+            O::Processing,
+        ),
         (O::Failed, &[L::Pending], false, O::Processing),
         // Cancelled orders keep still until a job is revived.
         (O::Cancelled, &[L::Pending], false, O::Cancelled),
@@ -179,7 +209,10 @@ fn an_orders_status_follows_its_line_items() {
     ];
     for (current, items, revived, expected) in cases {
         let derived = order_status(*current, items, *revived);
-        assert_eq!(derived, *expected, "{current:?} {items:?} revived {revived}");
+        assert_eq!(
+            derived, *expected,
+            "{current:?} {items:?} revived {revived}"
+        );
         assert!(
             current.can_become(derived),
             "the derivation only makes legal moves: {current:?} -> {derived:?}"

@@ -71,7 +71,11 @@ pub fn normalize_domain(domain: &str) -> String {
 
 /// The tenant of shop `domain`: a connected shop's, or tenant `default` for the one shop
 /// `shopify.shop_domain` names (recorded as connected on first use). `None` for any other shop.
-pub async fn tenant_of_shop(db: &Db, config: &Config, domain: &str) -> Result<Option<Uuid>, DbError> {
+pub async fn tenant_of_shop(
+    db: &Db,
+    config: &Config,
+    domain: &str,
+) -> Result<Option<Uuid>, DbError> {
     let domain = normalize_domain(domain);
     let known = on_pool!(db, pool => {
         sqlx::query_as::<_, (Uuid, Option<chrono::DateTime<Utc>>)>(
@@ -135,7 +139,11 @@ pub struct Delivery {
 /// Records the delivery in `tx`; `false` if it (or its event, for its topic) was seen before. The
 /// record commits with what the delivery did, so a delivery either happened once or not at all.
 pub async fn first_delivery(tx: &mut Tx, delivery: &Delivery) -> Result<bool, DbError> {
-    let Some(webhook_id) = delivery.webhook_id.as_deref().or(delivery.event_id.as_deref()) else {
+    let Some(webhook_id) = delivery
+        .webhook_id
+        .as_deref()
+        .or(delivery.event_id.as_deref())
+    else {
         return Ok(true);
     };
     let inserted = on_tx!(tx, conn => {

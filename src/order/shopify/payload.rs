@@ -95,9 +95,7 @@ fn money(value: &Option<Value>) -> Option<String> {
 }
 
 fn nonempty(value: Option<&String>) -> Option<String> {
-    value
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 impl ShopifyOrder {
@@ -166,8 +164,15 @@ impl ShopifyOrder {
             customer_name: self.customer_name(),
             customer_email: nonempty(self.email.as_ref())
                 .or_else(|| nonempty(self.contact_email.as_ref()))
-                .or_else(|| self.customer.as_ref().and_then(|c| nonempty(c.email.as_ref()))),
-            shipping_address: self.shipping_address.as_ref().map(ShopifyAddress::to_address),
+                .or_else(|| {
+                    self.customer
+                        .as_ref()
+                        .and_then(|c| nonempty(c.email.as_ref()))
+                }),
+            shipping_address: self
+                .shipping_address
+                .as_ref()
+                .map(ShopifyAddress::to_address),
             total_price,
             currency,
             line_items,
@@ -249,9 +254,15 @@ mod tests {
         .unwrap();
         assert_eq!(new.shopify_order_id, "820982911946154508");
         assert_eq!(new.order_number, "#1001");
-        assert_eq!((new.total_price.as_str(), new.currency.as_str()), ("49.90", "EUR"));
+        assert_eq!(
+            (new.total_price.as_str(), new.currency.as_str()),
+            ("49.90", "EUR")
+        );
         assert_eq!(new.customer_name, "Jon Snow");
-        assert_eq!(new.shipping_address.unwrap().name.as_deref(), Some("Jon Snow"));
+        assert_eq!(
+            new.shipping_address.unwrap().name.as_deref(),
+            Some("Jon Snow")
+        );
         assert_eq!(new.line_items.len(), 1, "a removed line is not made");
         assert_eq!(new.line_items[0].quantity, 3);
         assert_eq!(new.line_items[0].sku, "CUBE-RED");

@@ -92,7 +92,13 @@ async fn shopify_webhook_with_topic(
     body: Bytes,
 ) -> Result<Json<ShopifyAck>, ApiError> {
     let Path((resource, action)) = topic?;
-    receive(&state, &headers, Some(format!("{resource}/{action}")), &body).await
+    receive(
+        &state,
+        &headers,
+        Some(format!("{resource}/{action}")),
+        &body,
+    )
+    .await
 }
 
 async fn receive(
@@ -106,7 +112,8 @@ async fn receive(
         tracing::warn!("refused a Shopify webhook: shopify.webhook_secret is not set");
         return Err(ApiError::unauthorized("Invalid Shopify signature"));
     };
-    let signed = header(headers, X_SHOPIFY_HMAC).is_some_and(|s| signature_is_valid(secret, body, s));
+    let signed =
+        header(headers, X_SHOPIFY_HMAC).is_some_and(|s| signature_is_valid(secret, body, s));
     if !signed {
         return Err(ApiError::unauthorized("Invalid Shopify signature"));
     }
@@ -137,7 +144,9 @@ async fn receive(
                 topics::ORDERS_CREATE => ingest::create(&state.core, &delivery, &new).await?,
                 topics::ORDERS_UPDATED => ingest::update(&state.core, &delivery, &new).await?,
                 _ => {
-                    let reason = document.cancel_reason.map(|r| format!("Cancelled in Shopify ({r})"));
+                    let reason = document
+                        .cancel_reason
+                        .map(|r| format!("Cancelled in Shopify ({r})"));
                     ingest::cancel(&state.core, &delivery, &new.shopify_order_id, reason).await?
                 }
             }

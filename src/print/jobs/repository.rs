@@ -175,7 +175,8 @@ pub async fn list(
     filter: &JobFilter,
     page: PageRequest,
 ) -> Result<(Vec<PrintJob>, i64), DbError> {
-    let condition = "tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR order_id = $3)";
+    let condition =
+        "tenant_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR order_id = $3)";
     let (limit, offset) = page.limit_offset();
     let select = sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM print_jobs WHERE {condition} \
@@ -287,7 +288,11 @@ pub async fn set_status(
 }
 
 /// Records SimplyPrint's id for a job (first match of a webhook by forma's own tag).
-pub async fn set_simplyprint_id(tx: &mut Tx, id: Uuid, simplyprint_id: &str) -> Result<(), DbError> {
+pub async fn set_simplyprint_id(
+    tx: &mut Tx,
+    id: Uuid,
+    simplyprint_id: &str,
+) -> Result<(), DbError> {
     on_tx!(tx, conn => {
         sqlx::query(
             "UPDATE print_jobs SET simplyprint_job_id = $2 WHERE id = $1 AND simplyprint_job_id IS NULL",

@@ -70,7 +70,11 @@ async fn list_print_jobs(
         Some(text) => Some(PrintJobStatus::parse(text).ok_or_else(|| {
             ApiError::validation(vec![format!(
                 "status must be one of: {}",
-                PrintJobStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                PrintJobStatus::ALL
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )])
         })?),
     };

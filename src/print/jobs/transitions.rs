@@ -81,26 +81,28 @@ fn bus_events(before: &PrintJob, after: &PrintJob) -> Vec<Event> {
         },
     )];
     match after.status {
-        PrintJobStatus::Completed => {
-            payloads.push(EventPayload::PrintJobCompleted(catalog::PrintJobCompleted {
+        PrintJobStatus::Completed => payloads.push(EventPayload::PrintJobCompleted(
+            catalog::PrintJobCompleted {
                 print_job_id,
                 order_id,
                 line_item_id,
-            }))
-        }
-        PrintJobStatus::Failed => payloads.push(EventPayload::PrintJobFailed(catalog::PrintJobFailed {
-            print_job_id,
-            order_id,
-            line_item_id,
-            error_message: after.error_message.clone().unwrap_or_default(),
-        })),
-        PrintJobStatus::Cancelled => {
-            payloads.push(EventPayload::PrintJobCancelled(catalog::PrintJobCancelled {
+            },
+        )),
+        PrintJobStatus::Failed => {
+            payloads.push(EventPayload::PrintJobFailed(catalog::PrintJobFailed {
                 print_job_id,
                 order_id,
                 line_item_id,
+                error_message: after.error_message.clone().unwrap_or_default(),
             }))
         }
+        PrintJobStatus::Cancelled => payloads.push(EventPayload::PrintJobCancelled(
+            catalog::PrintJobCancelled {
+                print_job_id,
+                order_id,
+                line_item_id,
+            },
+        )),
         PrintJobStatus::Queued | PrintJobStatus::Printing => {}
     }
     payloads

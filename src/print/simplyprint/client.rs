@@ -91,7 +91,10 @@ impl SimplyPrint {
             return Err(SimplyPrintError::Unavailable(format!("answered {status}")));
         }
         let body: Envelope = response.json().await.map_err(|e| {
-            SimplyPrintError::Unavailable(format!("unreadable answer ({status}): {}", without_url(&e)))
+            SimplyPrintError::Unavailable(format!(
+                "unreadable answer ({status}): {}",
+                without_url(&e)
+            ))
         })?;
         if !status.is_success() || !body.status {
             let message = body.message.unwrap_or_else(|| status.to_string());
@@ -102,10 +105,18 @@ impl SimplyPrint {
 
     /// Adds one print of `file_id` to the bottom of the queue, tagged `tag`; returns the queue
     /// item's id, which forma records as the job's SimplyPrint id.
-    pub async fn add_queue_item(&self, file_id: &str, tag: &str) -> Result<String, SimplyPrintError> {
+    pub async fn add_queue_item(
+        &self,
+        file_id: &str,
+        tag: &str,
+    ) -> Result<String, SimplyPrintError> {
         let body = json!({"fileId": file_id, "amount": 1, "position": "bottom", "note": tag});
         let answer = self
-            .call(self.http.post(format!("{}/queue/AddItem", self.company_url)).json(&body))
+            .call(
+                self.http
+                    .post(format!("{}/queue/AddItem", self.company_url))
+                    .json(&body),
+            )
             .await?;
         answer
             .get("created_id")
@@ -117,7 +128,10 @@ impl SimplyPrint {
     /// this tells whether it arrived.
     pub async fn find_queue_item(&self, tag: &str) -> Result<Option<String>, SimplyPrintError> {
         let answer = self
-            .call(self.http.get(format!("{}/queue/GetItems", self.company_url)))
+            .call(
+                self.http
+                    .get(format!("{}/queue/GetItems", self.company_url)),
+            )
             .await?;
         let items = answer
             .get("queue")
@@ -147,9 +161,10 @@ impl SimplyPrint {
     /// A job's state; `None` when SimplyPrint does not know the id.
     pub async fn job(&self, id: &str) -> Result<Option<RemoteJob>, SimplyPrintError> {
         let id_param: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-        let request = self
-            .http
-            .get(format!("{}/jobs/GetDetails?id={id_param}", self.company_url));
+        let request = self.http.get(format!(
+            "{}/jobs/GetDetails?id={id_param}",
+            self.company_url
+        ));
         match self.call(request).await {
             Ok(answer) => Ok(answer.get("job").and_then(|job| {
                 Some(RemoteJob {

@@ -74,7 +74,9 @@ pub async fn pass(core: &PrintCore, client: &SimplyPrint) -> Result<usize, DbErr
         match core.change(job.tenant_id, job.id, status, reason).await {
             Ok(crate::print::JobChange::Changed(_)) => changed += 1,
             Ok(_) => {}
-            Err(e) => tracing::info!(job = %job.id, error = %e, "reconciliation left a job as it is"),
+            Err(e) => {
+                tracing::info!(job = %job.id, error = %e, "reconciliation left a job as it is")
+            }
         }
     }
     Ok(changed)

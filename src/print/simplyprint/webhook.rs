@@ -163,13 +163,21 @@ async fn simplyprint_webhook(
     };
     let Some(locked) = locked else {
         tx.commit().await?;
-        tracing::warn!(event = webhook.event, simplyprint_id, uid = job.uid, "SimplyPrint webhook for a job forma does not know; acknowledged");
+        tracing::warn!(
+            event = webhook.event,
+            simplyprint_id,
+            uid = job.uid,
+            "SimplyPrint webhook for a job forma does not know; acknowledged"
+        );
         return Ok(ack("unknown-job"));
     };
     if let (Some(id), None) = (&simplyprint_id, &locked.simply_print_job_id) {
         repository::set_simplyprint_id(&mut tx, locked.id, id).await?;
     }
-    let reason = job.error.or(job.status).filter(|_| to == PrintJobStatus::Failed);
+    let reason = job
+        .error
+        .or(job.status)
+        .filter(|_| to == PrintJobStatus::Failed);
     let outcome: Option<Changed> = match transitions::change(&mut tx, &locked, to, reason).await {
         Ok(changed) => changed,
         Err(ChangeError::Illegal(e)) => {
