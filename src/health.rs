@@ -203,11 +203,27 @@ pub async fn own_dependencies(ctx: &AppContext) -> BTreeMap<String, CheckResult>
         BusState::NotConfigured(why) => CheckResult::disabled(why.clone()),
         BusState::Failed(why) => CheckResult::down(why.clone()).non_critical(),
     };
-    BTreeMap::from([
+    let mut checks = BTreeMap::from([
         ("database".to_owned(), database),
         ("redis".to_owned(), redis),
         ("bus".to_owned(), bus),
-    ])
+    ]);
+    // The print farm's integration lives where the print service runs: not at a lone gateway.
+    if ctx.role != crate::roles::Role::Gateway {
+        let simplyprint = &ctx.config.simplyprint;
+        let check = if simplyprint.api_key.is_some() && simplyprint.company_id.is_some() {
+            CheckResult::ok(Duration::ZERO)
+                .non_critical()
+                .with_message("connected")
+        } else {
+            CheckResult::disabled(
+                "disconnected: print jobs wait QUEUED until simplyprint.api_key and \
+                 simplyprint.company_id are set",
+            )
+        };
+        checks.insert("simplyprint".to_owned(), check);
+    }
+    checks
 }
 
 /// The readiness of this process alone.

@@ -48,12 +48,20 @@ pub struct Deployment {
 impl Deployment {
     /// `serve --role all` on SQLite.
     pub async fn all() -> Self {
+        Self::all_with(true, |_| {}).await
+    }
+
+    /// `serve --role all` on SQLite, connected to the simulated farm or not, after `configure`.
+    pub async fn all_with(connected: bool, configure: impl FnOnce(&mut Config)) -> Self {
         let stop = CancellationToken::new();
         let farm = SimplyPrintSim::start(SP_COMPANY, SP_KEY, stop.clone())
             .await
             .unwrap();
-        let app =
-            TestApp::spawn_with(Role::All, Backend::Sqlite, |c| integrations(c, Some(&farm))).await;
+        let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
+            integrations(c, connected.then_some(&farm));
+            configure(c);
+        })
+        .await;
         Self {
             gateways: vec![app],
             _services: Vec::new(),

@@ -3,6 +3,8 @@
 
 mod repository;
 pub mod routes;
+#[cfg(test)]
+mod routes_tests;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -6,6 +6,8 @@ pub mod ingest;
 pub mod repository;
 pub mod retry;
 pub mod routes;
+#[cfg(test)]
+mod routes_tests;
 pub mod state;
 
 use chrono::{DateTime, Utc};

@@ -10,6 +10,9 @@ pub mod dispatch;
 pub mod reconcile;
 pub mod webhook;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use tokio::sync::Notify;

@@ -1,0 +1,424 @@
+//! Orders through the API over loopback HTTP: lines without a mapping, retry, cancellation, job
+//! failure and revival, Shopify's updates and cancellations, filters, tenants and permissions.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::identity::roles::UserRole;
+use crate::infra::db::Conn;
+use crate::on_conn;
+use crate::order::flow_tests::{
+    Deployment, SHOP, SP_TOKEN, deliver, get_json, line, map, order_numbered,
+};
+use crate::simulators::shopify::{self, Delivery};
+use crate::testing::{TestApp, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn status_of(admin: &reqwest::Client, app: &TestApp, order_id: &str) -> Value {
+    get_json(admin, &app.url(&format!("/api/v1/orders/{order_id}"))).await
+}
+
+async fn wait_for_status(
+    admin: &reqwest::Client,
+    app: &TestApp,
+    order_id: &str,
+    status: &str,
+) -> Value {
+    eventually(&format!("the order is {status}"), WAIT, || async {
+        let order = status_of(admin, app, order_id).await;
+        (order["status"] == status).then_some(order)
+    })
+    .await
+}
+
+async fn jobs_of(
+    admin: &reqwest::Client,
+    app: &TestApp,
+    order_id: &str,
+    count: usize,
+) -> Vec<Value> {
+    let url = app.url(&format!(
+        "/api/v1/print-jobs?orderId={order_id}&pageSize=100"
+    ));
+    eventually(&format!("{count} jobs"), WAIT, || async {
+        let page = get_json(admin, &url).await;
+        let items = page["items"].as_array()?.clone();
+        (items.len() == count).then_some(items)
+    })
+    .await
+}
+
+/// The event log's entry types of an order, oldest first (the log has no API yet).
+async fn event_types(app: &TestApp, order_id: &str) -> Vec<String> {
+    let id = Uuid::parse_str(order_id).unwrap();
+    let mut conn = Conn::Pool(&app.ctx.db);
+    on_conn!(&mut conn, c => {
+        sqlx::query_scalar::<_, String>("SELECT event_type FROM event_log WHERE order_id = $1 ORDER BY created_at, id")
+            .bind(id)
+            .fetch_all(c)
+            .await
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_unmapped_line_waits_and_a_retry_after_mapping_it_plans_it() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    let document = shopify::order_document(100, 1100, &[line(1, "MYSTERY", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let order = order_numbered(&admin, app, 1100).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["lineItems"][0]["status"], "UNMAPPED");
+    assert!(
+        event_types(app, &id)
+            .await
+            .contains(&"line_item.unmapped".to_owned())
+    );
+
+    let retry = app.url(&format!("/api/v1/orders/{id}/retry"));
+    let (status, body) = post(&admin, &retry, json!({})).await;
+    assert_eq!(status, 409, "nothing can be mapped yet: {body}");
+    map(
+        &admin,
+        app,
+        "MYSTERY",
+        json!([{"fileId": "f-m", "fileName": "m.gcode"}]),
+    )
+    .await;
+    let (status, body) = post(&admin, &retry, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "PROCESSING");
+    assert_eq!(body["lineItems"][0]["status"], "PENDING");
+    assert!(body["lineItems"][0]["productMappingId"].is_string());
+    jobs_of(&admin, app, &id, 2).await;
+    assert!(
+        event_types(app, &id)
+            .await
+            .contains(&"order.retried".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_failed_job_fails_the_order_and_its_retry_revives_it() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    map(
+        &admin,
+        app,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let document = shopify::order_document(200, 1200, &[line(1, "CUBE", 1)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1200).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let job = jobs_of(&admin, app, &id, 1).await.remove(0);
+    let item = eventually("the farm has the job", WAIT, || async {
+        deployment.farm.items().into_iter().next()
+    })
+    .await;
+    let hook = app.url("/api/v1/webhooks/simplyprint");
+    deployment
+        .farm
+        .report(item.id, "job.failed", &hook, SP_TOKEN)
+        .await
+        .unwrap();
+    let failed = wait_for_status(&admin, app, &id, "FAILED").await;
+    assert_eq!(failed["lineItems"][0]["status"], "FAILED");
+    assert_eq!(failed["printJobs"][0]["status"], "FAILED");
+
+    let job_id = job["id"].as_str().unwrap();
+    let (status, retried) = post(
+        &admin,
+        &app.url(&format!("/api/v1/print-jobs/{job_id}/retry")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(
+        (retried["status"].as_str(), retried["attempts"].as_u64()),
+        (Some("QUEUED"), Some(2))
+    );
+    assert_eq!(
+        retried["simplyPrintJobId"],
+        Value::Null,
+        "it goes to the farm again"
+    );
+    let revived = wait_for_status(&admin, app, &id, "PROCESSING").await;
+    assert_eq!(revived["lineItems"][0]["status"], "PENDING");
+    assert!(
+        event_types(app, &id)
+            .await
+            .contains(&"order.revived".to_owned())
+    );
+    // Sent to the farm a second time, as a new queue item.
+    eventually("the farm has the retried job", WAIT, || async {
+        (deployment.farm.items().len() == 2).then_some(())
+    })
+    .await;
+    let (status, body) = post(
+        &admin,
+        &app.url(&format!("/api/v1/print-jobs/{job_id}/retry")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "a queued job is not retried: {body}");
+}
+
+#[tokio::test]
+async fn cancelling_an_order_cancels_its_open_jobs_and_a_revived_job_brings_it_back() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    map(
+        &admin,
+        app,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let document = shopify::order_document(300, 1300, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1300).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    let cancel = app.url(&format!("/api/v1/orders/{id}/cancel"));
+    let (status, body) = post(
+        &admin,
+        &cancel,
+        json!({"reason": "customer changed their mind"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "CANCELLED");
+    assert!(
+        body["lineItems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["status"] == "CANCELLED")
+    );
+    let jobs = eventually("the jobs are cancelled", WAIT, || async {
+        let detail = status_of(&admin, app, &id).await;
+        let jobs = detail["printJobs"].as_array()?.clone();
+        jobs.iter()
+            .all(|j| j["status"] == "CANCELLED")
+            .then_some(jobs)
+    })
+    .await;
+    let (status, body) = post(&admin, &cancel, json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["message"], "The order is cancelled already");
+
+    // An operator queues one job again: the order comes back to life.
+    let job_id = jobs[0]["id"].as_str().unwrap();
+    let (status, _) = post(
+        &admin,
+        &app.url(&format!("/api/v1/print-jobs/{job_id}/retry")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_for_status(&admin, app, &id, "PROCESSING").await;
+    let log = event_types(app, &id).await;
+    assert!(
+        log.contains(&"order.cancelled".to_owned()) && log.contains(&"order.revived".to_owned()),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn shopify_updates_replan_unprinted_lines_and_shopify_cancels_orders() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    map(
+        &admin,
+        app,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let document = shopify::order_document(400, 1400, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1400).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+
+    // Three instead of two, and a new address: the line is planned anew (3 new jobs, the 2 old
+    // cancelled).
+    let mut updated = shopify::order_document(400, 1400, &[line(1, "CUBE", 3)]);
+    updated["shipping_address"]["city"] = json!("Brugge");
+    let (status, ack) = deliver(app, &Delivery::new("orders/updated", SHOP, &updated)).await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("updated")),
+        "{ack}"
+    );
+    let jobs = jobs_of(&admin, app, &id, 5).await;
+    let queued = jobs.iter().filter(|j| j["status"] == "QUEUED").count();
+    let cancelled = jobs.iter().filter(|j| j["status"] == "CANCELLED").count();
+    assert_eq!((queued, cancelled), (3, 2));
+    let order = status_of(&admin, app, &id).await;
+    assert_eq!(order["shippingAddress"]["city"], "Brugge");
+    assert_eq!(order["lineItems"][0]["quantity"], 3);
+
+    let (status, ack) = deliver(app, &Delivery::new("orders/cancelled", SHOP, &updated)).await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("cancelled")),
+        "{ack}"
+    );
+    wait_for_status(&admin, app, &id, "CANCELLED").await;
+    eventually("every job is cancelled", WAIT, || async {
+        let detail = status_of(&admin, app, &id).await;
+        detail["printJobs"]
+            .as_array()?
+            .iter()
+            .all(|j| j["status"] == "CANCELLED")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn lists_filter_and_another_tenants_order_is_a_404() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    for (id, number) in [(501, 1501), (502, 1502), (503, 1503)] {
+        let document = shopify::order_document(id, number, &[line(1, "NOPE", 1)]);
+        deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    }
+    let page = get_json(&admin, &app.url("/api/v1/orders?pageSize=2")).await;
+    assert_eq!(
+        (
+            page["total"].as_u64(),
+            page["items"].as_array().map(Vec::len)
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(page["items"][0]["orderNumber"], "#1503", "newest first");
+    let found = get_json(&admin, &app.url("/api/v1/orders?search=customer1502")).await;
+    assert_eq!(found["total"], 1);
+    let pending = get_json(
+        &admin,
+        &app.url("/api/v1/orders?status=PENDING&from=2000-01-01&to=2999-12-31"),
+    )
+    .await;
+    assert_eq!(pending["total"], 3);
+    let none = get_json(&admin, &app.url("/api/v1/orders?status=FULFILLED")).await;
+    assert_eq!(none["total"], 0);
+    for bad in ["status=DONE", "from=yesterday", "pageSize=101"] {
+        let response = admin
+            .get(app.url(&format!("/api/v1/orders?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].is_array(), "{body}");
+    }
+    for path in [
+        format!("/api/v1/orders/{}", Uuid::new_v4()),
+        format!("/api/v1/print-jobs/{}", Uuid::new_v4()),
+        format!("/api/v1/product-mappings/{}", Uuid::new_v4()),
+    ] {
+        assert_eq!(
+            admin.get(app.url(&path)).send().await.unwrap().status(),
+            404,
+            "{path}"
+        );
+    }
+
+    // Another tenant's order, stored as that tenant's: invisible, 404 not 403.
+    let acme = crate::identity::tenants::ensure(&app.ctx.db, "acme", "Acme")
+        .await
+        .unwrap();
+    let mut tx = app.ctx.db.begin().await.unwrap();
+    let new = crate::order::orders::NewOrder {
+        tenant_id: acme.id,
+        shopify_order_id: "acme-1".into(),
+        order_number: "#A1".into(),
+        customer_name: "Acme".into(),
+        customer_email: None,
+        shipping_address: None,
+        total_price: "1.00".into(),
+        currency: "EUR".into(),
+        line_items: vec![],
+    };
+    let theirs = crate::order::orders::repository::insert(
+        &mut tx,
+        &new,
+        crate::order::orders::OrderStatus::Pending,
+        &[],
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    tx.commit().await.unwrap();
+    let url = app.url(&format!("/api/v1/orders/{}", theirs.order.id));
+    assert_eq!(admin.get(&url).send().await.unwrap().status(), 404);
+    let cancel = app.url(&format!("/api/v1/orders/{}/cancel", theirs.order.id));
+    assert_eq!(post(&admin, &cancel, json!({})).await.0, 404);
+}
+
+#[tokio::test]
+async fn viewers_read_and_only_writers_cancel() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    app.create_user("viewer@example.com", "a-long-password", UserRole::Viewer)
+        .await;
+    let (viewer, _) = app.login("viewer@example.com", "a-long-password").await;
+    let admin = app.admin().await;
+    let document = shopify::order_document(600, 1600, &[line(1, "NOPE", 1)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1600).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        viewer
+            .get(app.url(&format!("/api/v1/orders/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, body) = post(
+        &viewer,
+        &app.url(&format!("/api/v1/orders/{id}/cancel")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["message"], "Missing permission orders.write");
+    let (status, _) = post(
+        &viewer,
+        &app.url("/api/v1/product-mappings"),
+        json!({"sku": "X"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+}

@@ -1,0 +1,301 @@
+//! The print farm integration against the SimplyPrint simulator, over real HTTP both ways.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::infra::db::Conn;
+use crate::on_conn;
+use crate::order::flow_tests::{
+    Deployment, SHOP, SP_TOKEN, deliver, get_json, line, map, order_numbered,
+};
+use crate::simulators::shopify::{self, Delivery};
+use crate::simulators::simplyprint::Item;
+use crate::testing::{TestApp, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An order of `quantity` cubes (one job each), and its jobs once planned.
+async fn order_of_cubes(
+    deployment: &Deployment,
+    number: u64,
+    quantity: u32,
+) -> (reqwest::Client, String, Vec<Value>) {
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    map(
+        &admin,
+        app,
+        &format!("CUBE-{number}"),
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let document = shopify::order_document(
+        number,
+        number,
+        &[line(1, &format!("CUBE-{number}"), quantity)],
+    );
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, number).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = app.url(&format!("/api/v1/print-jobs?orderId={id}"));
+    let jobs = eventually("the jobs are planned", WAIT, || async {
+        let page = get_json(&admin, &url).await;
+        let items = page["items"].as_array()?.clone();
+        (items.len() == quantity as usize).then_some(items)
+    })
+    .await;
+    (admin, id, jobs)
+}
+
+async fn farm_items(deployment: &Deployment, n: usize) -> Vec<Item> {
+    eventually(&format!("the farm has {n} items"), WAIT, || async {
+        let items = deployment.farm.items();
+        (items.len() >= n).then_some(items)
+    })
+    .await
+}
+
+async fn job(admin: &reqwest::Client, app: &TestApp, id: &str) -> Value {
+    get_json(admin, &app.url(&format!("/api/v1/print-jobs/{id}"))).await
+}
+
+#[tokio::test]
+async fn without_credentials_jobs_wait_queued_and_health_says_disconnected() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9001, 2).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j["status"] == "QUEUED" && j["simplyPrintJobId"].is_null())
+    );
+    let health = get_json(&admin, &app.url("/health")).await;
+    assert_eq!(
+        health["checks"]["simplyprint"]["status"], "disabled",
+        "{health}"
+    );
+    assert!(
+        health["checks"]["simplyprint"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("disconnected")
+    );
+    assert_eq!(health["status"], "ok");
+    assert!(
+        deployment.farm.requests().is_empty(),
+        "nothing is sent anywhere"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_farm_delays_a_job_but_never_loses_or_doubles_it() {
+    let deployment = Deployment::all().await;
+    deployment.farm.fail_next(2);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9002, 1).await;
+    let items = farm_items(&deployment, 1).await;
+    assert_eq!(items.len(), 1);
+    let job_id = jobs[0]["id"].as_str().unwrap();
+    assert_eq!(items[0].note, job_id);
+    let adds = deployment
+        .farm
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/queue/AddItem"))
+        .count();
+    assert_eq!(
+        adds, 2,
+        "one refused attempt, then one that arrived (the 500 before it was a lookup)"
+    );
+    let sent = eventually("the job has SimplyPrint's id", WAIT, || async {
+        let job = job(&admin, deployment.gateway(0), job_id).await;
+        job["simplyPrintJobId"].is_string().then_some(job)
+    })
+    .await;
+    assert_eq!(sent["simplyPrintJobId"], items[0].id.to_string());
+    let app = deployment.gateway(0);
+    let mut conn = Conn::Pool(&app.ctx.db);
+    let attempts = on_conn!(&mut conn, c => {
+        sqlx::query_scalar::<_, i64>("SELECT dispatch_attempts FROM print_jobs WHERE id = $1")
+            .bind(uuid::Uuid::parse_str(job_id).unwrap())
+            .fetch_one(c)
+            .await
+    })
+    .unwrap();
+    assert_eq!(attempts, 3, "two failures, one success");
+}
+
+#[tokio::test]
+async fn webhooks_are_authenticated_matched_and_acknowledged_whatever_they_say() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9003, 1).await;
+    let job_id = jobs[0]["id"].as_str().unwrap().to_owned();
+    let item = farm_items(&deployment, 1).await.remove(0);
+    let hook = app.url("/api/v1/webhooks/simplyprint");
+    let farm = &deployment.farm;
+    let envelope = |webhook_id: &str, event: &str, job: Value| json!({"webhook_id": webhook_id, "event": event, "timestamp": 1_767_225_600, "data": {"job": job, "printer": {"id": 7}, "user": {"id": 1}}});
+    assert_eq!(
+        farm.deliver(
+            &hook,
+            "wrong-token",
+            &envelope("w1", "job.started", json!({"id": item.id}))
+        )
+        .await
+        .unwrap(),
+        401
+    );
+    assert_eq!(
+        farm.deliver(
+            &hook,
+            "",
+            &envelope("w1", "job.started", json!({"id": item.id}))
+        )
+        .await
+        .unwrap(),
+        401
+    );
+    let status = crate::testing::client()
+        .post(&hook)
+        .header("x-sp-token", SP_TOKEN)
+        .body("not json")
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 400);
+
+    let hook = &hook;
+    let ack = |body: Value| async move {
+        let response = crate::testing::client()
+            .post(hook)
+            .header("x-sp-token", SP_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["outcome"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        ack(envelope("w2", "printer.online", json!({}))).await,
+        "ignored"
+    );
+    assert_eq!(
+        ack(envelope(
+            "w3",
+            "job.done",
+            json!({"id": 987_654, "uid": "not-ours"})
+        ))
+        .await,
+        "unknown-job"
+    );
+    // A print started by hand from forma's file: SimplyPrint's id is new, forma's tag is the uid.
+    assert_eq!(
+        ack(envelope(
+            "w4",
+            "job.started",
+            json!({"id": 555, "uid": job_id})
+        ))
+        .await,
+        "updated"
+    );
+    assert_eq!(job(&admin, app, &job_id).await["status"], "PRINTING");
+    assert_eq!(
+        ack(envelope(
+            "w4",
+            "job.started",
+            json!({"id": 555, "uid": job_id})
+        ))
+        .await,
+        "duplicate"
+    );
+    assert_eq!(
+        ack(envelope("w5", "job.started", json!({"id": item.id}))).await,
+        "unchanged"
+    );
+    assert_eq!(
+        ack(envelope(
+            "w6",
+            "job.failed",
+            json!({"id": item.id, "error": "Spaghetti detected"})
+        ))
+        .await,
+        "updated"
+    );
+    let failed = job(&admin, app, &job_id).await;
+    assert_eq!(
+        (failed["status"].as_str(), failed["errorMessage"].as_str()),
+        (Some("FAILED"), Some("Spaghetti detected"))
+    );
+    // Terminal: a late "done" is acknowledged and changes nothing.
+    assert_eq!(
+        ack(envelope("w7", "job.done", json!({"id": item.id}))).await,
+        "unchanged"
+    );
+    assert_eq!(job(&admin, app, &job_id).await["status"], "FAILED");
+}
+
+#[tokio::test]
+async fn a_change_whose_webhook_was_missed_is_caught_by_reconciliation() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let (admin, order_id, jobs) = order_of_cubes(&deployment, 9004, 1).await;
+    let item = farm_items(&deployment, 1).await.remove(0);
+    let job_id = jobs[0]["id"].as_str().unwrap();
+    eventually("the job was sent", WAIT, || async {
+        job(&admin, app, job_id).await["simplyPrintJobId"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+    // The farm finishes the print, and nobody tells forma.
+    deployment.farm.set_status(item.id, "done");
+    eventually("reconciliation completes the job", WAIT, || async {
+        (job(&admin, app, job_id).await["status"] == "COMPLETED").then_some(())
+    })
+    .await;
+    eventually("the order follows", WAIT, || async {
+        let order = get_json(&admin, &app.url(&format!("/api/v1/orders/{order_id}"))).await;
+        (order["status"] == "READY_FOR_FULFILLMENT").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_cancelled_in_forma_leaves_the_farms_queue() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9005, 1).await;
+    let job_id = jobs[0]["id"].as_str().unwrap();
+    let item = farm_items(&deployment, 1).await.remove(0);
+    eventually("the job was sent", WAIT, || async {
+        job(&admin, app, job_id).await["simplyPrintJobId"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+    let response = admin
+        .post(app.url(&format!("/api/v1/print-jobs/{job_id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let removed = deployment
+        .farm
+        .items()
+        .into_iter()
+        .find(|i| i.id == item.id)
+        .unwrap();
+    assert_eq!(removed.status, "removed");
+    let again = admin
+        .post(app.url(&format!("/api/v1/print-jobs/{job_id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200, "cancelling twice changes nothing");
+}
