@@ -254,6 +254,126 @@ mod tests {
         assert_eq!(total, 1, "a refused entry is not stored");
     }
 
+    /// What every implementation of the order reads and the tracking update must do.
+    async fn orders_contract(client: &dyn OrderClient, db: &Db) {
+        use crate::order::mappings::PrintFile;
+        use crate::order::orders::repository::{self, LinePlan, Tracking};
+        use crate::order::orders::{LineItemStatus, NewLineItem, NewOrder, OrderStatus};
+
+        let tenant = crate::identity::tenants::find_by_slug(db, "default")
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let line = NewLineItem {
+            shopify_line_item_id: "11".into(),
+            sku: "CUBE".into(),
+            product_name: "Cube".into(),
+            quantity: 4,
+            unit_price: "2.50".into(),
+        };
+        let new = NewOrder {
+            tenant_id: tenant,
+            shopify_order_id: "820982911946154508".into(),
+            order_number: "#1001".into(),
+            customer_name: "Ada".into(),
+            customer_email: Some("ada@example.com".into()),
+            shipping_address: None,
+            total_price: "10.00".into(),
+            currency: "EUR".into(),
+            line_items: vec![line.clone()],
+        };
+        let plan = LinePlan {
+            status: LineItemStatus::Pending,
+            mapping_id: Some(Uuid::new_v4()),
+            print_files: Some(vec![PrintFile {
+                file_id: "f".into(),
+                file_name: "cube.gcode".into(),
+                quantity: 1,
+                units_per_print: 1,
+                print_profile: None,
+            }]),
+        };
+        let mut tx = db.begin().await.unwrap();
+        let stored = repository::insert(&mut tx, &new, OrderStatus::Processing, &[(line, plan)])
+            .await
+            .unwrap()
+            .unwrap();
+        tx.commit().await.unwrap();
+        let id = stored.order.id;
+
+        let read = client.order(tenant, id).await.unwrap().expect("the order");
+        assert_eq!(read.order.order_number, "#1001");
+        assert_eq!(read.order.line_items.len(), 1);
+        assert_eq!(read.print_plan.lines.len(), 1);
+        assert_eq!(
+            (
+                read.print_plan.lines[0].quantity,
+                read.print_plan.lines[0].generation
+            ),
+            (4, 1)
+        );
+        assert_eq!(
+            client.order(Uuid::new_v4(), id).await.unwrap(),
+            None,
+            "another tenant's"
+        );
+        assert_eq!(client.order(tenant, Uuid::new_v4()).await.unwrap(), None);
+        let by_shopify = client
+            .order_by_shopify_id(tenant, "820982911946154508")
+            .await
+            .unwrap()
+            .expect("found by Shopify's id");
+        assert_eq!(by_shopify.order.id, id);
+        assert_eq!(
+            client
+                .order_by_shopify_id(tenant, "no such id")
+                .await
+                .unwrap(),
+            None
+        );
+
+        let tracking = Tracking {
+            tracking_number: Some("3SABCD0123456789".into()),
+            tracking_url: Some("https://tracking.example/3SABCD0123456789".into()),
+            carrier: Some("postnl".into()),
+        };
+        let tracked = client
+            .update_tracking(tenant, id, &tracking)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            tracked.order.tracking_number.as_deref(),
+            Some("3SABCD0123456789")
+        );
+        assert_eq!(tracked.order.carrier.as_deref(), Some("postnl"));
+        let read = client.order(tenant, id).await.unwrap().unwrap();
+        assert_eq!(read.order.tracking_url, tracking.tracking_url);
+        assert_eq!(
+            client
+                .update_tracking(Uuid::new_v4(), id, &tracking)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    each_database! {
+        async fn the_in_process_client_keeps_the_orders_contract(backend: Backend) {
+            let app = TestApp::spawn(Role::All, backend).await;
+            orders_contract(&InProcessOrderClient::new(app.ctx.clone()), &app.ctx.db).await;
+        }
+    }
+
+    each_database! {
+        async fn the_http_client_keeps_the_orders_contract(backend: Backend) {
+            let order = TestApp::spawn(Role::Order, backend).await;
+            let client = http_client(&order, testing::INTERNAL_KEY);
+            orders_contract(&client, &order.ctx.db).await;
+        }
+    }
+
     fn http_client(order: &TestApp, key: &str) -> HttpOrderClient {
         let mut config = testing::config(&order.database.url);
         config.internal.key = Some(crate::config::Secret::new(key));

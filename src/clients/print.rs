@@ -21,7 +21,8 @@ pub trait PrintClient: Send + Sync {
     /// Cancels a job (idempotent); a job that completed or failed is refused (409).
     async fn cancel_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError>;
 
-    /// Queues a failed or cancelled job again; any other is refused (409).
+    /// Queues a failed or cancelled job again (a queued one is returned as it is); a printing or
+    /// completed one is refused (409).
     async fn retry_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError>;
 
     /// Every job of an order, oldest first.
@@ -152,5 +153,136 @@ impl PrintClient for HttpPrintClient {
     ) -> Result<Vec<PrintJob>, ClientError> {
         let path = format!("/internal/print-jobs?tenantId={tenant_id}&orderId={order_id}");
         json_of(self.endpoints.get_internal(&path).await?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::order::mappings::PrintFile;
+    use crate::print::plan::PlannedLine;
+    use crate::roles::Role;
+    use crate::testing::{self, TestApp};
+
+    fn plan(tenant_id: Uuid, order_id: Uuid, line_item_id: Uuid, generation: u32) -> PrintPlan {
+        PrintPlan {
+            tenant_id,
+            order_id,
+            lines: vec![PlannedLine {
+                line_item_id,
+                generation,
+                quantity: 3,
+                print_files: vec![PrintFile {
+                    file_id: "f-cube".into(),
+                    file_name: "cube.gcode".into(),
+                    quantity: 1,
+                    units_per_print: 2,
+                    print_profile: Some("PLA".into()),
+                }],
+            }],
+        }
+    }
+
+    /// What every implementation of `PrintClient` must do (SPEC §7: one suite for both).
+    async fn contract(client: &dyn PrintClient) {
+        let (tenant, order, line) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let created = client
+            .create_print_jobs(&plan(tenant, order, line, 1))
+            .await
+            .expect("jobs are created");
+        assert_eq!(created.len(), 2, "3 units at 2 a print");
+        assert!(created.iter().all(|j| j.status == PrintJobStatus::Queued
+            && j.order_id == Some(order)
+            && j.line_item_id == Some(line)
+            && j.print_profile.as_deref() == Some("PLA")));
+        let again = client
+            .create_print_jobs(&plan(tenant, order, line, 1))
+            .await
+            .unwrap();
+        assert!(again.is_empty(), "planning twice creates nothing twice");
+        let next = client
+            .create_print_jobs(&plan(tenant, order, line, 2))
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 2, "a new plan generation has jobs of its own");
+
+        let jobs = client.jobs_of_order(tenant, order).await.unwrap();
+        assert_eq!(jobs.len(), 4);
+        assert!(
+            client
+                .jobs_of_order(Uuid::new_v4(), order)
+                .await
+                .unwrap()
+                .is_empty(),
+            "tenant-scoped"
+        );
+
+        let id = created[0].id;
+        let cancelled = client.cancel_print_job(tenant, id).await.unwrap();
+        assert_eq!(cancelled.status, PrintJobStatus::Cancelled);
+        let twice = client.cancel_print_job(tenant, id).await.unwrap();
+        assert_eq!(twice.status, PrintJobStatus::Cancelled, "idempotent");
+        let retried = client.retry_print_job(tenant, id).await.unwrap();
+        assert_eq!(
+            (retried.status, retried.attempts),
+            (PrintJobStatus::Queued, 2)
+        );
+        let again = client.retry_print_job(tenant, id).await.unwrap();
+        assert_eq!(
+            (again.status, again.attempts),
+            (PrintJobStatus::Queued, 2),
+            "idempotent"
+        );
+        let unknown = client
+            .cancel_print_job(tenant, Uuid::new_v4())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            unknown,
+            ClientError::Rejected {
+                status: 404,
+                message: "Print job not found".into()
+            }
+        );
+        let elsewhere = client
+            .cancel_print_job(Uuid::new_v4(), id)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(elsewhere, ClientError::Rejected { status: 404, .. }),
+            "another tenant's job: 404"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_in_process_client_keeps_the_contract() {
+        let app = TestApp::spawn(Role::All, crate::infra::db::Backend::Sqlite).await;
+        let core = PrintCore {
+            db: app.ctx.db.clone(),
+            relay: Default::default(),
+            events: Default::default(),
+            dispatch: Default::default(),
+            simplyprint: None,
+        };
+        contract(&InProcessPrintClient::new(core)).await;
+    }
+
+    #[tokio::test]
+    async fn the_http_client_keeps_the_contract() {
+        let order = TestApp::spawn(Role::Order, crate::infra::db::Backend::Postgres).await;
+        let config = testing::config(&order.database.url);
+        let client = HttpPrintClient::new(vec![order.url("")], &config).unwrap();
+        contract(&client).await;
+        // The internal API wants the key.
+        let response = testing::client()
+            .post(order.url("/internal/print-jobs"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
     }
 }

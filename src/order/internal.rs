@@ -44,7 +44,7 @@ pub fn routes() -> Router<OrderState> {
 }
 
 /// An order as other services need it: the order, and what of it should be printed now.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InternalOrder {
     #[serde(flatten)]
