@@ -2,5 +2,6 @@
 //! talking over loopback.
 
 mod cli;
+mod crash;
 mod processes;
 mod support;
