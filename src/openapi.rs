@@ -24,7 +24,7 @@ use crate::{gateway, order, print};
         (name = "health", description = "Liveness, readiness, health and metrics"),
         (name = "queues", description = "The event queue dashboard's data"),
     ),
-    components(schemas(crate::http::ErrorBody))
+    components(schemas(crate::http::ErrorBody, crate::events::bus::JobState))
 )]
 struct ApiInfo;
 

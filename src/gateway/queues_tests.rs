@@ -53,7 +53,7 @@ async fn queue(admin: &reqwest::Client, app: &TestApp, name: &str) -> Value {
 
 #[tokio::test]
 async fn the_dashboard_counts_jobs_and_needs_queues_read() {
-    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let app = TestApp::spawn(Role::Gateway, Backend::Sqlite).await;
     let admin = app.admin().await;
     let print = queue(&admin, &app, PRINT_QUEUE).await;
     assert_eq!(
@@ -69,7 +69,7 @@ async fn the_dashboard_counts_jobs_and_needs_queues_read() {
         .publish(&[cancelled(&tenant)])
         .await
         .unwrap();
-    // Nothing in this process consumes order.cancelled yet: the fan-out waits in both queues.
+    // A lone gateway consumes nothing: the fan-out waits in both queues.
     assert_eq!(queue(&admin, &app, PRINT_QUEUE).await["waiting"], 1);
     assert_eq!(
         queue(&admin, &app, "order.cancelled:shipping").await["waiting"],
@@ -136,7 +136,7 @@ async fn the_page_is_self_contained() {
 
 #[tokio::test]
 async fn a_dead_job_shows_its_payload_and_error_and_an_admin_retries_it() {
-    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let app = TestApp::spawn(Role::Gateway, Backend::Sqlite).await;
     let Db::Sqlite(pool) = &app.ctx.db else {
         unreachable!("a SQLite test")
     };
