@@ -8,7 +8,7 @@
 //!   cargo bench --bench ingest
 //!   N=5000 CONCURRENCY=32 BACKENDS=sqlite cargo bench --bench ingest
 //!
-//! Settings (environment): N (2000 orders), CONCURRENCY (16 webhooks in flight), BACKENDS
+//! Settings (environment): N (4000 orders), CONCURRENCY (16 webhooks in flight), BACKENDS
 //! (sqlite,postgres), POSTGRES_URL (postgres://postgres@127.0.0.1:5432/postgres, where a database
 //! of this run's own is created and dropped), REDIS_URL (redis://127.0.0.1:6379; the PostgreSQL run
 //! uses it for its bus, under a key prefix of its own), TIMEOUT (300 s per run). Everything talks
@@ -335,7 +335,7 @@ async fn main() {
     forma::infra::tls::install_crypto_provider();
     // `cargo bench` passes `--bench`; this benchmark takes its settings from the environment.
     let settings = Settings {
-        n: env_or("N", 2000),
+        n: env_or("N", 4000),
         concurrency: env_or("CONCURRENCY", 16),
         timeout: Duration::from_secs(env_or("TIMEOUT", 300)),
         postgres: env_or(

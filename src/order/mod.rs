@@ -38,11 +38,16 @@ pub struct OrderCore {
 pub struct OrderState {
     pub ctx: Arc<AppContext>,
     pub core: OrderCore,
+    pub shops: shopify::Shops,
 }
 
 impl OrderState {
     pub fn new(ctx: Arc<AppContext>, core: OrderCore) -> Self {
-        Self { ctx, core }
+        Self {
+            ctx,
+            core,
+            shops: shopify::Shops::default(),
+        }
     }
 }
 

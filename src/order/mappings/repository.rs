@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::{MappingFields, PrintFile, ProductMapping};
 use crate::http::pagination::PageRequest;
-use crate::infra::db::{Db, DbError, Tx};
-use crate::{on_pool, on_tx};
+use crate::infra::db::{Conn, Db, DbError};
+use crate::{on_conn, on_pool};
 
 const COLUMNS: &str = "id, tenant_id, sku, product_name, shopify_product_id, shopify_variant_id, \
                        print_files, is_active, created_at, updated_at";
@@ -189,10 +189,10 @@ pub async fn delete(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<bool, DbError>
     Ok(deleted > 0)
 }
 
-/// The tenant's active mappings of `skus`, by SKU, read in `tx` (ingestion and retries plan with
-/// what they read in their own transaction).
+/// The tenant's active mappings of `skus`, by SKU, read on `conn` (in a transaction when the caller
+/// plans with what it reads there, on the pool when it reads before its transaction).
 pub async fn active_for_skus(
-    tx: &mut Tx,
+    conn: &mut Conn<'_>,
     tenant_id: Uuid,
     skus: &[&str],
 ) -> Result<HashMap<String, ProductMapping>, DbError> {
@@ -208,12 +208,12 @@ pub async fn active_for_skus(
         "SELECT {COLUMNS} FROM product_mappings WHERE tenant_id = $1 AND is_active = TRUE \
          AND sku IN ({placeholders})"
     );
-    let rows = on_tx!(tx, conn => {
+    let rows = on_conn!(conn, c => {
         let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
         for sku in skus {
             query = query.bind(*sku);
         }
-        query.fetch_all(&mut *conn).await
+        query.fetch_all(c).await
     })?;
     for row in rows {
         let mapping = row.into_mapping();

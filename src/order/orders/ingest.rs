@@ -16,7 +16,7 @@ use super::{LineRecord, NewLineItem, NewOrder, OrderRecord};
 use crate::events::bridge;
 use crate::events::internal::{self as internal_events, InternalEvent};
 use crate::events::outbox;
-use crate::infra::db::{DbError, Tx};
+use crate::infra::db::{Conn, DbError, Tx};
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
 use crate::order::mappings::{ProductMapping, active_for_skus};
@@ -78,10 +78,13 @@ pub fn plan_line(quantity: u32, mapping: Option<&ProductMapping>) -> LinePlan {
     }
 }
 
-/// Plans every line of `new` with the tenant's mappings as `tx` sees them.
-async fn plan_lines(tx: &mut Tx, new: &NewOrder) -> Result<Vec<(NewLineItem, LinePlan)>, DbError> {
+/// Plans every line of `new` with the tenant's mappings as `conn` sees them.
+async fn plan_lines(
+    conn: &mut Conn<'_>,
+    new: &NewOrder,
+) -> Result<Vec<(NewLineItem, LinePlan)>, DbError> {
     let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
-    let mappings = active_for_skus(tx, new.tenant_id, &skus).await?;
+    let mappings = active_for_skus(conn, new.tenant_id, &skus).await?;
     Ok(new
         .line_items
         .iter()
@@ -139,19 +142,19 @@ async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEve
     Ok(created)
 }
 
-/// Inserts `new` in `tx` with its lines planned; `None` when it exists.
+/// Inserts `new` in `tx` with `lines` as planned; `None` when it exists.
 async fn insert_new(
     tx: &mut Tx,
     new: &NewOrder,
+    lines: &[(NewLineItem, LinePlan)],
 ) -> Result<Option<(OrderRecord, InternalEvent)>, DbError> {
-    let lines = plan_lines(tx, new).await?;
     let statuses: Vec<LineItemStatus> = lines.iter().map(|(_, plan)| plan.status).collect();
     let status = if statuses.is_empty() {
         OrderStatus::Pending
     } else {
         order_status(OrderStatus::Pending, &statuses, false)
     };
-    let Some(record) = repository::insert(tx, new, status, &lines).await? else {
+    let Some(record) = repository::insert(tx, new, status, lines).await? else {
         return Ok(None);
     };
     let created = record_created(tx, &record).await?;
@@ -164,12 +167,15 @@ pub async fn create(
     delivery: &Delivery,
     new: &NewOrder,
 ) -> Result<Outcome, DbError> {
+    // Planned before the transaction: SQLite holds its one write lock from a transaction's first
+    // write to its commit, and every statement inside is time every other writer waits.
+    let lines = plan_lines(&mut Conn::Pool(&core.db), new).await?;
     let mut tx = core.db.begin().await?;
     if !shopify::first_delivery(&mut tx, delivery).await? {
         tx.rollback().await?;
         return Ok(Outcome::Duplicate);
     }
-    let Some((_, created)) = insert_new(&mut tx, new).await? else {
+    let Some((_, created)) = insert_new(&mut tx, new, &lines).await? else {
         // Keep the delivery's record: the same delivery again is a plain duplicate.
         tx.commit().await?;
         return Ok(Outcome::Exists);
@@ -246,7 +252,8 @@ pub async fn update(
         repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id).await?
     else {
         // An update that overtook its create: the order as it is now.
-        let created = insert_new(&mut tx, new).await?;
+        let lines = plan_lines(&mut Conn::Tx(&mut tx), new).await?;
+        let created = insert_new(&mut tx, new, &lines).await?;
         tx.commit().await?;
         if let Some((_, created)) = created {
             core.relay.notify();
@@ -326,7 +333,7 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
         return Ok(false);
     }
     let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
-    let mappings = active_for_skus(tx, order.tenant_id, &skus).await?;
+    let mappings = active_for_skus(&mut Conn::Tx(tx), order.tenant_id, &skus).await?;
     let now = Utc::now();
     let mut statuses = Vec::new();
     for line in &record.lines {

@@ -169,11 +169,87 @@ pub async fn insert(
             .await
     })?;
     let Some(row) = row else { return Ok(None) };
-    let mut records = Vec::with_capacity(lines.len());
-    for (position, (line, plan)) in lines.iter().enumerate() {
-        records.push(insert_line(tx, new.tenant_id, id, position, line, plan, now).await?);
-    }
+    let records = insert_lines(tx, new.tenant_id, id, 0, lines, now).await?;
     Ok(Some(row.into_record(records)))
+}
+
+/// Rows per multi-row INSERT: 12 parameters each stays far below SQLite's limit of 32 766.
+const LINES_PER_STATEMENT: usize = 500;
+
+/// Inserts `lines` of an order at positions `first_position…`, a few hundred rows per statement:
+/// one round trip instead of one per line.
+async fn insert_lines(
+    tx: &mut Tx,
+    tenant_id: Uuid,
+    order_id: Uuid,
+    first_position: usize,
+    lines: &[(NewLineItem, LinePlan)],
+    now: DateTime<Utc>,
+) -> Result<Vec<LineRecord>, DbError> {
+    let mut records = Vec::with_capacity(lines.len());
+    for (chunk_index, chunk) in lines.chunks(LINES_PER_STATEMENT).enumerate() {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = 3 + i * 10;
+                format!(
+                    "(${}, $1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 1, $3, $3)",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8,
+                    p + 9,
+                    p + 10
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO line_items (id, tenant_id, order_id, position, shopify_line_item_id, sku, \
+             product_name, quantity, unit_price, status, product_mapping_id, print_files, \
+             plan_generation, created_at, updated_at) VALUES {values} RETURNING {LINE_COLUMNS}, position"
+        );
+        let mut files = Vec::with_capacity(chunk.len());
+        for (_, plan) in chunk {
+            files.push(plan.print_files.as_ref().map(encode).transpose()?);
+        }
+        let rows = on_tx!(tx, conn => {
+            let mut query = sqlx::query_as::<_, PositionedLine>(sqlx::AssertSqlSafe(sql))
+                .bind(tenant_id)
+                .bind(order_id)
+                .bind(now);
+            for (i, ((line, plan), files)) in chunk.iter().zip(&files).enumerate() {
+                let position = first_position + chunk_index * LINES_PER_STATEMENT + i;
+                query = query
+                    .bind(Uuid::now_v7())
+                    .bind(position as i64)
+                    .bind(&line.shopify_line_item_id)
+                    .bind(&line.sku)
+                    .bind(&line.product_name)
+                    .bind(i64::from(line.quantity))
+                    .bind(&line.unit_price)
+                    .bind(plan.status.as_str())
+                    .bind(plan.mapping_id)
+                    .bind(files.as_deref());
+            }
+            query.fetch_all(&mut *conn).await
+        })?;
+        let mut rows = rows;
+        // RETURNING promises no order.
+        rows.sort_by_key(|r| r.position);
+        records.extend(rows.into_iter().map(|r| r.line.into_record()));
+    }
+    Ok(records)
+}
+
+#[derive(sqlx::FromRow)]
+struct PositionedLine {
+    #[sqlx(flatten)]
+    line: LineRow,
+    position: i64,
 }
 
 /// Adds a line to an existing order (a line added in Shopify before anything printed).
@@ -186,33 +262,9 @@ pub async fn insert_line(
     plan: &LinePlan,
     now: DateTime<Utc>,
 ) -> Result<LineRecord, DbError> {
-    let files = plan.print_files.as_ref().map(encode).transpose()?;
-    let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO line_items (id, tenant_id, order_id, position, shopify_line_item_id, sku, \
-         product_name, quantity, unit_price, status, product_mapping_id, print_files, \
-         plan_generation, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 1, $13, $13) \
-         RETURNING {LINE_COLUMNS}"
-    ));
-    let row = on_tx!(tx, conn => {
-        sqlx::query_as::<_, LineRow>(sql)
-            .bind(Uuid::now_v7())
-            .bind(tenant_id)
-            .bind(order_id)
-            .bind(position as i64)
-            .bind(&line.shopify_line_item_id)
-            .bind(&line.sku)
-            .bind(&line.product_name)
-            .bind(i64::from(line.quantity))
-            .bind(&line.unit_price)
-            .bind(plan.status.as_str())
-            .bind(plan.mapping_id)
-            .bind(files.as_deref())
-            .bind(now)
-            .fetch_one(&mut *conn)
-            .await
-    })?;
-    Ok(row.into_record())
+    let lines = [(line.clone(), plan.clone())];
+    let mut records = insert_lines(tx, tenant_id, order_id, position, &lines, now).await?;
+    records.pop().ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))
 }
 
 /// The lines of `order_ids`, by order, in their Shopify order.

@@ -111,7 +111,7 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
         return Err(RetryError::NothingToRetry);
     }
     let skus: Vec<&str> = record.lines.iter().map(|l| l.item.sku.as_str()).collect();
-    let mappings = active_for_skus(&mut tx, tenant_id, &skus).await?;
+    let mappings = active_for_skus(&mut Conn::Tx(&mut tx), tenant_id, &skus).await?;
     let mut to_retry = Vec::new();
     let mut replanned = 0;
     let mut statuses = Vec::new();

@@ -112,6 +112,52 @@ pub async fn tenant_of_shop(
     Ok(Some(tenant.id))
 }
 
+/// How long a shop's tenant is remembered: a shop moves between tenants only through an operator,
+/// and every webhook would otherwise read it again.
+const SHOP_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`tenant_of_shop`], remembered for a minute. Cheap to clone; clones share what they remember.
+#[derive(Clone, Default)]
+pub struct Shops(
+    std::sync::Arc<
+        std::sync::RwLock<std::collections::HashMap<String, (std::time::Instant, Uuid)>>,
+    >,
+);
+
+impl Shops {
+    pub async fn tenant_of(
+        &self,
+        db: &Db,
+        config: &Config,
+        domain: &str,
+    ) -> Result<Option<Uuid>, DbError> {
+        let domain = normalize_domain(domain);
+        let remembered = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&domain)
+            .filter(|(at, _)| at.elapsed() < SHOP_CACHE_TTL)
+            .map(|(_, tenant)| *tenant);
+        if remembered.is_some() {
+            return Ok(remembered);
+        }
+        let tenant = tenant_of_shop(db, config, &domain).await?;
+        if let Some(tenant) = tenant {
+            let mut shops = self
+                .0
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Unknown shops are not remembered, so the map grows with real shops only.
+            if shops.len() > 10_000 {
+                shops.clear();
+            }
+            shops.insert(domain, (std::time::Instant::now(), tenant));
+        }
+        Ok(tenant)
+    }
+}
+
 /// Records that the app was uninstalled from a shop; its webhooks still verify but it is marked.
 pub async fn mark_uninstalled(db: &Db, domain: &str) -> Result<(), DbError> {
     on_pool!(db, pool => {

@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::payload::ShopifyOrder;
-use super::{Delivery, signature_is_valid, tenant_of_shop, topics, webhook_secret};
+use super::{Delivery, signature_is_valid, topics, webhook_secret};
 use crate::http::extract::{Json, Path};
 use crate::http::{ApiError, ErrorBody};
 use crate::order::OrderState;
@@ -124,7 +124,9 @@ async fn receive(
     let shop = header(headers, X_SHOPIFY_SHOP_DOMAIN)
         .ok_or_else(|| ApiError::bad_request("Missing X-Shopify-Shop-Domain"))?;
     let db = &state.core.db;
-    let tenant_id = tenant_of_shop(db, config, shop)
+    let tenant_id = state
+        .shops
+        .tenant_of(db, config, shop)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Shop {shop} is not connected to forma")))?;
     let delivery = Delivery {

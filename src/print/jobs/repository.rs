@@ -68,16 +68,15 @@ impl Row {
 /// a second plan of the same generation finds its jobs there already. Lines over
 /// [`MAX_PRINTS_PER_LINE`] create nothing (the order service refuses them before they get here).
 pub async fn insert_planned(tx: &mut Tx, plan: &PrintPlan) -> Result<Vec<PrintJob>, DbError> {
-    let now = Utc::now();
-    let mut created = Vec::new();
-    let sql = format!(
-        "INSERT INTO print_jobs (id, tenant_id, order_id, line_item_id, generation, file_index, \
-         sequence, file_id, file_name, print_profile, purpose, status, attempts, version, \
-         dispatch_after, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ORDER', 'QUEUED', 1, 1, $11, $11, $11) \
-         ON CONFLICT (line_item_id, generation, file_index, sequence) WHERE line_item_id IS NOT NULL \
-         DO NOTHING RETURNING {COLUMNS}"
-    );
+    /// One row to insert: line, generation, file index, sequence, file.
+    struct Planned<'a> {
+        line: Uuid,
+        generation: u32,
+        index: usize,
+        sequence: u64,
+        file: &'a crate::order::mappings::PrintFile,
+    }
+    let mut rows = Vec::new();
     for line in &plan.lines {
         if line.prints() > MAX_PRINTS_PER_LINE {
             tracing::error!(line_item = %line.line_item_id, prints = line.prints(), "refused to plan a line of too many prints");
@@ -85,26 +84,66 @@ pub async fn insert_planned(tx: &mut Tx, plan: &PrintPlan) -> Result<Vec<PrintJo
         }
         for (index, file) in line.print_files.iter().enumerate() {
             for sequence in 1..=file.prints_for(line.quantity) {
-                let row = on_tx!(tx, conn => {
-                    sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.clone()))
-                        .bind(Uuid::now_v7())
-                        .bind(plan.tenant_id)
-                        .bind(plan.order_id)
-                        .bind(line.line_item_id)
-                        .bind(i64::from(line.generation))
-                        .bind(index as i64)
-                        .bind(sequence as i64)
-                        .bind(&file.file_id)
-                        .bind(&file.file_name)
-                        .bind(file.print_profile.as_deref())
-                        .bind(now)
-                        .fetch_optional(&mut *conn)
-                        .await
-                })?;
-                created.extend(row.map(Row::into_job));
+                rows.push(Planned {
+                    line: line.line_item_id,
+                    generation: line.generation,
+                    index,
+                    sequence,
+                    file,
+                });
             }
         }
     }
+    let now = Utc::now();
+    let mut created = Vec::with_capacity(rows.len());
+    // 8 parameters a row: a few hundred rows per statement, one round trip each.
+    for chunk in rows.chunks(500) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let p = 3 + i * 8;
+                format!(
+                    "(${}, $1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'ORDER', 'QUEUED', 1, 1, $3, $3, $3)",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO print_jobs (id, tenant_id, order_id, line_item_id, generation, file_index, \
+             sequence, file_id, file_name, print_profile, purpose, status, attempts, version, \
+             dispatch_after, created_at, updated_at) VALUES {values} \
+             ON CONFLICT (line_item_id, generation, file_index, sequence) WHERE line_item_id IS NOT NULL \
+             DO NOTHING RETURNING {COLUMNS}"
+        );
+        let inserted = on_tx!(tx, conn => {
+            let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+                .bind(plan.tenant_id)
+                .bind(plan.order_id)
+                .bind(now);
+            for row in chunk {
+                query = query
+                    .bind(Uuid::now_v7())
+                    .bind(row.line)
+                    .bind(i64::from(row.generation))
+                    .bind(row.index as i64)
+                    .bind(row.sequence as i64)
+                    .bind(&row.file.file_id)
+                    .bind(&row.file.file_name)
+                    .bind(row.file.print_profile.as_deref());
+            }
+            query.fetch_all(&mut *conn).await
+        })?;
+        created.extend(inserted.into_iter().map(Row::into_job));
+    }
+    // RETURNING promises no order; ids are time-ordered.
+    created.sort_by_key(|j| j.id);
     Ok(created)
 }
 
