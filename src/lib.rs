@@ -13,6 +13,13 @@
 //! - [`infra`]: the ports with an embedded and a distributed implementation each.
 //! - [`openapi`]: the merged OpenAPI document and the docs UI.
 
+#![forbid(unsafe_code)]
+// Outside tests nothing that comes from outside the process may panic the process.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod app;
 pub mod cli;
 pub mod clients;

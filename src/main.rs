@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 /// A gateway allocates and frees small buffers on every request; mimalloc's thread-local free

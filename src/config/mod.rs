@@ -211,19 +211,10 @@ impl UrlList {
 
 impl<'de> Deserialize<'de> for UrlList {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
-        }
-        let urls = match Raw::deserialize(deserializer)? {
-            Raw::One(s) => s.split(',').map(str::to_owned).collect(),
-            Raw::Many(v) => v,
-        };
+        let urls = list::deserialize(deserializer)?;
         Ok(UrlList(
             urls.into_iter()
-                .map(|u| u.trim().trim_end_matches('/').to_owned())
+                .map(|u| u.trim_end_matches('/').to_owned())
                 .filter(|u| !u.is_empty())
                 .collect(),
         ))
@@ -335,7 +326,9 @@ pub enum LoadBalancing {
 pub struct ProxyConfig {
     /// The route table (SPEC §5.2); replacing it replaces the whole table.
     pub routes: Vec<RouteConfig>,
-    /// Paths served without a session: exact, or a prefix when ending in `*` or `/**`.
+    /// Paths served without a session: exact, or a prefix when ending in `*` or `/**`. An array,
+    /// or a comma-separated string.
+    #[serde(deserialize_with = "list::deserialize")]
     pub public_paths: Vec<String>,
     /// Retries of GET/HEAD on connection errors (never on a response).
     pub retries: u32,
@@ -405,15 +398,41 @@ impl Default for ProxyConfig {
     }
 }
 
+/// The one rule for list-valued settings: a TOML array, or one string of comma-separated items
+/// (what an environment variable can hold), blanks dropped.
+mod list {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let items = match Raw::deserialize(deserializer)? {
+            Raw::One(s) => s.split(',').map(str::to_owned).collect(),
+            Raw::Many(v) => v,
+        };
+        Ok(items
+            .into_iter()
+            .map(|item| item.trim().to_owned())
+            .filter(|item| !item.is_empty())
+            .collect())
+    }
+}
+
 /// CIDR ranges or bare addresses (a bare address is its own /32 or /128).
 mod networks {
     use std::net::IpAddr;
 
     use ipnet::IpNet;
-    use serde::{Deserialize, Deserializer};
+    use serde::Deserializer;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IpNet>, D::Error> {
-        let raw = Vec::<String>::deserialize(deserializer)?;
+        let raw = super::list::deserialize(deserializer)?;
         raw.iter()
             .map(|s| {
                 s.parse::<IpNet>()
@@ -429,6 +448,8 @@ mod networks {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CorsConfig {
+    /// Origins allowed to call the API with credentials: an array, or a comma-separated string.
+    #[serde(deserialize_with = "list::deserialize")]
     pub origins: Vec<String>,
 }
 

@@ -57,6 +57,65 @@ fn service_urls_take_one_a_comma_list_or_an_array() {
 }
 
 #[test]
+fn every_list_setting_takes_an_array_or_a_comma_separated_string() {
+    let strings = parse(
+        r#"
+        [cors]
+        origins = "https://a.example, https://b.example"
+        [rate_limit]
+        trusted_proxies = "10.0.0.0/8, 192.168.1.1"
+        [proxy]
+        public_paths = "/health*, /api/v1/webhooks/**"
+        "#,
+    )
+    .unwrap();
+    let arrays = parse(
+        r#"
+        [cors]
+        origins = ["https://a.example", "https://b.example"]
+        [rate_limit]
+        trusted_proxies = ["10.0.0.0/8", "192.168.1.1"]
+        [proxy]
+        public_paths = ["/health*", "/api/v1/webhooks/**"]
+        "#,
+    )
+    .unwrap();
+    assert_eq!(
+        strings.cors.origins,
+        ["https://a.example", "https://b.example"]
+    );
+    assert_eq!(strings.cors.origins, arrays.cors.origins);
+    assert_eq!(
+        strings.rate_limit.trusted_proxies,
+        arrays.rate_limit.trusted_proxies
+    );
+    assert_eq!(strings.proxy.public_paths, arrays.proxy.public_paths);
+    assert_eq!(strings.rate_limit.trusted_proxies.len(), 2);
+}
+
+#[test]
+fn durations_out_of_range_stop_start_up_by_name() {
+    let huge = parse("[proxy]\nbreaker_open_secs = 9223372036854775807").unwrap();
+    let problem = check(&huge, Role::Gateway).unwrap_err();
+    assert!(
+        problem.contains("proxy.breaker_open_secs must be at most"),
+        "{problem}"
+    );
+    let slow = parse("[services]\ntimeout_ms = 99999999999999").unwrap();
+    assert!(
+        check(&slow, Role::All)
+            .unwrap_err()
+            .contains("services.timeout_ms")
+    );
+    let zero = parse("[server]\nheader_read_timeout_secs = 0").unwrap();
+    assert!(
+        check(&zero, Role::All)
+            .unwrap_err()
+            .contains("header_read_timeout_secs")
+    );
+}
+
+#[test]
 fn an_unknown_key_is_refused_by_name() {
     let error = parse("[server]\nprot = 3000").unwrap_err();
     assert!(error.contains("prot"), "{error}");

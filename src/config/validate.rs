@@ -159,11 +159,90 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
         }
     }
 
+    problems.extend(duration_problems(config));
+
     if problems.is_empty() {
         Ok(())
     } else {
         Err(ConfigError::Invalid(problems.join("; ")))
     }
+}
+
+/// The longest any duration setting may be: far past any sensible value, far below where adding
+/// it to a clock reading overflows (which would panic at run time instead of failing at start).
+const MAX_SECONDS: u64 = 366 * 24 * 60 * 60;
+
+/// Every duration setting out of range, named.
+fn duration_problems(config: &Config) -> Vec<String> {
+    let secs = [
+        (
+            "server.shutdown_timeout_secs",
+            Some(config.server.shutdown_timeout_secs),
+        ),
+        (
+            "server.header_read_timeout_secs",
+            Some(config.server.header_read_timeout_secs),
+        ),
+        (
+            "session.ttl_hours",
+            Some(config.session.ttl_hours.saturating_mul(3600)),
+        ),
+        (
+            "rate_limit.window_secs",
+            Some(config.rate_limit.window_secs),
+        ),
+        (
+            "proxy.breaker_window_secs",
+            Some(config.proxy.breaker_window_secs),
+        ),
+        (
+            "proxy.breaker_open_secs",
+            Some(config.proxy.breaker_open_secs),
+        ),
+        (
+            "proxy.user_context_max_age_secs",
+            Some(config.proxy.user_context_max_age_secs),
+        ),
+        (
+            "simplyprint.reconcile_secs",
+            config.simplyprint.reconcile_secs,
+        ),
+    ];
+    let millis = [
+        ("session.cache_ms", Some(config.session.cache_ms)),
+        ("services.timeout_ms", Some(config.services.timeout_ms)),
+        (
+            "services.health_timeout_ms",
+            Some(config.services.health_timeout_ms),
+        ),
+    ]
+    .into_iter()
+    .chain(
+        config
+            .proxy
+            .routes
+            .iter()
+            .map(|r| ("proxy.routes.timeout_ms", r.timeout_ms)),
+    );
+    let mut problems: Vec<String> = secs
+        .into_iter()
+        .filter(|(_, v)| v.is_some_and(|v| v > MAX_SECONDS))
+        .map(|(key, _)| format!("{key} must be at most {MAX_SECONDS} seconds (a year)"))
+        .collect();
+    problems.extend(
+        millis
+            .filter(|(_, v)| v.is_some_and(|v| v > MAX_SECONDS * 1000))
+            .map(|(key, _)| {
+                format!(
+                    "{key} must be at most {} milliseconds (a year)",
+                    MAX_SECONDS * 1000
+                )
+            }),
+    );
+    if config.server.header_read_timeout_secs == 0 {
+        problems.push("server.header_read_timeout_secs must be at least 1".to_owned());
+    }
+    problems
 }
 
 /// Whether a required key was given explicitly (defaults do not count).

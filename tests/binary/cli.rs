@@ -200,3 +200,19 @@ async fn the_committed_openapi_document_matches_the_code() {
         "openapi/openapi.json is out of date: run `cargo run -- openapi --out openapi/openapi.json`"
     );
 }
+
+#[tokio::test]
+async fn list_settings_from_the_environment_take_comma_separated_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = forma(dir.path());
+    command
+        .args(["config", "check"])
+        .env("FORMA_CORS__ORIGINS", "http://x.example, https://y.example")
+        .env("FORMA_RATE_LIMIT__TRUSTED_PROXIES", "10.0.0.0/8")
+        .env("FORMA_SERVICES__ORDER_URL", "http://a:1,http://b:2");
+    let (ok, stdout, stderr) = run(command, "").await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("\"http://x.example\""), "{stdout}");
+    assert!(stdout.contains("\"https://y.example\""), "{stdout}");
+    assert!(stdout.contains("\"10.0.0.0/8\""), "{stdout}");
+}
