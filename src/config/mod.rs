@@ -343,6 +343,14 @@ pub struct ProxyConfig {
     pub breaker_open_secs: u64,
     /// A signed user context older than this (seconds) is refused by the services.
     pub user_context_max_age_secs: u64,
+    /// How often (ms) every instance of an HTTP upstream is asked `GET /health/ready`; one that
+    /// does not answer 2xx within `health_check_timeout_ms` is out of rotation until it does.
+    pub health_check_interval_ms: u64,
+    pub health_check_timeout_ms: u64,
+    /// Passive ejection: this many connection failures in a row take an instance out…
+    pub eject_after_failures: u32,
+    /// …for this long (ms).
+    pub eject_for_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -394,6 +402,10 @@ impl Default for ProxyConfig {
             breaker_window_secs: 30,
             breaker_open_secs: 30,
             user_context_max_age_secs: 30,
+            health_check_interval_ms: 5_000,
+            health_check_timeout_ms: 1_000,
+            eject_after_failures: 3,
+            eject_for_ms: 10_000,
         }
     }
 }

@@ -239,6 +239,9 @@ fn duration_problems(config: &Config) -> Vec<String> {
                 )
             }),
     );
+    if config.proxy.health_check_interval_ms == 0 {
+        problems.push("proxy.health_check_interval_ms must be at least 1".to_owned());
+    }
     if config.server.header_read_timeout_secs == 0 {
         problems.push("server.header_read_timeout_secs must be at least 1".to_owned());
     }

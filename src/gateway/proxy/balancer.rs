@@ -10,9 +10,13 @@ use tokio::time::Instant;
 
 use crate::config::LoadBalancing;
 
-/// Passive ejection: this many connection failures in a row take an instance out for `EJECT_FOR`.
-const EJECT_AFTER_FAILURES: u32 = 3;
-const EJECT_FOR: Duration = Duration::from_secs(10);
+/// Passive ejection (`proxy.eject_after_failures`, `proxy.eject_for_ms`): this many connection
+/// failures in a row take an instance out for that long.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ejection {
+    pub after_failures: u32,
+    pub duration: Duration,
+}
 
 pub(super) struct InFlight(Arc<Instance>);
 
@@ -43,13 +47,14 @@ pub(super) struct Instance {
 /// another one is left, then by the configured policy.
 pub(super) struct Balancer {
     policy: LoadBalancing,
+    ejection: Ejection,
     pub(super) instances: Vec<Arc<Instance>>,
     next: AtomicUsize,
     origin: Instant,
 }
 
 impl Balancer {
-    pub(super) fn new(policy: LoadBalancing, bases: Vec<String>) -> Self {
+    pub(super) fn new(policy: LoadBalancing, ejection: Ejection, bases: Vec<String>) -> Self {
         let instances = bases
             .into_iter()
             .map(|base| {
@@ -64,6 +69,7 @@ impl Balancer {
             .collect();
         Self {
             policy,
+            ejection,
             instances,
             next: AtomicUsize::new(0),
             origin: Instant::now(),
@@ -118,8 +124,9 @@ impl Balancer {
             .consecutive_failures
             .fetch_add(1, Ordering::Relaxed)
             + 1;
-        if failures >= EJECT_AFTER_FAILURES {
-            let until = self.now_ms().saturating_add(EJECT_FOR.as_millis() as u64);
+        if failures >= self.ejection.after_failures.max(1) {
+            let eject_for = u64::try_from(self.ejection.duration.as_millis()).unwrap_or(u64::MAX);
+            let until = self.now_ms().saturating_add(eject_for);
             instance.ejected_until_ms.store(until, Ordering::Relaxed);
             tracing::warn!(instance = %instance.base, failures, "upstream instance ejected");
         }

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::balancer::{Balancer, InFlight};
+use super::balancer::{Balancer, Ejection, InFlight};
 use super::breaker::{BreakerSettings, CircuitBreaker};
 use crate::config::{Config, Service};
 use crate::http::ApiError;
@@ -27,8 +27,6 @@ use crate::infra::workers::Workers;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
-const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The first retry waits 50–100 ms, the second 100–200 ms, …
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 
@@ -109,6 +107,8 @@ pub struct HttpUpstream {
     balancer: Balancer,
     retries: u32,
     default_timeout: Duration,
+    health_interval: Duration,
+    health_timeout: Duration,
 }
 
 impl HttpUpstream {
@@ -143,7 +143,16 @@ impl HttpUpstream {
                 service.as_str(),
                 BreakerSettings::from_config(&config.proxy),
             ),
-            balancer: Balancer::new(config.proxy.load_balancing, instances),
+            balancer: Balancer::new(
+                config.proxy.load_balancing,
+                Ejection {
+                    after_failures: config.proxy.eject_after_failures,
+                    duration: Duration::from_millis(config.proxy.eject_for_ms),
+                },
+                instances,
+            ),
+            health_interval: Duration::from_millis(config.proxy.health_check_interval_ms.max(1)),
+            health_timeout: Duration::from_millis(config.proxy.health_check_timeout_ms),
             retries: config.proxy.retries,
             default_timeout: Duration::from_millis(config.services.timeout_ms),
         })
@@ -251,11 +260,13 @@ impl HttpUpstream {
         }
     }
 
-    /// Starts probing `GET {instance}/health/live` every 5 s until shutdown.
+    /// Starts probing `GET {instance}/health/ready` every `proxy.health_check_interval_ms` until
+    /// shutdown. Readiness, not liveness: an instance whose database is down answers the process
+    /// probe but serves nothing, and must leave the rotation.
     pub fn spawn_health_checks(self: &Arc<Self>, workers: &Workers) {
         let upstream = Arc::clone(self);
         workers.spawn("upstream-health", |stop| async move {
-            let mut tick = tokio::time::interval(HEALTH_INTERVAL);
+            let mut tick = tokio::time::interval(upstream.health_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -273,11 +284,12 @@ impl HttpUpstream {
 
     async fn probe(&self, index: usize) {
         let instance = &self.balancer.instances[index];
-        let healthy = match Uri::try_from(format!("{}/health/live", instance.base)) {
+        let healthy = match Uri::try_from(format!("{}/health/ready", instance.base)) {
             Ok(uri) => {
                 let mut request = Request::new(Body::empty());
                 *request.uri_mut() = uri;
-                let answer = tokio::time::timeout(HEALTH_TIMEOUT, self.client.request(request));
+                let answer =
+                    tokio::time::timeout(self.health_timeout, self.client.request(request));
                 matches!(answer.await, Ok(Ok(response)) if response.status().is_success())
             }
             Err(_) => false,

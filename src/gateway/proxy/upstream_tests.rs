@@ -523,13 +523,33 @@ async fn instance_with_consecutive_connection_failures_is_ejected() {
 }
 
 #[tokio::test]
+async fn ejection_follows_its_settings() {
+    let (alive, hits) = named_instance("alive").await;
+    let upstream = upstream_with(vec![dead_instance().await, alive], |c| {
+        c.proxy.eject_after_failures = 1;
+        c.proxy.eject_for_ms = 60_000;
+    });
+    let mut refused = 0;
+    for _ in 0..10 {
+        let outcome = upstream
+            .forward(request(Method::POST, "/", Body::empty()), PATIENCE, None)
+            .await;
+        refused += usize::from(outcome.is_err());
+    }
+    assert_eq!((refused, hits.load(Ordering::SeqCst)), (1, 9));
+}
+
+/// An instance alive as a process but not ready (its database down, say) leaves the rotation: the
+/// probe asks readiness, not liveness.
+#[tokio::test]
 async fn health_checks_take_a_failing_instance_out_and_bring_it_back() {
     let live = Arc::new(AtomicBool::new(false));
     let flag = live.clone();
     let a = serve(
         Router::new()
+            .route("/health/live", get(|| async { StatusCode::OK }))
             .route(
-                "/health/live",
+                "/health/ready",
                 get(move || async move {
                     if flag.load(Ordering::SeqCst) {
                         StatusCode::OK
