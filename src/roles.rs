@@ -137,7 +137,38 @@ impl OrderServices {
         if let Some(relay) = relay {
             relay.spawn(&ctx.workers);
         }
+        // Every record that only guards against repeats is kept while repeats can come, no longer.
         idempotency::spawn_cleanup(ctx.db.clone(), &ctx.workers, DEDUPE_CLEANUP_EVERY);
+        let db = ctx.db.clone();
+        ctx.workers.every(
+            "shopify-delivery-retention",
+            DEDUPE_CLEANUP_EVERY,
+            move || {
+                let db = db.clone();
+                async move {
+                    order::shopify::forget_old_deliveries(&db)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string())
+                }
+            },
+        );
+        if print.is_some() {
+            let db = ctx.db.clone();
+            ctx.workers.every(
+                "simplyprint-delivery-retention",
+                DEDUPE_CLEANUP_EVERY,
+                move || {
+                    let db = db.clone();
+                    async move {
+                        simplyprint::webhook::forget_old_deliveries(&db)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                },
+            );
+        }
         if let Some(print) = &print {
             match &print.core.simplyprint {
                 Some(client) => {

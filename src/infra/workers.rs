@@ -31,6 +31,30 @@ impl Workers {
         });
     }
 
+    /// Runs `task` every `period` (the first time after one period) until shutdown: retention and
+    /// other upkeep. A run that fails logs and waits for the next.
+    pub fn every<F, Fut>(&self, name: &'static str, period: Duration, task: F)
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.spawn(name, move |stop| async move {
+            let mut tick = tokio::time::interval(period.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(error) = task().await {
+                            tracing::warn!(worker = name, %error, "periodic upkeep failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// A token cancelled when shutdown begins.
     pub fn token(&self) -> CancellationToken {
         self.token.clone()

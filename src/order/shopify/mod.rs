@@ -225,6 +225,33 @@ mod tests {
         assert!(!signature_is_valid(b"hush", body, ""));
     }
 
+    crate::each_database! {
+        async fn delivery_records_are_kept_a_week(backend: Backend) {
+            let app = crate::testing::TestApp::spawn(crate::roles::Role::Order, backend).await;
+            let db = &app.ctx.db;
+            let tenant = Uuid::new_v4();
+            for (id, age_days) in [("old", 8), ("recent", 6)] {
+                on_pool!(db, pool => {
+                    sqlx::query("INSERT INTO shopify_webhooks (id, tenant_id, webhook_id, topic, received_at) VALUES ($1, $2, $3, 'orders/create', $4)")
+                        .bind(Uuid::new_v4())
+                        .bind(tenant)
+                        .bind(id)
+                        .bind(Utc::now() - chrono::TimeDelta::days(age_days))
+                        .execute(pool)
+                        .await
+                        .map(drop)
+                })
+                .unwrap();
+            }
+            assert_eq!(forget_old_deliveries(db).await.unwrap(), 1);
+            let left = on_pool!(db, pool => {
+                sqlx::query_scalar::<_, String>("SELECT webhook_id FROM shopify_webhooks").fetch_all(pool).await
+            })
+            .unwrap();
+            assert_eq!(left, ["recent"]);
+        }
+    }
+
     #[test]
     fn shop_domains_compare_as_shopify_writes_them() {
         assert_eq!(
@@ -232,4 +259,20 @@ mod tests {
             "example.myshopify.com"
         );
     }
+}
+
+/// How long a delivery's record is kept: Shopify retries a delivery for 48 hours.
+pub const DELIVERY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Deletes the records of deliveries past [`DELIVERY_RETENTION`]; returns how many.
+pub async fn forget_old_deliveries(db: &Db) -> Result<u64, DbError> {
+    let cutoff = Utc::now() - DELIVERY_RETENTION;
+    let deleted = on_pool!(db, pool => {
+        sqlx::query("DELETE FROM shopify_webhooks WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(deleted)
 }

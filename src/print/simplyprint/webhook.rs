@@ -211,3 +211,16 @@ async fn first_delivery(tx: &mut Tx, webhook_id: &str) -> Result<bool, DbError> 
     })?;
     Ok(inserted == 1)
 }
+
+/// Deletes the records of deliveries older than a week (SimplyPrint retries within minutes).
+pub async fn forget_old_deliveries(db: &crate::infra::db::Db) -> Result<u64, DbError> {
+    let cutoff = Utc::now() - chrono::TimeDelta::days(7);
+    let deleted = crate::on_pool!(db, pool => {
+        sqlx::query("DELETE FROM simplyprint_webhooks WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(deleted)
+}
