@@ -210,6 +210,22 @@ pub async fn first_delivery(tx: &mut Tx, delivery: &Delivery) -> Result<bool, Db
     Ok(inserted == 1)
 }
 
+/// How long a delivery's record is kept: Shopify retries a delivery for 48 hours.
+pub const DELIVERY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Deletes the records of deliveries past [`DELIVERY_RETENTION`]; returns how many.
+pub async fn forget_old_deliveries(db: &Db) -> Result<u64, DbError> {
+    let cutoff = Utc::now() - DELIVERY_RETENTION;
+    let deleted = on_pool!(db, pool => {
+        sqlx::query("DELETE FROM shopify_webhooks WHERE received_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,20 +275,4 @@ mod tests {
             "example.myshopify.com"
         );
     }
-}
-
-/// How long a delivery's record is kept: Shopify retries a delivery for 48 hours.
-pub const DELIVERY_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(7);
-
-/// Deletes the records of deliveries past [`DELIVERY_RETENTION`]; returns how many.
-pub async fn forget_old_deliveries(db: &Db) -> Result<u64, DbError> {
-    let cutoff = Utc::now() - DELIVERY_RETENTION;
-    let deleted = on_pool!(db, pool => {
-        sqlx::query("DELETE FROM shopify_webhooks WHERE received_at < $1")
-            .bind(cutoff)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-    })?;
-    Ok(deleted)
 }
