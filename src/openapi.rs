@@ -88,7 +88,47 @@ fn declare_authentication(doc: &mut Document) {
         .flatten()
         {
             operation.security = Some(security.clone());
+            declare_common_errors(operation, !security.is_empty());
         }
+    }
+}
+
+/// The errors any operation can answer besides its own, all in the §4 shape, declared once here
+/// rather than on every handler: 401 without a session (signed-in operations), 429 from the
+/// gateway's rate limits, 400 for a malformed parameter, and for operations with a body 413 (over
+/// the body limit) and 415 (not JSON). An operation's own description of a status wins.
+fn declare_common_errors(operation: &mut utoipa::openapi::path::Operation, signed_in: bool) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let has_body = operation.request_body.is_some();
+    let mut common = vec![("429", "Too many requests (rate limit); see Retry-After")];
+    if signed_in {
+        common.push(("401", "Not signed in"));
+    }
+    if has_parameters || has_body {
+        common.push(("400", "A parameter or the body is malformed"));
+    }
+    if has_body {
+        common.push(("413", "The body is over the size limit"));
+        common.push(("415", "The body is not JSON"));
+    }
+    for (status, description) in common {
+        if operation.responses.responses.contains_key(status) {
+            continue;
+        }
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build();
+        operation
+            .responses
+            .responses
+            .insert(status.to_owned(), response.into());
     }
 }
 

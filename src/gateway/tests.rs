@@ -222,3 +222,30 @@ async fn unreachable_redis_degrades_health_without_failing_it() {
     let (status, _) = json(app.get("/health/ready").await).await;
     assert_eq!(status, 200, "readiness is degraded, not down");
 }
+
+#[test]
+fn every_reference_in_the_openapi_document_resolves() {
+    let doc = serde_json::to_value(crate::openapi::document()).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    fn refs(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    found.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for reference in found {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{reference} is not a schema reference"));
+        assert!(schemas.contains_key(name), "{reference} is not defined");
+    }
+}

@@ -89,7 +89,8 @@ async fn view(state: &GatewayState, user: &User) -> Result<UserView, ApiError> {
     responses(
         (status = 200, description = "One page of users", body = Page<UserView>),
         (status = 400, description = "Bad paging", body = ErrorBody),
-        (status = 403, description = "Missing users.manage", body = ErrorBody)))]
+        (status = 403, description = "Missing users.manage", body = ErrorBody),
+        (status = 404, description = "Another tenant, asked for by someone who is not a super admin", body = ErrorBody)))]
 async fn list_users(
     State(state): State<GatewayState>,
     CurrentUser(auth): CurrentUser,
