@@ -26,6 +26,8 @@ mod wakeup;
 
 pub use stats::{JobState, JobView, QueueStats, record_metrics};
 #[cfg(test)]
+mod layout_tests;
+#[cfg(test)]
 mod tests;
 
 use std::future::Future;
