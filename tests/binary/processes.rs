@@ -264,3 +264,142 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly() {
         "a clean exit after the request"
     );
 }
+
+/// SPEC §9's deployment: two gateways and two order services as separate processes on one
+/// PostgreSQL and one Redis. An order that Shopify sends to either gateway is planned by either
+/// order service and visible through both gateways; losing one order service loses nothing.
+#[tokio::test]
+async fn two_gateways_and_two_order_services_share_the_work_and_survive_one_order_service() {
+    use forma::simulators::shopify::{self, Delivery, Line};
+
+    let database = PgDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = HashMap::from([
+        ("DATABASE_URL", database.url.clone()),
+        ("FORMA_INTERNAL__KEY", INTERNAL_KEY.to_owned()),
+        ("FORMA_ADMIN_PASSWORD", "fleet-admin-password".to_owned()),
+        (
+            "FORMA_SHOPIFY__WEBHOOK_SECRET",
+            "fleet-shopify-secret".to_owned(),
+        ),
+        (
+            "FORMA_SHOPIFY__SHOP_DOMAIN",
+            "fleet.myshopify.com".to_owned(),
+        ),
+        ("FORMA_PROXY__HEALTH_CHECK_INTERVAL_MS", "200".to_owned()),
+    ]);
+    env.extend(redis_env());
+    let mut first_order = Server::start(dir.path(), "order", &env).await;
+    let second_order = Server::start(dir.path(), "order", &env).await;
+    env.insert(
+        "FORMA_SERVICES__ORDER_URL",
+        format!("{},{}", first_order.addr, second_order.addr),
+    );
+    let a = Server::start(dir.path(), "gateway", &env).await;
+    let b = Server::start(dir.path(), "gateway", &env).await;
+
+    let _ = client();
+    let admin = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let login = admin
+        .post(format!("{}/api/v1/auth/login", a.addr))
+        .json(&json!({"email": "admin@localhost", "password": "fleet-admin-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let mapping = admin
+        .post(format!("{}/api/v1/product-mappings", a.addr))
+        .json(&json!({"sku": "CUBE", "productName": "Cube", "printFiles": [{"fileId": "f", "fileName": "cube.gcode", "unitsPerPrint": 2}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mapping.status(), 201);
+
+    let send = |gateway: &str, id: u64| {
+        let url = format!("{gateway}/api/v1/webhooks/shopify");
+        async move {
+            let lines = [Line {
+                id: 1,
+                sku: "CUBE".into(),
+                name: "Cube".into(),
+                quantity: 3,
+                price: "2.00".into(),
+            }];
+            let delivery = Delivery::new(
+                "orders/create",
+                "fleet.myshopify.com",
+                &shopify::order_document(id, id, &lines),
+            );
+            delivery
+                .send(&client(), &url, b"fleet-shopify-secret")
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for id in 1..=4 {
+        let gateway = if id % 2 == 0 { &a.addr } else { &b.addr };
+        assert_eq!(send(gateway, id).await, 200);
+    }
+    let jobs_through = |gateway: String| {
+        let admin = admin.clone();
+        async move {
+            let page: serde_json::Value = admin
+                .get(format!("{gateway}/api/v1/print-jobs?pageSize=100"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            page["total"].as_u64().unwrap_or_default()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // 3 units at 2 per print: 2 jobs an order.
+    while jobs_through(a.addr.clone()).await < 8 {
+        assert!(Instant::now() < deadline, "the jobs were not planned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let orders: serde_json::Value = admin
+        .get(format!("{}/api/v1/orders", b.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(orders["total"], 4, "{orders}");
+
+    // One order service dies: the gateways route around it, webhooks still land, plans still run.
+    first_order.signal("KILL").await;
+    first_order.wait(Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delivered = 0;
+    let mut id = 100;
+    while delivered < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "webhooks failed with one order service left"
+        );
+        if send(&a.addr, id).await == 200 {
+            delivered += 1;
+            id += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    while jobs_through(b.addr.clone()).await < 12 {
+        assert!(
+            Instant::now() < deadline,
+            "the last orders were not planned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(second_order);
+    database.drop_now().await;
+}
