@@ -1,7 +1,7 @@
 //! Start-up: everything a role needs before it can serve, built once and shared.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -16,13 +16,18 @@ use crate::observability::metrics;
 use crate::roles::Role;
 
 /// Whether this process has an event bus, and if not, why.
+#[derive(Clone)]
 pub enum BusState {
     Ready(Arc<EventBus>),
     /// No storage for queues in this configuration.
     NotConfigured(String),
-    /// Configured, but it could not start (Redis unreachable at start-up).
-    Failed(String),
+    /// Configured, but its storage did not answer yet (Redis unreachable); opening it is retried
+    /// with backoff, and events wait in the outbox meanwhile.
+    Starting(String),
 }
+
+/// The longest wait between two attempts to open the bus.
+const BUS_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What every part of a running role shares; handlers reach it through their router's state.
 pub struct AppContext {
@@ -32,7 +37,7 @@ pub struct AppContext {
     /// Present when `redis.url` is configured: the distributed implementation of the ports.
     pub redis: Option<RedisHandle>,
     pub metrics: PrometheusHandle,
-    pub bus: BusState,
+    bus: std::sync::RwLock<BusState>,
     pub workers: Workers,
     pub started: Instant,
 }
@@ -62,8 +67,8 @@ impl AppContext {
                 "PostgreSQL without Redis has no queue storage: set redis.url".to_owned(),
             ),
             Err(e) => {
-                tracing::error!(error = %e, "the event bus could not start; events wait in the outbox");
-                BusState::Failed(e.to_string())
+                tracing::error!(error = %e, "the event bus could not start; retrying, events wait in the outbox");
+                BusState::Starting(e.to_string())
             }
         };
         let workers = Workers::new();
@@ -74,17 +79,78 @@ impl AppContext {
             db,
             redis,
             metrics,
-            bus,
+            bus: std::sync::RwLock::new(bus),
             workers,
             started,
         }))
     }
 
-    /// The event bus, when this process has one.
-    pub fn bus(&self) -> Option<&Arc<EventBus>> {
-        match &self.bus {
-            BusState::Ready(bus) => Some(bus),
+    /// The event bus, when this process has one running.
+    pub fn bus(&self) -> Option<Arc<EventBus>> {
+        match &*self
+            .bus
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            BusState::Ready(bus) => Some(bus.clone()),
             _ => None,
+        }
+    }
+
+    pub fn bus_state(&self) -> BusState {
+        self.bus
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_bus_state(&self, state: BusState) {
+        *self
+            .bus
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+    }
+
+    /// Calls `on_ready` with the bus once it runs: at once when it does already, else after the
+    /// background retries (1 s, doubling to 30 s) open its storage. A bus that is not configured
+    /// never calls it. `on_ready`'s failure at once fails start-up; later, it is logged.
+    pub fn when_bus_ready<F>(self: &Arc<Self>, on_ready: F) -> anyhow::Result<()>
+    where
+        F: FnOnce(Arc<EventBus>) -> anyhow::Result<()> + Send + 'static,
+    {
+        match self.bus_state() {
+            BusState::Ready(bus) => on_ready(bus),
+            BusState::NotConfigured(_) => Ok(()),
+            BusState::Starting(_) => {
+                let ctx = self.clone();
+                self.workers.spawn("bus-open", move |stop| async move {
+                    let mut wait = Duration::from_secs(1);
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                        match bus::open(&ctx.db, ctx.redis.as_ref()).await {
+                            Ok(Some(bus)) => {
+                                let bus = Arc::new(bus);
+                                ctx.set_bus_state(BusState::Ready(bus.clone()));
+                                tracing::info!("the event bus is running");
+                                if let Err(e) = on_ready(bus) {
+                                    tracing::error!(error = %e, "starting the bus's workers failed");
+                                }
+                                return;
+                            }
+                            Ok(None) => return,
+                            Err(e) => {
+                                tracing::warn!(error = %e, retry_in = ?wait, "the event bus still cannot start");
+                                ctx.set_bus_state(BusState::Starting(e.to_string()));
+                                wait = (wait * 2).min(BUS_RETRY_MAX);
+                            }
+                        }
+                    }
+                });
+                Ok(())
+            }
         }
     }
 

@@ -196,13 +196,7 @@ pub async fn own_dependencies(ctx: &AppContext) -> BTreeMap<String, CheckResult>
         }
     };
     let (database, redis) = tokio::join!(database, redis);
-    // The bus lives on the database or on Redis, whose checks say whether it can work; this says
-    // whether there is one at all.
-    let bus = match &ctx.bus {
-        BusState::Ready(_) => CheckResult::ok(Duration::ZERO).non_critical(),
-        BusState::NotConfigured(why) => CheckResult::disabled(why.clone()),
-        BusState::Failed(why) => CheckResult::down(why.clone()).non_critical(),
-    };
+    let bus = bus_check(ctx).await;
     let mut checks = BTreeMap::from([
         ("database".to_owned(), database),
         ("redis".to_owned(), redis),
@@ -224,6 +218,39 @@ pub async fn own_dependencies(ctx: &AppContext) -> BTreeMap<String, CheckResult>
         checks.insert("simplyprint".to_owned(), check);
     }
     checks
+}
+
+/// Events may wait this long in the outbox before the bus counts as not keeping up.
+const OUTBOX_LAG_LIMIT: Duration = Duration::from_secs(60);
+
+/// Whether this process's bus runs and, where events are published (the order role), keeps up:
+/// events waiting in the outbox longer than [`OUTBOX_LAG_LIMIT`] mean the bus lost its storage
+/// or cannot keep up. Losing it degrades the service, it does not take it down: events wait.
+async fn bus_check(ctx: &AppContext) -> CheckResult {
+    match ctx.bus_state() {
+        BusState::NotConfigured(why) => CheckResult::disabled(why),
+        BusState::Starting(why) => CheckResult::down(why)
+            .non_critical()
+            .with_message("starting: events wait in the outbox"),
+        BusState::Ready(_) if ctx.role == crate::roles::Role::Gateway => {
+            CheckResult::ok(Duration::ZERO).non_critical()
+        }
+        BusState::Ready(_) => {
+            match tokio::time::timeout(CHECK_TIMEOUT, crate::events::outbox::backlog(&ctx.db)).await
+            {
+                Ok(Ok(backlog)) if backlog.lag > OUTBOX_LAG_LIMIT => CheckResult::down(format!(
+                    "{} events waiting, the oldest for {}s",
+                    backlog.pending,
+                    backlog.lag.as_secs()
+                ))
+                .non_critical()
+                .with_message("events are waiting to be published"),
+                Ok(Ok(_)) => CheckResult::ok(Duration::ZERO).non_critical(),
+                // The database check says why.
+                _ => CheckResult::ok(Duration::ZERO).non_critical(),
+            }
+        }
+    }
 }
 
 /// The readiness of this process alone.

@@ -39,6 +39,8 @@ pub mod server;
 pub mod simulators;
 
 #[cfg(test)]
+mod outage_tests;
+#[cfg(test)]
 pub mod testing;
 
 /// The version reported by `/health` and `--version`.

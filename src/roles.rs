@@ -18,7 +18,7 @@ use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
 use crate::clients::print::{HttpPrintClient, InProcessPrintClient, PrintClient};
 use crate::events::idempotency;
 use crate::events::internal::Dispatcher;
-use crate::events::outbox::{OutboxRelay, RelaySettings};
+use crate::events::outbox::{OutboxRelay, RelayNotifier, RelaySettings};
 use crate::events::publish::EventPublisher;
 use crate::gateway::GatewayState;
 use crate::order::{OrderCore, OrderState, orchestration};
@@ -61,6 +61,8 @@ pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
             services.api().merge(services.internal())
         }
         Role::Gateway => {
+            // A lone gateway only reads the bus (the queue dashboard); it still opens it late.
+            ctx.when_bus_ready(|_| Ok(()))?;
             let order: Arc<dyn OrderClient> =
                 Arc::new(HttpOrderClient::new(ctx.config.order_urls(), &ctx.config)?);
             gateway::router(GatewayState::new(ctx.clone(), order, None)?)
@@ -90,14 +92,8 @@ struct OrderServices {
 impl OrderServices {
     fn start(ctx: &Arc<AppContext>) -> anyhow::Result<Self> {
         let events = Dispatcher::new();
-        let relay = ctx.bus().map(|bus| {
-            let publisher: Arc<dyn EventPublisher> = bus.clone();
-            OutboxRelay::new(ctx.db.clone(), publisher, RelaySettings::default())
-        });
-        let relay_notifier = relay
-            .as_ref()
-            .map(OutboxRelay::notifier)
-            .unwrap_or_default();
+        // Handed out now; the relay it wakes starts with the bus, which may be later.
+        let relay_notifier = RelayNotifier::default();
 
         let print_urls = &ctx.config.services.print_url;
         let (print_client, print): (Arc<dyn PrintClient>, Option<PrintState>) =
@@ -120,23 +116,34 @@ impl OrderServices {
             };
         let order_core = OrderCore {
             db: ctx.db.clone(),
-            relay: relay_notifier,
+            relay: relay_notifier.clone(),
             events,
             print: print_client,
         };
 
-        if let Some(bus) = ctx.bus() {
-            orchestration::subscribe(bus, order_core.clone())?;
-            if let Some(print) = &print {
+        // The bus's subscribers, workers and relay start together, when the bus runs: at once, or
+        // once its storage answers (events wait in the outbox meanwhile).
+        let (wiring_ctx, core, print_core) = (
+            ctx.clone(),
+            order_core.clone(),
+            print.as_ref().map(|p| p.core.clone()),
+        );
+        let notifier = relay_notifier.clone();
+        ctx.when_bus_ready(move |bus| {
+            let ctx = wiring_ctx;
+            orchestration::subscribe(&bus, core)?;
+            if let Some(print_core) = print_core {
                 let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
-                planner::subscribe(bus, print.core.clone(), orders)?;
+                planner::subscribe(&bus, print_core, orders)?;
             }
             bus.start(&ctx.workers)?;
             bus.spawn_upkeep(&ctx.workers);
-        }
-        if let Some(relay) = relay {
-            relay.spawn(&ctx.workers);
-        }
+            let publisher: Arc<dyn EventPublisher> = bus;
+            OutboxRelay::new(ctx.db.clone(), publisher, RelaySettings::default())
+                .with_notifier(notifier)
+                .spawn(&ctx.workers);
+            Ok(())
+        })?;
         // Every record that only guards against repeats is kept while repeats can come, no longer.
         idempotency::spawn_cleanup(ctx.db.clone(), &ctx.workers, DEDUPE_CLEANUP_EVERY);
         let db = ctx.db.clone();

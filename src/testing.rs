@@ -244,6 +244,58 @@ where
     }
 }
 
+/// A loopback port nobody listens on (now).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("its address").port()
+}
+
+/// A `redis-server` of the test's own on `port` (tests that stop or start Redis never touch the
+/// shared one), persisting every write to `dir`; killed when dropped.
+pub async fn redis_server(port: u16, dir: &std::path::Path) -> tokio::process::Child {
+    let child = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--daemonize",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts");
+    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("a client");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
+            && ::redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        {
+            return child;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis-server did not answer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// A running role.
 pub struct TestApp {
     pub addr: SocketAddr,

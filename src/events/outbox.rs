@@ -153,6 +153,13 @@ impl OutboxRelay {
         }
     }
 
+    /// This relay, woken by `notifier` (handed out before the relay could exist: the bus may start
+    /// later than the services that commit events).
+    pub fn with_notifier(mut self, notifier: RelayNotifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
     fn batch_limit(&self) -> usize {
         self.settings.batch_size.clamp(1, MAX_BATCH)
     }

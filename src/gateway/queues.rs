@@ -35,7 +35,7 @@ pub fn routes() -> OpenApiRouter<GatewayState> {
         .route("/admin/queues", get(page))
 }
 
-fn bus(state: &GatewayState) -> Result<&Arc<EventBus>, ApiError> {
+fn bus(state: &GatewayState) -> Result<Arc<EventBus>, ApiError> {
     state.ctx.bus().ok_or_else(|| {
         ApiError::service_unavailable("The event bus is not available here (see /health)")
     })

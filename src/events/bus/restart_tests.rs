@@ -2,60 +2,12 @@
 //! Redis server of the test's own (never the shared one), persisted to an append-only file.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::Stdio;
 
 use tokio::process::{Child, Command};
 
 use super::*;
 use crate::config::SecretUrl;
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("its address").port()
-}
-
-/// `redis-server` on `port`, persisting every write to `dir`; killed when dropped.
-async fn redis_server(port: u16, dir: &Path) -> Child {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args([
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--daemonize",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-server starts");
-    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("a client");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-            && ::redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .is_ok()
-        {
-            return child;
-        }
-        assert!(Instant::now() < deadline, "redis-server did not answer");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+use crate::testing::{free_port, redis_server};
 
 /// SIGTERM (Redis then writes its append-only file and exits), and waits for the exit.
 async fn stop_server(mut child: Child) {
