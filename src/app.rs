@@ -15,13 +15,11 @@ use crate::infra::workers::Workers;
 use crate::observability::metrics;
 use crate::roles::Role;
 
-/// Whether this process has an event bus, and if not, why.
+/// Whether this process's event bus runs (every configuration has one, SPEC §2), and if not, why.
 #[derive(Clone)]
 pub enum BusState {
     Ready(Arc<EventBus>),
-    /// No storage for queues in this configuration.
-    NotConfigured(String),
-    /// Configured, but its storage did not answer yet (Redis unreachable); opening it is retried
+    /// Its storage did not answer yet (Redis or PostgreSQL unreachable); opening it is retried
     /// with backoff, and events wait in the outbox meanwhile.
     Starting(String),
 }
@@ -62,10 +60,7 @@ impl AppContext {
             None => None,
         };
         let bus = match bus::open(&db, redis.as_ref()).await {
-            Ok(Some(bus)) => BusState::Ready(Arc::new(bus)),
-            Ok(None) => BusState::NotConfigured(
-                "PostgreSQL without Redis has no queue storage: set redis.url".to_owned(),
-            ),
+            Ok(bus) => BusState::Ready(Arc::new(bus)),
             Err(e) => {
                 tracing::error!(error = %e, "the event bus could not start; retrying, events wait in the outbox");
                 BusState::Starting(e.to_string())
@@ -112,15 +107,14 @@ impl AppContext {
     }
 
     /// Calls `on_ready` with the bus once it runs: at once when it does already, else after the
-    /// background retries (1 s, doubling to 30 s) open its storage. A bus that is not configured
-    /// never calls it. `on_ready`'s failure at once fails start-up; later, it is logged.
+    /// background retries (1 s, doubling to 30 s) open its storage. `on_ready`'s failure at once
+    /// fails start-up; later, it is logged.
     pub fn when_bus_ready<F>(self: &Arc<Self>, on_ready: F) -> anyhow::Result<()>
     where
         F: FnOnce(Arc<EventBus>) -> anyhow::Result<()> + Send + 'static,
     {
         match self.bus_state() {
             BusState::Ready(bus) => on_ready(bus),
-            BusState::NotConfigured(_) => Ok(()),
             BusState::Starting(_) => {
                 let ctx = self.clone();
                 self.workers.spawn("bus-open", move |stop| async move {
@@ -131,7 +125,7 @@ impl AppContext {
                             () = tokio::time::sleep(wait) => {}
                         }
                         match bus::open(&ctx.db, ctx.redis.as_ref()).await {
-                            Ok(Some(bus)) => {
+                            Ok(bus) => {
                                 let bus = Arc::new(bus);
                                 ctx.set_bus_state(BusState::Ready(bus.clone()));
                                 tracing::info!("the event bus is running");
@@ -140,7 +134,6 @@ impl AppContext {
                                 }
                                 return;
                             }
-                            Ok(None) => return,
                             Err(e) => {
                                 tracing::warn!(error = %e, retry_in = ?wait, "the event bus still cannot start");
                                 ctx.set_bus_state(BusState::Starting(e.to_string()));

@@ -228,7 +228,6 @@ const OUTBOX_LAG_LIMIT: Duration = Duration::from_secs(60);
 /// or cannot keep up. Losing it degrades the service, it does not take it down: events wait.
 async fn bus_check(ctx: &AppContext) -> CheckResult {
     match ctx.bus_state() {
-        BusState::NotConfigured(why) => CheckResult::disabled(why),
         BusState::Starting(why) => CheckResult::down(why)
             .non_critical()
             .with_message("starting: events wait in the outbox"),

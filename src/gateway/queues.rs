@@ -37,13 +37,17 @@ pub fn routes() -> OpenApiRouter<GatewayState> {
 
 fn bus(state: &GatewayState) -> Result<Arc<EventBus>, ApiError> {
     state.ctx.bus().ok_or_else(|| {
-        ApiError::service_unavailable("The event bus is not available here (see /health)")
+        ApiError::service_unavailable("The event bus is not running yet (see /health)")
     })
 }
 
 fn bus_error(error: BusError) -> ApiError {
     match error {
         BusError::UnknownQueue(queue) => ApiError::not_found(format!("Queue {queue} not found")),
+        BusError::Storage(e) => {
+            tracing::warn!(error = %e, "the queue dashboard cannot read the bus's storage");
+            ApiError::service_unavailable("The event bus's storage does not answer (see /health)")
+        }
         other => ApiError::internal(other),
     }
 }
@@ -67,7 +71,7 @@ async fn page(CurrentUser(auth): CurrentUser) -> Result<impl IntoResponse, ApiEr
 #[utoipa::path(get, path = "/api/v1/admin/queues", tag = "queues", responses(
     (status = 200, description = "Per queue job counts", body = Vec<QueueStats>),
     (status = 403, description = "Missing queues.read", body = ErrorBody),
-    (status = 503, description = "No event bus in this deployment", body = ErrorBody)))]
+    (status = 503, description = "The event bus is not running or its storage does not answer", body = ErrorBody)))]
 async fn list_queues(
     axum::extract::State(state): axum::extract::State<GatewayState>,
     CurrentUser(auth): CurrentUser,

@@ -2,7 +2,8 @@
 //! instants while 500 `orders/create` webhooks arrive, and restarted where it was, as a process
 //! supervisor would. Shopify's part is played as Shopify plays it: a delivery that got no 200 is
 //! sent again, with the same delivery id. Afterwards every acknowledged webhook has exactly one
-//! order, exactly one `order.created` event and exactly its print jobs, none twice.
+//! order, exactly one `order.created` event and exactly its print jobs, none twice. Run on SQLite
+//! (the bus in the same file) and on PostgreSQL without Redis (the bus on PostgreSQL).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use forma::simulators::shopify::{self, Delivery, Line};
 use rand::Rng;
 use serde_json::json;
 
-use crate::support::{Server, client};
+use crate::support::{PgDatabase, Server, client};
 
 const ORDERS: u64 = 500;
 const SENDERS: usize = 8;
@@ -27,22 +28,61 @@ fn quantity(n: u64) -> u32 {
     1 + (n % 3) as u32
 }
 
+/// The database the run is checked in afterwards.
+enum Store {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+impl Store {
+    async fn count(&self, sql: &'static str) -> i64 {
+        match self {
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+            Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn killing_the_process_while_webhooks_flow_loses_and_doubles_nothing() {
+async fn killing_the_process_while_webhooks_flow_loses_and_doubles_nothing_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("forma.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&db_path)
+        .read_only(true);
+    killed_while_webhooks_flow(dir.path(), url, || async move {
+        Store::Sqlite(sqlx::SqlitePool::connect_with(options).await.unwrap())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_process_while_webhooks_flow_loses_and_doubles_nothing_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = PgDatabase::create().await;
+    let url = database.url.clone();
+    killed_while_webhooks_flow(dir.path(), url.clone(), || async move {
+        Store::Postgres(sqlx::PgPool::connect(&url).await.unwrap())
+    })
+    .await;
+    database.drop_now().await;
+}
+
+async fn killed_while_webhooks_flow<F, Fut>(dir: &std::path::Path, database_url: String, store: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Store>,
+{
     let env = HashMap::from([
-        (
-            "FORMA_DATABASE__URL",
-            format!("sqlite://{}", db_path.display()),
-        ),
+        ("FORMA_DATABASE__URL", database_url),
         ("FORMA_ADMIN_PASSWORD", PASSWORD.to_owned()),
         ("FORMA_SHOPIFY__WEBHOOK_SECRET", SECRET.to_owned()),
         ("FORMA_SHOPIFY__SHOP_DOMAIN", SHOP.to_owned()),
         // Shopify's deliveries come from few addresses; this run is all of them.
         ("FORMA_RATE_LIMIT__WEBHOOKS", "0".to_owned()),
     ]);
-    let mut server = Server::start(dir.path(), "all", &env).await;
+    let mut server = Server::start(dir, "all", &env).await;
     let port = server.port();
     let base = server.addr.clone();
 
@@ -119,7 +159,7 @@ async fn killing_the_process_while_webhooks_flow_loses_and_doubles_nothing() {
         server.signal("KILL").await;
         server.wait(Duration::from_secs(10)).await;
         kills += 1;
-        server = Server::start_on(dir.path(), "all", &env, port).await;
+        server = Server::start_on(dir, "all", &env, port).await;
     }
     for sender in senders {
         sender.await.unwrap();
@@ -138,21 +178,10 @@ async fn killing_the_process_while_webhooks_flow_loses_and_doubles_nothing() {
     // once its heartbeat expires).
     server.signal("KILL").await;
     server.wait(Duration::from_secs(10)).await;
-    let _server = Server::start_on(dir.path(), "all", &env, port).await;
+    let _server = Server::start_on(dir, "all", &env, port).await;
     let expected_jobs: i64 = (0..ORDERS).map(|n| i64::from(quantity(n))).sum();
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&db_path)
-        .read_only(true);
-    let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-    let count = |sql: &'static str| {
-        let pool = pool.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(sql)
-                .fetch_one(&pool)
-                .await
-                .unwrap()
-        }
-    };
+    let store = store().await;
+    let count = |sql: &'static str| store.count(sql);
     let deadline = Instant::now() + DRAIN_WITHIN;
     while count("SELECT COUNT(*) FROM print_jobs").await < expected_jobs {
         assert!(

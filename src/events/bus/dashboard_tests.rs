@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use super::*;
 use crate::events::bus::{JobState, QueueStats, record_metrics, subscriptions};
@@ -28,27 +27,9 @@ fn poisoned(
     }
 }
 
-async fn stats_of(bus: &EventBus, queue: &str) -> QueueStats {
-    let all = bus.queues().await.expect("queue statistics");
-    all.into_iter()
-        .find(|s| s.queue == queue)
-        .expect("the queue is listed")
-}
-
-/// Waits (bounded) until the queue's counts satisfy `done`.
+/// Waits (bounded) until the dashboard queue's counts satisfy `done`.
 async fn until_stats(bus: &EventBus, what: &str, done: impl Fn(&QueueStats) -> bool) -> QueueStats {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let stats = stats_of(bus, QUEUE).await;
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    super::until_stats(bus, QUEUE, what, done).await
 }
 
 /// 3 good events and 1 poison pill published before the workers start, then handled.
@@ -98,7 +79,7 @@ async fn three_ok_one_dead(kind: Kind, healed: &Arc<AtomicBool>) -> (Fixture, Ev
     (fixture, bus, seen)
 }
 
-on_both_backends!(stats_count_waiting_jobs_then_three_completed_and_one_dead);
+on_every_backend!(stats_count_waiting_jobs_then_three_completed_and_one_dead);
 async fn stats_count_waiting_jobs_then_three_completed_and_one_dead(kind: Kind) {
     let healed = Arc::new(AtomicBool::new(false));
     let (fixture, bus, _seen) = three_ok_one_dead(kind, &healed).await;
@@ -117,7 +98,7 @@ async fn stats_count_waiting_jobs_then_three_completed_and_one_dead(kind: Kind) 
     fixture.stop().await;
 }
 
-on_both_backends!(metrics_count_what_each_queue_completed_retried_and_gave_up);
+on_every_backend!(metrics_count_what_each_queue_completed_retried_and_gave_up);
 async fn metrics_count_what_each_queue_completed_retried_and_gave_up(kind: Kind) {
     // Installed before the workers start: they resolve their counters once.
     let render = crate::observability::metrics::install();
@@ -139,7 +120,7 @@ async fn metrics_count_what_each_queue_completed_retried_and_gave_up(kind: Kind)
     fixture.stop().await;
 }
 
-on_both_backends!(the_dead_jobs_of_a_queue_show_their_payload_and_last_error);
+on_every_backend!(the_dead_jobs_of_a_queue_show_their_payload_and_last_error);
 async fn the_dead_jobs_of_a_queue_show_their_payload_and_last_error(kind: Kind) {
     let healed = Arc::new(AtomicBool::new(false));
     let (fixture, bus, _seen) = three_ok_one_dead(kind, &healed).await;
@@ -169,7 +150,7 @@ async fn the_dead_jobs_of_a_queue_show_their_payload_and_last_error(kind: Kind) 
     fixture.stop().await;
 }
 
-on_both_backends!(a_retried_dead_job_waits_again_and_a_healed_handler_completes_it);
+on_every_backend!(a_retried_dead_job_waits_again_and_a_healed_handler_completes_it);
 async fn a_retried_dead_job_waits_again_and_a_healed_handler_completes_it(kind: Kind) {
     let healed = Arc::new(AtomicBool::new(false));
     let (fixture, bus, seen) = three_ok_one_dead(kind, &healed).await;
@@ -202,7 +183,7 @@ async fn a_retried_dead_job_waits_again_and_a_healed_handler_completes_it(kind: 
     fixture.stop().await;
 }
 
-on_both_backends!(trimming_keeps_exactly_the_newest_completed_jobs);
+on_every_backend!(trimming_keeps_exactly_the_newest_completed_jobs);
 async fn trimming_keeps_exactly_the_newest_completed_jobs(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let (bus, _seen) = fixture.print_recorder().await;
@@ -252,7 +233,7 @@ async fn trimming_keeps_exactly_the_newest_completed_jobs(kind: Kind) {
     fixture.stop().await;
 }
 
-on_both_backends!(trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone);
+on_every_backend!(trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone);
 async fn trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let bus = fixture.bus().await;
@@ -284,7 +265,7 @@ async fn trimming_keeps_the_newest_dead_jobs_and_leaves_completed_ones_alone(kin
     fixture.stop().await;
 }
 
-on_both_backends!(trimming_a_large_queue_keeps_the_last_pushed_jobs);
+on_every_backend!(trimming_a_large_queue_keeps_the_last_pushed_jobs);
 async fn trimming_a_large_queue_keeps_the_last_pushed_jobs(kind: Kind) {
     const N: usize = 1300;
     const KEEP: usize = 120;

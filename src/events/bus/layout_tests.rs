@@ -1,5 +1,6 @@
-//! Our SQL (SQLite) and Lua (Redis) read and write apalis' private storage directly: the trigger,
-//! the dashboard's counts and listings, the retry of a dead job, retention, our push script. The
+//! Our SQL (SQLite, PostgreSQL) and Lua (Redis) read and write apalis' private storage directly:
+//! the trigger, the dashboard's counts and listings, the retry of a dead job, retention, our push
+//! script. The
 //! crates are pinned to exact versions for that reason (Cargo.toml); this test states the layout we
 //! rely on and fails, naming what moved, the day an upgrade changes it.
 
@@ -77,6 +78,61 @@ async fn apalis_sqlite_keeps_the_jobs_table_our_sql_reads() {
             .fetch_one(pool)
             .await
             .expect("a pushed job is a row of Jobs named by its queue");
+    assert_eq!(
+        (job_type.as_str(), status.as_str()),
+        (queue.as_str(), "Pending")
+    );
+    let waiting = bus.jobs(&queue, JobState::Waiting, 10).await.unwrap();
+    assert_eq!(waiting.len(), 1, "the dashboard's SQL finds it waiting");
+}
+
+#[tokio::test]
+async fn apalis_postgres_keeps_the_jobs_table_our_sql_reads() {
+    let fixture = Fixture::new(Kind::Postgres).await;
+    let bus = fixture.bus().await;
+    let db = Db::connect(&fixture.postgres.as_ref().unwrap().url, 1)
+        .await
+        .unwrap();
+    let Db::Postgres(pool) = &db else {
+        unreachable!()
+    };
+    let columns: BTreeSet<(String, String)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns \
+         WHERE table_schema = 'apalis' AND table_name = 'jobs'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    for column in [
+        ("id", "text"),
+        ("job_type", "text"),
+        ("status", "text"),
+        ("attempts", "integer"),
+        ("max_attempts", "integer"),
+        ("job", "bytea"),
+        ("last_result", "jsonb"),
+        ("run_at", "timestamp with time zone"),
+        ("done_at", "timestamp with time zone"),
+        ("lock_at", "timestamp with time zone"),
+        ("lock_by", "text"),
+    ] {
+        let column = (column.0.to_owned(), column.1.to_owned());
+        assert!(
+            columns.contains(&column),
+            "apalis-postgres's apalis.jobs lost or changed `{column:?}`: {columns:?}"
+        );
+    }
+
+    bus.publish(&[event()]).await.unwrap();
+    let queue = queue_name(names::ORDER_CANCELLED, PRINT);
+    let (job_type, status): (String, String) =
+        sqlx::query_as("SELECT job_type, status FROM apalis.jobs WHERE job_type = $1")
+            .bind(&queue)
+            .fetch_one(pool)
+            .await
+            .expect("a pushed job is a row of apalis.jobs named by its queue");
     assert_eq!(
         (job_type.as_str(), status.as_str()),
         (queue.as_str(), "Pending")

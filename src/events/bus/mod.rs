@@ -16,8 +16,10 @@
 
 mod handler;
 mod job_id;
+mod postgres;
 mod redis;
 mod redis_admin;
+mod sql_trim;
 mod sqlite;
 mod stats;
 pub mod subscriptions;
@@ -83,6 +85,7 @@ pub enum BusError {
 #[derive(Clone)]
 enum BusBackend {
     Sqlite(sqlite::SqliteBus),
+    Postgres(postgres::PostgresBus),
     Redis(Box<redis::RedisBus>),
 }
 
@@ -100,18 +103,16 @@ pub struct EventBus {
     subscriptions: std::sync::Mutex<Vec<Subscription>>,
 }
 
-/// The bus of a running process (SPEC §2): on Redis when it is configured, else on the SQLite file;
-/// none on PostgreSQL without Redis, where there is no embedded queue storage.
+/// The bus of a running process (SPEC §2): on Redis when it is configured, else on the SQL
+/// database itself (the SQLite file, or PostgreSQL). Every configuration has one.
 pub async fn open(
     db: &crate::infra::db::Db,
     redis: Option<&RedisHandle>,
-) -> Result<Option<EventBus>, BusError> {
+) -> Result<EventBus, BusError> {
     match (redis, db) {
-        (Some(redis), _) => EventBus::redis(redis).await.map(Some),
-        (None, crate::infra::db::Db::Sqlite(pool)) => {
-            EventBus::sqlite(pool.clone()).await.map(Some)
-        }
-        (None, crate::infra::db::Db::Postgres(_)) => Ok(None),
+        (Some(redis), _) => EventBus::redis(redis).await,
+        (None, crate::infra::db::Db::Sqlite(pool)) => EventBus::sqlite(pool.clone()).await,
+        (None, crate::infra::db::Db::Postgres(pool)) => EventBus::postgres(pool.clone()).await,
     }
 }
 
@@ -121,6 +122,13 @@ impl EventBus {
     pub async fn sqlite(pool: SqlitePool) -> Result<Self, BusError> {
         Ok(Self::with_backend(BusBackend::Sqlite(
             sqlite::SqliteBus::setup(pool).await?,
+        )))
+    }
+
+    /// The bus on PostgreSQL, for a deployment without Redis.
+    pub async fn postgres(pool: sqlx::PgPool) -> Result<Self, BusError> {
+        Ok(Self::with_backend(BusBackend::Postgres(
+            postgres::PostgresBus::setup(pool).await?,
         )))
     }
 
@@ -176,14 +184,19 @@ impl EventBus {
             .subscriptions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let (BusBackend::Redis(bus), false) = (&self.backend, subscriptions.is_empty()) {
-            bus.spawn_wakeup_listener(workers);
+        if !subscriptions.is_empty() {
+            match &self.backend {
+                BusBackend::Redis(bus) => bus.spawn_wakeup_listener(workers),
+                BusBackend::Postgres(bus) => bus.spawn_wakeup_listener(workers),
+                BusBackend::Sqlite(_) => {}
+            }
         }
         for sub in subscriptions.iter() {
             let queue = subscriptions::queue_name(sub.event_type, sub.consumer);
             let handler = QueueHandler::new(&queue, sub.handler.clone());
             match &self.backend {
                 BusBackend::Sqlite(bus) => bus.start(workers, &queue, handler)?,
+                BusBackend::Postgres(bus) => bus.start(workers, &queue, handler)?,
                 BusBackend::Redis(bus) => bus.start(workers, &queue, handler)?,
             }
         }
@@ -210,6 +223,7 @@ impl EventPublisher for EventBus {
         }
         match &self.backend {
             BusBackend::Sqlite(bus) => bus.push(&jobs).await,
+            BusBackend::Postgres(bus) => bus.push(&jobs).await,
             BusBackend::Redis(bus) => bus.push(&jobs).await,
         }
         .map_err(|e| PublishError::with_source("the queue did not accept the events", e))

@@ -6,12 +6,14 @@ use apalis_core::task::task_id::TaskId;
 use apalis_sqlite::{Config, SqliteStorage};
 use sqlx::SqlitePool;
 
+use super::sql_trim::{self, TrimSql, state_trim};
 use super::stats::{JobState, JobView, QueueStats, last_error, payload_json, unix_time};
 use super::wakeup::Wakeups;
 use super::{
     BusError, HEARTBEAT, MAX_ATTEMPTS, MISSED_HEARTBEATS, QueueHandler, RunWorker, job_id,
     retry_policy, run_worker, spawn_worker, worker_name,
 };
+use crate::infra::db::Db;
 use crate::infra::workers::Workers;
 
 /// Jobs a worker takes per fetch. Every fetch is a write (it locks the jobs under the worker's
@@ -260,87 +262,23 @@ impl SqliteBus {
         Ok(retried)
     }
 
-    /// Deletes, per queue, the completed jobs beyond the newest `completed_keep` and the dead
-    /// ones beyond the newest `dead_keep` (newest by id, i.e. the last pushed, as on Redis).
-    ///
-    /// A chunk of rows per statement, each its own transaction: publishers and workers get the
-    /// write lock between chunks instead of waiting out one long delete (benches/bus.sh saw
-    /// 100-200 ms stalls when 20 000 completed jobs went in one statement).
+    /// Retention ([`sql_trim`](super::sql_trim)) on this backend's table.
     pub(super) async fn trim(
         &self,
         completed_keep: usize,
         dead_keep: usize,
     ) -> Result<u64, BusError> {
-        let queues: Vec<String> = sqlx::query_scalar("SELECT DISTINCT job_type FROM Jobs")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(storage)?;
-        let mut deleted = 0;
-        for queue in &queues {
-            let (first, chunk) = trim_sql!(state_sql!(completed));
-            deleted += self.trim_queue(queue, completed_keep, first, chunk).await?;
-            let (first, chunk) = trim_sql!(state_sql!(dead));
-            deleted += self.trim_queue(queue, dead_keep, first, chunk).await?;
-        }
-        Ok(deleted)
-    }
-
-    /// Deletes the jobs of `queue` that `first_sql` / `chunk_sql` select beyond the newest `keep`.
-    async fn trim_queue(
-        &self,
-        queue: &str,
-        keep: usize,
-        first_sql: &'static str,
-        chunk_sql: &'static str,
-    ) -> Result<u64, BusError> {
-        let first: Option<String> = sqlx::query_scalar(first_sql)
-            .bind(queue)
-            .bind(i64::try_from(keep).unwrap_or(i64::MAX))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(storage)?;
-        let Some(first) = first else {
-            return Ok(0);
-        };
-        let mut deleted = 0;
-        loop {
-            let done = sqlx::query(chunk_sql)
-                .bind(queue)
-                .bind(&first)
-                .bind(TRIM_CHUNK)
-                .execute(&self.pool)
-                .await
-                .map_err(storage)?;
-            deleted += done.rows_affected();
-            if done.rows_affected() < TRIM_CHUNK as u64 {
-                return Ok(deleted);
-            }
-        }
+        let db = Db::Sqlite(self.pool.clone());
+        sql_trim::trim(&db, &TRIM_SQL, completed_keep, dead_keep).await
     }
 }
 
-/// Rows deleted per statement by [`SqliteBus::trim`].
-const TRIM_CHUNK: i64 = 500;
-
-/// For one state (a condition on `Jobs`): the newest job of a queue beyond `$2` kept ones, and
-/// the delete of up to `$3` jobs of the queue in that state from that one down.
-macro_rules! trim_sql {
-    ($state:expr) => {
-        (
-            concat!(
-                "SELECT id FROM Jobs WHERE job_type = $1 AND ",
-                $state,
-                " ORDER BY id DESC LIMIT 1 OFFSET $2"
-            ),
-            concat!(
-                "DELETE FROM Jobs WHERE rowid IN (SELECT rowid FROM Jobs WHERE job_type = $1 AND ",
-                $state,
-                " AND id <= $2 LIMIT $3)"
-            ),
-        )
-    };
-}
-use trim_sql;
+/// Retention's SQL on `Jobs`.
+const TRIM_SQL: TrimSql = TrimSql {
+    queues: "SELECT DISTINCT job_type FROM Jobs",
+    completed: state_trim!("Jobs", "rowid", state_sql!(completed)),
+    dead: state_trim!("Jobs", "rowid", state_sql!(dead)),
+};
 
 fn storage(e: sqlx::Error) -> BusError {
     BusError::Storage(e.to_string())

@@ -119,6 +119,7 @@ impl EventBus {
         }
         match &self.backend {
             BusBackend::Sqlite(bus) => bus.stats(&mut all).await?,
+            BusBackend::Postgres(bus) => bus.stats(&mut all).await?,
             BusBackend::Redis(bus) => bus.stats(&mut all).await?,
         }
         Ok(all)
@@ -135,6 +136,7 @@ impl EventBus {
         known_queue(queue)?;
         match &self.backend {
             BusBackend::Sqlite(bus) => bus.jobs(queue, state, limit).await,
+            BusBackend::Postgres(bus) => bus.jobs(queue, state, limit).await,
             BusBackend::Redis(bus) => bus.jobs(queue, state, limit).await,
         }
     }
@@ -145,6 +147,7 @@ impl EventBus {
         known_queue(queue)?;
         match &self.backend {
             BusBackend::Sqlite(bus) => bus.retry_dead(queue, job_id).await,
+            BusBackend::Postgres(bus) => bus.retry_dead(queue, job_id).await,
             BusBackend::Redis(bus) => bus.retry_dead(queue, job_id).await,
         }
     }

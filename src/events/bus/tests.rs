@@ -1,5 +1,5 @@
-//! The bus against a real SQLite file and a real Redis (own key prefix per test), both backends
-//! running the same scenarios.
+//! The bus against a real SQLite file, a real PostgreSQL (own database per test) and a real Redis
+//! (own key prefix per test), every backend running the same scenarios.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::subscriptions::consumers::{PRINT, SHIPPING};
-use super::{EventBus, HandlerError};
+use super::{EventBus, HandlerError, QueueStats};
 use crate::config::Config;
 use crate::events::catalog::{Event, EventPayload, OrderCancelled, names};
 use crate::events::publish::EventPublisher;
@@ -19,12 +19,14 @@ use crate::testing::{TestDatabase, use_redis};
 #[derive(Clone, Copy)]
 pub(super) enum Kind {
     Sqlite,
+    Postgres,
     Redis,
 }
 
 /// One backend shared by every bus of a test, as several instances share one deployment.
 pub(super) struct Fixture {
     pub(super) sqlite: Option<TestDatabase>,
+    pub(super) postgres: Option<TestDatabase>,
     pub(super) redis: Option<RedisHandle>,
     pub(super) workers: Workers,
 }
@@ -34,6 +36,13 @@ impl Fixture {
         match kind {
             Kind::Sqlite => Self {
                 sqlite: Some(TestDatabase::create(Backend::Sqlite).await),
+                postgres: None,
+                redis: None,
+                workers: Workers::new(),
+            },
+            Kind::Postgres => Self {
+                sqlite: None,
+                postgres: Some(TestDatabase::create(Backend::Postgres).await),
                 redis: None,
                 workers: Workers::new(),
             },
@@ -45,6 +54,7 @@ impl Fixture {
                     RedisHandle::open(url, &config.redis.key_prefix).expect("a Redis handle");
                 Self {
                     sqlite: None,
+                    postgres: None,
                     redis: Some(handle),
                     workers: Workers::new(),
                 }
@@ -52,13 +62,18 @@ impl Fixture {
         }
     }
 
-    /// A new bus instance; each SQLite instance gets its own pool, like a separate process.
+    /// A new bus instance; each SQL instance gets its own pool, like a separate process.
     pub(super) async fn bus(&self) -> EventBus {
         if let Some(db) = &self.sqlite {
             let Db::Sqlite(pool) = Db::connect(&db.url, 5).await.expect("SQLite") else {
                 panic!("not a SQLite URL");
             };
             EventBus::sqlite(pool).await.expect("the SQLite bus")
+        } else if let Some(db) = &self.postgres {
+            let Db::Postgres(pool) = Db::connect(&db.url, 10).await.expect("PostgreSQL") else {
+                panic!("not a PostgreSQL URL");
+            };
+            EventBus::postgres(pool).await.expect("the PostgreSQL bus")
         } else {
             let redis = self.redis.as_ref().expect("Redis");
             EventBus::redis(redis).await.expect("the Redis bus")
@@ -126,12 +141,16 @@ pub(super) async fn eventually(timeout: Duration, what: &str, done: impl Fn() ->
     }
 }
 
-macro_rules! on_both_backends {
+macro_rules! on_every_backend {
     ($name:ident) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
                 super::$name(super::Kind::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(super::Kind::Postgres).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn redis() {
@@ -141,7 +160,49 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(every_subscriber_of_order_cancelled_receives_it_once);
+/// Waits (bounded) until the counts of `queue` satisfy `done`.
+pub(super) async fn until_stats(
+    bus: &EventBus,
+    queue: &str,
+    what: &str,
+    done: impl Fn(&QueueStats) -> bool,
+) -> QueueStats {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let stats = stats_of(bus, queue).await;
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(super) async fn stats_of(bus: &EventBus, queue: &str) -> QueueStats {
+    let all = bus.queues().await.expect("queue statistics");
+    all.into_iter()
+        .find(|s| s.queue == queue)
+        .expect("the queue is listed")
+}
+
+/// Waits until `queue` has completed `n` jobs and holds none waiting or running: every handler
+/// call of those jobs has returned (a job is acknowledged after its handler), and none can come
+/// back. Waiting on that, not on a fixed pause, is what lets a test count calls exactly.
+pub(super) async fn until_settled(bus: &EventBus, queue: &str, n: u64) {
+    until_stats(bus, queue, "the queue to settle", |s| {
+        s.completed == n && s.waiting == 0 && s.active == 0
+    })
+    .await;
+}
+
+fn print_queue() -> String {
+    super::subscriptions::queue_name(names::ORDER_CANCELLED, PRINT)
+}
+
+on_every_backend!(every_subscriber_of_order_cancelled_receives_it_once);
 async fn every_subscriber_of_order_cancelled_receives_it_once(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let bus = fixture.bus().await;
@@ -157,16 +218,15 @@ async fn every_subscriber_of_order_cancelled_receives_it_once(kind: Kind) {
         .await
         .expect("published");
 
-    let both =
-        || print.lock().expect("lock").len() == 1 && shipping.lock().expect("lock").len() == 1;
-    eventually(Duration::from_secs(5), "both subscribers", both).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_settled(&bus, &print_queue(), 1).await;
+    let shipping_queue = super::subscriptions::queue_name(names::ORDER_CANCELLED, SHIPPING);
+    until_settled(&bus, &shipping_queue, 1).await;
     assert_eq!(*print.lock().expect("lock"), vec![event.event_id]);
     assert_eq!(*shipping.lock().expect("lock"), vec![event.event_id]);
     fixture.stop().await;
 }
 
-on_both_backends!(two_instances_of_one_consumer_process_each_event_once_between_them);
+on_every_backend!(two_instances_of_one_consumer_process_each_event_once_between_them);
 async fn two_instances_of_one_consumer_process_each_event_once_between_them(kind: Kind) {
     const N: usize = 50;
     let fixture = Fixture::new(kind).await;
@@ -182,11 +242,7 @@ async fn two_instances_of_one_consumer_process_each_event_once_between_them(kind
     let events: Vec<Event> = (0..N).map(cancelled).collect();
     first.publish(&events).await.expect("published");
 
-    eventually(Duration::from_secs(10), "all events", || {
-        seen.lock().expect("lock").len() >= N
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_settled(&first, &print_queue(), N as u64).await;
     let mut handled = seen.lock().expect("lock").clone();
     assert_eq!(handled.len(), N, "an event was handled twice");
     handled.sort();
@@ -215,7 +271,7 @@ fn flaky(
     }
 }
 
-on_both_backends!(a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart);
+on_every_backend!(a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart);
 async fn a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_apart(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let bus = fixture.bus().await;
@@ -225,23 +281,21 @@ async fn a_handler_that_fails_twice_is_called_three_times_one_then_two_seconds_a
     bus.start(&fixture.workers).expect("workers start");
     bus.publish(&[cancelled(1)]).await.expect("published");
 
-    eventually(Duration::from_secs(8), "three calls", || {
-        calls.lock().expect("lock").len() >= 3
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until_settled(&bus, &print_queue(), 1).await;
     let calls = calls.lock().expect("lock").clone();
     assert_eq!(calls.len(), 3, "the handler succeeded on its third call");
+    // The backoff has no jitter: a retry never comes before its delay. How much later it comes
+    // depends on the machine, so only the lower bound is asserted.
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
-    let near = |gap: Duration, ms: u64| {
-        gap.abs_diff(Duration::from_millis(ms)) <= Duration::from_millis(300)
-    };
-    assert!(near(gaps[0], 1000) && near(gaps[1], 2000), "gaps {gaps:?}");
+    assert!(
+        gaps[0] >= super::FIRST_BACKOFF && gaps[1] >= 2 * super::FIRST_BACKOFF,
+        "gaps {gaps:?}"
+    );
     assert_eq!(dead_in_print_queue(&bus).await, 0);
     fixture.stop().await;
 }
 
-on_both_backends!(a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead);
+on_every_backend!(a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead);
 async fn a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead(kind: Kind) {
     let fixture = Fixture::new(kind).await;
     let bus = fixture.bus().await;
@@ -251,19 +305,19 @@ async fn a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead
     bus.start(&fixture.workers).expect("workers start");
     bus.publish(&[cancelled(1)]).await.expect("published");
 
-    let deadline = Instant::now() + Duration::from_secs(8);
-    loop {
-        let dead = dead_in_print_queue(&bus).await;
-        if dead == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job never ended dead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Long enough for a fourth attempt to show up if the job were rescheduled instead.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Dead is final: the job is stored so after its last attempt returned, and no worker takes a
+    // dead job again (a fourth call would need it back in the queue).
+    until_stats(&bus, &print_queue(), "the job to end dead", |s| {
+        s.dead == 1 && s.waiting == 0 && s.active == 0
+    })
+    .await;
     assert_eq!(calls.lock().expect("lock").len(), 3);
-    assert_eq!(dead_in_print_queue(&bus).await, 1);
+    let dead = bus
+        .jobs(&print_queue(), super::JobState::Dead, 10)
+        .await
+        .expect("dead jobs");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3, "{:?}", dead[0]);
     fixture.stop().await;
 }
 

@@ -30,6 +30,7 @@ impl EventBus {
     pub async fn trim_to(&self, completed_keep: usize, dead_keep: usize) -> Result<u64, BusError> {
         match &self.backend {
             BusBackend::Sqlite(bus) => bus.trim(completed_keep, dead_keep).await,
+            BusBackend::Postgres(bus) => bus.trim(completed_keep, dead_keep).await,
             BusBackend::Redis(bus) => bus.trim(completed_keep, dead_keep).await,
         }
     }
