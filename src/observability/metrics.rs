@@ -54,8 +54,32 @@ pub fn spawn_upkeep(workers: &Workers, handle: PrometheusHandle) {
 #[derive(Debug, Clone)]
 pub struct RouteLabel(pub String);
 
+/// The requests this process is handling now (`http_requests_in_flight`): what a drain or a
+/// shutdown waits for. The handle is looked up once, not per request.
+fn in_flight() -> &'static metrics::Gauge {
+    static IN_FLIGHT: OnceLock<metrics::Gauge> = OnceLock::new();
+    IN_FLIGHT.get_or_init(|| metrics::gauge!("http_requests_in_flight"))
+}
+
+/// Ends a request's count in flight however its future ends (answered, or dropped).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        in_flight().increment(1.0);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        in_flight().decrement(1.0);
+    }
+}
+
 /// Counts every request and records its latency by method, route template and status.
 pub async fn record_request(request: Request, next: Next) -> Response {
+    let _in_flight = InFlight::start();
     let started = Instant::now();
     let method = method_label(request.method());
     // The route template, never the raw path: ids in paths would explode the label set.

@@ -219,6 +219,22 @@ async fn gateway_replicas_share_one_rate_limit_through_redis() {
     database.drop_now().await;
 }
 
+/// `http_requests_in_flight` as the server's `/metrics` reports it.
+async fn in_flight_requests(base: &str) -> f64 {
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("http_requests_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// SIGTERM stops new work, but a request already being received is answered before the exit.
 #[tokio::test]
 async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly() {
@@ -243,16 +259,30 @@ async fn sigterm_lets_an_in_flight_request_finish_then_exits_cleanly() {
         .body(reqwest::Body::wrap_stream(body))
         .send();
     let in_flight = tokio::spawn(login);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The sign-in is being handled once the server counts two requests in flight: it and the
+    // scrape that asks.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_flight_requests(&server.addr).await < 2.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the sign-in never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     server.signal("TERM").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        server.drain_log().iter().any(|l| l["message"]
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.drain_log().iter().any(|l| {
+        l["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("shutting down"))),
-        "the server has begun its shutdown"
-    );
+            .is_some_and(|m| m.starts_with("shutting down"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never began its shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = rest_tx.send(());
     let response = in_flight
         .await

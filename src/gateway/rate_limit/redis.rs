@@ -53,10 +53,7 @@ pub(super) struct RedisLimiter {
     handle: RedisHandle,
     script: ::redis::Script,
     epoch: Instant,
-    degraded: AtomicBool,
-    /// Microseconds since `epoch` before which a degraded limiter does not try Redis again.
-    retry_at_us: AtomicU64,
-    warned_at_us: AtomicU64,
+    fallback: Fallback,
 }
 
 impl RedisLimiter {
@@ -65,49 +62,42 @@ impl RedisLimiter {
             handle,
             script: ::redis::Script::new(SCRIPT),
             epoch: Instant::now(),
-            degraded: AtomicBool::new(false),
-            retry_at_us: AtomicU64::new(0),
-            warned_at_us: AtomicU64::new(NEVER),
+            fallback: Fallback::new(RETRY_EVERY),
         }
     }
 
     pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire)
+        self.fallback.is_degraded()
     }
 
     /// The decision Redis made, or `None` when the caller must decide locally (already counted
     /// and logged here).
     pub async fn check(&self, key: &str, gcra: Gcra) -> Option<Decision> {
-        let now = self.now_us();
-        if self.is_degraded() {
-            // Exactly one caller per retry period probes Redis; the others do not wait on it.
-            let retry_at = self.retry_at_us.load(Ordering::Acquire);
-            let probe = now >= retry_at
-                && self
-                    .retry_at_us
-                    .compare_exchange(
-                        retry_at,
-                        now.saturating_add(micros(RETRY_EVERY)),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok();
-            if !probe {
-                count_fallback();
-                return None;
-            }
+        if !self.fallback.may_call(self.now_us()) {
+            count_fallback();
+            return None;
         }
         let call = tokio::time::timeout(CALL_TIMEOUT, self.call(key, gcra)).await;
         match call.unwrap_or(Err(CallError::Timeout(CALL_TIMEOUT))) {
             Ok(step) => {
-                if self.degraded.swap(false, Ordering::AcqRel) {
+                if self.fallback.succeeded() {
                     metrics::gauge!("gateway_rate_limit_degraded").set(0.0);
                     tracing::info!("rate limiting is shared through Redis again");
                 }
                 Some(gcra.decision(step))
             }
             Err(error) => {
-                self.failed(&error, self.now_us());
+                let failed = self.fallback.failed(self.now_us());
+                if failed.newly_degraded {
+                    metrics::gauge!("gateway_rate_limit_degraded").set(1.0);
+                }
+                if failed.warn {
+                    tracing::warn!(
+                        %error,
+                        "rate limiting falls back to per-replica limits: Redis does not answer"
+                    );
+                }
+                count_fallback();
                 None
             }
         }
@@ -128,30 +118,82 @@ impl RedisLimiter {
         })
     }
 
-    fn failed(&self, error: &CallError, now: u64) {
-        self.retry_at_us
-            .store(now.saturating_add(micros(RETRY_EVERY)), Ordering::Release);
-        if !self.degraded.swap(true, Ordering::AcqRel) {
-            metrics::gauge!("gateway_rate_limit_degraded").set(1.0);
-        }
-        count_fallback();
-        let warned_at = self.warned_at_us.load(Ordering::Acquire);
-        let due = warned_at == NEVER || now.saturating_sub(warned_at) >= micros(WARN_EVERY);
-        if due
-            && self
-                .warned_at_us
-                .compare_exchange(warned_at, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            tracing::warn!(
-                %error,
-                "rate limiting falls back to per-replica limits: Redis does not answer"
-            );
+    fn now_us(&self) -> u64 {
+        micros(self.epoch.elapsed())
+    }
+}
+
+/// What a failed call changed.
+#[derive(Debug, PartialEq, Eq)]
+struct Failed {
+    newly_degraded: bool,
+    /// Due for a warning in the log (at most one per [`WARN_EVERY`]).
+    warn: bool,
+}
+
+/// When a limiter whose Redis failed tries it again, and when it says so in the log. Times are
+/// microseconds on the limiter's clock, passed in (tests run on their own timeline).
+struct Fallback {
+    degraded: AtomicBool,
+    retry_every_us: u64,
+    /// Before this, a degraded limiter does not try Redis again.
+    retry_at_us: AtomicU64,
+    warned_at_us: AtomicU64,
+}
+
+impl Fallback {
+    fn new(retry_every: Duration) -> Self {
+        Self {
+            degraded: AtomicBool::new(false),
+            retry_every_us: micros(retry_every),
+            retry_at_us: AtomicU64::new(0),
+            warned_at_us: AtomicU64::new(NEVER),
         }
     }
 
-    fn now_us(&self) -> u64 {
-        micros(self.epoch.elapsed())
+    fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+
+    /// Whether this caller may call Redis at `now`: always while it answers; once degraded,
+    /// exactly one caller per retry period probes it, and the others do not wait on it.
+    fn may_call(&self, now: u64) -> bool {
+        if !self.is_degraded() {
+            return true;
+        }
+        let retry_at = self.retry_at_us.load(Ordering::Acquire);
+        now >= retry_at
+            && self
+                .retry_at_us
+                .compare_exchange(
+                    retry_at,
+                    now.saturating_add(self.retry_every_us),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    /// A call succeeded; whether the limiter was degraded until now.
+    fn succeeded(&self) -> bool {
+        self.degraded.swap(false, Ordering::AcqRel)
+    }
+
+    fn failed(&self, now: u64) -> Failed {
+        self.retry_at_us
+            .store(now.saturating_add(self.retry_every_us), Ordering::Release);
+        let newly_degraded = !self.degraded.swap(true, Ordering::AcqRel);
+        let warned_at = self.warned_at_us.load(Ordering::Acquire);
+        let due = warned_at == NEVER || now.saturating_sub(warned_at) >= micros(WARN_EVERY);
+        let warn = due
+            && self
+                .warned_at_us
+                .compare_exchange(warned_at, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        Failed {
+            newly_degraded,
+            warn,
+        }
     }
 }
 
@@ -161,4 +203,73 @@ fn count_fallback() {
 
 fn micros(duration: Duration) -> u64 {
     u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: u64 = 1_000_000;
+
+    #[test]
+    fn an_answering_redis_is_always_called() {
+        let fallback = Fallback::new(RETRY_EVERY);
+        assert!((0..5).all(|t| fallback.may_call(t)));
+        assert!(!fallback.succeeded(), "it was never degraded");
+    }
+
+    #[test]
+    fn after_a_failure_redis_is_left_alone_until_the_retry_period_has_passed() {
+        let fallback = Fallback::new(RETRY_EVERY);
+        let failed = fallback.failed(10 * SECOND);
+        assert_eq!(
+            failed,
+            Failed {
+                newly_degraded: true,
+                warn: true
+            }
+        );
+        assert!(fallback.is_degraded());
+        for now in [10 * SECOND, 10 * SECOND + 1, 11 * SECOND - 1] {
+            assert!(!fallback.may_call(now), "called at {now}");
+        }
+        assert!(fallback.may_call(11 * SECOND), "the probe, a second later");
+        assert!(
+            !fallback.may_call(11 * SECOND),
+            "one probe per period: the others answer locally"
+        );
+        assert!(!fallback.may_call(12 * SECOND - 1));
+        assert!(
+            fallback.may_call(12 * SECOND),
+            "a probe that hangs is retried"
+        );
+    }
+
+    #[test]
+    fn a_successful_probe_ends_the_fallback() {
+        let fallback = Fallback::new(RETRY_EVERY);
+        fallback.failed(0);
+        assert!(fallback.may_call(SECOND));
+        assert!(fallback.succeeded(), "it was degraded");
+        assert!(!fallback.is_degraded());
+        assert!(fallback.may_call(SECOND) && fallback.may_call(SECOND));
+    }
+
+    #[test]
+    fn a_failed_probe_waits_a_whole_period_again_and_warnings_are_ten_seconds_apart() {
+        let fallback = Fallback::new(RETRY_EVERY);
+        fallback.failed(0);
+        for second in 1..10 {
+            let now = second * SECOND;
+            assert!(fallback.may_call(now));
+            let failed = fallback.failed(now);
+            assert!(!failed.newly_degraded && !failed.warn, "at {second} s");
+            assert!(!fallback.may_call(now + SECOND - 1));
+        }
+        assert!(fallback.may_call(10 * SECOND));
+        assert!(
+            fallback.failed(10 * SECOND).warn,
+            "ten seconds after the first"
+        );
+    }
 }

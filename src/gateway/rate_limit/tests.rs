@@ -197,7 +197,8 @@ async fn an_unreachable_redis_falls_back_to_the_local_limiter_and_reports_degrad
     let limiter = RateLimiter::new(&limits(3), Some(dead));
     assert!(!limiter.is_degraded());
 
-    let started = Instant::now();
+    // The first call finds Redis gone; the next ones do not try it again within the retry
+    // period (when exactly a retry comes is `redis.rs`'s own tests, on their own timeline).
     let mut allowed = Vec::new();
     for _ in 0..4 {
         allowed.push(limiter.check("ip:api:203.0.113.9", 3, MINUTE).await.allowed);
@@ -207,58 +208,67 @@ async fn an_unreachable_redis_falls_back_to_the_local_limiter_and_reports_degrad
         [true, true, true, false],
         "limits still hold, locally"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        started.elapsed()
-    );
     assert!(limiter.is_degraded());
     assert!(fallback_total() >= before + 4);
 }
 
-#[tokio::test]
+/// On a paused clock: the call's timeout is measured on tokio's timeline, which the runtime moves
+/// on by itself while the hanging Redis keeps every task waiting, so the test neither waits out
+/// the timeout nor depends on how busy the machine is.
+#[tokio::test(start_paused = true)]
 async fn a_hanging_redis_is_given_up_on_within_a_quarter_second() {
     let fake = fake_redis::FakeRedis::start(fake_redis::Mode::Hang).await;
     let limiter = RateLimiter::new(&limits(3), Some(fake.handle()));
-    let started = Instant::now();
-    let decision = limiter.check("ip:api:203.0.113.10", 3, MINUTE).await;
+    let started = tokio::time::Instant::now();
+    let decision = tokio::time::timeout(
+        Duration::from_secs(5),
+        limiter.check("ip:api:203.0.113.10", 3, MINUTE),
+    )
+    .await
+    .expect("the check does not wait on a hanging Redis");
     let took = started.elapsed();
     assert!(decision.allowed);
     assert!(limiter.is_degraded());
     assert!(
-        took < Duration::from_millis(600),
-        "a request waited {took:?} on Redis"
+        took <= Duration::from_millis(260),
+        "a request waited {took:?} of tokio's time on Redis"
     );
 }
 
 #[tokio::test]
-async fn a_degraded_limiter_retries_redis_about_once_a_second_and_recovers() {
+async fn a_degraded_limiter_leaves_redis_alone_then_recovers_by_itself() {
     let fake = fake_redis::FakeRedis::start(fake_redis::Mode::Refuse).await;
     let limiter = RateLimiter::new(&limits(100), Some(fake.handle()));
 
     limiter.check("user:7", 100, MINUTE).await;
     assert!(limiter.is_degraded());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.connections() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first call never reached Redis"
+        );
+        tokio::task::yield_now().await;
+    }
     let after_first = fake.connections();
-    assert!(after_first >= 1);
 
     for _ in 0..50 {
         assert!(limiter.check("user:7", 100, MINUTE).await.allowed);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         fake.connections(),
         after_first,
         "no attempt on Redis while degraded"
     );
 
+    // Redis answers again: some call after the retry period finds it, with no restart.
     fake.forward_to_redis();
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    limiter.check("user:7", 100, MINUTE).await;
-    assert!(
-        !limiter.is_degraded(),
-        "back on Redis after a successful call"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while limiter.is_degraded() {
+        assert!(Instant::now() < deadline, "never back on Redis");
+        limiter.check("user:7", 100, MINUTE).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let redis = fake.handle();
     let mut conn = redis.connection().await.expect("Redis answers");
     let exists: bool = ::redis::cmd("EXISTS")
