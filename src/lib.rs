@@ -36,6 +36,7 @@ pub mod order;
 pub mod print;
 pub mod roles;
 pub mod server;
+pub mod shipping;
 pub mod simulators;
 
 #[cfg(test)]

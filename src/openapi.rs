@@ -12,7 +12,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::config::ProxyConfig;
 use crate::gateway::auth::public::PublicPaths;
-use crate::{gateway, order, print};
+use crate::{gateway, order, print, shipping};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,9 +35,11 @@ pub fn document() -> Document {
     let (_, gateway) = gateway::api_routes().split_for_parts();
     let (_, order) = order::api_routes().split_for_parts();
     let (_, print) = print::api_routes().split_for_parts();
+    let (_, shipping) = shipping::api_routes().split_for_parts();
     doc.merge(gateway);
     doc.merge(order);
     doc.merge(print);
+    doc.merge(shipping);
     declare_authentication(&mut doc);
     doc
 }

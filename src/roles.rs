@@ -5,7 +5,7 @@
 //! | --- | --- |
 //! | `all` | the gateway, reaching the order service (and print, inside it) in-process |
 //! | `gateway` | the gateway, reaching the order service over HTTP |
-//! | `order` | the order service, the print service while `services.print_url` is unset, and their internal APIs |
+//! | `order` | the order service, the print and shipping services while `services.print_url` / `services.shipping_url` are unset, and their internal APIs |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +16,19 @@ use clap::ValueEnum;
 use crate::app::AppContext;
 use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
 use crate::clients::print::{HttpPrintClient, InProcessPrintClient, PrintClient};
+use crate::clients::shipping::{HttpShippingClient, InProcessShippingClient, ShippingClient};
 use crate::events::idempotency;
 use crate::events::internal::Dispatcher;
 use crate::events::outbox::{OutboxRelay, RelayNotifier, RelaySettings};
 use crate::events::publish::EventPublisher;
 use crate::gateway::GatewayState;
+use crate::order::fulfillment::{self, Fulfiller};
 use crate::order::{OrderCore, OrderState, orchestration};
 use crate::print::simplyprint::{self, DispatchNotifier, SimplyPrint};
 use crate::print::{PrintCore, PrintState, planner};
-use crate::{gateway, http, identity, openapi, order, print};
+use crate::shipping::sendcloud::Sendcloud;
+use crate::shipping::{ShippingCore, ShippingState};
+use crate::{gateway, http, identity, openapi, order, print, shipping};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
@@ -78,15 +82,20 @@ pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
 
 /// How often the idempotency records past their retention are deleted.
 const DEDUPE_CLEANUP_EVERY: Duration = Duration::from_secs(60 * 60);
+/// How often Sendcloud is asked about parcels whose webhook may have been missed.
+const SENDCLOUD_RECONCILE_EVERY: Duration = Duration::from_secs(5 * 60);
 /// How often SimplyPrint is asked about jobs whose webhook may have been missed, by default.
 const RECONCILE_EVERY: Duration = Duration::from_secs(60);
 
-/// What the order role runs: the order service and, while `services.print_url` is unset, the print
-/// service, wired to each other (in-process clients), to the bus and to SimplyPrint.
+/// What the order role runs: the order service and, while `services.print_url` and
+/// `services.shipping_url` are unset, the print and shipping services, wired to each other
+/// (in-process clients), to the bus, to SimplyPrint and to Sendcloud.
 struct OrderServices {
     order: OrderState,
     /// `None` when the print service runs elsewhere.
     print: Option<PrintState>,
+    /// `None` when the shipping service runs elsewhere.
+    shipping: Option<ShippingState>,
 }
 
 impl OrderServices {
@@ -114,27 +123,59 @@ impl OrderServices {
                 let client = HttpPrintClient::new(print_urls.0.clone(), &ctx.config)?;
                 (Arc::new(client), None)
             };
+        let shipping_urls = &ctx.config.services.shipping_url;
+        let (shipping_client, shipping): (Arc<dyn ShippingClient>, Option<ShippingState>) =
+            if shipping_urls.is_empty() {
+                let core = ShippingCore {
+                    db: ctx.db.clone(),
+                    relay: relay_notifier.clone(),
+                    events: events.clone(),
+                    parcels: shipping::ParcelNotifier::default(),
+                    sendcloud: Sendcloud::from_config(&ctx.config)?.map(Arc::new),
+                };
+                let state = ShippingState {
+                    ctx: ctx.clone(),
+                    core: core.clone(),
+                };
+                (Arc::new(InProcessShippingClient::new(core)), Some(state))
+            } else {
+                let client = HttpShippingClient::new(shipping_urls.0.clone(), &ctx.config)?;
+                (Arc::new(client), None)
+            };
         let order_core = OrderCore {
             db: ctx.db.clone(),
             relay: relay_notifier.clone(),
             events,
             print: print_client,
+            shipping: shipping_client,
         };
 
         // The bus's subscribers, workers and relay start together, when the bus runs: at once, or
         // once its storage answers (events wait in the outbox meanwhile).
-        let (wiring_ctx, core, print_core) = (
+        let (wiring_ctx, core, print_core, shipping_core) = (
             ctx.clone(),
             order_core.clone(),
             print.as_ref().map(|p| p.core.clone()),
+            shipping.as_ref().map(|s| s.core.clone()),
         );
         let notifier = relay_notifier.clone();
+        let fulfiller = Fulfiller::from_config(&ctx.config)?.map(Arc::new);
+        if fulfiller.is_none() {
+            tracing::info!(
+                "Shopify fulfillment is disconnected (shopify.shop_domain, shopify.access_token): shipped orders stay SHIPPED"
+            );
+        }
         ctx.when_bus_ready(move |bus| {
             let ctx = wiring_ctx;
-            orchestration::subscribe(&bus, core)?;
+            orchestration::subscribe(&bus, core.clone())?;
+            fulfillment::subscribe(&bus, core, fulfiller)?;
             if let Some(print_core) = print_core {
                 let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
                 planner::subscribe(&bus, print_core, orders)?;
+            }
+            if let Some(shipping_core) = shipping_core {
+                let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
+                shipping::subscriber::subscribe(&bus, shipping_core, orders)?;
             }
             bus.start(&ctx.workers)?;
             bus.spawn_upkeep(&ctx.workers);
@@ -202,9 +243,39 @@ impl OrderServices {
                 ),
             }
         }
+        if let Some(shipping) = &shipping {
+            match &shipping.core.sendcloud {
+                Some(client) => {
+                    shipping::parcels::spawn(
+                        &ctx.workers,
+                        shipping.core.clone(),
+                        client.clone(),
+                        shipping.core.parcels.clone(),
+                    );
+                    let (core, client) = (shipping.core.clone(), client.clone());
+                    ctx.workers.every(
+                        "sendcloud-reconcile",
+                        SENDCLOUD_RECONCILE_EVERY,
+                        move || {
+                            let (core, client) = (core.clone(), client.clone());
+                            async move {
+                                shipping::reconcile::pass(&core, &client)
+                                    .await
+                                    .map(drop)
+                                    .map_err(|e| e.to_string())
+                            }
+                        },
+                    );
+                }
+                None => tracing::info!(
+                    "Sendcloud is disconnected (sendcloud.public_key, sendcloud.secret_key): shipments wait PENDING"
+                ),
+            }
+        }
         Ok(Self {
             order: OrderState::new(ctx.clone(), order_core),
             print,
+            shipping,
         })
     }
 
@@ -214,6 +285,9 @@ impl OrderServices {
         if let Some(print) = &self.print {
             api = api.merge(print::router(print.clone()));
         }
+        if let Some(shipping) = &self.shipping {
+            api = api.merge(shipping::router(shipping.clone()));
+        }
         services_router(api)
     }
 
@@ -222,6 +296,9 @@ impl OrderServices {
         let mut internal = order::internal_router(self.order.clone());
         if let Some(print) = &self.print {
             internal = internal.merge(print::internal_router(print.clone()));
+        }
+        if let Some(shipping) = &self.shipping {
+            internal = internal.merge(shipping::internal_router(shipping.clone()));
         }
         internal
     }

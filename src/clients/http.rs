@@ -24,6 +24,20 @@ pub enum ClientError {
     Rejected { status: u16, message: String },
 }
 
+impl ClientError {
+    /// The refusal an in-process implementation gives: what the HTTP implementation would read
+    /// from the internal API's answer to the same call.
+    pub fn refused(error: crate::http::ApiError) -> Self {
+        Self::Rejected {
+            status: error.status().as_u16(),
+            message: match error.body().message {
+                crate::http::error::ErrorMessage::One(message) => message,
+                crate::http::error::ErrorMessage::Many(messages) => messages.join("; "),
+            },
+        }
+    }
+}
+
 /// The instances of one downstream service.
 #[derive(Clone)]
 pub struct ServiceEndpoints {

@@ -4,3 +4,4 @@
 pub mod http;
 pub mod order;
 pub mod print;
+pub mod shipping;

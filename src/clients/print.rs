@@ -53,21 +53,10 @@ impl InProcessPrintClient {
         match self.core.change(tenant_id, id, to, reason).await {
             Ok(JobChange::Changed(changed)) => Ok(changed.after),
             Ok(JobChange::Unchanged(job)) => Ok(*job),
-            Ok(JobChange::NotFound) => Err(rejected(ApiError::not_found("Print job not found"))),
-            Err(ChangeError::Illegal(e)) => Err(rejected(e.into())),
+            Ok(JobChange::NotFound) => Err(ClientError::refused(ApiError::not_found("Print job not found"))),
+            Err(ChangeError::Illegal(e)) => Err(ClientError::refused(e.into())),
             Err(ChangeError::Db(e)) => Err(unavailable(e)),
         }
-    }
-}
-
-/// The refusal the HTTP implementation would read from the internal API's answer.
-fn rejected(error: ApiError) -> ClientError {
-    ClientError::Rejected {
-        status: error.status().as_u16(),
-        message: match error.body().message {
-            crate::http::error::ErrorMessage::One(message) => message,
-            crate::http::error::ErrorMessage::Many(messages) => messages.join("; "),
-        },
     }
 }
 

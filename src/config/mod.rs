@@ -473,6 +473,8 @@ pub struct ShopifyConfig {
     pub webhook_secret: Option<Secret>,
     pub base_url: Option<String>,
     pub shop_domain: Option<String>,
+    /// Admin API access token of `shop_domain` until the app is installed through OAuth.
+    pub access_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

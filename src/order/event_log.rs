@@ -21,6 +21,10 @@ pub mod types {
     pub const LINE_ITEM_UNMAPPED: &str = "line_item.unmapped";
     pub const LINE_ITEM_STATUS_CHANGED: &str = "line_item.status_changed";
     pub const PRINT_JOB_STATUS_CHANGED: &str = "print_job.status_changed";
+    pub const SHIPMENT_CREATED: &str = "shipment.created";
+    pub const SHIPMENT_STATUS_CHANGED: &str = "shipment.status_changed";
+    pub const FULFILLMENT_CREATED: &str = "fulfillment.created";
+    pub const FULFILLMENT_FAILED: &str = "fulfillment.failed";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

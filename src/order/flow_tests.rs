@@ -1,8 +1,10 @@
-//! The order flow end to end, as a user sees it (issue: the order service): a signed Shopify
-//! `orders/create` through the gateway becomes an order and its print jobs, the jobs reach the
-//! (simulated) print farm, its webhooks complete them, and the order becomes READY_FOR_FULFILLMENT
-//! with `order.ready-for-fulfillment` on the bus. In `all` on SQLite, and split (two gateways, two
-//! order services) on PostgreSQL and Redis.
+//! The order flow end to end, as a user sees it: a signed Shopify `orders/create` through the
+//! gateway becomes an order and its print jobs, the jobs reach the (simulated) print farm, its
+//! webhooks complete them, the order becomes READY_FOR_FULFILLMENT, its parcel is created at the
+//! (simulated) Sendcloud with the order's address, the tracking reaches the order and the
+//! (simulated) Shopify's fulfillment, and the order is FULFILLED; every event of the way on the
+//! bus, none dead. In `all` on SQLite, and split (two gateways, two order services) on PostgreSQL
+//! and Redis.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, Secret, UrlList};
 use crate::infra::db::Backend;
 use crate::roles::Role;
-use crate::simulators::shopify::{self, Delivery, Line};
+use crate::simulators::sendcloud::SendcloudSim;
+use crate::simulators::shopify::{self, Delivery, Line, ShopifyAdminSim};
 use crate::simulators::simplyprint::SimplyPrintSim;
 use crate::testing::{self, TestApp, TestDatabase, eventually};
 
@@ -22,6 +25,7 @@ pub const SHOPIFY_SECRET: &str = "shopify-webhook-secret-for-tests";
 pub const SP_TOKEN: &str = "simplyprint-webhook-token-for-tests";
 const SP_KEY: &str = "simplyprint-api-key-for-tests";
 const SP_COMPANY: &str = "4242";
+const SHOPIFY_TOKEN: &str = "shpat_admin-token-for-tests";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// What forma needs to talk to Shopify and the simulated farm.
@@ -40,11 +44,37 @@ pub fn integrations(config: &mut Config, farm: Option<&SimplyPrintSim>) {
     }
 }
 
+/// Sendcloud and Shopify's Admin API, simulated, for the way from parcel to fulfillment.
+#[derive(Clone)]
+pub struct Carriers {
+    pub sendcloud: SendcloudSim,
+    pub shop: ShopifyAdminSim,
+}
+
+impl Carriers {
+    pub async fn start(stop: &CancellationToken) -> Self {
+        Self {
+            sendcloud: SendcloudSim::start(stop.clone()).await.unwrap(),
+            shop: ShopifyAdminSim::start(SHOPIFY_TOKEN, stop.clone())
+                .await
+                .unwrap(),
+        }
+    }
+
+    /// Points forma's Sendcloud and Shopify Admin API at the simulators.
+    pub fn configure(&self, config: &mut Config) {
+        config.sendcloud = self.sendcloud.config();
+        config.shopify.base_url = Some(self.shop.base_url());
+        config.shopify.access_token = Some(Secret::new(SHOPIFY_TOKEN));
+    }
+}
+
 /// A deployment under test, with the gateways clients talk to.
 pub struct Deployment {
     pub gateways: Vec<TestApp>,
     _services: Vec<TestApp>,
     pub farm: SimplyPrintSim,
+    pub carriers: Carriers,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -60,15 +90,23 @@ impl Deployment {
         let farm = SimplyPrintSim::start(SP_COMPANY, SP_KEY, stop.clone())
             .await
             .unwrap();
+        let carriers = Carriers::start(&stop).await;
         let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
             integrations(c, connected.then_some(&farm));
+            if connected {
+                carriers.configure(c);
+            }
             configure(c);
         })
         .await;
+        carriers
+            .sendcloud
+            .set_webhook(Some(&app.url("/api/v1/webhooks/sendcloud")));
         Self {
             gateways: vec![app],
             _services: Vec::new(),
             farm,
+            carriers,
             _stop: stop.drop_guard(),
         }
     }
@@ -79,12 +117,14 @@ impl Deployment {
         let farm = SimplyPrintSim::start(SP_COMPANY, SP_KEY, stop.clone())
             .await
             .unwrap();
+        let carriers = Carriers::start(&stop).await;
         let database = Arc::new(TestDatabase::create(Backend::Postgres).await);
         let mut redis = Config::default();
         testing::use_redis(&mut redis);
         let shared = |c: &mut Config| {
             c.redis = redis.redis.clone();
             integrations(c, Some(&farm));
+            carriers.configure(c);
         };
         let mut services = Vec::new();
         for _ in 0..2 {
@@ -102,10 +142,15 @@ impl Deployment {
                 .await,
             );
         }
+        // Sendcloud reaches the second gateway: any gateway serves any webhook.
+        carriers
+            .sendcloud
+            .set_webhook(Some(&gateways[1].url("/api/v1/webhooks/sendcloud")));
         Self {
             gateways,
             _services: services,
             farm,
+            carriers,
             _stop: stop.drop_guard(),
         }
     }
@@ -169,7 +214,7 @@ pub async fn order_numbered(admin: &reqwest::Client, gateway: &TestApp, number: 
     .await
 }
 
-async fn the_order_prints_and_becomes_ready_for_fulfillment(deployment: Deployment) {
+async fn the_order_runs_the_whole_way_to_fulfilled(deployment: Deployment) {
     let gateway = deployment.gateway(0);
     let admin = gateway.admin().await;
     // 3 cubes at 2 per print: 2 jobs. 3 plates of two files: 3 prints of the first, and 6 copies
@@ -188,6 +233,10 @@ async fn the_order_prints_and_becomes_ready_for_fulfillment(deployment: Deployme
     .await;
     let document =
         shopify::order_document(5_500_001, 1001, &[line(1, "CUBE", 3), line(2, "PLATE", 3)]);
+    deployment
+        .carriers
+        .shop
+        .add_order(5_500_001, &[(1, 3), (2, 3)]);
     let delivery = Delivery::new("orders/create", SHOP, &document);
     // Through the second gateway when split: any gateway serves any webhook.
     let (status, ack) = deliver(deployment.gateway(1), &delivery).await;
@@ -292,9 +341,13 @@ async fn the_order_prints_and_becomes_ready_for_fulfillment(deployment: Deployme
             200
         );
     }
+    // READY_FOR_FULFILLMENT, and maybe on its way already: the parcel follows at once.
     let ready = eventually("the order is ready for fulfillment", WAIT, || async {
         let detail = get_json(&admin, &detail_url).await;
-        (detail["status"] == "READY_FOR_FULFILLMENT").then_some(detail)
+        let status = detail["status"].as_str()?;
+        ["READY_FOR_FULFILLMENT", "SHIPPED", "FULFILLED"]
+            .contains(&status)
+            .then_some(detail)
     })
     .await;
     assert!(
@@ -311,39 +364,181 @@ async fn the_order_prints_and_becomes_ready_for_fulfillment(deployment: Deployme
             .iter()
             .all(|j| j["status"] == "COMPLETED" && j["completedAt"].is_string())
     );
-    assert_eq!(ready["shipment"], Value::Null);
 
-    // order.ready-for-fulfillment waits on the bus for the shipping service.
-    let queue =
-        gateway.url("/api/v1/admin/queues/order.ready-for-fulfillment:shipping/jobs?state=waiting");
-    let waiting = eventually(
-        "order.ready-for-fulfillment is on the bus",
-        WAIT,
-        || async {
-            let jobs = get_json(&admin, &queue).await;
-            jobs.as_array()?
-                .iter()
-                .find(|j| j["payload"]["orderId"] == order_id.as_str())
-                .cloned()
-        },
-    )
+    // The shipping service takes order.ready-for-fulfillment: one parcel at Sendcloud, with the
+    // order's address and items.
+    let sendcloud = &deployment.carriers.sendcloud;
+    let parcel = eventually("Sendcloud has the parcel", WAIT, || async {
+        sendcloud.parcels().into_iter().next()
+    })
     .await;
     assert_eq!(
-        waiting["payload"]["eventType"],
-        "order.ready-for-fulfillment"
+        (
+            parcel.name.as_str(),
+            parcel.address.as_str(),
+            parcel.city.as_str(),
+            parcel.postal_code.as_str(),
+            parcel.country.as_str()
+        ),
+        ("Ada Customer 1001", "Veldstraat 1", "Gent", "9000", "BE"),
+        "{parcel:?}"
     );
-    assert_eq!(waiting["payload"]["source"], "order-service");
-    assert_eq!(waiting["payload"]["tenantId"], order["tenantId"]);
+    assert_eq!(parcel.email.as_deref(), Some("customer1001@example.com"));
+    let skus: Vec<(Option<&str>, u64)> = parcel
+        .items
+        .iter()
+        .map(|i| (i.sku.as_deref(), i.quantity))
+        .collect();
+    assert_eq!(skus, [(Some("CUBE"), 3), (Some("PLATE"), 3)]);
+
+    // Its tracking reaches the order and Shopify's fulfillment; the order is FULFILLED.
+    let fulfilled = eventually("the order is fulfilled", WAIT, || async {
+        let detail = get_json(&admin, &detail_url).await;
+        (detail["status"] == "FULFILLED").then_some(detail)
+    })
+    .await;
+    assert_eq!(fulfilled["trackingNumber"], parcel.tracking_number.as_str());
+    assert_eq!(fulfilled["carrier"], "postnl");
+    let shipment = &fulfilled["shipment"];
+    assert_eq!(
+        (
+            shipment["sendcloudParcelId"].as_i64(),
+            shipment["status"].as_str()
+        ),
+        (Some(parcel.id), Some("ANNOUNCED")),
+        "{shipment}"
+    );
+    assert!(shipment["labelUrl"].is_string(), "{shipment}");
+    let fulfillments = deployment.carriers.shop.fulfillments();
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    assert_eq!(fulfillments[0].order_id, 5_500_001);
+    assert_eq!(
+        fulfillments[0].tracking_number.as_deref(),
+        Some(parcel.tracking_number.as_str())
+    );
+    assert_eq!(sendcloud.parcels().len(), 1, "one parcel, never two");
+
+    // Sendcloud's webhook moves the shipment.
+    let shipment_url = gateway.url(&format!(
+        "/api/v1/shipments/{}",
+        shipment["id"].as_str().unwrap()
+    ));
+    assert_eq!(
+        sendcloud.advance(parcel.id, 11, "Delivered").await.unwrap(),
+        Some(200)
+    );
+    eventually("the shipment is delivered", WAIT, || async {
+        let shipment = get_json(&admin, &shipment_url).await;
+        (shipment["status"] == "DELIVERED").then_some(())
+    })
+    .await;
+    let listed = get_json(
+        &admin,
+        &gateway.url(&format!("/api/v1/shipments?orderId={order_id}")),
+    )
+    .await;
+    assert_eq!(listed["total"], 1);
+
+    // Every event of the way went through the bus; none is dead, nothing is left waiting.
+    let queues = eventually("the bus has settled", WAIT, || async {
+        let queues = get_json(&admin, &gateway.url("/api/v1/admin/queues")).await;
+        let settled = queues
+            .as_array()?
+            .iter()
+            .all(|q| q["waiting"] == 0 && q["active"] == 0 && q["failed"] == 0);
+        settled.then_some(queues)
+    })
+    .await;
+    let completed = |name: &str| {
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == name)
+            .map(|q| q["completed"].as_u64().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    for queue in [
+        "order.created:print",
+        "order.ready-for-fulfillment:shipping",
+        "shipment.created:order",
+        "shipment.status-changed:order",
+    ] {
+        assert!(completed(queue) >= 1, "{queue}: {queues}");
+    }
+    assert!(
+        queues.as_array().unwrap().iter().all(|q| q["dead"] == 0),
+        "{queues}"
+    );
 }
 
 #[tokio::test]
-async fn an_order_prints_and_becomes_ready_for_fulfillment_in_role_all() {
-    the_order_prints_and_becomes_ready_for_fulfillment(Deployment::all().await).await;
+async fn an_order_runs_the_whole_way_to_fulfilled_in_role_all() {
+    the_order_runs_the_whole_way_to_fulfilled(Deployment::all().await).await;
 }
 
 #[tokio::test]
-async fn an_order_prints_and_becomes_ready_for_fulfillment_split() {
-    the_order_prints_and_becomes_ready_for_fulfillment(Deployment::split().await).await;
+async fn an_order_runs_the_whole_way_to_fulfilled_split() {
+    the_order_runs_the_whole_way_to_fulfilled(Deployment::split().await).await;
+}
+
+/// Sendcloud and Shopify each fail before they answer: the parcel waits and is made once, the
+/// fulfillment is tried again by the bus and made once, and the order ends FULFILLED.
+#[tokio::test]
+async fn sendcloud_and_shopify_failing_for_a_while_still_fulfill_the_order_once() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    let carriers = &deployment.carriers;
+    map(
+        &admin,
+        gateway,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    carriers.shop.add_order(5_600_001, &[(1, 1)]);
+    carriers.sendcloud.fail_next(3);
+    // Two failures: the bus's third attempt succeeds.
+    carriers.shop.fail_next(2);
+    let document = shopify::order_document(5_600_001, 1601, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let order = order_numbered(&admin, gateway, 1601).await;
+    let detail_url = gateway.url(&format!("/api/v1/orders/{}", order["id"].as_str().unwrap()));
+
+    let farm = &deployment.farm;
+    let item = eventually("the farm has the job", WAIT, || async {
+        farm.items().into_iter().next()
+    })
+    .await;
+    let hook = gateway.url("/api/v1/webhooks/simplyprint");
+    for event in ["job.started", "job.done"] {
+        assert_eq!(
+            farm.report(item.id, event, &hook, SP_TOKEN).await.unwrap(),
+            200
+        );
+    }
+    let fulfilled = eventually("the order is fulfilled", WAIT, || async {
+        let detail = get_json(&admin, &detail_url).await;
+        (detail["status"] == "FULFILLED").then_some(detail)
+    })
+    .await;
+    assert_eq!(carriers.sendcloud.parcels().len(), 1, "one parcel");
+    let fulfillments = carriers.shop.fulfillments();
+    assert_eq!(fulfillments.len(), 1, "one fulfillment: {fulfillments:?}");
+    assert_eq!(
+        fulfillments[0].tracking_number.as_deref(),
+        fulfilled["trackingNumber"].as_str()
+    );
+    // The failed fulfillment attempts are in the order's event log.
+    let failed: i64 = crate::on_pool!(&gateway.ctx.db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM event_log WHERE event_type = 'fulfillment.failed'")
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
+    assert_eq!(failed, 2);
 }
 
 async fn one_order_however_often_shopify_delivers_it(deployment: Deployment) {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod event_log;
+pub mod fulfillment;
 pub mod health;
 pub mod internal;
 pub mod mappings;
@@ -19,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppContext;
 use crate::clients::print::PrintClient;
+use crate::clients::shipping::ShippingClient;
 use crate::events::internal::Dispatcher;
 use crate::events::outbox::RelayNotifier;
 use crate::infra::db::Db;
@@ -31,6 +33,7 @@ pub struct OrderCore {
     pub relay: RelayNotifier,
     pub events: Dispatcher,
     pub print: Arc<dyn PrintClient>,
+    pub shipping: Arc<dyn ShippingClient>,
 }
 
 /// The order service's router state.

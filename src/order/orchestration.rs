@@ -179,7 +179,7 @@ async fn follow_jobs(
 }
 
 /// The log entry, bus event and internal events of an order's move from its status to `next`.
-async fn order_moved(
+pub(crate) async fn order_moved(
     tx: &mut Tx,
     order: &crate::order::orders::Order,
     next: OrderStatus,
@@ -231,6 +231,7 @@ async fn order_moved(
             }
             events.push(ready);
         }
+        OrderStatus::Fulfilled => events.push(InternalEvent::OrderFulfilled(reference)),
         OrderStatus::Failed => {
             events.push(InternalEvent::OrderFailed(internal_events::OrderFailed {
                 tenant_id,

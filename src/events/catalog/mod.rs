@@ -116,6 +116,18 @@ impl Event {
         }
     }
 
+    /// The event's tenant and the entity id `id` it names, both as UUIDs; `None` (logged) when
+    /// either is not one, which a handler acknowledges and ignores: retrying cannot fix it.
+    pub fn tenant_and(&self, id: &str) -> Option<(Uuid, Uuid)> {
+        let parsed = Uuid::parse_str(&self.tenant_id)
+            .ok()
+            .zip(Uuid::parse_str(id).ok());
+        if parsed.is_none() {
+            tracing::warn!(event_id = %self.event_id, event_type = self.event_type(), "an event names a non-UUID tenant or entity; ignored");
+        }
+        parsed
+    }
+
     pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
         self

@@ -67,7 +67,7 @@ async fn echo_upstream(first_chunk: FirstChunk) -> String {
                 "query": parts.uri.query(),
                 "headers": headers,
                 "bodyLength": bytes.len(),
-                "bodySha256": hex(&Sha256::digest(&bytes)),
+                "bodySha256": hex::encode(Sha256::digest(&bytes)),
                 "hmacValid": parts.headers.get("x-shopify-hmac-sha256").and_then(|v| v.to_str().ok()) == Some(expected.as_str()),
                 "contextEmail": context.as_ref().ok().map(|c| c.email.clone()),
                 "contextError": context.err().map(|e| e.to_string()),
@@ -78,10 +78,6 @@ async fn echo_upstream(first_chunk: FirstChunk) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn gateway_before(upstream: &str) -> TestApp {
@@ -213,7 +209,10 @@ async fn a_webhook_body_arrives_byte_for_byte_and_its_hmac_still_verifies() {
     )
     .await;
     assert_eq!(seen["hmacValid"], true, "{seen}");
-    assert_eq!(seen["bodySha256"], hex(&Sha256::digest(body.as_bytes())));
+    assert_eq!(
+        seen["bodySha256"],
+        hex::encode(Sha256::digest(body.as_bytes()))
+    );
     assert_eq!(seen["headers"]["x-shopify-topic"], "orders/create");
     assert!(seen["contextEmail"].is_null(), "webhooks carry no user");
 }
@@ -224,7 +223,7 @@ async fn a_two_megabyte_body_streams_through_without_being_buffered_whole() {
     let upstream = echo_upstream(Arc::new(Mutex::new(Some(first_tx)))).await;
     let gateway = gateway_before(&upstream).await;
     let payload: Vec<u8> = (0..2 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-    let digest = hex(&Sha256::digest(&payload));
+    let digest = hex::encode(Sha256::digest(&payload));
 
     // The client holds back the second half until the upstream has seen the first chunk: a
     // gateway that buffered the whole body would never forward it, and this test would time out.

@@ -61,10 +61,6 @@ fn request(method: Method, path: &str, body: Body) -> Request {
         .expect("a request")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 async fn text(response: Response) -> String {
     let bytes = response
         .into_body()
@@ -116,11 +112,19 @@ async fn request_body_streams_to_the_upstream_byte_for_byte() {
             length += chunk.len();
             digest.update(&chunk);
         }
-        format!("{length} {} {}", chunks > 1, hex(&digest.finalize()))
+        format!(
+            "{length} {} {}",
+            chunks > 1,
+            hex::encode(digest.finalize())
+        )
     }))
     .await;
     let payload: Vec<u8> = (0..2 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
-    let expected = format!("{} true {}", payload.len(), hex(&Sha256::digest(&payload)));
+    let expected = format!(
+        "{} true {}",
+        payload.len(),
+        hex::encode(Sha256::digest(&payload))
+    );
     let chunks: Vec<Result<Bytes, Infallible>> = payload
         .chunks(64 * 1024)
         .map(|c| Ok(Bytes::copy_from_slice(c)))

@@ -132,7 +132,6 @@ pub struct OrderDetail {
     #[serde(flatten)]
     pub order: Order,
     pub print_jobs: Vec<crate::print::jobs::PrintJob>,
-    /// The order's shipment, once the shipping service has created one.
-    #[schema(value_type = Option<Object>)]
-    pub shipment: Option<serde_json::Value>,
+    /// The order's shipment, once the shipping service has one.
+    pub shipment: Option<crate::shipping::shipments::Shipment>,
 }

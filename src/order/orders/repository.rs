@@ -491,6 +491,25 @@ pub async fn set_tracking(
     with_lines(&mut conn, row).await
 }
 
+/// Writes the tracking of order `id` in `tx` (the order locked by the caller).
+pub async fn set_tracking_in(tx: &mut Tx, id: Uuid, tracking: &Tracking) -> Result<(), DbError> {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE orders SET tracking_number = $2, tracking_url = $3, carrier = $4, updated_at = $5 \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(tracking.tracking_number.as_deref())
+        .bind(tracking.tracking_url.as_deref())
+        .bind(tracking.carrier.as_deref())
+        .bind(Utc::now())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
 /// Which orders to list.
 #[derive(Debug, Clone, Default)]
 pub struct OrderFilter {

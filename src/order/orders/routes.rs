@@ -135,7 +135,7 @@ async fn list_orders(
         (status = 401, description = "No verified user context", body = ErrorBody),
         (status = 403, description = "Missing orders.read", body = ErrorBody),
         (status = 404, description = "No such order in this tenant", body = ErrorBody),
-        (status = 503, description = "The print service did not answer", body = ErrorBody)))]
+        (status = 503, description = "The print or shipping service did not answer", body = ErrorBody)))]
 async fn get_order(
     State(state): State<OrderState>,
     ctx: UserContext,
@@ -152,10 +152,21 @@ async fn get_order(
         .jobs_of_order(ctx.tenant_id, id)
         .await
         .map_err(print_service)?;
+    let shipment = state
+        .core
+        .shipping
+        .shipments_of_order(ctx.tenant_id, id)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "the shipping service did not answer");
+            ApiError::service_unavailable("The shipping service is unavailable; try again")
+        })?
+        .into_iter()
+        .next();
     Ok(Json(OrderDetail {
         order: record.into_order(),
         print_jobs,
-        shipment: None,
+        shipment,
     }))
 }
 

@@ -1,6 +1,7 @@
 //! Shopify (SPEC §6.3): the webhooks that bring orders in ([`webhook`]), the order documents they
 //! carry ([`payload`]), which shop belongs to which tenant, and the deliveries already seen.
 
+pub mod admin;
 pub mod payload;
 pub mod webhook;
 

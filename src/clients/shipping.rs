@@ -1,0 +1,265 @@
+//! How the order service reaches the shipping service (SPEC §1, §7): in-process while shipping
+//! lives in the order role, over `/internal/shipments` once it runs apart. Both implementations
+//! pass one contract suite (below).
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::http::{ClientError, ServiceEndpoints, json_of};
+use crate::config::Config;
+use crate::http::ApiError;
+use crate::shipping::shipments::{Shipment, ShipmentRequest};
+use crate::shipping::{CancelError, ShippingCore};
+
+#[async_trait]
+pub trait ShippingClient: Send + Sync {
+    /// The order's shipment, asked for now if it has none (idempotent: one per order). An
+    /// incomplete request (no address, no items) is refused (400).
+    async fn request_shipment(&self, request: &ShipmentRequest) -> Result<Shipment, ClientError>;
+
+    /// Cancels the order's shipment (idempotent); 404 when it has none, 409 when its parcel can
+    /// no longer be cancelled.
+    async fn cancel_shipment(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Shipment, ClientError>;
+
+    /// The order's shipments.
+    async fn shipments_of_order(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Vec<Shipment>, ClientError>;
+}
+
+/// Shipping in this process.
+pub struct InProcessShippingClient {
+    core: ShippingCore,
+}
+
+impl InProcessShippingClient {
+    pub fn new(core: ShippingCore) -> Self {
+        Self { core }
+    }
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ClientError {
+    ClientError::Unavailable(format!("the shipping service's database: {error}"))
+}
+
+#[async_trait]
+impl ShippingClient for InProcessShippingClient {
+    async fn request_shipment(&self, request: &ShipmentRequest) -> Result<Shipment, ClientError> {
+        let problems = request.problems();
+        if !problems.is_empty() {
+            return Err(ClientError::refused(ApiError::validation(problems)));
+        }
+        self.core.request(request).await.map_err(unavailable)
+    }
+
+    async fn cancel_shipment(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Shipment, ClientError> {
+        match self.core.cancel(tenant_id, order_id).await {
+            Ok(Some(shipment)) => Ok(shipment),
+            Ok(None) => Err(ClientError::refused(ApiError::not_found("Shipment not found"))),
+            Err(CancelError::Sendcloud(message)) => Err(ClientError::refused(ApiError::conflict(message))),
+            Err(CancelError::Db(e)) => Err(unavailable(e)),
+        }
+    }
+
+    async fn shipments_of_order(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Vec<Shipment>, ClientError> {
+        self.core
+            .of_order(tenant_id, order_id)
+            .await
+            .map_err(unavailable)
+    }
+}
+
+/// Shipping as a service of its own, over its internal API.
+pub struct HttpShippingClient {
+    endpoints: ServiceEndpoints,
+}
+
+impl HttpShippingClient {
+    pub fn new(instances: Vec<String>, config: &Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            endpoints: ServiceEndpoints::new(instances, config)?,
+        })
+    }
+}
+
+#[async_trait]
+impl ShippingClient for HttpShippingClient {
+    async fn request_shipment(&self, request: &ShipmentRequest) -> Result<Shipment, ClientError> {
+        json_of(
+            self.endpoints
+                .post_internal("/internal/shipments", request)
+                .await?,
+        )
+        .await
+    }
+
+    async fn cancel_shipment(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Shipment, ClientError> {
+        let path = format!("/internal/shipments/{order_id}?tenantId={tenant_id}");
+        let response = self
+            .endpoints
+            .call_internal::<()>(reqwest::Method::DELETE, &path, None)
+            .await?;
+        json_of(response).await
+    }
+
+    async fn shipments_of_order(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Vec<Shipment>, ClientError> {
+        let path = format!("/internal/shipments?tenantId={tenant_id}&orderId={order_id}");
+        json_of(self.endpoints.get_internal(&path).await?).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::roles::Role;
+    use crate::shipping::shipments::{Recipient, ShipmentItem, ShipmentStatus};
+    use crate::testing::{self, TestApp};
+
+    fn request(tenant_id: Uuid, order_id: Uuid) -> ShipmentRequest {
+        ShipmentRequest {
+            tenant_id,
+            order_id,
+            order_number: "#1001".into(),
+            recipient: Recipient {
+                name: "Ada Lovelace".into(),
+                company: None,
+                email: Some("ada@example.com".into()),
+                phone: None,
+                address1: "Keizersgracht 1".into(),
+                address2: None,
+                city: "Amsterdam".into(),
+                postal_code: "1015 CJ".into(),
+                country_code: "NL".into(),
+            },
+            items: vec![ShipmentItem {
+                sku: "CUBE".into(),
+                description: "Cube".into(),
+                quantity: 2,
+                unit_price: "5.00".into(),
+            }],
+        }
+    }
+
+    /// What every implementation of `ShippingClient` must do (SPEC §7: one suite for both).
+    /// Sendcloud is not connected here: shipments wait `PENDING`.
+    async fn contract(client: &dyn ShippingClient) {
+        let (tenant, order) = (Uuid::new_v4(), Uuid::new_v4());
+        let shipment = client
+            .request_shipment(&request(tenant, order))
+            .await
+            .expect("a shipment is asked for");
+        assert_eq!(
+            (
+                shipment.order_id,
+                shipment.status,
+                shipment.sendcloud_parcel_id
+            ),
+            (order, ShipmentStatus::Pending, None)
+        );
+        let again = client
+            .request_shipment(&request(tenant, order))
+            .await
+            .unwrap();
+        assert_eq!(again.id, shipment.id, "one shipment per order");
+        assert_eq!(
+            client.shipments_of_order(tenant, order).await.unwrap(),
+            vec![shipment.clone()]
+        );
+        assert!(
+            client
+                .shipments_of_order(Uuid::new_v4(), order)
+                .await
+                .unwrap()
+                .is_empty(),
+            "tenant-scoped"
+        );
+
+        let mut incomplete = request(tenant, Uuid::new_v4());
+        incomplete.recipient.address1 = String::new();
+        incomplete.items.clear();
+        let refused = client.request_shipment(&incomplete).await.unwrap_err();
+        assert!(
+            matches!(&refused, ClientError::Rejected { status: 400, message } if message.contains("address1") && message.contains("items")),
+            "{refused:?}"
+        );
+
+        let cancelled = client.cancel_shipment(tenant, order).await.unwrap();
+        assert_eq!(
+            (cancelled.id, cancelled.status),
+            (shipment.id, ShipmentStatus::Cancelled)
+        );
+        let twice = client.cancel_shipment(tenant, order).await.unwrap();
+        assert_eq!(twice.status, ShipmentStatus::Cancelled, "idempotent");
+        let unknown = client
+            .cancel_shipment(tenant, Uuid::new_v4())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            unknown,
+            ClientError::Rejected {
+                status: 404,
+                message: "Shipment not found".into()
+            }
+        );
+        assert!(
+            matches!(
+                client.cancel_shipment(Uuid::new_v4(), order).await,
+                Err(ClientError::Rejected { status: 404, .. })
+            ),
+            "another tenant's shipment: 404"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_in_process_client_keeps_the_contract() {
+        let app = TestApp::spawn(Role::All, crate::infra::db::Backend::Sqlite).await;
+        let core = ShippingCore {
+            db: app.ctx.db.clone(),
+            relay: Default::default(),
+            events: Default::default(),
+            parcels: Default::default(),
+            sendcloud: None,
+        };
+        contract(&InProcessShippingClient::new(core)).await;
+    }
+
+    #[tokio::test]
+    async fn the_http_client_keeps_the_contract() {
+        let order = TestApp::spawn(Role::Order, crate::infra::db::Backend::Postgres).await;
+        let config = testing::config(&order.database.url);
+        let client = HttpShippingClient::new(vec![order.url("")], &config).unwrap();
+        contract(&client).await;
+        // The internal API wants the key.
+        let response = testing::client()
+            .post(order.url("/internal/shipments"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+}

@@ -1,0 +1,82 @@
+//! The shipping service's internal API (SPEC §7): what the order service calls when shipping
+//! runs apart. Every call names its tenant and presents the internal key; none goes through the
+//! gateway. [`crate::clients::shipping::HttpShippingClient`] speaks it.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use uuid::Uuid;
+
+use super::shipments::{Shipment, ShipmentRequest};
+use super::{CancelError, ShippingState};
+use crate::http::ApiError;
+use crate::http::extract::{Json, Path, Query};
+use crate::order::internal::InternalCaller;
+use crate::print::internal::{OrderQuery, TenantQuery};
+
+pub fn routes() -> Router<ShippingState> {
+    Router::new()
+        .route("/internal/shipments", post(create).get(of_order))
+        .route("/internal/shipments/{order_id}", delete(cancel))
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::Db(db) => db.into(),
+            CancelError::Sendcloud(message) => ApiError::conflict(message),
+        }
+    }
+}
+
+/// `POST /internal/shipments`: the order's shipment, asked for now if it has none (idempotent:
+/// 201 when created, 200 with the one it has).
+async fn create(
+    _caller: InternalCaller,
+    State(state): State<ShippingState>,
+    Json(request): Json<ShipmentRequest>,
+) -> Result<(StatusCode, Json<Shipment>), ApiError> {
+    let problems = request.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let before = state
+        .core
+        .of_order(request.tenant_id, request.order_id)
+        .await?;
+    let shipment = state.core.request(&request).await?;
+    let status = if before.is_empty() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(shipment)))
+}
+
+/// `GET /internal/shipments?tenantId=&orderId=`: the order's shipments.
+async fn of_order(
+    _caller: InternalCaller,
+    State(state): State<ShippingState>,
+    Query(query): Query<OrderQuery>,
+) -> Result<Json<Vec<Shipment>>, ApiError> {
+    Ok(Json(
+        state.core.of_order(query.tenant_id, query.order_id).await?,
+    ))
+}
+
+/// `DELETE /internal/shipments/{orderId}?tenantId=`: cancels the order's shipment (idempotent);
+/// 404 when it has none, 409 when Sendcloud will not cancel its parcel.
+async fn cancel(
+    _caller: InternalCaller,
+    State(state): State<ShippingState>,
+    Path(order_id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<Shipment>, ApiError> {
+    state
+        .core
+        .cancel(query.tenant_id, order_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("Shipment not found"))
+}

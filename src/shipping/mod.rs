@@ -1,0 +1,289 @@
+//! The shipping service (SPEC §6.4): shipments, and their parcels at Sendcloud. In this part of
+//! the split it runs inside the order role, reached by the order side only through
+//! [`crate::clients::shipping::ShippingClient`] and the bus, and it never reads the order side's
+//! tables: moving it to a process of its own is a change of `services.shipping_url`.
+
+pub mod internal;
+pub mod parcels;
+pub mod reconcile;
+pub mod sendcloud;
+pub mod shipments;
+pub mod subscriber;
+#[cfg(test)]
+mod tests;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRef;
+use tokio::sync::Notify;
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::app::AppContext;
+use crate::events::catalog::{Event, EventPayload, ShipmentCreated, ShipmentStatusChanged};
+use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
+use crate::events::outbox::{self, RelayNotifier};
+use crate::infra::db::{Db, DbError, Tx};
+use sendcloud::Sendcloud;
+use shipments::repository::{self, ParcelState};
+use shipments::{Shipment, ShipmentRequest, ShipmentStatus};
+
+/// The `source` of the bus events the shipping service publishes.
+pub const SHIPPING_SERVICE: &str = "shipping-service";
+
+/// Wakes the parcel sender when a shipment waits for its parcel. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ParcelNotifier(Arc<Notify>);
+
+impl ParcelNotifier {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// What every entry point of the shipping side works with. Cheap to clone.
+#[derive(Clone)]
+pub struct ShippingCore {
+    pub db: Db,
+    pub relay: RelayNotifier,
+    pub events: Dispatcher,
+    pub parcels: ParcelNotifier,
+    /// Sendcloud, when connected; without it shipments wait `PENDING`.
+    pub sendcloud: Option<Arc<Sendcloud>>,
+}
+
+impl ShippingCore {
+    /// The order's shipment, asked for now if it has none (idempotent: one per order); the sender
+    /// creates its parcel.
+    pub async fn request(&self, request: &ShipmentRequest) -> Result<Shipment, DbError> {
+        let mut tx = self.db.begin().await?;
+        let (shipment, created) = repository::insert_if_absent(&mut tx, request).await?;
+        tx.commit().await?;
+        if created {
+            self.parcels.notify();
+        }
+        Ok(shipment)
+    }
+
+    /// The order's shipments (at most one today), for the order's own page.
+    pub async fn of_order(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Vec<Shipment>, DbError> {
+        let page = crate::http::pagination::PageRequest {
+            page: 1,
+            page_size: 10,
+        };
+        Ok(repository::list(&self.db, tenant_id, Some(order_id), page)
+            .await?
+            .0)
+    }
+
+    /// Cancels the order's shipment: a parcel not yet created never will be, one created is
+    /// cancelled at Sendcloud (which refuses once the carrier has it: then it is left as it is).
+    /// `None` when the order has no shipment.
+    pub async fn cancel(
+        &self,
+        tenant_id: Uuid,
+        order_id: Uuid,
+    ) -> Result<Option<Shipment>, CancelError> {
+        let mut tx = self.db.begin().await?;
+        let Some(shipment) = repository::lock_of_order(&mut tx, tenant_id, order_id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        if shipment.status.is_final() {
+            tx.rollback().await?;
+            return Ok(Some(shipment));
+        }
+        if let Some(parcel_id) = shipment.sendcloud_parcel_id {
+            // Not while holding the row: the call is outside, the lock is ours.
+            tx.rollback().await?;
+            let Some(sendcloud) = &self.sendcloud else {
+                return Err(CancelError::Sendcloud(
+                    "Sendcloud is not connected: the parcel cannot be cancelled".into(),
+                ));
+            };
+            sendcloud
+                .cancel_parcel(parcel_id)
+                .await
+                .map_err(|e| CancelError::Sendcloud(e.to_string()))?;
+            let mut tx = self.db.begin().await?;
+            let Some(shipment) = repository::lock_of_order(&mut tx, tenant_id, order_id).await?
+            else {
+                tx.rollback().await?;
+                return Ok(None);
+            };
+            let cancelled = self
+                .move_to(&mut tx, &shipment, ShipmentStatus::Cancelled)
+                .await?;
+            tx.commit().await?;
+            self.announce_moved(&shipment, &cancelled).await;
+            return Ok(Some(cancelled));
+        }
+        let cancelled = self
+            .move_to(&mut tx, &shipment, ShipmentStatus::Cancelled)
+            .await?;
+        tx.commit().await?;
+        self.announce_moved(&shipment, &cancelled).await;
+        Ok(Some(cancelled))
+    }
+
+    /// Writes a status on a shipment that has no newer parcel news (a cancel), with its event.
+    async fn move_to(
+        &self,
+        tx: &mut Tx,
+        shipment: &Shipment,
+        status: ShipmentStatus,
+    ) -> Result<Shipment, DbError> {
+        let after = repository::cancel(tx, shipment.id).await?;
+        debug_assert_eq!(after.status, status);
+        if shipment.status != after.status {
+            outbox::enqueue(tx, &status_changed_event(shipment, &after)).await?;
+        }
+        Ok(after)
+    }
+
+    /// The parcel Sendcloud made for a `PENDING` shipment, stored with `shipment.created` in one
+    /// transaction. `None` when the shipment stopped waiting meanwhile.
+    pub async fn parcel_created(
+        &self,
+        id: Uuid,
+        parcel: &ParcelState,
+    ) -> Result<Option<Shipment>, DbError> {
+        let mut tx = self.db.begin().await?;
+        let Some(shipment) = repository::set_parcel(&mut tx, id, parcel).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let event = Event::new(
+            SHIPPING_SERVICE,
+            shipment.tenant_id.to_string(),
+            EventPayload::ShipmentCreated(ShipmentCreated {
+                shipment_id: shipment.id.to_string(),
+                order_id: shipment.order_id.to_string(),
+                tracking_number: shipment.tracking_number.clone(),
+                tracking_url: shipment.tracking_url.clone(),
+                carrier: shipment.carrier.clone(),
+            }),
+        );
+        outbox::enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        self.relay.notify();
+        self.events
+            .emit(InternalEvent::ShipmentCreated(
+                internal_events::ShipmentCreated {
+                    tenant_id: shipment.tenant_id,
+                    order_id: shipment.order_id,
+                    shipment_id: shipment.id,
+                    tracking_number: shipment.tracking_number.clone(),
+                    tracking_url: shipment.tracking_url.clone(),
+                    carrier: shipment.carrier.clone(),
+                },
+            ))
+            .await;
+        Ok(Some(shipment))
+    }
+
+    /// What Sendcloud now says of a parcel (a webhook, or reconciliation): written on its
+    /// shipment, with `shipment.status-changed` when the status moved. `None` for a parcel forma
+    /// does not know.
+    pub async fn parcel_changed(&self, parcel: &ParcelState) -> Result<Option<Shipment>, DbError> {
+        let mut tx = self.db.begin().await?;
+        let Some(before) = repository::lock_by_parcel(&mut tx, parcel.parcel_id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let reported = ShipmentStatus::from_sendcloud(parcel.status_id);
+        let status = if before.status.is_final() {
+            before.status
+        } else {
+            reported
+        };
+        let after = repository::set_status(&mut tx, before.id, parcel, status).await?;
+        if after.status != before.status {
+            outbox::enqueue(&mut tx, &status_changed_event(&before, &after)).await?;
+        }
+        tx.commit().await?;
+        self.announce_moved(&before, &after).await;
+        Ok(Some(after))
+    }
+
+    async fn announce_moved(&self, before: &Shipment, after: &Shipment) {
+        if before.status == after.status {
+            return;
+        }
+        self.relay.notify();
+        self.events
+            .emit(InternalEvent::ShipmentStatusChanged(
+                internal_events::ShipmentStatusChanged {
+                    tenant_id: after.tenant_id,
+                    order_id: after.order_id,
+                    shipment_id: after.id,
+                    previous_status: before.status.as_str().to_owned(),
+                    new_status: after.status.as_str().to_owned(),
+                },
+            ))
+            .await;
+    }
+}
+
+fn status_changed_event(before: &Shipment, after: &Shipment) -> Event {
+    Event::new(
+        SHIPPING_SERVICE,
+        after.tenant_id.to_string(),
+        EventPayload::ShipmentStatusChanged(ShipmentStatusChanged {
+            shipment_id: after.id.to_string(),
+            order_id: after.order_id.to_string(),
+            previous_status: before.status.as_str().to_owned(),
+            new_status: after.status.as_str().to_owned(),
+        }),
+    )
+}
+
+/// Why a shipment could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Sendcloud(String),
+}
+
+/// The shipping service's router state.
+#[derive(Clone)]
+pub struct ShippingState {
+    pub ctx: Arc<AppContext>,
+    pub core: ShippingCore,
+}
+
+impl FromRef<ShippingState> for Arc<AppContext> {
+    fn from_ref(state: &ShippingState) -> Self {
+        state.ctx.clone()
+    }
+}
+
+/// The shipping service's public API (under `/api/v1`), as documented in the OpenAPI document.
+pub fn api_routes() -> OpenApiRouter<ShippingState> {
+    OpenApiRouter::new()
+        .merge(shipments::routes::routes())
+        .merge(webhook::routes())
+}
+
+/// The shipping service's API as the gateway reaches it.
+pub fn router(state: ShippingState) -> Router {
+    let (api, _) = api_routes().split_for_parts();
+    api.with_state(state)
+}
+
+/// The shipping service's internal API (SPEC §7).
+pub fn internal_router(state: ShippingState) -> Router {
+    internal::routes().with_state(state)
+}

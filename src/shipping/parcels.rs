@@ -1,0 +1,162 @@
+//! Creating the parcels of waiting shipments at Sendcloud: a background sender per process.
+//!
+//! Invariants:
+//! - A shipment waits `PENDING` until Sendcloud has its parcel. The state lives in the shipment's
+//!   row (`parcel_*`), so a restart, a crash or an outage loses nothing.
+//! - A failed attempt is tried again after 1 s, 2 s, 4 s … (jittered, at most 10 minutes), for
+//!   ever: the shipment waits, it is never dropped. The last error is on the shipment.
+//! - A parcel is never created twice: every attempt looks for a parcel with the shipment's order
+//!   number first and adopts it (the answer of a create may have been lost, or the process killed
+//!   before it stored the id).
+//! - Replicas share the work by lease (`parcel_lease_until`), as the print sender does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+
+use super::sendcloud::{Parcel, ParcelItem, ParcelRequest, Sendcloud, SendcloudError, status};
+use super::shipments::ShipmentRequest;
+use super::shipments::repository::{self, Claimed, ParcelState};
+use super::{ParcelNotifier, ShippingCore};
+use crate::infra::db::DbError;
+use crate::infra::workers::Workers;
+use crate::print::simplyprint::dispatch::backoff;
+
+/// Shipments claimed per pass.
+const BATCH: i64 = 10;
+/// How long a claim holds: longer than one create can take.
+const LEASE: TimeDelta = TimeDelta::seconds(60);
+/// Without a wake-up, the sender still looks this often (for shipments whose backoff ran out).
+const IDLE: Duration = Duration::from_secs(2);
+/// What one item weighs, in kilograms, while product mappings do not say.
+const ITEM_WEIGHT_KG: &str = "0.250";
+
+/// Runs the sender until shutdown.
+pub fn spawn(
+    workers: &Workers,
+    core: ShippingCore,
+    client: Arc<Sendcloud>,
+    notifier: ParcelNotifier,
+) {
+    workers.spawn("sendcloud-parcels", move |stop| async move {
+        loop {
+            let handled = match pass(&core, &client).await {
+                Ok(count) => count,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the parcel sender could not read its shipments");
+                    0
+                }
+            };
+            if handled as i64 >= BATCH {
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = notifier.notified() => {}
+                () = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    });
+}
+
+/// One pass: claims the shipments that are due and creates their parcels. Returns how many.
+pub async fn pass(core: &ShippingCore, client: &Sendcloud) -> Result<usize, DbError> {
+    let claimed = repository::claim_waiting(&core.db, Utc::now(), LEASE, BATCH).await?;
+    for shipment in &claimed {
+        send(core, client, shipment).await?;
+    }
+    Ok(claimed.len())
+}
+
+async fn send(core: &ShippingCore, client: &Sendcloud, shipment: &Claimed) -> Result<(), DbError> {
+    let request: ShipmentRequest = match serde_json::from_str(&shipment.request) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::error!(shipment = %shipment.id, error = %e, "a stored shipment request does not parse");
+            let next = Utc::now() + backoff(shipment.parcel_attempts + 1);
+            return repository::parcel_failed(&core.db, shipment.id, next, &e.to_string()).await;
+        }
+    };
+    let parcel_request = parcel_request(&request);
+    // Looked for every time, the first included: a process killed after Sendcloud made the
+    // parcel and before the commit left no trace of the attempt here.
+    let adopted = client
+        .find_by_order_number(&parcel_request.order_number)
+        .await
+        .map(|found| found.into_iter().find(|p| p.status_id != status::CANCELLED));
+    let created = match adopted {
+        Ok(Some(parcel)) => {
+            tracing::info!(shipment = %shipment.id, parcel = parcel.id, "adopted a parcel Sendcloud already had");
+            Ok(parcel)
+        }
+        Ok(None) => client.create_parcel(&parcel_request).await,
+        Err(e) => Err(e),
+    };
+    match created {
+        Ok(parcel) => {
+            let state = parcel_state(&parcel);
+            if core.parcel_created(shipment.id, &state).await?.is_none() {
+                // Cancelled meanwhile: the parcel goes too.
+                if let Err(e) = client.cancel_parcel(parcel.id).await {
+                    tracing::warn!(shipment = %shipment.id, error = %e, "could not cancel the parcel of a cancelled shipment");
+                }
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let attempts = shipment.parcel_attempts + 1;
+            let wait = backoff(attempts);
+            let level_error = matches!(error, SendcloudError::Rejected(_));
+            if level_error {
+                tracing::error!(shipment = %shipment.id, attempts, %error, "Sendcloud refused a parcel; it is tried again, fix the order's address");
+            } else {
+                tracing::warn!(shipment = %shipment.id, attempts, retry_in_secs = wait.num_seconds(), %error, "creating a parcel at Sendcloud failed");
+            }
+            repository::parcel_failed(&core.db, shipment.id, Utc::now() + wait, &error.to_string())
+                .await
+        }
+    }
+}
+
+/// The parcel Sendcloud is asked for: the order's recipient and items, a label.
+pub fn parcel_request(request: &ShipmentRequest) -> ParcelRequest {
+    let r = &request.recipient;
+    ParcelRequest {
+        name: r.name.clone(),
+        company_name: r.company.clone(),
+        address: r.address1.clone(),
+        house_number: None,
+        address_2: r.address2.clone(),
+        city: r.city.clone(),
+        postal_code: r.postal_code.clone(),
+        country: r.country_code.to_uppercase(),
+        telephone: r.phone.clone(),
+        email: r.email.clone(),
+        order_number: request.sendcloud_order_number(),
+        items: request
+            .items
+            .iter()
+            .map(|item| ParcelItem {
+                description: item.description.clone(),
+                quantity: item.quantity,
+                sku: Some(item.sku.clone()),
+                value: item.unit_price.clone(),
+                weight_kg: ITEM_WEIGHT_KG.to_owned(),
+            })
+            .collect(),
+        weight_kg: None,
+    }
+}
+
+/// A parcel as the shipment stores it.
+pub fn parcel_state(parcel: &Parcel) -> ParcelState {
+    ParcelState {
+        parcel_id: parcel.id,
+        status_id: parcel.status_id,
+        carrier: parcel.carrier.clone(),
+        tracking_number: parcel.tracking_number.clone(),
+        tracking_url: parcel.tracking_url.clone(),
+        label_url: parcel.label_url.clone(),
+    }
+}

@@ -1,0 +1,132 @@
+//! The shipping side against the Sendcloud simulator over loopback, on a real database.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::ShippingCore;
+use super::parcels::{self, parcel_request};
+use super::sendcloud::Sendcloud;
+use super::shipments::{Recipient, ShipmentItem, ShipmentRequest, ShipmentStatus, repository};
+use crate::config::Config;
+use crate::infra::db::Backend;
+use crate::roles::Role;
+use crate::simulators::sendcloud::SendcloudSim;
+use crate::testing::TestApp;
+
+fn request() -> ShipmentRequest {
+    ShipmentRequest {
+        tenant_id: Uuid::new_v4(),
+        order_id: Uuid::new_v4(),
+        order_number: "#2001".into(),
+        recipient: Recipient {
+            name: "Grace Hopper".into(),
+            address1: "Coolsingel 40".into(),
+            city: "Rotterdam".into(),
+            postal_code: "3011 AD".into(),
+            country_code: "NL".into(),
+            ..Recipient::default()
+        },
+        items: vec![ShipmentItem {
+            sku: "CUBE".into(),
+            description: "Cube".into(),
+            quantity: 1,
+            unit_price: "5.00".into(),
+        }],
+    }
+}
+
+async fn core(app: &TestApp, sim: &SendcloudSim) -> (ShippingCore, Arc<Sendcloud>) {
+    let mut config = Config::default();
+    config.sendcloud = sim.config();
+    let client = Arc::new(Sendcloud::from_config(&config).unwrap().unwrap());
+    let core = ShippingCore {
+        db: app.ctx.db.clone(),
+        relay: Default::default(),
+        events: Default::default(),
+        parcels: Default::default(),
+        sendcloud: Some(client.clone()),
+    };
+    (core, client)
+}
+
+/// The process was killed after Sendcloud made the parcel and before forma stored its id: the
+/// next attempt finds the parcel by its order number and adopts it.
+#[tokio::test]
+async fn a_parcel_made_before_a_crash_is_adopted_not_made_twice() {
+    let stop = CancellationToken::new();
+    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let (core, client) = core(&app, &sim).await;
+    let request = request();
+    // What the killed attempt did: the parcel exists at Sendcloud, forma's shipment waits.
+    let made = client
+        .create_parcel(&parcel_request(&request))
+        .await
+        .unwrap();
+    let shipment = core.request(&request).await.unwrap();
+    assert_eq!(shipment.status, ShipmentStatus::Pending);
+
+    assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
+    let stored = repository::find(&core.db, request.tenant_id, shipment.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.sendcloud_parcel_id, stored.status),
+        (Some(made.id), ShipmentStatus::Announced)
+    );
+    assert_eq!(sim.parcels().len(), 1, "no second parcel");
+    assert_eq!(
+        parcels::pass(&core, &client).await.unwrap(),
+        0,
+        "nothing waits"
+    );
+    stop.cancel();
+}
+
+/// A failing Sendcloud leaves the shipment waiting with the error on it; it is tried again after
+/// its backoff and the parcel is made once.
+#[tokio::test]
+async fn a_failing_sendcloud_leaves_the_shipment_waiting_and_it_is_made_once_later() {
+    let stop = CancellationToken::new();
+    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
+    let app = TestApp::spawn(Role::All, Backend::Postgres).await;
+    let (core, client) = core(&app, &sim).await;
+    let request = request();
+    let shipment = core.request(&request).await.unwrap();
+
+    sim.set_failing(true);
+    assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
+    let waiting = repository::find(&core.db, request.tenant_id, shipment.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(waiting.status, ShipmentStatus::Pending);
+    assert!(
+        waiting
+            .error_message
+            .as_deref()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{waiting:?}"
+    );
+
+    sim.set_failing(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        parcels::pass(&core, &client).await.unwrap();
+        let now = repository::find(&core.db, request.tenant_id, shipment.id)
+            .await
+            .unwrap()
+            .unwrap();
+        if now.status == ShipmentStatus::Announced {
+            assert_eq!(now.error_message, None);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never made: {now:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(sim.parcels().len(), 1);
+    stop.cancel();
+}
