@@ -7,7 +7,9 @@
 //! - A failed send is tried again after 1 s, 2 s, 4 s … (jittered, at most 10 minutes), forever:
 //!   the job waits, it is never dropped. The last error is on the job for operators.
 //! - A send whose answer was lost is not repeated blindly: before sending a job again, the sender
-//!   looks for a queue item carrying the job's tag and adopts it if SimplyPrint has one.
+//!   looks for a queue item carrying the job's tag and adopts it if SimplyPrint has one. An
+//!   attempt counts from its claim, so one whose process was killed before it could record
+//!   anything still makes the next one look first.
 //! - Replicas share the work by lease (`dispatch_lease_until`), as the outbox relay does, and
 //!   order jobs go before stock jobs.
 
@@ -77,7 +79,8 @@ async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
     // concurrent claim just took, so two replicas never both take one job.
     let rows = on_pool!(db, pool => {
         sqlx::query_as::<_, Claimed>(
-            "UPDATE print_jobs SET dispatch_lease_until = $1 WHERE id IN ( \
+            "UPDATE print_jobs SET dispatch_lease_until = $1, \
+             dispatch_attempts = dispatch_attempts + 1 WHERE id IN ( \
                SELECT id FROM print_jobs WHERE status = 'QUEUED' AND simplyprint_job_id IS NULL \
                AND (dispatch_after IS NULL OR dispatch_after <= $2) \
                AND (dispatch_lease_until IS NULL OR dispatch_lease_until < $2) \
@@ -96,7 +99,9 @@ async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
 
 async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbError> {
     let tag = tag(job.id);
-    let adopted = if job.dispatch_attempts > 0 {
+    // `dispatch_attempts` counts this attempt already: more than one means an earlier one may
+    // have reached SimplyPrint.
+    let adopted = if job.dispatch_attempts > 1 {
         client.find_queue_item(&tag).await
     } else {
         Ok(None)
@@ -117,7 +122,7 @@ async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbErro
             Ok(())
         }
         Err(error) => {
-            let attempts = job.dispatch_attempts + 1;
+            let attempts = job.dispatch_attempts;
             let wait = backoff(attempts);
             tracing::warn!(job = %job.id, attempts, retry_in_secs = wait.num_seconds(), %error, "sending a print job to SimplyPrint failed");
             mark_failed(db, job.id, Utc::now() + wait, &error).await
@@ -140,8 +145,7 @@ async fn mark_sent(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbEr
     let updated = on_pool!(db, pool => {
         sqlx::query(
             "UPDATE print_jobs SET simplyprint_job_id = $2, dispatch_lease_until = NULL, \
-             dispatch_error = NULL, dispatch_attempts = dispatch_attempts + 1 \
-             WHERE id = $1 AND status = 'QUEUED' AND simplyprint_job_id IS NULL",
+             dispatch_error = NULL WHERE id = $1 AND status = 'QUEUED' AND simplyprint_job_id IS NULL",
         )
         .bind(id)
         .bind(simplyprint_id)
@@ -161,8 +165,8 @@ async fn mark_failed(
     let message: String = error.to_string().chars().take(500).collect();
     on_pool!(db, pool => {
         sqlx::query(
-            "UPDATE print_jobs SET dispatch_attempts = dispatch_attempts + 1, dispatch_after = $2, \
-             dispatch_error = $3, dispatch_lease_until = NULL WHERE id = $1",
+            "UPDATE print_jobs SET dispatch_after = $2, dispatch_error = $3, \
+             dispatch_lease_until = NULL WHERE id = $1",
         )
         .bind(id)
         .bind(next)
