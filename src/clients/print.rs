@@ -53,7 +53,9 @@ impl InProcessPrintClient {
         match self.core.change(tenant_id, id, to, reason).await {
             Ok(JobChange::Changed(changed)) => Ok(changed.after),
             Ok(JobChange::Unchanged(job)) => Ok(*job),
-            Ok(JobChange::NotFound) => Err(ClientError::refused(ApiError::not_found("Print job not found"))),
+            Ok(JobChange::NotFound) => Err(ClientError::refused(ApiError::not_found(
+                "Print job not found",
+            ))),
             Err(ChangeError::Illegal(e)) => Err(ClientError::refused(e.into())),
             Err(ChangeError::Db(e)) => Err(unavailable(e)),
         }

@@ -65,8 +65,12 @@ impl ShippingClient for InProcessShippingClient {
     ) -> Result<Shipment, ClientError> {
         match self.core.cancel(tenant_id, order_id).await {
             Ok(Some(shipment)) => Ok(shipment),
-            Ok(None) => Err(ClientError::refused(ApiError::not_found("Shipment not found"))),
-            Err(CancelError::Sendcloud(message)) => Err(ClientError::refused(ApiError::conflict(message))),
+            Ok(None) => Err(ClientError::refused(ApiError::not_found(
+                "Shipment not found",
+            ))),
+            Err(CancelError::Sendcloud(message)) => {
+                Err(ClientError::refused(ApiError::conflict(message)))
+            }
             Err(CancelError::Db(e)) => Err(unavailable(e)),
         }
     }

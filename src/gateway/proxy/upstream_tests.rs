@@ -112,11 +112,7 @@ async fn request_body_streams_to_the_upstream_byte_for_byte() {
             length += chunk.len();
             digest.update(&chunk);
         }
-        format!(
-            "{length} {} {}",
-            chunks > 1,
-            hex::encode(digest.finalize())
-        )
+        format!("{length} {} {}", chunks > 1, hex::encode(digest.finalize()))
     }))
     .await;
     let payload: Vec<u8> = (0..2 * 1024 * 1024).map(|i: u32| (i % 251) as u8).collect();
