@@ -72,23 +72,26 @@ impl TestDatabase {
                     postgres: None,
                 }
             }
-            Backend::Postgres => {
-                let admin = postgres_admin_url();
-                let name = format!("forma_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = connect_postgres_admin(&admin).await;
-                sqlx::Executor::execute(
-                    &mut conn,
-                    sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
-                )
-                .await
-                .expect("CREATE DATABASE");
-                let url = database_url(&admin, &name);
-                Self {
-                    url,
-                    _dir: None,
-                    postgres: Some((admin, name)),
-                }
-            }
+            Backend::Postgres => Self::create_on(&postgres_admin_url()).await,
+        }
+    }
+
+    /// A database of its own on the PostgreSQL server that `admin` (a superuser's URL) reaches:
+    /// the shared one, or a [`PostgresServer`] of the test's own.
+    pub async fn create_on(admin: &str) -> Self {
+        let name = format!("forma_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = connect_postgres_admin(admin).await;
+        sqlx::Executor::execute(
+            &mut conn,
+            sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")),
+        )
+        .await
+        .expect("CREATE DATABASE");
+        let url = database_url(admin, &name);
+        Self {
+            url,
+            _dir: None,
+            postgres: Some((admin.to_owned(), name)),
         }
     }
 }
@@ -293,6 +296,181 @@ pub async fn redis_server(port: u16, dir: &std::path::Path) -> tokio::process::C
             "redis-server did not answer"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A PostgreSQL server of the test's own on `port` (tests that stop or start PostgreSQL never
+/// touch the shared one), its cluster created in `dir`; stopped when dropped.
+pub async fn postgres_server(port: u16, dir: &std::path::Path) -> PostgresServer {
+    let bin = postgres_bin_dir();
+    // PostgreSQL refuses to run as root: the cluster belongs to the `postgres` account then.
+    if running_as_root() {
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("chown runs");
+        assert!(
+            chown.success(),
+            "{} could not be given to postgres",
+            dir.display()
+        );
+    }
+    let data = dir.join("data");
+    let initdb = as_postgres(&bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .expect("initdb runs");
+    assert!(initdb.success(), "initdb failed in {}", dir.display());
+    let mut server = PostgresServer {
+        port,
+        bin,
+        dir: dir.to_owned(),
+        data,
+        child: None,
+    };
+    server.start().await;
+    server
+}
+
+/// A PostgreSQL server started by [`postgres_server`].
+pub struct PostgresServer {
+    port: u16,
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    data: std::path::PathBuf,
+    child: Option<tokio::process::Child>,
+}
+
+impl PostgresServer {
+    /// The superuser's URL, for [`TestDatabase::create_on`].
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again) on its cluster and port; returns once it accepts connections.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "the server runs already");
+        let log = std::fs::File::create(self.dir.join("postgres.log")).expect("a log file");
+        // Durability is not under test: no fsync keeps start, stop and every commit quick.
+        let child = as_postgres(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-k")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("postgres starts");
+        self.child = Some(child);
+        let url = self.admin_url();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            use sqlx::Connection;
+            if let Ok(conn) = sqlx::PgConnection::connect(&url).await {
+                let _ = conn.close().await;
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none() && std::time::Instant::now() < deadline,
+                "postgres on port {} did not start ({exited:?}): {}",
+                self.port,
+                std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server as an operator would (fast shutdown: open sessions are ended) and waits
+    /// until it has exited.
+    pub async fn stop(&mut self) {
+        let status = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["stop", "-m", "fast", "-w", "-t", "30", "-D"])
+            .arg(&self.data)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .expect("pg_ctl runs");
+        assert!(
+            status.success(),
+            "postgres on port {} did not stop",
+            self.port
+        );
+        if let Some(mut child) = self.child.take() {
+            child.wait().await.expect("postgres exits");
+        }
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            // Immediate shutdown ends the server's own processes too; the child is killed on drop
+            // if even that fails.
+            let _ = as_postgres_std(&self.bin.join("pg_ctl"))
+                .args(["stop", "-m", "immediate", "-w", "-t", "10", "-D"])
+                .arg(&self.data)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The newest installed PostgreSQL's programs, else whichever are on the `PATH`.
+fn postgres_bin_dir() -> std::path::PathBuf {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version);
+    newest.map(|(_, bin)| bin).unwrap_or_default()
+}
+
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `program`, run as the `postgres` account when the tests run as root.
+fn as_postgres(program: &std::path::Path) -> tokio::process::Command {
+    as_postgres_std(program).into()
+}
+
+fn as_postgres_std(program: &std::path::Path) -> std::process::Command {
+    if running_as_root() {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(program);
+        command
+    } else {
+        std::process::Command::new(program)
     }
 }
 

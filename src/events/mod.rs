@@ -5,6 +5,7 @@
 //! - [`publish`]: the port the bus implements ([`publish::EventPublisher`]).
 //! - [`outbox`]: events written with the change that causes them, relayed to the bus.
 //! - [`idempotency`]: consumers handle each event once, deduplicated with their own writes.
+//! - [`outage`]: handlers wait out a database outage rather than spend their attempts on it.
 //! - [`internal`]: typed in-process events and their dispatcher.
 //! - [`bridge`]: the one table of internal ↔ bus names, and the conversions.
 
@@ -15,5 +16,6 @@ pub mod catalog;
 mod crash_tests;
 pub mod idempotency;
 pub mod internal;
+pub mod outage;
 pub mod outbox;
 pub mod publish;

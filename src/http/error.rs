@@ -80,6 +80,14 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
 
+    /// A 503 for a dependency that is down or restarting (`message` says which, for the client):
+    /// the cause is logged, never shown, and `Retry-After` invites a retry once it may be back.
+    pub fn unavailable(message: impl Into<String>, cause: impl std::fmt::Display) -> Self {
+        tracing::warn!(error = %cause, "a dependency is unavailable");
+        Self::service_unavailable(message)
+            .with_header(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS))
+    }
+
     /// A 500 whose cause is logged with the request's id and hidden from the client.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -114,9 +122,19 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// How long a client is asked to wait before trying again after a dependency failed.
+const RETRY_AFTER_SECS: u32 = 5;
+
 impl From<crate::infra::db::DbError> for ApiError {
+    /// A database that is down or restarting is a 503 the client may retry (Shopify re-delivers a
+    /// webhook it got one for), not a 500; any other database error is internal. Neither shows
+    /// the driver's message.
     fn from(error: crate::infra::db::DbError) -> Self {
-        ApiError::internal(error)
+        if error.is_unavailable() {
+            ApiError::unavailable("The database is unavailable; try again shortly", error)
+        } else {
+            ApiError::internal(error)
+        }
     }
 }
 

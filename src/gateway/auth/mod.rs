@@ -179,7 +179,7 @@ async fn resolve(
     state: &GatewayState,
     session: &Session,
 ) -> Result<Option<Authenticated>, ApiError> {
-    let Some(auth) = session::read(session).await else {
+    let Some(auth) = session::read(session).await? else {
         return Ok(None);
     };
     let db = &state.ctx.db;
@@ -343,10 +343,10 @@ async fn login(
     if let Some(old) = session.id() {
         state.auth_cache.forget(&cache::session_key(&old));
     }
-    session.cycle_id().await.map_err(ApiError::internal)?;
+    session.cycle_id().await.map_err(session::failed)?;
     session::write(&session, user.id, user.session_epoch)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(session::failed)?;
     let roles = users::roles_of(&state.ctx.db, user.id).await?;
     let auth = Authenticated::new(user, roles);
     super::audit::login_succeeded(&state, &meta, &auth).await;
@@ -477,7 +477,7 @@ async fn logout(
             if let Some(id) = session.id() {
                 state.auth_cache.forget(&cache::session_key(&id));
             }
-            session.flush().await.map_err(ApiError::internal)?;
+            session.flush().await.map_err(session::failed)?;
         }
     }
     let meta = RequestMeta::new(&state, peer, &headers);
@@ -535,10 +535,10 @@ async fn change_password(
     let epoch = users::change_password(&state.ctx.db, auth.user.id, &hash).await?;
     state.auth_cache.clear();
     // This session survives under a new id and the new epoch; every other one is now stale.
-    session.cycle_id().await.map_err(ApiError::internal)?;
+    session.cycle_id().await.map_err(session::failed)?;
     session::write(&session, auth.user.id, epoch)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(session::failed)?;
     let meta = RequestMeta::new(&state, peer, &headers);
     super::audit::password_changed(&state, &meta, &auth).await;
     Ok(StatusCode::NO_CONTENT)

@@ -6,10 +6,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 use tower_sessions::cookie::{Key, SameSite};
+use tower_sessions::session::Error as SessionError;
+use tower_sessions::session_store;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::http::ApiError;
 use crate::infra::sessions::Sessions;
 
 pub const COOKIE_NAME: &str = "forma.sid";
@@ -29,8 +32,30 @@ pub struct SessionAuth {
     pub refreshed_at: DateTime<Utc>,
 }
 
-pub async fn read(session: &Session) -> Option<SessionAuth> {
-    session.get::<SessionAuth>(AUTH_KEY).await.ok().flatten()
+/// The sign-in a session holds, if any. A store that does not answer (Redis or the database
+/// away) is a 503, not "signed out": a 401 would send the web app to its sign-in page while the
+/// session still exists and works again once the store is back.
+pub async fn read(session: &Session) -> Result<Option<SessionAuth>, ApiError> {
+    match session.get::<SessionAuth>(AUTH_KEY).await {
+        Ok(auth) => Ok(auth),
+        Err(SessionError::Store(session_store::Error::Backend(e))) => Err(unavailable(e)),
+        // A record this build cannot read holds no sign-in.
+        Err(_) => Ok(None),
+    }
+}
+
+/// The session store failed: 503, try again shortly.
+fn unavailable(cause: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable("Sessions are unavailable; try again shortly", cause)
+}
+
+/// A failed session operation (sign-in, sign-out): a store that does not answer is a 503, like a
+/// database that does not; anything else is internal.
+pub fn failed(error: SessionError) -> ApiError {
+    match error {
+        SessionError::Store(session_store::Error::Backend(e)) => unavailable(e),
+        other => ApiError::internal(other),
+    }
 }
 
 pub async fn write(

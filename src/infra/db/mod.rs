@@ -129,6 +129,29 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// The database did not answer, or went away mid-query: stopped, restarting, unreachable, out
+    /// of connections. A passing condition the caller can wait out (callers turn it into a 503),
+    /// never a fault of the request.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Connect { .. } => true,
+            DbError::Migrate(_) => false,
+            DbError::Sqlx(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_) => true,
+                // SQLSTATE class 08 (connection exception), the server shutting down or starting
+                // (57P01-57P03), too many connections (53300).
+                sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            },
+        }
+    }
 }
 
 /// Our migrations are recorded in their own table, so job-queue libraries that keep theirs in
