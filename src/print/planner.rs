@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use super::PrintCore;
 use super::jobs::transitions::{self, ChangeError, Changed};
 use super::jobs::{PrintJob, PrintJobStatus, repository};
@@ -44,16 +42,6 @@ pub fn subscribe(
     Ok(())
 }
 
-fn ids(event: &Event, order_id: &str) -> Option<(Uuid, Uuid)> {
-    let parsed = Uuid::parse_str(&event.tenant_id)
-        .ok()
-        .zip(Uuid::parse_str(order_id).ok());
-    if parsed.is_none() {
-        tracing::warn!(event_id = %event.event_id, "an order event names a non-UUID tenant or order; ignored");
-    }
-    parsed
-}
-
 /// `order.created`: the order's jobs, planned once.
 pub async fn plan_order(
     core: &PrintCore,
@@ -63,7 +51,7 @@ pub async fn plan_order(
     let EventPayload::OrderCreated(created) = &event.payload else {
         return Ok(());
     };
-    let Some((tenant_id, order_id)) = ids(event, &created.order_id) else {
+    let Some((tenant_id, order_id)) = event.tenant_and(&created.order_id) else {
         return Ok(());
     };
     // Read before the transaction: a call to another service never holds a write lock.
@@ -84,7 +72,7 @@ pub async fn cancel_order(core: &PrintCore, event: &Event) -> Result<(), Handler
     let EventPayload::OrderCancelled(cancelled) = &event.payload else {
         return Ok(());
     };
-    let Some((tenant_id, order_id)) = ids(event, &cancelled.order_id) else {
+    let Some((tenant_id, order_id)) = event.tenant_and(&cancelled.order_id) else {
         return Ok(());
     };
     let changes = handle_once_returning(&core.db, event, CANCELLER, |tx| {
