@@ -24,6 +24,7 @@ pub mod app;
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod demo;
 pub mod events;
 pub mod gateway;
 pub mod health;

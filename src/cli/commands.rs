@@ -17,13 +17,29 @@ use crate::{openapi, server};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { role, config, port } => {
+        Command::Serve {
+            role,
+            config,
+            port,
+            demo,
+        } => {
+            if demo && role != Role::All {
+                bail!(
+                    "--demo runs the simulated shop, print farm and carrier beside both services: \
+                     use it with --role all, not --role {}",
+                    role.as_str()
+                );
+            }
             let mut config = Config::load_for(config.config.as_deref(), role)?;
             if port.is_some() {
                 config.server.port = port;
             }
             logging::init(&config.log);
-            server::serve(role, config).await
+            if demo {
+                crate::demo::serve(config).await
+            } else {
+                server::serve(role, config).await
+            }
         }
         Command::Migrate { config } => {
             let db = open_database(config.config.as_deref()).await?;

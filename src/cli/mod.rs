@@ -37,6 +37,10 @@ pub enum Command {
         /// Listen port (overrides server.port; default 3000, or 3001 for --role order)
         #[arg(long)]
         port: Option<u16>,
+        /// Talk to built-in simulators of Shopify, SimplyPrint and Sendcloud, and play their part:
+        /// orders arrive, print, ship and are fulfilled on their own (with --role all only)
+        #[arg(long)]
+        demo: bool,
     },
     /// Apply database migrations (also done at start-up) and create the first admin if needed
     Migrate {

@@ -165,6 +165,12 @@ impl SendcloudSim {
         format!("http://{}{API}", self.addr)
     }
 
+    /// Numbers the next parcels from `first`: a simulator started again on a database that
+    /// already holds its earlier ids must not give the same ones out (Sendcloud never does).
+    pub fn number_from(&self, first: i64) {
+        self.lock().next_id = first.saturating_sub(1);
+    }
+
     /// forma's `sendcloud` settings for this simulator.
     pub fn config(&self) -> SendcloudConfig {
         SendcloudConfig {

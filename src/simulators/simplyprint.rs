@@ -107,6 +107,12 @@ impl SimplyPrintSim {
         format!("http://{}", self.addr)
     }
 
+    /// Numbers the next items from `first`: a simulator started again on a database that already
+    /// holds its earlier ids must not give the same ones out (the real farm never does).
+    pub fn number_from(&self, first: u64) {
+        self.lock().next_id = first.saturating_sub(1);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

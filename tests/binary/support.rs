@@ -76,9 +76,30 @@ impl Server {
         env: &HashMap<&str, String>,
         port: u16,
     ) -> Server {
+        Self::launch(dir, role, env, port, &[]).await
+    }
+
+    /// Like [`Server::start`] with more arguments for `serve` (`--demo`).
+    pub async fn start_with_args(
+        dir: &Path,
+        role: &str,
+        env: &HashMap<&str, String>,
+        args: &[&str],
+    ) -> Server {
+        Self::launch(dir, role, env, 0, args).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        role: &str,
+        env: &HashMap<&str, String>,
+        port: u16,
+        args: &[&str],
+    ) -> Server {
         let mut command = forma(dir);
         command
             .args(["serve", "--role", role, "--port", &port.to_string()])
+            .args(args)
             .env("FORMA_LOG__FORMAT", "json")
             .envs(env)
             .stdout(Stdio::null())

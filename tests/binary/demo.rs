@@ -1,0 +1,105 @@
+//! `forma serve --role all --demo`: one command, and orders flow from Shopify to FULFILLED against
+//! the built-in simulators.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Server, client, forma, run};
+
+/// How long the first demo order may take to be fulfilled.
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn demo_on_an_empty_directory_fulfills_an_order_with_tracking() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with_args(dir.path(), "all", &HashMap::new(), &["--demo"]).await;
+    assert!(dir.path().join("data/forma.db").exists());
+    // No password configured: the first admin's password is logged once, as without --demo.
+    let password = server
+        .startup_lines
+        .iter()
+        .find(|l| l["email"] == "admin@localhost")
+        .and_then(|l| l["password"].as_str())
+        .expect("the admin's password is logged")
+        .to_owned();
+    let http = client();
+    let signed_in: Value = http
+        .post(format!("{}/api/v1/auth/token", server.addr))
+        .json(&json!({"email": "admin@localhost", "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = signed_in["accessToken"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+
+    let fulfilled_url = format!("{}/api/v1/orders?status=FULFILLED", server.addr);
+    let deadline = Instant::now() + WAIT;
+    let order = loop {
+        let response = http.get(&fulfilled_url).bearer_auth(&token).send().await;
+        let page: Value = match response {
+            Ok(response) if response.status() == 200 => response.json().await.unwrap(),
+            other => panic!("listing orders failed: {other:?}"),
+        };
+        if let Some(order) = page["items"].as_array().and_then(|i| i.first()) {
+            break order.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no order FULFILLED within {WAIT:?}; log: {:#?}",
+            server.drain_log()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+
+    let detail: Value = http
+        .get(format!(
+            "{}/api/v1/orders/{}",
+            server.addr,
+            order["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tracking = detail["shipment"]["trackingNumber"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!tracking.is_empty(), "{detail}");
+    assert_eq!(detail["trackingNumber"], tracking, "{detail}");
+    let log = server.drain_log();
+    assert!(
+        log.iter()
+            .any(|l| l["message"] == "demo: Shopify sent orders/create for a new order"),
+        "the driver tells its story at info"
+    );
+
+    server.signal("TERM").await;
+    assert!(
+        server.wait(Duration::from_secs(15)).await,
+        "SIGTERM is a clean exit"
+    );
+}
+
+#[tokio::test]
+async fn demo_is_refused_outside_role_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = forma(dir.path());
+    command.args(["serve", "--role", "gateway", "--demo"]);
+    let (ok, _, stderr) = run(command, "").await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("--demo") && stderr.contains("--role all"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
