@@ -475,6 +475,49 @@ pub struct ShopifyConfig {
     pub shop_domain: Option<String>,
     /// Admin API access token of `shop_domain` until the app is installed through OAuth.
     pub access_token: Option<Secret>,
+    /// Where Shopify reaches forma (the gateway's public URL): the OAuth redirect URI is
+    /// `{app_url}/api/v1/shopify/callback`, webhooks are registered at
+    /// `{app_url}/api/v1/webhooks/shopify`.
+    pub app_url: Option<String>,
+    /// 32 random bytes in base64: the key that encrypts installed shops' access tokens at rest.
+    pub token_key: Option<Secret>,
+}
+
+/// The length of `shopify.token_key`, decoded.
+pub const SHOPIFY_TOKEN_KEY_LEN: usize = 32;
+
+impl ShopifyConfig {
+    /// `token_key` decoded: `None` when unset, an error naming the setting when it is not 32
+    /// bytes of base64.
+    pub fn token_key_bytes(&self) -> Result<Option<[u8; SHOPIFY_TOKEN_KEY_LEN]>, String> {
+        use base64::Engine;
+        let Some(key) = &self.token_key else {
+            return Ok(None);
+        };
+        let problem = || {
+            format!(
+                "shopify.token_key must be {SHOPIFY_TOKEN_KEY_LEN} random bytes in base64 \
+                 (e.g. from `openssl rand -base64 32`)"
+            )
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.expose().trim())
+            .map_err(|_| problem())?;
+        <[u8; SHOPIFY_TOKEN_KEY_LEN]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| problem())
+    }
+
+    /// Whether the app can be installed through OAuth: `api_key` and `api_secret` are both set.
+    pub fn oauth_configured(&self) -> bool {
+        self.api_key
+            .as_deref()
+            .is_some_and(|k| !k.trim().is_empty())
+            && self
+                .api_secret
+                .as_ref()
+                .is_some_and(|s| !s.expose().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -208,6 +208,65 @@ fn malformed_urls_are_refused_by_key() {
 }
 
 #[test]
+fn production_refuses_shopify_installs_without_a_key_for_their_tokens() {
+    let mut config = production_gateway();
+    config.shopify.api_key = Some("app-key".into());
+    config.shopify.api_secret = Some(Secret::new("app-secret"));
+    for role in [Role::Order, Role::All] {
+        let error = check(&config, role).unwrap_err();
+        assert!(
+            error.contains("shopify.token_key is required in production")
+                && error.contains("FORMA_SHOPIFY__TOKEN_KEY"),
+            "{error}"
+        );
+    }
+    // The gateway never sees a token; development refuses installs at the endpoint instead.
+    assert_eq!(check(&config, Role::Gateway), Ok(()));
+    let mut development = config.clone();
+    development.environment = Environment::Development;
+    assert!(
+        !check(&development, Role::All)
+            .err()
+            .unwrap_or_default()
+            .contains("token_key")
+    );
+    config.shopify.token_key = Some(Secret::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="));
+    assert!(
+        !check(&config, Role::Order)
+            .err()
+            .unwrap_or_default()
+            .contains("token_key")
+    );
+}
+
+#[test]
+fn a_shopify_token_key_must_be_32_bytes_of_base64_and_the_app_url_a_url() {
+    let mut config = Config::default();
+    for bad in [
+        "not base64!",
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd",
+        "",
+    ] {
+        config.shopify.token_key = Some(Secret::new(bad));
+        let error = check(&config, Role::All).unwrap_err();
+        assert!(
+            error.contains("shopify.token_key must be 32 random bytes"),
+            "{bad}: {error}"
+        );
+    }
+    config.shopify.token_key = Some(Secret::new("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="));
+    assert_eq!(
+        config.shopify.token_key_bytes().unwrap().map(|k| k[31]),
+        Some(31)
+    );
+    config.shopify.app_url = Some("forma.example.com".into());
+    let error = check(&config, Role::All).unwrap_err();
+    assert!(error.contains("shopify.app_url must be an http"), "{error}");
+    config.shopify.app_url = Some("https://forma.example.com".into());
+    assert_eq!(check(&config, Role::All), Ok(()));
+}
+
+#[test]
 fn redacted_output_hides_every_secret_and_masks_url_passwords() {
     let mut config = production_gateway();
     config.shopify.webhook_secret = Some(Secret::new("shopify-shh"));

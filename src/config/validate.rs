@@ -159,6 +159,7 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
         }
     }
 
+    problems.extend(shopify_problems(config, role));
     problems.extend(duration_problems(config));
 
     if problems.is_empty() {
@@ -166,6 +167,35 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::Invalid(problems.join("; ")))
     }
+}
+
+/// The Shopify app's settings: a token key that is a key, an app URL that is a URL, and in
+/// production no OAuth installs without a key to encrypt their tokens with.
+fn shopify_problems(config: &Config, role: Role) -> Vec<String> {
+    let shopify = &config.shopify;
+    let mut problems = Vec::new();
+    match shopify.token_key_bytes() {
+        Err(problem) => problems.push(problem),
+        Ok(None)
+            if config.is_production() && role != Role::Gateway && shopify.oauth_configured() =>
+        {
+            problems.push(format!(
+                "shopify.token_key is required in production when shopify.api_key and \
+                 shopify.api_secret are set (it encrypts installed shops' access tokens); set {}",
+                env_var_for("shopify.token_key")
+            ));
+        }
+        Ok(_) => {}
+    }
+    if let Some(app_url) = &shopify.app_url {
+        match url::Url::parse(app_url) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            _ => problems.push(format!(
+                "shopify.app_url must be an http:// or https:// URL (got {app_url})"
+            )),
+        }
+    }
+    problems
 }
 
 /// The longest any duration setting may be: far past any sensible value, far below where adding

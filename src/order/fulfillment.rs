@@ -25,39 +25,58 @@ use super::orders::OrderStatus;
 use super::orders::repository::{self, Tracking};
 use super::orders::state::Status;
 use super::shopify::admin::{self, ShopifyAdmin};
-use crate::config::{Config, Secret};
+use super::shopify::tokens::{self, ShopCredentials, TokenCipher, TokenError};
+use crate::config::Config;
 use crate::events::bus::subscriptions::consumers::ORDER;
 use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
 use crate::events::idempotency::handle_once_returning;
 use crate::events::internal::{self as internal_events, InternalEvent};
-use crate::infra::db::{Conn, Tx};
+use crate::events::outage;
+use crate::infra::db::{Conn, Db, Tx};
 
 /// The consumer name of the dedupe records.
 const SHIPPER: &str = "order.shipment-created";
 /// How long one Admin API call may take.
 const SHOPIFY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Shopify's Admin API with the credentials of the configured shop (until shops are installed
-/// through OAuth and carry tokens of their own).
+/// Shopify's Admin API with the credentials of the order's tenant: its shop installed through
+/// OAuth (the token opened with `shopify.token_key`), else the configured shop
+/// (`shopify.shop_domain`, `shopify.access_token`).
 pub struct Fulfiller {
     admin: ShopifyAdmin,
-    shop_domain: String,
-    token: Secret,
+    configured: Option<ShopCredentials>,
+    tokens: Option<TokenCipher>,
 }
 
 impl Fulfiller {
-    /// The fulfiller, when `shopify.shop_domain` and `shopify.access_token` are both set.
+    /// The fulfiller, when a shop can be reached: the configured one, or shops installed through
+    /// OAuth (`shopify.token_key` set).
     pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
-        let shopify = &config.shopify;
-        let (Some(shop_domain), Some(token)) = (&shopify.shop_domain, &shopify.access_token) else {
+        let configured = tokens::configured(config);
+        let tokens = TokenCipher::from_config(config).map_err(anyhow::Error::msg)?;
+        if configured.is_none() && tokens.is_none() {
             return Ok(None);
-        };
+        }
         Ok(Some(Self {
-            admin: ShopifyAdmin::new(shopify.base_url.as_deref(), SHOPIFY_TIMEOUT)?,
-            shop_domain: shop_domain.clone(),
-            token: token.clone(),
+            admin: ShopifyAdmin::new(config.shopify.base_url.as_deref(), SHOPIFY_TIMEOUT)?,
+            configured,
+            tokens,
         }))
+    }
+
+    /// The shop and token that fulfill `tenant_id`'s orders.
+    async fn shop_of(
+        &self,
+        db: &Db,
+        tenant_id: Uuid,
+    ) -> Result<Option<ShopCredentials>, TokenError> {
+        if let Some(cipher) = &self.tokens
+            && let Some(installed) = tokens::installed(db, cipher, tenant_id, None).await?
+        {
+            return Ok(Some(installed));
+        }
+        Ok(self.configured.clone())
     }
 }
 
@@ -70,14 +89,20 @@ pub fn subscribe(
     let shipper = core.clone();
     bus.subscribe(ORDER, names::SHIPMENT_CREATED, move |event: Event| {
         let (core, fulfiller) = (shipper.clone(), fulfiller.clone());
-        async move { on_shipment_created(&core, fulfiller.as_deref(), &event).await }
+        async move {
+            let created = || on_shipment_created(&core, fulfiller.as_deref(), &event);
+            outage::ride_out(&core.db, created).await
+        }
     })?;
     bus.subscribe(
         ORDER,
         names::SHIPMENT_STATUS_CHANGED,
         move |event: Event| {
             let core = core.clone();
-            async move { on_shipment_status_changed(&core, &event).await }
+            async move {
+                let changed = || on_shipment_status_changed(&core, &event);
+                outage::ride_out(&core.db, changed).await
+            }
         },
     )
 }
@@ -208,6 +233,10 @@ async fn fulfill(
         tracing::info!(%order_id, "Shopify is not connected (shopify.shop_domain, shopify.access_token): the order stays SHIPPED");
         return Ok(());
     };
+    let Some(shop) = fulfiller.shop_of(&core.db, tenant_id).await? else {
+        tracing::info!(%order_id, "the tenant has no connected Shopify shop: the order stays SHIPPED");
+        return Ok(());
+    };
     let tracking = admin::Tracking {
         number: order.tracking_number.clone().unwrap_or_default(),
         url: order.tracking_url.clone(),
@@ -216,8 +245,8 @@ async fn fulfill(
     let created = fulfiller
         .admin
         .create_fulfillment(
-            &fulfiller.shop_domain,
-            &fulfiller.token,
+            &shop.domain,
+            &shop.token,
             &order.shopify_order_id,
             &tracking,
         )

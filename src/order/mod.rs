@@ -67,6 +67,8 @@ pub fn api_routes() -> OpenApiRouter<OrderState> {
         .merge(orders::routes::routes())
         .merge(mappings::routes::routes())
         .merge(shopify::webhook::routes())
+        .merge(shopify::oauth::routes())
+        .merge(shopify::backfill::routes())
 }
 
 /// The order service as the gateway reaches it: its API, its own health and probes.

@@ -1,6 +1,7 @@
 //! Shopify, simulated: order documents as Shopify writes them, webhook deliveries with the
-//! headers and HMAC signature Shopify sends, and the fulfillment part of its Admin API
-//! ([`ShopifyAdminSim`]).
+//! headers and HMAC signature Shopify sends, and the part of its Admin API forma uses
+//! ([`ShopifyAdminSim`]): fulfillments, the app's OAuth install, webhook registrations, and the
+//! orders list with its `Link` pagination.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -138,10 +139,35 @@ struct FulfillmentOrder {
     line_items: Vec<FulfillmentOrderLine>,
 }
 
+/// The app the simulated shop installs through OAuth.
+#[derive(Debug, Clone)]
+pub struct OAuthApp {
+    /// The app's client id (`shopify.api_key`).
+    pub api_key: String,
+    /// The app's client secret (`shopify.api_secret`): it signs the redirects.
+    pub api_secret: String,
+    /// The shop the consent screen belongs to: every shop is this simulator.
+    pub shop: String,
+}
+
+/// A webhook registered through `POST …/webhooks.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub id: u64,
+    pub topic: String,
+    pub address: String,
+}
+
 #[derive(Default)]
 struct AdminInner {
     /// Order id → its fulfillment orders' ids.
     orders: BTreeMap<u64, Vec<u64>>,
+    /// The order documents `orders.json` lists, by id.
+    documents: BTreeMap<u64, Value>,
+    app: Option<OAuthApp>,
+    /// Authorization codes not yet exchanged, with the scopes they grant.
+    codes: BTreeMap<String, String>,
+    webhooks: Vec<Webhook>,
     fulfillment_orders: BTreeMap<u64, FulfillmentOrder>,
     fulfillments: Vec<Fulfillment>,
     next_id: u64,
@@ -165,11 +191,18 @@ fn lock(inner: &Shared) -> MutexGuard<'_, AdminInner> {
     inner.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Shopify's Admin API, simulated: the fulfillment endpoints forma uses, under
-/// `/admin/api/{version}/` for any shop and version, behind `X-Shopify-Access-Token`. Orders are
-/// registered with [`ShopifyAdminSim::add_order`], each with one open fulfillment order; a
-/// fulfillment fulfills whole fulfillment orders and closes them. It records every request, and
-/// can be told to fail (answer 500) or to be slow. Cheap to clone.
+/// Shopify's Admin API, simulated: the endpoints forma uses, under `/admin/api/{version}/` for any
+/// shop and version, behind `X-Shopify-Access-Token`. Orders are registered with
+/// [`ShopifyAdminSim::add_order`], each with one open fulfillment order; a fulfillment fulfills
+/// whole fulfillment orders and closes them. Order documents added with
+/// [`ShopifyAdminSim::add_order_document`] are listed by `orders.json` by id, in pages
+/// linked by `Link` headers. It records every Admin API request, and can be told to fail (answer
+/// 500) or to be slow.
+///
+/// With [`ShopifyAdminSim::set_app`], the app's OAuth install works too: `/admin/oauth/authorize`
+/// answers the merchant's approval at once (a redirect to the `redirect_uri` with `code`, `shop`,
+/// `state`, `timestamp` and a correct `hmac`), and `POST /admin/oauth/access_token` exchanges the
+/// code, once, for the one access token this simulator accepts. Cheap to clone.
 #[derive(Clone)]
 pub struct ShopifyAdminSim {
     pub addr: SocketAddr,
@@ -194,7 +227,14 @@ impl ShopifyAdminSim {
             access_token: access_token.to_owned(),
             inner: inner.clone(),
         };
+        // The OAuth endpoints carry no access token: they are how one is obtained.
+        let oauth = Router::new()
+            .route("/admin/oauth/authorize", get(authorize))
+            .route("/admin/oauth/access_token", post(exchange_code))
+            .with_state(state.clone());
         let router = Router::new()
+            .route("/admin/api/{version}/orders.json", get(list_orders))
+            .route("/admin/api/{version}/webhooks.json", post(register_webhook))
             .route(
                 "/admin/api/{version}/orders/{order_id}/fulfillment_orders.json",
                 get(list_fulfillment_orders),
@@ -210,7 +250,7 @@ impl ShopifyAdminSim {
             .fallback(|| async { not_found() })
             .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
             .with_state(state);
-        let addr = super::serve_on_loopback(router, stop).await?;
+        let addr = super::serve_on_loopback(oauth.merge(router), stop).await?;
         Ok(Self {
             addr,
             access_token: access_token.to_owned(),
@@ -248,6 +288,25 @@ impl ShopifyAdminSim {
         );
         inner.orders.entry(order_id).or_default().push(id);
         id
+    }
+
+    /// Lets the app `app` be installed through OAuth.
+    pub fn set_app(&self, app: OAuthApp) {
+        lock(&self.inner).app = Some(app);
+    }
+
+    /// Adds an order document (see [`order_document`]) to those `orders.json` lists.
+    pub fn add_order_document(&self, document: Value) {
+        let id = document
+            .get("id")
+            .and_then(Value::as_u64)
+            .unwrap_or_default();
+        lock(&self.inner).documents.insert(id, document);
+    }
+
+    /// The webhooks registered so far, oldest first.
+    pub fn webhooks(&self) -> Vec<Webhook> {
+        lock(&self.inner).webhooks.clone()
     }
 
     /// The fulfillments made so far, oldest first.
@@ -477,4 +536,276 @@ async fn create_fulfillment(State(state): State<AdminState>, body: axum::body::B
     let body = json!({"fulfillment": fulfillment_json(&made)});
     inner.fulfillments.push(made);
     answer(StatusCode::CREATED, body)
+}
+
+#[derive(Deserialize)]
+struct AuthorizeQuery {
+    client_id: Option<String>,
+    scope: Option<String>,
+    redirect_uri: Option<String>,
+    state: Option<String>,
+}
+
+/// The consent screen, approved at once: back to `redirect_uri` with a code, signed.
+async fn authorize(
+    State(state): State<AdminState>,
+    axum::extract::Query(query): axum::extract::Query<AuthorizeQuery>,
+) -> Response {
+    let mut inner = lock(&state.inner);
+    let Some(app) = inner.app.clone() else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            json!({"errors": "No app can be installed here"}),
+        );
+    };
+    let redirect = query
+        .redirect_uri
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok());
+    let (Some(mut redirect), Some(nonce)) = (redirect, query.state) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": "redirect_uri and state are required"}),
+        );
+    };
+    if query.client_id.as_deref() != Some(app.api_key.as_str()) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": "Invalid client_id"}),
+        );
+    }
+    let code = uuid::Uuid::new_v4().simple().to_string();
+    inner
+        .codes
+        .insert(code.clone(), query.scope.unwrap_or_default());
+    let mut pairs = vec![
+        ("code".to_owned(), code),
+        ("host".to_owned(), host_of(&app.shop)),
+        ("shop".to_owned(), app.shop.clone()),
+        ("state".to_owned(), nonce),
+        (
+            "timestamp".to_owned(),
+            chrono::Utc::now().timestamp().to_string(),
+        ),
+    ];
+    let hmac = crate::order::shopify::oauth::sign_query(app.api_secret.as_bytes(), &pairs);
+    pairs.push(("hmac".to_owned(), hmac));
+    redirect.query_pairs_mut().extend_pairs(pairs);
+    (
+        StatusCode::FOUND,
+        [(axum::http::header::LOCATION, redirect.to_string())],
+    )
+        .into_response()
+}
+
+/// Shopify's `host` parameter: the base64 of the shop's admin address.
+fn host_of(shop: &str) -> String {
+    use base64::Engine;
+    let name = shop.trim_end_matches(".myshopify.com");
+    base64::engine::general_purpose::STANDARD.encode(format!("admin.shopify.com/store/{name}"))
+}
+
+#[derive(Deserialize)]
+struct AccessTokenBody {
+    client_id: String,
+    client_secret: String,
+    code: String,
+}
+
+/// Exchanges a code, once, for the simulator's access token.
+async fn exchange_code(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let Ok(body) = serde_json::from_slice::<AccessTokenBody>(&body) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": "client_id, client_secret and code are required"}),
+        );
+    };
+    let mut inner = lock(&state.inner);
+    let app_matches = inner
+        .app
+        .as_ref()
+        .is_some_and(|app| app.api_key == body.client_id && app.api_secret == body.client_secret);
+    if !app_matches {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"errors": "Invalid client credentials"}),
+        );
+    }
+    let Some(scope) = inner.codes.remove(&body.code) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_request", "error_description": "The authorization code was not found or was already used", "errors": "The authorization code was not found or was already used"}),
+        );
+    };
+    answer(
+        StatusCode::OK,
+        json!({"access_token": state.access_token, "scope": scope}),
+    )
+}
+
+#[derive(Deserialize)]
+struct NewWebhookBody {
+    webhook: NewWebhook,
+}
+
+#[derive(Deserialize)]
+struct NewWebhook {
+    topic: String,
+    address: String,
+}
+
+async fn register_webhook(State(state): State<AdminState>, body: axum::body::Bytes) -> Response {
+    let Ok(NewWebhookBody { webhook }) = serde_json::from_slice(&body) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": {"webhook": "Required parameter missing or invalid"}}),
+        );
+    };
+    let mut inner = lock(&state.inner);
+    let taken = inner
+        .webhooks
+        .iter()
+        .any(|w| w.topic == webhook.topic && w.address == webhook.address);
+    if taken {
+        return answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"errors": {"address": ["for this topic has already been taken"]}}),
+        );
+    }
+    let registered = Webhook {
+        id: inner.next_id(),
+        topic: webhook.topic,
+        address: webhook.address,
+    };
+    let body = json!({"webhook": {
+        "id": registered.id, "topic": registered.topic, "address": registered.address,
+        "format": "json", "api_version": "2025-10",
+    }});
+    inner.webhooks.push(registered);
+    answer(StatusCode::CREATED, body)
+}
+
+/// Where a page of `orders.json` starts: the filter of the first request, and the offset.
+#[derive(serde::Serialize, Deserialize)]
+struct PageCursor {
+    created_at_min: Option<String>,
+    offset: usize,
+}
+
+#[derive(Deserialize)]
+struct OrdersQuery {
+    limit: Option<usize>,
+    page_info: Option<String>,
+    status: Option<String>,
+    created_at_min: Option<String>,
+}
+
+/// `orders.json` by id, `limit` at a time (at most 250), the next page named by an opaque
+/// `page_info` in the `Link` header. As at Shopify, a request with `page_info` may not filter.
+async fn list_orders(
+    State(state): State<AdminState>,
+    Path(version): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<OrdersQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=250).contains(&limit) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"errors": "limit must be between 1 and 250"}),
+        );
+    }
+    let cursor = match &query.page_info {
+        Some(page_info) => {
+            if query.status.is_some() || query.created_at_min.is_some() {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"errors": "page_info cannot be combined with other filters"}),
+                );
+            }
+            let decoded = engine
+                .decode(page_info)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<PageCursor>(&bytes).ok());
+            match decoded {
+                Some(cursor) => cursor,
+                None => {
+                    return answer(
+                        StatusCode::BAD_REQUEST,
+                        json!({"errors": "Invalid page_info"}),
+                    );
+                }
+            }
+        }
+        None => PageCursor {
+            created_at_min: query.created_at_min.clone(),
+            offset: 0,
+        },
+    };
+    let since = match cursor.created_at_min.as_deref() {
+        None => None,
+        Some(since) => match chrono::DateTime::parse_from_rfc3339(since) {
+            Ok(since) => Some(since),
+            Err(_) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"errors": "created_at_min is not a date"}),
+                );
+            }
+        },
+    };
+    let inner = lock(&state.inner);
+    let matching: Vec<&Value> = inner
+        .documents
+        .values()
+        .filter(|doc| {
+            let created = doc
+                .get("created_at")
+                .and_then(Value::as_str)
+                .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok());
+            match (since, created) {
+                (None, _) => true,
+                (Some(since), Some(created)) => created >= since,
+                (Some(_), None) => false,
+            }
+        })
+        .collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(cursor.offset)
+        .take(limit)
+        .map(|doc| (*doc).clone())
+        .collect();
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let link = |offset: usize, rel: &str| {
+        let cursor = PageCursor {
+            created_at_min: cursor.created_at_min.clone(),
+            offset,
+        };
+        let page_info = engine.encode(serde_json::to_vec(&cursor).unwrap_or_default());
+        format!(
+            "<http://{host}/admin/api/{version}/orders.json?limit={limit}&page_info={page_info}>; rel=\"{rel}\""
+        )
+    };
+    let mut links = Vec::new();
+    if cursor.offset > 0 {
+        links.push(link(cursor.offset.saturating_sub(limit), "previous"));
+    }
+    if cursor.offset + limit < matching.len() {
+        links.push(link(cursor.offset + limit, "next"));
+    }
+    let mut response = answer(StatusCode::OK, json!({"orders": page}));
+    if let Ok(value) = axum::http::HeaderValue::from_str(&links.join(", "))
+        && !links.is_empty()
+    {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LINK, value);
+    }
+    response
 }

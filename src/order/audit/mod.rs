@@ -30,6 +30,9 @@ pub mod actions {
     pub const MAPPING_CREATED: &str = "mapping.created";
     pub const MAPPING_UPDATED: &str = "mapping.updated";
     pub const MAPPING_DELETED: &str = "mapping.deleted";
+    pub const SHOP_CONNECTED: &str = "shopify.shop.connected";
+    pub const SHOP_DISCONNECTED: &str = "shopify.shop.disconnected";
+    pub const BACKFILL_STARTED: &str = "shopify.backfill.started";
 }
 
 /// Who made a request that reached a service, as the gateway established it: the client address it

@@ -1,8 +1,13 @@
 //! Shopify (SPEC §6.3): the webhooks that bring orders in ([`webhook`]), the order documents they
-//! carry ([`payload`]), which shop belongs to which tenant, and the deliveries already seen.
+//! carry ([`payload`]), which shop belongs to which tenant, and the deliveries already seen; the
+//! app's install ([`oauth`]) with the shops' tokens sealed at rest ([`tokens`]), and the import of
+//! past orders ([`backfill`]).
 
 pub mod admin;
+pub mod backfill;
+pub mod oauth;
 pub mod payload;
+pub mod tokens;
 pub mod webhook;
 
 use base64::Engine;

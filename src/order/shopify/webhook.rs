@@ -154,7 +154,8 @@ async fn receive(
             }
         }
         topics::APP_UNINSTALLED => {
-            super::mark_uninstalled(db, shop).await?;
+            // Shopify revoked the token with the install: forget it, keep the shop's tenant.
+            super::tokens::uninstalled(db, shop).await?;
             tracing::warn!(shop, "the Shopify app was uninstalled");
             Outcome::Unchanged
         }
