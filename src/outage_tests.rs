@@ -320,11 +320,22 @@ async fn every_order_is_planned_and_no_event_waits(
     let stored = get_json(admin, &app.url("/api/v1/orders?pageSize=1")).await;
     assert_eq!(stored["total"], orders, "{stored}");
     let jobs_url = app.url("/api/v1/print-jobs?pageSize=1");
-    eventually("every order has its print job", WAIT, || async {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let jobs = get_json(admin, &jobs_url).await;
-        (jobs["total"] == orders).then_some(())
-    })
-    .await;
+        if jobs["total"] == orders {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            // What the bus holds says where an order.created stopped.
+            let queues = get_json(admin, &app.url("/api/v1/admin/queues")).await;
+            panic!(
+                "{} of {orders} orders have their print job; queues: {queues}",
+                jobs["total"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eventually("the outbox is drained", WAIT, || async {
         (unsent_events(app).await == 0).then_some(())
     })

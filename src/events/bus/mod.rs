@@ -297,7 +297,10 @@ fn spawn_worker(workers: &Workers, label: &'static str, queue: &str, run: RunWor
 }
 
 /// A name no other running worker has: apalis refuses to register a worker whose name was seen
-/// within the last heartbeat, and replicas of one consumer share a queue.
+/// within the last heartbeat, and replicas of one consumer share a queue. Each run of a worker
+/// (a restart after its storage failed included) takes a new one: the jobs the previous run held
+/// are then orphans of a worker whose heartbeat stopped, and go back to the queue, where under the
+/// old name the restarted worker would have kept them held and never run them.
 fn worker_name(queue: &str) -> String {
     format!("{queue}@{}", uuid::Uuid::new_v4().simple())
 }

@@ -144,14 +144,14 @@ impl RedisBus {
         handler: QueueHandler,
     ) -> Result<(), BusError> {
         let (conn, config) = (self.conn.clone(), self.config(queue));
-        let (policy, name) = (retry_policy()?, worker_name(queue));
+        let policy = retry_policy()?;
         let (wakeups, queue_name) = (self.wakeups.clone(), queue.to_owned());
         let run: RunWorker = Box::new(move |stop| {
             let storage = RedisStorage::<serde_json::Value>::new(conn.clone())
                 .with_config(config.clone())
                 .poll_with_strategy(wakeups.strategy(&queue_name));
             Box::pin(run_worker!(
-                name.clone(),
+                worker_name(&queue_name),
                 storage,
                 policy.clone(),
                 handler.clone(),

@@ -132,14 +132,14 @@ impl SqliteBus {
         handler: QueueHandler,
     ) -> Result<(), BusError> {
         let (pool, config) = (self.pool.clone(), Self::config(queue));
-        let (policy, name) = (retry_policy()?, worker_name(queue));
+        let policy = retry_policy()?;
         let (wakeups, queue_name) = (self.wakeups.clone(), queue.to_owned());
         let run: RunWorker = Box::new(move |stop| {
             let storage = SqliteStorage::<serde_json::Value>::new(&pool)
                 .with_config(config.clone())
                 .poll_with_strategy(wakeups.strategy(&queue_name));
             Box::pin(run_worker!(
-                name.clone(),
+                worker_name(&queue_name),
                 storage,
                 policy.clone(),
                 handler.clone(),

@@ -164,19 +164,6 @@ impl Shops {
     }
 }
 
-/// Records that the app was uninstalled from a shop; its webhooks still verify but it is marked.
-pub async fn mark_uninstalled(db: &Db, domain: &str) -> Result<(), DbError> {
-    on_pool!(db, pool => {
-        sqlx::query("UPDATE shops SET uninstalled_at = $2, updated_at = $2 WHERE domain = $1")
-            .bind(normalize_domain(domain))
-            .bind(Utc::now())
-            .execute(pool)
-            .await
-            .map(|_| ())
-    })?;
-    Ok(())
-}
-
 /// One webhook delivery, as its headers identify it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
