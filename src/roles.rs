@@ -22,6 +22,7 @@ use crate::events::internal::Dispatcher;
 use crate::events::outbox::{OutboxRelay, RelayNotifier, RelaySettings};
 use crate::events::publish::EventPublisher;
 use crate::gateway::GatewayState;
+use crate::infra::workers::Wakeup;
 use crate::order::fulfillment::{self, Fulfiller};
 use crate::order::{OrderCore, OrderState, orchestration};
 use crate::print::simplyprint::{self, DispatchNotifier, SimplyPrint};
@@ -130,7 +131,7 @@ impl OrderServices {
                     db: ctx.db.clone(),
                     relay: relay_notifier.clone(),
                     events: events.clone(),
-                    parcels: shipping::ParcelNotifier::default(),
+                    parcels: Wakeup::default(),
                     sendcloud: Sendcloud::from_config(&ctx.config)?.map(Arc::new),
                 };
                 let state = ShippingState {
@@ -148,6 +149,7 @@ impl OrderServices {
             events,
             print: print_client,
             shipping: shipping_client,
+            fulfillments: Wakeup::default(),
         };
 
         // The bus's subscribers, workers and relay start together, when the bus runs: at once, or
@@ -159,16 +161,21 @@ impl OrderServices {
             shipping.as_ref().map(|s| s.core.clone()),
         );
         let notifier = relay_notifier.clone();
-        let fulfiller = Fulfiller::from_config(&ctx.config)?.map(Arc::new);
-        if fulfiller.is_none() {
-            tracing::info!(
-                "Shopify fulfillment is disconnected (shopify.shop_domain, shopify.access_token): shipped orders stay SHIPPED"
-            );
+        match Fulfiller::from_config(&ctx.config)?.map(Arc::new) {
+            Some(fulfiller) => fulfillment::sender::spawn(
+                &ctx.workers,
+                order_core.clone(),
+                fulfiller,
+                order_core.fulfillments.clone(),
+            ),
+            None => tracing::info!(
+                "Shopify fulfillment is disconnected (shopify.shop_domain and shopify.access_token, or installed shops with shopify.token_key): shipped orders stay SHIPPED"
+            ),
         }
         ctx.when_bus_ready(move |bus| {
             let ctx = wiring_ctx;
             orchestration::subscribe(&bus, core.clone())?;
-            fulfillment::subscribe(&bus, core, fulfiller)?;
+            fulfillment::subscribe(&bus, core)?;
             if let Some(print_core) = print_core {
                 let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
                 planner::subscribe(&bus, print_core, orders)?;

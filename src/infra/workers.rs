@@ -6,6 +6,22 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Wakes a background sender when there is work for it (a row became due): handed to whoever
+/// commits that work, awaited by the sender between its passes. A wake-up given while the sender
+/// is busy is kept for its next wait. Cheap to clone.
+#[derive(Clone, Default, Debug)]
+pub struct Wakeup(std::sync::Arc<tokio::sync::Notify>);
+
+impl Wakeup {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
 /// Spawns background tasks that all see one cancellation token, and waits for them at shutdown.
 #[derive(Clone, Default)]
 pub struct Workers {
@@ -28,6 +44,42 @@ impl Workers {
         self.tracker.spawn(async move {
             fut.await;
             tracing::debug!(worker = name, "worker stopped");
+        });
+    }
+
+    /// Runs a sender's `pass` until shutdown: again at once while a pass handled a full `batch`
+    /// (more may be due), else after a `wakeup` or `idle` (for work whose backoff ran out). A pass
+    /// that fails is logged and counts as empty.
+    pub fn sender<F, Fut, E>(
+        &self,
+        name: &'static str,
+        wakeup: Wakeup,
+        idle: Duration,
+        batch: usize,
+        pass: F,
+    ) where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<usize, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.spawn(name, move |stop| async move {
+            loop {
+                let handled = match pass().await {
+                    Ok(count) => count,
+                    Err(e) => {
+                        tracing::warn!(worker = name, error = %e, "a sender could not read its work");
+                        0
+                    }
+                };
+                if handled >= batch {
+                    continue;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = wakeup.notified() => {}
+                    () = tokio::time::sleep(idle) => {}
+                }
+            }
         });
     }
 

@@ -34,6 +34,8 @@ pub struct OrderCore {
     pub events: Dispatcher,
     pub print: Arc<dyn PrintClient>,
     pub shipping: Arc<dyn ShippingClient>,
+    /// Wakes the Shopify fulfillment sender when an order ships.
+    pub fulfillments: crate::infra::workers::Wakeup,
 }
 
 /// The order service's router state.

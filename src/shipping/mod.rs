@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
-use tokio::sync::Notify;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
@@ -26,6 +25,7 @@ use crate::events::catalog::{Event, EventPayload, ShipmentCreated, ShipmentStatu
 use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
 use crate::events::outbox::{self, RelayNotifier};
 use crate::infra::db::{Db, DbError, Tx};
+use crate::infra::workers::Wakeup;
 use sendcloud::Sendcloud;
 use shipments::repository::{self, ParcelState};
 use shipments::{Shipment, ShipmentRequest, ShipmentStatus};
@@ -33,27 +33,14 @@ use shipments::{Shipment, ShipmentRequest, ShipmentStatus};
 /// The `source` of the bus events the shipping service publishes.
 pub const SHIPPING_SERVICE: &str = "shipping-service";
 
-/// Wakes the parcel sender when a shipment waits for its parcel. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct ParcelNotifier(Arc<Notify>);
-
-impl ParcelNotifier {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    pub async fn notified(&self) {
-        self.0.notified().await;
-    }
-}
-
 /// What every entry point of the shipping side works with. Cheap to clone.
 #[derive(Clone)]
 pub struct ShippingCore {
     pub db: Db,
     pub relay: RelayNotifier,
     pub events: Dispatcher,
-    pub parcels: ParcelNotifier,
+    /// Wakes the parcel sender when a shipment waits for its parcel.
+    pub parcels: Wakeup,
     /// Sendcloud, when connected; without it shipments wait `PENDING`.
     pub sendcloud: Option<Arc<Sendcloud>>,
 }

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 
+use super::ShippingCore;
 use super::sendcloud::{Parcel, ParcelItem, ParcelRequest, Sendcloud, SendcloudError, status};
 use super::shipments::ShipmentRequest;
 use super::shipments::repository::{self, Claimed, ParcelState};
-use super::{ParcelNotifier, ShippingCore};
 use crate::infra::db::DbError;
-use crate::infra::workers::Workers;
+use crate::infra::workers::{Wakeup, Workers};
 use crate::print::simplyprint::dispatch::backoff;
 
 /// Shipments claimed per pass.
@@ -33,31 +33,17 @@ const IDLE: Duration = Duration::from_secs(2);
 const ITEM_WEIGHT_KG: &str = "0.250";
 
 /// Runs the sender until shutdown.
-pub fn spawn(
-    workers: &Workers,
-    core: ShippingCore,
-    client: Arc<Sendcloud>,
-    notifier: ParcelNotifier,
-) {
-    workers.spawn("sendcloud-parcels", move |stop| async move {
-        loop {
-            let handled = match pass(&core, &client).await {
-                Ok(count) => count,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the parcel sender could not read its shipments");
-                    0
-                }
-            };
-            if handled as i64 >= BATCH {
-                continue;
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = notifier.notified() => {}
-                () = tokio::time::sleep(IDLE) => {}
-            }
-        }
-    });
+pub fn spawn(workers: &Workers, core: ShippingCore, client: Arc<Sendcloud>, wakeup: Wakeup) {
+    workers.sender(
+        "sendcloud-parcels",
+        wakeup,
+        IDLE,
+        BATCH as usize,
+        move || {
+            let (core, client) = (core.clone(), client.clone());
+            async move { pass(&core, &client).await }
+        },
+    );
 }
 
 /// One pass: claims the shipments that are due and creates their parcels. Returns how many.

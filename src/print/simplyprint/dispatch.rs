@@ -43,25 +43,16 @@ struct Claimed {
 
 /// Runs the sender until shutdown.
 pub fn spawn(workers: &Workers, db: Db, client: Arc<SimplyPrint>, notifier: DispatchNotifier) {
-    workers.spawn("simplyprint-dispatch", move |stop| async move {
-        loop {
-            let sent = match pass(&db, &client).await {
-                Ok(count) => count,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the SimplyPrint sender could not read its jobs");
-                    0
-                }
-            };
-            if sent as i64 >= BATCH {
-                continue;
-            }
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = notifier.notified() => {}
-                () = tokio::time::sleep(IDLE) => {}
-            }
-        }
-    });
+    workers.sender(
+        "simplyprint-dispatch",
+        notifier,
+        IDLE,
+        BATCH as usize,
+        move || {
+            let (db, client) = (db.clone(), client.clone());
+            async move { pass(&db, &client).await }
+        },
+    );
 }
 
 /// One pass: claims what is due and sends it. Returns how many jobs it handled.

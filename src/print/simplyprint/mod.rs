@@ -15,26 +15,13 @@ mod tests;
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
-
 pub use client::SimplyPrint;
 
 /// Where SimplyPrint's API is when `simplyprint.base_url` is not set.
 pub const DEFAULT_BASE_URL: &str = "https://api.simplyprint.io";
 
 /// Wakes the sender: a job was queued. Cheap to clone; a no-op while disconnected.
-#[derive(Clone, Default, Debug)]
-pub struct DispatchNotifier(Arc<Notify>);
-
-impl DispatchNotifier {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    async fn notified(&self) {
-        self.0.notified().await;
-    }
-}
+pub type DispatchNotifier = crate::infra::workers::Wakeup;
 
 /// The tag forma puts on every queue item it creates: its own print-job id, which SimplyPrint
 /// hands back as the job's `uid` when the item is printed.

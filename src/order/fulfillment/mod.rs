@@ -4,15 +4,10 @@
 //! Invariants:
 //! - The parcel's carrier and tracking are copied to the order and a READY_FOR_FULFILLMENT order
 //!   moves to SHIPPED once per event, in one transaction with its log entry.
-//! - A SHIPPED order gets its Shopify fulfillment, with the tracking, then moves to FULFILLED. The
-//!   Admin API call is made outside any transaction and is idempotent on Shopify's side (a second
-//!   call finds the fulfillment the first made), so a redelivered event or a retry never
-//!   fulfills twice.
-//! - A failed call leaves the order SHIPPED, logs `fulfillment.failed` and fails the handler: the
-//!   bus tries again (1 s, 2 s), then keeps the event dead in `/admin/queues`, where an operator
-//!   retries it once Shopify answers.
+//! - Moving to SHIPPED makes the order due for its Shopify fulfillment ([`sender`]): the call is
+//!   made from the order's row, outside any transaction and outside the bus handler, tried again
+//!   with backoff until Shopify takes it; the order never loses its state meanwhile.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -24,16 +19,18 @@ use super::orchestration::order_moved;
 use super::orders::OrderStatus;
 use super::orders::repository::{self, Tracking};
 use super::orders::state::Status;
-use super::shopify::admin::{self, ShopifyAdmin};
+use super::shopify::admin::ShopifyAdmin;
 use super::shopify::tokens::{self, ShopCredentials, TokenCipher, TokenError};
 use crate::config::Config;
 use crate::events::bus::subscriptions::consumers::ORDER;
 use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
 use crate::events::idempotency::handle_once_returning;
-use crate::events::internal::{self as internal_events, InternalEvent};
+use crate::events::internal::InternalEvent;
 use crate::events::outage;
-use crate::infra::db::{Conn, Db, Tx};
+use crate::infra::db::{Db, Tx};
+
+pub mod sender;
 
 /// The consumer name of the dedupe records.
 const SHIPPER: &str = "order.shipment-created";
@@ -66,7 +63,7 @@ impl Fulfiller {
     }
 
     /// The shop and token that fulfill `tenant_id`'s orders.
-    async fn shop_of(
+    pub(crate) async fn shop_of(
         &self,
         db: &Db,
         tenant_id: Uuid,
@@ -81,16 +78,12 @@ impl Fulfiller {
 }
 
 /// Subscribes the order side to `shipment.created` and `shipment.status-changed`.
-pub fn subscribe(
-    bus: &EventBus,
-    core: OrderCore,
-    fulfiller: Option<Arc<Fulfiller>>,
-) -> Result<(), BusError> {
+pub fn subscribe(bus: &EventBus, core: OrderCore) -> Result<(), BusError> {
     let shipper = core.clone();
     bus.subscribe(ORDER, names::SHIPMENT_CREATED, move |event: Event| {
-        let (core, fulfiller) = (shipper.clone(), fulfiller.clone());
+        let core = shipper.clone();
         async move {
-            let created = || on_shipment_created(&core, fulfiller.as_deref(), &event);
+            let created = || on_shipment_created(&core, &event);
             outage::ride_out(&core.db, created).await
         }
     })?;
@@ -149,11 +142,7 @@ pub async fn on_shipment_status_changed(
 }
 
 /// One `shipment.created`.
-pub async fn on_shipment_created(
-    core: &OrderCore,
-    fulfiller: Option<&Fulfiller>,
-    event: &Event,
-) -> Result<(), HandlerError> {
+pub async fn on_shipment_created(core: &OrderCore, event: &Event) -> Result<(), HandlerError> {
     let EventPayload::ShipmentCreated(created) = &event.payload else {
         return Ok(());
     };
@@ -171,10 +160,11 @@ pub async fn on_shipment_created(
     })
     .await?;
     core.relay.notify();
+    core.fulfillments.notify();
     for event in emitted.unwrap_or_default() {
         core.events.emit(event).await;
     }
-    fulfill(core, fulfiller, tenant_id, order_id).await
+    Ok(())
 }
 
 /// Tracking on the order, and READY_FOR_FULFILLMENT → SHIPPED.
@@ -211,99 +201,6 @@ async fn ship(
         return Ok(Vec::new());
     }
     repository::set_status(tx, order_id, OrderStatus::Shipped, None, None).await?;
+    sender::schedule(tx, order_id).await?;
     order_moved(tx, &record.order, OrderStatus::Shipped).await
-}
-
-/// The Shopify fulfillment of a SHIPPED order, then FULFILLED.
-async fn fulfill(
-    core: &OrderCore,
-    fulfiller: Option<&Fulfiller>,
-    tenant_id: Uuid,
-    order_id: Uuid,
-) -> Result<(), HandlerError> {
-    let Some(record) = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id).await?
-    else {
-        return Ok(());
-    };
-    let order = &record.order;
-    if order.status != OrderStatus::Shipped {
-        return Ok(());
-    }
-    let Some(fulfiller) = fulfiller else {
-        tracing::info!(%order_id, "Shopify is not connected (shopify.shop_domain, shopify.access_token): the order stays SHIPPED");
-        return Ok(());
-    };
-    let Some(shop) = fulfiller.shop_of(&core.db, tenant_id).await? else {
-        tracing::info!(%order_id, "the tenant has no connected Shopify shop: the order stays SHIPPED");
-        return Ok(());
-    };
-    let tracking = admin::Tracking {
-        number: order.tracking_number.clone().unwrap_or_default(),
-        url: order.tracking_url.clone(),
-        company: order.carrier.clone(),
-    };
-    let created = fulfiller
-        .admin
-        .create_fulfillment(
-            &shop.domain,
-            &shop.token,
-            &order.shopify_order_id,
-            &tracking,
-        )
-        .await;
-    let mut tx = core.db.begin().await?;
-    let Some(record) = repository::lock(&mut tx, tenant_id, order_id).await? else {
-        tx.rollback().await?;
-        return Ok(());
-    };
-    let (entry, events, outcome) = match created {
-        Ok(fulfillment) => {
-            let entry = Entry::order(
-                tenant_id,
-                order_id,
-                types::FULFILLMENT_CREATED,
-                Severity::Info,
-                "Shopify fulfillment created",
-            )
-            .with_details(json!({"fulfillmentId": fulfillment.id.to_string()}));
-            let mut events = vec![InternalEvent::FulfillmentCreated(
-                internal_events::OrderRef {
-                    tenant_id,
-                    order_id,
-                },
-            )];
-            if record.order.status == OrderStatus::Shipped {
-                repository::set_status(&mut tx, order_id, OrderStatus::Fulfilled, None, None)
-                    .await?;
-                events.extend(order_moved(&mut tx, &record.order, OrderStatus::Fulfilled).await?);
-            }
-            (entry, events, Ok(()))
-        }
-        Err(e) => {
-            let message = e.to_string();
-            tracing::warn!(%order_id, error = message, "creating the Shopify fulfillment failed; the bus tries again");
-            let entry = Entry::order(
-                tenant_id,
-                order_id,
-                types::FULFILLMENT_FAILED,
-                Severity::Error,
-                format!("Shopify fulfillment failed: {message}"),
-            );
-            let events = vec![InternalEvent::FulfillmentFailed(
-                internal_events::FulfillmentFailed {
-                    tenant_id,
-                    order_id,
-                    error_message: message,
-                },
-            )];
-            (entry, events, Err(HandlerError::from(e.to_string())))
-        }
-    };
-    event_log::append(&mut tx, &entry).await?;
-    tx.commit().await?;
-    core.relay.notify();
-    for event in events {
-        core.events.emit(event).await;
-    }
-    outcome
 }

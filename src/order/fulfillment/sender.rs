@@ -1,0 +1,266 @@
+//! Creating the Shopify fulfillments of shipped orders: a background sender per process.
+//!
+//! Invariants:
+//! - An order is due while it is SHIPPED and `fulfillment_after` is set (and past). The state
+//!   lives in the order's row, so a restart, a crash or a Shopify outage loses nothing.
+//! - A failed call is tried again after 1 s, 2 s, 4 s … (jittered, at most 10 minutes), for ever,
+//!   each failure logged (`fulfillment.failed`) with Shopify's answer, the last one on the row.
+//! - The Admin API call is idempotent on Shopify's side ([`ShopifyAdmin::create_fulfillment`]
+//!   finds a fulfillment already made with the tracking), so an attempt whose answer was lost, or
+//!   whose process was killed before the commit, never fulfills twice.
+//! - Replicas share the work by lease (`fulfillment_lease_until`), as the print and parcel
+//!   senders do; an attempt counts from its claim.
+//!
+//! [`ShopifyAdmin::create_fulfillment`]: crate::order::shopify::admin::ShopifyAdmin::create_fulfillment
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::Fulfiller;
+use crate::events::bus::HandlerError;
+use crate::events::internal::{self as internal_events, InternalEvent};
+use crate::infra::db::{Conn, Db, DbError, Tx};
+use crate::infra::workers::{Wakeup, Workers};
+use crate::order::OrderCore;
+use crate::order::event_log::{self, Entry, Severity, types};
+use crate::order::orchestration::order_moved;
+use crate::order::orders::OrderStatus;
+use crate::order::orders::repository;
+use crate::order::shopify::admin;
+use crate::print::simplyprint::dispatch::backoff;
+use crate::{on_pool, on_tx};
+
+/// Orders claimed per pass.
+const BATCH: i64 = 10;
+/// How long a claim holds: longer than one Admin API exchange can take.
+const LEASE: TimeDelta = TimeDelta::seconds(90);
+/// Without a wake-up, the sender still looks this often (for orders whose backoff ran out).
+const IDLE: Duration = Duration::from_secs(2);
+
+/// Makes a just-shipped order due for its fulfillment now, in the transaction that ships it.
+pub async fn schedule(tx: &mut Tx, order_id: Uuid) -> Result<(), DbError> {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE orders SET fulfillment_after = $2, fulfillment_error = NULL WHERE id = $1",
+        )
+        .bind(order_id)
+        .bind(Utc::now())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+/// Runs the sender until shutdown.
+pub fn spawn(workers: &Workers, core: OrderCore, fulfiller: Arc<Fulfiller>, wakeup: Wakeup) {
+    workers.sender(
+        "shopify-fulfillments",
+        wakeup,
+        IDLE,
+        BATCH as usize,
+        move || {
+            let (core, fulfiller) = (core.clone(), fulfiller.clone());
+            async move { pass(&core, &fulfiller).await }
+        },
+    );
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Claimed {
+    id: Uuid,
+    tenant_id: Uuid,
+    fulfillment_attempts: i64,
+}
+
+/// One pass: claims the orders that are due and fulfills them. Returns how many it handled.
+pub async fn pass(core: &OrderCore, fulfiller: &Fulfiller) -> Result<usize, HandlerError> {
+    let claimed = claim(&core.db, Utc::now()).await?;
+    for order in &claimed {
+        attempt(core, fulfiller, order).await?;
+    }
+    Ok(claimed.len())
+}
+
+async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, Claimed>(
+            "UPDATE orders SET fulfillment_lease_until = $1, \
+             fulfillment_attempts = fulfillment_attempts + 1 WHERE id IN ( \
+               SELECT id FROM orders WHERE status = 'SHIPPED' \
+               AND fulfillment_after IS NOT NULL AND fulfillment_after <= $2 \
+               AND (fulfillment_lease_until IS NULL OR fulfillment_lease_until < $2) \
+               ORDER BY fulfillment_after, id LIMIT $3) \
+             AND (fulfillment_lease_until IS NULL OR fulfillment_lease_until < $2) \
+             RETURNING id, tenant_id, fulfillment_attempts",
+        )
+        .bind(now + LEASE)
+        .bind(now)
+        .bind(BATCH)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(rows)
+}
+
+/// Why an attempt did not fulfill.
+enum Failure {
+    /// Nothing to call with: the tenant has no connected shop.
+    NoShop,
+    Shopify(admin::ShopifyError),
+    Token(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoShop => f.write_str("the tenant has no connected Shopify shop"),
+            Self::Shopify(e) => write!(f, "{e}"),
+            Self::Token(e) => write!(f, "the shop's token cannot be opened: {e}"),
+        }
+    }
+}
+
+async fn attempt(
+    core: &OrderCore,
+    fulfiller: &Fulfiller,
+    claimed: &Claimed,
+) -> Result<(), HandlerError> {
+    let (tenant_id, order_id) = (claimed.tenant_id, claimed.id);
+    let Some(record) = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id).await?
+    else {
+        return Ok(());
+    };
+    let order = &record.order;
+    let outcome = match fulfiller.shop_of(&core.db, tenant_id).await {
+        Ok(Some(shop)) => {
+            let tracking = admin::Tracking {
+                number: order.tracking_number.clone().unwrap_or_default(),
+                url: order.tracking_url.clone(),
+                company: order.carrier.clone(),
+            };
+            fulfiller
+                .admin
+                .create_fulfillment(
+                    &shop.domain,
+                    &shop.token,
+                    &order.shopify_order_id,
+                    &tracking,
+                )
+                .await
+                .map_err(Failure::Shopify)
+        }
+        Ok(None) => Err(Failure::NoShop),
+        Err(e) => Err(Failure::Token(e.to_string())),
+    };
+
+    let mut tx = core.db.begin().await?;
+    let Some(record) = repository::lock(&mut tx, tenant_id, order_id).await? else {
+        tx.rollback().await?;
+        return Ok(());
+    };
+    let events = match outcome {
+        Ok(fulfillment) => {
+            finish(&mut tx, order_id).await?;
+            let entry = Entry::order(
+                tenant_id,
+                order_id,
+                types::FULFILLMENT_CREATED,
+                Severity::Info,
+                "Shopify fulfillment created",
+            )
+            .with_details(json!({"fulfillmentId": fulfillment.id}));
+            event_log::append(&mut tx, &entry).await?;
+            let mut events = vec![InternalEvent::FulfillmentCreated(
+                internal_events::OrderRef {
+                    tenant_id,
+                    order_id,
+                },
+            )];
+            if record.order.status == OrderStatus::Shipped {
+                repository::set_status(&mut tx, order_id, OrderStatus::Fulfilled, None, None)
+                    .await?;
+                events.extend(order_moved(&mut tx, &record.order, OrderStatus::Fulfilled).await?);
+            }
+            events
+        }
+        Err(failure) => {
+            let attempts = claimed.fulfillment_attempts;
+            let wait = backoff(attempts);
+            let message = failure.to_string();
+            tracing::warn!(%order_id, attempts, retry_in_secs = wait.num_seconds(), error = message, "creating the Shopify fulfillment failed; it is tried again");
+            failed(&mut tx, order_id, Utc::now() + wait, &message).await?;
+            let entry = Entry::order(
+                tenant_id,
+                order_id,
+                types::FULFILLMENT_FAILED,
+                Severity::Error,
+                format!("Shopify fulfillment failed (attempt {attempts}): {message}"),
+            )
+            .with_details(json!({"attempt": attempts, "retryInSeconds": wait.num_seconds()}));
+            event_log::append(&mut tx, &entry).await?;
+            let mut events = vec![InternalEvent::FulfillmentFailed(
+                internal_events::FulfillmentFailed {
+                    tenant_id,
+                    order_id,
+                    error_message: message,
+                },
+            )];
+            events.push(InternalEvent::FulfillmentRetrying(
+                internal_events::FulfillmentRetrying {
+                    tenant_id,
+                    order_id,
+                    attempt: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+                },
+            ));
+            events
+        }
+    };
+    tx.commit().await?;
+    core.relay.notify();
+    for event in events {
+        core.events.emit(event).await;
+    }
+    Ok(())
+}
+
+/// The order needs no more attempts.
+async fn finish(tx: &mut Tx, order_id: Uuid) -> Result<(), DbError> {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE orders SET fulfillment_after = NULL, fulfillment_lease_until = NULL, \
+             fulfillment_error = NULL WHERE id = $1",
+        )
+        .bind(order_id)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}
+
+async fn failed(
+    tx: &mut Tx,
+    order_id: Uuid,
+    next: DateTime<Utc>,
+    error: &str,
+) -> Result<(), DbError> {
+    let message: String = error.chars().take(500).collect();
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "UPDATE orders SET fulfillment_after = $2, fulfillment_error = $3, \
+             fulfillment_lease_until = NULL WHERE id = $1",
+        )
+        .bind(order_id)
+        .bind(next)
+        .bind(&message)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+    })?;
+    Ok(())
+}
