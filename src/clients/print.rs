@@ -8,9 +8,11 @@ use uuid::Uuid;
 use super::http::{ClientError, ServiceEndpoints, json_of};
 use crate::config::Config;
 use crate::http::ApiError;
+use crate::order::retry_queue::RetryEntry;
 use crate::print::jobs::transitions::ChangeError;
 use crate::print::jobs::{PrintJob, PrintJobStatus};
 use crate::print::plan::PrintPlan;
+use crate::print::simplyprint::retries;
 use crate::print::{JobChange, PrintCore};
 
 #[async_trait]
@@ -31,6 +33,20 @@ pub trait PrintClient: Send + Sync {
         tenant_id: Uuid,
         order_id: Uuid,
     ) -> Result<Vec<PrintJob>, ClientError>;
+
+    /// The tenant's jobs SimplyPrint did not take, waiting to be sent again (the retry queue).
+    async fn failed_sends(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError>;
+
+    /// Sends a job whose send failed again now; 404 when it has no failed send waiting.
+    async fn send_again(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError>;
+
+    /// Stops trying to send the job (it fails); 404 when it has no failed send waiting.
+    async fn give_up_send(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError>;
+}
+
+/// 404 for an entry that is not (or no longer) in the retry queue.
+pub(crate) fn not_waiting() -> ClientError {
+    ClientError::refused(crate::order::retry_queue::not_waiting())
 }
 
 /// Print in this process.
@@ -93,6 +109,29 @@ impl PrintClient for InProcessPrintClient {
             .await
             .map_err(unavailable)
     }
+
+    async fn failed_sends(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError> {
+        retries::entries(&self.core, tenant_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn send_again(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        match retries::send_now(&self.core, tenant_id, id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_waiting()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn give_up_send(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        match retries::give_up(&self.core, tenant_id, id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_waiting()),
+            Err(ChangeError::Illegal(e)) => Err(ClientError::refused(e.into())),
+            Err(ChangeError::Db(e)) => Err(unavailable(e)),
+        }
+    }
 }
 
 /// Print as a service of its own, over its internal API.
@@ -144,6 +183,27 @@ impl PrintClient for HttpPrintClient {
     ) -> Result<Vec<PrintJob>, ClientError> {
         let path = format!("/internal/print-jobs?tenantId={tenant_id}&orderId={order_id}");
         json_of(self.endpoints.get_internal(&path).await?).await
+    }
+
+    async fn failed_sends(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError> {
+        let path = format!("/internal/print-jobs/failed-sends?tenantId={tenant_id}");
+        json_of(self.endpoints.get_internal(&path).await?).await
+    }
+
+    async fn send_again(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        let path = format!("/internal/print-jobs/{id}/send-again?tenantId={tenant_id}");
+        self.endpoints
+            .call_internal::<()>(reqwest::Method::POST, &path, None)
+            .await
+            .map(drop)
+    }
+
+    async fn give_up_send(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        let path = format!("/internal/print-jobs/{id}/give-up?tenantId={tenant_id}");
+        self.endpoints
+            .call_internal::<()>(reqwest::Method::POST, &path, None)
+            .await
+            .map(drop)
     }
 }
 
@@ -246,6 +306,15 @@ mod tests {
             matches!(elsewhere, ClientError::Rejected { status: 404, .. }),
             "another tenant's job: 404"
         );
+
+        // The retry queue: a job whose send never failed is not in it.
+        assert!(client.failed_sends(tenant).await.unwrap().is_empty());
+        for refused in [
+            client.send_again(tenant, id).await,
+            client.give_up_send(tenant, id).await,
+        ] {
+            assert_eq!(refused, Err(not_waiting()));
+        }
     }
 
     #[tokio::test]

@@ -6,10 +6,12 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::http::{ClientError, ServiceEndpoints, json_of};
+use crate::clients::print::not_waiting;
 use crate::config::Config;
 use crate::http::ApiError;
+use crate::order::retry_queue::RetryEntry;
 use crate::shipping::shipments::{Shipment, ShipmentRequest};
-use crate::shipping::{CancelError, ShippingCore};
+use crate::shipping::{CancelError, ShippingCore, retries};
 
 #[async_trait]
 pub trait ShippingClient: Send + Sync {
@@ -31,6 +33,16 @@ pub trait ShippingClient: Send + Sync {
         tenant_id: Uuid,
         order_id: Uuid,
     ) -> Result<Vec<Shipment>, ClientError>;
+
+    /// The tenant's shipments whose parcel Sendcloud did not create, waiting to be tried again
+    /// (the retry queue).
+    async fn failed_parcels(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError>;
+
+    /// Tries a failed parcel again now; 404 when the shipment has none waiting.
+    async fn parcel_again(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError>;
+
+    /// Stops trying the parcel (the shipment becomes EXCEPTION); 404 when none waits.
+    async fn give_up_parcel(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError>;
 }
 
 /// Shipping in this process.
@@ -85,6 +97,28 @@ impl ShippingClient for InProcessShippingClient {
             .await
             .map_err(unavailable)
     }
+
+    async fn failed_parcels(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError> {
+        retries::entries(&self.core, tenant_id)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn parcel_again(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        match retries::send_now(&self.core, tenant_id, id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_waiting()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn give_up_parcel(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        match retries::give_up(&self.core, tenant_id, id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(not_waiting()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }
 
 /// Shipping as a service of its own, over its internal API.
@@ -131,6 +165,27 @@ impl ShippingClient for HttpShippingClient {
     ) -> Result<Vec<Shipment>, ClientError> {
         let path = format!("/internal/shipments?tenantId={tenant_id}&orderId={order_id}");
         json_of(self.endpoints.get_internal(&path).await?).await
+    }
+
+    async fn failed_parcels(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError> {
+        let path = format!("/internal/shipments/failed-parcels?tenantId={tenant_id}");
+        json_of(self.endpoints.get_internal(&path).await?).await
+    }
+
+    async fn parcel_again(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        let path = format!("/internal/shipments/parcels/{id}/send-again?tenantId={tenant_id}");
+        self.endpoints
+            .call_internal::<()>(reqwest::Method::POST, &path, None)
+            .await
+            .map(drop)
+    }
+
+    async fn give_up_parcel(&self, tenant_id: Uuid, id: Uuid) -> Result<(), ClientError> {
+        let path = format!("/internal/shipments/parcels/{id}/give-up?tenantId={tenant_id}");
+        self.endpoints
+            .call_internal::<()>(reqwest::Method::POST, &path, None)
+            .await
+            .map(drop)
     }
 }
 
@@ -236,6 +291,15 @@ mod tests {
             ),
             "another tenant's shipment: 404"
         );
+
+        // The retry queue: a shipment whose parcel never failed is not in it.
+        assert!(client.failed_parcels(tenant).await.unwrap().is_empty());
+        for refused in [
+            client.parcel_again(tenant, shipment.id).await,
+            client.give_up_parcel(tenant, shipment.id).await,
+        ] {
+            assert_eq!(refused, Err(not_waiting()));
+        }
     }
 
     #[tokio::test]

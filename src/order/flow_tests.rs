@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Secret, UrlList};
+use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
 use crate::roles::Role;
 use crate::simulators::sendcloud::SendcloudSim;
@@ -554,6 +555,113 @@ async fn sendcloud_and_shopify_failing_for_a_while_still_fulfill_the_order_once(
         queues.as_array().unwrap().iter().all(|q| q["dead"] == 0),
         "{queues}"
     );
+}
+
+/// The retry queue (SPEC §6.5): each failed call to SimplyPrint, Sendcloud and Shopify waits in
+/// it with its error; an admin makes one now, or gives one up; a viewer may not.
+#[tokio::test]
+async fn the_retry_queue_shows_failed_calls_and_makes_them_now_or_gives_them_up() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    let (farm, carriers) = (&deployment.farm, &deployment.carriers);
+    map(
+        &admin,
+        gateway,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    farm.set_failing(true);
+    carriers.sendcloud.set_failing(true);
+    carriers.shop.set_failing(true);
+    carriers.shop.add_order(5_700_001, &[(1, 1)]);
+    let document = shopify::order_document(5_700_001, 1701, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let order = order_numbered(&admin, gateway, 1701).await;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let queue_url = gateway.url("/api/v1/retry-queue");
+    let waiting = |kind: &'static str| {
+        let (admin, queue_url) = (admin.clone(), queue_url.clone());
+        async move {
+            let queue = get_json(&admin, &queue_url).await;
+            queue
+                .as_array()?
+                .iter()
+                .find(|e| e["kind"] == kind)
+                .cloned()
+        }
+    };
+    let act = |method: reqwest::Method, entry: &Value, suffix: &str| {
+        let url = gateway.url(&format!(
+            "/api/v1/retry-queue/{}{suffix}",
+            entry["id"].as_str().unwrap()
+        ));
+        admin.request(method, url).send()
+    };
+
+    // SimplyPrint refuses the job: it waits with SimplyPrint's error; made now once it answers.
+    let job = eventually("the print job waits", WAIT, || {
+        waiting("simplyprint.print-job")
+    })
+    .await;
+    assert_eq!(job["orderId"], order_id.as_str());
+    assert!(job["attempts"].as_i64() >= Some(1), "{job}");
+    assert!(!job["lastError"].as_str().unwrap().is_empty(), "{job}");
+    farm.set_failing(false);
+    let made = act(reqwest::Method::POST, &job, "/retry").await.unwrap();
+    assert_eq!(made.status(), 204);
+    let item = eventually("the farm has the job", WAIT, || async {
+        farm.items().into_iter().next()
+    })
+    .await;
+    let hook = gateway.url("/api/v1/webhooks/simplyprint");
+    for event in ["job.started", "job.done"] {
+        assert_eq!(
+            farm.report(item.id, event, &hook, SP_TOKEN).await.unwrap(),
+            200
+        );
+    }
+
+    // Sendcloud refuses the parcel: it waits; made now once Sendcloud answers.
+    let parcel = eventually("the parcel waits", WAIT, || waiting("sendcloud.parcel")).await;
+    assert_eq!(parcel["orderId"], order_id.as_str());
+    carriers.sendcloud.set_failing(false);
+    let made = act(reqwest::Method::POST, &parcel, "/retry").await.unwrap();
+    assert_eq!(made.status(), 204);
+
+    // Shopify refuses the fulfillment: it waits; given up, the order stays SHIPPED.
+    let fulfillment = eventually("the fulfillment waits", WAIT, || {
+        waiting("shopify.fulfillment")
+    })
+    .await;
+    assert_eq!(fulfillment["entityId"], order_id.as_str());
+    let gone = act(reqwest::Method::DELETE, &fulfillment, "")
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+    let again = act(reqwest::Method::DELETE, &fulfillment, "")
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 404, "nothing waits any more");
+    eventually("the queue is empty", WAIT, || async {
+        let queue = get_json(&admin, &queue_url).await;
+        queue.as_array()?.is_empty().then_some(())
+    })
+    .await;
+    let detail = get_json(&admin, &gateway.url(&format!("/api/v1/orders/{order_id}"))).await;
+    assert_eq!(detail["status"], "SHIPPED");
+    assert_eq!(carriers.sendcloud.parcels().len(), 1);
+    assert!(carriers.shop.fulfillments().is_empty());
+
+    // Admins only.
+    gateway
+        .create_user("viewer@example.com", "a-long-password", UserRole::Viewer)
+        .await;
+    let (viewer, _) = gateway.login("viewer@example.com", "a-long-password").await;
+    let refused = viewer.get(&queue_url).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
 }
 
 async fn one_order_however_often_shopify_delivers_it(deployment: Deployment) {

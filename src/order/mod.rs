@@ -10,6 +10,7 @@ pub mod internal;
 pub mod mappings;
 pub mod orchestration;
 pub mod orders;
+pub mod retry_queue;
 pub mod shopify;
 
 use std::sync::Arc;
@@ -71,6 +72,7 @@ pub fn api_routes() -> OpenApiRouter<OrderState> {
         .merge(shopify::webhook::routes())
         .merge(shopify::oauth::routes())
         .merge(shopify::backfill::routes())
+        .merge(retry_queue::routes::routes())
 }
 
 /// The order service as the gateway reaches it: its API, its own health and probes.

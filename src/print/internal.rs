@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -15,12 +15,46 @@ use super::{JobChange, PrintState};
 use crate::http::ApiError;
 use crate::http::extract::{Json, Path, Query};
 use crate::order::internal::InternalCaller;
+use crate::order::retry_queue::{RetryEntry, acted};
+use crate::print::simplyprint::retries;
 
 pub fn routes() -> Router<PrintState> {
     Router::new()
         .route("/internal/print-jobs", post(create).get(of_order))
         .route("/internal/print-jobs/{id}", delete(cancel))
         .route("/internal/print-jobs/{id}/retry", post(retry))
+        .route("/internal/print-jobs/failed-sends", get(failed_sends))
+        .route("/internal/print-jobs/{id}/send-again", post(send_again))
+        .route("/internal/print-jobs/{id}/give-up", post(give_up))
+}
+
+/// `GET /internal/print-jobs/failed-sends?tenantId=`: the tenant's part of the retry queue.
+async fn failed_sends(
+    _caller: InternalCaller,
+    State(state): State<PrintState>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<Vec<RetryEntry>>, ApiError> {
+    Ok(Json(retries::entries(&state.core, query.tenant_id).await?))
+}
+
+/// `POST /internal/print-jobs/{id}/send-again?tenantId=`: the failed send, due now.
+async fn send_again(
+    _caller: InternalCaller,
+    State(state): State<PrintState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<StatusCode, ApiError> {
+    acted(retries::send_now(&state.core, query.tenant_id, id).await?)
+}
+
+/// `POST /internal/print-jobs/{id}/give-up?tenantId=`: no more sends; the job fails.
+async fn give_up(
+    _caller: InternalCaller,
+    State(state): State<PrintState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<StatusCode, ApiError> {
+    acted(retries::give_up(&state.core, query.tenant_id, id).await?)
 }
 
 #[derive(Debug, Deserialize)]

@@ -5,20 +5,57 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use uuid::Uuid;
 
+use super::retries;
 use super::shipments::{Shipment, ShipmentRequest};
 use super::{CancelError, ShippingState};
 use crate::http::ApiError;
 use crate::http::extract::{Json, Path, Query};
 use crate::order::internal::InternalCaller;
+use crate::order::retry_queue::{RetryEntry, acted};
 use crate::print::internal::{OrderQuery, TenantQuery};
 
 pub fn routes() -> Router<ShippingState> {
     Router::new()
         .route("/internal/shipments", post(create).get(of_order))
         .route("/internal/shipments/{order_id}", delete(cancel))
+        .route("/internal/shipments/failed-parcels", get(failed_parcels))
+        .route(
+            "/internal/shipments/parcels/{id}/send-again",
+            post(send_again),
+        )
+        .route("/internal/shipments/parcels/{id}/give-up", post(give_up))
+}
+
+/// `GET /internal/shipments/failed-parcels?tenantId=`: the tenant's part of the retry queue.
+async fn failed_parcels(
+    _caller: InternalCaller,
+    State(state): State<ShippingState>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<Vec<RetryEntry>>, ApiError> {
+    Ok(Json(retries::entries(&state.core, query.tenant_id).await?))
+}
+
+/// `POST /internal/shipments/parcels/{id}/send-again?tenantId=`: the failed parcel, due now.
+async fn send_again(
+    _caller: InternalCaller,
+    State(state): State<ShippingState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<StatusCode, ApiError> {
+    acted(retries::send_now(&state.core, query.tenant_id, id).await?)
+}
+
+/// `POST /internal/shipments/parcels/{id}/give-up?tenantId=`: no more attempts (EXCEPTION).
+async fn give_up(
+    _caller: InternalCaller,
+    State(state): State<ShippingState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<StatusCode, ApiError> {
+    acted(retries::give_up(&state.core, query.tenant_id, id).await?)
 }
 
 impl From<CancelError> for ApiError {

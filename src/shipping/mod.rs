@@ -6,6 +6,7 @@
 pub mod internal;
 pub mod parcels;
 pub mod reconcile;
+pub mod retries;
 pub mod sendcloud;
 pub mod shipments;
 pub mod subscriber;
@@ -203,7 +204,7 @@ impl ShippingCore {
         Ok(Some(after))
     }
 
-    async fn announce_moved(&self, before: &Shipment, after: &Shipment) {
+    pub(crate) async fn announce_moved(&self, before: &Shipment, after: &Shipment) {
         if before.status == after.status {
             return;
         }
@@ -222,7 +223,7 @@ impl ShippingCore {
     }
 }
 
-fn status_changed_event(before: &Shipment, after: &Shipment) -> Event {
+pub(crate) fn status_changed_event(before: &Shipment, after: &Shipment) -> Event {
     Event::new(
         SHIPPING_SERVICE,
         after.tenant_id.to_string(),

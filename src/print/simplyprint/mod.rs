@@ -8,6 +8,7 @@
 pub mod client;
 pub mod dispatch;
 pub mod reconcile;
+pub mod retries;
 pub mod webhook;
 
 #[cfg(test)]
