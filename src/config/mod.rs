@@ -475,6 +475,9 @@ pub struct ShopifyConfig {
     pub shop_domain: Option<String>,
     /// Admin API access token of `shop_domain` until the app is installed through OAuth.
     pub access_token: Option<Secret>,
+    /// How long one Admin API call may take, in milliseconds (default 15 000); a fulfillment
+    /// that takes longer is given up and tried again later.
+    pub timeout_ms: Option<u64>,
     /// Where Shopify reaches forma (the gateway's public URL): the OAuth redirect URI is
     /// `{app_url}/api/v1/shopify/callback`, webhooks are registered at
     /// `{app_url}/api/v1/webhooks/shopify`.
@@ -538,6 +541,9 @@ pub struct SendcloudConfig {
     pub secret_key: Option<Secret>,
     pub webhook_secret: Option<Secret>,
     pub base_url: Option<String>,
+    /// How long one call to Sendcloud may take, in milliseconds (default 10 000); a call that
+    /// takes longer is given up and tried again later.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -245,6 +245,8 @@ fn duration_problems(config: &Config) -> Vec<String> {
             "services.health_timeout_ms",
             Some(config.services.health_timeout_ms),
         ),
+        ("sendcloud.timeout_ms", config.sendcloud.timeout_ms),
+        ("shopify.timeout_ms", config.shopify.timeout_ms),
     ]
     .into_iter()
     .chain(
@@ -269,6 +271,14 @@ fn duration_problems(config: &Config) -> Vec<String> {
                 )
             }),
     );
+    for (key, value) in [
+        ("sendcloud.timeout_ms", config.sendcloud.timeout_ms),
+        ("shopify.timeout_ms", config.shopify.timeout_ms),
+    ] {
+        if value == Some(0) {
+            problems.push(format!("{key} must be at least 1"));
+        }
+    }
     if config.proxy.health_check_interval_ms == 0 {
         problems.push("proxy.health_check_interval_ms must be at least 1".to_owned());
     }

@@ -483,16 +483,19 @@ async fn an_order_runs_the_whole_way_to_fulfilled_split() {
     the_order_runs_the_whole_way_to_fulfilled(Deployment::split().await).await;
 }
 
-/// Sendcloud and Shopify each fail before they answer: the parcel waits and is made once; the
-/// order ships and stays SHIPPED while Shopify fails (more often than the bus would retry an
-/// event), its fulfillment is tried again from the order's row and made once, and the order ends
-/// FULFILLED with no event dead.
+/// Sendcloud, then Shopify, each answer 500, then time out, then recover. Each call waits in the
+/// retry queue meanwhile with what went wrong (the order keeps its state), and the order ends
+/// FULFILLED with one parcel and one fulfillment, no event dead.
 #[tokio::test]
-async fn sendcloud_and_shopify_failing_for_a_while_still_fulfill_the_order_once() {
-    let deployment = Deployment::all().await;
+async fn sendcloud_and_shopify_failing_then_timing_out_then_recovering_fulfill_the_order_once() {
+    let deployment = Deployment::all_with(true, |c| {
+        c.sendcloud.timeout_ms = Some(300);
+        c.shopify.timeout_ms = Some(300);
+    })
+    .await;
     let gateway = deployment.gateway(0);
     let admin = gateway.admin().await;
-    let carriers = &deployment.carriers;
+    let (farm, carriers) = (&deployment.farm, &deployment.carriers);
     map(
         &admin,
         gateway,
@@ -501,15 +504,13 @@ async fn sendcloud_and_shopify_failing_for_a_while_still_fulfill_the_order_once(
     )
     .await;
     carriers.shop.add_order(5_600_001, &[(1, 1)]);
-    carriers.sendcloud.fail_next(3);
+    carriers.sendcloud.set_failing(true);
     carriers.shop.set_failing(true);
     let document = shopify::order_document(5_600_001, 1601, &[line(1, "CUBE", 1)]);
     let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
     assert_eq!(status, 200);
     let order = order_numbered(&admin, gateway, 1601).await;
     let detail_url = gateway.url(&format!("/api/v1/orders/{}", order["id"].as_str().unwrap()));
-
-    let farm = &deployment.farm;
     let item = eventually("the farm has the job", WAIT, || async {
         farm.items().into_iter().next()
     })
@@ -521,23 +522,64 @@ async fn sendcloud_and_shopify_failing_for_a_while_still_fulfill_the_order_once(
             200
         );
     }
-    let failures = || async {
-        crate::on_pool!(&gateway.ctx.db, pool => {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM event_log WHERE event_type = 'fulfillment.failed'",
-            )
-            .fetch_one(pool)
+
+    let queue_url = gateway.url("/api/v1/retry-queue");
+    // The entry of `kind` once `told` holds of it (an attempt counts from its claim, so the
+    // count can run ahead of the error it ends with: what went wrong is told by the error).
+    let failed = |kind: &'static str, told: Box<dyn Fn(&Value) -> bool + Send + Sync>| {
+        let (admin, queue_url) = (admin.clone(), queue_url.clone());
+        async move {
+            eventually("the call fails again", WAIT, || async {
+                let queue = get_json(&admin, &queue_url).await;
+                queue
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["kind"] == kind && told(e))
+                    .cloned()
+            })
             .await
-        })
-        .unwrap()
+        }
     };
-    eventually("Shopify refused three times", WAIT, || async {
-        (failures().await >= 3).then_some(())
-    })
+    let now = |entry: &Value| {
+        let url = gateway.url(&format!(
+            "/api/v1/retry-queue/{}/retry",
+            entry["id"].as_str().unwrap()
+        ));
+        let admin = admin.clone();
+        async move {
+            let response = admin.post(url).send().await.unwrap();
+            assert_eq!(response.status(), 204);
+        }
+    };
+
+    // Sendcloud: two 500s, then a call that times out, then it answers.
+    let answered_500 = |e: &Value| e["lastError"].as_str().is_some_and(|m| m.contains("500"));
+    let refused = failed(
+        "sendcloud.parcel",
+        Box::new(move |e| answered_500(e) && e["attempts"].as_i64() >= Some(2)),
+    )
     .await;
-    let shipped = get_json(&admin, &detail_url).await;
-    assert_eq!(shipped["status"], "SHIPPED", "the order keeps its state");
+    carriers.sendcloud.set_failing(false);
+    carriers.sendcloud.set_delay(Duration::from_secs(2));
+    now(&refused).await;
+    let timed_out = failed("sendcloud.parcel", Box::new(move |e| !answered_500(e))).await;
+    carriers.sendcloud.set_delay(Duration::ZERO);
+    now(&timed_out).await;
+
+    // Shopify: the same, while the order waits SHIPPED.
+    let refused = failed(
+        "shopify.fulfillment",
+        Box::new(move |e| answered_500(e) && e["attempts"].as_i64() >= Some(2)),
+    )
+    .await;
+    assert_eq!(get_json(&admin, &detail_url).await["status"], "SHIPPED");
     carriers.shop.set_failing(false);
+    carriers.shop.set_delay(Duration::from_secs(2));
+    now(&refused).await;
+    let timed_out = failed("shopify.fulfillment", Box::new(move |e| !answered_500(e))).await;
+    carriers.shop.set_delay(Duration::ZERO);
+    now(&timed_out).await;
+
     let fulfilled = eventually("the order is fulfilled", WAIT, || async {
         let detail = get_json(&admin, &detail_url).await;
         (detail["status"] == "FULFILLED").then_some(detail)
@@ -550,6 +592,8 @@ async fn sendcloud_and_shopify_failing_for_a_while_still_fulfill_the_order_once(
         fulfillments[0].tracking_number.as_deref(),
         fulfilled["trackingNumber"].as_str()
     );
+    let queue = get_json(&admin, &queue_url).await;
+    assert_eq!(queue, json!([]), "nothing waits");
     let queues = get_json(&admin, &gateway.url("/api/v1/admin/queues")).await;
     assert!(
         queues.as_array().unwrap().iter().all(|q| q["dead"] == 0),

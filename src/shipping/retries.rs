@@ -43,7 +43,7 @@ pub async fn entries(core: &ShippingCore, tenant_id: Uuid) -> Result<Vec<RetryEn
 /// waiting.
 pub async fn send_now(core: &ShippingCore, tenant_id: Uuid, id: Uuid) -> Result<bool, DbError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "UPDATE shipments SET parcel_after = $3, parcel_lease_until = NULL \
+        "UPDATE shipments SET parcel_after = $3 \
          WHERE tenant_id = $1 AND id = $2 AND {FAILED_PARCEL}"
     ));
     let updated = on_pool!(&core.db, pool => {

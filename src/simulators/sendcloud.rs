@@ -178,6 +178,7 @@ impl SendcloudSim {
             secret_key: Some(Secret::new(self.secret_key.clone())),
             webhook_secret: Some(Secret::new(self.webhook_secret.clone())),
             base_url: Some(self.base_url()),
+            timeout_ms: None,
         }
     }
 

@@ -34,7 +34,7 @@ pub mod sender;
 
 /// The consumer name of the dedupe records.
 const SHIPPER: &str = "order.shipment-created";
-/// How long one Admin API call may take.
+/// How long one Admin API call may take, unless `shopify.timeout_ms` says.
 const SHOPIFY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Shopify's Admin API with the credentials of the order's tenant: its shop installed through
@@ -56,7 +56,13 @@ impl Fulfiller {
             return Ok(None);
         }
         Ok(Some(Self {
-            admin: ShopifyAdmin::new(config.shopify.base_url.as_deref(), SHOPIFY_TIMEOUT)?,
+            admin: ShopifyAdmin::new(
+                config.shopify.base_url.as_deref(),
+                config
+                    .shopify
+                    .timeout_ms
+                    .map_or(SHOPIFY_TIMEOUT, Duration::from_millis),
+            )?,
             configured,
             tokens,
         }))

@@ -138,11 +138,12 @@ pub async fn failed_fulfillments(db: &Db, tenant_id: Uuid) -> Result<Vec<RetryEn
         .collect())
 }
 
-/// Makes a failed fulfillment due now; `false` when the order has none waiting.
+/// Makes a failed fulfillment due now; `false` when the order has none waiting. An attempt in
+/// flight keeps its lease: the call is never made twice at once.
 pub async fn fulfill_now(db: &Db, tenant_id: Uuid, order_id: Uuid) -> Result<bool, DbError> {
     let updated = on_pool!(db, pool => {
         sqlx::query(
-            "UPDATE orders SET fulfillment_after = $3, fulfillment_lease_until = NULL \
+            "UPDATE orders SET fulfillment_after = $3 \
              WHERE tenant_id = $1 AND id = $2 AND status = 'SHIPPED' \
              AND fulfillment_after IS NOT NULL AND fulfillment_error IS NOT NULL",
         )

@@ -49,7 +49,7 @@ pub async fn entries(core: &PrintCore, tenant_id: Uuid) -> Result<Vec<RetryEntry
 /// Makes a failed send due now and wakes the sender; `false` when the job has none waiting.
 pub async fn send_now(core: &PrintCore, tenant_id: Uuid, id: Uuid) -> Result<bool, DbError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "UPDATE print_jobs SET dispatch_after = $3, dispatch_lease_until = NULL \
+        "UPDATE print_jobs SET dispatch_after = $3 \
          WHERE tenant_id = $1 AND id = $2 AND {FAILED_SEND}"
     ));
     let updated = on_pool!(&core.db, pool => {

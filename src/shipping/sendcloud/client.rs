@@ -41,7 +41,11 @@ pub struct Sendcloud {
 impl Sendcloud {
     /// The client, when `sendcloud.public_key` and `sendcloud.secret_key` are both set.
     pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
-        Self::with_timeouts(config, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+        let request = config
+            .sendcloud
+            .timeout_ms
+            .map_or(REQUEST_TIMEOUT, Duration::from_millis);
+        Self::with_timeouts(config, CONNECT_TIMEOUT.min(request), request)
     }
 
     /// As [`Sendcloud::from_config`], giving up on connecting after `connect` and on a whole
