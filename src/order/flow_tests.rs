@@ -708,6 +708,103 @@ async fn the_retry_queue_shows_failed_calls_and_makes_them_now_or_gives_them_up(
     assert_eq!(refused.status(), 403);
 }
 
+/// The event log (SPEC §6.5) tells an order's story from webhook to FULFILLED, one entry per state
+/// change, and filters it by order, type and severity.
+#[tokio::test]
+async fn the_event_log_tells_an_orders_story_and_filters_it() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    map(
+        &admin,
+        gateway,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    deployment.carriers.shop.add_order(5_800_001, &[(1, 1)]);
+    let document = shopify::order_document(5_800_001, 1801, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let order = order_numbered(&admin, gateway, 1801).await;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let farm = &deployment.farm;
+    let item = eventually("the farm has the job", WAIT, || async {
+        farm.items().into_iter().next()
+    })
+    .await;
+    let hook = gateway.url("/api/v1/webhooks/simplyprint");
+    for event in ["job.started", "job.done"] {
+        assert_eq!(
+            farm.report(item.id, event, &hook, SP_TOKEN).await.unwrap(),
+            200
+        );
+    }
+    let events_of = |query: String| {
+        let (admin, url) = (
+            admin.clone(),
+            gateway.url(&format!("/api/v1/events?{query}")),
+        );
+        async move { get_json(&admin, &url).await }
+    };
+    let story = eventually(
+        "the order is fulfilled, and the log says so",
+        WAIT,
+        || async {
+            let page = events_of(format!("orderId={order_id}&pageSize=100")).await;
+            let told = page["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["eventType"] == "fulfillment.created");
+            told.then_some(page)
+        },
+    )
+    .await;
+    let types: Vec<&str> = story["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["eventType"].as_str())
+        .collect();
+    for expected in [
+        "order.created",
+        "print_job.status_changed",
+        "order.status_changed",
+        "shipment.created",
+        "fulfillment.created",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} missing from {types:?}"
+        );
+    }
+    assert!(
+        story["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["orderId"] == order_id.as_str() && e["tenantId"] == order["tenantId"])
+    );
+    assert_eq!(story["total"], types.len());
+
+    let shipped = events_of(format!("orderId={order_id}&eventType=shipment.created")).await;
+    assert_eq!(shipped["total"], 1, "{shipped}");
+    assert_eq!(
+        shipped["items"][0]["details"]["tracking"]["carrier"],
+        "postnl"
+    );
+    let errors = events_of(format!("orderId={order_id}&severity=error")).await;
+    assert_eq!(errors["total"], 0, "{errors}");
+    let other = events_of(format!("orderId={}", uuid::Uuid::new_v4())).await;
+    assert_eq!(other["total"], 0);
+    let refused = admin
+        .get(gateway.url("/api/v1/events?severity=loud"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
+
 async fn one_order_however_often_shopify_delivers_it(deployment: Deployment) {
     let gateway = deployment.gateway(0);
     let admin = gateway.admin().await;

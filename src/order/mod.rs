@@ -73,6 +73,7 @@ pub fn api_routes() -> OpenApiRouter<OrderState> {
         .merge(shopify::oauth::routes())
         .merge(shopify::backfill::routes())
         .merge(retry_queue::routes::routes())
+        .merge(event_log::routes::routes())
 }
 
 /// The order service as the gateway reaches it: its API, its own health and probes.

@@ -2,6 +2,8 @@
 //! print jobs, written in the transaction of the change itself, so the log never tells of a change
 //! that did not happen nor misses one that did.
 
+pub mod routes;
+
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -36,6 +38,12 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Self; 3] = [Self::Info, Self::Warning, Self::Error];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -109,4 +117,97 @@ pub async fn append(tx: &mut Tx, entry: &Entry) -> Result<(), DbError> {
         .map(|_| ())
     })?;
     Ok(())
+}
+
+/// One entry as the API shows it (SPEC §6.5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoggedEvent {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub order_id: Option<Uuid>,
+    pub print_job_id: Option<Uuid>,
+    /// e.g. `order.status_changed`, `print_job.status_changed`, `fulfillment.failed`.
+    pub event_type: String,
+    /// `info`, `warning` or `error`.
+    pub severity: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub created_at: chrono::DateTime<Utc>,
+}
+
+/// Which entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub order_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub severity: Option<Severity>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    tenant_id: Uuid,
+    order_id: Option<Uuid>,
+    print_job_id: Option<Uuid>,
+    event_type: String,
+    severity: String,
+    message: String,
+    details: String,
+    created_at: chrono::DateTime<Utc>,
+}
+
+/// One page of the tenant's entries, newest first, and how many match.
+pub async fn list(
+    db: &crate::infra::db::Db,
+    tenant_id: Uuid,
+    filter: &EventFilter,
+    page: crate::http::pagination::PageRequest,
+) -> Result<(Vec<LoggedEvent>, i64), DbError> {
+    let condition = "tenant_id = $1 AND ($2 IS NULL OR order_id = $2) \
+        AND ($3 IS NULL OR event_type = $3) AND ($4 IS NULL OR severity = $4)";
+    let (limit, offset) = page.limit_offset();
+    let select = sqlx::AssertSqlSafe(format!(
+        "SELECT id, tenant_id, order_id, print_job_id, event_type, severity, message, details, \
+         created_at FROM event_log WHERE {condition} \
+         ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
+    ));
+    let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM event_log WHERE {condition}"));
+    let severity = filter.severity.map(Severity::as_str);
+    let rows = crate::on_pool!(db, pool => {
+        sqlx::query_as::<_, Row>(select)
+            .bind(tenant_id)
+            .bind(filter.order_id)
+            .bind(filter.event_type.as_deref())
+            .bind(severity)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+    })?;
+    let total = crate::on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(count)
+            .bind(tenant_id)
+            .bind(filter.order_id)
+            .bind(filter.event_type.as_deref())
+            .bind(severity)
+            .fetch_one(pool)
+            .await
+    })?;
+    let events = rows
+        .into_iter()
+        .map(|row| LoggedEvent {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            order_id: row.order_id,
+            print_job_id: row.print_job_id,
+            event_type: row.event_type,
+            severity: row.severity,
+            message: row.message,
+            details: serde_json::from_str(&row.details).unwrap_or(serde_json::Value::Null),
+            created_at: row.created_at,
+        })
+        .collect();
+    Ok((events, total))
 }
