@@ -5,7 +5,9 @@
 //! seconds (sooner still when requests hold every connection of the pool), and the event ends
 //! dead although nothing is wrong with it. So a handler that fails while the database does not
 //! answer waits, within the same attempt, until it answers again, and runs again. Handlers are
-//! idempotent ([`super::idempotency`]): running one again is safe.
+//! idempotent ([`super::idempotency`]): running one again is safe. The bus applies it to every
+//! handler of a process's bus ([`super::bus::open`] gives it the database), so no subscriber has
+//! to remember it.
 
 use std::future::Future;
 use std::time::{Duration, Instant};

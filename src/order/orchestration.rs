@@ -21,7 +21,7 @@ use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
 use crate::events::idempotency::handle_once_returning;
 use crate::events::internal::{self as internal_events, InternalEvent};
-use crate::events::{outage, outbox};
+use crate::events::outbox;
 use crate::infra::db::Tx;
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
@@ -45,7 +45,7 @@ pub fn subscribe(bus: &EventBus, core: OrderCore) -> Result<(), BusError> {
         let core = core.clone();
         bus.subscribe(ORDER, name, move |event: Event| {
             let core = core.clone();
-            async move { outage::ride_out(&core.db, || on_print_job_event(&core, &event)).await }
+            async move { on_print_job_event(&core, &event).await }
         })?;
     }
     Ok(())

@@ -15,7 +15,6 @@ use crate::events::bus::subscriptions::consumers::PRINT;
 use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
 use crate::events::idempotency::handle_once_returning;
-use crate::events::outage;
 
 /// The consumer names of the dedupe records.
 const PLANNER: &str = "print.planner";
@@ -30,14 +29,11 @@ pub fn subscribe(
     let planner = core.clone();
     bus.subscribe(PRINT, names::ORDER_CREATED, move |event: Event| {
         let (core, orders) = (planner.clone(), orders.clone());
-        async move {
-            let plan = || plan_order(&core, orders.as_ref(), &event);
-            outage::ride_out(&core.db, plan).await
-        }
+        async move { plan_order(&core, orders.as_ref(), &event).await }
     })?;
     bus.subscribe(PRINT, names::ORDER_CANCELLED, move |event: Event| {
         let core = core.clone();
-        async move { outage::ride_out(&core.db, || cancel_order(&core, &event)).await }
+        async move { cancel_order(&core, &event).await }
     })?;
     Ok(())
 }

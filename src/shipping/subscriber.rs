@@ -12,7 +12,6 @@ use crate::clients::order::OrderClient;
 use crate::events::bus::subscriptions::consumers::SHIPPING;
 use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
-use crate::events::outage;
 use crate::order::internal::InternalOrder;
 
 /// Subscribes the shipping side to the order events it acts on.
@@ -27,15 +26,12 @@ pub fn subscribe(
         names::ORDER_READY_FOR_FULFILLMENT,
         move |event: Event| {
             let (core, orders) = (requester.clone(), orders.clone());
-            async move {
-                let request = || request_shipment(&core, orders.as_ref(), &event);
-                outage::ride_out(&core.db, request).await
-            }
+            async move { request_shipment(&core, orders.as_ref(), &event).await }
         },
     )?;
     bus.subscribe(SHIPPING, names::ORDER_CANCELLED, move |event: Event| {
         let core = core.clone();
-        async move { outage::ride_out(&core.db, || cancel_shipment(&core, &event)).await }
+        async move { cancel_shipment(&core, &event).await }
     })?;
     Ok(())
 }

@@ -13,11 +13,15 @@ use metrics::{Counter, Histogram};
 
 use super::{Handler, MAX_ATTEMPTS};
 use crate::events::catalog::Event;
+use crate::events::outage::ride_out;
+use crate::infra::db::Db;
 
 /// A subscriber's handler and the metrics of its queue, resolved once per worker.
 #[derive(Clone)]
 pub(super) struct QueueHandler {
     handler: Handler,
+    /// Rides out an outage of this database ([`crate::events::outage::ride_out`]).
+    outage_db: Option<Db>,
     /// `queue_jobs_completed_total`: events handled.
     completed: Counter,
     /// `queue_job_attempts_failed_total`: attempts that failed, the retried ones included.
@@ -29,10 +33,11 @@ pub(super) struct QueueHandler {
 }
 
 impl QueueHandler {
-    pub(super) fn new(queue: &str, handler: Handler) -> Self {
+    pub(super) fn new(queue: &str, handler: Handler, outage_db: Option<Db>) -> Self {
         let label = || ("queue", queue.to_owned());
         Self {
             handler,
+            outage_db,
             completed: metrics::counter!("queue_jobs_completed_total", &[label()]),
             failed_attempts: metrics::counter!("queue_job_attempts_failed_total", &[label()]),
             dead: metrics::counter!("queue_jobs_dead_total", &[label()]),
@@ -50,7 +55,10 @@ impl QueueHandler {
             }
         };
         let started = Instant::now();
-        let result = (self.handler)(event).await;
+        let result = match &self.outage_db {
+            Some(db) => ride_out(db, || (self.handler)(event.clone())).await,
+            None => (self.handler)(event).await,
+        };
         self.duration.record(started.elapsed().as_secs_f64());
         match result {
             Ok(()) => {

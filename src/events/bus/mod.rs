@@ -101,6 +101,9 @@ pub struct EventBus {
     /// Registered before [`EventBus::start`]; a lock only because the bus is shared (`Arc`) by
     /// then, never contended.
     subscriptions: std::sync::Mutex<Vec<Subscription>>,
+    /// The database the handlers write to: a handler that fails while it does not answer waits
+    /// for it within its attempt ([`crate::events::outage`]). Set by [`open`].
+    outage_db: Option<crate::infra::db::Db>,
 }
 
 /// The bus of a running process (SPEC §2): on Redis when it is configured, else on the SQL
@@ -109,11 +112,13 @@ pub async fn open(
     db: &crate::infra::db::Db,
     redis: Option<&RedisHandle>,
 ) -> Result<EventBus, BusError> {
-    match (redis, db) {
+    let mut bus = match (redis, db) {
         (Some(redis), _) => EventBus::redis(redis).await,
         (None, crate::infra::db::Db::Sqlite(pool)) => EventBus::sqlite(pool.clone()).await,
         (None, crate::infra::db::Db::Postgres(pool)) => EventBus::postgres(pool.clone()).await,
-    }
+    }?;
+    bus.outage_db = Some(db.clone());
+    Ok(bus)
 }
 
 impl EventBus {
@@ -143,6 +148,7 @@ impl EventBus {
         Self {
             backend,
             subscriptions: std::sync::Mutex::new(Vec::new()),
+            outage_db: None,
         }
     }
 
@@ -193,7 +199,7 @@ impl EventBus {
         }
         for sub in subscriptions.iter() {
             let queue = subscriptions::queue_name(sub.event_type, sub.consumer);
-            let handler = QueueHandler::new(&queue, sub.handler.clone());
+            let handler = QueueHandler::new(&queue, sub.handler.clone(), self.outage_db.clone());
             match &self.backend {
                 BusBackend::Sqlite(bus) => bus.start(workers, &queue, handler)?,
                 BusBackend::Postgres(bus) => bus.start(workers, &queue, handler)?,

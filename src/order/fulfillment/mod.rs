@@ -27,7 +27,6 @@ use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
 use crate::events::idempotency::handle_once_returning;
 use crate::events::internal::InternalEvent;
-use crate::events::outage;
 use crate::infra::db::{Db, Tx};
 
 pub mod sender;
@@ -88,20 +87,14 @@ pub fn subscribe(bus: &EventBus, core: OrderCore) -> Result<(), BusError> {
     let shipper = core.clone();
     bus.subscribe(ORDER, names::SHIPMENT_CREATED, move |event: Event| {
         let core = shipper.clone();
-        async move {
-            let created = || on_shipment_created(&core, &event);
-            outage::ride_out(&core.db, created).await
-        }
+        async move { on_shipment_created(&core, &event).await }
     })?;
     bus.subscribe(
         ORDER,
         names::SHIPMENT_STATUS_CHANGED,
         move |event: Event| {
             let core = core.clone();
-            async move {
-                let changed = || on_shipment_status_changed(&core, &event);
-                outage::ride_out(&core.db, changed).await
-            }
+            async move { on_shipment_status_changed(&core, &event).await }
         },
     )
 }
