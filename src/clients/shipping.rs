@@ -67,7 +67,11 @@ impl ShippingClient for InProcessShippingClient {
         if !problems.is_empty() {
             return Err(ClientError::refused(ApiError::validation(problems)));
         }
-        self.core.request(request).await.map_err(unavailable)
+        self.core
+            .request(request)
+            .await
+            .map(|(shipment, _)| shipment)
+            .map_err(unavailable)
     }
 
     async fn cancel_shipment(

@@ -78,12 +78,8 @@ async fn create(
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
-    let before = state
-        .core
-        .of_order(request.tenant_id, request.order_id)
-        .await?;
-    let shipment = state.core.request(&request).await?;
-    let status = if before.is_empty() {
+    let (shipment, created) = state.core.request(&request).await?;
+    let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK

@@ -47,16 +47,16 @@ pub struct ShippingCore {
 }
 
 impl ShippingCore {
-    /// The order's shipment, asked for now if it has none (idempotent: one per order); the sender
-    /// creates its parcel.
-    pub async fn request(&self, request: &ShipmentRequest) -> Result<Shipment, DbError> {
+    /// The order's shipment, asked for now if it has none (idempotent: one per order), and
+    /// whether this call created it; the sender creates its parcel.
+    pub async fn request(&self, request: &ShipmentRequest) -> Result<(Shipment, bool), DbError> {
         let mut tx = self.db.begin().await?;
         let (shipment, created) = repository::insert_if_absent(&mut tx, request).await?;
         tx.commit().await?;
         if created {
             self.parcels.notify();
         }
-        Ok(shipment)
+        Ok((shipment, created))
     }
 
     /// The order's shipments (at most one today), for the order's own page.
@@ -91,48 +91,39 @@ impl ShippingCore {
             tx.rollback().await?;
             return Ok(Some(shipment));
         }
-        if let Some(parcel_id) = shipment.sendcloud_parcel_id {
-            // Not while holding the row: the call is outside, the lock is ours.
-            tx.rollback().await?;
-            let Some(sendcloud) = &self.sendcloud else {
-                return Err(CancelError::Sendcloud(
-                    "Sendcloud is not connected: the parcel cannot be cancelled".into(),
-                ));
-            };
-            sendcloud
-                .cancel_parcel(parcel_id)
-                .await
-                .map_err(|e| CancelError::Sendcloud(e.to_string()))?;
-            let mut tx = self.db.begin().await?;
-            let Some(shipment) = repository::lock_of_order(&mut tx, tenant_id, order_id).await?
-            else {
+        let (mut tx, shipment) = match shipment.sendcloud_parcel_id {
+            None => (tx, shipment),
+            Some(parcel_id) => {
+                // Not while holding the row: the call is outside, the lock is ours.
                 tx.rollback().await?;
-                return Ok(None);
-            };
-            let cancelled = self
-                .move_to(&mut tx, &shipment, ShipmentStatus::Cancelled)
-                .await?;
-            tx.commit().await?;
-            self.announce_moved(&shipment, &cancelled).await;
-            return Ok(Some(cancelled));
-        }
-        let cancelled = self
-            .move_to(&mut tx, &shipment, ShipmentStatus::Cancelled)
-            .await?;
+                let Some(sendcloud) = &self.sendcloud else {
+                    return Err(CancelError::Sendcloud(
+                        "Sendcloud is not connected: the parcel cannot be cancelled".into(),
+                    ));
+                };
+                sendcloud
+                    .cancel_parcel(parcel_id)
+                    .await
+                    .map_err(|e| CancelError::Sendcloud(e.to_string()))?;
+                let mut tx = self.db.begin().await?;
+                let Some(shipment) =
+                    repository::lock_of_order(&mut tx, tenant_id, order_id).await?
+                else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                (tx, shipment)
+            }
+        };
+        let cancelled = self.cancelled(&mut tx, &shipment).await?;
         tx.commit().await?;
         self.announce_moved(&shipment, &cancelled).await;
         Ok(Some(cancelled))
     }
 
-    /// Writes a status on a shipment that has no newer parcel news (a cancel), with its event.
-    async fn move_to(
-        &self,
-        tx: &mut Tx,
-        shipment: &Shipment,
-        status: ShipmentStatus,
-    ) -> Result<Shipment, DbError> {
+    /// Cancels a shipment in `tx`, with `shipment.status-changed`.
+    async fn cancelled(&self, tx: &mut Tx, shipment: &Shipment) -> Result<Shipment, DbError> {
         let after = repository::cancel(tx, shipment.id).await?;
-        debug_assert_eq!(after.status, status);
         if shipment.status != after.status {
             outbox::enqueue(tx, &status_changed_event(shipment, &after)).await?;
         }

@@ -65,7 +65,7 @@ async fn a_parcel_made_before_a_crash_is_adopted_not_made_twice() {
         .create_parcel(&parcel_request(&request))
         .await
         .unwrap();
-    let shipment = core.request(&request).await.unwrap();
+    let (shipment, _) = core.request(&request).await.unwrap();
     assert_eq!(shipment.status, ShipmentStatus::Pending);
 
     assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
@@ -95,7 +95,7 @@ async fn a_failing_sendcloud_leaves_the_shipment_waiting_and_it_is_made_once_lat
     let app = TestApp::spawn(Role::All, Backend::Postgres).await;
     let (core, client) = core(&app, &sim).await;
     let request = request();
-    let shipment = core.request(&request).await.unwrap();
+    let (shipment, _) = core.request(&request).await.unwrap();
 
     sim.set_failing(true);
     assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);

@@ -1,27 +1,18 @@
 //! The relay as a background worker: a pass every `interval`, at once when woken, drained back to
 //! back while batches come out full, slower and slower while the bus refuses.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{OutboxRelay, backlog, delete_sent_before};
-use crate::infra::workers::Workers;
+use crate::infra::workers::{Wakeup, Workers};
 
-/// Wakes a running relay. Cheap to clone; hand it to whatever commits events.
-#[derive(Clone, Default, Debug)]
-pub struct RelayNotifier(Arc<Notify>);
-
-impl RelayNotifier {
-    /// Asks for a pass now. A wake that arrives while a pass runs is remembered (one permit), so an
-    /// event committed during a pass does not wait for the next tick.
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-}
+/// Wakes a running relay. Cheap to clone; hand it to whatever commits events. A wake that
+/// arrives while a pass runs is remembered, so an event committed during a pass does not wait for
+/// the next tick.
+pub type RelayNotifier = Wakeup;
 
 impl OutboxRelay {
     /// Runs the relay until `workers` shut down.
@@ -73,7 +64,7 @@ impl OutboxRelay {
                 _ = tokio::time::sleep(pause) => {}
                 // While backing off, commits must not cut the pause short: each one would hammer
                 // a bus that is down.
-                _ = self.notifier.0.notified(), if failures == 0 => {}
+                _ = self.notifier.notified(), if failures == 0 => {}
             }
         }
     }

@@ -22,6 +22,17 @@ pub fn routes() -> OpenApiRouter<OrderState> {
         .routes(routes!(give_up_call))
 }
 
+/// The entry an action names, once the actor may act on the queue.
+fn entry_named(
+    ctx: &UserContext,
+    id: Result<Path<String>, ApiError>,
+) -> Result<(String, CallKind, uuid::Uuid), ApiError> {
+    ctx.require(Permission::RetryQueueManage)?;
+    let Path(id) = id?;
+    let (kind, entity) = RetryEntry::parse_id(&id).ok_or_else(not_waiting)?;
+    Ok((id, kind, entity))
+}
+
 /// What a service's refusal or silence means here.
 fn service_error(error: ClientError) -> ApiError {
     match error {
@@ -85,9 +96,7 @@ async fn retry_call(
     ctx: UserContext,
     id: Result<Path<String>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.require(Permission::RetryQueueManage)?;
-    let Path(id) = id?;
-    let (kind, entity) = RetryEntry::parse_id(&id).ok_or_else(not_waiting)?;
+    let (id, kind, entity) = entry_named(&ctx, id)?;
     let core = &state.core;
     match kind {
         CallKind::ShopifyFulfillment => {
@@ -127,9 +136,7 @@ async fn give_up_call(
     ctx: UserContext,
     id: Result<Path<String>, ApiError>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.require(Permission::RetryQueueManage)?;
-    let Path(id) = id?;
-    let (kind, entity) = RetryEntry::parse_id(&id).ok_or_else(not_waiting)?;
+    let (id, kind, entity) = entry_named(&ctx, id)?;
     let core = &state.core;
     match kind {
         CallKind::ShopifyFulfillment => {
