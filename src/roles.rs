@@ -97,6 +97,8 @@ struct OrderServices {
     print: Option<PrintState>,
     /// `None` when the shipping service runs elsewhere.
     shipping: Option<ShippingState>,
+    /// Socket.IO (`/socket.io`, SPEC §6.6), fed by the internal events.
+    realtime: order::realtime::Realtime,
 }
 
 impl OrderServices {
@@ -150,6 +152,7 @@ impl OrderServices {
             print: print_client,
             shipping: shipping_client,
             fulfillments: Wakeup::default(),
+            emails: Wakeup::default(),
         };
 
         // The bus's subscribers, workers and relay start together, when the bus runs: at once, or
@@ -172,6 +175,8 @@ impl OrderServices {
                 "Shopify fulfillment is disconnected (shopify.shop_domain and shopify.access_token, or installed shops with shopify.token_key): shipped orders stay SHIPPED"
             ),
         }
+        order::notifications::start(&ctx.workers, &ctx.config.smtp, &order_core)?;
+        order::notifications::push::start(ctx, &order_core)?;
         ctx.when_bus_ready(move |bus| {
             let ctx = wiring_ctx;
             orchestration::subscribe(&bus, core.clone())?;
@@ -194,6 +199,7 @@ impl OrderServices {
         })?;
         // Every record that only guards against repeats is kept while repeats can come, no longer.
         idempotency::spawn_cleanup(ctx.db.clone(), &ctx.workers, DEDUPE_CLEANUP_EVERY);
+        order::inventory::scheduler::spawn(&ctx.workers, order_core.clone(), &ctx.config);
         let db = ctx.db.clone();
         ctx.workers.every(
             "shopify-delivery-retention",
@@ -279,10 +285,12 @@ impl OrderServices {
                 ),
             }
         }
+        let realtime = order::realtime::Realtime::start(ctx, &order_core)?;
         Ok(Self {
             order: OrderState::new(ctx.clone(), order_core),
             print,
             shipping,
+            realtime,
         })
     }
 
@@ -295,7 +303,7 @@ impl OrderServices {
         if let Some(shipping) = &self.shipping {
             api = api.merge(shipping::router(shipping.clone()));
         }
-        services_router(api)
+        services_router(api.merge(self.realtime.router()))
     }
 
     /// Their internal APIs (SPEC §7): the order role's own port only, never role `all`.

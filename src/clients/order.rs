@@ -15,6 +15,7 @@ use crate::health::{self, CheckResult, HealthStatus};
 use crate::infra::db::Conn;
 use crate::order::audit::{self, AuditEntry};
 use crate::order::internal::InternalOrder;
+use crate::order::inventory::{self, StockJobPlan};
 use crate::order::orders::{self, repository::Tracking};
 use crate::print::plan::PrintPlan;
 
@@ -44,6 +45,14 @@ pub trait OrderClient: Send + Sync {
         id: Uuid,
         tracking: &Tracking,
     ) -> Result<Option<InternalOrder>, ClientError>;
+
+    /// Stock job `print_job_id` as the inventory scheduled it (SPEC §6.5b); `None` if unknown.
+    /// Split, `GET /internal/stock-jobs/{id}?tenantId=`.
+    async fn stock_job(
+        &self,
+        tenant_id: Uuid,
+        print_job_id: Uuid,
+    ) -> Result<Option<StockJobPlan>, ClientError>;
 
     /// What of order `id` should be printed now (the print side plans from it).
     async fn print_plan(
@@ -138,6 +147,16 @@ impl OrderClient for InProcessOrderClient {
             .map_err(unavailable)?;
         Ok(record.map(InternalOrder::from))
     }
+
+    async fn stock_job(
+        &self,
+        tenant_id: Uuid,
+        print_job_id: Uuid,
+    ) -> Result<Option<StockJobPlan>, ClientError> {
+        inventory::batches::stock_job(&self.ctx.db, tenant_id, print_job_id)
+            .await
+            .map_err(unavailable)
+    }
 }
 
 /// Split roles: the order service's instances, over HTTP.
@@ -200,6 +219,18 @@ impl OrderClient for HttpOrderClient {
             .call_internal(reqwest::Method::PATCH, &path, Some(tracking))
             .await;
         match absent_is_none(answer)? {
+            Some(response) => json_of(response).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn stock_job(
+        &self,
+        tenant_id: Uuid,
+        print_job_id: Uuid,
+    ) -> Result<Option<StockJobPlan>, ClientError> {
+        let path = format!("/internal/stock-jobs/{print_job_id}?tenantId={tenant_id}");
+        match absent_is_none(self.endpoints.get_internal(&path).await)? {
             Some(response) => json_of(response).await.map(Some),
             None => Ok(None),
         }
@@ -330,6 +361,50 @@ mod tests {
                 .order_by_shopify_id(tenant, "no such id")
                 .await
                 .unwrap(),
+            None
+        );
+
+        // A stock job the inventory scheduled, as the print service reads it to create it.
+        let shortfall = inventory::batches::Shortfall {
+            tenant_id: tenant,
+            mapping_id: Uuid::new_v4(),
+            sku: "CUBE".into(),
+            print_files: vec![PrintFile {
+                file_id: "f-stock".into(),
+                file_name: "stock.gcode".into(),
+                quantity: 1,
+                units_per_print: 1,
+                print_profile: Some("0.2mm PLA".into()),
+            }],
+            batch_size: 1,
+            missing: 1,
+        };
+        let mut tx = db.begin().await.unwrap();
+        let jobs = inventory::batches::schedule(&mut tx, &shortfall)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        let stock = client
+            .stock_job(tenant, jobs[0])
+            .await
+            .unwrap()
+            .expect("the stock job");
+        assert_eq!(
+            (
+                stock.print_job_id,
+                stock.file_id.as_str(),
+                stock.file_name.as_str(),
+                stock.print_profile.as_deref()
+            ),
+            (jobs[0], "f-stock", "stock.gcode", Some("0.2mm PLA"))
+        );
+        assert_eq!(
+            client.stock_job(Uuid::new_v4(), jobs[0]).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            client.stock_job(tenant, Uuid::new_v4()).await.unwrap(),
             None
         );
 

@@ -77,6 +77,7 @@ pub struct Config {
     pub sendcloud: SendcloudConfig,
     pub smtp: SmtpConfig,
     pub push: PushConfig,
+    pub inventory: InventoryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -551,14 +552,32 @@ pub struct SendcloudConfig {
 pub struct SmtpConfig {
     /// `smtp://user:pass@host:port`; no URL means notifications are only logged.
     pub url: Option<SecretUrl>,
+    /// The sender of notification e-mails (`forma <forma@example.com>`); required with `url`.
     pub from: Option<String>,
+    /// How long sending one e-mail may take, in milliseconds (default 10 000); longer is given
+    /// up and tried again later.
+    pub timeout_ms: Option<u64>,
+}
+
+/// Stock replenishment (SPEC §6.5b).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InventoryConfig {
+    /// How often (seconds) the replenishment scheduler runs, across all replicas (default 60).
+    pub interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PushConfig {
+    /// The VAPID private key (P-256, 32 bytes in base64url). Unset: one is generated once and kept
+    /// in the database, shared by every replica.
     pub vapid_private_key: Option<Secret>,
+    /// Who push services may contact (`mailto:` or `https:`); unset: `server.public_url` when it
+    /// is https, else `mailto:admin@localhost`.
     pub vapid_subject: Option<String>,
+    /// How long one request to a push service may take, in milliseconds (default 10 000).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Why the configuration could not be loaded; the message names the setting to fix.

@@ -160,6 +160,7 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
     }
 
     problems.extend(shopify_problems(config, role));
+    problems.extend(smtp_problems(config));
     problems.extend(duration_problems(config));
 
     if problems.is_empty() {
@@ -194,6 +195,27 @@ fn shopify_problems(config: &Config, role: Role) -> Vec<String> {
                 "shopify.app_url must be an http:// or https:// URL (got {app_url})"
             )),
         }
+    }
+    problems
+}
+
+/// E-mail: an SMTP URL lettre can use, and a sender address once e-mails really leave.
+fn smtp_problems(config: &Config) -> Vec<String> {
+    let Some(url) = &config.smtp.url else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    match url::Url::parse(url.expose()) {
+        Ok(parsed) if matches!(parsed.scheme(), "smtp" | "smtps") && parsed.has_host() => {}
+        _ => problems.push(format!(
+            "smtp.url must be an smtp:// or smtps:// URL with a host (got {})",
+            url.masked()
+        )),
+    }
+    if let Err(problem) =
+        crate::order::notifications::email::from_address(config.smtp.from.as_deref())
+    {
+        problems.push(problem);
     }
     problems
 }
@@ -247,6 +269,7 @@ fn duration_problems(config: &Config) -> Vec<String> {
         ),
         ("sendcloud.timeout_ms", config.sendcloud.timeout_ms),
         ("shopify.timeout_ms", config.shopify.timeout_ms),
+        ("smtp.timeout_ms", config.smtp.timeout_ms),
     ]
     .into_iter()
     .chain(
@@ -274,6 +297,7 @@ fn duration_problems(config: &Config) -> Vec<String> {
     for (key, value) in [
         ("sendcloud.timeout_ms", config.sendcloud.timeout_ms),
         ("shopify.timeout_ms", config.shopify.timeout_ms),
+        ("smtp.timeout_ms", config.smtp.timeout_ms),
     ] {
         if value == Some(0) {
             problems.push(format!("{key} must be at least 1"));

@@ -7,6 +7,7 @@ pub mod health;
 pub mod proxy;
 pub mod queues;
 pub mod rate_limit;
+pub mod ui;
 pub mod users;
 
 use std::sync::Arc;
@@ -105,7 +106,9 @@ pub fn router(state: GatewayState) -> Router {
             state.limiter.clone(),
             rate_limit::limit_by_user,
         ))
-        .layer(from_fn_with_state(state.clone(), auth::authenticate));
+        .layer(from_fn_with_state(state.clone(), auth::authenticate))
+        // The operator page holds no data and signs in itself: beside authentication, not behind it.
+        .merge(ui::router());
     let app = auth::session::layer(app, state.sessions.clone(), &state.ctx.config);
     let app = app.layer(from_fn_with_state(
         state.limiter.clone(),

@@ -41,6 +41,10 @@ pub fn routes() -> Router<OrderState> {
             "/internal/orders/shopify/{shopify_order_id}",
             get(order_by_shopify_id),
         )
+        .route(
+            "/internal/stock-jobs/{id}",
+            get(super::inventory::routes::internal_stock_job),
+        )
 }
 
 /// An order as other services need it: the order, and what of it should be printed now.

@@ -2,14 +2,18 @@
 //! the event log, the audit log. It is reached through the gateway, never directly by browsers,
 //! and reaches the print service only through [`PrintClient`] and the bus.
 
+pub mod analytics;
 pub mod audit;
 pub mod event_log;
 pub mod fulfillment;
 pub mod health;
 pub mod internal;
+pub mod inventory;
 pub mod mappings;
+pub mod notifications;
 pub mod orchestration;
 pub mod orders;
+pub mod realtime;
 pub mod retry_queue;
 pub mod shopify;
 
@@ -37,6 +41,8 @@ pub struct OrderCore {
     pub shipping: Arc<dyn ShippingClient>,
     /// Wakes the Shopify fulfillment sender when an order ships.
     pub fulfillments: crate::infra::workers::Wakeup,
+    /// Wakes the notification e-mail sender when an e-mail is recorded.
+    pub emails: crate::infra::workers::Wakeup,
 }
 
 /// The order service's router state.
@@ -74,6 +80,10 @@ pub fn api_routes() -> OpenApiRouter<OrderState> {
         .merge(shopify::backfill::routes())
         .merge(retry_queue::routes::routes())
         .merge(event_log::routes::routes())
+        .merge(notifications::routes())
+        .merge(notifications::push::routes::routes())
+        .merge(inventory::routes::routes())
+        .merge(analytics::routes::routes())
 }
 
 /// The order service as the gateway reaches it: its API, its own health and probes.

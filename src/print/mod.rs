@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod plan;
 pub mod planner;
 pub mod simplyprint;
+pub mod stock;
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! The print side's reactions to orders (SPEC §6.4, §8.1): `order.created` plans the order's print
-//! jobs, `order.cancelled` cancels the ones still open. Each runs once per event
+//! jobs, `order.cancelled` cancels the ones still open, `inventory.stock-replenishment-scheduled`
+//! creates a stock job ([`super::stock`]). Each runs once per event
 //! ([`handle_once`]): a redelivered event changes nothing.
 //!
 //! The plan comes from the order service ([`OrderClient::print_plan`]), which owns the product
@@ -27,14 +28,24 @@ pub fn subscribe(
     orders: Arc<dyn OrderClient>,
 ) -> Result<(), BusError> {
     let planner = core.clone();
+    let stock_orders = orders.clone();
     bus.subscribe(PRINT, names::ORDER_CREATED, move |event: Event| {
         let (core, orders) = (planner.clone(), orders.clone());
         async move { plan_order(&core, orders.as_ref(), &event).await }
     })?;
+    let canceller = core.clone();
     bus.subscribe(PRINT, names::ORDER_CANCELLED, move |event: Event| {
-        let core = core.clone();
+        let core = canceller.clone();
         async move { cancel_order(&core, &event).await }
     })?;
+    bus.subscribe(
+        PRINT,
+        names::STOCK_REPLENISHMENT_SCHEDULED,
+        move |event: Event| {
+            let (core, orders) = (core.clone(), stock_orders.clone());
+            async move { super::stock::create_stock_job(&core, orders.as_ref(), &event).await }
+        },
+    )?;
     Ok(())
 }
 

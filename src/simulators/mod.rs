@@ -2,9 +2,11 @@
 //! (signed as Shopify signs them) and SimplyPrint's API and webhooks. One implementation serves
 //! the test suite's fakes and `serve --demo`. They listen on loopback only.
 
+pub mod push;
 pub mod sendcloud;
 pub mod shopify;
 pub mod simplyprint;
+pub mod smtp;
 
 use std::net::SocketAddr;
 

@@ -81,6 +81,16 @@ impl Balancer {
     }
 
     pub(super) fn pick(&self, key: Option<&str>, tried: &[usize]) -> usize {
+        self.pick_by(self.policy, key, tried)
+    }
+
+    /// Picks by the consistent hash of `key` whatever the configured policy: for clients whose
+    /// state lives in one instance's memory (a Socket.IO session).
+    pub(super) fn pick_pinned(&self, key: Option<&str>, tried: &[usize]) -> usize {
+        self.pick_by(LoadBalancing::ConsistentHash, key, tried)
+    }
+
+    fn pick_by(&self, policy: LoadBalancing, key: Option<&str>, tried: &[usize]) -> usize {
         let now = self.now_ms();
         let all = 0..self.instances.len();
         let untried = |i: &usize| !tried.contains(i);
@@ -99,7 +109,7 @@ impl Balancer {
         }
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let rotated = || (0..candidates.len()).map(|k| candidates[(turn + k) % candidates.len()]);
-        match (self.policy, key) {
+        match (policy, key) {
             (LoadBalancing::ConsistentHash, Some(key)) => candidates
                 .iter()
                 .copied()

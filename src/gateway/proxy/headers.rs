@@ -11,7 +11,9 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, header};
 use ipnet::IpNet;
 
+use super::upgrade;
 use super::upstream::strip_hop_by_hop;
+use crate::gateway::auth::Authenticated;
 use crate::gateway::auth::session::COOKIE_NAME;
 use crate::gateway::rate_limit::client_ip;
 use crate::http::request_id::{RequestId, X_REQUEST_ID};
@@ -27,7 +29,11 @@ pub const X_REAL_IP: &str = "x-real-ip";
 pub fn prepare(request: &mut Request, peer: SocketAddr, trusted: &[IpNet]) {
     let request_id = request.extensions().get::<RequestId>().cloned();
     let headers = request.headers_mut();
+    let websocket = upgrade::is_websocket(headers);
     strip_hop_by_hop(headers);
+    if websocket {
+        upgrade::keep(headers);
+    }
     if let Some(value) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
         headers.insert(X_REQUEST_ID, value);
     }
@@ -90,26 +96,26 @@ fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool) {
     }
 }
 
-/// What keeps a client on one instance under consistent hashing: the Socket.IO `sid`, else the
-/// session cookie.
+/// What keeps a client on one instance under consistent hashing: who it is signed in as — its
+/// bearer token's family, else its session cookie, else the user. Never the Socket.IO `sid`: a
+/// handshake has none yet, so keying polls by it would place them apart from their handshake.
 pub fn affinity(request: &Request) -> Option<String> {
-    let sid = request.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("sid=").map(str::to_owned))
-    });
-    sid.or_else(|| {
-        request
-            .headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| {
-                c.trim()
-                    .strip_prefix(&format!("{COOKIE_NAME}="))
-                    .map(str::to_owned)
-            })
-    })
+    let auth = request.extensions().get::<Authenticated>();
+    if let Some(family) = auth.and_then(|a| a.token_family) {
+        return Some(format!("token:{family}"));
+    }
+    let session = request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{COOKIE_NAME}="))
+                .map(str::to_owned)
+        });
+    session.or_else(|| auth.map(|a| format!("user:{}", a.context.user_id)))
 }
 
 #[cfg(test)]
@@ -206,16 +212,47 @@ mod tests {
     }
 
     #[test]
-    fn affinity_prefers_the_socket_io_sid() {
+    fn a_sockets_handshake_and_its_polls_share_one_affinity_key() {
+        let at = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .header("cookie", "a=b; forma.sid=s1")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let handshake = affinity(&at("/socket.io/?EIO=4&transport=polling"));
+        let poll = affinity(&at("/socket.io/?EIO=4&transport=polling&sid=abc"));
+        let upgrade = affinity(&at("/socket.io/?EIO=4&transport=websocket&sid=abc"));
+        assert_eq!(handshake.as_deref(), Some("s1"));
+        assert_eq!(poll, handshake);
+        assert_eq!(upgrade, handshake);
+    }
+
+    #[test]
+    fn a_bearer_client_is_keyed_by_its_token_family() {
+        use crate::identity::users::User;
+        let user = User {
+            id: uuid::Uuid::nil(),
+            tenant_id: uuid::Uuid::nil(),
+            email: "a@b.c".into(),
+            name: "a".into(),
+            password_hash: String::new(),
+            is_super_admin: false,
+            is_active: true,
+            session_epoch: 0,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let mut auth = Authenticated::new(user, vec![]);
+        let mut req = request(&[]);
+        req.extensions_mut().insert(auth.clone());
         assert_eq!(
-            affinity(&request(&[("cookie", "forma.sid=s1")])).as_deref(),
-            Some("abc")
+            affinity(&req).as_deref(),
+            Some("user:00000000-0000-0000-0000-000000000000")
         );
-        let no_sid = Request::builder()
-            .uri("/api/v1/orders")
-            .header("cookie", "a=b; forma.sid=s1")
-            .body(axum::body::Body::empty())
-            .unwrap();
-        assert_eq!(affinity(&no_sid).as_deref(), Some("s1"));
+        let family = uuid::Uuid::new_v4();
+        auth.token_family = Some(family);
+        req.extensions_mut().insert(auth);
+        assert_eq!(affinity(&req), Some(format!("token:{family}")));
     }
 }

@@ -6,6 +6,7 @@ mod balancer;
 pub mod breaker;
 pub mod headers;
 pub mod routes;
+mod upgrade;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -137,6 +138,9 @@ pub async fn forward(
             }
         }
         Target::Http(upstream) => {
+            if routes::is_socket_io(&path) {
+                request.extensions_mut().insert(upstream::Pinned);
+            }
             if let (Some(auth), Some(key)) = (&auth, &config.internal.key) {
                 request = match sign_context(request, &auth.context, key.expose().as_bytes()).await
                 {
@@ -163,12 +167,9 @@ pub async fn forward(
         ))
         .into_response(),
     };
-    let label = format!(
-        "{}{}/*",
-        routes::API_PREFIX,
-        route.prefix.trim_end_matches('/')
-    );
-    response.extensions_mut().insert(RouteLabel(label));
+    response
+        .extensions_mut()
+        .insert(RouteLabel(routes::label(&route)));
     response
 }
 
@@ -197,6 +198,22 @@ async fn sign_context(
     context.write_headers(&mut headers, key, &binding);
     parts.headers = headers;
     Ok(Request::from_parts(parts, body))
+}
+
+/// Which of `instances` a pinned request with affinity `key` reaches while all are healthy: for
+/// tests that place clients on chosen instances.
+#[cfg(test)]
+pub(crate) fn pinned_instance(key: &str, instances: &[String]) -> usize {
+    let ejection = balancer::Ejection {
+        after_failures: 1,
+        duration: Duration::ZERO,
+    };
+    balancer::Balancer::new(
+        crate::config::LoadBalancing::RoundRobin,
+        ejection,
+        instances.to_vec(),
+    )
+    .pick_pinned(Some(key), &[])
 }
 
 #[cfg(test)]

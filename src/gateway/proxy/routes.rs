@@ -1,30 +1,61 @@
 //! The route table (SPEC §5.2): path prefixes under `/api/v1`, matched by whole path segment, the
-//! longest prefix first.
+//! longest prefix first; and Socket.IO (SPEC §6.6), which the order service serves at `/socket.io`.
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, Service};
 
 pub const API_PREFIX: &str = "/api/v1";
+
+/// Where Socket.IO is served, outside `/api/v1` (engine.io's default path, which clients assume).
+pub const SOCKET_IO: &str = "/socket.io";
+/// A long-poll is held open until there is something to send or the next ping (every 25 s): the
+/// deadline for its response head is well above that, or an idle poll would end in a 504.
+const SOCKET_IO_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<RouteConfig>,
+    socket_io: RouteConfig,
 }
 
 impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> Self {
         let mut routes = routes.to_vec();
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
-        Self { routes }
+        let socket_io = RouteConfig {
+            prefix: SOCKET_IO.to_owned(),
+            service: Service::Order,
+            timeout_ms: Some(SOCKET_IO_TIMEOUT_MS),
+        };
+        Self { routes, socket_io }
     }
 
     /// The route serving `path`: `/api/v1/orders/7` matches `/orders`, `/api/v1/orders-x` does not.
     pub fn find(&self, path: &str) -> Option<&RouteConfig> {
+        if is_socket_io(path) {
+            return Some(&self.socket_io);
+        }
         let rest = path.strip_prefix(API_PREFIX)?;
         self.routes.iter().find(|route| {
             let prefix = route.prefix.trim_end_matches('/');
             rest.strip_prefix(prefix)
                 .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
         })
+    }
+}
+
+/// `/socket.io` and below, by whole segment.
+pub fn is_socket_io(path: &str) -> bool {
+    path.strip_prefix(SOCKET_IO)
+        .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+}
+
+/// The route template a proxied request is counted under in the request metrics.
+pub fn label(route: &RouteConfig) -> String {
+    let prefix = route.prefix.trim_end_matches('/');
+    if prefix == SOCKET_IO {
+        format!("{SOCKET_IO}/*")
+    } else {
+        format!("{API_PREFIX}{prefix}/*")
     }
 }
 
@@ -40,7 +71,7 @@ pub fn is_internal(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProxyConfig, Service};
+    use crate::config::ProxyConfig;
 
     fn table() -> RouteTable {
         RouteTable::new(&ProxyConfig::default().routes)
@@ -69,6 +100,10 @@ mod tests {
             service("/api/v1/gridflock/plates"),
             Some(Service::Gridflock)
         );
+        assert_eq!(service("/socket.io/"), Some(Service::Order));
+        assert_eq!(service("/socket.io"), Some(Service::Order));
+        assert_eq!(service("/socket.iox/"), None);
+        assert_eq!(service("/api/v1/socket.io/"), None);
     }
 
     #[test]

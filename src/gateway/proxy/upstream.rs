@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::balancer::{Balancer, Ejection, InFlight};
 use super::breaker::{BreakerSettings, CircuitBreaker};
+use super::upgrade;
 use crate::config::{Config, Service};
 use crate::http::ApiError;
 use crate::infra::workers::Workers;
@@ -34,6 +35,12 @@ const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// the caller passes it as a request extension rather than as an argument of [`HttpUpstream::forward`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Affinity(pub Option<String>);
+
+/// Marks a request that must reach the instance its affinity key hashes to, whatever the
+/// balancing policy: a Socket.IO session lives in one instance's memory, so its handshake, its
+/// polls and its websocket upgrade all go there.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -182,13 +189,21 @@ impl HttpUpstream {
     ) -> Result<Response, ProxyError> {
         let started = Instant::now();
         let deadline = started + timeout;
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let key = affinity
             .map(str::to_owned)
             .or_else(|| parts.extensions.get::<Affinity>().and_then(|a| a.0.clone()));
+        let pinned = parts.extensions.get::<Pinned>().is_some();
+        let websocket = upgrade::is_websocket(&parts.headers);
+        let mut client_upgrade = websocket
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
         let retriable = is_retriable(&parts.method, &parts.headers, &body);
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
+        if websocket {
+            upgrade::keep(&mut headers);
+        }
         // hyper sets Host to the instance; the client's host travels in X-Forwarded-Host.
         headers.remove(header::HOST);
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -206,7 +221,11 @@ impl HttpUpstream {
                     return Err(self.failed(last_error.unwrap_or(error), started));
                 }
             };
-            let index = self.balancer.pick(key.as_deref(), &tried);
+            let index = if pinned {
+                self.balancer.pick_pinned(key.as_deref(), &tried)
+            } else {
+                self.balancer.pick(key.as_deref(), &tried)
+            };
             let instance = &self.balancer.instances[index];
             let uri = Uri::try_from(format!("{}{path}", instance.base))
                 .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
@@ -231,6 +250,11 @@ impl HttpUpstream {
                         permit.success();
                     }
                     self.observe(status.as_str(), started);
+                    if status == StatusCode::SWITCHING_PROTOCOLS
+                        && let Some(client) = client_upgrade.take()
+                    {
+                        return Ok(upgrade::splice(response, client, in_flight));
+                    }
                     return Ok(into_streaming_response(response, in_flight));
                 }
                 Ok(Err(error)) => {

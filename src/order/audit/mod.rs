@@ -33,6 +33,9 @@ pub mod actions {
     pub const SHOP_CONNECTED: &str = "shopify.shop.connected";
     pub const SHOP_DISCONNECTED: &str = "shopify.shop.disconnected";
     pub const BACKFILL_STARTED: &str = "shopify.backfill.started";
+    pub const NOTIFICATION_SETTINGS_UPDATED: &str = "notifications.settings.updated";
+    /// A product's stock settings or count changed (a manual correction says so in its details).
+    pub const INVENTORY_UPDATED: &str = "inventory.updated";
 }
 
 /// Who made a request that reached a service, as the gateway established it: the client address it

@@ -22,6 +22,10 @@ pub mod types {
     pub const ORDER_RETRIED: &str = "order.retried";
     pub const LINE_ITEM_UNMAPPED: &str = "line_item.unmapped";
     pub const LINE_ITEM_STATUS_CHANGED: &str = "line_item.status_changed";
+    /// A line took units from stock (SPEC §6.5b); its details say how many, and how many print.
+    pub const LINE_ITEM_SERVED_FROM_STOCK: &str = "line_item.served_from_stock";
+    /// A cancelled order gave its line's units back to stock.
+    pub const LINE_ITEM_RETURNED_TO_STOCK: &str = "line_item.returned_to_stock";
     pub const PRINT_JOB_STATUS_CHANGED: &str = "print_job.status_changed";
     pub const SHIPMENT_CREATED: &str = "shipment.created";
     pub const SHIPMENT_STATUS_CHANGED: &str = "shipment.status_changed";

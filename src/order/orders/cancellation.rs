@@ -26,6 +26,8 @@ pub async fn cancel_in(
         return Ok(None);
     }
     repository::set_status(tx, order.id, OrderStatus::Cancelled, None, Some(reason)).await?;
+    // Units it took from stock go back (SPEC §6.5b): it will not ship.
+    crate::order::inventory::serving::give_back(tx, record).await?;
     for line in &record.lines {
         if line.item.status.can_become(LineItemStatus::Cancelled)
             && line.item.status != LineItemStatus::Cancelled

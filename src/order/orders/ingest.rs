@@ -19,6 +19,7 @@ use crate::events::outbox;
 use crate::infra::db::{Conn, DbError, Tx};
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
+use crate::order::inventory;
 use crate::order::mappings::{ProductMapping, active_for_skus};
 use crate::order::shopify::{self, Delivery};
 use crate::print::plan::MAX_PRINTS_PER_LINE;
@@ -123,6 +124,13 @@ async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEve
             tracing::warn!(order = %order.id, sku = line.item.sku, "a line has no product mapping");
         }
     }
+    let unmapped: Vec<&str> = record
+        .lines
+        .iter()
+        .filter(|l| l.item.status == LineItemStatus::Unmapped)
+        .map(|l| l.item.sku.as_str())
+        .collect();
+    crate::order::notifications::unmapped_skus(tx, order, &unmapped).await?;
     let created = InternalEvent::OrderCreated(internal_events::OrderCreated {
         tenant_id: order.tenant_id,
         order_id: order.id,
@@ -142,12 +150,13 @@ async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEve
     Ok(created)
 }
 
-/// Inserts `new` in `tx` with `lines` as planned; `None` when it exists.
+/// Inserts `new` in `tx` with `lines` as planned, its lines served from stock first; `None` when
+/// it exists. Returns the internal events to emit after commit.
 async fn insert_new(
     tx: &mut Tx,
     new: &NewOrder,
     lines: &[(NewLineItem, LinePlan)],
-) -> Result<Option<(OrderRecord, InternalEvent)>, DbError> {
+) -> Result<Option<(OrderRecord, Vec<InternalEvent>)>, DbError> {
     let statuses: Vec<LineItemStatus> = lines.iter().map(|(_, plan)| plan.status).collect();
     let status = if statuses.is_empty() {
         OrderStatus::Pending
@@ -157,8 +166,10 @@ async fn insert_new(
     let Some(record) = repository::insert(tx, new, status, lines).await? else {
         return Ok(None);
     };
-    let created = record_created(tx, &record).await?;
-    Ok(Some((record, created)))
+    let mut events = vec![record_created(tx, &record).await?];
+    // In the order's own transaction (SPEC §6.5b): two orders never both get the last unit.
+    events.extend(inventory::serving::serve_new_order(tx, &record).await?);
+    Ok(Some((record, events)))
 }
 
 /// `orders/create`: the order, once per tenant and Shopify order.
@@ -182,7 +193,9 @@ pub async fn create(
     };
     tx.commit().await?;
     core.relay.notify();
-    core.events.emit(created).await;
+    for event in created {
+        core.events.emit(event).await;
+    }
     Ok(Outcome::Created)
 }
 
@@ -257,7 +270,9 @@ pub async fn update(
         tx.commit().await?;
         if let Some((_, created)) = created {
             core.relay.notify();
-            core.events.emit(created).await;
+            for event in created {
+                core.events.emit(event).await;
+            }
             return Ok(Outcome::Created);
         }
         return Ok(Outcome::Exists);

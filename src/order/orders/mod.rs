@@ -81,6 +81,8 @@ pub struct LineRecord {
     pub print_files: Option<Vec<PrintFile>>,
     /// Which plan of the line its current print jobs belong to.
     pub plan_generation: u32,
+    /// Units served from stock (SPEC §6.5b): only the rest is printed.
+    pub stock_units: u32,
 }
 
 /// An order as the order service keeps it.

@@ -19,7 +19,7 @@ const ORDER_COLUMNS: &str = "id, tenant_id, shopify_order_id, order_number, cust
     customer_email, shipping_address, status, total_price, currency, tracking_number, tracking_url, \
     carrier, jobs_version, created_at, updated_at";
 const LINE_COLUMNS: &str = "id, order_id, shopify_line_item_id, sku, product_name, quantity, \
-    unit_price, status, product_mapping_id, print_files, plan_generation";
+    unit_price, status, product_mapping_id, print_files, plan_generation, stock_units";
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
@@ -54,6 +54,7 @@ struct LineRow {
     product_mapping_id: Option<Uuid>,
     print_files: Option<String>,
     plan_generation: i64,
+    stock_units: i64,
 }
 
 fn parse_status<S: Status>(text: &str, id: Uuid) -> S {
@@ -120,6 +121,7 @@ impl LineRow {
                 .as_deref()
                 .and_then(|json| serde_json::from_str::<Vec<PrintFile>>(json).ok()),
             plan_generation: u32::try_from(self.plan_generation).unwrap_or(1),
+            stock_units: u32::try_from(self.stock_units).unwrap_or(0),
         }
     }
 }
@@ -411,7 +413,7 @@ pub async fn set_line(tx: &mut Tx, line: &LineRecord) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE line_items SET status = $2, product_mapping_id = $3, print_files = $4, \
              plan_generation = $5, quantity = $6, sku = $7, product_name = $8, unit_price = $9, \
-             updated_at = $10 WHERE id = $1",
+             updated_at = $10, stock_units = $11 WHERE id = $1",
         )
         .bind(line.item.id)
         .bind(line.item.status.as_str())
@@ -423,6 +425,7 @@ pub async fn set_line(tx: &mut Tx, line: &LineRecord) -> Result<(), DbError> {
         .bind(&line.item.product_name)
         .bind(&line.item.unit_price)
         .bind(Utc::now())
+        .bind(i64::from(line.stock_units))
         .execute(&mut *conn)
         .await
         .map(|_| ())

@@ -48,11 +48,13 @@ pub fn print_plan(record: &OrderRecord) -> PrintPlan {
                     LineItemStatus::Pending | LineItemStatus::Printing | LineItemStatus::Failed
                 )
             })
+            // Units served from stock (SPEC §6.5b) are not printed.
+            .filter(|l| l.item.quantity > l.stock_units)
             .filter_map(|l| {
                 Some(PlannedLine {
                     line_item_id: l.item.id,
                     generation: l.plan_generation,
-                    quantity: l.item.quantity,
+                    quantity: l.item.quantity - l.stock_units,
                     print_files: l.print_files.clone()?,
                 })
             })

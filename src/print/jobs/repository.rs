@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{PrintJob, PrintJobStatus};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError, Tx};
+use crate::order::inventory::StockJobPlan;
 use crate::order::orders::state::Status;
 use crate::print::plan::{MAX_PRINTS_PER_LINE, PrintPlan};
 use crate::{on_pool, on_tx};
@@ -145,6 +146,29 @@ pub async fn insert_planned(tx: &mut Tx, plan: &PrintPlan) -> Result<Vec<PrintJo
     // RETURNING promises no order; ids are time-ordered.
     created.sort_by_key(|j| j.id);
     Ok(created)
+}
+
+/// Creates the stock job `plan` in `tx` unless it exists (its id was chosen by the order service);
+/// returns it when created. A stock job has no order and no line (SPEC §6.5b).
+pub async fn insert_stock(tx: &mut Tx, plan: &StockJobPlan) -> Result<Option<PrintJob>, DbError> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "INSERT INTO print_jobs (id, tenant_id, order_id, line_item_id, generation, file_index, \
+         sequence, file_id, file_name, print_profile, purpose, status, attempts, version, \
+         dispatch_after, created_at, updated_at) VALUES ($1, $2, NULL, NULL, 1, 0, 1, $3, $4, $5, \
+         'STOCK', 'QUEUED', 1, 1, $6, $6, $6) ON CONFLICT (id) DO NOTHING RETURNING {COLUMNS}"
+    ));
+    let row = on_tx!(tx, conn => {
+        sqlx::query_as::<_, Row>(sql)
+            .bind(plan.print_job_id)
+            .bind(plan.tenant_id)
+            .bind(&plan.file_id)
+            .bind(&plan.file_name)
+            .bind(plan.print_profile.as_deref())
+            .bind(Utc::now())
+            .fetch_optional(&mut *conn)
+            .await
+    })?;
+    Ok(row.map(Row::into_job))
 }
 
 pub async fn find(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, DbError> {

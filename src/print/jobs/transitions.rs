@@ -60,10 +60,10 @@ pub async fn change(
     }))
 }
 
-/// The bus events of a change. Stock jobs (no order) have no order to tell.
+/// The bus events of a change.
 fn bus_events(before: &PrintJob, after: &PrintJob) -> Vec<Event> {
     let (Some(order_id), Some(line_item_id)) = (after.order_id, after.line_item_id) else {
-        return Vec::new();
+        return stock_job_events(after);
     };
     let (print_job_id, order_id, line_item_id) = (
         after.id.to_string(),
@@ -109,4 +109,23 @@ fn bus_events(before: &PrintJob, after: &PrintJob) -> Vec<Event> {
         .into_iter()
         .map(|payload| Event::new(PRINT_SERVICE, tenant.clone(), payload))
         .collect()
+}
+
+/// A stock job (SPEC §6.5b) has no order to tell; its completion goes out for the order service's
+/// inventory, which adds the batch to stock. The catalog's `orderId` and `lineItemId` are strings,
+/// not nullable: they are empty, which is how a consumer tells a stock job.
+fn stock_job_events(after: &PrintJob) -> Vec<Event> {
+    if after.status != PrintJobStatus::Completed {
+        return Vec::new();
+    }
+    let payload = EventPayload::PrintJobCompleted(catalog::PrintJobCompleted {
+        print_job_id: after.id.to_string(),
+        order_id: String::new(),
+        line_item_id: String::new(),
+    });
+    vec![Event::new(
+        PRINT_SERVICE,
+        after.tenant_id.to_string(),
+        payload,
+    )]
 }

@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# SPEC §10: "Socket.IO: 10 000 concurrent websocket clients on one order replica; broadcast to 5 000
+# clients with p99 delivery under 50 ms; memory per connection at most a third of the Node
+# socket.io server's."
+#
+# In one run on this machine, the same load generator (benches/socketio/load.mjs) drives two servers,
+# one after the other, each on the same Redis:
+#   NODE   the `socket.io` 4.x server with `@socket.io/redis-adapter` (benches/socketio/server.mjs):
+#          path /socket.io, namespace /events, a tenant room per session cookie; a broadcast is an
+#          emit of an order to the room, triggered over HTTP
+#   FORMA  `forma serve --role all` (gateway and order service in one process, one replica) with
+#          Redis configured, so Socket.IO runs on the Redis adapter: the handshake is authenticated
+#          by the session cookie, and a broadcast is a real event: a signed Shopify orders/create
+#          webhook becomes an order, whose `order:created` goes to the tenant's room
+# CLIENTS websocket clients connect (ROOM in the broadcasting tenant, the rest in another tenant, who
+# must receive nothing); then BROADCASTS `order:created`, one every INTERVAL_MS. Printed:
+#   - memory per connection: the server's RSS once every client is connected and SETTLE_MS passed,
+#     minus its RSS before the first client, divided by the clients;
+#   - delivery delay: trigger sent → event received by a client, p50/p99/max over every receipt
+#     (for forma it includes ingesting the webhook: the order is committed, then read and emitted);
+#   - fan-out spread: first → each receipt of the same broadcast (the broadcast itself);
+#   - the ratios and the SPEC's goals.
+#
+#   benches/socketio.sh                          # builds target/release/forma if it is stale
+#   CLIENTS=2000 ROOM=1000 BROADCASTS=20 benches/socketio.sh
+#
+# Settings (environment): CLIENTS (10000), ROOM (5000), PROCS (4, load generator processes),
+# BROADCASTS (40), INTERVAL_MS (250), SETTLE_MS (3000), TIMEOUT (240 s per server), REDIS_URL
+# (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), BIN
+# (target/release/forma; when given, used as it is). TOKIO_WORKER_THREADS is passed through.
+#
+# Needs node and npm (installs benches/socketio/node_modules with npm ci) and a running Redis.
+# Raises the open-file limit for itself and its children (ulimit -n; root may raise the hard limit).
+# Everything listens on and talks to 127.0.0.1 only, every phase is bounded by TIMEOUT, and every
+# process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-10000}
+ROOM=${ROOM:-5000}
+PROCS=${PROCS:-4}
+BROADCASTS=${BROADCASTS:-40}
+INTERVAL_MS=${INTERVAL_MS:-250}
+SETTLE_MS=${SETTLE_MS:-3000}
+TIMEOUT=${TIMEOUT:-240}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+# Below the kernel's ephemeral range (32768-60999 by default): 10 000 client sockets take ports
+# from it, and one of them could hold the port the next server wants to listen on.
+NODE_PORT=${NODE_PORT:-29301}
+FORMA_PORT=${FORMA_PORT:-29302}
+ADMIN_PASSWORD=bench-admin-password
+OTHER_PASSWORD=bench-other-password
+SHOPIFY_SECRET=bench-shopify-webhook-secret
+SHOP_DOMAIN=forma-bench.myshopify.com
+# Unique per run: the Redis adapters' channels and forma's keys never meet another run's.
+RUN_PREFIX="bench-socketio-$$-"
+
+progress() { echo "· $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+dir=$(mktemp -d)
+NODE_PID=""
+FORMA_PID=""
+
+# Stops what this script started (and only that), then removes the temporary files.
+stop_pid() {
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  stop_pid "$FORMA_PID"
+  stop_pid "$NODE_PID"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools, limits, binary ----------------------------------------------------------------------
+
+ensure_tools() {
+  command -v node >/dev/null && command -v npm >/dev/null ||
+    die "node and npm are needed (Debian: apt-get install nodejs npm)"
+  command -v curl >/dev/null || die "curl is needed (Debian: apt-get install curl)"
+  if [ ! -d benches/socketio/node_modules ] ||
+    [ benches/socketio/package-lock.json -nt benches/socketio/node_modules ]; then
+    progress "installing the Node side (npm ci in benches/socketio)"
+    (cd benches/socketio && npm ci --no-audit --no-fund --silent) || die "npm ci in benches/socketio failed"
+    touch benches/socketio/node_modules
+  fi
+}
+
+# Every client is a socket in the load generator and one in the server: both need the descriptors.
+raise_fd_limit() {
+  local need=$((CLIENTS + 4096))
+  if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need" ]; then
+    ulimit -n "$need" 2>/dev/null ||
+      die "cannot raise the open-file limit to $need (ulimit -n is $(ulimit -n), hard $(ulimit -Hn)); run as root or raise the hard limit"
+  fi
+}
+
+ensure_binary() {
+  if [ -n "${BIN:-}" ]; then
+    [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+  else
+    BIN=target/release/forma
+    if [ ! -x "$BIN" ] ||
+      [ -n "$(find src migrations build.rs Cargo.toml Cargo.lock -type f -newer "$BIN" -print -quit 2>/dev/null)" ]; then
+      progress "building the release binary (cargo build --release; minutes on 2 cores)"
+      cargo build --release --quiet || die "cargo build --release failed"
+    fi
+  fi
+  BIN=$(realpath "$BIN")
+}
+
+redis_host_port() { local rest="${REDIS_URL#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; rest="${rest%%\?*}"; echo "${rest%%:*} $([[ $rest == *:* ]] && echo "${rest##*:}" || echo 6379)"; }
+port_in_use() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+ensure_redis() {
+  local host port
+  read -r host port < <(redis_host_port)
+  case $host in 127.*|localhost) ;; *) die "REDIS_URL must point at this machine (127.0.0.1), not $host" ;; esac
+  port_in_use "$host" "$port" || die "Redis does not answer on $host:$port (REDIS_URL); start it (scripts/test does)"
+}
+
+# Waits up to $2 seconds for $1 to answer 200; $3 is the pid that must stay alive meanwhile.
+wait_until_up() {
+  local url=$1 seconds=$2 pid=$3
+  for _ in $(seq $((seconds * 20))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# --- the servers --------------------------------------------------------------------------------
+
+start_node() {
+  (cd benches/socketio && exec env PORT="$NODE_PORT" REDIS_URL="$REDIS_URL" KEY_PREFIX="${RUN_PREFIX}socket.io" \
+    node server.mjs) >"$dir/node.log" 2>&1 &
+  NODE_PID=$!
+  wait_until_up "http://127.0.0.1:$NODE_PORT/health" 30 "$NODE_PID" ||
+    { cat "$dir/node.log" >&2; die "the Node socket.io server did not start"; }
+}
+
+# forma's settings for every command of the run: its own SQLite directory, the run's Redis prefix,
+# a Shopify shop mapped to tenant `default`, and limits far above what the run sends. It execs:
+# call it in a subshell, `(forma …)`, or in the background, whose pid is then forma's own.
+forma() {
+  cd "$dir/forma" || exit 1
+  exec env -u DATABASE_URL -u RUST_LOG \
+    REDIS_URL="$REDIS_URL" \
+    FORMA_REDIS__KEY_PREFIX="$RUN_PREFIX" \
+    FORMA_INTERNAL__KEY="$INTERNAL_KEY" \
+    FORMA_SESSION__SECRET="$SESSION_SECRET" \
+    FORMA_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
+    FORMA_SHOPIFY__WEBHOOK_SECRET="$SHOPIFY_SECRET" \
+    FORMA_SHOPIFY__SHOP_DOMAIN="$SHOP_DOMAIN" \
+    FORMA_LOG__LEVEL=warn \
+    FORMA_RATE_LIMIT__PER_IP=1000000000 \
+    FORMA_RATE_LIMIT__PER_USER=1000000000 \
+    FORMA_RATE_LIMIT__WEBHOOKS=1000000000 \
+    "$BIN" "$@"
+}
+
+start_forma() {
+  mkdir -p "$dir/forma"
+  INTERNAL_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  SESSION_SECRET=$(head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  # The clients outside the broadcasting tenant sign in to a tenant of their own.
+  (forma migrate) >"$dir/forma-cli.log" 2>&1 || { cat "$dir/forma-cli.log" >&2; die "forma migrate failed"; }
+  (forma tenants create bench-other) >>"$dir/forma-cli.log" 2>&1 ||
+    { cat "$dir/forma-cli.log" >&2; die "forma tenants create failed"; }
+  echo "$OTHER_PASSWORD" | (forma users create --email other@bench.invalid --role viewer --tenant bench-other) \
+    >>"$dir/forma-cli.log" 2>&1 || { cat "$dir/forma-cli.log" >&2; die "forma users create failed"; }
+  forma serve --role all --port "$FORMA_PORT" >"$dir/forma.log" 2>&1 &
+  FORMA_PID=$!
+  wait_until_up "http://127.0.0.1:$FORMA_PORT/health/ready" 60 "$FORMA_PID" ||
+    { tail -n 20 "$dir/forma.log" >&2; die "forma serve --role all did not start"; }
+}
+
+# Signs in as $1 and prints the session cookie ("forma.sid=…").
+sign_in() {
+  local status
+  status=$(curl -sS -o "$dir/login.json" -D "$dir/login.headers" -w '%{http_code}' \
+    -H 'content-type: application/json' --data "{\"email\":\"$1\",\"password\":\"$2\"}" \
+    "http://127.0.0.1:$FORMA_PORT/api/v1/auth/login")
+  [ "$status" = 200 ] || die "sign-in of $1 answered $status: $(cat "$dir/login.json")"
+  tr -d '\r' <"$dir/login.headers" | sed -n 's/^[Ss]et-[Cc]ookie: *\(forma\.sid=[^;]*\).*/\1/p' | tail -n 1
+}
+
+# Aborts unless forma's Socket.IO is what is measured: it admits a signed-in handshake, refuses one
+# without a session, and runs on the Redis adapter.
+verify_forma() {
+  local url="http://127.0.0.1:$FORMA_PORT/socket.io/?EIO=4&transport=polling" status
+  for _ in $(seq 100); do
+    status=$(curl -sS -o "$dir/handshake.txt" -w '%{http_code}' -H "Cookie: $COOKIE_ROOM" "$url")
+    [ "$status" = 503 ] || break # the Redis adapter is starting
+    sleep 0.1
+  done
+  [ "$status" = 200 ] || die "a signed-in Socket.IO handshake answered $status: $(cat "$dir/handshake.txt")"
+  status=$(curl -sS -o /dev/null -w '%{http_code}' "$url")
+  [ "$status" = 401 ] || die "a Socket.IO handshake without a session answered $status, expected 401"
+  # The Redis adapter subscribes to its request channel of the namespace, under the run's prefix.
+  if command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS_URL" PUBSUB CHANNELS "${RUN_PREFIX}socket.io-request#/events#*" | grep -q . ||
+      die "forma's Socket.IO is not on the Redis adapter (no ${RUN_PREFIX}socket.io-request#/events# channel)"
+  else
+    progress "WARNING: no redis-cli: cannot check that forma's Socket.IO runs on the Redis adapter"
+  fi
+}
+
+# --- measuring ----------------------------------------------------------------------------------
+
+declare -A R # "TARGET/key" -> value, from load.mjs's RESULT line
+
+run_load() { # TARGET PORT PID TRIGGER COOKIE_ROOM COOKIE_OTHER ROOM_TENANT
+  local target=$1 out="$dir/load-$1.txt"
+  progress "$target: $CLIENTS clients ($ROOM in the room), $BROADCASTS broadcasts every ${INTERVAL_MS} ms"
+  env TARGET="$target" BASE_URL="http://127.0.0.1:$2" SERVER_PID="$3" TRIGGER="$4" \
+    COOKIE_ROOM="$5" COOKIE_OTHER="$6" ROOM_TENANT="$7" \
+    SHOPIFY_SECRET="$SHOPIFY_SECRET" SHOP_DOMAIN="$SHOP_DOMAIN" \
+    CLIENTS="$CLIENTS" ROOM="$ROOM" PROCS="$PROCS" BROADCASTS="$BROADCASTS" INTERVAL_MS="$INTERVAL_MS" \
+    SETTLE_MS="$SETTLE_MS" TIMEOUT="$TIMEOUT" \
+    timeout --kill-after=10 "$((TIMEOUT + 30))" node benches/socketio/load.mjs >"$out" ||
+    { cat "$out" >&2; die "the load generator failed against $target"; }
+  local line field
+  line=$(grep '^RESULT ' "$out") || die "no RESULT from the load generator against $target"
+  for field in ${line#RESULT }; do R["$target/${field%%=*}"]=${field#*=}; done
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
+
+report() {
+  local t
+  echo
+  echo "== forma Socket.IO benchmark (SPEC §10) =="
+  echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
+  echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN, serve --role all, Redis adapter"
+  echo "node:     $(node --version), socket.io $(node -p "require('./benches/socketio/node_modules/socket.io/package.json').version"), @socket.io/redis-adapter $(node -p "require('./benches/socketio/node_modules/@socket.io/redis-adapter/package.json').version")"
+  echo "redis:    $REDIS_URL"
+  echo "settings: CLIENTS=$CLIENTS ROOM=$ROOM PROCS=$PROCS BROADCASTS=$BROADCASTS INTERVAL_MS=$INTERVAL_MS SETTLE_MS=$SETTLE_MS" \
+    "forma TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}"
+  echo "delay: trigger sent -> received (forma: a Shopify webhook ingested, committed, emitted; node: an HTTP-triggered emit)"
+  echo "spread: first receipt -> each receipt of the same broadcast"
+  echo
+  printf '%-6s %9s %11s %11s %9s %8s %8s %8s %10s %9s %7s\n' target connected 'RSS0 MB' 'RSS MB' 'KB/conn' \
+    'p50 ms' 'p99 ms' 'max ms' 'spread99' received 'x-tnt'
+  for t in node forma; do
+    printf '%-6s %9s %11s %11s %9s %8s %8s %8s %10s %9s %7s\n' "$t" "${R[$t/connected]}" \
+      "$(awk -v k="${R[$t/rss_base_kb]}" 'BEGIN { printf "%.1f", k / 1024 }')" \
+      "$(awk -v k="${R[$t/rss_connected_kb]}" 'BEGIN { printf "%.1f", k / 1024 }')" \
+      "${R[$t/kb_per_conn]}" "${R[$t/p50_ms]}" "${R[$t/p99_ms]}" "${R[$t/max_ms]}" "${R[$t/spread_p99_ms]}" \
+      "${R[$t/received]}/${R[$t/expected]}" "${R[$t/cross_tenant]}"
+  done
+  echo
+  local mem_ratio p99_ratio
+  mem_ratio=$(ratio "${R[forma/kb_per_conn]}" "${R[node/kb_per_conn]}")
+  p99_ratio=$(ratio "${R[forma/p99_ms]}" "${R[node/p99_ms]}")
+  echo "forma/node memory per connection: $mem_ratio  (SPEC: <= 0.33 -> $(verdict "$(awk -v r="$mem_ratio" 'BEGIN { print r <= 0.3334 }')"))"
+  echo "forma/node p99 delivery delay:    $p99_ratio"
+  echo "forma p99 delivery delay:         ${R[forma/p99_ms]} ms  (SPEC: < 50 ms -> $(verdict "$(awk -v p="${R[forma/p99_ms]}" 'BEGIN { print p < 50 }')"))"
+  echo "order:created payload bytes: node ${R[node/payload_bytes]}, forma ${R[forma/payload_bytes]};" \
+    "events per broadcast per room client: node ${R[node/events_per_broadcast]}, forma ${R[forma/events_per_broadcast]}"
+  local bad=0
+  for t in node forma; do
+    if [ "${R[$t/connected]}" != "$CLIENTS" ] || [ "${R[$t/received]}" != "${R[$t/expected]}" ] ||
+      [ "${R[$t/cross_tenant]}" != 0 ] || [ "${R[$t/dropped]}" != 0 ]; then
+      echo "!! $t: ${R[$t/connected]}/$CLIENTS connected, ${R[$t/received]}/${R[$t/expected]} receipts," \
+        "${R[$t/cross_tenant]} crossed tenants, ${R[$t/dropped]} sockets dropped"
+      bad=1
+    fi
+  done
+  [ "$bad" = 0 ] || { echo "!! INVALID RUN: see above"; return 1; }
+}
+
+# --- main ---------------------------------------------------------------------------------------
+
+ensure_tools
+raise_fd_limit
+ensure_binary
+ensure_redis
+for port in "$NODE_PORT" "$FORMA_PORT"; do
+  port_in_use 127.0.0.1 "$port" && die "port $port is in use; set NODE_PORT / FORMA_PORT"
+done
+
+progress "Node reference: socket.io on :$NODE_PORT"
+start_node
+run_load node "$NODE_PORT" "$NODE_PID" emit "forma.sid=bench-room" "forma.sid=bench-other" bench-room
+stop_pid "$NODE_PID"; NODE_PID=""
+
+progress "forma: serve --role all on :$FORMA_PORT"
+start_forma
+COOKIE_ROOM=$(sign_in admin@localhost "$ADMIN_PASSWORD")
+COOKIE_OTHER=$(sign_in other@bench.invalid "$OTHER_PASSWORD")
+[ -n "$COOKIE_ROOM" ] && [ -n "$COOKIE_OTHER" ] || die "sign-in set no forma.sid cookie"
+verify_forma
+run_load forma "$FORMA_PORT" "$FORMA_PID" webhook "$COOKIE_ROOM" "$COOKIE_OTHER" default
+
+# The bench's SKU is deliberately unmapped (no print jobs, so one order is one broadcast's worth of
+# events): its warning is expected, every other one is shown.
+if grep -iE 'warn|error' "$dir/forma.log" | grep -qv 'has no product mapping'; then
+  echo >&2; echo "forma's log (warnings and errors):" >&2
+  grep -iE 'warn|error' "$dir/forma.log" | grep -v 'has no product mapping' | tail -n 20 >&2
+fi
+report

@@ -1,0 +1,110 @@
+//! Stock batches on both databases: racing scheduler passes schedule once, and a completion
+//! counts once however often it is delivered.
+
+use std::time::Duration;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{batches, repository};
+use crate::each_database;
+use crate::events::catalog::{Event, EventPayload, PrintJobCompleted};
+use crate::infra::db::Conn;
+use crate::order::flow_tests::{get_json, map};
+use crate::roles::Role;
+use crate::testing::TestApp;
+
+fn completed(tenant: Uuid, job: Uuid) -> Event {
+    let payload = EventPayload::PrintJobCompleted(PrintJobCompleted {
+        print_job_id: job.to_string(),
+        order_id: String::new(),
+        line_item_id: String::new(),
+    });
+    Event::new("print-service", tenant.to_string(), payload)
+}
+
+each_database! {
+    async fn the_same_completion_delivered_twice_adds_stock_once(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": 2}]);
+        let mapping = map(&admin, &app, "CUBE", cube).await;
+        let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
+        let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
+        let db = &app.ctx.db;
+        let update = crate::order::inventory::InventoryUpdate {
+            stock_target: Some(4),
+            batch_size: Some(4),
+            ..Default::default()
+        };
+        let mut tx = db.begin().await.unwrap();
+        repository::update(&mut tx, tenant, mapping_id, &update).await.unwrap().unwrap();
+        let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
+        assert_eq!(shortfalls.len(), 1);
+        // Four units at two per print: one batch of two jobs.
+        let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(jobs.len(), 2);
+        let on_hand = || async {
+            repository::find(&mut Conn::Pool(db), tenant, mapping_id)
+                .await
+                .unwrap()
+                .unwrap()
+                .stock_on_hand
+        };
+
+        let first = completed(tenant, jobs[0]);
+        for _ in 0..2 {
+            batches::count_completion(db, &first).await.unwrap();
+        }
+        // The same job's completion again, in an event of its own (reconciliation).
+        batches::count_completion(db, &completed(tenant, jobs[0])).await.unwrap();
+        assert_eq!(on_hand().await, 0, "half a batch adds nothing");
+
+        let last = completed(tenant, jobs[1]);
+        batches::count_completion(db, &last).await.unwrap();
+        batches::count_completion(db, &last).await.unwrap();
+        batches::count_completion(db, &completed(tenant, jobs[1])).await.unwrap();
+        let entry = repository::find(&mut Conn::Pool(db), tenant, mapping_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (entry.stock_on_hand, entry.in_production, entry.open_batches),
+            (4, 0, 0)
+        );
+        app.stop().await.unwrap();
+    }
+}
+
+each_database! {
+    async fn passes_racing_on_one_database_schedule_the_batches_once(backend: Backend) {
+        // No SimplyPrint and the default interval: only the passes below run.
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+        let mapping = map(&admin, &app, "CUBE", cube).await;
+        let mapping_id = mapping["id"].as_str().unwrap();
+        let response = admin
+            .put(app.url(&format!("/api/v1/inventory/{mapping_id}")))
+            .json(&json!({"stockTarget": 10, "batchSize": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+
+        // Eight replicas' passes at once, each due (interval 0): they take turns on the
+        // scheduler's row, and the later ones see the batches of the first.
+        let db = &app.ctx.db;
+        let passes = (0..8).map(|_| crate::order::inventory::scheduler::pass(db, Duration::ZERO));
+        let scheduled: Vec<usize> = futures::future::join_all(passes)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().unwrap_or(0))
+            .collect();
+        assert_eq!(scheduled.iter().sum::<usize>(), 10, "{scheduled:?}");
+        let entry = get_json(&admin, &app.url(&format!("/api/v1/inventory/{mapping_id}"))).await;
+        assert_eq!((&entry["inProduction"], &entry["openBatches"]), (&json!(10), &json!(2)));
+        app.stop().await.unwrap();
+    }
+}

@@ -1,0 +1,349 @@
+//! Notification e-mails in the order flow, as an operator receives them: a print job fails at the
+//! (simulated) farm, the order fails, an order arrives with an unmapped SKU, and the e-mails reach
+//! a real SMTP server on loopback, once each, without an SMTP outage ever holding up an order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::settings::{self, NotificationSettings};
+use crate::clients::print::InProcessPrintClient;
+use crate::clients::shipping::InProcessShippingClient;
+use crate::config::{Config, UrlList};
+use crate::each_database;
+use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
+use crate::identity::tenants;
+use crate::infra::db::{Backend, Db};
+use crate::on_pool;
+use crate::order::OrderCore;
+use crate::order::flow_tests::{
+    Deployment, SHOP, SP_TOKEN, deliver, get_json, integrations, line, map, order_numbered,
+};
+use crate::print::PrintCore;
+use crate::roles::Role;
+use crate::shipping::ShippingCore;
+use crate::simulators::shopify::{self, Delivery};
+use crate::simulators::smtp::{Mode, SmtpSim};
+use crate::testing::{self, TestApp, TestDatabase, eventually};
+
+const WAIT: Duration = Duration::from_secs(60);
+/// Longer than any wait of these tests: an e-mail sent on the order's way would hold it this long.
+const HUNG_FOR_MS: u64 = 300_000;
+const OPS: &str = "ops@shop.example";
+const LEAD: &str = "lead@shop.example";
+
+async fn mail_to(admin: &reqwest::Client, gateway: &TestApp, recipients: &[&str], unmapped: bool) {
+    let response = admin
+        .put(gateway.url("/api/v1/notifications/settings"))
+        .json(
+            &json!({"recipients": recipients, "printJobFailed": true, "orderFailed": true,
+            "fulfillmentFailed": true, "unmappedSku": unmapped}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+}
+
+/// (kind, recipient, status) of every e-mail recorded, in order.
+async fn recorded(db: &Db) -> Vec<(String, String, String)> {
+    on_pool!(db, pool => {
+        sqlx::query_as(
+            "SELECT kind, recipient, status FROM notification_emails ORDER BY kind, recipient",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    })
+}
+
+fn subject(mail: &crate::simulators::smtp::Mail) -> String {
+    mail.header("Subject").unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_hung_smtp_server_does_not_hold_up_the_order_and_its_emails_follow_when_it_answers() {
+    let stop = CancellationToken::new();
+    let smtp = SmtpSim::start(stop.clone()).await.unwrap();
+    smtp.set_mode(Mode::Stall);
+    let deployment = Deployment::all_with(true, |c| {
+        smtp.configure(&mut c.smtp);
+        c.smtp.timeout_ms = Some(HUNG_FOR_MS);
+    })
+    .await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    mail_to(&admin, gateway, &[OPS], true).await;
+    map(
+        &admin,
+        gateway,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let document = shopify::order_document(5_600_001, 2001, &[line(1, "CUBE", 1)]);
+    let (status, ack) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!((status, ack["outcome"].as_str()), (200, Some("created")));
+    let order = order_numbered(&admin, gateway, 2001).await;
+    let detail_url = gateway.url(&format!("/api/v1/orders/{}", order["id"].as_str().unwrap()));
+
+    let farm = &deployment.farm;
+    let item = eventually("the farm has the job", WAIT, || async {
+        farm.items().into_iter().next()
+    })
+    .await;
+    let hook = gateway.url("/api/v1/webhooks/simplyprint");
+    // Answered while the SMTP server hangs: the failure's e-mail is only recorded on the way.
+    let answered = tokio::time::timeout(WAIT, farm.report(item.id, "job.failed", &hook, SP_TOKEN))
+        .await
+        .expect("the webhook is answered while the SMTP server hangs");
+    assert_eq!(answered.unwrap(), 200);
+    // The order moves on while the SMTP server holds the sender's connection without a word.
+    eventually("the order fails", WAIT, || async {
+        let detail = get_json(&admin, &detail_url).await;
+        (detail["status"] == "FAILED").then_some(())
+    })
+    .await;
+    eventually("the sender is waiting on the server", WAIT, || async {
+        (smtp.connections() >= 1).then_some(())
+    })
+    .await;
+    assert!(smtp.mails().is_empty());
+
+    smtp.set_mode(Mode::Accept);
+    let mails = eventually("both e-mails arrive", WAIT, || async {
+        let mails = smtp.mails();
+        (mails.len() >= 2).then_some(mails)
+    })
+    .await;
+    let mut subjects: Vec<String> = mails.iter().map(subject).collect();
+    subjects.sort();
+    assert!(
+        subjects[0].starts_with("Order failed: order #2001")
+            && subjects[1].starts_with("Print job failed: cube.gcode (order #2001"),
+        "{subjects:?}"
+    );
+    assert!(mails.iter().all(|m| m.to == [OPS]));
+    // Once each: the print side and the bus both reported the job's failure.
+    let db = &deployment.gateways[0].ctx.db;
+    let rows = eventually("both are marked sent", WAIT, || async {
+        let rows = recorded(db).await;
+        rows.iter().all(|r| r.2 == "SENT").then_some(rows)
+    })
+    .await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(kinds, ["order_failed", "print_job_failed"]);
+    assert_eq!(smtp.mails().len(), 2);
+}
+
+#[tokio::test]
+async fn an_order_with_an_unmapped_sku_is_mailed_to_every_recipient_unless_that_kind_is_off() {
+    let stop = CancellationToken::new();
+    let smtp = SmtpSim::start(stop.clone()).await.unwrap();
+    let deployment = Deployment::all_with(false, |c| smtp.configure(&mut c.smtp)).await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    mail_to(&admin, gateway, &[OPS, LEAD], true).await;
+    let document = shopify::order_document(
+        5_600_002,
+        2002,
+        &[line(1, "NOPE-1", 1), line(2, "NOPE-2", 2)],
+    );
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let mails = eventually("one e-mail per recipient arrives", WAIT, || async {
+        let mails = smtp.mails();
+        (mails.len() >= 2).then_some(mails)
+    })
+    .await;
+    let mut to: Vec<&str> = mails.iter().map(|m| m.to[0].as_str()).collect();
+    to.sort_unstable();
+    assert_eq!(to, [LEAD, OPS]);
+    for mail in &mails {
+        assert!(
+            subject(mail).starts_with("Unmapped SKU: NOPE-1, NOPE-2 (order #2002"),
+            "{}",
+            mail.data
+        );
+        assert!(
+            mail.body().contains("- NOPE-1\r\n- NOPE-2"),
+            "{}",
+            mail.data
+        );
+    }
+
+    mail_to(&admin, gateway, &[OPS, LEAD], false).await;
+    let document = shopify::order_document(5_600_003, 2003, &[line(1, "NOPE-3", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    let order = order_numbered(&admin, gateway, 2003).await;
+    assert_eq!(order["lineItems"][0]["status"], "UNMAPPED", "{order}");
+    // Recorded with the order or not at all: nothing more can come for it.
+    let rows = recorded(&gateway.ctx.db).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+}
+
+/// The order side of a running app, with a dispatcher of the test's own.
+fn order_core(app: &TestApp) -> OrderCore {
+    let db = app.ctx.db.clone();
+    let print = PrintCore {
+        db: db.clone(),
+        relay: Default::default(),
+        events: Default::default(),
+        dispatch: Default::default(),
+        simplyprint: None,
+    };
+    let shipping = ShippingCore {
+        db: db.clone(),
+        relay: Default::default(),
+        events: Default::default(),
+        parcels: Default::default(),
+        sendcloud: None,
+    };
+    OrderCore {
+        db,
+        relay: Default::default(),
+        events: Dispatcher::new(),
+        print: Arc::new(InProcessPrintClient::new(print)),
+        shipping: Arc::new(InProcessShippingClient::new(shipping)),
+        fulfillments: Default::default(),
+        emails: Default::default(),
+    }
+}
+
+each_database! {
+    async fn a_failure_reported_again_is_recorded_once_per_recipient(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let core = order_core(&app);
+        crate::order::notifications::subscribe(&core);
+        let tenant_id = tenants::find_by_slug(&core.db, tenants::DEFAULT_SLUG).await.unwrap().unwrap().id;
+        let mut wanted = NotificationSettings::defaults();
+        wanted.recipients = vec![OPS.to_owned(), LEAD.to_owned()];
+        settings::save(&core.db, tenant_id, &wanted).await.unwrap();
+        let order_id = Uuid::new_v4();
+
+        // Shopify refuses the fulfillment again and again: the first failure is mailed.
+        for _ in 0..3 {
+            core.events.emit(InternalEvent::FulfillmentFailed(internal_events::FulfillmentFailed {
+                tenant_id, order_id, error_message: "Shopify answered 500".to_owned(),
+            })).await;
+        }
+        // The print side and the bus both report one failure of a job.
+        let job = internal_events::PrintJobRef {
+            tenant_id, print_job_id: Uuid::new_v4(), order_id, line_item_id: Uuid::new_v4(),
+        };
+        for _ in 0..2 {
+            core.events.emit(InternalEvent::PrintJobFailed(internal_events::PrintJobFailed {
+                job, error_message: "Nozzle clog".to_owned(),
+            })).await;
+        }
+        core.events.emit(InternalEvent::OrderFailed(internal_events::OrderFailed {
+            tenant_id, order_id, reason: "Every line failed".to_owned(),
+        })).await;
+        // Events no e-mail is about.
+        core.events.emit(InternalEvent::OrderFulfilled(internal_events::OrderRef { tenant_id, order_id })).await;
+
+        let rows: Vec<(String, String)> =
+            recorded(&core.db).await.into_iter().map(|(kind, to, _)| (kind, to)).collect();
+        let expected: Vec<(String, String)> = ["fulfillment_failed", "order_failed", "print_job_failed"]
+            .into_iter()
+            .flat_map(|kind| [(kind.to_owned(), LEAD.to_owned()), (kind.to_owned(), OPS.to_owned())])
+            .collect();
+        assert_eq!(rows, expected);
+        let subjects: Vec<String> = on_pool!(&core.db, pool => {
+            sqlx::query_scalar("SELECT DISTINCT subject FROM notification_emails ORDER BY subject")
+                .fetch_all(pool).await.unwrap()
+        });
+        let order = format!("order {order_id}");
+        assert_eq!(subjects, [
+            format!("Order failed: {order}"),
+            format!("Print job failed: (unknown file) ({order})"),
+            format!("Shopify fulfillment failed: {order}"),
+        ]);
+    }
+}
+
+/// Two order replicas and a gateway on one PostgreSQL database and one Redis, the farm reporting
+/// by webhook only (forma's own job id in `uid`).
+#[tokio::test]
+async fn with_two_order_replicas_each_failure_is_mailed_once() {
+    let stop = CancellationToken::new();
+    let smtp = SmtpSim::start(stop.clone()).await.unwrap();
+    let database = Arc::new(TestDatabase::create(Backend::Postgres).await);
+    let mut redis = Config::default();
+    testing::use_redis(&mut redis);
+    let shared = |c: &mut Config| {
+        c.redis = redis.redis.clone();
+        integrations(c, None);
+        smtp.configure(&mut c.smtp);
+    };
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        replicas.push(TestApp::spawn_on(Role::Order, database.clone(), shared).await);
+    }
+    let urls: Vec<String> = replicas.iter().map(|r| r.url("")).collect();
+    let gateway = TestApp::spawn_on(Role::Gateway, database.clone(), |c| {
+        shared(c);
+        c.services.order_url = UrlList(urls);
+    })
+    .await;
+    let admin = gateway.admin().await;
+    mail_to(&admin, &gateway, &[OPS], true).await;
+    map(
+        &admin,
+        &gateway,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let document = shopify::order_document(5_600_004, 2004, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(&gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let order = order_numbered(&admin, &gateway, 2004).await;
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let jobs_url = gateway.url(&format!("/api/v1/print-jobs?orderId={order_id}"));
+    let job_id = eventually("the job is planned", WAIT, || async {
+        let page = get_json(&admin, &jobs_url).await;
+        page["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    let failed = testing::client()
+        .post(gateway.url("/api/v1/webhooks/simplyprint"))
+        .header("x-sp-token", SP_TOKEN)
+        .json(&json!({
+            "webhook_id": Uuid::new_v4().to_string(), "event": "job.failed",
+            "timestamp": chrono::Utc::now().timestamp(),
+            "data": {"job": {"id": 770_001, "uid": job_id, "status": "failed"},
+                "printer": {"id": 1, "name": "Printer"}, "user": {"id": 1}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 200);
+    let detail_url = gateway.url(&format!("/api/v1/orders/{order_id}"));
+    eventually("the order fails", WAIT, || async {
+        let detail = get_json(&admin, &detail_url).await;
+        (detail["status"] == "FAILED").then_some(())
+    })
+    .await;
+
+    // The job's failure is reported twice (by the print side, and by the bus on either replica);
+    // its dedupe key makes one e-mail of both, whenever the second comes.
+    let db = &gateway.ctx.db;
+    let rows = eventually("the e-mails are sent", WAIT, || async {
+        let rows = recorded(db).await;
+        let order_mailed = rows.iter().any(|r| r.0 == "order_failed");
+        (order_mailed && rows.iter().all(|r| r.2 == "SENT")).then_some(rows)
+    })
+    .await;
+    let kinds: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(kinds, ["order_failed", "print_job_failed"]);
+    let mails = eventually("both e-mails arrive", WAIT, || async {
+        let mails = smtp.mails();
+        (mails.len() >= 2).then_some(mails)
+    })
+    .await;
+    assert_eq!(mails.len(), 2, "{mails:?}");
+}

@@ -1,0 +1,261 @@
+//! Notifications (SPEC §6.5): e-mail on print-job failure, order failure, fulfillment failure and
+//! unmapped SKU, to the recipients each tenant sets at `/api/v1/notifications/settings`; web push
+//! lives in [`push`].
+//!
+//! How an e-mail travels, and why:
+//! - The three failures arrive as internal events (§8.2). Their handler here only *records* the
+//!   e-mail (a row of `notification_emails`) and wakes the sender; the unmapped SKU is recorded in
+//!   the transaction that stores the new order, next to its event-log entry. Nothing on an order's
+//!   way ever waits for an SMTP server.
+//! - The sender ([`email_sender`]) sends the rows in the background, with a timeout, and tries a
+//!   failed one again with backoff, so an SMTP outage delays e-mails and loses none.
+//! - Split deployments mail each occurrence once. An internal event is emitted only in the process
+//!   that made the change (or that consumed the bus event reporting it, once per event for the
+//!   whole order service), never on every replica, so one replica records the e-mail. A print-job
+//!   failure is reported twice, though (by the print side, and again by the order side when the
+//!   bus brings `print-job.failed`, possibly on another replica); the fulfillment failure once per
+//!   failed attempt. Those e-mails carry a dedupe key, and a unique index keeps one row per key and
+//!   recipient across all replicas. The rows are then sent by whichever replica claims them.
+
+pub mod email;
+pub mod email_sender;
+pub mod push;
+pub mod settings;
+pub mod settings_routes;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use self::email::{Mailer, Notice};
+use crate::config::SmtpConfig;
+use crate::events::internal::{InternalEvent, names};
+use crate::infra::db::{Conn, DbError, Tx};
+use crate::infra::workers::Workers;
+use crate::order::OrderCore;
+use crate::order::orders::{Order, repository};
+
+/// The four kinds of e-mail notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    PrintJobFailed,
+    OrderFailed,
+    FulfillmentFailed,
+    UnmappedSku,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::PrintJobFailed => "print_job_failed",
+            Kind::OrderFailed => "order_failed",
+            Kind::FulfillmentFailed => "fulfillment_failed",
+            Kind::UnmappedSku => "unmapped_sku",
+        }
+    }
+
+    /// The kind of notice an internal event calls for, if any (e-mailed, and sent live).
+    pub fn of(event: &InternalEvent) -> Option<Self> {
+        match event {
+            InternalEvent::PrintJobFailed(_) => Some(Kind::PrintJobFailed),
+            InternalEvent::OrderFailed(_) => Some(Kind::OrderFailed),
+            InternalEvent::FulfillmentFailed(_) => Some(Kind::FulfillmentFailed),
+            _ => None,
+        }
+    }
+}
+
+/// The public API (under `/api/v1`).
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<crate::order::OrderState> {
+    settings_routes::routes()
+}
+
+/// Starts e-mail notifications in an order-role process: the failures' handler on its dispatcher
+/// and the sender, through `smtp.url` or into the log.
+pub fn start(workers: &Workers, smtp: &SmtpConfig, core: &OrderCore) -> anyhow::Result<()> {
+    let mailer = Mailer::from_config(smtp).map_err(anyhow::Error::msg)?;
+    if mailer.is_log_only() {
+        tracing::info!(
+            "No SMTP server (smtp.url): notification e-mails are written to the log instead"
+        );
+    }
+    subscribe(core);
+    email_sender::spawn(
+        workers,
+        core.db.clone(),
+        Arc::new(mailer),
+        core.emails.clone(),
+    );
+    Ok(())
+}
+
+/// Records an e-mail for each failure the order role's dispatcher reports (see the module doc
+/// for why this runs in every order replica and still mails each failure once).
+pub fn subscribe(core: &OrderCore) {
+    for name in [
+        names::PRINT_JOB_FAILED,
+        names::ORDER_FAILED,
+        names::FULFILLMENT_FAILED,
+    ] {
+        let handler_core = core.clone();
+        core.events.subscribe(name, move |event| {
+            let (core, event) = (handler_core.clone(), event.clone());
+            Box::pin(async move { on_failure(&core, &event).await })
+        });
+    }
+}
+
+async fn on_failure(core: &OrderCore, event: &InternalEvent) {
+    let Some(kind) = Kind::of(event) else {
+        return;
+    };
+    let recorded = async {
+        let settings = settings::load(&mut Conn::Pool(&core.db), event.tenant_id()).await?;
+        if !settings.wants(kind) {
+            return Ok(0);
+        }
+        match compose(core, kind, event).await? {
+            Some(notice) => email::record(&mut Conn::Pool(&core.db), &settings, &notice).await,
+            None => Ok(0),
+        }
+    }
+    .await;
+    match recorded {
+        Ok(0) => {}
+        Ok(_) => core.emails.notify(),
+        // The event is in the event log either way; only its e-mail is missing.
+        Err(e) => {
+            tracing::warn!(event = event.name(), order = %event.order_id(), error = %e, "could not record a notification e-mail")
+        }
+    }
+}
+
+/// What the e-mail about `event` says; `None` for an event that calls for none.
+async fn compose(
+    core: &OrderCore,
+    kind: Kind,
+    event: &InternalEvent,
+) -> Result<Option<Notice>, DbError> {
+    let (tenant_id, order_id) = (event.tenant_id(), event.order_id());
+    let order = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id).await?;
+    let order = order.as_ref().map(|record| &record.order);
+    let named = order_name(order, order_id);
+    let (dedupe_key, subject, detail) = match event {
+        InternalEvent::PrintJobFailed(failed) => {
+            let job_id = failed.job.print_job_id;
+            // The job as the print service has it: its file, and which attempt failed (a retried
+            // job that fails again is news again; the same failure reported twice is not).
+            let job = match core.print.jobs_of_order(tenant_id, order_id).await {
+                Ok(jobs) => jobs.into_iter().find(|j| j.id == job_id),
+                Err(e) => {
+                    tracing::warn!(job = %job_id, error = %e, "the failed print job could not be read for its e-mail");
+                    None
+                }
+            };
+            let attempt = job.as_ref().map_or(0, |j| j.attempts);
+            let file = job
+                .as_ref()
+                .map_or("(unknown file)", |j| j.file_name.as_str());
+            (
+                Some(format!("print-job:{job_id}:attempt:{attempt}")),
+                format!("Print job failed: {file} ({named})"),
+                format!(
+                    "The print job {job_id} ({file}) of {named} failed.\n\
+                     SimplyPrint said: {}\n\n\
+                     Retry or cancel it under print jobs.",
+                    or_nothing(&failed.error_message)
+                ),
+            )
+        }
+        InternalEvent::OrderFailed(failed) => (
+            None,
+            format!("Order failed: {named}"),
+            format!(
+                "{named} failed: {}\n\nRetry it once the cause is fixed.",
+                or_nothing(&failed.reason)
+            ),
+        ),
+        InternalEvent::FulfillmentFailed(failed) => (
+            // Shopify is tried again until it takes the fulfillment, each failure reported: the
+            // first one is mailed, the rest are in the retry queue.
+            Some(format!("fulfillment:{order_id}")),
+            format!("Shopify fulfillment failed: {named}"),
+            format!(
+                "Creating the Shopify fulfillment of {named} failed.\n\
+                 Shopify said: {}\n\n\
+                 forma keeps trying; the retry queue shows each attempt.",
+                or_nothing(&failed.error_message)
+            ),
+        ),
+        _ => return Ok(None),
+    };
+    Ok(Some(Notice {
+        tenant_id,
+        kind,
+        dedupe_key,
+        subject,
+        body: with_footer(detail, order_id),
+    }))
+}
+
+/// Records the e-mail about a new order's lines without an active mapping, in the transaction
+/// that stores the order (beside their event-log entries): it exists exactly when the order does.
+/// The sender finds it on its next look. Returns how many e-mails were recorded.
+pub async fn unmapped_skus(tx: &mut Tx, order: &Order, skus: &[&str]) -> Result<usize, DbError> {
+    if skus.is_empty() {
+        return Ok(0);
+    }
+    let settings = settings::load(&mut Conn::Tx(tx), order.tenant_id).await?;
+    if !settings.wants(Kind::UnmappedSku) {
+        return Ok(0);
+    }
+    let named = order_name(Some(order), order.id);
+    let list: Vec<String> = skus.iter().map(|sku| format!("- {sku}")).collect();
+    let notice = Notice {
+        tenant_id: order.tenant_id,
+        kind: Kind::UnmappedSku,
+        dedupe_key: Some(format!("unmapped:{}", order.id)),
+        subject: format!("Unmapped SKU: {} ({named})", skus.join(", ")),
+        body: with_footer(
+            format!(
+                "{named} has lines whose SKU has no active product mapping:\n{}\n\n\
+                 They wait as UNMAPPED: add a mapping, then retry the order.",
+                list.join("\n")
+            ),
+            order.id,
+        ),
+    };
+    email::record(&mut Conn::Tx(tx), &settings, &notice).await
+}
+
+fn order_name(order: Option<&Order>, order_id: Uuid) -> String {
+    match order {
+        Some(order) if !order.customer_name.is_empty() => {
+            format!("order {} of {}", order.order_number, order.customer_name)
+        }
+        Some(order) => format!("order {}", order.order_number),
+        None => format!("order {order_id}"),
+    }
+}
+
+fn or_nothing(text: &str) -> &str {
+    if text.trim().is_empty() {
+        "(no reason given)"
+    } else {
+        text
+    }
+}
+
+fn with_footer(detail: String, order_id: Uuid) -> String {
+    format!(
+        "{detail}\n\nOrder id: {order_id}\n\n-- \nforma: you receive this because your address is \
+         in the notification settings."
+    )
+}
+
+#[cfg(test)]
+mod email_flow_tests;
+#[cfg(test)]
+mod email_tests;
+#[cfg(test)]
+mod settings_routes_tests;

@@ -1,0 +1,358 @@
+//! Socket.IO as a browser meets it: the real `socket.io-client` 4.x (tests/socketio, installed by
+//! scripts/test) connects through the gateway with a session cookie, over websocket only and over
+//! long-polling only, and hears of an order created by a Shopify webhook; in role `all` on SQLite,
+//! and split (two gateways, two order services) on PostgreSQL with the Redis adapter.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::identity::roles::UserRole;
+use crate::identity::{password, tenants, users};
+use crate::infra::db::Backend;
+use crate::order::flow_tests::{Deployment, SHOP, deliver, line};
+use crate::order::shopify::tokens;
+use crate::roles::Role;
+use crate::simulators::shopify::{self, Delivery};
+use crate::testing::{ADMIN_PASSWORD, TestApp, eventually};
+
+use super::test_client::{CONNECTING, Client, Transport};
+
+/// How soon every client of the tenant must hear of a new order (SPEC §6.6 through §10's budget).
+const WITHIN: Duration = Duration::from_secs(2);
+
+/// A new session of `email` on `gateway`: the `forma.sid` cookie's value.
+async fn session(gateway: &TestApp, email: &str, password: &str) -> String {
+    gateway.login(email, password).await.1
+}
+
+/// The shop of the other tenant, whose orders only the outsider hears of.
+const OTHER_SHOP: &str = "other-tenant.myshopify.com";
+
+/// A user of a tenant of its own, with a shop of its own, who must never hear of the default
+/// tenant's orders.
+async fn outsider(gateway: &TestApp) -> (&'static str, &'static str) {
+    const EMAIL: &str = "ops@other-tenant.example";
+    const PASSWORD: &str = "other-tenant-password";
+    let db = &gateway.ctx.db;
+    let tenant = tenants::ensure(db, "other-tenant", "Other tenant")
+        .await
+        .unwrap();
+    let shop = tokens::Installation {
+        tenant_id: tenant.id,
+        domain: OTHER_SHOP,
+        sealed_token: b"never opened here",
+        scopes: "read_orders",
+    };
+    tokens::connect(db, &shop).await.unwrap().expect("the shop");
+    let new = users::NewUser {
+        tenant_id: tenant.id,
+        email: EMAIL.to_owned(),
+        name: "Other ops".to_owned(),
+        password_hash: password::hash(PASSWORD).await.unwrap(),
+        roles: vec![UserRole::Operator],
+        is_super_admin: false,
+    };
+    users::create(db, &new)
+        .await
+        .unwrap()
+        .expect("a new address");
+    (EMAIL, PASSWORD)
+}
+
+/// No session, a forged cookie and a signed-out session are each refused with `connect_error`.
+async fn strangers_are_refused(gateway: &TestApp) {
+    let base = gateway.url("");
+    let signed_out = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+    let response = crate::testing::client()
+        .post(gateway.url("/api/v1/auth/logout"))
+        .header("cookie", format!("forma.sid={signed_out}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let cases = [
+        ("no session over websocket", Transport::Websocket, None),
+        ("no session over polling", Transport::Polling, None),
+        (
+            "a forged cookie",
+            Transport::Polling,
+            Some("forged-session-id"),
+        ),
+        (
+            "a signed-out session over websocket",
+            Transport::Websocket,
+            Some(signed_out.as_str()),
+        ),
+        (
+            "a signed-out session over polling",
+            Transport::Polling,
+            Some(signed_out.as_str()),
+        ),
+    ];
+    for (name, transport, cookie) in cases {
+        let mut client = Client::start(name, &base, transport, cookie).await;
+        let outcome = client.outcome().await;
+        assert_eq!(outcome["type"], "connect_error", "{name}: {outcome}");
+    }
+}
+
+/// Every client of the tenant hears `order:created` with the order as the API lists it; the
+/// other tenant's client hears nothing of it: the first event it hears is of its own tenant's
+/// next order (which the tenant's clients do not hear).
+async fn everyone_of_the_tenant_hears_of_a_new_order(
+    deployment: &Deployment,
+    mut clients: Vec<Client>,
+    mut outsider: Client,
+    number: u64,
+) {
+    let document = shopify::order_document(6_100_000 + number, number, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(
+        deployment.gateway(1),
+        &Delivery::new("orders/create", SHOP, &document),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut created = Vec::new();
+    for client in &mut clients {
+        let name = client.name.clone();
+        let event = client
+            .wait_for(WITHIN, |v| {
+                v["type"] == "event" && v["event"] == "order:created"
+            })
+            .await
+            .unwrap_or_else(|| panic!("{name}: no order:created within {WITHIN:?}"));
+        assert_eq!(
+            event["data"]["orderNumber"],
+            format!("#{number}"),
+            "{name}: {event}"
+        );
+        assert!(event["data"]["tenantId"].is_string(), "{name}: {event}");
+        created.push(event["data"]["id"].clone());
+    }
+    assert!(
+        created.windows(2).all(|w| w[0] == w[1]),
+        "one order: {created:?}"
+    );
+
+    let own = number + 1;
+    let document = shopify::order_document(6_100_000 + own, own, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(
+        deployment.gateway(0),
+        &Delivery::new("orders/create", OTHER_SHOP, &document),
+    )
+    .await;
+    assert_eq!(status, 200);
+    outsider
+        .wait_for(WITHIN, |v| {
+            v["type"] == "event" && v["data"]["orderNumber"] == format!("#{own}")
+        })
+        .await
+        .expect("the outsider hears of its own tenant's order");
+    let heard = outsider.events();
+    assert_eq!(heard[0]["event"], "order:created", "{heard:?}");
+    assert_eq!(
+        heard[0]["data"]["orderNumber"],
+        format!("#{own}"),
+        "another tenant's order reached the outsider: {heard:?}"
+    );
+    for client in &mut clients {
+        let foreign = client
+            .events()
+            .into_iter()
+            .find(|e| e["data"]["orderNumber"] == format!("#{own}"));
+        assert_eq!(
+            foreign, None,
+            "{} heard of another tenant's order",
+            client.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_tenants_clients_hear_of_a_new_order_in_role_all() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let base = gateway.url("");
+    strangers_are_refused(gateway).await;
+    let (email, password) = outsider(gateway).await;
+    let outsider_session = session(gateway, email, password).await;
+    let mut clients = Vec::new();
+    for transport in [Transport::Websocket, Transport::Polling] {
+        let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+        let name = format!("admin over {}", transport.as_str());
+        clients.push(
+            Client::start(&name, &base, transport, Some(&cookie))
+                .await
+                .connected()
+                .await,
+        );
+    }
+    let token = crate::testing::client()
+        .post(gateway.url("/api/v1/auth/token"))
+        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned();
+    clients.push(
+        Client::with_bearer(
+            "admin with a bearer token",
+            &base,
+            Transport::Websocket,
+            &token,
+        )
+        .await
+        .connected()
+        .await,
+    );
+    let outsider = Client::start(
+        "outsider",
+        &base,
+        Transport::Websocket,
+        Some(&outsider_session),
+    )
+    .await
+    .connected()
+    .await;
+    assert_connections_counted(gateway, 4).await;
+    everyone_of_the_tenant_hears_of_a_new_order(&deployment, clients, outsider, 6101).await;
+}
+
+#[tokio::test]
+async fn a_tenants_clients_on_every_gateway_hear_of_a_new_order_split() {
+    let deployment = Deployment::split().await;
+    strangers_are_refused(deployment.gateway(0)).await;
+    let (email, password) = outsider(deployment.gateway(0)).await;
+    let orders = deployment.gateway(0).ctx.config.order_urls();
+    assert_eq!(orders.len(), 2);
+    let mut clients = Vec::new();
+    for g in 0..2 {
+        let gateway = deployment.gateway(g);
+        let base = gateway.url("");
+        // Polling sessions on both order instances behind this gateway: each socket's handshake
+        // and polls must stay on its instance, whichever that is.
+        let mut placed = [false, false];
+        while placed != [true, true] {
+            let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+            let instance = crate::gateway::proxy::pinned_instance(&cookie, &orders);
+            if placed[instance] {
+                continue;
+            }
+            placed[instance] = true;
+            let name = format!("polling on gateway {g}, order {instance}");
+            clients.push(Client::start(&name, &base, Transport::Polling, Some(&cookie)).await);
+        }
+        let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+        let name = format!("websocket on gateway {g}");
+        clients.push(Client::start(&name, &base, Transport::Websocket, Some(&cookie)).await);
+    }
+    let gateway = deployment.gateway(1);
+    let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+    let mut upgrading = Client::start(
+        "polling upgrading to websocket on gateway 1",
+        &gateway.url(""),
+        Transport::Upgrading,
+        Some(&cookie),
+    )
+    .await
+    .connected()
+    .await;
+    let upgrade = upgrading
+        .wait_for(CONNECTING, |v| v["type"] == "upgrade")
+        .await
+        .expect("the client upgrades to websocket through the gateway");
+    assert_eq!(upgrade["transport"], "websocket");
+    let mut connected = vec![upgrading];
+    for client in clients {
+        connected.push(client.connected().await);
+    }
+    let outsider_session = session(deployment.gateway(1), email, password).await;
+    let base = deployment.gateway(1).url("");
+    let outsider = Client::start(
+        "outsider",
+        &base,
+        Transport::Polling,
+        Some(&outsider_session),
+    )
+    .await
+    .connected()
+    .await;
+    assert_connections_counted(deployment.gateway(0), 8).await;
+    everyone_of_the_tenant_hears_of_a_new_order(&deployment, connected, outsider, 6102).await;
+}
+
+/// The order service itself admits no socket without a context the gateway signed.
+#[tokio::test]
+async fn the_order_service_refuses_a_socket_without_a_signed_context() {
+    let order = TestApp::spawn(Role::Order, Backend::Sqlite).await;
+    let mut client = Client::start("direct", &order.url(""), Transport::Polling, None).await;
+    let outcome = client.outcome().await;
+    assert_eq!(outcome["type"], "connect_error", "{outcome}");
+    assert_eq!(outcome["message"], "Unauthorized");
+}
+
+/// `/metrics` counts connected sockets per namespace. The recorder is the process's: these tests
+/// run one per process (nextest), so the gauge holds this test's sockets.
+async fn assert_connections_counted(app: &TestApp, at_least: u64) {
+    let url = app.url("/metrics");
+    let client = crate::testing::client();
+    eventually("the connections are counted", CONNECTING, || async {
+        let text = client.get(&url).send().await.ok()?.text().await.ok()?;
+        let count: f64 = text
+            .lines()
+            .find(|l| l.starts_with("socketio_connections{namespace=\"/events\"}"))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (count >= at_least as f64).then_some(())
+    })
+    .await;
+}
+
+/// A mapped order gets print jobs: the tenant hears `printjob:created` with the job as the API
+/// returns it, for that order.
+#[tokio::test]
+async fn print_jobs_reach_the_tenant_as_they_are_created_in_role_all() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let (admin, cookie) = gateway.login("admin@localhost", ADMIN_PASSWORD).await;
+    crate::order::flow_tests::map(
+        &admin,
+        gateway,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let mut client = Client::start(
+        "admin",
+        &gateway.url(""),
+        Transport::Websocket,
+        Some(&cookie),
+    )
+    .await
+    .connected()
+    .await;
+    let document = shopify::order_document(6_200_001, 6201, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let created = client
+        .wait_for(WITHIN, |v| v["event"] == "order:created")
+        .await
+        .expect("order:created");
+    let job = client
+        .wait_for(WITHIN, |v| v["event"] == "printjob:created")
+        .await
+        .expect("printjob:created");
+    assert_eq!(job["data"]["orderId"], created["data"]["id"], "{job}");
+    assert!(
+        job["data"]["id"].is_string() && job["data"]["status"].is_string(),
+        "{job}"
+    );
+}
