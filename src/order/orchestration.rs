@@ -55,7 +55,7 @@ pub fn subscribe(bus: &EventBus, core: OrderCore) -> Result<(), BusError> {
 pub async fn on_print_job_event(core: &OrderCore, event: &Event) -> Result<(), HandlerError> {
     // A stock job's news is the inventory's (SPEC §6.5b): it has no order to follow.
     if crate::order::inventory::batches::is_stock_job_event(event) {
-        return crate::order::inventory::batches::on_stock_job_completed(core, event).await;
+        return crate::order::inventory::batches::on_stock_job_event(core, event).await;
     }
     let Some(internal) = bridge::to_internal(event) else {
         return Ok(());

@@ -8,6 +8,9 @@
 //! - A stock job counts as completed once (`stock_jobs.completed_at`), whatever repeats the news;
 //!   the batch's last job adds the batch's units to stock in the same transaction and publishes
 //!   `inventory.stock-batch-completed`.
+//! - A cancelled stock job cancels its open batch: the units stop counting as printing for stock
+//!   and the next pass plans them again. Should every job of a cancelled batch complete after all
+//!   (queued again by hand), its units are counted then: they are on the shelf.
 
 use chrono::Utc;
 use uuid::Uuid;
@@ -207,11 +210,70 @@ pub fn is_stock_job_event(event: &Event) -> bool {
     }
 }
 
-/// `print-job.completed` of a stock job: counted once; the batch's last adds to stock.
-pub async fn on_stock_job_completed(core: &OrderCore, event: &Event) -> Result<(), HandlerError> {
-    count_completion(&core.db, event).await?;
-    core.relay.notify();
+/// A stock job's `print-job.completed` (counted once; the batch's last adds to stock) or
+/// `print-job.cancelled` (its batch stops counting as printing for stock).
+pub async fn on_stock_job_event(core: &OrderCore, event: &Event) -> Result<(), HandlerError> {
+    match &event.payload {
+        EventPayload::PrintJobCompleted(_) => {
+            count_completion(&core.db, event).await?;
+            core.relay.notify();
+        }
+        EventPayload::PrintJobCancelled(_) => count_cancellation(&core.db, event).await?,
+        _ => {}
+    }
     Ok(())
+}
+
+/// The database side of a stock job's cancellation: its batch, while open, is cancelled, so the
+/// next scheduler pass plans its units again. Should the job be queued again and complete after
+/// all, the batch's units are counted then: they are on the shelf, however late.
+pub async fn count_cancellation(db: &Db, event: &Event) -> Result<(), HandlerError> {
+    let EventPayload::PrintJobCancelled(cancelled) = &event.payload else {
+        return Ok(());
+    };
+    let Some((tenant_id, job_id)) = event.tenant_and(&cancelled.print_job_id) else {
+        return Ok(());
+    };
+    handle_once(db, event, CONSUMER, |tx| {
+        Box::pin(async move { cancel_job(tx, tenant_id, job_id).await.map(drop) })
+    })
+    .await?;
+    Ok(())
+}
+
+/// Marks stock job `job_id` cancelled in `tx` and cancels its batch while it is open. Returns the
+/// batch's id when this cancelled it.
+pub async fn cancel_job(
+    tx: &mut Tx,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<Option<Uuid>, DbError> {
+    let batch_id = on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, Uuid>(
+            "UPDATE stock_jobs SET cancelled_at = $3 WHERE tenant_id = $1 AND print_job_id = $2 \
+             AND completed_at IS NULL AND cancelled_at IS NULL RETURNING batch_id",
+        )
+        .bind(tenant_id)
+        .bind(job_id)
+        .bind(Utc::now())
+        .fetch_optional(&mut *conn)
+        .await
+    })?;
+    let Some(batch_id) = batch_id else {
+        return Ok(None);
+    };
+    let cancelled = on_tx!(tx, conn => {
+        sqlx::query("UPDATE stock_batches SET status = 'CANCELLED' WHERE id = $1 AND status = 'OPEN'")
+            .bind(batch_id)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected())
+    })?;
+    if cancelled != 1 {
+        return Ok(None);
+    }
+    tracing::warn!(batch = %batch_id, job = %job_id, "a stock job was cancelled: its batch is given up and planned again");
+    Ok(Some(batch_id))
 }
 
 /// The database side of [`on_stock_job_completed`]: the same event twice (`handle_once`), or the
@@ -276,7 +338,7 @@ pub async fn complete_job(
     let closed = on_tx!(tx, conn => {
         sqlx::query(
             "UPDATE stock_batches SET status = 'COMPLETED', completed_at = $2 \
-             WHERE id = $1 AND status = 'OPEN'",
+             WHERE id = $1 AND status IN ('OPEN', 'CANCELLED')",
         )
         .bind(batch_id)
         .bind(now)

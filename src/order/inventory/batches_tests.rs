@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{batches, repository};
 use crate::each_database;
-use crate::events::catalog::{Event, EventPayload, PrintJobCompleted};
+use crate::events::catalog::{Event, EventPayload, PrintJobCancelled, PrintJobCompleted};
 use crate::infra::db::Conn;
 use crate::order::flow_tests::{get_json, map};
 use crate::roles::Role;
@@ -21,6 +21,61 @@ fn completed(tenant: Uuid, job: Uuid) -> Event {
         line_item_id: String::new(),
     });
     Event::new("print-service", tenant.to_string(), payload)
+}
+
+fn cancelled(tenant: Uuid, job: Uuid) -> Event {
+    let payload = EventPayload::PrintJobCancelled(PrintJobCancelled {
+        print_job_id: job.to_string(),
+        order_id: String::new(),
+        line_item_id: String::new(),
+    });
+    Event::new("print-service", tenant.to_string(), payload)
+}
+
+each_database! {
+    async fn a_cancelled_stock_job_gives_its_batch_up_and_the_units_are_planned_again(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": 2}]);
+        let mapping = map(&admin, &app, "CUBE", cube).await;
+        let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
+        let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
+        let db = &app.ctx.db;
+        let update = crate::order::inventory::InventoryUpdate {
+            stock_target: Some(4),
+            batch_size: Some(4),
+            ..Default::default()
+        };
+        let mut tx = db.begin().await.unwrap();
+        repository::update(&mut tx, tenant, mapping_id, &update).await.unwrap().unwrap();
+        let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
+        let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
+        assert!(batches::shortfalls(&mut tx).await.unwrap().is_empty(), "the batch is printing");
+        tx.commit().await.unwrap();
+        let entry = || async {
+            let e = repository::find(&mut Conn::Pool(db), tenant, mapping_id).await.unwrap().unwrap();
+            (e.stock_on_hand, e.in_production, e.open_batches)
+        };
+        assert_eq!(entry().await, (0, 4, 1));
+
+        // Delivered twice: one cancellation.
+        for _ in 0..2 {
+            batches::count_cancellation(db, &cancelled(tenant, jobs[0])).await.unwrap();
+        }
+        assert_eq!(entry().await, (0, 0, 0), "a cancelled batch prints nothing for stock");
+        let mut tx = db.begin().await.unwrap();
+        let again = batches::shortfalls(&mut tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(again.len(), 1, "the units are planned again");
+        assert_eq!(again[0].missing, 4);
+
+        // Queued again by hand and printed after all: the units are counted, once.
+        for job in &jobs {
+            batches::count_completion(db, &completed(tenant, *job)).await.unwrap();
+        }
+        assert_eq!(entry().await, (4, 0, 0));
+        app.stop().await.unwrap();
+    }
 }
 
 each_database! {

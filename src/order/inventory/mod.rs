@@ -7,7 +7,7 @@
 //!   batches whose print jobs the print service creates when it hears
 //!   `inventory.stock-replenishment-scheduled` ([`batches`]).
 //! - A stock job's `print-job.completed` counts once; the batch's last one adds its units to stock
-//!   and publishes `inventory.stock-batch-completed` ([`batches::on_stock_job_completed`]).
+//!   and publishes `inventory.stock-batch-completed` ([`batches::on_stock_job_event`]).
 //! - A new order's lines take what stock there is in the order's own transaction ([`serving`]);
 //!   cancelling the order gives the units back.
 

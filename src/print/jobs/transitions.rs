@@ -111,18 +111,29 @@ fn bus_events(before: &PrintJob, after: &PrintJob) -> Vec<Event> {
         .collect()
 }
 
-/// A stock job (SPEC §6.5b) has no order to tell; its completion goes out for the order service's
-/// inventory, which adds the batch to stock. The catalog's `orderId` and `lineItemId` are strings,
-/// not nullable: they are empty, which is how a consumer tells a stock job.
+/// A stock job (SPEC §6.5b) has no order to tell; its completion (the batch's units come) and its
+/// cancellation (they never will) go out for the order service's inventory. A failed one waits
+/// for an operator's retry, as an order's job does, and tells nothing. The catalog's `orderId`
+/// and `lineItemId` are strings, not nullable: they are empty, which is how a consumer tells a
+/// stock job.
 fn stock_job_events(after: &PrintJob) -> Vec<Event> {
-    if after.status != PrintJobStatus::Completed {
-        return Vec::new();
-    }
-    let payload = EventPayload::PrintJobCompleted(catalog::PrintJobCompleted {
-        print_job_id: after.id.to_string(),
-        order_id: String::new(),
-        line_item_id: String::new(),
-    });
+    let (print_job_id, order_id, line_item_id) =
+        (after.id.to_string(), String::new(), String::new());
+    let payload = match after.status {
+        PrintJobStatus::Completed => EventPayload::PrintJobCompleted(catalog::PrintJobCompleted {
+            print_job_id,
+            order_id,
+            line_item_id,
+        }),
+        PrintJobStatus::Cancelled => EventPayload::PrintJobCancelled(catalog::PrintJobCancelled {
+            print_job_id,
+            order_id,
+            line_item_id,
+        }),
+        PrintJobStatus::Queued | PrintJobStatus::Printing | PrintJobStatus::Failed => {
+            return Vec::new();
+        }
+    };
     vec![Event::new(
         PRINT_SERVICE,
         after.tenant_id.to_string(),
