@@ -7,13 +7,13 @@ use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::config::Role;
 use crate::events::bus::{self, EventBus};
 use crate::identity;
 use crate::infra::db::Db;
 use crate::infra::redis::RedisHandle;
 use crate::infra::workers::Workers;
 use crate::observability::metrics;
-use crate::roles::Role;
 
 /// Whether this process's event bus runs (every configuration has one, SPEC §2), and if not, why.
 #[derive(Clone)]

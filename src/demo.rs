@@ -20,12 +20,12 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppContext;
+use crate::config::Role;
 use crate::config::{Config, Secret};
 use crate::gateway::auth::tokens;
 use crate::identity::bootstrap::ADMIN_EMAIL;
 use crate::identity::users;
 use crate::infra::db::Db;
-use crate::roles::Role;
 use crate::server;
 use crate::shipping::sendcloud::status;
 use crate::simulators::sendcloud::SendcloudSim;

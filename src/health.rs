@@ -203,7 +203,7 @@ pub async fn own_dependencies(ctx: &AppContext) -> BTreeMap<String, CheckResult>
         ("bus".to_owned(), bus),
     ]);
     // The print farm's integration lives where the print service runs: not at a lone gateway.
-    if ctx.role != crate::roles::Role::Gateway {
+    if ctx.role != crate::config::Role::Gateway {
         let simplyprint = &ctx.config.simplyprint;
         let check = if simplyprint.api_key.is_some() && simplyprint.company_id.is_some() {
             CheckResult::ok(Duration::ZERO)
@@ -231,7 +231,7 @@ async fn bus_check(ctx: &AppContext) -> CheckResult {
         BusState::Starting(why) => CheckResult::down(why)
             .non_critical()
             .with_message("starting: events wait in the outbox"),
-        BusState::Ready(_) if ctx.role == crate::roles::Role::Gateway => {
+        BusState::Ready(_) if ctx.role == crate::config::Role::Gateway => {
             CheckResult::ok(Duration::ZERO).non_critical()
         }
         BusState::Ready(_) => {

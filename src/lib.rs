@@ -44,6 +44,8 @@ pub mod simulators;
 mod outage_tests;
 #[cfg(test)]
 pub mod testing;
+#[cfg(test)]
+mod wiring_tests;
 
 /// The version reported by `/health` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::config::{SecretUrl, UrlList};
 use crate::infra::db::Backend;
 use crate::order::flow_tests::{SHOP, deliver, get_json, integrations, line, map};
-use crate::roles::Role;
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{
     TestApp, TestDatabase, client, eventually, free_port, postgres_server, redis_server,

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use clap::ValueEnum;
 
 use crate::app::AppContext;
 use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
 use crate::clients::print::{HttpPrintClient, InProcessPrintClient, PrintClient};
 use crate::clients::shipping::{HttpShippingClient, InProcessShippingClient, ShippingClient};
+use crate::config::Role;
 use crate::events::idempotency;
 use crate::events::internal::Dispatcher;
 use crate::events::outbox::{OutboxRelay, RelayNotifier, RelaySettings};
@@ -30,33 +30,6 @@ use crate::print::{PrintCore, PrintState, planner};
 use crate::shipping::sendcloud::Sendcloud;
 use crate::shipping::{ShippingCore, ShippingState};
 use crate::{gateway, http, identity, openapi, order, print, shipping};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// Gateway and order service in one process, on one port.
-    All,
-    /// The API gateway.
-    Gateway,
-    /// The order service.
-    Order,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::All => "all",
-            Role::Gateway => "gateway",
-            Role::Order => "order",
-        }
-    }
-
-    pub fn default_port(self) -> u16 {
-        match self {
-            Role::All | Role::Gateway => 3000,
-            Role::Order => 3001,
-        }
-    }
-}
 
 /// Builds the complete HTTP application of `role`, wrapped in the shared HTTP stack.
 pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {

@@ -19,7 +19,8 @@ use tower::ServiceExt;
 
 use crate::app::AppContext;
 use crate::config::Config;
-use crate::roles::{self, Role};
+use crate::config::Role;
+use crate::roles;
 
 /// `forma serve`: starts `role` on its configured port and serves until a shutdown signal.
 pub async fn serve(role: Role, config: Config) -> anyhow::Result<()> {

@@ -12,9 +12,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::app::AppContext;
+use crate::config::Role;
 use crate::config::{Config, Secret, SecretUrl};
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::server;
 
 /// Where the test suite finds PostgreSQL; each test creates its own database there.

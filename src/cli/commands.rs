@@ -8,11 +8,11 @@ use anyhow::{Context, bail};
 
 use super::{Cli, Command, ConfigCommand, TenantsCommand, UsersCommand};
 use crate::config::Config;
+use crate::config::Role;
 use crate::identity::users::NewUser;
 use crate::identity::{bootstrap, email, password, tenants, users};
 use crate::infra::db::Db;
 use crate::observability::logging;
-use crate::roles::Role;
 use crate::{openapi, server};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {

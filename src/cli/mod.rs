@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub use commands::run;
 
+use crate::config::Role;
 use crate::identity::roles::UserRole;
-use crate::roles::Role;
 
 #[derive(Debug, Parser)]
 #[command(name = "forma", version, about = "The backend of a 3D-print-on-demand business", long_about = None)]

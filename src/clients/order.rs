@@ -243,10 +243,10 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::config::Role;
     use crate::each_database;
     use crate::infra::db::Db;
     use crate::order::audit::{AuditFilter, actions};
-    use crate::roles::Role;
     use crate::testing::{self, TestApp};
 
     /// What every implementation of `record_audit` must do (SPEC §7: one suite for both).

@@ -213,9 +213,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::config::Role;
     use crate::order::mappings::PrintFile;
     use crate::print::plan::PlannedLine;
-    use crate::roles::Role;
     use crate::testing::{self, TestApp};
 
     fn plan(tenant_id: Uuid, order_id: Uuid, line_item_id: Uuid, generation: u32) -> PrintPlan {

@@ -198,7 +198,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::roles::Role;
+    use crate::config::Role;
     use crate::shipping::shipments::{Recipient, ShipmentItem, ShipmentStatus};
     use crate::testing::{self, TestApp};
 

@@ -3,6 +3,7 @@
 //!
 //! The key names are a contract: operators script against them.
 
+mod role;
 mod secret;
 mod validate;
 
@@ -14,10 +15,9 @@ use figment::providers::{Env, Format, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use role::Role;
 pub use secret::{Secret, SecretUrl};
 pub use validate::{RequiredSetting, env_var_for, required_settings};
-
-use crate::roles::Role;
 
 /// Where a development gateway finds a separately started order service when none is configured.
 pub const DEV_ORDER_URL: &str = "http://127.0.0.1:3001";
@@ -557,6 +557,22 @@ pub struct SmtpConfig {
     /// How long sending one e-mail may take, in milliseconds (default 10 000); longer is given
     /// up and tried again later.
     pub timeout_ms: Option<u64>,
+}
+
+impl SmtpConfig {
+    /// The sender of notification e-mails, which `url` requires (checked at start-up).
+    pub fn from_mailbox(&self) -> Result<lettre::message::Mailbox, String> {
+        let from = self
+            .from
+            .as_deref()
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .ok_or(
+                "smtp.from is required when smtp.url is set (e.g. \"forma <forma@example.com>\")",
+            )?;
+        from.parse()
+            .map_err(|e| format!("smtp.from {from:?} is not an e-mail address: {e}"))
+    }
 }
 
 /// Stock replenishment (SPEC §6.5b).

@@ -1,7 +1,6 @@
 //! Checks run before anything starts: a bad setting stops start-up with one line naming it.
 
-use super::{Config, ConfigError};
-use crate::roles::Role;
+use super::{Config, ConfigError, Role};
 
 /// A setting without which a role refuses to start in production (SPEC §2). The same list is
 /// checked against `config.example.toml` and `docker-compose.yml` by the packaging test.
@@ -212,9 +211,7 @@ fn smtp_problems(config: &Config) -> Vec<String> {
             url.masked()
         )),
     }
-    if let Err(problem) =
-        crate::order::notifications::email::from_address(config.smtp.from.as_deref())
-    {
+    if let Err(problem) = config.smtp.from_mailbox() {
         problems.push(problem);
     }
     problems

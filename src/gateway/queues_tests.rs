@@ -4,13 +4,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::config::Role;
 use crate::events::bus::EventBus;
 use crate::events::catalog::{Event, EventPayload, OrderCancelled, names};
 use crate::events::publish::EventPublisher;
 use crate::identity::roles::UserRole;
 use crate::infra::db::{Backend, Db};
 use crate::infra::workers::Workers;
-use crate::roles::Role;
 use crate::testing::{TestApp, client};
 
 const PASSWORD: &str = "a-long-password";

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::config::UrlList;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::{TestApp, client, raw_http};
 
 /// A stand-in order service: reads the whole body, as a webhook handler does, and answers 200 with

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::config::Role;
 use crate::each_database;
-use crate::roles::Role;
 use crate::testing::TestApp;
 
 async fn json(response: reqwest::Response) -> (u16, Value) {

@@ -2,12 +2,12 @@
 
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::each_database;
 use crate::identity::roles::UserRole;
 use crate::identity::users::{self, NewUser};
 use crate::identity::{password, tenants};
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::{TestApp, client};
 
 const PASSWORD: &str = "a-long-password";

@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Role;
 use crate::config::{Config, Secret, UrlList};
 use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::simulators::sendcloud::SendcloudSim;
 use crate::simulators::shopify::{self, Delivery, Line, ShopifyAdminSim};
 use crate::simulators::simplyprint::SimplyPrintSim;

@@ -10,8 +10,8 @@ use super::parcels::{self, parcel_request};
 use super::sendcloud::Sendcloud;
 use super::shipments::{Recipient, ShipmentItem, ShipmentRequest, ShipmentStatus, repository};
 use crate::config::Config;
+use crate::config::Role;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::simulators::sendcloud::SendcloudSim;
 use crate::testing::TestApp;
 

@@ -3,10 +3,10 @@
 
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::each_database;
 use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::{ADMIN_PASSWORD, TestApp, client, cookie_client, session_cookie};
 
 const PASSWORD: &str = "a-long-password";

@@ -16,11 +16,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use crate::config::Role;
 use crate::config::UrlList;
 use crate::identity::context::UserContext;
 use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::{INTERNAL_KEY, TestApp, client};
 
 const SHOPIFY_SECRET: &str = "shopify-webhook-secret";

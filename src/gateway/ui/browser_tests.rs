@@ -13,9 +13,9 @@ use futures::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::infra::db::Backend;
 use crate::order::flow_tests::{self, SHOP, line};
-use crate::roles::Role;
 use crate::simulators::shopify::{Delivery, order_document};
 use crate::testing::{ADMIN_PASSWORD, TestApp, eventually, free_port};
 

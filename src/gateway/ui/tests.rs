@@ -4,8 +4,8 @@
 
 use reqwest::header;
 
+use crate::config::Role;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::TestApp;
 
 const FILES: [(&str, &str); 4] = [

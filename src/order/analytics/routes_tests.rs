@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::config::Role;
 use crate::each_database;
 use crate::identity::context::UserContext;
 use crate::identity::roles::UserRole;
@@ -13,7 +14,6 @@ use crate::identity::{tenants, users};
 use crate::infra::db::{Backend, Db};
 use crate::on_pool;
 use crate::order::event_log::types;
-use crate::roles::Role;
 use crate::testing::{TestApp, signed_context};
 
 fn at(text: &str) -> DateTime<Utc> {

@@ -5,12 +5,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{AuditEntry, actions, record};
+use crate::config::Role;
 use crate::each_database;
 use crate::identity::context::{Binding, UserContext, empty_body_sha256};
 use crate::identity::roles::UserRole;
 use crate::identity::{tenants, users};
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::{INTERNAL_KEY, TestApp, signed_context};
 
 async fn json(response: reqwest::Response) -> (u16, Value) {

@@ -7,11 +7,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{batches, repository};
+use crate::config::Role;
 use crate::each_database;
 use crate::events::catalog::{Event, EventPayload, PrintJobCancelled, PrintJobCompleted};
 use crate::infra::db::Conn;
 use crate::order::flow_tests::{get_json, map};
-use crate::roles::Role;
 use crate::testing::TestApp;
 
 fn completed(tenant: Uuid, job: Uuid) -> Event {

@@ -3,9 +3,9 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::config::Role;
 use crate::each_database;
 use crate::order::flow_tests::{get_json, map};
-use crate::roles::Role;
 use crate::testing::TestApp;
 
 each_database! {

@@ -10,10 +10,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::repository;
+use crate::config::Role;
 use crate::config::{Config, UrlList};
 use crate::infra::db::Backend;
 use crate::order::flow_tests::{SHOP, SP_TOKEN, deliver, get_json, integrations, line, map};
-use crate::roles::Role;
 use crate::simulators::shopify::{self, Delivery};
 use crate::simulators::simplyprint::SimplyPrintSim;
 use crate::testing::{self, TestApp, TestDatabase, eventually};

@@ -134,7 +134,7 @@ impl Mailer {
         let timeout = smtp
             .timeout_ms
             .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
-        let from = from_address(smtp.from.as_deref())?;
+        let from = smtp.from_mailbox()?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose())
             .map_err(|e| format!("smtp.url {}: {e}", url.masked()))?
             .timeout(Some(timeout))
@@ -191,15 +191,6 @@ impl Mailer {
             ))),
         }
     }
-}
-
-/// `smtp.from` as a mailbox; required once e-mails really leave.
-pub fn from_address(from: Option<&str>) -> Result<Mailbox, String> {
-    let from = from
-        .map(str::trim)
-        .filter(|f| !f.is_empty())
-        .ok_or("smtp.from is required when smtp.url is set (e.g. \"forma <forma@example.com>\")")?;
-    Mailbox::from_str(from).map_err(|e| format!("smtp.from {from:?} is not an e-mail address: {e}"))
 }
 
 /// The error with its causes: lettre's top-level message alone often says only "network error".

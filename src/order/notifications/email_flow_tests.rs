@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::settings::{self, NotificationSettings};
 use crate::clients::print::InProcessPrintClient;
 use crate::clients::shipping::InProcessShippingClient;
+use crate::config::Role;
 use crate::config::{Config, UrlList};
 use crate::each_database;
 use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
@@ -23,7 +24,6 @@ use crate::order::flow_tests::{
     Deployment, SHOP, SP_TOKEN, deliver, get_json, integrations, line, map, order_numbered,
 };
 use crate::print::PrintCore;
-use crate::roles::Role;
 use crate::shipping::ShippingCore;
 use crate::simulators::shopify::{self, Delivery};
 use crate::simulators::smtp::{Mode, SmtpSim};

@@ -303,7 +303,7 @@ fn a_bad_smtp_setting_stops_start_up_with_one_line_naming_it() {
     let file = dir.path().join("forma.toml");
     let load = |smtp: &str| {
         std::fs::write(&file, format!("[smtp]\n{smtp}\n")).unwrap();
-        crate::config::Config::load_for(Some(&file), crate::roles::Role::All).map(drop)
+        crate::config::Config::load_for(Some(&file), crate::config::Role::All).map(drop)
     };
     let error = load("url = \"http://mail.example.com\"\nfrom = \"ops@shop.example\"")
         .unwrap_err()

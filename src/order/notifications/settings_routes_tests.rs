@@ -2,10 +2,10 @@
 
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::each_database;
 use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::testing::{TestApp, use_redis};
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {

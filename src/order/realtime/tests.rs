@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::config::Role;
 use crate::identity::roles::UserRole;
 use crate::identity::{password, tenants, users};
 use crate::infra::db::Backend;
 use crate::order::flow_tests::{Deployment, SHOP, deliver, line};
 use crate::order::shopify::tokens;
-use crate::roles::Role;
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{ADMIN_PASSWORD, TestApp, eventually};
 

@@ -236,7 +236,7 @@ mod tests {
 
     crate::each_database! {
         async fn delivery_records_are_kept_a_week(backend: Backend) {
-            let app = crate::testing::TestApp::spawn(crate::roles::Role::Order, backend).await;
+            let app = crate::testing::TestApp::spawn(crate::config::Role::Order, backend).await;
             let db = &app.ctx.db;
             let tenant = Uuid::new_v4();
             for (id, age_days) in [("old", 8), ("recent", 6)] {

@@ -6,10 +6,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::*;
+use crate::config::Role;
 use crate::each_database;
 use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::simulators::shopify::{Delivery, OAuthApp, ShopifyAdminSim};
 use crate::testing::{self, ADMIN_PASSWORD, TestApp};
 

@@ -5,11 +5,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::{self, VapidKeys};
 use super::subscriptions;
+use crate::config::Role;
 use crate::config::Secret;
 use crate::each_database;
 use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
-use crate::roles::Role;
 use crate::simulators::push::PushServiceSim;
 use crate::testing::{TestApp, TestDatabase};
 

@@ -1,0 +1,69 @@
+//! The dependencies point one way: `config` and `infra` (the configuration and the ports' embedded
+//! and distributed implementations) know nothing of the services that use them, nor of the role
+//! wiring above those. A `crate::…` path in their production code may only name them, or the
+//! crate-root macros they define; test files may reach further (they start whole roles).
+
+use std::path::{Path, PathBuf};
+
+/// What `config` and `infra` may name under `crate::`.
+const ALLOWED: [&str; 5] = ["config", "infra", "on_pool", "on_tx", "each_database"];
+
+fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            found.push(path);
+        }
+    }
+}
+
+fn is_test_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name == "tests.rs" || name.ends_with("_tests.rs")
+}
+
+/// Every `crate::name` in `text` outside its `#[cfg(test)]` tail.
+fn crate_paths(text: &str) -> Vec<String> {
+    let production = text.split("#[cfg(test)]").next().unwrap_or(text);
+    production
+        .match_indices("crate::")
+        .map(|(at, _)| {
+            production[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn config_and_infra_import_nothing_above_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["config", "infra"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 5, "the source tree was not found");
+    let mut wrong = Vec::new();
+    for file in files.iter().filter(|f| !is_test_file(f)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for name in crate_paths(&text) {
+            if !ALLOWED.contains(&name.as_str()) {
+                wrong.push(format!("{}: crate::{name}", file.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "config/infra reach above them:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_test_only_tail_and_other_modules_are_told_apart() {
+    let text = "use crate::infra::db;\nuse crate::order::x;\n#[cfg(test)]\nuse crate::roles::Role;";
+    assert_eq!(crate_paths(text), ["infra", "order"]);
+}
