@@ -31,6 +31,14 @@ pub fn is_normalised(path: &str) -> bool {
     })
 }
 
+/// Whether `path` is `base` or below it, by whole segment: `/api/v1/orders/7` is under
+/// `/api/v1/orders`, `/api/v1/orders-x` is not. The one definition for the route table, the public
+/// paths and the rate limiter's classes.
+pub fn is_under(path: &str, base: &str) -> bool {
+    path.strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 pub async fn refuse_unnormalised(request: Request, next: Next) -> Response {
     if is_normalised(request.uri().path()) {
         next.run(request).await
@@ -42,7 +50,15 @@ pub async fn refuse_unnormalised(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::is_normalised;
+    use super::{is_normalised, is_under};
+
+    #[test]
+    fn under_is_by_whole_segment() {
+        assert!(is_under("/api/v1/orders", "/api/v1/orders"));
+        assert!(is_under("/api/v1/orders/7", "/api/v1/orders"));
+        assert!(!is_under("/api/v1/orders-x", "/api/v1/orders"));
+        assert!(!is_under("/api/v1", "/api/v1/orders"));
+    }
 
     #[test]
     fn dot_segments_and_encoded_separators_are_not_normal() {

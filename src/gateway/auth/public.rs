@@ -1,5 +1,7 @@
 //! Which paths need no session (SPEC §5.2, `proxy.public_paths`).
 
+use crate::http::paths::is_under;
+
 /// Patterns: an exact path; `prefix*` (any continuation); `prefix/**` (the prefix and below, by
 /// whole segment).
 #[derive(Debug, Clone)]
@@ -35,12 +37,7 @@ impl PublicPaths {
         self.patterns.iter().any(|pattern| match pattern {
             Pattern::Exact(exact) => path == exact,
             Pattern::Prefix(prefix) => path.starts_with(prefix.as_str()),
-            Pattern::Subtree(base) => {
-                path == base
-                    || path
-                        .strip_prefix(base.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            }
+            Pattern::Subtree(base) => is_under(path, base),
         })
     }
 }

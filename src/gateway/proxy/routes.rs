@@ -2,6 +2,7 @@
 //! longest prefix first; and Socket.IO (SPEC §6.6), which the order service serves at `/socket.io`.
 
 use crate::config::{RouteConfig, Service};
+use crate::http::paths::is_under;
 
 pub const API_PREFIX: &str = "/api/v1";
 
@@ -37,16 +38,14 @@ impl RouteTable {
         let rest = path.strip_prefix(API_PREFIX)?;
         self.routes.iter().find(|route| {
             let prefix = route.prefix.trim_end_matches('/');
-            rest.strip_prefix(prefix)
-                .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+            is_under(rest, prefix)
         })
     }
 }
 
 /// `/socket.io` and below, by whole segment.
 pub fn is_socket_io(path: &str) -> bool {
-    path.strip_prefix(SOCKET_IO)
-        .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+    is_under(path, SOCKET_IO)
 }
 
 /// The route template a proxied request is counted under in the request metrics.
@@ -61,11 +60,7 @@ pub fn label(route: &RouteConfig) -> String {
 
 /// `/internal/**` (and `/api/v1/internal/**`) is for services only and never routed.
 pub fn is_internal(path: &str) -> bool {
-    let segment_under = |base: &str| {
-        path.strip_prefix(base)
-            .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
-    };
-    segment_under("/internal") || segment_under("/api/v1/internal")
+    is_under(path, "/internal") || is_under(path, "/api/v1/internal")
 }
 
 #[cfg(test)]

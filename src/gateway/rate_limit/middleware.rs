@@ -8,7 +8,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::client_ip::{bucket, client_ip};
-use super::{Decision, RateLimitSubject, RateLimiter, RouteClass, classify, under};
+use super::{Decision, RateLimitSubject, RateLimiter, RouteClass, classify};
+use crate::http::paths::is_under;
 
 /// The decision whose headers a response carries, so whichever middleware runs last keeps the
 /// tighter of the two instead of overwriting it.
@@ -72,8 +73,8 @@ pub async fn limit_by_user(
 
 /// Orchestrators and scrapers probe these constantly; limiting them would fail health checks.
 fn is_exempt(path: &str) -> bool {
-    under(path, "/health")
-        || under(path, "/docs")
+    is_under(path, "/health")
+        || is_under(path, "/docs")
         || matches!(path, "/live" | "/ready" | "/metrics" | "/openapi.json")
 }
 

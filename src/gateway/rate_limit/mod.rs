@@ -24,6 +24,7 @@ use ipnet::IpNet;
 
 use crate::config::RateLimitConfig;
 use crate::http::ApiError;
+use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
 pub use client_ip::{bucket as client_bucket, client_ip};
@@ -102,9 +103,9 @@ impl RouteClass {
 
 /// The class of `path`, matched by whole segment (`/api/v1/authx` is an ordinary API call).
 pub fn classify(path: &str) -> RouteClass {
-    if CREDENTIAL_PATHS.iter().any(|p| under(path, p)) {
+    if CREDENTIAL_PATHS.iter().any(|p| is_under(path, p)) {
         RouteClass::Auth
-    } else if under(path, "/api/v1/webhooks") {
+    } else if is_under(path, "/api/v1/webhooks") {
         RouteClass::Webhooks
     } else {
         RouteClass::Api
@@ -120,12 +121,6 @@ const CREDENTIAL_PATHS: [&str; 4] = [
     "/api/v1/auth/refresh",
     "/api/v1/auth/change-password",
 ];
-
-/// `path` is `prefix` or below it.
-fn under(path: &str, prefix: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
 
 /// The gateway's limiter. Cheap to clone; every clone shares the same budgets.
 #[derive(Clone)]
