@@ -1,10 +1,8 @@
 //! User and role management (SPEC §5.1): permission `users.manage`, within the caller's tenant
 //! (super admins in every tenant). Every change is audited.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -141,8 +139,7 @@ pub struct CreateUser {
         (status = 409, description = "The e-mail address is taken", body = ErrorBody)))]
 async fn create_user(
     State(state): State<GatewayState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    meta: RequestMeta,
     CurrentUser(auth): CurrentUser,
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
@@ -186,7 +183,6 @@ async fn create_user(
             "A user with this e-mail address already exists",
         ));
     };
-    let meta = RequestMeta::new(&state, peer, &headers);
     let details =
         json!({"email": user.email, "roles": new.roles, "isSuperAdmin": user.is_super_admin});
     super::audit::user_changed(&state, &meta, &auth, actions::USER_CREATED, &user, details).await;
@@ -231,8 +227,7 @@ pub struct UpdateUser {
         (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
 async fn update_user(
     State(state): State<GatewayState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    meta: RequestMeta,
     CurrentUser(auth): CurrentUser,
     Path(id): Path<Uuid>,
     Json(body): Json<UpdateUser>,
@@ -287,7 +282,6 @@ async fn update_user(
     let updated = users::update(&state.ctx.db, id, &changes).await;
     state.auth_cache.clear();
     let updated = updated?.ok_or_else(|| ApiError::not_found("User not found"))?;
-    let meta = RequestMeta::new(&state, peer, &headers);
     let action = if roles.is_some() {
         actions::USER_ROLES_CHANGED
     } else {
@@ -310,8 +304,7 @@ async fn update_user(
         (status = 404, description = "No such user in this tenant", body = ErrorBody)))]
 async fn delete_user(
     State(state): State<GatewayState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    meta: RequestMeta,
     CurrentUser(auth): CurrentUser,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
@@ -324,7 +317,6 @@ async fn delete_user(
     }
     users::delete(&state.ctx.db, id).await?;
     state.auth_cache.clear();
-    let meta = RequestMeta::new(&state, peer, &headers);
     let details = json!({"email": user.email});
     super::audit::user_changed(&state, &meta, &auth, actions::USER_DELETED, &user, details).await;
     Ok(StatusCode::NO_CONTENT)
