@@ -318,7 +318,8 @@ pub enum LoadBalancing {
     #[default]
     RoundRobin,
     LeastConnections,
-    /// A consistent hash of the Socket.IO `sid` (or the session cookie), so long-polling sticks.
+    /// A consistent hash of who is signed in (bearer token family, else session cookie), so a
+    /// client stays on one instance. Socket.IO requests are placed this way whatever the policy.
     ConsistentHash,
 }
 
