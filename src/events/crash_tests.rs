@@ -154,7 +154,7 @@ async fn child() {
         })
         .expect("insert into crash_source");
         enqueue(&mut tx, &event).await.expect("enqueue");
-        if transactions % ROLLBACK_EVERY == 0 {
+        if transactions.is_multiple_of(ROLLBACK_EVERY) {
             // Durable before the rollback, so the parent knows it even if the kill comes next.
             writeln!(rolled_back, "{id}").expect("write the rolled-back id");
             rolled_back.sync_all().expect("sync the rolled-back file");
