@@ -32,26 +32,42 @@ fn cancelled(tenant: Uuid, job: Uuid) -> Event {
     Event::new("print-service", tenant.to_string(), payload)
 }
 
+/// A CUBE mapping (two units per print) with a stock target of 4 in batches of 4, and the one
+/// batch of two jobs a scheduler pass plans for it, committed: its tenant, mapping and jobs.
+async fn cube_with_a_scheduled_batch(app: &TestApp) -> (Uuid, Uuid, Vec<Uuid>) {
+    let admin = app.admin().await;
+    let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": 2}]);
+    let mapping = map(&admin, app, "CUBE", cube).await;
+    let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
+    let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
+    let update = crate::order::inventory::InventoryUpdate {
+        stock_target: Some(4),
+        batch_size: Some(4),
+        ..Default::default()
+    };
+    let mut tx = app.ctx.db.begin().await.unwrap();
+    repository::update(&mut tx, tenant, mapping_id, &update)
+        .await
+        .unwrap()
+        .unwrap();
+    let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
+    assert_eq!(shortfalls.len(), 1);
+    // Four units at two per print: one batch of two jobs.
+    let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(
+        batches::shortfalls(&mut tx).await.unwrap().is_empty(),
+        "the batch is printing"
+    );
+    tx.commit().await.unwrap();
+    (tenant, mapping_id, jobs)
+}
+
 each_database! {
     async fn a_cancelled_stock_job_gives_its_batch_up_and_the_units_are_planned_again(backend: Backend) {
         let app = TestApp::spawn(Role::All, backend).await;
-        let admin = app.admin().await;
-        let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": 2}]);
-        let mapping = map(&admin, &app, "CUBE", cube).await;
-        let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
-        let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
+        let (tenant, mapping_id, jobs) = cube_with_a_scheduled_batch(&app).await;
         let db = &app.ctx.db;
-        let update = crate::order::inventory::InventoryUpdate {
-            stock_target: Some(4),
-            batch_size: Some(4),
-            ..Default::default()
-        };
-        let mut tx = db.begin().await.unwrap();
-        repository::update(&mut tx, tenant, mapping_id, &update).await.unwrap().unwrap();
-        let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
-        let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
-        assert!(batches::shortfalls(&mut tx).await.unwrap().is_empty(), "the batch is printing");
-        tx.commit().await.unwrap();
         let entry = || async {
             let e = repository::find(&mut Conn::Pool(db), tenant, mapping_id).await.unwrap().unwrap();
             (e.stock_on_hand, e.in_production, e.open_batches)
@@ -81,25 +97,8 @@ each_database! {
 each_database! {
     async fn the_same_completion_delivered_twice_adds_stock_once(backend: Backend) {
         let app = TestApp::spawn(Role::All, backend).await;
-        let admin = app.admin().await;
-        let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": 2}]);
-        let mapping = map(&admin, &app, "CUBE", cube).await;
-        let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
-        let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
+        let (tenant, mapping_id, jobs) = cube_with_a_scheduled_batch(&app).await;
         let db = &app.ctx.db;
-        let update = crate::order::inventory::InventoryUpdate {
-            stock_target: Some(4),
-            batch_size: Some(4),
-            ..Default::default()
-        };
-        let mut tx = db.begin().await.unwrap();
-        repository::update(&mut tx, tenant, mapping_id, &update).await.unwrap().unwrap();
-        let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
-        assert_eq!(shortfalls.len(), 1);
-        // Four units at two per print: one batch of two jobs.
-        let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(jobs.len(), 2);
         let on_hand = || async {
             repository::find(&mut Conn::Pool(db), tenant, mapping_id)
                 .await
