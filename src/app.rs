@@ -4,12 +4,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum::Router;
+use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::config::Role;
 use crate::events::bus::{self, EventBus};
+use crate::health::{self, HealthReport};
 use crate::identity;
+use crate::identity::context::ContextVerifier;
 use crate::infra::db::Db;
 use crate::infra::redis::RedisHandle;
 use crate::infra::workers::Workers;
@@ -27,7 +31,8 @@ pub enum BusState {
 /// The longest wait between two attempts to open the bus.
 const BUS_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// What every part of a running role shares; handlers reach it through their router's state.
+/// What every part of a running role shares, built once at start-up. `roles.rs` hands the
+/// services' router states only the parts their handlers use.
 pub struct AppContext {
     pub role: Role,
     pub config: Arc<Config>,
@@ -149,5 +154,34 @@ impl AppContext {
 
     pub fn uptime_seconds(&self) -> u64 {
         self.started.elapsed().as_secs()
+    }
+}
+
+/// The process's own readiness, for the health endpoints of the services it runs: all they may
+/// ask of the process (its database, Redis and bus answer), without a way to reach them for
+/// anything else.
+#[derive(Clone)]
+pub struct Readiness(Arc<AppContext>);
+
+impl Readiness {
+    pub fn of(ctx: &Arc<AppContext>) -> Self {
+        Self(ctx.clone())
+    }
+
+    pub async fn report(&self) -> HealthReport {
+        health::readiness(&self.0).await
+    }
+
+    /// Liveness, readiness and metrics of this process, as every role serves them.
+    pub fn probes(&self) -> Router {
+        let (probes, _) = health::probe_routes().split_for_parts();
+        probes.with_state(self.0.clone())
+    }
+}
+
+/// For what holds the whole context rather than a router state (the Socket.IO handshake).
+impl FromRef<Arc<AppContext>> for ContextVerifier {
+    fn from_ref(ctx: &Arc<AppContext>) -> Self {
+        ContextVerifier::from_config(&ctx.config)
     }
 }

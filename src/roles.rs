@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 
-use crate::app::AppContext;
+use crate::app::{AppContext, Readiness};
 use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
 use crate::clients::print::{HttpPrintClient, InProcessPrintClient, PrintClient};
 use crate::clients::shipping::{HttpShippingClient, InProcessShippingClient, ShippingClient};
@@ -31,27 +31,49 @@ use crate::shipping::sendcloud::Sendcloud;
 use crate::shipping::{ShippingCore, ShippingState};
 use crate::{gateway, http, identity, openapi, order, print, shipping};
 
+/// What a role serves: its HTTP application, and what must be closed as soon as shutdown begins.
+pub struct App {
+    pub router: Router,
+    /// The Socket.IO server of the order service, when the role runs it: its idle long-polls
+    /// would otherwise hold graceful shutdown for up to the ping interval.
+    pub realtime: Option<order::realtime::Realtime>,
+}
+
 /// Builds the complete HTTP application of `role`, wrapped in the shared HTTP stack.
 pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
-    let app = match role {
+    app(role, ctx).map(|app| app.router)
+}
+
+/// [`router`], with what the server closes when shutdown begins.
+pub fn app(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<App> {
+    let (app, realtime) = match role {
         Role::Order => {
             let services = OrderServices::start(&ctx)?;
-            services.api().merge(services.internal())
+            let router = services.api().merge(services.internal());
+            (router, Some(services.realtime))
         }
         Role::Gateway => {
             // A lone gateway only reads the bus (the queue dashboard); it still opens it late.
             ctx.when_bus_ready(|_| Ok(()))?;
             let order: Arc<dyn OrderClient> =
                 Arc::new(HttpOrderClient::new(ctx.config.order_urls(), &ctx.config)?);
-            gateway::router(GatewayState::new(ctx.clone(), order, None)?)
+            (
+                gateway::router(GatewayState::new(ctx.clone(), order, None)?),
+                None,
+            )
         }
         Role::All => {
             let services = OrderServices::start(&ctx)?;
             let order: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
-            gateway::router(GatewayState::new(ctx.clone(), order, Some(services.api()))?)
+            let router =
+                gateway::router(GatewayState::new(ctx.clone(), order, Some(services.api()))?);
+            (router, Some(services.realtime))
         }
     };
-    Ok(http::stack(app.merge(openapi::docs_router()), &ctx.config))
+    Ok(App {
+        router: http::stack(app.merge(openapi::docs_router()), &ctx.config),
+        realtime,
+    })
 }
 
 /// How often the idempotency records past their retention are deleted.
@@ -90,10 +112,7 @@ impl OrderServices {
                     dispatch: DispatchNotifier::default(),
                     simplyprint: SimplyPrint::from_config(&ctx.config)?.map(Arc::new),
                 };
-                let state = PrintState {
-                    ctx: ctx.clone(),
-                    core: core.clone(),
-                };
+                let state = PrintState::new(core.clone(), &ctx.config);
                 (Arc::new(InProcessPrintClient::new(core)), Some(state))
             } else {
                 let client = HttpPrintClient::new(print_urls.0.clone(), &ctx.config)?;
@@ -109,10 +128,7 @@ impl OrderServices {
                     parcels: Wakeup::default(),
                     sendcloud: Sendcloud::from_config(&ctx.config)?.map(Arc::new),
                 };
-                let state = ShippingState {
-                    ctx: ctx.clone(),
-                    core: core.clone(),
-                };
+                let state = ShippingState::new(core.clone(), &ctx.config);
                 (Arc::new(InProcessShippingClient::new(core)), Some(state))
             } else {
                 let client = HttpShippingClient::new(shipping_urls.0.clone(), &ctx.config)?;
@@ -260,7 +276,12 @@ impl OrderServices {
         }
         let realtime = order::realtime::Realtime::start(ctx, &order_core)?;
         Ok(Self {
-            order: OrderState::new(ctx.clone(), order_core),
+            order: OrderState::new(
+                order_core,
+                &ctx.config,
+                ctx.workers.clone(),
+                Readiness::of(ctx),
+            ),
             print,
             shipping,
             realtime,

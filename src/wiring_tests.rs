@@ -2,6 +2,10 @@
 //! and distributed implementations) know nothing of the services that use them, nor of the role
 //! wiring above those. A `crate::…` path in their production code may only name them, or the
 //! crate-root macros they define; test files may reach further (they start whole roles).
+//!
+//! The services' handlers take the ports they use (the core, a configuration section, the
+//! context verifier) from their router state, never the whole process context: `AppContext` is
+//! for start-up and `roles.rs`, which hands each state its parts.
 
 use std::path::{Path, PathBuf};
 
@@ -24,9 +28,14 @@ fn is_test_file(path: &Path) -> bool {
     name == "tests.rs" || name.ends_with("_tests.rs")
 }
 
+/// `text` without its `#[cfg(test)]` tail.
+fn production(text: &str) -> &str {
+    text.split("#[cfg(test)]").next().unwrap_or(text)
+}
+
 /// Every `crate::name` in `text` outside its `#[cfg(test)]` tail.
 fn crate_paths(text: &str) -> Vec<String> {
-    let production = text.split("#[cfg(test)]").next().unwrap_or(text);
+    let production = production(text);
     production
         .match_indices("crate::")
         .map(|(at, _)| {
@@ -66,4 +75,46 @@ fn config_and_infra_import_nothing_above_them() {
 fn a_test_only_tail_and_other_modules_are_told_apart() {
     let text = "use crate::infra::db;\nuse crate::order::x;\n#[cfg(test)]\nuse crate::roles::Role;";
     assert_eq!(crate_paths(text), ["infra", "order"]);
+}
+
+/// What the services' routers are built on; a file that names one holds handlers or their wiring.
+const ROUTER_STATES: [&str; 3] = ["OrderState", "PrintState", "ShippingState"];
+
+/// The extractors those handlers take, bound on the narrow state they check against.
+const EXTRACTORS: [&str; 2] = ["identity/context.rs", "order/internal.rs"];
+
+#[test]
+fn service_handlers_take_their_ports_not_the_app_context() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["order", "print", "shipping"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let mut handlers = Vec::new();
+    for file in files.iter().filter(|f| !is_test_file(f)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        if ROUTER_STATES.iter().any(|s| production(&text).contains(s)) {
+            handlers.push((file.clone(), text));
+        }
+    }
+    // The route files of every service, their states and their internal APIs at least.
+    assert!(
+        handlers.len() > 20,
+        "the services' handler files were not found"
+    );
+    for extractor in EXTRACTORS {
+        let file = root.join(extractor);
+        let text = std::fs::read_to_string(&file).unwrap();
+        handlers.push((file, text));
+    }
+    let wrong: Vec<String> = handlers
+        .iter()
+        .filter(|(_, text)| production(text).contains("AppContext"))
+        .map(|(file, _)| file.display().to_string())
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "handlers reach the whole AppContext instead of the ports they use:\n{}",
+        wrong.join("\n")
+    );
 }

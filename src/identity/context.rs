@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::roles::{Permission, UserRole, permissions_of};
-use crate::app::AppContext;
+use crate::config::{Config, Secret};
 use crate::http::ApiError;
 
 pub const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
@@ -131,24 +131,38 @@ impl UserContext {
     /// The fields in signing order, one per line: a value can never be confused with the next
     /// (no field may contain a line break: e-mails are validated, the rest we produce).
     fn canonical(&self, timestamp_ms: u128, binding: &Binding<'_>) -> String {
-        [
-            self.user_id.to_string(),
-            self.tenant_id.to_string(),
-            self.email.clone(),
-            join(self.roles.iter().map(|r| r.as_str())),
-            join(self.permissions.iter().map(|p| p.as_str())),
-            self.is_super_admin.to_string(),
-            timestamp_ms.to_string(),
-            binding.method.to_owned(),
-            binding.target.to_owned(),
-            binding.body_sha256.to_owned(),
-        ]
-        .join("\n")
+        use std::fmt::Write;
+        // Written into one string: it is made for every proxied request.
+        let mut text = String::with_capacity(256 + binding.target.len());
+        let _ = write!(
+            text,
+            "{}\n{}\n{}\n",
+            self.user_id, self.tenant_id, self.email
+        );
+        write_joined(&mut text, self.roles.iter().map(|r| r.as_str()));
+        text.push('\n');
+        write_joined(&mut text, self.permissions.iter().map(|p| p.as_str()));
+        let _ = write!(
+            text,
+            "\n{}\n{timestamp_ms}\n{}\n{}\n{}",
+            self.is_super_admin, binding.method, binding.target, binding.body_sha256
+        );
+        text
     }
 
     /// Writes the context headers with a signature made now for the request `binding` describes.
     pub fn write_headers(&self, headers: &mut HeaderMap, key: &[u8], binding: &Binding<'_>) {
         self.write_headers_at(headers, key, binding, now_ms());
+    }
+
+    /// [`write_headers`](Self::write_headers) with a key prepared once ([`ContextSigner`]).
+    pub fn write_signed_headers(
+        &self,
+        headers: &mut HeaderMap,
+        signer: &ContextSigner,
+        binding: &Binding<'_>,
+    ) {
+        self.write_signed_at(headers, signer, binding, now_ms());
     }
 
     fn write_headers_at(
@@ -158,7 +172,19 @@ impl UserContext {
         binding: &Binding<'_>,
         timestamp_ms: u128,
     ) {
-        let signature = sign(key, &self.canonical(timestamp_ms, binding));
+        if let Some(signer) = ContextSigner::new(key) {
+            self.write_signed_at(headers, &signer, binding, timestamp_ms);
+        }
+    }
+
+    fn write_signed_at(
+        &self,
+        headers: &mut HeaderMap,
+        signer: &ContextSigner,
+        binding: &Binding<'_>,
+        timestamp_ms: u128,
+    ) {
+        let signature = signer.sign(&self.canonical(timestamp_ms, binding));
         let values = [
             (X_USER_ID, self.user_id.to_string()),
             (X_TENANT_ID, self.tenant_id.to_string()),
@@ -175,7 +201,8 @@ impl UserContext {
         ];
         for (name, value) in values {
             // Every value is ASCII we produced (ids, names, digits, hex); e-mails were validated.
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            // Taken over as it is, not copied.
+            if let Ok(value) = HeaderValue::try_from(value) {
                 headers.insert(name, value);
             }
         }
@@ -257,7 +284,19 @@ pub fn strip_identity_headers(headers: &mut HeaderMap) {
 }
 
 fn join<'a>(values: impl Iterator<Item = &'a str>) -> String {
-    values.collect::<Vec<_>>().join(",")
+    let mut text = String::new();
+    write_joined(&mut text, values);
+    text
+}
+
+/// Appends `values` to `text`, comma-separated.
+fn write_joined<'a>(text: &mut String, values: impl Iterator<Item = &'a str>) {
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(value);
+    }
 }
 
 fn split(value: &str) -> impl Iterator<Item = &str> {
@@ -277,13 +316,20 @@ fn mac(key: &[u8]) -> Option<HmacSha256> {
     <HmacSha256 as KeyInit>::new_from_slice(key).ok()
 }
 
-fn sign(key: &[u8], message: &str) -> String {
-    match mac(key) {
-        Some(mut mac) => {
-            mac.update(message.as_bytes());
-            hex::encode(mac.finalize().into_bytes())
-        }
-        None => String::new(),
+/// The internal key, made into an HMAC state once: the key schedule (two SHA-256 blocks) is then
+/// not repeated for every request the gateway signs, each of which starts from a copy.
+#[derive(Clone)]
+pub struct ContextSigner(HmacSha256);
+
+impl ContextSigner {
+    pub fn new(key: &[u8]) -> Option<Self> {
+        mac(key).map(Self)
+    }
+
+    fn sign(&self, message: &str) -> String {
+        let mut mac = self.0.clone();
+        mac.update(message.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 
@@ -326,12 +372,31 @@ pub async fn verify_body_digest(request: Request, next: Next) -> Response {
         .await
 }
 
+/// What a service checks a signed user context with: `internal.key` and
+/// `proxy.user_context_max_age_secs`, read once at start-up. Cheap to clone (once per request).
+#[derive(Clone)]
+pub struct ContextVerifier {
+    /// `None`: no signed context is accepted (in-process contexts still are).
+    key: Option<Arc<Secret>>,
+    max_age: Duration,
+}
+
+impl ContextVerifier {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            key: config.internal.key.clone().map(Arc::new),
+            max_age: Duration::from_secs(config.proxy.user_context_max_age_secs),
+        }
+    }
+}
+
 /// Handlers of the services take a `UserContext` argument: in-process from the gateway (role
-/// `all`), or verified from signed headers; anything else is a 401.
+/// `all`), or verified from signed headers; anything else is a 401. The router state provides
+/// the [`ContextVerifier`], nothing more.
 impl<S> FromRequestParts<S> for UserContext
 where
     S: Send + Sync,
-    Arc<AppContext>: FromRef<S>,
+    ContextVerifier: FromRef<S>,
 {
     type Rejection = ApiError;
 
@@ -339,11 +404,11 @@ where
         if let Some(InProcessContext(context)) = parts.extensions.get::<InProcessContext>() {
             return Ok(context.clone());
         }
-        let app = Arc::<AppContext>::from_ref(state);
-        let Some(key) = app.config.internal.key.as_ref() else {
+        let verifier = ContextVerifier::from_ref(state);
+        let Some(key) = verifier.key.as_deref() else {
             return Err(ApiError::unauthorized(ContextError::Missing.to_string()));
         };
-        let max_age = Duration::from_secs(app.config.proxy.user_context_max_age_secs);
+        let max_age = verifier.max_age;
         let refused = |e: ContextError| {
             tracing::warn!(error = %e, "refused a user context");
             ApiError::unauthorized(e.to_string())

@@ -4,7 +4,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::OrderState;
-use crate::health::{self, HealthReport};
+use crate::health::HealthReport;
 
 pub fn routes() -> OpenApiRouter<OrderState> {
     OpenApiRouter::new().routes(routes!(order_health))
@@ -17,7 +17,7 @@ pub fn routes() -> OpenApiRouter<OrderState> {
 async fn order_health(
     axum::extract::State(state): axum::extract::State<OrderState>,
 ) -> HealthReport {
-    let report = health::readiness(&state.ctx).await;
+    let report = state.readiness.report().await;
     report.log_failures();
     report.public()
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::orders::repository::Tracking;
 use super::orders::{self, Order, OrderRecord};
 use super::{OrderState, audit};
-use crate::app::AppContext;
+use crate::config::{Config, Secret};
 use crate::http::ApiError;
 use crate::http::extract::{Json, Path, Query};
 use crate::infra::db::Conn;
@@ -120,25 +120,33 @@ async fn tracking(
     Ok(Json(record.into()))
 }
 
-/// A caller that presented the internal key; anything else is a 401.
+/// `internal.key`, what an [`InternalCaller`] must present. Cheap to clone (once per request).
+#[derive(Clone)]
+pub struct InternalKey(Option<Arc<Secret>>);
+
+impl InternalKey {
+    pub fn from_config(config: &Config) -> Self {
+        Self(config.internal.key.clone().map(Arc::new))
+    }
+}
+
+/// A caller that presented the internal key; anything else is a 401. The router state provides
+/// the [`InternalKey`], nothing more.
 #[derive(Debug, Clone, Copy)]
 pub struct InternalCaller;
 
 impl<S> FromRequestParts<S> for InternalCaller
 where
     S: Send + Sync,
-    Arc<AppContext>: FromRef<S>,
+    InternalKey: FromRef<S>,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let app = Arc::<AppContext>::from_ref(state);
+        let InternalKey(key) = InternalKey::from_ref(state);
         // An empty key would let an empty header in: treat it as no key, and refuse everyone.
-        let expected = app
-            .config
-            .internal
-            .key
-            .as_ref()
+        let expected = key
+            .as_deref()
             .map(|k| k.expose().as_bytes())
             .filter(|k| !k.is_empty());
         let Some(expected) = expected else {

@@ -23,12 +23,16 @@ use axum::Router;
 use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppContext;
+use crate::app::Readiness;
 use crate::clients::print::PrintClient;
 use crate::clients::shipping::ShippingClient;
+use crate::config::{Config, PushConfig, ShopifyConfig, SmtpConfig};
 use crate::events::internal::Dispatcher;
 use crate::events::outbox::RelayNotifier;
+use crate::identity::context::ContextVerifier;
 use crate::infra::db::Db;
+use crate::infra::workers::Workers;
+use internal::InternalKey;
 
 /// What every entry point of the order side works with: its database, the relay to wake after
 /// committing bus events, the internal event dispatcher, and the print service. Cheap to clone.
@@ -45,27 +49,54 @@ pub struct OrderCore {
     pub emails: crate::infra::workers::Wakeup,
 }
 
-/// The order service's router state.
+/// The order service's router state: what its handlers use, and nothing else of the process.
 #[derive(Clone)]
 pub struct OrderState {
-    pub ctx: Arc<AppContext>,
     pub core: OrderCore,
     pub shops: shopify::Shops,
+    /// `shopify.*`: webhook signatures, app installs, backfills.
+    pub shopify: Arc<ShopifyConfig>,
+    /// `smtp.*`: whether notification e-mails leave forma at all.
+    pub smtp: Arc<SmtpConfig>,
+    /// `push.*`: the VAPID key browsers subscribe with.
+    pub push: Arc<PushConfig>,
+    /// `environment = production`: push subscriptions must then name https endpoints.
+    pub production: bool,
+    /// Runs a backfill past the request that starts it, and stops it with the process.
+    pub workers: Workers,
+    /// The process's own readiness, for `/health` and the probes.
+    pub readiness: Readiness,
+    pub users: ContextVerifier,
+    pub internal_key: InternalKey,
 }
 
 impl OrderState {
-    pub fn new(ctx: Arc<AppContext>, core: OrderCore) -> Self {
+    /// The state of `core`'s routes, with what they read of `config` taken once.
+    pub fn new(core: OrderCore, config: &Config, workers: Workers, readiness: Readiness) -> Self {
         Self {
-            ctx,
             core,
             shops: shopify::Shops::default(),
+            shopify: Arc::new(config.shopify.clone()),
+            smtp: Arc::new(config.smtp.clone()),
+            push: Arc::new(config.push.clone()),
+            production: config.is_production(),
+            workers,
+            readiness,
+            users: ContextVerifier::from_config(config),
+            internal_key: InternalKey::from_config(config),
         }
     }
 }
 
-impl FromRef<OrderState> for Arc<AppContext> {
+impl FromRef<OrderState> for ContextVerifier {
     fn from_ref(state: &OrderState) -> Self {
-        state.ctx.clone()
+        state.users.clone()
+    }
+}
+
+impl FromRef<OrderState> for InternalKey {
+    fn from_ref(state: &OrderState) -> Self {
+        state.internal_key.clone()
     }
 }
 
@@ -88,11 +119,9 @@ pub fn api_routes() -> OpenApiRouter<OrderState> {
 
 /// The order service as the gateway reaches it: its API, its own health and probes.
 pub fn router(state: OrderState) -> Router {
-    let (api, _) = api_routes()
-        .merge(crate::health::probe_routes())
-        .merge(health::routes())
-        .split_for_parts();
-    api.with_state(state)
+    let (api, _) = api_routes().merge(health::routes()).split_for_parts();
+    let probes = state.readiness.probes();
+    api.with_state(state).merge(probes)
 }
 
 #[cfg(test)]

@@ -17,10 +17,12 @@ use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use crate::app::AppContext;
+use crate::config::{Config, SimplyPrintConfig};
 use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
 use crate::events::outbox::RelayNotifier;
+use crate::identity::context::ContextVerifier;
 use crate::infra::db::{Db, DbError};
+use crate::order::internal::InternalKey;
 use jobs::transitions::{self, ChangeError, Changed};
 use jobs::{PrintJob, PrintJobStatus, repository};
 use plan::PrintPlan;
@@ -170,16 +172,37 @@ fn job_ref(job: &PrintJob) -> Option<internal_events::PrintJobRef> {
     })
 }
 
-/// The print service's router state.
+/// The print service's router state: what its handlers use, and nothing else of the process.
 #[derive(Clone)]
 pub struct PrintState {
-    pub ctx: Arc<AppContext>,
     pub core: PrintCore,
+    /// `simplyprint.*`: the webhook's token.
+    pub simplyprint: Arc<SimplyPrintConfig>,
+    pub users: ContextVerifier,
+    pub internal_key: InternalKey,
 }
 
-impl FromRef<PrintState> for Arc<AppContext> {
+impl PrintState {
+    /// The state of `core`'s routes, with what they read of `config` taken once.
+    pub fn new(core: PrintCore, config: &Config) -> Self {
+        Self {
+            core,
+            simplyprint: Arc::new(config.simplyprint.clone()),
+            users: ContextVerifier::from_config(config),
+            internal_key: InternalKey::from_config(config),
+        }
+    }
+}
+
+impl FromRef<PrintState> for ContextVerifier {
     fn from_ref(state: &PrintState) -> Self {
-        state.ctx.clone()
+        state.users.clone()
+    }
+}
+
+impl FromRef<PrintState> for InternalKey {
+    fn from_ref(state: &PrintState) -> Self {
+        state.internal_key.clone()
     }
 }
 

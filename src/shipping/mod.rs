@@ -21,12 +21,14 @@ use axum::extract::FromRef;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use crate::app::AppContext;
+use crate::config::{Config, SendcloudConfig};
 use crate::events::catalog::{Event, EventPayload, ShipmentCreated, ShipmentStatusChanged};
 use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
 use crate::events::outbox::{self, RelayNotifier};
+use crate::identity::context::ContextVerifier;
 use crate::infra::db::{Db, DbError, Tx};
 use crate::infra::workers::Wakeup;
+use crate::order::internal::InternalKey;
 use sendcloud::Sendcloud;
 use shipments::repository::{self, ParcelState};
 use shipments::{Shipment, ShipmentRequest, ShipmentStatus};
@@ -236,16 +238,37 @@ pub enum CancelError {
     Sendcloud(String),
 }
 
-/// The shipping service's router state.
+/// The shipping service's router state: what its handlers use, and nothing else of the process.
 #[derive(Clone)]
 pub struct ShippingState {
-    pub ctx: Arc<AppContext>,
     pub core: ShippingCore,
+    /// `sendcloud.*`: the webhook's signing secret.
+    pub sendcloud: Arc<SendcloudConfig>,
+    pub users: ContextVerifier,
+    pub internal_key: InternalKey,
 }
 
-impl FromRef<ShippingState> for Arc<AppContext> {
+impl ShippingState {
+    /// The state of `core`'s routes, with what they read of `config` taken once.
+    pub fn new(core: ShippingCore, config: &Config) -> Self {
+        Self {
+            core,
+            sendcloud: Arc::new(config.sendcloud.clone()),
+            users: ContextVerifier::from_config(config),
+            internal_key: InternalKey::from_config(config),
+        }
+    }
+}
+
+impl FromRef<ShippingState> for ContextVerifier {
     fn from_ref(state: &ShippingState) -> Self {
-        state.ctx.clone()
+        state.users.clone()
+    }
+}
+
+impl FromRef<ShippingState> for InternalKey {
+    fn from_ref(state: &ShippingState) -> Self {
+        state.internal_key.clone()
     }
 }
 

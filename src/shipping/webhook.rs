@@ -55,8 +55,6 @@ async fn sendcloud_webhook(
     body: Bytes,
 ) -> Result<Json<SendcloudAck>, ApiError> {
     let secret = state
-        .ctx
-        .config
         .sendcloud
         .webhook_secret
         .as_ref()

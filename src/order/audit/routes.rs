@@ -48,7 +48,7 @@ async fn list_audit_logs(
     let filter = query.filter().map_err(ApiError::validation)?;
     let tenant_id = tenant_to_read(&ctx, query.tenant_id)
         .ok_or_else(|| ApiError::not_found("Tenant not found"))?;
-    let (items, total) = super::list(&state.ctx.db, tenant_id, &filter, page).await?;
+    let (items, total) = super::list(&state.core.db, tenant_id, &filter, page).await?;
     Ok(Json(Page::new(items, total, page)))
 }
 
@@ -69,6 +69,6 @@ pub(crate) async fn record_from_service(
     Json(entry): Json<AuditEntry>,
 ) -> Result<(StatusCode, Json<AuditRecord>), ApiError> {
     entry.validate().map_err(ApiError::validation)?;
-    let record = super::record(&state.ctx.db, &entry).await?;
+    let record = super::record(&state.core.db, &entry).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }

@@ -49,8 +49,8 @@ impl Fulfiller {
     /// The fulfiller, when a shop can be reached: the configured one, or shops installed through
     /// OAuth (`shopify.token_key` set).
     pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
-        let configured = tokens::configured(config);
-        let tokens = TokenCipher::from_config(config).map_err(anyhow::Error::msg)?;
+        let configured = tokens::configured(&config.shopify);
+        let tokens = TokenCipher::from_config(&config.shopify).map_err(anyhow::Error::msg)?;
         if configured.is_none() && tokens.is_none() {
             return Ok(None);
         }

@@ -44,7 +44,7 @@ async fn list_inventory(
     ctx.require(Permission::MappingsRead)?;
     let Query(page) = page?;
     let page = page.validate().map_err(ApiError::validation)?;
-    let (items, total) = repository::list(&state.ctx.db, ctx.tenant_id, page).await?;
+    let (items, total) = repository::list(&state.core.db, ctx.tenant_id, page).await?;
     Ok(Json(Page::new(items, total, page)))
 }
 
@@ -63,7 +63,7 @@ async fn get_inventory(
     Path(mapping_id): Path<Uuid>,
 ) -> Result<Json<InventoryEntry>, ApiError> {
     ctx.require(Permission::MappingsRead)?;
-    let entry = repository::find(&mut Conn::Pool(&state.ctx.db), ctx.tenant_id, mapping_id)
+    let entry = repository::find(&mut Conn::Pool(&state.core.db), ctx.tenant_id, mapping_id)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(entry))
@@ -89,7 +89,7 @@ async fn update_inventory(
     ctx.require(Permission::MappingsWrite)?;
     let Json(body) = body?;
     body.validate().map_err(ApiError::validation)?;
-    let mut tx = state.ctx.db.begin().await?;
+    let mut tx = state.core.db.begin().await?;
     let Some((before, after)) =
         repository::update(&mut tx, ctx.tenant_id, mapping_id, &body).await?
     else {
@@ -113,7 +113,7 @@ async fn update_inventory(
         mapping_id,
         details,
     );
-    if let Err(e) = audit::record(&state.ctx.db, &entry).await {
+    if let Err(e) = audit::record(&state.core.db, &entry).await {
         tracing::error!(error = %e, action = entry.action, "could not write an audit log entry");
     }
     Ok(Json(after))
@@ -133,7 +133,7 @@ pub async fn internal_stock_job(
     Path(id): Path<Uuid>,
     Query(query): Query<TenantQuery>,
 ) -> Result<Json<super::StockJobPlan>, ApiError> {
-    let plan = super::batches::stock_job(&state.ctx.db, query.tenant_id, id)
+    let plan = super::batches::stock_job(&state.core.db, query.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("Stock job not found"))?;
     Ok(Json(plan))

@@ -44,7 +44,7 @@ fn sku_taken(sku: &str) -> ApiError {
 }
 
 async fn audit(state: &OrderState, entry: AuditEntry) {
-    if let Err(e) = audit::record(&state.ctx.db, &entry).await {
+    if let Err(e) = audit::record(&state.core.db, &entry).await {
         tracing::error!(error = %e, action = entry.action, "could not write an audit log entry");
     }
 }
@@ -70,7 +70,7 @@ async fn list_mappings(
         search: query.search.filter(|s| !s.trim().is_empty()),
         is_active: query.is_active,
     };
-    let (items, total) = repository::list(&state.ctx.db, ctx.tenant_id, &filter, page).await?;
+    let (items, total) = repository::list(&state.core.db, ctx.tenant_id, &filter, page).await?;
     Ok(Json(Page::new(items, total, page)))
 }
 
@@ -92,7 +92,7 @@ async fn create_mapping(
     ctx.require(Permission::MappingsWrite)?;
     let Json(body) = body?;
     let fields = body.create().map_err(ApiError::validation)?;
-    let mapping = repository::insert(&state.ctx.db, ctx.tenant_id, &fields)
+    let mapping = repository::insert(&state.core.db, ctx.tenant_id, &fields)
         .await?
         .ok_or_else(|| sku_taken(&fields.sku))?;
     let details = json!({"sku": mapping.sku, "printFiles": mapping.print_files, "isActive": mapping.is_active});
@@ -124,7 +124,7 @@ async fn get_mapping(
 ) -> Result<Json<ProductMapping>, ApiError> {
     ctx.require(Permission::MappingsRead)?;
     let Path(id) = id?;
-    let mapping = repository::find(&state.ctx.db, ctx.tenant_id, id)
+    let mapping = repository::find(&state.core.db, ctx.tenant_id, id)
         .await?
         .ok_or_else(not_found)?;
     Ok(Json(mapping))
@@ -149,7 +149,7 @@ async fn update_mapping(
 ) -> Result<Json<ProductMapping>, ApiError> {
     ctx.require(Permission::MappingsWrite)?;
     let (Path(id), Json(body)) = (id?, body?);
-    let db = &state.ctx.db;
+    let db = &state.core.db;
     let current = repository::find(db, ctx.tenant_id, id)
         .await?
         .ok_or_else(not_found)?;
@@ -192,7 +192,7 @@ async fn delete_mapping(
 ) -> Result<StatusCode, ApiError> {
     ctx.require(Permission::MappingsWrite)?;
     let Path(id) = id?;
-    let db = &state.ctx.db;
+    let db = &state.core.db;
     let current = repository::find(db, ctx.tenant_id, id)
         .await?
         .ok_or_else(not_found)?;

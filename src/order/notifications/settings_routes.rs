@@ -21,7 +21,7 @@ pub fn routes() -> OpenApiRouter<OrderState> {
 
 /// With the one fact the tenant cannot set: whether e-mails leave forma at all.
 fn shown(state: &OrderState, mut settings: NotificationSettings) -> NotificationSettings {
-    settings.email_configured = state.ctx.config.smtp.url.is_some();
+    settings.email_configured = state.smtp.url.is_some();
     settings
 }
 
@@ -36,7 +36,7 @@ async fn get_settings(
     ctx: UserContext,
 ) -> Result<Json<NotificationSettings>, ApiError> {
     ctx.require(Permission::NotificationsManage)?;
-    let settings = settings::load(&mut Conn::Pool(&state.ctx.db), ctx.tenant_id).await?;
+    let settings = settings::load(&mut Conn::Pool(&state.core.db), ctx.tenant_id).await?;
     Ok(Json(shown(&state, settings)))
 }
 
@@ -58,7 +58,7 @@ async fn put_settings(
     ctx.require(Permission::NotificationsManage)?;
     let Json(body) = body?;
     let wanted = body.validate().map_err(ApiError::validation)?;
-    let db = &state.ctx.db;
+    let db = &state.core.db;
     let before = settings::load(&mut Conn::Pool(db), ctx.tenant_id).await?;
     let saved = settings::save(db, ctx.tenant_id, &wanted).await?;
     let describe = |s: &NotificationSettings| {

@@ -32,7 +32,7 @@ use super::admin::{API_VERSION, ShopifyError};
 use super::payload::ShopifyOrder;
 use super::tokens::{self, ShopCredentials, TokenCipher, TokenError};
 use super::{Delivery, normalize_domain, oauth, topics};
-use crate::config::{Config, Secret};
+use crate::config::{Secret, ShopifyConfig};
 use crate::http::extract::{Json, Path};
 use crate::http::{ApiError, ErrorBody};
 use crate::identity::context::UserContext;
@@ -237,7 +237,7 @@ async fn finish(db: &Db, id: Uuid, outcome: Result<(), String>) {
 /// What a run works with.
 struct Job {
     core: OrderCore,
-    config: Arc<Config>,
+    shopify: Arc<ShopifyConfig>,
     run_id: Uuid,
     tenant_id: Uuid,
     shop: ShopCredentials,
@@ -282,7 +282,7 @@ impl Job {
     /// page (Shopify refuses other filters beside `page_info`).
     fn orders_url(&self, page_info: Option<&str>) -> Result<url::Url, ShopifyError> {
         let segments = ["admin", "api", API_VERSION, "orders.json"];
-        let mut url = oauth::shop_url(&self.config, &self.shop.domain, &segments)?;
+        let mut url = oauth::shop_url(&self.shopify, &self.shop.domain, &segments)?;
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("limit", &PAGE_SIZE.to_string());
@@ -417,9 +417,9 @@ async fn shop_of(
     tenant_id: Uuid,
     shop: Option<&str>,
 ) -> Result<ShopCredentials, ApiError> {
-    let config = &state.ctx.config;
-    let db = &state.ctx.db;
-    let cipher = TokenCipher::from_config(config).map_err(ApiError::service_unavailable)?;
+    let shopify = &state.shopify;
+    let db = &state.core.db;
+    let cipher = TokenCipher::from_config(shopify).map_err(ApiError::service_unavailable)?;
     if let Some(cipher) = &cipher
         && let Some(installed) = tokens::installed(db, cipher, tenant_id, shop)
             .await
@@ -427,11 +427,11 @@ async fn shop_of(
     {
         return Ok(installed);
     }
-    if let Some(configured) = tokens::configured(config)
+    if let Some(configured) = tokens::configured(shopify)
         && shop.is_none_or(|s| normalize_domain(s) == configured.domain)
         && state
             .shops
-            .tenant_of(db, config, &configured.domain)
+            .tenant_of(db, shopify, &configured.domain)
             .await?
             == Some(tenant_id)
     {
@@ -469,7 +469,7 @@ async fn start_backfill(
             ])
         })?;
     let shop = shop_of(&state, ctx.tenant_id, body.shop.as_deref()).await?;
-    let db = &state.ctx.db;
+    let db = &state.core.db;
     let run = insert_run(db, ctx.tenant_id, &shop.domain, since).await?;
     let entry = AuditEntry::by(
         &ctx,
@@ -484,14 +484,13 @@ async fn start_backfill(
     }
     let job = Job {
         core: state.core.clone(),
-        config: state.ctx.config.clone(),
+        shopify: state.shopify.clone(),
         run_id: run.id,
         tenant_id: ctx.tenant_id,
         shop,
         since,
     };
     state
-        .ctx
         .workers
         .spawn("shopify-backfill", move |stop| async move {
             let outcome = tokio::select! {
@@ -519,7 +518,7 @@ async fn get_backfill(
 ) -> Result<Json<BackfillRun>, ApiError> {
     ctx.require(Permission::IntegrationsManage)?;
     let Path(id) = id?;
-    find_run(&state.ctx.db, ctx.tenant_id, id)
+    find_run(&state.core.db, ctx.tenant_id, id)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("Backfill not found"))

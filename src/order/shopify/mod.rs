@@ -16,7 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::ShopifyConfig;
 use crate::identity::tenants;
 use crate::infra::db::{Db, DbError, Tx};
 use crate::{on_pool, on_tx};
@@ -55,8 +55,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 
 /// The secret webhooks are signed with: `shopify.webhook_secret`, else the app's `api_secret`
 /// (Shopify signs an app's webhooks with its client secret).
-pub fn webhook_secret(config: &Config) -> Option<&[u8]> {
-    let shopify = &config.shopify;
+pub fn webhook_secret(shopify: &ShopifyConfig) -> Option<&[u8]> {
     shopify
         .webhook_secret
         .as_ref()
@@ -79,7 +78,7 @@ pub fn normalize_domain(domain: &str) -> String {
 /// `shopify.shop_domain` names (recorded as connected on first use). `None` for any other shop.
 pub async fn tenant_of_shop(
     db: &Db,
-    config: &Config,
+    shopify: &ShopifyConfig,
     domain: &str,
 ) -> Result<Option<Uuid>, DbError> {
     let domain = normalize_domain(domain);
@@ -94,7 +93,7 @@ pub async fn tenant_of_shop(
     if let Some((tenant_id, _)) = known {
         return Ok(Some(tenant_id));
     }
-    let configured = config.shopify.shop_domain.as_deref().map(normalize_domain);
+    let configured = shopify.shop_domain.as_deref().map(normalize_domain);
     if configured.as_deref() != Some(domain.as_str()) || domain.is_empty() {
         return Ok(None);
     }
@@ -134,7 +133,7 @@ impl Shops {
     pub async fn tenant_of(
         &self,
         db: &Db,
-        config: &Config,
+        shopify: &ShopifyConfig,
         domain: &str,
     ) -> Result<Option<Uuid>, DbError> {
         let domain = normalize_domain(domain);
@@ -148,7 +147,7 @@ impl Shops {
         if remembered.is_some() {
             return Ok(remembered);
         }
-        let tenant = tenant_of_shop(db, config, &domain).await?;
+        let tenant = tenant_of_shop(db, shopify, &domain).await?;
         if let Some(tenant) = tenant {
             let mut shops = self
                 .0

@@ -37,7 +37,7 @@ use uuid::Uuid;
 use super::admin::{API_VERSION, ShopifyError};
 use super::tokens::{self, Installation, Shop, TokenCipher};
 use super::topics;
-use crate::config::{Config, Secret, env_var_for};
+use crate::config::{Secret, ShopifyConfig, env_var_for};
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageQuery};
 use crate::http::{ApiError, ErrorBody};
@@ -109,8 +109,7 @@ struct AppSettings {
 
 impl AppSettings {
     /// The settings, or a 503 naming every one that is missing.
-    fn from_config(config: &Config) -> Result<Self, ApiError> {
-        let shopify = &config.shopify;
+    fn from_config(shopify: &ShopifyConfig) -> Result<Self, ApiError> {
         let api_key = shopify
             .api_key
             .as_deref()
@@ -125,7 +124,7 @@ impl AppSettings {
             .as_deref()
             .map(|u| u.trim().trim_end_matches('/'))
             .filter(|u| !u.is_empty());
-        let cipher = TokenCipher::from_config(config).map_err(ApiError::service_unavailable)?;
+        let cipher = TokenCipher::from_config(shopify).map_err(ApiError::service_unavailable)?;
         match (api_key, api_secret, app_url, cipher) {
             (Some(api_key), Some(api_secret), Some(app_url), Some(cipher)) => Ok(Self {
                 api_key: api_key.to_owned(),
@@ -161,12 +160,11 @@ impl AppSettings {
 /// `{base}/{segments…}` of `shop`: `https://{shop}`, or `shopify.base_url` for every shop when it
 /// is set (a local fake).
 pub(super) fn shop_url(
-    config: &Config,
+    shopify: &ShopifyConfig,
     shop: &str,
     segments: &[&str],
 ) -> Result<url::Url, ShopifyError> {
-    let base = config
-        .shopify
+    let base = shopify
         .base_url
         .as_deref()
         .map(str::trim)
@@ -320,16 +318,16 @@ async fn install(
 ) -> Result<Response, ApiError> {
     ctx.require(Permission::IntegrationsManage)?;
     let Query(query) = query?;
-    let config = &state.ctx.config;
-    let app = AppSettings::from_config(config)?;
+    let shopify = &state.shopify;
+    let app = AppSettings::from_config(shopify)?;
     let shop = query
         .shop
         .map(|s| s.trim().to_owned())
         .filter(|s| is_shop_domain(s))
         .ok_or_else(not_a_shop)?;
     let nonce = new_nonce();
-    record_state(&state.ctx.db, &nonce, &shop, &ctx).await?;
-    let mut authorize = shop_url(config, &shop, &["admin", "oauth", "authorize"])
+    record_state(&state.core.db, &nonce, &shop, &ctx).await?;
+    let mut authorize = shop_url(shopify, &shop, &["admin", "oauth", "authorize"])
         .map_err(|e| ApiError::internal(format!("the authorize URL of {shop}: {e}")))?;
     authorize
         .query_pairs_mut()
@@ -425,12 +423,12 @@ struct AccessToken {
 /// The shop's access token for `code`, and the scopes granted.
 async fn exchange_code(
     http: &reqwest::Client,
-    config: &Config,
+    shopify: &ShopifyConfig,
     app: &AppSettings,
     shop: &str,
     code: &str,
 ) -> Result<AccessToken, ShopifyError> {
-    let url = shop_url(config, shop, &["admin", "oauth", "access_token"])?;
+    let url = shop_url(shopify, shop, &["admin", "oauth", "access_token"])?;
     let body = json!({
         "client_id": app.api_key,
         "client_secret": app.api_secret.expose(),
@@ -449,14 +447,14 @@ async fn exchange_code(
 /// counts as registered.
 async fn register_webhooks(
     http: &reqwest::Client,
-    config: &Config,
+    shopify: &ShopifyConfig,
     shop: &str,
     token: &Secret,
     address: &str,
 ) -> Result<(), ShopifyError> {
     for topic in WEBHOOK_TOPICS {
         let url = shop_url(
-            config,
+            shopify,
             shop,
             &["admin", "api", API_VERSION, "webhooks.json"],
         )?;
@@ -500,8 +498,8 @@ async fn callback(
     origin: Origin,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let config = &state.ctx.config;
-    let app = AppSettings::from_config(config)?;
+    let shopify = &state.shopify;
+    let app = AppSettings::from_config(shopify)?;
     let pairs: Vec<(String, String)> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
@@ -523,17 +521,17 @@ async fn callback(
         return Err(not_a_shop());
     }
     let (code, nonce) = (param("code")?, param("state")?);
-    let db = &state.ctx.db;
+    let db = &state.core.db;
     let installer = consume_state(db, nonce, shop).await?.ok_or_else(|| {
         ApiError::forbidden("Unknown, expired or already used install state; install again")
     })?;
     let http = http_client().map_err(ApiError::internal)?;
-    let granted = exchange_code(&http, config, &app, shop, code)
+    let granted = exchange_code(&http, shopify, &app, shop, code)
         .await
         .map_err(|e| shopify_failed("Shopify did not grant an access token", &e))?;
     let token = Secret::new(granted.access_token);
     let address = format!("{}{WEBHOOK_PATH}", app.app_url);
-    register_webhooks(&http, config, shop, &token, &address)
+    register_webhooks(&http, shopify, shop, &token, &address)
         .await
         .map_err(|e| shopify_failed("Registering the webhooks at Shopify failed", &e))?;
     let sealed = app.cipher.seal(shop, &token).map_err(ApiError::internal)?;
@@ -602,7 +600,7 @@ async fn list_shops(
     ctx.require(Permission::IntegrationsManage)?;
     let Query(page) = page?;
     let page = page.validate().map_err(ApiError::validation)?;
-    let (items, total) = tokens::list(&state.ctx.db, ctx.tenant_id, page).await?;
+    let (items, total) = tokens::list(&state.core.db, ctx.tenant_id, page).await?;
     Ok(Json(Page::new(items, total, page)))
 }
 
@@ -624,7 +622,7 @@ async fn disconnect_shop(
 ) -> Result<StatusCode, ApiError> {
     ctx.require(Permission::IntegrationsManage)?;
     let Path(id) = id?;
-    let db = &state.ctx.db;
+    let db = &state.core.db;
     let domain = tokens::disconnect(db, ctx.tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("Shop not found"))?;

@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::normalize_domain;
-use crate::config::{Config, Secret};
+use crate::config::{Secret, ShopifyConfig};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError};
 use crate::on_pool;
@@ -48,8 +48,8 @@ impl TokenCipher {
 
     /// The cipher of `shopify.token_key`; `None` when it is unset, an error naming the setting
     /// when it is not a key.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, String> {
-        Ok(config.shopify.token_key_bytes()?.map(|key| Self::new(&key)))
+    pub fn from_config(shopify: &ShopifyConfig) -> Result<Option<Self>, String> {
+        Ok(shopify.token_key_bytes()?.map(|key| Self::new(&key)))
     }
 
     /// `token` of shop `domain`, sealed: the nonce, then the ciphertext and its tag.
@@ -99,8 +99,7 @@ pub struct ShopCredentials {
 }
 
 /// The shop of `shopify.shop_domain` with `shopify.access_token`, when both are set.
-pub fn configured(config: &Config) -> Option<ShopCredentials> {
-    let shopify = &config.shopify;
+pub fn configured(shopify: &ShopifyConfig) -> Option<ShopCredentials> {
     let domain = shopify.shop_domain.as_deref().map(normalize_domain)?;
     let token = shopify.access_token.clone()?;
     (!domain.is_empty() && !token.expose().is_empty()).then_some(ShopCredentials { domain, token })

@@ -107,8 +107,8 @@ async fn receive(
     path_topic: Option<String>,
     body: &[u8],
 ) -> Result<Json<ShopifyAck>, ApiError> {
-    let config = &state.ctx.config;
-    let Some(secret) = webhook_secret(config) else {
+    let shopify = &state.shopify;
+    let Some(secret) = webhook_secret(shopify) else {
         tracing::warn!("refused a Shopify webhook: shopify.webhook_secret is not set");
         return Err(ApiError::unauthorized("Invalid Shopify signature"));
     };
@@ -126,7 +126,7 @@ async fn receive(
     let db = &state.core.db;
     let tenant_id = state
         .shops
-        .tenant_of(db, config, shop)
+        .tenant_of(db, shopify, shop)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("Shop {shop} is not connected to forma")))?;
     let delivery = Delivery {

@@ -114,8 +114,6 @@ async fn simplyprint_webhook(
     body: Bytes,
 ) -> Result<Json<WebhookAck>, ApiError> {
     let expected = state
-        .ctx
-        .config
         .simplyprint
         .webhook_secret
         .as_ref()

@@ -9,7 +9,7 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::EncodePrivateKey;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, PushConfig};
 use crate::infra::db::{Db, DbError};
 use crate::on_pool;
 
@@ -112,7 +112,12 @@ impl VapidKeys {
 
 /// The configured key, checked at start-up: `None` when none is configured.
 pub fn configured(config: &Config) -> Result<Option<VapidKeys>, KeyError> {
-    match &config.push.vapid_private_key {
+    configured_in(&config.push)
+}
+
+/// [`configured`], from the `push` section alone (what a router state holds).
+pub fn configured_in(push: &PushConfig) -> Result<Option<VapidKeys>, KeyError> {
+    match &push.vapid_private_key {
         Some(key) if !key.expose().trim().is_empty() => VapidKeys::parse(key.expose())
             .map(Some)
             .ok_or(KeyError::Malformed),
@@ -124,7 +129,12 @@ pub fn configured(config: &Config) -> Result<Option<VapidKeys>, KeyError> {
 /// first by whichever replica asks first. Racing replicas both insert-if-absent the one row and
 /// then read it back, so they end up with the same key.
 pub async fn load(config: &Config, db: &Db) -> Result<VapidKeys, KeyError> {
-    if let Some(keys) = configured(config)? {
+    load_from(&config.push, db).await
+}
+
+/// [`load`], from the `push` section alone (what a router state holds).
+pub async fn load_from(push: &PushConfig, db: &Db) -> Result<VapidKeys, KeyError> {
+    if let Some(keys) = configured_in(push)? {
         return Ok(keys);
     }
     if let Some(stored) = stored(db).await? {

@@ -45,7 +45,7 @@ pub struct UnsubscribeInput {
 async fn vapid_public_key(
     State(state): State<OrderState>,
 ) -> Result<Json<VapidPublicKey>, ApiError> {
-    let keys = keys::load(&state.ctx.config, &state.ctx.db)
+    let keys = keys::load_from(&state.push, &state.core.db)
         .await
         .map_err(|e| match e {
             keys::KeyError::Db(e) => ApiError::from(e),
@@ -75,10 +75,10 @@ async fn subscribe(
     ctx.require(Permission::OrdersRead)?;
     let Json(body) = body?;
     let new = body
-        .validate(state.ctx.config.is_production())
+        .validate(state.production)
         .map_err(ApiError::validation)?;
     let (subscription, created) =
-        subscriptions::upsert(&state.ctx.db, ctx.tenant_id, ctx.user_id, &new).await?;
+        subscriptions::upsert(&state.core.db, ctx.tenant_id, ctx.user_id, &new).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -107,7 +107,7 @@ async fn unsubscribe(
             "endpoint must be the push service URL of the subscription".into(),
         ]));
     }
-    if !subscriptions::remove(&state.ctx.db, ctx.tenant_id, ctx.user_id, endpoint).await? {
+    if !subscriptions::remove(&state.core.db, ctx.tenant_id, ctx.user_id, endpoint).await? {
         return Err(ApiError::not_found("Push subscription not found"));
     }
     Ok(StatusCode::NO_CONTENT)
