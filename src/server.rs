@@ -39,7 +39,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let router = roles::router(ctx.role, ctx.clone())?;
+    let roles::App { router, realtime } = roles::app(ctx.role, ctx.clone())?;
     let addr = listener.local_addr()?;
     tracing::info!(
         role = ctx.role.as_str(),
@@ -55,6 +55,11 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
+        // In-flight requests are waited for, and an idle Socket.IO long-poll is one until the
+        // next ping: closing the sockets answers it now.
+        if let Some(realtime) = realtime {
+            realtime.close().await;
+        }
     });
 
     let connections = ConnectionSettings::from_config(&ctx.config);

@@ -13,7 +13,8 @@
 //
 // Settings (environment):
 //   BASE_URL            the server, http://127.0.0.1:PORT
-//   SERVER_PID          whose VmRSS is read: before connecting, once connected and settled, at the end
+//   SERVER_PID          whose VmRSS is read: before connecting, once half and once all the clients
+//                       are connected (each after SETTLE_MS), and at the end
 //   COOKIE_ROOM         Cookie header of the ROOM clients (the broadcasting tenant)
 //   COOKIE_OTHER        Cookie header of the other clients (another tenant: must receive nothing)
 //   CLIENTS (10000), ROOM (5000), PROCS (4), CONNECT_CONCURRENCY (200 per process),
@@ -93,10 +94,12 @@ async function worker() {
 
   process.on('message', async (msg) => {
     if (msg.type === 'connect') {
-      const { wsUrl, count, inRoom, cookieRoom, cookieOther, concurrency } = msg;
-      let next = 0, failed = 0, firstError = null;
+      // Clients [from, to) of this worker's share; the first `inRoom` of the share are in the room.
+      const { wsUrl, from, to, inRoom, cookieRoom, cookieOther, concurrency } = msg;
+      let next = from, failed = 0, firstError = null;
+      const before = sockets.length;
       async function lane() {
-        while (next < count) {
+        while (next < to) {
           const i = next++;
           try {
             sockets.push(await open(wsUrl, i < inRoom ? cookieRoom : cookieOther, i < inRoom));
@@ -106,8 +109,8 @@ async function worker() {
           }
         }
       }
-      await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
-      process.send({ type: 'connected', connected: sockets.length, failed, firstError });
+      await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, to - from)) }, lane));
+      process.send({ type: 'connected', connected: sockets.length - before, failed, firstError });
     } else if (msg.type === 'count') {
       process.send({ type: 'count', received, crossTenant, dropped });
     } else if (msg.type === 'collect') {
@@ -217,12 +220,29 @@ async function main() {
       const inRoom = Math.floor(ROOM / PROCS) + (i < ROOM % PROCS ? 1 : 0);
       return { count, inRoom };
     });
-    const connected = await Promise.all(workers.map((w, i) => ask(w, {
-      type: 'connect', wsUrl, ...shares[i], concurrency: CONCURRENCY,
-      cookieRoom: process.env.COOKIE_ROOM, cookieOther: process.env.COOKIE_OTHER,
-    }, 'connected')));
-    const connectSeconds = (now() - started) / 1000;
+    // Two halves, the server's RSS read after each settles: the second half's growth per client
+    // is the marginal cost of a connection, free of one-time costs (code first run, pools and
+    // caches filled by the first clients) that the whole delta spreads over every client.
+    const connectHalf = (half) => Promise.all(workers.map((w, i) => {
+      const middle = Math.floor(shares[i].count / 2);
+      const [from, to] = half === 0 ? [0, middle] : [middle, shares[i].count];
+      return ask(w, {
+        type: 'connect', wsUrl, from, to, inRoom: shares[i].inRoom, concurrency: CONCURRENCY,
+        cookieRoom: process.env.COOKIE_ROOM, cookieOther: process.env.COOKIE_OTHER,
+      }, 'connected');
+    }));
+    const firstHalf = await connectHalf(0);
+    await sleep(SETTLE_MS);
+    const rssHalf = rssKb(SERVER_PID);
+    const secondHalf = await connectHalf(1);
+    const connected = firstHalf.map((c, i) => ({
+      connected: c.connected + secondHalf[i].connected,
+      failed: c.failed + secondHalf[i].failed,
+      firstError: c.firstError ?? secondHalf[i].firstError,
+    }));
+    const connectSeconds = (now() - started) / 1000 - SETTLE_MS / 1000;
     const total = connected.reduce((s, c) => s + c.connected, 0);
+    const halfTotal = firstHalf.reduce((s, c) => s + c.connected, 0);
     const failed = connected.reduce((s, c) => s + c.failed, 0);
     if (failed > 0) {
       console.error(`${failed} of ${CLIENTS} clients could not connect; first error: ${connected.find((c) => c.firstError)?.firstError}`);
@@ -280,6 +300,8 @@ async function main() {
       `target=${process.env.TARGET || 'server'}`, `clients=${CLIENTS}`, `connected=${total}`, `room=${inRoomConnected}`,
       `connect_s=${connectSeconds.toFixed(1)}`, `rss_base_kb=${rssBase}`, `rss_connected_kb=${rssConnected}`,
       `rss_end_kb=${rssEnd}`, `kb_per_conn=${((rssConnected - rssBase) / total).toFixed(2)}`,
+      `rss_half_kb=${rssHalf}`,
+      `kb_per_conn_marginal=${(total > halfTotal ? (rssConnected - rssHalf) / (total - halfTotal) : NaN).toFixed(2)}`,
       `broadcasts=${BROADCASTS}`, `expected=${expected}`, `received=${delays.length}`,
       `p50_ms=${fmt(percentile(delays, 50))}`, `p99_ms=${fmt(percentile(delays, 99))}`, `max_ms=${fmt(delays.at(-1))}`,
       `spread_p99_ms=${fmt(percentile(spreads, 99))}`, `cross_tenant=${crossTenant}`, `dropped=${dropped}`,

@@ -3,6 +3,7 @@
 pub mod bootstrap;
 pub mod context;
 pub mod email;
+pub mod lease;
 pub mod password;
 pub mod roles;
 pub mod tenants;

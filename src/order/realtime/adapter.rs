@@ -18,7 +18,7 @@ use socketioxide::layer::SocketIoLayer;
 use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tower::Layer;
 
-use super::connect::{admit, connected};
+use super::connect::{admit, connected, trim_handshake};
 use super::{NAMESPACE, PATH};
 use crate::app::AppContext;
 use crate::config::SecretUrl;
@@ -26,11 +26,15 @@ use crate::config::SecretUrl;
 /// Emits `event` with `payload` to a room, on whichever adapter the server runs.
 pub type Emit = Arc<dyn Fn(String, &'static str, Value) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// A running Socket.IO server: the service answering `/socket.io`, and its emitter.
+/// Closes every socket of this replica (and its adapter), on whichever adapter the server runs.
+pub type Close = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A running Socket.IO server: the service answering `/socket.io`, its emitter, and its close.
 #[derive(Clone)]
 pub struct Server {
     pub service: Router,
     pub emit: Emit,
+    pub close: Close,
 }
 
 /// How long to wait before asking Redis again while the adapter cannot start.
@@ -89,8 +93,8 @@ fn redis_client(url: &SecretUrl) -> anyhow::Result<redis::Client> {
 
 fn local(ctx: &Arc<AppContext>) -> Server {
     let (layer, io) = builder().build_layer();
-    io.ns(NAMESPACE, namespace(ctx.clone()));
-    running(layer, io)
+    io.ns(NAMESPACE, namespace());
+    running(ctx, layer, io)
 }
 
 async fn on_redis(
@@ -103,33 +107,43 @@ async fn on_redis(
     let (layer, io) = builder()
         .with_adapter::<RedisAdapter<_>>(adapter)
         .build_layer();
-    io.ns(NAMESPACE, namespace(ctx.clone()))
+    io.ns(NAMESPACE, namespace())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(running(layer, io))
+    Ok(running(ctx, layer, io))
 }
 
+/// What a websocket reads per call: clients send only pongs and the namespace connect, so the
+/// 4 KiB default would sit idle in every connection (a larger frame still grows it as it comes).
+const WS_READ_BUFFER: usize = 256;
+
 fn builder() -> socketioxide::SocketIoBuilder {
-    SocketIo::builder().req_path(PATH)
+    SocketIo::builder()
+        .req_path(PATH)
+        .ws_read_buffer_size(WS_READ_BUFFER)
 }
 
 /// `/events`: [`admit`] decides, [`connected`] joins the tenant's room.
-fn namespace<A: Adapter>(
-    ctx: Arc<AppContext>,
-) -> impl ConnectHandler<A, (socketioxide::extract::SocketRef<A>,)> {
-    connected::<A>.with(move |socket| admit(ctx.clone(), socket))
+fn namespace<A: Adapter>() -> impl ConnectHandler<A, (socketioxide::extract::SocketRef<A>,)> {
+    connected::<A>.with(admit::<A>)
 }
 
-fn running<A: Adapter>(layer: SocketIoLayer<A>, io: SocketIo<A>) -> Server {
+fn running<A: Adapter>(ctx: &Arc<AppContext>, layer: SocketIoLayer<A>, io: SocketIo<A>) -> Server {
     // Whatever the layer does not answer itself is not ours: the §4 404.
     let not_found = tower::service_fn(|request| async move {
         Ok::<_, std::convert::Infallible>(axum::response::IntoResponse::into_response(
             crate::http::error::not_found(request).await,
         ))
     });
-    let service = Router::new().fallback_service(layer.layer(not_found));
+    let service = Router::new()
+        .fallback_service(layer.layer(not_found))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            trim_handshake,
+        ));
+    let emitter = io.clone();
     let emit: Emit = Arc::new(move |room, event, payload| {
-        let io = io.clone();
+        let io = emitter.clone();
         Box::pin(async move {
             let Some(namespace) = io.of(NAMESPACE) else {
                 return;
@@ -139,5 +153,13 @@ fn running<A: Adapter>(layer: SocketIoLayer<A>, io: SocketIo<A>) -> Server {
             }
         })
     });
-    Server { service, emit }
+    let close: Close = Arc::new(move || {
+        let io = io.clone();
+        Box::pin(async move { io.close().await })
+    });
+    Server {
+        service,
+        emit,
+        close,
+    }
 }

@@ -16,6 +16,7 @@ mod connect;
 mod fanout;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -40,6 +41,8 @@ pub const NAMESPACE: &str = "/events";
 #[derive(Clone)]
 pub struct Realtime {
     server: Arc<OnceLock<adapter::Server>>,
+    /// Set by [`Realtime::close`]: from then on no new session is opened here.
+    closed: Arc<AtomicBool>,
     outgoing: fanout::Queue,
 }
 
@@ -49,17 +52,26 @@ impl Realtime {
         let server: Arc<OnceLock<adapter::Server>> = Arc::default();
         adapter::start(ctx, server.clone())?;
         let outgoing = fanout::start(ctx, core, server.clone());
-        Ok(Self { server, outgoing })
+        Ok(Self {
+            server,
+            closed: Arc::default(),
+            outgoing,
+        })
     }
 
     /// The `/socket.io` routes, to merge into the order service's router (inside the layer that
     /// verifies a signed context's body digest, so the context extractor works as for the API).
     pub fn router(&self) -> Router {
-        let server = self.server.clone();
+        let (server, closed) = (self.server.clone(), self.closed.clone());
         let service = tower::service_fn(move |request: Request| {
             let ready = server.get().map(|s| s.service.clone());
+            let closed = closed.load(Ordering::Acquire);
             async move {
                 Ok::<Response, Infallible>(match ready {
+                    _ if closed => ApiError::service_unavailable(
+                        "Real-time updates are stopping on this server; reconnect shortly",
+                    )
+                    .into_response(),
                     Some(service) => match service.oneshot(request).await {
                         Ok(response) => response,
                         Err(never) => match never {},
@@ -74,6 +86,17 @@ impl Realtime {
         Router::new()
             .route_service(PATH, service.clone())
             .route_service(&format!("{PATH}/"), service)
+    }
+
+    /// Closes every socket connected here and opens no new session, when shutdown begins. Graceful
+    /// shutdown waits for in-flight requests, and an idle long-poll is one until the next ping (up
+    /// to the ping interval): closing its session answers it at once. Websocket clients are told
+    /// the server closed (and reconnect elsewhere) instead of losing their connection unannounced.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(server) = self.server.get() {
+            (server.close)().await;
+        }
     }
 
     /// Sends a `notification` event with `payload` to every socket of `tenant_id` (for the

@@ -356,3 +356,92 @@ async fn print_jobs_reach_the_tenant_as_they_are_created_in_role_all() {
         "{job}"
     );
 }
+
+/// Graceful shutdown waits for in-flight requests, and an idle long-poll is one until the next
+/// ping (25 s): the server closes its sockets as shutdown begins, so the poll is answered with
+/// the close packet and the server stops long before the poll would have ended.
+#[tokio::test]
+async fn an_idle_long_poll_does_not_hold_graceful_shutdown() {
+    /// Far below the ping interval, far above a prompt stop on a busy machine.
+    const PROMPTLY: Duration = Duration::from_secs(10);
+    // A grace longer than the poll: only closing its socket can end the poll in time.
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |config| {
+        config.server.shutdown_timeout_secs = 120;
+    })
+    .await;
+    let cookie = format!(
+        "forma.sid={}",
+        session(&app, "admin@localhost", ADMIN_PASSWORD).await
+    );
+    let client = crate::testing::client();
+    let polling = app.url("/socket.io/?EIO=4&transport=polling");
+    let open = client
+        .get(&polling)
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let handshake: Value = serde_json::from_str(open.strip_prefix('0').expect("an open packet"))
+        .unwrap_or_else(|e| panic!("{open}: {e}"));
+    let sid = handshake["sid"].as_str().expect("a session id").to_owned();
+    let session_url = format!("{polling}&sid={sid}");
+    let joined = client
+        .post(&session_url)
+        .header("cookie", &cookie)
+        .body("40/events,")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 200);
+    // engine.io pings as a session opens, so the first polls may carry that ping before (or
+    // instead of) the namespace's connect packet; after both, nothing is due for a ping interval.
+    let mut received = Vec::new();
+    while !received
+        .iter()
+        .any(|packet: &String| packet.starts_with("40/events,"))
+    {
+        assert!(received.len() < 8, "no connect packet: {received:?}");
+        let payload = client
+            .get(&session_url)
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        received.extend(payload.split('\u{1e}').map(str::to_owned));
+    }
+
+    // The idle poll: nothing is due until the next ping. Written whole before the server is
+    // asked anything else, so it is in flight when shutdown begins.
+    let (addr, request) = (
+        app.addr,
+        format!(
+            "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: {}\r\n\
+             Cookie: {cookie}\r\nConnection: close\r\n\r\n",
+            app.addr
+        ),
+    );
+    let idle = tokio::spawn(async move { crate::testing::raw_http(addr, &request).await });
+    let ready = client.get(app.url("/health/live")).send().await.unwrap();
+    assert!(ready.status().is_success());
+    assert!(!idle.is_finished(), "the poll is held while nothing is due");
+
+    tokio::time::timeout(PROMPTLY, app.stop())
+        .await
+        .expect("the server stops promptly despite the idle long-poll")
+        .expect("the server stops cleanly");
+    let answer = tokio::time::timeout(PROMPTLY, idle)
+        .await
+        .expect("the poll is answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n1"),
+        "the close packet answers the poll: {answer}"
+    );
+}
