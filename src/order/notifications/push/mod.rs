@@ -3,9 +3,9 @@
 //! tenant is told of its new orders, order status changes, failed print jobs and shipments.
 //!
 //! How a push travels, and why:
-//! - The internal events (§8.2) reach [`on_event`], which only *records* a message per
-//!   subscription (a `push_messages` row) and wakes the sender: nothing on an order's way waits
-//!   for a push service.
+//! - The internal events (§8.2) are queued to the [`recorder`], which *records* a message per
+//!   subscription (a `push_messages` row) in the background and wakes the sender: nothing on an
+//!   order's way waits for a push service, nor for the push's bookkeeping.
 //! - The [`sender`] sends the rows in the background with a timeout, tries a failed one again with
 //!   bounded backoff, and removes a subscription its push service says is gone (404/410).
 //! - Each event is pushed once, whatever the number of order replicas: an internal event is
@@ -20,6 +20,7 @@
 
 pub mod keys;
 pub mod messages;
+pub mod recorder;
 pub mod routes;
 pub mod sender;
 pub mod subscriptions;
@@ -120,11 +121,12 @@ fn subject(config: &Config) -> anyhow::Result<String> {
 /// and the retention of sent messages.
 pub fn start(ctx: &AppContext, core: &OrderCore) -> anyhow::Result<()> {
     let push = Arc::new(Push::from_config(ctx.config.clone(), core.db.clone())?);
+    let recorder = recorder::Recorder::start(&ctx.workers, core.clone(), push.clone());
     for name in PUSHED {
-        let (core, push) = (core.clone(), push.clone());
-        core.events.clone().subscribe(name, move |event| {
-            let (core, push, event) = (core.clone(), push.clone(), event.clone());
-            Box::pin(async move { on_event(&core, &push, &event).await })
+        let recorder = recorder.clone();
+        core.events.subscribe(name, move |event| {
+            let (recorder, event) = (recorder.clone(), event.clone());
+            Box::pin(async move { recorder.submit(event).await })
         });
     }
     sender::spawn(&ctx.workers, push);
@@ -145,7 +147,7 @@ pub fn start(ctx: &AppContext, core: &OrderCore) -> anyhow::Result<()> {
 
 /// Records the push of one event and wakes the sender. Errors are logged: the event is in the
 /// event log either way, only its push is missing.
-pub async fn on_event(core: &OrderCore, push: &Push, event: &InternalEvent) {
+pub(crate) async fn record_now(core: &OrderCore, push: &Push, event: &InternalEvent) {
     match messages::record(core, event).await {
         Ok(0) => {}
         Ok(_) => push.wakeup.notify(),

@@ -231,6 +231,50 @@ each_database! {
     }
 }
 
+/// Recording a push is no part of the webhook that caused it: while another transaction holds the
+/// subscriptions (as a busy database would keep the push's bookkeeping waiting), a Shopify order is
+/// still answered, its push not yet recorded; once they are free the push follows. PostgreSQL only:
+/// SQLite's one writer would keep the webhook's own writes waiting as well.
+#[tokio::test]
+async fn a_webhook_is_answered_while_its_push_waits_for_the_database() {
+    /// Far longer than a webhook takes; a webhook waiting on the lock never finishes in it.
+    const ANSWERED_WITHIN: Duration = Duration::from_secs(30);
+    let stop = CancellationToken::new();
+    let service = PushServiceSim::start(stop.clone()).await.unwrap();
+    let app = app_with_push(Backend::Postgres).await;
+    let admin = app.admin().await;
+    let browser = service.subscribe();
+    subscribe(&app, &admin, &browser).await;
+    let crate::infra::db::Db::Postgres(pool) = &app.ctx.db else {
+        unreachable!("a PostgreSQL app")
+    };
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE push_subscriptions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+
+    tokio::time::timeout(ANSWERED_WITHIN, new_order(&app, 1005))
+        .await
+        .expect("the webhook is answered while its push cannot be recorded");
+    assert_eq!(
+        count(&app, "SELECT COUNT(*) FROM push_messages").await,
+        0,
+        "recorded through the lock?"
+    );
+
+    holder.rollback().await.unwrap();
+    eventually(
+        "the push follows once the subscriptions are free",
+        WAIT,
+        || async {
+            (!of_type(&service, &browser.endpoint, "order.created").is_empty()).then_some(())
+        },
+    )
+    .await;
+    stop.cancel();
+}
+
 /// The tenant the push subscriptions belong to.
 async fn tenant_of_subscriptions(app: &TestApp) -> Uuid {
     crate::on_pool!(&app.ctx.db, pool => {
