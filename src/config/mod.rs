@@ -7,6 +7,7 @@ mod role;
 mod secret;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -310,6 +311,11 @@ pub struct RouteConfig {
     /// Overrides `services.timeout_ms` for this route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Marks the route cacheable: signed-in GETs are answered from the gateway's response cache
+    /// for at most this many seconds (less when the upstream's `Cache-Control` says so). Only for
+    /// routes whose answers depend on the tenant and the caller's permissions, never on who asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +359,16 @@ pub struct ProxyConfig {
     pub eject_after_failures: u32,
     /// …for this long (ms).
     pub eject_for_ms: u64,
+    /// The response cache of cacheable routes holds at most this many bytes in process (with
+    /// Redis configured the cache lives there instead, bounded by Redis's own `maxmemory`)…
+    pub cache_max_bytes: usize,
+    /// …and no single response over this many bytes.
+    pub cache_max_entry_bytes: usize,
+    /// White-label domains: a host name (lower case, no port) → the slug of the tenant it serves.
+    /// There, a signed-in user of another tenant finds nothing (404). A TOML table, or a string
+    /// `host=slug, host=slug` (what an environment variable can hold).
+    #[serde(deserialize_with = "host_map::deserialize")]
+    pub tenant_hosts: BTreeMap<String, String>,
 }
 
 impl Default for ProxyConfig {
@@ -361,6 +377,7 @@ impl Default for ProxyConfig {
             prefix: prefix.to_owned(),
             service,
             timeout_ms: None,
+            cache_ttl_secs: None,
         };
         Self {
             routes: vec![
@@ -408,6 +425,9 @@ impl Default for ProxyConfig {
             health_check_timeout_ms: 1_000,
             eject_after_failures: 3,
             eject_for_ms: 10_000,
+            cache_max_bytes: 64 * 1024 * 1024,
+            cache_max_entry_bytes: 1024 * 1024,
+            tenant_hosts: BTreeMap::new(),
         }
     }
 }
@@ -435,6 +455,40 @@ mod list {
             .map(|item| item.trim().to_owned())
             .filter(|item| !item.is_empty())
             .collect())
+    }
+}
+
+/// `proxy.tenant_hosts`: a TOML table, or one string of comma-separated `host=slug` pairs.
+mod host_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Pairs(String),
+            Table(BTreeMap<String, String>),
+        }
+        let pairs = match Raw::deserialize(deserializer)? {
+            Raw::Table(table) => table,
+            Raw::Pairs(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(host, slug)| (host.trim().to_owned(), slug.trim().to_owned()))
+                        .ok_or_else(|| {
+                            serde::de::Error::custom(format!("{pair:?} is not host=tenant-slug"))
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(pairs)
     }
 }
 

@@ -161,6 +161,7 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
     problems.extend(shopify_problems(config, role));
     problems.extend(smtp_problems(config));
     problems.extend(duration_problems(config));
+    problems.extend(proxy_problems(config));
 
     if problems.is_empty() {
         Ok(())
@@ -307,6 +308,56 @@ fn duration_problems(config: &Config) -> Vec<String> {
         problems.push("server.header_read_timeout_secs must be at least 1".to_owned());
     }
     problems
+}
+
+/// The response cache and the white-label hosts: a TTL that caches, an entry cap that fits in
+/// the cache, and host names and tenant slugs that can match anything.
+fn proxy_problems(config: &Config) -> Vec<String> {
+    let proxy = &config.proxy;
+    let mut problems = Vec::new();
+    for route in &proxy.routes {
+        match route.cache_ttl_secs {
+            Some(0) => problems.push(format!(
+                "proxy.routes: cache_ttl_secs of {} must be at least 1 (leave it out to not cache)",
+                route.prefix
+            )),
+            Some(ttl) if ttl > MAX_SECONDS => problems.push(format!(
+                "proxy.routes: cache_ttl_secs of {} must be at most {MAX_SECONDS} seconds (a year)",
+                route.prefix
+            )),
+            _ => {}
+        }
+    }
+    if proxy.cache_max_entry_bytes == 0 || proxy.cache_max_entry_bytes > proxy.cache_max_bytes {
+        problems.push(format!(
+            "proxy.cache_max_entry_bytes must be at least 1 and at most proxy.cache_max_bytes ({})",
+            proxy.cache_max_bytes
+        ));
+    }
+    // The slugs are checked by the gateway when it starts (a tenant rule, not configuration's).
+    for host in proxy.tenant_hosts.keys() {
+        if !is_host_name(host) {
+            problems.push(format!(
+                "proxy.tenant_hosts: {host:?} must be a lower-case host name without a port \
+                 (e.g. \"prints.example.com\")"
+            ));
+        }
+    }
+    problems
+}
+
+/// A DNS name as a `Host` header carries it, lower-cased: dot-separated labels of letters, digits
+/// and inner dashes.
+fn is_host_name(host: &str) -> bool {
+    (1..=253).contains(&host.len())
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// Whether a required key was given explicitly (defaults do not count).

@@ -1,0 +1,148 @@
+//! The Redis store: one key per entry under the configured key prefix, expiring with the entry
+//! (`SET … PX`), so every gateway replica shares one cache and Redis drops what went stale. The
+//! total is bounded by Redis's own `maxmemory` policy; each entry by `proxy.cache_max_entry_bytes`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::http::{HeaderName, HeaderValue};
+
+use super::store::{CacheStore, CachedResponse, StoreError, UnixMillis};
+use crate::infra::redis::RedisHandle;
+
+/// A Redis that hangs must not stall requests: past this a lookup is a miss and a store is skipped.
+const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// The first bytes of every value, naming this layout; anything else reads as absent.
+const MAGIC: &[u8; 4] = b"FRC1";
+
+pub struct RedisStore {
+    handle: RedisHandle,
+}
+
+impl RedisStore {
+    pub fn new(handle: RedisHandle) -> Self {
+        Self { handle }
+    }
+
+    fn key(&self, key: &str) -> String {
+        self.handle.key(&format!("httpcache:{key}"))
+    }
+}
+
+async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or(Err(StoreError::Timeout(CALL_TIMEOUT)))
+}
+
+#[async_trait]
+impl CacheStore for RedisStore {
+    async fn get(
+        &self,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<Arc<CachedResponse>>, StoreError> {
+        let key = self.key(key);
+        let value: Option<Vec<u8>> = bounded(async {
+            let mut conn = self.handle.connection().await?;
+            Ok(::redis::cmd("GET").arg(&key).query_async(&mut conn).await?)
+        })
+        .await?;
+        // Redis expires the key; the check covers replicas whose clocks run ahead of the writer's.
+        Ok(value
+            .and_then(|bytes| decode(&bytes))
+            .filter(|entry| entry.is_fresh(now))
+            .map(Arc::new))
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        entry: Arc<CachedResponse>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let ttl_ms = entry.expires_at.saturating_sub(now);
+        if ttl_ms == 0 {
+            return Ok(());
+        }
+        let Some(value) = encode(&entry) else {
+            return Ok(());
+        };
+        let key = self.key(key);
+        bounded(async {
+            let mut conn = self.handle.connection().await?;
+            let () = ::redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// `MAGIC`, `stored_at` and `expires_at` (u64), the header count (u16), each header as name length
+/// (u16), name, value length (u32), value; then the body to the end. Integers big-endian. `None`
+/// when a length does not fit its field (no real response comes near): such an entry is not stored.
+pub(super) fn encode(entry: &CachedResponse) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(entry.weight() + 64);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&entry.stored_at.to_be_bytes());
+    out.extend_from_slice(&entry.expires_at.to_be_bytes());
+    out.extend_from_slice(&u16::try_from(entry.headers.len()).ok()?.to_be_bytes());
+    for (name, value) in &entry.headers {
+        let name = name.as_str().as_bytes();
+        out.extend_from_slice(&u16::try_from(name.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(name);
+        let value = value.as_bytes();
+        out.extend_from_slice(&u32::try_from(value.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(&entry.body);
+    Some(out)
+}
+
+/// The entry `bytes` hold, or `None` for anything that is not exactly what [`encode`] writes
+/// (another version's layout, a truncated value): a miss, never a panic.
+pub(super) fn decode(bytes: &[u8]) -> Option<CachedResponse> {
+    let mut reader = Reader(bytes);
+    if reader.take(MAGIC.len())? != MAGIC {
+        return None;
+    }
+    let stored_at = u64::from_be_bytes(reader.take(8)?.try_into().ok()?);
+    let expires_at = u64::from_be_bytes(reader.take(8)?.try_into().ok()?);
+    let count = u16::from_be_bytes(reader.take(2)?.try_into().ok()?);
+    let mut headers = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let len = u16::from_be_bytes(reader.take(2)?.try_into().ok()?);
+        let name = HeaderName::from_bytes(reader.take(usize::from(len))?).ok()?;
+        let len = u32::from_be_bytes(reader.take(4)?.try_into().ok()?);
+        let value = HeaderValue::from_bytes(reader.take(usize::try_from(len).ok()?)?).ok()?;
+        headers.push((name, value));
+    }
+    Some(CachedResponse {
+        stored_at,
+        expires_at,
+        headers,
+        body: Bytes::copy_from_slice(reader.0),
+    })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+}
