@@ -2,25 +2,43 @@
 # SPEC §10: "Gateway: signed-in, rate-limited GET proxied to an upstream: req/s at least that of nginx
 # plain reverse proxy to the same upstream; added p99 latency under 1 ms at half of peak load."
 #
-# In one run on this machine, wrk drives the same GET at three targets with the same settings:
-#   DIRECT  the trivial upstream itself (an nginx server returning a fixed orders page)
-#   NGINX   nginx as a plain reverse proxy to that upstream (keep-alive upstream connections)
-#   FORMA   `forma serve --role gateway`, signed in with a session cookie, both rate limits checked
-#           on every request (limits set so high that none rejects), proxied to the same upstream
-# first at peak load, then at half load, and prints req/s, p50, p99, the ratios and the added p99.
+# In one run on this machine, wrk drives the same GET at these targets with the same settings:
+#   DIRECT      the trivial upstream itself (an nginx server returning a fixed orders page)
+#   NGINX       nginx as a plain reverse proxy to that upstream (keep-alive upstream connections),
+#               WORKERS worker processes (1: on 2 cores wrk needs the other one)
+#   NGINX_AUTO  the same proxy with one worker per core (`worker_processes auto`), measured when
+#               WORKERS is not already auto
+#   FORMA       `forma serve --role gateway`, signed in with a session cookie, both rate limits checked
+#               on every request (limits set so high that none rejects), proxied to the same upstream
+#   FORMA_X2    the distributed variant (DISTRIBUTED=1, the default when Redis answers): two gateway
+#               processes sharing one database, sessions and rate limits in Redis (`redis.url`, a fresh
+#               key prefix per run); the load generator splits its connections between them
+#   (cached GET: reserved, see CACHED_GET below)
+# first at peak load, then at half load: a fixed request rate (half of forma's peak) held by a
+# rate-limited load generator (oha -q, open loop, latency corrected), and prints req/s, p50, p99,
+# CPU per request, the ratios and the added p99.
 #
 #   benches/gateway.sh                               # builds target/release/forma if it is stale
 #   DURATION=30s CONNECTIONS=128 benches/gateway.sh
 #   BIN=/path/to/forma WORKERS=auto benches/gateway.sh
+#   MODE=callgrind REQUESTS=2000 benches/gateway.sh  # instructions per request, not wall clock
+#
+# MODE=callgrind runs forma under valgrind's callgrind and sends REQUESTS (2000) signed-in GETs one
+# after another on one keep-alive connection, after 200 not counted: it prints forma's instructions
+# per request and the top functions (inclusive and self). Instruction counts barely move with
+# other load on the machine, unlike req/s. CALLGRIND_OUT keeps the profile (default: a temp dir).
 #
 # Settings (environment): DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
-# target, not measured), WORKERS (1, nginx worker_processes), UPSTREAM_PORT (39201),
-# NGINX_PROXY_PORT (39202), GATEWAY_PORT (39203), BIN (target/release/forma; when given, it is used
-# as it is). TOKIO_WORKER_THREADS is passed through to forma (default: one per CPU).
+# target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
+# answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (39201), NGINX_PROXY_PORT (39202),
+# GATEWAY_PORT (39203), NGINX_AUTO_PORT (39204), GATEWAY2_PORT (39205), BIN
+# (target/release/forma; when given, it is used as it is), OHA (the oha binary; installed with
+# `cargo install oha` into target/bench-tools when missing). TOKIO_WORKER_THREADS is passed through
+# to forma (default: one per CPU).
 #
-# Installs nginx and wrk from Debian packages when missing (needs root). Everything listens on and
-# talks to 127.0.0.1 only, every run is bounded by DURATION, and every process started here is
-# stopped on exit.
+# Installs nginx, wrk (and valgrind for MODE=callgrind) from Debian packages when missing (needs
+# root). Everything listens on and talks to 127.0.0.1 only, every run is bounded by DURATION, and
+# every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,9 +49,15 @@ WARMUP=${WARMUP:-2s}
 # One nginx worker by default: on a 2-core machine wrk needs the other core, and a second worker
 # would only fight wrk for it. WORKERS=auto gives nginx one worker per core.
 WORKERS=${WORKERS:-1}
+MODE=${MODE:-throughput}
+REQUESTS=${REQUESTS:-2000}
+DISTRIBUTED=${DISTRIBUTED:-auto}
+BENCH_REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 UPSTREAM_PORT=${UPSTREAM_PORT:-39201}
 NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-39202}
 GATEWAY_PORT=${GATEWAY_PORT:-39203}
+NGINX_AUTO_PORT=${NGINX_AUTO_PORT:-39204}
+GATEWAY2_PORT=${GATEWAY2_PORT:-39205}
 ADMIN_PASSWORD=bench-admin-password
 # What the upstream answers: the shape of a real first page of orders, so bodies are realistic.
 UPSTREAM_BODY='{"items":[],"total":0,"page":1,"pageSize":20}'
@@ -41,24 +65,33 @@ UPSTREAM_BODY='{"items":[],"total":0,"page":1,"pageSize":20}'
 HALF_CONNECTIONS=$((CONNECTIONS / 2))
 [ "$HALF_CONNECTIONS" -ge "$THREADS" ] ||
   { echo "CONNECTIONS/2 ($HALF_CONNECTIONS) must be at least THREADS ($THREADS)" >&2; exit 1; }
+case "$MODE" in throughput | callgrind) ;; *) echo "MODE must be throughput or callgrind" >&2; exit 1 ;; esac
 
 progress() { echo "· $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
 dir=$(mktemp -d)
 NGINX_PID=""
+NGINX_AUTO_PID=""
 FORMA_PID=""
+FORMA2_PID=""
+REDIS_PREFIX=""
 
 # Stops what this script started (and only that), then removes the temporary files.
 cleanup() {
   local pid
-  for pid in $FORMA_PID $NGINX_PID; do
+  for pid in $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID; do
     kill -TERM "$pid" 2>/dev/null || continue
     # Both shut down gracefully within a second or two; don't wait for forma's 30 s drain timeout.
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
+  # The distributed run's sessions and rate-limit keys, under this run's own prefix.
+  if [ -n "$REDIS_PREFIX" ] && command -v redis-cli >/dev/null; then
+    redis-cli -u "$BENCH_REDIS_URL" --scan --pattern "$REDIS_PREFIX*" 2>/dev/null |
+      xargs -r -n 500 redis-cli -u "$BENCH_REDIS_URL" del >/dev/null 2>&1 || true
+  fi
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -72,6 +105,7 @@ ensure_tools() {
   command -v nginx >/dev/null || missing+=(nginx-light)
   command -v wrk >/dev/null || missing+=(wrk)
   command -v curl >/dev/null || missing+=(curl)
+  [ "$MODE" = callgrind ] && { command -v valgrind >/dev/null || missing+=(valgrind); }
   [ "${#missing[@]}" -eq 0 ] && return
   progress "installing ${missing[*]}"
   # The package lists may be stale or absent on a fresh machine; refresh them only when needed.
@@ -82,11 +116,19 @@ ensure_tools() {
   command -v nginx >/dev/null || apt-get install -y -qq nginx >>"$dir/apt.log" 2>&1 || die "could not install nginx"
 }
 
-# wrk2 (wrk with a fixed request rate, -R) measures latency at a given load correctly. It is not a
-# Debian package today; use it when it is on PATH or becomes installable.
-have_wrk2() {
-  command -v wrk2 >/dev/null && return
-  apt-cache show wrk2 >/dev/null 2>&1 && apt-get install -y -qq wrk2 >>"$dir/apt.log" 2>&1 && command -v wrk2 >/dev/null
+# oha holds a fixed request rate (-q) with latency correction, which "latency at half load" needs;
+# wrk cannot (its clients are closed loop). Not a Debian package: installed from crates.io into
+# target/bench-tools (minutes of compiling, once). Prints the binary, or nothing when unavailable.
+find_oha() {
+  if [ -n "${OHA:-}" ]; then echo "$OHA"; return; fi
+  command -v oha 2>/dev/null && return
+  local local_oha=target/bench-tools/bin/oha
+  if [ ! -x "$local_oha" ]; then
+    progress "installing oha into target/bench-tools (cargo install --locked oha)"
+    cargo install --locked --quiet oha --root target/bench-tools >"$dir/oha-install.log" 2>&1 ||
+      { progress "could not install oha (see below); half load falls back to halved connections"; tail -n 5 "$dir/oha-install.log" >&2; return; }
+  fi
+  realpath "$local_oha"
 }
 
 # Builds the release binary when it is missing or older than anything it is built from, unless BIN
@@ -178,44 +220,124 @@ EOF
     { cat "$prefix/error.log" >&2; die "nginx did not start"; }
 }
 
-# The gateway alone, on the embedded defaults (SQLite in its own directory, no Redis), with the
-# order service pointed at the trivial upstream. The rate limits are far above what the run sends,
-# but not 0 (which would switch them off): both limiters still decide on every request.
-start_forma() {
-  mkdir -p "$dir/forma"
+# The same plain reverse proxy to the same upstream, with one worker per core: what nginx does
+# with the whole machine, as `WORKERS=auto` would configure the reference.
+start_nginx_auto() {
+  local prefix=$dir/nginx-auto
+  mkdir -p "$prefix"
+  cat >"$prefix/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $prefix/nginx.pid;
+error_log $prefix/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $prefix/client_body;
+  proxy_temp_path $prefix/proxy;
+  fastcgi_temp_path $prefix/fastcgi;
+  uwsgi_temp_path $prefix/uwsgi;
+  scgi_temp_path $prefix/scgi;
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  upstream bench_upstream {
+    server 127.0.0.1:$UPSTREAM_PORT;
+    keepalive 64;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_AUTO_PORT;
+    location / {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+  nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -t -q ||
+    die "nginx rejected $prefix/nginx.conf"
+  nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" &
+  NGINX_AUTO_PID=$!
+  wait_until_up "http://127.0.0.1:$NGINX_AUTO_PORT/api/v1/orders" 10 "$NGINX_AUTO_PID" ||
+    { cat "$prefix/error.log" >&2; die "nginx (worker_processes auto) did not start"; }
+}
+
+INTERNAL_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+# launch_forma NAME PORT [ENV=VALUE...] [-- WRAPPER...]: one `forma serve --role gateway` in
+# $dir/NAME (its SQLite database lives there) with the order service pointed at the trivial
+# upstream. The rate limits are far above what the run sends, but not 0 (which would switch them
+# off): both limiters still decide on every request. Sets LAUNCHED_PID.
+launch_forma() {
+  local name=$1 port=$2 && shift 2
+  local -a envs=() wrapper=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+  [ "${1:-}" = -- ] && { shift; wrapper=("$@"); }
+  mkdir -p "$dir/$name"
   (
-    cd "$dir/forma"
+    cd "$dir/$name"
     # The caller's DATABASE_URL / REDIS_URL / RUST_LOG would change what is measured.
     exec env -u DATABASE_URL -u REDIS_URL -u RUST_LOG \
-      FORMA_INTERNAL__KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
+      FORMA_INTERNAL__KEY="$INTERNAL_KEY" \
       FORMA_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
       FORMA_SERVICES__ORDER_URL="http://127.0.0.1:$UPSTREAM_PORT" \
       FORMA_LOG__LEVEL=warn \
       FORMA_RATE_LIMIT__PER_IP=1000000000 \
       FORMA_RATE_LIMIT__PER_USER=1000000000 \
-      "$BIN" serve --role gateway --port "$GATEWAY_PORT"
-  ) >"$dir/forma.log" 2>&1 &
-  FORMA_PID=$!
+      "${envs[@]}" "${wrapper[@]}" "$BIN" serve --role gateway --port "$port"
+  ) >>"$dir/$name.log" 2>&1 &
+  LAUNCHED_PID=$!
   # The first start creates and migrates the database and hashes the admin password.
-  wait_until_up "http://127.0.0.1:$GATEWAY_PORT/health/live" 60 "$FORMA_PID" ||
-    { tail -n 20 "$dir/forma.log" >&2; die "forma serve --role gateway did not start"; }
+  wait_until_up "http://127.0.0.1:$port/health/live" "${START_SECONDS:-60}" "$LAUNCHED_PID" ||
+    { tail -n 20 "$dir/$name.log" >&2; die "forma serve --role gateway ($name) did not start"; }
 }
 
-# Signs in as admin@localhost and prints the session cookie ("forma.sid=…").
+# The gateway alone, on the embedded defaults (SQLite in its own directory, no Redis).
+start_forma() {
+  launch_forma forma "$GATEWAY_PORT"
+  FORMA_PID=$LAUNCHED_PID
+}
+
+# Two gateways as replicas: one database (the same SQLite file, so a user signed in on one is
+# known to the other), sessions and rate limits in Redis under a key prefix of this run only.
+start_forma_pair() {
+  REDIS_PREFIX="forma-bench-$$-$RANDOM:"
+  local -a shared=(FORMA_REDIS__URL="$BENCH_REDIS_URL" FORMA_REDIS__KEY_PREFIX="$REDIS_PREFIX")
+  launch_forma forma-x2 "$GATEWAY_PORT" "${shared[@]}"
+  FORMA_PID=$LAUNCHED_PID
+  launch_forma forma-x2 "$GATEWAY2_PORT" "${shared[@]}"
+  FORMA2_PID=$LAUNCHED_PID
+}
+
+# Stops the gateway(s) started by start_forma / start_forma_pair.
+stop_forma() {
+  local pid
+  for pid in $FORMA2_PID $FORMA_PID; do
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  FORMA_PID="" FORMA2_PID=""
+}
+
+# Signs in as admin@localhost on the gateway at port $1 (GATEWAY_PORT) and prints the session
+# cookie ("forma.sid=…").
 sign_in() {
-  local status
+  local port=${1:-$GATEWAY_PORT} status
   status=$(curl -sS -o "$dir/login.json" -D "$dir/login.headers" -w '%{http_code}' \
     -H 'content-type: application/json' \
     --data "{\"email\":\"admin@localhost\",\"password\":\"$ADMIN_PASSWORD\"}" \
-    "http://127.0.0.1:$GATEWAY_PORT/api/v1/auth/login")
+    "http://127.0.0.1:$port/api/v1/auth/login")
   [ "$status" = 200 ] || die "sign-in answered $status: $(cat "$dir/login.json")"
   tr -d '\r' <"$dir/login.headers" | sed -n 's/^[Ss]et-[Cc]ookie: *\(forma\.sid=[^;]*\).*/\1/p' | tail -n 1
 }
 
 # Aborts unless the gateway really does what is measured: refuses without a session, and with one
-# answers the upstream's body with the rate-limit headers (proof that the limiter ran).
+# answers the upstream's body with the rate-limit headers (proof that the limiter ran). $1: the port.
 verify_gateway() {
-  local url="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders" status
+  local url="http://127.0.0.1:${1:-$GATEWAY_PORT}/api/v1/orders" status
   status=$(curl -sS -o /dev/null -w '%{http_code}' "$url")
   [ "$status" = 401 ] || die "GET /api/v1/orders without a session answered $status, expected 401"
   status=$(curl -sS -o "$dir/orders.json" -D "$dir/orders.headers" -w '%{http_code}' -H "Cookie: $COOKIE" "$url")
@@ -231,8 +353,13 @@ verify_gateway() {
 declare -A URL=(
   [DIRECT]="http://127.0.0.1:$UPSTREAM_PORT/api/v1/orders"
   [NGINX]="http://127.0.0.1:$NGINX_PROXY_PORT/api/v1/orders"
+  [NGINX_AUTO]="http://127.0.0.1:$NGINX_AUTO_PORT/api/v1/orders"
   [FORMA]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders"
+  [FORMA_X2]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders http://127.0.0.1:$GATEWAY2_PORT/api/v1/orders"
 )
+# CACHED_GET: a row for a GET answered from forma's response cache (a route marked cacheable) goes
+# here when that cache exists: a URL under such a route, signed in like FORMA, in TARGETS below.
+TARGETS=(DIRECT NGINX)
 # Figures keyed "LOAD/TARGET" (LOAD: peak or half).
 declare -A RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX
 
@@ -245,9 +372,13 @@ cpu_ticks() {
   done
   echo "$total"
 }
-nginx_ticks() { cpu_ticks "$NGINX_PID" $(ps -o pid= --ppid "$NGINX_PID"); }
+nginx_ticks() {
+  local pid all=()
+  for pid in $NGINX_PID $NGINX_AUTO_PID; do all+=("$pid" $(ps -o pid= --ppid "$pid")); done
+  cpu_ticks "${all[@]}"
+}
 
-# Reads wrk's (or wrk2's) report: "requests p50_ms p99_ms non2xx socket_errors rps".
+# Reads wrk's report: "requests p50_ms p99_ms non2xx socket_errors rps".
 parse_wrk() {
   awk '
     function ms(v,   n) {
@@ -268,26 +399,84 @@ parse_wrk() {
   ' "$1"
 }
 
+# Reads oha's JSON report into the same line as parse_wrk.
+parse_oha() {
+  python3 - "$1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+codes = r.get("statusCodeDistribution", {})
+ok = sum(n for c, n in codes.items() if c.startswith("2"))
+requests = sum(codes.values())
+# Requests still in flight when the run's time is up are cut off by oha itself: not errors.
+errors = sum(n for e, n in r.get("errorDistribution", {}).items() if "deadline" not in e)
+lat = r["metrics"]["latency_ms"]
+print("%d %.3f %.3f %d %d %.0f" % (requests, lat["p50"], lat["p99"], requests - ok, errors,
+                                   r["summary"]["requestsPerSec"]))
+EOF
+}
+
+# Sums the reports of the load generators that ran side by side against the replicas: requests,
+# non-2xx, errors and req/s add up; p50 is the mean and p99 the worst of theirs (an upper bound).
+merge_reports() {
+  awk '{ req += $1; p50 += $2; if ($3 > p99) p99 = $3; bad += $4; err += $5; rps += $6; n++ }
+    END { printf "%d %.3f %.3f %d %d %.0f\n", req, p50 / n, p99, bad, err, rps }'
+}
+
+# load_generator OUT CONNECTIONS SECONDS_SPEC RATE URL: one run of wrk (RATE empty: closed loop, as
+# fast as the connections go) or oha (RATE: that many requests per second in all, open loop, each
+# latency counted from when its request was due), printing the parse_wrk line.
+load_generator() {
+  local out=$1 connections=$2 duration=$3 rate=$4 url=$5 threads
+  local -a cookie=()
+  [ -n "${LOAD_COOKIE:-}" ] && cookie=(-H "Cookie: $LOAD_COOKIE")
+  threads=$(( THREADS < connections ? THREADS : connections ))
+  if [ -z "$rate" ]; then
+    wrk -t "$threads" -c "$connections" -d "$duration" --latency "${cookie[@]}" "$url" >"$out"
+    parse_wrk "$out"
+  else
+    "$OHA_BIN" -z "$duration" -c "$connections" -q "$rate" --latency-correction --no-tui \
+      --output-format json "${cookie[@]}" "$url" >"$out" 2>"$out.err"
+    parse_oha "$out"
+  fi
+}
+
 # measure LOAD TARGET CONNECTIONS [RATE]: warms TARGET up, then measures it once; with RATE, at that
-# fixed request rate with wrk2, else as fast as CONNECTIONS closed-loop connections go with wrk.
+# fixed request rate (oha), else as fast as CONNECTIONS closed-loop connections go (wrk). A target
+# with two URLs (the replicas) gets half the connections and half the rate on each, side by side.
 measure() {
   local load=$1 target=$2 connections=$3 rate=${4:-}
-  local out="$dir/wrk-$load-$target.txt"
-  local -a cmd=(wrk) extra=()
-  [ -n "$rate" ] && cmd=(wrk2 -R "$rate")
-  [ "$target" = FORMA ] && extra=(-H "Cookie: $COOKIE")
+  local -a urls
+  read -r -a urls <<<"${URL[$target]}"
+  local n=${#urls[@]} share_c share_r
+  share_c=$((connections / n)); share_r=${rate:+$((rate / n))}
+  LOAD_COOKIE=""
+  [[ $target == FORMA* ]] && LOAD_COOKIE=$COOKIE
+  local -a cookie=()
+  [ -n "$LOAD_COOKIE" ] && cookie=(-H "Cookie: $LOAD_COOKIE")
   progress "$load load, $target: ${WARMUP} warm-up, $DURATION measured, $connections connections${rate:+, $rate req/s}"
-  "${cmd[@]}" -t "$THREADS" -c "$connections" -d "$WARMUP" "${extra[@]}" "${URL[$target]}" >/dev/null
-  local forma_before nginx_before forma_after nginx_after
-  forma_before=$(cpu_ticks "$FORMA_PID"); nginx_before=$(nginx_ticks)
-  "${cmd[@]}" -t "$THREADS" -c "$connections" -d "$DURATION" --latency "${extra[@]}" "${URL[$target]}" >"$out"
-  forma_after=$(cpu_ticks "$FORMA_PID"); nginx_after=$(nginx_ticks)
+  # Waits for these load generators only: nginx and forma are children of this shell too.
+  local i pids=()
+  for i in "${!urls[@]}"; do
+    wrk -t 1 -c "$share_c" -d "$WARMUP" "${cookie[@]}" "${urls[$i]}" >/dev/null &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  local forma_pids="$FORMA_PID $FORMA2_PID" forma_before nginx_before forma_after nginx_after
+  forma_before=$(cpu_ticks $forma_pids); nginx_before=$(nginx_ticks)
+  pids=()
+  for i in "${!urls[@]}"; do
+    load_generator "$dir/load-$load-$target-$i.txt" "$share_c" "$DURATION" "$share_r" "${urls[$i]}" >"$dir/line-$i" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  forma_after=$(cpu_ticks $forma_pids); nginx_after=$(nginx_ticks)
 
   local key="$load/$target" requests
-  read -r requests "P50[$key]" "P99[$key]" "NON2XX[$key]" "SOCKET_ERRORS[$key]" "RPS[$key]" < <(parse_wrk "$out")
-  [ "$requests" -gt 0 ] || { cat "$out" >&2; die "wrk made no request to $target"; }
-  # CPU µs per request: where the time goes. For DIRECT and NGINX, nginx's figure covers whatever
-  # it served (upstream, or proxy + upstream); for FORMA, nginx is the upstream only.
+  read -r requests "P50[$key]" "P99[$key]" "NON2XX[$key]" "SOCKET_ERRORS[$key]" "RPS[$key]" < <(cat "$dir"/line-* | merge_reports)
+  rm -f "$dir"/line-*
+  [ "$requests" -gt 0 ] || { cat "$dir/load-$load-$target-"* >&2; die "the load generator made no request to $target"; }
+  # CPU µs per request: where the time goes. For DIRECT and the NGINX targets, nginx's figure
+  # covers whatever it served (upstream, or proxy + upstream); for FORMA, nginx is the upstream only.
   CPU_FORMA[$key]=$(awk -v t=$((forma_after - forma_before)) -v r="$requests" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
   CPU_NGINX[$key]=$(awk -v t=$((nginx_after - nginx_before)) -v r="$requests" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
   if [ "${NON2XX[$key]}" -gt 0 ] || [ "${SOCKET_ERRORS[$key]}" -gt 0 ]; then
@@ -303,11 +492,12 @@ verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
 
 print_table() {
   local load=$1 target key
-  printf '%-8s %10s %9s %9s %8s %11s %11s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r'
-  for target in DIRECT NGINX FORMA; do
+  printf '%-10s %10s %9s %9s %8s %11s %11s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r'
+  for target in "${TARGETS[@]}"; do
     key="$load/$target"
-    printf '%-8s %10s %9s %9s %8s %11s %11s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
-      "${NON2XX[$key]}" "$([ "$target" = FORMA ] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}"
+    [ -n "${RPS[$key]:-}" ] || continue
+    printf '%-10s %10s %9s %9s %8s %11s %11s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+      "${NON2XX[$key]}" "$([[ $target == FORMA* ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}"
   done
 }
 
@@ -317,11 +507,12 @@ report() {
   echo "== forma gateway benchmark (SPEC §10) =="
   echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
   echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN"
-  echo "tools:    $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')"
+  echo "tools:    $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')${OHA_BIN:+, $("$OHA_BIN" --version 2>/dev/null | head -n 1)}"
   echo "settings: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP" \
     "nginx WORKERS=$WORKERS forma TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}" \
-    "GET /api/v1/orders, session store sql (SQLite), local rate limiter"
-  echo "µs/r: CPU time per request of forma and of nginx (nginx is the upstream, and for NGINX also the proxy)"
+    "GET /api/v1/orders; FORMA: session store sql (SQLite), local rate limiter" \
+    "${RPS[peak/FORMA_X2]:+; FORMA_X2: 2 gateways, sessions and rate limits in Redis ($BENCH_REDIS_URL)}"
+  echo "µs/r: CPU time per request of forma and of nginx (nginx is the upstream, and for NGINX* also the proxy)"
   echo
   echo "-- peak load: $CONNECTIONS connections, closed loop (wrk) --"
   print_table peak
@@ -331,16 +522,22 @@ report() {
   echo
   local p=peak h=half
   echo "forma/nginx  req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/NGINX]}")   (SPEC: >= 1.00 -> $(verdict "$(awk -v a="${RPS[$p/FORMA]}" -v b="${RPS[$p/NGINX]}" 'BEGIN { print a >= b }')"))"
+  [ -n "${RPS[$p/NGINX_AUTO]:-}" ] &&
+    echo "forma/nginx (worker per core) req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/NGINX_AUTO]}")"
+  [ -n "${RPS[$p/FORMA_X2]:-}" ] &&
+    echo "forma x2 (Redis)/nginx req/s: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/NGINX]}"), forma x2/forma: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/FORMA]}")"
   echo "forma/direct req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/DIRECT]}")"
   echo "nginx/direct req/s: $(ratio "${RPS[$p/NGINX]}" "${RPS[$p/DIRECT]}")"
   echo "added p99 over direct, peak: forma $(added "${P99[$p/FORMA]}" "${P99[$p/DIRECT]}") ms, nginx $(added "${P99[$p/NGINX]}" "${P99[$p/DIRECT]}") ms"
   echo "added p99 over direct, half: forma $(added "${P99[$h/FORMA]}" "${P99[$h/DIRECT]}") ms, nginx $(added "${P99[$h/NGINX]}" "${P99[$h/DIRECT]}") ms" \
     "  (SPEC: forma < 1 ms -> $(verdict "$(awk -v a="${P99[$h/FORMA]}" -v b="${P99[$h/DIRECT]}" 'BEGIN { print a - b < 1 }')")$HALF_NOTE)"
+  [ -n "${P99[$h/FORMA_X2]:-}" ] &&
+    echo "added p99 over direct, half, forma x2 (Redis): $(added "${P99[$h/FORMA_X2]}" "${P99[$h/DIRECT]}") ms"
   local key bad=0
   for key in "${!NON2XX[@]}"; do
     if [ "${NON2XX[$key]}" -gt 0 ] || [ "${SOCKET_ERRORS[$key]}" -gt 0 ]; then
       echo "!! $key: ${NON2XX[$key]} non-2xx responses, ${SOCKET_ERRORS[$key]} socket errors"
-      [[ $key == */FORMA ]] && bad=1
+      [[ $key == */FORMA* ]] && bad=1
     fi
   done
   if [ "$bad" = 1 ]; then
@@ -349,38 +546,127 @@ report() {
   fi
 }
 
+# --- instructions per request (MODE=callgrind) -------------------------------------------------------
+
+# forma under callgrind, REQUESTS signed-in GETs in sequence on one keep-alive connection (curl), the
+# counters zeroed after 200 warm-up requests and dumped after the last: instructions per request and
+# where they go. The identity cache is kept for the whole run (session.cache_ms), so a request that
+# valgrind slows 50-fold is the same cache hit it is at full speed.
+profile_callgrind() {
+  local out=${CALLGRIND_OUT:-$dir/callgrind}
+  mkdir -p "$out"
+  rm -f "$out"/callgrind.out*
+  # The first start (database, password hash) and the sign-in at full speed, not under valgrind.
+  launch_forma forma "$GATEWAY_PORT" FORMA_SESSION__CACHE_MS=3600000
+  FORMA_PID=$LAUNCHED_PID
+  COOKIE=$(sign_in)
+  [ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+  stop_forma
+  START_SECONDS=300 launch_forma forma "$GATEWAY_PORT" FORMA_SESSION__CACHE_MS=3600000 -- \
+    valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" --dump-instr=no
+  FORMA_PID=$LAUNCHED_PID
+  verify_gateway
+  local url="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders"
+  requests_config() { local _; for _ in $(seq "$1"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done; }
+  requests_config 200 >"$dir/warm.curl"
+  requests_config "$REQUESTS" >"$dir/run.curl"
+  curl -sS -H "Cookie: $COOKIE" -K "$dir/warm.curl" -w '%{http_code}\n' >"$dir/warm.codes"
+  callgrind_control -z "$FORMA_PID" >/dev/null
+  curl -sS -H "Cookie: $COOKIE" -K "$dir/run.curl" -w '%{http_code}\n' >"$dir/run.codes"
+  callgrind_control -d "$FORMA_PID" >/dev/null
+  local ok
+  ok=$(grep -c '^200$' "$dir/run.codes" || true)
+  [ "$ok" = "$REQUESTS" ] || die "$((REQUESTS - ok)) of $REQUESTS requests were not answered 200"
+  stop_forma
+  # The dump made on request is the one with a part number (.1 …): the counts since zeroing.
+  local dump=$out/callgrind.out.1
+  [ -s "$dump" ] || die "callgrind wrote no dump at $dump"
+  local total
+  total=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$dump" | head -n 1)
+  echo
+  echo "== forma gateway under callgrind (instructions, not time) =="
+  echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN"
+  echo "requests: $REQUESTS signed-in GET /api/v1/orders, one connection, after 200 not counted"
+  echo "instructions: $total in all, $(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }') per request"
+  echo "profile:  $dump"
+  echo
+  echo "-- top inclusive (the runtime's frames and recursion cycles left out) --"
+  top_functions "$dump" yes 30
+  echo
+  echo "-- top self --"
+  top_functions "$dump" no 30
+}
+
+# top_functions DUMP INCLUSIVE(yes|no) N: the N costliest functions with their share, names cut
+# to 150 characters. Entries at 100 % or more are the thread's own frames and cycle artefacts.
+top_functions() {
+  callgrind_annotate --threshold=100 --auto=no --inclusive="$2" "$1" 2>/dev/null |
+    sed -n '/file:function/,$p' | sed '1,2d' |
+    awk '/\(([0-9.]+)%\)/ { match($0, /\(([ 0-9.]+)%\)/); pct = substr($0, RSTART + 1, RLENGTH - 3) + 0; if (pct < 100) print }' |
+    sed 's/ \[[^]]*\]$//; s/???://' | cut -c1-150 | head -n "$3"
+}
+
 # --- main ---------------------------------------------------------------------------------------
 
 ensure_tools
 ensure_binary
-for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT"; do
-  port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT"
+for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT" "$NGINX_AUTO_PORT" "$GATEWAY2_PORT"; do
+  port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT / NGINX_AUTO_PORT / GATEWAY2_PORT"
 done
-progress "starting nginx (upstream :$UPSTREAM_PORT, proxy :$NGINX_PROXY_PORT) and forma (gateway :$GATEWAY_PORT)"
+progress "starting nginx (upstream :$UPSTREAM_PORT, proxy :$NGINX_PROXY_PORT)"
 start_nginx
+if [ "$MODE" = callgrind ]; then
+  profile_callgrind
+  exit 0
+fi
+if [ "$WORKERS" != auto ]; then
+  start_nginx_auto
+  TARGETS+=(NGINX_AUTO)
+fi
+if [ "$DISTRIBUTED" = auto ]; then
+  DISTRIBUTED=0
+  command -v redis-cli >/dev/null && [ "$(redis-cli -u "$BENCH_REDIS_URL" ping 2>/dev/null)" = PONG ] && DISTRIBUTED=1
+fi
+OHA_BIN=$(find_oha)
+
+progress "starting forma (gateway :$GATEWAY_PORT)"
 start_forma
 COOKIE=$(sign_in)
 [ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
 verify_gateway
+TARGETS+=(FORMA)
+for target in "${TARGETS[@]}"; do measure peak "$target" "$CONNECTIONS"; done
 
-for target in DIRECT NGINX FORMA; do measure peak "$target" "$CONNECTIONS"; done
-
-# "Added p99 at half of peak load" needs a fixed request rate: wrk2 holds one. Plain wrk cannot, so
-# the fallback halves the connections, which lowers queueing but not necessarily the rate: the
-# report shows the rate each target actually ran at.
-if have_wrk2; then
-  half_rate=$(awk -v r="${RPS[peak/FORMA]}" 'BEGIN { printf "%d", r / 2 }')
-  for target in DIRECT NGINX FORMA; do measure half "$target" "$CONNECTIONS" "$half_rate"; done
-  half_how="wrk2 at a fixed $half_rate req/s (half of forma's peak), $CONNECTIONS connections"
+# "Added p99 at half of peak load" needs a fixed request rate: oha holds one (open loop, latency
+# counted from when each request was due). Without oha the fallback halves the connections, which
+# lowers queueing but not necessarily the rate: the report shows the rate each target ran at.
+half_rate=$(awk -v r="${RPS[peak/FORMA]}" 'BEGIN { printf "%d", r / 2 }')
+if [ -n "$OHA_BIN" ]; then
+  for target in "${TARGETS[@]}"; do measure half "$target" "$CONNECTIONS" "$half_rate"; done
+  half_how="oha at a fixed $half_rate req/s (half of forma's peak), $CONNECTIONS connections, latency corrected"
   HALF_NOTE=""
 else
-  for target in DIRECT NGINX FORMA; do measure half "$target" "$HALF_CONNECTIONS"; done
+  for target in "${TARGETS[@]}"; do measure half "$target" "$HALF_CONNECTIONS"; done
   HALF_NOTE=", approximate"
-  half_how="APPROXIMATION (no wrk2): $HALF_CONNECTIONS connections, closed loop, so each target runs"
+  half_how="APPROXIMATION (no oha): $HALF_CONNECTIONS connections, closed loop, so each target runs"
   half_how+=" as fast as those allow: forma at $(ratio "${RPS[half/FORMA]}" "${RPS[peak/FORMA]}") of its peak rate"
 fi
 
-if [ -s "$dir/forma.log" ]; then
-  echo >&2; echo "forma's log (warnings and errors):" >&2; tail -n 20 "$dir/forma.log" >&2
+if [ "$DISTRIBUTED" = 1 ]; then
+  stop_forma
+  progress "starting two forma gateways (:$GATEWAY_PORT, :$GATEWAY2_PORT) on Redis $BENCH_REDIS_URL"
+  start_forma_pair
+  COOKIE=$(sign_in "$GATEWAY_PORT")
+  [ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+  verify_gateway "$GATEWAY_PORT"
+  verify_gateway "$GATEWAY2_PORT"
+  TARGETS+=(FORMA_X2)
+  measure peak FORMA_X2 "$CONNECTIONS"
+  if [ -n "$OHA_BIN" ]; then measure half FORMA_X2 "$CONNECTIONS" "$half_rate"; else measure half FORMA_X2 "$HALF_CONNECTIONS"; fi
 fi
+
+for log in "$dir"/forma*.log; do
+  [ -s "$log" ] || continue
+  echo >&2; echo "$(basename "$log" .log)'s log (warnings and errors):" >&2; tail -n 20 "$log" >&2
+done
 report "$half_how"

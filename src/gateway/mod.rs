@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod health;
+pub mod hosts;
 pub mod proxy;
 pub mod queues;
 pub mod rate_limit;
@@ -47,6 +48,12 @@ pub struct GatewayParts {
     pub proxy: Arc<proxy::Proxy>,
     pub tokens: auth::tokens::TokenKeys,
     pub auth_cache: Arc<auth::cache::AuthCache>,
+    /// The upgraded connections this gateway holds, ended when their credential is revoked.
+    pub live: Arc<proxy::live::LiveConnections>,
+    /// Cached answers of the route table's cacheable routes.
+    pub response_cache: proxy::cache::ResponseCache,
+    /// White-label domains and the tenant each serves.
+    pub hosts: hosts::TenantHosts,
 }
 
 impl GatewayState {
@@ -65,6 +72,9 @@ impl GatewayState {
         let tokens = auth::tokens::TokenKeys::from_config(config);
         let cache_ttl = std::time::Duration::from_millis(config.session.cache_ms);
         let auth_cache = Arc::new(auth::cache::AuthCache::new(cache_ttl));
+        let live = proxy::live::LiveConnections::start(&ctx, auth_cache.clone());
+        let response_cache = proxy::cache::ResponseCache::new(&config.proxy, ctx.redis.clone());
+        let hosts = hosts::TenantHosts::new(&config.proxy.tenant_hosts)?;
         Ok(Self(Arc::new(GatewayParts {
             ctx,
             order,
@@ -75,6 +85,9 @@ impl GatewayState {
             proxy,
             tokens,
             auth_cache,
+            live,
+            response_cache,
+            hosts,
         })))
     }
 }
@@ -96,16 +109,12 @@ pub fn api_routes() -> OpenApiRouter<GatewayState> {
 }
 
 /// Everything the gateway serves. Layers, outermost first: CORS, the per-IP rate limit, the session
-/// cookie, authentication (401 for non-public paths without a session), the per-user rate limit.
+/// cookie, authentication (401 for non-public paths without a session) with the per-user rate limit.
 pub fn router(state: GatewayState) -> Router {
     let (routes, _) = api_routes().split_for_parts();
     let app = routes
         .fallback(proxy::forward)
         .with_state(state.clone())
-        .layer(from_fn_with_state(
-            state.limiter.clone(),
-            rate_limit::limit_by_user,
-        ))
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         // The operator page holds no data and signs in itself: beside authentication, not behind it.
         .merge(ui::router());

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::GatewayState;
 use super::auth::{Authenticated, CurrentUser, RequestMeta, UserView};
+use super::proxy::live::Revocation;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageQuery};
 use crate::http::{ApiError, ErrorBody};
@@ -282,6 +283,10 @@ async fn update_user(
     let updated = users::update(&state.ctx.db, id, &changes).await;
     state.auth_cache.clear();
     let updated = updated?.ok_or_else(|| ApiError::not_found("User not found"))?;
+    // A change that ended the user's sessions (a new epoch) ends their open connections too.
+    if updated.session_epoch != user.session_epoch {
+        state.live.revoke(Revocation::user(id)).await;
+    }
     let action = if roles.is_some() {
         actions::USER_ROLES_CHANGED
     } else {
@@ -317,6 +322,7 @@ async fn delete_user(
     }
     users::delete(&state.ctx.db, id).await?;
     state.auth_cache.clear();
+    state.live.revoke(Revocation::user(id)).await;
     let details = json!({"email": user.email});
     super::audit::user_changed(&state, &meta, &auth, actions::USER_DELETED, &user, details).await;
     Ok(StatusCode::NO_CONTENT)

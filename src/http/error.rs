@@ -5,8 +5,7 @@ use std::any::Any;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -164,10 +163,7 @@ pub async fn not_found(request: Request) -> ApiError {
 
 /// Every error response leaves in the §4 shape, whoever produced it: axum's 405, a body-limit 413,
 /// a timeout. Responses that already carry JSON are left alone.
-pub async fn ensure_error_shape(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+pub fn ensure_error_shape(method: &Method, path: &str, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
         return response;

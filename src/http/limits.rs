@@ -3,9 +3,8 @@
 //! not get past it.
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
 
@@ -38,7 +37,8 @@ impl BodyLimits {
     }
 }
 
-pub async fn enforce(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+/// Puts the path's limit on the request's body stream; a declared length over it is a 413 at once.
+pub fn enforce(limits: &BodyLimits, request: Request) -> Result<Request, BodyTooLarge> {
     let limit = limits.for_path(request.uri().path());
     let declared = request
         .headers()
@@ -46,11 +46,13 @@ pub async fn enforce(State(limits): State<BodyLimits>, request: Request, next: N
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return too_large(limit);
+        return Err(BodyTooLarge(limit));
     }
     let (parts, body) = request.into_parts();
-    let request = Request::from_parts(parts, Body::new(Limited::new(body, limit)));
-    next.run(request).await
+    Ok(Request::from_parts(
+        parts,
+        Body::new(Limited::new(body, limit)),
+    ))
 }
 
 /// Reads a whole body that [`enforce`] has limited: a body over the limit is a 413, one that broke
@@ -65,6 +67,16 @@ pub async fn collect(body: Body) -> Result<axum::body::Bytes, ApiError> {
             ApiError::bad_request("The request body could not be read")
         }
     })
+}
+
+/// A declared body length over the limit (the limit in bytes): a 413.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTooLarge(pub usize);
+
+impl IntoResponse for BodyTooLarge {
+    fn into_response(self) -> Response {
+        too_large(self.0)
+    }
 }
 
 fn too_large(limit: usize) -> Response {

@@ -3,8 +3,6 @@
 //! (`/api/v1/webhooks/shopify/../../orders`), or that hides a separator (`%2f`, `%5c`, `%2e`), is
 //! refused with a 400 before any of them looks at it, so no two of them can disagree on it.
 
-use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
@@ -39,13 +37,13 @@ pub fn is_under(path: &str, base: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-pub async fn refuse_unnormalised(request: Request, next: Next) -> Response {
-    if is_normalised(request.uri().path()) {
-        next.run(request).await
-    } else {
+/// The 400 for a path not in normal form ([`is_normalised`]), before anything else looks at it;
+/// `None` for a path in normal form.
+pub fn refuse_unnormalised(path: &str) -> Option<Response> {
+    (!is_normalised(path)).then(|| {
         ApiError::bad_request("The path must not contain dot segments or encoded separators")
             .into_response()
-    }
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,15 @@ pub fn is_valid(id: &str) -> bool {
 }
 
 pub async fn assign(mut request: Request, next: Next) -> Response {
+    let (id, value) = assign_to(&mut request);
+    let mut response = within(id, next.run(request)).await;
+    response.headers_mut().insert(X_REQUEST_ID, value);
+    response
+}
+
+/// Gives `request` its id (the header and a [`RequestId`]) and returns the id and the header value
+/// to echo on the response, for [`within`].
+pub fn assign_to(request: &mut Request) -> (String, HeaderValue) {
     let incoming = request
         .headers()
         .get(&X_REQUEST_ID)
@@ -43,7 +52,10 @@ pub async fn assign(mut request: Request, next: Next) -> Response {
     let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     request.headers_mut().insert(X_REQUEST_ID, value.clone());
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = CURRENT.scope(id, next.run(request)).await;
-    response.headers_mut().insert(X_REQUEST_ID, value);
-    response
+    (id, value)
+}
+
+/// Runs `handling` with `id` as the [`current`] request id.
+pub async fn within<F: std::future::Future>(id: String, handling: F) -> F::Output {
+    CURRENT.scope(id, handling).await
 }

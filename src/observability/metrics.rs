@@ -1,11 +1,11 @@
 //! Prometheus metrics (SPEC §5.4): one process-wide recorder, rendered by every role's `/metrics`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
-use axum::middleware::Next;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -36,6 +36,12 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Whether the recorder is installed: handles registered before it are no-ops for good, so a
+/// cache of handles must not keep them.
+pub fn is_installed() -> bool {
+    HANDLE.get().is_some()
+}
+
 /// Histograms are drained into their buckets by upkeep; run it in the background.
 pub fn spawn_upkeep(workers: &Workers, handle: PrometheusHandle) {
     workers.spawn("metrics-upkeep", |stop| async move {
@@ -50,9 +56,10 @@ pub fn spawn_upkeep(workers: &Workers, handle: PrometheusHandle) {
 }
 
 /// The route template of a response produced outside axum's routing (the proxy's fallback), so
-/// proxied requests are counted by route-table entry instead of all as `unmatched`.
+/// proxied requests are counted by route-table entry instead of all as `unmatched`. Shared, not
+/// formatted per request: the route table makes each label once.
 #[derive(Debug, Clone)]
-pub struct RouteLabel(pub String);
+pub struct RouteLabel(pub Arc<str>);
 
 /// The requests this process is handling now (`http_requests_in_flight`): what a drain or a
 /// shutdown waits for. The handle is looked up once, not per request.
@@ -77,31 +84,90 @@ impl Drop for InFlight {
     }
 }
 
-/// Counts every request and records its latency by method, route template and status.
-pub async fn record_request(request: Request, next: Next) -> Response {
-    let _in_flight = InFlight::start();
-    let started = Instant::now();
-    let method = method_label(request.method());
-    // The route template, never the raw path: ids in paths would explode the label set.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    let route = match response.extensions().get::<RouteLabel>() {
-        Some(RouteLabel(label)) => label.clone(),
-        None => route,
-    };
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
+/// Counts every request and records its latency by method, route template and status: started
+/// when the request arrives, finished with its response.
+pub struct RequestMetrics {
+    _in_flight: InFlight,
+    started: Instant,
+    method: &'static str,
+    /// The route template, never the raw path: ids in paths would explode the label set.
+    matched: Option<MatchedPath>,
+}
+
+impl RequestMetrics {
+    pub fn start(request: &Request) -> Self {
+        Self {
+            _in_flight: InFlight::start(),
+            started: Instant::now(),
+            method: method_label(request.method()),
+            matched: request.extensions().get::<MatchedPath>().cloned(),
+        }
+    }
+
+    pub fn finish(self, response: &Response) {
+        let route = match response.extensions().get::<RouteLabel>() {
+            Some(RouteLabel(label)) => label,
+            None => self
+                .matched
+                .as_ref()
+                .map_or("unmatched", MatchedPath::as_str),
+        };
+        let handles = RequestHandles::of(self.method, route, response.status());
+        handles.total.increment(1);
+        handles
+            .duration
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The request metrics of one method, route template and status. Registering a handle hashes and
+/// copies its labels; a request only looks up the handles registered for its labels before.
+#[derive(Clone)]
+struct RequestHandles {
+    total: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// Method and status first, then the route template, so a lookup borrows the route as `&str`.
+type HandleTable = HashMap<(&'static str, u16), HashMap<Box<str>, RequestHandles>>;
+
+impl RequestHandles {
+    fn of(method: &'static str, route: &str, status: StatusCode) -> Self {
+        // Handles taken before the recorder is installed would stay no-ops for good: register
+        // without keeping them until it is.
+        if !is_installed() {
+            return Self::register(method, route, status);
+        }
+        static TABLE: OnceLock<RwLock<HandleTable>> = OnceLock::new();
+        let table = TABLE.get_or_init(Default::default);
+        let key = (method, status.as_u16());
+        {
+            let known = table.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(handles) = known.get(&key).and_then(|routes| routes.get(route)) {
+                return handles.clone();
+            }
+        }
+        let handles = Self::register(method, route, status);
+        table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .insert(route.into(), handles.clone());
+        handles
+    }
+
+    fn register(method: &'static str, route: &str, status: StatusCode) -> Self {
+        let labels = [
+            ("method", method.to_owned()),
+            ("route", route.to_owned()),
+            ("status", status.as_u16().to_string()),
+        ];
+        Self {
+            total: metrics::counter!("http_requests_total", &labels),
+            duration: metrics::histogram!("http_request_duration_seconds", &labels),
+        }
+    }
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -114,5 +180,30 @@ fn method_label(method: &Method) -> &'static str {
         Method::HEAD => "HEAD",
         Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_counted_through_registered_handles_add_up_under_their_labels() {
+        let handle = install();
+        for _ in 0..2 {
+            let handles = RequestHandles::of("GET", "/test/handles/*", StatusCode::OK);
+            handles.total.increment(1);
+        }
+        RequestHandles::of("GET", "/test/handles/*", StatusCode::NOT_FOUND)
+            .total
+            .increment(1);
+        let text = handle.render();
+        let counted = |status: &str| {
+            format!(
+                r#"http_requests_total{{method="GET",route="/test/handles/*",status="{status}"}}"#
+            )
+        };
+        assert!(text.contains(&format!("{} 2", counted("200"))), "{text}");
+        assert!(text.contains(&format!("{} 1", counted("404"))), "{text}");
     }
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use crate::gateway::GatewayState;
-use crate::gateway::rate_limit::RateLimitSubject;
+use crate::gateway::rate_limit;
 use crate::http::ApiError;
 use crate::identity::users::{self};
 
@@ -20,6 +20,7 @@ pub(super) fn unauthorized() -> ApiError {
 
 /// Resolves the session of every request. Non-public paths without a valid session are answered
 /// 401 here, so nothing behind the gateway ever sees an anonymous request it did not ask for.
+/// A signed-in request is then counted against its user's rate limit.
 pub async fn authenticate(
     State(state): State<GatewayState>,
     session: Session,
@@ -63,10 +64,27 @@ pub async fn authenticate(
     };
     match resolved {
         Ok(Some(auth)) => {
-            let subject = RateLimitSubject(auth.context.user_id.to_string());
-            request.extensions_mut().insert(subject);
+            // A white-label domain serves its tenant only: to anyone else it has nothing (404).
+            match state.hosts.admits(&state.ctx.db, &request, &auth).await {
+                Ok(true) => {}
+                Ok(false) => return crate::http::error::not_found(request).await.into_response(),
+                Err(e) => return e.into_response(),
+            }
+            // The per-user rate limit, here rather than in a layer of its own: it always runs
+            // right after authentication, and needs nothing but the user.
+            let user = auth.context.user_id;
+            let decision =
+                match rate_limit::check_user(&state.limiter, request.uri().path(), &user).await {
+                    Some(Err(rejected)) => return rejected,
+                    Some(Ok(decision)) => Some(decision),
+                    None => None,
+                };
             request.extensions_mut().insert(auth);
-            next.run(request).await
+            let mut response = next.run(request).await;
+            if let Some(decision) = decision {
+                rate_limit::apply_tighter(&mut response, decision);
+            }
+            response
         }
         Ok(None) => unauthorized().into_response(),
         Err(e) => e.into_response(),

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::gateway::GatewayState;
+use crate::gateway::proxy::live::Revocation;
 use crate::http::extract::Json;
 use crate::http::{ApiError, ErrorBody};
 use crate::identity::users::{self, User};
@@ -212,7 +213,9 @@ async fn refresh(
             let roles = users::roles_of(db, user.id).await?;
             token_response(&state, &Authenticated::new(user, roles), family, next)
         }
-        tokens::Redeemed::Reused { user_id } => {
+        tokens::Redeemed::Reused { user_id, family } => {
+            state.auth_cache.clear();
+            state.live.revoke(Revocation::family(user_id, family)).await;
             if let Some(user) = users::find_by_id(db, user_id).await? {
                 let roles = users::roles_of(db, user.id).await?;
                 crate::gateway::audit::refresh_reused(
@@ -247,12 +250,24 @@ async fn logout(
         Some(family) => {
             tokens::revoke_family(&state.ctx.db, family).await?;
             state.auth_cache.clear();
+            state
+                .live
+                .revoke(Revocation::family(auth.user.id, family))
+                .await;
         }
         None => {
-            if let Some(id) = session.id() {
-                state.auth_cache.forget(&cache::session_key(&id));
+            let id = session.id();
+            if let Some(id) = &id {
+                state.auth_cache.forget(&cache::session_key(id));
             }
             session.flush().await.map_err(session::failed)?;
+            // Its websockets too, here and on every gateway (they outlive the request).
+            if let Some(id) = &id {
+                state
+                    .live
+                    .revoke(Revocation::session(auth.user.id, id))
+                    .await;
+            }
         }
     }
     crate::gateway::audit::logout(&state, &meta, &auth).await;
@@ -307,6 +322,10 @@ async fn change_password(
         .map_err(ApiError::internal)?;
     let epoch = users::change_password(&state.ctx.db, auth.user.id, &hash).await?;
     state.auth_cache.clear();
+    // Every connection the user holds open was authenticated at the old epoch, this session's
+    // included (it continues under a new id, which its sockets do not know): all of them end, and
+    // this browser's reconnect with the cookie it is given now.
+    state.live.revoke(Revocation::user(auth.user.id)).await;
     // This session survives under a new id and the new epoch; every other one is now stale.
     session.cycle_id().await.map_err(session::failed)?;
     session::write(&session, auth.user.id, epoch)

@@ -193,7 +193,7 @@ pub enum Redeemed {
         next: String,
     },
     /// Already used: the family is revoked now.
-    Reused { user_id: Uuid },
+    Reused { user_id: Uuid, family: Uuid },
     /// Unknown, expired or revoked.
     Invalid,
 }
@@ -251,6 +251,7 @@ pub async fn redeem(db: &Db, token: &str) -> Result<Redeemed, DbError> {
         tx.commit().await?;
         return Ok(Redeemed::Reused {
             user_id: stored.user_id,
+            family,
         });
     }
     on_tx!(&mut tx, conn => {

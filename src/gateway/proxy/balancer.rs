@@ -91,6 +91,10 @@ impl Balancer {
     }
 
     fn pick_by(&self, policy: LoadBalancing, key: Option<&str>, tried: &[usize]) -> usize {
+        // One instance is the only answer under every policy (an unusable one is tried anyway).
+        if self.instances.len() == 1 {
+            return 0;
+        }
         let now = self.now_ms();
         let all = 0..self.instances.len();
         let untried = |i: &usize| !tried.contains(i);

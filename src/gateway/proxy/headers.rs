@@ -27,63 +27,103 @@ pub const X_REAL_IP: &str = "x-real-ip";
 
 /// Sanitizes the request's headers in place before it leaves the gateway.
 pub fn prepare(request: &mut Request, peer: SocketAddr, trusted: &[IpNet]) {
-    let request_id = request.extensions().get::<RequestId>().cloned();
+    let request_id = request_id_value(request);
     let headers = request.headers_mut();
     let websocket = upgrade::is_websocket(headers);
     strip_hop_by_hop(headers);
     if websocket {
         upgrade::keep(headers);
     }
-    if let Some(value) = request_id.and_then(|RequestId(id)| HeaderValue::from_str(&id).ok()) {
+    if let Some(value) = request_id {
         headers.insert(X_REQUEST_ID, value);
     }
     strip_identity_headers(headers);
     remove_session_cookie(headers);
     let peer_trusted = trusted.iter().any(|net| net.contains(&peer.ip()));
     let client = client_ip(peer.ip(), headers, trusted);
-    set_forwarded(headers, peer.ip(), peer_trusted);
+    let peer_value = ip_value(peer.ip());
+    set_forwarded(headers, peer.ip(), peer_value.clone(), peer_trusted);
     // `Forwarded` (RFC 7239) and `X-Real-IP` say who the client is as much as `X-Forwarded-For`
     // does: believed from a trusted proxy only, else replaced.
     if !peer_trusted {
         headers.remove(header::FORWARDED);
     }
-    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+    let client_value = if client == peer.ip() {
+        peer_value
+    } else {
+        ip_value(client)
+    };
+    if let Some(value) = client_value {
         headers.insert(X_REAL_IP, value);
     }
 }
 
-/// Drops `forma.sid` from `Cookie`, keeping any other cookie.
+/// The request id the gateway assigned, as a header value: the one already on the request when it
+/// is that id (the usual case, no copy), else made from the [`RequestId`].
+fn request_id_value(request: &Request) -> Option<HeaderValue> {
+    let RequestId(id) = request.extensions().get::<RequestId>()?;
+    match request.headers().get(X_REQUEST_ID) {
+        Some(value) if value.as_bytes() == id.as_bytes() => Some(value.clone()),
+        _ => HeaderValue::from_str(id).ok(),
+    }
+}
+
+/// An address as a header value, formatted without a heap string.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest address, an IPv6 one with an embedded IPv4 tail, is 45 bytes.
+    let mut buffer = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    write!(cursor, "{ip}").ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(buffer.get(..len)?).ok()
+}
+
+/// Drops `forma.sid` from `Cookie`, keeping any other cookie. The usual request carries the
+/// session cookie alone, and loses its `Cookie` header without anything being rebuilt.
 fn remove_session_cookie(headers: &mut HeaderMap) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(COOKIE_NAME))
-        .map(str::to_owned)
-        .collect();
+    let is_session = |c: &str| c.split('=').next().map(str::trim) == Some(COOKIE_NAME);
+    let pieces = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+    };
+    let mut kept = String::new();
+    for cookie in pieces().filter(|c| !is_session(c)) {
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(cookie);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(value) = HeaderValue::from_str(&kept) {
             headers.insert(header::COOKIE, value);
         }
     }
 }
 
 /// A client's own `X-Forwarded-*` are believed only from a trusted proxy; otherwise the gateway is
-/// the first hop and says so.
-fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool) {
+/// the first hop and says so. `peer_value` is `peer` as a header value.
+fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_value: Option<HeaderValue>,
+    peer_trusted: bool,
+) {
     let prior = headers
         .get(X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| peer_trusted)
-        .map(str::to_owned);
+        .filter(|prior| peer_trusted && !prior.trim().is_empty());
     let chain = match prior {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer.to_string(),
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")).ok(),
+        None => peer_value,
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    if let Some(value) = chain {
         headers.insert(X_FORWARDED_FOR, value);
     }
     if !(peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
@@ -112,7 +152,8 @@ pub fn affinity(request: &Request) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|c| {
             c.trim()
-                .strip_prefix(&format!("{COOKIE_NAME}="))
+                .strip_prefix(COOKIE_NAME)
+                .and_then(|rest| rest.strip_prefix('='))
                 .map(str::to_owned)
         });
     session.or_else(|| auth.map(|a| format!("user:{}", a.context.user_id)))
@@ -156,6 +197,22 @@ mod tests {
         }
         assert_eq!(h["cookie"], "theme=dark; lang=nl");
         assert_eq!(h["x-request-id"], "keep");
+    }
+
+    #[test]
+    fn a_request_with_only_the_session_cookie_leaves_without_a_cookie_header() {
+        let mut req = request(&[("cookie", "forma.sid=secret-session")]);
+        prepare(&mut req, PEER.parse().unwrap(), &[]);
+        assert!(!req.headers().contains_key("cookie"));
+    }
+
+    #[test]
+    fn an_ipv4_client_on_a_dual_stack_socket_is_named_as_each_header_names_it() {
+        let mut req = request(&[]);
+        prepare(&mut req, "[::ffff:203.0.113.7]:5000".parse().unwrap(), &[]);
+        // The hop as it connected; the client as the rate limiter counts it.
+        assert_eq!(req.headers()["x-forwarded-for"], "::ffff:203.0.113.7");
+        assert_eq!(req.headers()["x-real-ip"], "203.0.113.7");
     }
 
     #[test]

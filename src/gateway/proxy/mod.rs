@@ -4,11 +4,14 @@
 
 mod balancer;
 pub mod breaker;
+pub mod cache;
 pub mod headers;
+pub mod live;
 pub mod routes;
 mod upgrade;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use super::auth::Authenticated;
 use crate::app::AppContext;
 use crate::config::{Config, Service, UrlList};
 use crate::http::ApiError;
-use crate::identity::context::{self, Binding, InProcessContext, UserContext};
+use crate::identity::context::{self, Binding, ContextSigner, InProcessContext, UserContext};
 use crate::observability::metrics::RouteLabel;
 use routes::RouteTable;
 pub use upstream::HttpUpstream;
@@ -43,6 +46,8 @@ pub enum Target {
 pub struct Proxy {
     table: RouteTable,
     targets: HashMap<Service, Target>,
+    /// `internal.key`, keyed once for signing user contexts; `None` without a key.
+    signer: Option<ContextSigner>,
 }
 
 impl Proxy {
@@ -82,6 +87,11 @@ impl Proxy {
         Ok(Self {
             table: RouteTable::new(&config.proxy.routes),
             targets,
+            signer: config
+                .internal
+                .key
+                .as_ref()
+                .and_then(|key| ContextSigner::new(key.expose().as_bytes())),
         })
     }
 
@@ -107,16 +117,37 @@ pub async fn forward(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut request: Request,
 ) -> Response {
-    let path = request.uri().path().to_owned();
-    if routes::is_internal(&path) {
+    let path = request.uri().path();
+    if routes::is_internal(path) {
         return crate::http::error::not_found(request).await.into_response();
     }
-    let Some(route) = state.proxy.table.find(&path).cloned() else {
+    let socket_io = routes::is_socket_io(path);
+    let Some((route, label)) = state.proxy.table.find_labelled(path) else {
         return crate::http::error::not_found(request).await.into_response();
     };
     let config: &Config = &state.ctx.config;
-    let auth = request.extensions().get::<Authenticated>().cloned();
+    if let Some(lease) = state.live.lease_for(&request) {
+        request.extensions_mut().insert(lease);
+    }
     let affinity = headers::affinity(&request);
+    // Taken, not copied: nothing past this point reads it from the request.
+    let auth = request.extensions_mut().remove::<Authenticated>();
+    // Only routes marked cacheable pay for the cache; every other request checks this one field.
+    let pending = if route.cache_ttl_secs.is_some() {
+        match state
+            .response_cache
+            .lookup(route, label, auth.as_ref(), &request)
+            .await
+        {
+            std::ops::ControlFlow::Break(mut hit) => {
+                hit.extensions_mut().insert(RouteLabel(label.clone()));
+                return hit;
+            }
+            std::ops::ControlFlow::Continue(pending) => pending,
+        }
+    } else {
+        None
+    };
     headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
 
     let mut response = match state
@@ -138,12 +169,11 @@ pub async fn forward(
             }
         }
         Target::Http(upstream) => {
-            if routes::is_socket_io(&path) {
+            if socket_io {
                 request.extensions_mut().insert(upstream::Pinned);
             }
-            if let (Some(auth), Some(key)) = (&auth, &config.internal.key) {
-                request = match sign_context(request, &auth.context, key.expose().as_bytes()).await
-                {
+            if let (Some(auth), Some(signer)) = (&auth, &state.proxy.signer) {
+                request = match sign_context(request, &auth.context, signer).await {
                     Ok(signed) => signed,
                     Err(e) => return e.into_response(),
                 };
@@ -167,9 +197,10 @@ pub async fn forward(
         ))
         .into_response(),
     };
-    response
-        .extensions_mut()
-        .insert(RouteLabel(routes::label(&route)));
+    if let Some(pending) = pending {
+        response = pending.store(&state.response_cache, response).await;
+    }
+    response.extensions_mut().insert(RouteLabel(label.clone()));
     response
 }
 
@@ -179,15 +210,15 @@ pub async fn forward(
 async fn sign_context(
     request: Request,
     context: &UserContext,
-    key: &[u8],
+    signer: &ContextSigner,
 ) -> Result<Request, ApiError> {
     let (mut parts, body) = request.into_parts();
     let (body, digest) = if body.is_end_stream() {
-        (body, context::empty_body_sha256().to_owned())
+        (body, Cow::Borrowed(context::empty_body_sha256()))
     } else {
         let bytes = crate::http::limits::collect(body).await?;
         let digest = context::body_sha256(&bytes);
-        (Body::from(bytes), digest)
+        (Body::from(bytes), Cow::Owned(digest))
     };
     let binding = Binding {
         method: parts.method.as_str(),
@@ -195,7 +226,7 @@ async fn sign_context(
         body_sha256: &digest,
     };
     let mut headers = std::mem::take(&mut parts.headers);
-    context.write_headers(&mut headers, key, &binding);
+    context.write_signed_headers(&mut headers, signer, &binding);
     parts.headers = headers;
     Ok(Request::from_parts(parts, body))
 }

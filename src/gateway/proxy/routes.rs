@@ -1,6 +1,8 @@
 //! The route table (SPEC §5.2): path prefixes under `/api/v1`, matched by whole path segment, the
 //! longest prefix first; and Socket.IO (SPEC §6.6), which the order service serves at `/socket.io`.
 
+use std::sync::Arc;
+
 use crate::config::{RouteConfig, Service};
 use crate::http::paths::is_under;
 
@@ -12,34 +14,51 @@ pub const SOCKET_IO: &str = "/socket.io";
 /// deadline for its response head is well above that, or an idle poll would end in a 504.
 const SOCKET_IO_TIMEOUT_MS: u64 = 60_000;
 
+/// Each route with its metrics label, made once here rather than formatted per request.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
-    routes: Vec<RouteConfig>,
-    socket_io: RouteConfig,
+    routes: Vec<(RouteConfig, Arc<str>)>,
+    socket_io: (RouteConfig, Arc<str>),
 }
 
 impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> Self {
-        let mut routes = routes.to_vec();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut routes: Vec<(RouteConfig, Arc<str>)> = routes
+            .iter()
+            .map(|r| (r.clone(), label(r).into()))
+            .collect();
+        routes.sort_by_key(|(r, _)| std::cmp::Reverse(r.prefix.len()));
         let socket_io = RouteConfig {
             prefix: SOCKET_IO.to_owned(),
             service: Service::Order,
             timeout_ms: Some(SOCKET_IO_TIMEOUT_MS),
+            cache_ttl_secs: None,
         };
-        Self { routes, socket_io }
+        let socket_io_label = label(&socket_io).into();
+        Self {
+            routes,
+            socket_io: (socket_io, socket_io_label),
+        }
     }
 
     /// The route serving `path`: `/api/v1/orders/7` matches `/orders`, `/api/v1/orders-x` does not.
     pub fn find(&self, path: &str) -> Option<&RouteConfig> {
+        self.find_labelled(path).map(|(route, _)| route)
+    }
+
+    /// [`find`](Self::find), with the route's metrics label ([`label`]).
+    pub fn find_labelled(&self, path: &str) -> Option<(&RouteConfig, &Arc<str>)> {
         if is_socket_io(path) {
-            return Some(&self.socket_io);
+            return Some((&self.socket_io.0, &self.socket_io.1));
         }
         let rest = path.strip_prefix(API_PREFIX)?;
-        self.routes.iter().find(|route| {
-            let prefix = route.prefix.trim_end_matches('/');
-            is_under(rest, prefix)
-        })
+        self.routes
+            .iter()
+            .find(|(route, _)| {
+                let prefix = route.prefix.trim_end_matches('/');
+                is_under(rest, prefix)
+            })
+            .map(|(route, label)| (route, label))
     }
 }
 

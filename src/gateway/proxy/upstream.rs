@@ -3,14 +3,16 @@
 //! exchange up to the response head, and a retry happens only when [`is_retriable`] allows it.
 //! Bodies stream both ways; nothing is buffered.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
+use axum::http::uri::{self, Authority, PathAndQuery, Scheme};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::Response;
 use hyper::body::{Frame, Incoming, SizeHint};
@@ -25,6 +27,7 @@ use super::upgrade;
 use crate::config::{Config, Service};
 use crate::http::ApiError;
 use crate::infra::workers::Workers;
+use crate::observability;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -116,6 +119,11 @@ pub struct HttpUpstream {
     default_timeout: Duration,
     health_interval: Duration,
     health_timeout: Duration,
+    /// Per instance (by index), its `host:port` when its URL is exactly `http://host:port`: the
+    /// outgoing URI is then assembled from parsed parts instead of formatted and parsed again.
+    origins: Vec<Option<Authority>>,
+    /// `gateway_upstream_duration_seconds` by status label, registered once per label.
+    durations: RwLock<HashMap<String, metrics::Histogram>>,
 }
 
 impl HttpUpstream {
@@ -125,6 +133,7 @@ impl HttpUpstream {
             "service {} has no instances",
             service.as_str()
         );
+        let mut origins = Vec::with_capacity(instances.len());
         for base in &instances {
             let uri: Uri = base
                 .parse()
@@ -134,6 +143,12 @@ impl HttpUpstream {
                 uri.scheme_str() == Some("http") && uri.authority().is_some(),
                 "{} URL {base} must be http://host:port",
                 service.as_str()
+            );
+            origins.push(
+                uri.path_and_query()
+                    .is_none()
+                    .then(|| uri.authority().cloned())
+                    .flatten(),
             );
         }
         let mut connector = HttpConnector::new();
@@ -162,6 +177,8 @@ impl HttpUpstream {
             health_timeout: Duration::from_millis(config.proxy.health_check_timeout_ms),
             retries: config.proxy.retries,
             default_timeout: Duration::from_millis(config.services.timeout_ms),
+            origins,
+            durations: RwLock::default(),
         })
     }
 
@@ -190,14 +207,19 @@ impl HttpUpstream {
         let started = Instant::now();
         let deadline = started + timeout;
         let (mut parts, body) = request.into_parts();
-        let key = affinity
-            .map(str::to_owned)
-            .or_else(|| parts.extensions.get::<Affinity>().and_then(|a| a.0.clone()));
         let pinned = parts.extensions.get::<Pinned>().is_some();
         let websocket = upgrade::is_websocket(&parts.headers);
         let mut client_upgrade = websocket
             .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
             .flatten();
+        let mut lease = parts.extensions.remove::<super::live::Lease>();
+        // Borrowed for the whole exchange: nothing removes from the extensions after this.
+        let key = affinity.or_else(|| {
+            parts
+                .extensions
+                .get::<Affinity>()
+                .and_then(|a| a.0.as_deref())
+        });
         let retriable = is_retriable(&parts.method, &parts.headers, &body);
         let mut headers = parts.headers;
         strip_hop_by_hop(&mut headers);
@@ -206,7 +228,7 @@ impl HttpUpstream {
         }
         // hyper sets Host to the instance; the client's host travels in X-Forwarded-Host.
         headers.remove(header::HOST);
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path = parts.uri.path_and_query();
         let mut body = Some(body);
         let mut tried = Vec::new();
         let mut last_error = None;
@@ -222,12 +244,13 @@ impl HttpUpstream {
                 }
             };
             let index = if pinned {
-                self.balancer.pick_pinned(key.as_deref(), &tried)
+                self.balancer.pick_pinned(key, &tried)
             } else {
-                self.balancer.pick(key.as_deref(), &tried)
+                self.balancer.pick(key, &tried)
             };
             let instance = &self.balancer.instances[index];
-            let uri = Uri::try_from(format!("{}{path}", instance.base))
+            let uri = self
+                .target_uri(index, path)
                 .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
             let mut outgoing = Request::new(body.take().unwrap_or_default());
             *outgoing.method_mut() = parts.method.clone();
@@ -253,7 +276,7 @@ impl HttpUpstream {
                     if status == StatusCode::SWITCHING_PROTOCOLS
                         && let Some(client) = client_upgrade.take()
                     {
-                        return Ok(upgrade::splice(response, client, in_flight));
+                        return Ok(upgrade::splice(response, client, in_flight, lease.take()));
                     }
                     return Ok(into_streaming_response(response, in_flight));
                 }
@@ -331,13 +354,57 @@ impl HttpUpstream {
         }
     }
 
+    /// Where instance `index` serves `path` (path and query; `/` when absent).
+    fn target_uri(
+        &self,
+        index: usize,
+        path: Option<&PathAndQuery>,
+    ) -> Result<Uri, axum::http::Error> {
+        if let Some(Some(authority)) = self.origins.get(index) {
+            let mut target = uri::Parts::default();
+            target.scheme = Some(Scheme::HTTP);
+            target.authority = Some(authority.clone());
+            target.path_and_query = Some(
+                path.cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            return Ok(Uri::from_parts(target)?);
+        }
+        let base = &self.balancer.instances[index].base;
+        let path = path.map_or("/", PathAndQuery::as_str);
+        Ok(Uri::try_from(format!("{base}{path}"))?)
+    }
+
     fn observe(&self, status: &str, started: Instant) {
+        let elapsed = started.elapsed().as_secs_f64();
+        // Handles taken before the recorder is installed would stay no-ops: keep none until it is.
+        if !observability::metrics::is_installed() {
+            self.duration_histogram(status).record(elapsed);
+            return;
+        }
+        let known = self
+            .durations
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(status)
+            .cloned();
+        let histogram = known.unwrap_or_else(|| {
+            let histogram = self.duration_histogram(status);
+            self.durations
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(status.to_owned(), histogram.clone());
+            histogram
+        });
+        histogram.record(elapsed);
+    }
+
+    fn duration_histogram(&self, status: &str) -> metrics::Histogram {
         metrics::histogram!(
             "gateway_upstream_duration_seconds",
             "upstream" => self.service.as_str(),
             "status" => status.to_owned()
         )
-        .record(started.elapsed().as_secs_f64());
     }
 
     fn failed(&self, error: ProxyError, started: Instant) -> ProxyError {

@@ -28,7 +28,7 @@ use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
 pub use client_ip::{bucket as client_bucket, client_ip};
-pub use middleware::{limit_by_ip, limit_by_user};
+pub use middleware::{apply_tighter, check_user, limit_by_ip, limit_by_user};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
