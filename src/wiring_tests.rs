@@ -118,3 +118,30 @@ fn service_handlers_take_their_ports_not_the_app_context() {
         wrong.join("\n")
     );
 }
+
+/// The services (and what they share: identity, events) never reach up into the gateway or the
+/// role wiring: the gateway talks to them through their clients, and what both sides must agree
+/// on (the signed user context, a sign-in's lease on a connection) lives in `identity`.
+#[test]
+fn services_never_import_the_gateway_or_the_wiring() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    for dir in ["order", "print", "shipping", "identity", "events"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 20, "the source tree was not found");
+    let mut wrong = Vec::new();
+    for file in files.iter().filter(|f| !is_test_file(f)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for name in crate_paths(&text) {
+            if ["gateway", "roles", "server"].contains(&name.as_str()) {
+                wrong.push(format!("{}: crate::{name}", file.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "services reach up into the gateway or the wiring:\n{}",
+        wrong.join("\n")
+    );
+}
