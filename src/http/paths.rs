@@ -37,6 +37,13 @@ pub fn is_under(path: &str, base: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// Whether a Socket.IO (engine.io) request opens a session: the handshake carries no `sid` yet,
+/// every later request of the session does. The gateway (which leases the opening request to its
+/// sign-in) and the order service (which verifies and trims it) decide it alike.
+pub fn opens_engine_io_session(query: Option<&str>) -> bool {
+    !query.is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
+}
+
 /// The 400 for a path not in normal form ([`is_normalised`]), before anything else looks at it;
 /// `None` for a path in normal form.
 pub fn refuse_unnormalised(path: &str) -> Option<Response> {

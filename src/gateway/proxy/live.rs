@@ -306,10 +306,7 @@ impl LiveConnections {
 /// A Socket.IO (engine.io) handshake: the request that opens a session carries no `sid` yet.
 fn opens_socket_io_session(request: &Request) -> bool {
     super::routes::is_socket_io(request.uri().path())
-        && !request
-            .uri()
-            .query()
-            .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
+        && crate::http::paths::opens_engine_io_session(request.uri().query())
 }
 
 /// A connection's place in the index: dropping its [`Lease`]'s last clone (the connection ended)

@@ -44,11 +44,7 @@ pub async fn trim_handshake(
     request: Request,
     next: Next,
 ) -> Response {
-    let opens_session = !request
-        .uri()
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")));
-    if !opens_session {
+    if !crate::http::paths::opens_engine_io_session(request.uri().query()) {
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();

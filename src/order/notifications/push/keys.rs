@@ -9,7 +9,7 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::EncodePrivateKey;
 use serde::Serialize;
 
-use crate::config::{Config, PushConfig};
+use crate::config::PushConfig;
 use crate::infra::db::{Db, DbError};
 use crate::on_pool;
 
@@ -111,12 +111,7 @@ impl VapidKeys {
 }
 
 /// The configured key, checked at start-up: `None` when none is configured.
-pub fn configured(config: &Config) -> Result<Option<VapidKeys>, KeyError> {
-    configured_in(&config.push)
-}
-
-/// [`configured`], from the `push` section alone (what a router state holds).
-pub fn configured_in(push: &PushConfig) -> Result<Option<VapidKeys>, KeyError> {
+pub fn configured(push: &PushConfig) -> Result<Option<VapidKeys>, KeyError> {
     match &push.vapid_private_key {
         Some(key) if !key.expose().trim().is_empty() => VapidKeys::parse(key.expose())
             .map(Some)
@@ -128,13 +123,8 @@ pub fn configured_in(push: &PushConfig) -> Result<Option<VapidKeys>, KeyError> {
 /// The keys every replica uses: the configured ones, else the stored ones, generated and stored
 /// first by whichever replica asks first. Racing replicas both insert-if-absent the one row and
 /// then read it back, so they end up with the same key.
-pub async fn load(config: &Config, db: &Db) -> Result<VapidKeys, KeyError> {
-    load_from(&config.push, db).await
-}
-
-/// [`load`], from the `push` section alone (what a router state holds).
-pub async fn load_from(push: &PushConfig, db: &Db) -> Result<VapidKeys, KeyError> {
-    if let Some(keys) = configured_in(push)? {
+pub async fn load(push: &PushConfig, db: &Db) -> Result<VapidKeys, KeyError> {
+    if let Some(keys) = configured(push)? {
         return Ok(keys);
     }
     if let Some(stored) = stored(db).await? {

@@ -67,7 +67,7 @@ impl Push {
     /// The push side of `config`; an error names the setting to fix.
     pub fn from_config(config: Arc<Config>, db: Db) -> anyhow::Result<Self> {
         // Checked now so that a bad key stops the start, not the first push.
-        let configured = keys::configured(&config)?;
+        let configured = keys::configured(&config.push)?;
         let subject = subject(&config)?;
         let timeout = config
             .push
@@ -92,7 +92,7 @@ impl Push {
     /// The VAPID keys, loaded (or generated) once.
     pub async fn keys(&self) -> Result<&VapidKeys, KeyError> {
         self.keys
-            .get_or_try_init(|| keys::load(&self.config, &self.db))
+            .get_or_try_init(|| keys::load(&self.config.push, &self.db))
             .await
     }
 }

@@ -45,7 +45,7 @@ pub struct UnsubscribeInput {
 async fn vapid_public_key(
     State(state): State<OrderState>,
 ) -> Result<Json<VapidPublicKey>, ApiError> {
-    let keys = keys::load_from(&state.push, &state.core.db)
+    let keys = keys::load(&state.push, &state.core.db)
         .await
         .map_err(|e| match e {
             keys::KeyError::Db(e) => ApiError::from(e),

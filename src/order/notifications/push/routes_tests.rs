@@ -124,7 +124,7 @@ each_database! {
         let first = TestApp::spawn_on(Role::Order, database.clone(), |_| {}).await;
         let config = first.ctx.config.clone();
         // Replicas racing for the first key all end up with one.
-        let loads = (0..8).map(|_| keys::load(&config, &first.ctx.db));
+        let loads = (0..8).map(|_| keys::load(&config.push, &first.ctx.db));
         let loaded: Vec<String> = futures::future::join_all(loads)
             .await
             .into_iter()
