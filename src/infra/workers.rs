@@ -3,6 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::TimeDelta;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +22,42 @@ impl Wakeup {
     pub async fn notified(&self) {
         self.0.notified().await;
     }
+}
+
+/// Handles, one after the other, each row a sender's pass claimed, and returns how many there
+/// were. A row whose handling fails is logged and the pass goes on with the next: giving up on
+/// the batch would leave the rows after it leased and untouched until their lease ran out. Each
+/// handler records its own failures on its row (a backoff, an error for operators) where it can.
+pub async fn each_claimed<'a, T, F, Fut, E>(
+    worker: &'static str,
+    claimed: &'a [T],
+    mut handle: F,
+) -> usize
+where
+    F: FnMut(&'a T) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    for (position, row) in claimed.iter().enumerate() {
+        if let Err(error) = handle(row).await {
+            tracing::warn!(worker, position, %error, "a claimed row could not be handled; the pass goes on");
+        }
+    }
+    claimed.len()
+}
+
+const FIRST_BACKOFF_SECS: i64 = 1;
+const MAX_BACKOFF_SECS: i64 = 600;
+
+/// How long a sender waits before its next attempt at a row: 1 s, 2 s, 4 s … up to 10
+/// minutes, with up to 20 % jitter so that replicas do not retry in step.
+pub fn backoff(attempts: i64) -> TimeDelta {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    let secs = FIRST_BACKOFF_SECS
+        .saturating_mul(1_i64 << exponent)
+        .min(MAX_BACKOFF_SECS);
+    let jitter = (secs as f64 * rand::random_range(0.0..0.2)) as i64;
+    TimeDelta::seconds(secs + jitter)
 }
 
 /// Spawns background tasks that all see one cancellation token, and waits for them at shutdown.
@@ -119,5 +157,21 @@ impl Workers {
         tokio::time::timeout(timeout, self.tracker.wait())
             .await
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn backoff_doubles_from_a_second_to_ten_minutes() {
+        for (attempts, base) in [(1, 1), (2, 2), (3, 4), (10, 512), (11, 600), (500, 600)] {
+            let wait = backoff(attempts).num_seconds();
+            assert!(
+                (base..=base + base / 5).contains(&wait),
+                "{attempts}: {wait}"
+            );
+        }
     }
 }

@@ -20,9 +20,9 @@ use super::sendcloud::{Parcel, ParcelItem, ParcelRequest, Sendcloud, SendcloudEr
 use super::shipments::ShipmentRequest;
 use super::shipments::repository::{self, Claimed, ParcelState};
 use crate::infra::db::DbError;
-use crate::infra::workers::{Wakeup, Workers};
-use crate::print::simplyprint::dispatch::backoff;
+use crate::infra::workers::{Wakeup, Workers, backoff, each_claimed};
 
+const WORKER: &str = "sendcloud-parcels";
 /// Shipments claimed per pass.
 const BATCH: i64 = 10;
 /// How long a claim holds: longer than one create can take.
@@ -34,25 +34,16 @@ const ITEM_WEIGHT_KG: &str = "0.250";
 
 /// Runs the sender until shutdown.
 pub fn spawn(workers: &Workers, core: ShippingCore, client: Arc<Sendcloud>, wakeup: Wakeup) {
-    workers.sender(
-        "sendcloud-parcels",
-        wakeup,
-        IDLE,
-        BATCH as usize,
-        move || {
-            let (core, client) = (core.clone(), client.clone());
-            async move { pass(&core, &client).await }
-        },
-    );
+    workers.sender(WORKER, wakeup, IDLE, BATCH as usize, move || {
+        let (core, client) = (core.clone(), client.clone());
+        async move { pass(&core, &client).await }
+    });
 }
 
 /// One pass: claims the shipments that are due and creates their parcels. Returns how many.
 pub async fn pass(core: &ShippingCore, client: &Sendcloud) -> Result<usize, DbError> {
     let claimed = repository::claim_waiting(&core.db, Utc::now(), LEASE, BATCH).await?;
-    for shipment in &claimed {
-        send(core, client, shipment).await?;
-    }
-    Ok(claimed.len())
+    Ok(each_claimed(WORKER, &claimed, |shipment| send(core, client, shipment)).await)
 }
 
 async fn send(core: &ShippingCore, client: &Sendcloud, shipment: &Claimed) -> Result<(), DbError> {

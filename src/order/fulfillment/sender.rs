@@ -24,16 +24,16 @@ use super::Fulfiller;
 use crate::events::bus::HandlerError;
 use crate::events::internal::{self as internal_events, InternalEvent};
 use crate::infra::db::{Conn, Db, DbError, Tx};
-use crate::infra::workers::{Wakeup, Workers};
+use crate::infra::workers::{Wakeup, Workers, backoff, each_claimed};
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
 use crate::order::orchestration::order_moved;
 use crate::order::orders::OrderStatus;
 use crate::order::orders::repository;
 use crate::order::shopify::admin;
-use crate::print::simplyprint::dispatch::backoff;
 use crate::{on_pool, on_tx};
 
+const WORKER: &str = "shopify-fulfillments";
 /// Orders claimed per pass.
 const BATCH: i64 = 10;
 /// How long a claim holds: longer than one Admin API exchange can take.
@@ -58,16 +58,10 @@ pub async fn schedule(tx: &mut Tx, order_id: Uuid) -> Result<(), DbError> {
 
 /// Runs the sender until shutdown.
 pub fn spawn(workers: &Workers, core: OrderCore, fulfiller: Arc<Fulfiller>, wakeup: Wakeup) {
-    workers.sender(
-        "shopify-fulfillments",
-        wakeup,
-        IDLE,
-        BATCH as usize,
-        move || {
-            let (core, fulfiller) = (core.clone(), fulfiller.clone());
-            async move { pass(&core, &fulfiller).await }
-        },
-    );
+    workers.sender(WORKER, wakeup, IDLE, BATCH as usize, move || {
+        let (core, fulfiller) = (core.clone(), fulfiller.clone());
+        async move { pass(&core, &fulfiller).await }
+    });
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -80,10 +74,7 @@ struct Claimed {
 /// One pass: claims the orders that are due and fulfills them. Returns how many it handled.
 pub async fn pass(core: &OrderCore, fulfiller: &Fulfiller) -> Result<usize, HandlerError> {
     let claimed = claim(&core.db, Utc::now()).await?;
-    for order in &claimed {
-        attempt(core, fulfiller, order).await?;
-    }
-    Ok(claimed.len())
+    Ok(each_claimed(WORKER, &claimed, |order| attempt(core, fulfiller, order)).await)
 }
 
 async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {

@@ -12,7 +12,7 @@
 //! - After the first send that fails for a passing reason, the rest of the pass waits too: with
 //!   the server down, one timeout per pass is spent, not one per e-mail.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -20,10 +20,10 @@ use uuid::Uuid;
 
 use super::email::{Delivery, Mailer, SendError};
 use crate::infra::db::{Db, DbError};
-use crate::infra::workers::{Wakeup, Workers};
+use crate::infra::workers::{Wakeup, Workers, backoff, each_claimed};
 use crate::on_pool;
-use crate::print::simplyprint::dispatch::backoff;
 
+const WORKER: &str = "notification-emails";
 /// E-mails claimed per pass.
 const BATCH: i64 = 10;
 /// Without a wake-up, the sender still looks this often (for e-mails whose backoff ran out).
@@ -42,16 +42,10 @@ const CLEANUP_EVERY: Duration = Duration::from_secs(60 * 60);
 pub fn spawn(workers: &Workers, db: Db, mailer: Arc<Mailer>, wakeup: Wakeup) {
     let lease = lease_for(&mailer);
     let (pass_db, pass_mailer) = (db.clone(), mailer);
-    workers.sender(
-        "notification-emails",
-        wakeup,
-        IDLE,
-        BATCH as usize,
-        move || {
-            let (db, mailer) = (pass_db.clone(), pass_mailer.clone());
-            async move { pass(&db, &mailer, lease).await }
-        },
-    );
+    workers.sender(WORKER, wakeup, IDLE, BATCH as usize, move || {
+        let (db, mailer) = (pass_db.clone(), pass_mailer.clone());
+        async move { pass(&db, &mailer, lease).await }
+    });
     workers.every("notification-email-retention", CLEANUP_EVERY, move || {
         let db = db.clone();
         async move {
@@ -92,35 +86,40 @@ struct Claimed {
 /// One pass: claims the e-mails that are due and sends them. Returns how many it claimed.
 pub async fn pass(db: &Db, mailer: &Mailer, lease: TimeDelta) -> Result<usize, DbError> {
     let claimed = claim(db, Utc::now(), lease).await?;
-    let mut deferred_until = None;
-    for email in &claimed {
-        if let Some(next) = deferred_until {
-            // The server just failed us: the others wait as long, without an attempt counted.
-            defer(db, email.id, next).await?;
-            continue;
+    // Once the server failed us, the others wait as long, without an attempt counted.
+    let deferred_until = OnceLock::new();
+    let handled = each_claimed(WORKER, &claimed, |email| {
+        let deferred_until = &deferred_until;
+        async move {
+            if let Some(next) = deferred_until.get() {
+                return defer(db, email.id, *next).await;
+            }
+            match mailer
+                .send(&email.recipient, &email.subject, &email.body)
+                .await
+            {
+                Ok(delivery) => sent(db, email.id, delivery).await,
+                Err(SendError::Permanent(error)) => {
+                    tracing::error!(email = %email.id, attempts = email.attempts, %error, "the SMTP server refused a notification e-mail; it is given up");
+                    give_up(db, email.id, &error).await
+                }
+                Err(SendError::Transient(error))
+                    if Utc::now() - email.created_at > GIVE_UP_AFTER =>
+                {
+                    tracing::error!(email = %email.id, attempts = email.attempts, %error, "a notification e-mail could not be sent for days; it is given up");
+                    give_up(db, email.id, &error).await
+                }
+                Err(SendError::Transient(error)) => {
+                    let next = Utc::now() + backoff(email.attempts);
+                    tracing::warn!(email = %email.id, attempts = email.attempts, retry_at = %next, %error, "sending a notification e-mail failed; it is tried again");
+                    deferred_until.get_or_init(|| next);
+                    retry_later(db, email.id, next, &error).await
+                }
+            }
         }
-        match mailer
-            .send(&email.recipient, &email.subject, &email.body)
-            .await
-        {
-            Ok(delivery) => sent(db, email.id, delivery).await?,
-            Err(SendError::Permanent(error)) => {
-                tracing::error!(email = %email.id, attempts = email.attempts, %error, "the SMTP server refused a notification e-mail; it is given up");
-                give_up(db, email.id, &error).await?;
-            }
-            Err(SendError::Transient(error)) if Utc::now() - email.created_at > GIVE_UP_AFTER => {
-                tracing::error!(email = %email.id, attempts = email.attempts, %error, "a notification e-mail could not be sent for days; it is given up");
-                give_up(db, email.id, &error).await?;
-            }
-            Err(SendError::Transient(error)) => {
-                let next = Utc::now() + backoff(email.attempts);
-                tracing::warn!(email = %email.id, attempts = email.attempts, retry_at = %next, %error, "sending a notification e-mail failed; it is tried again");
-                retry_later(db, email.id, next, &error).await?;
-                deferred_until = Some(next);
-            }
-        }
-    }
-    Ok(claimed.len())
+    })
+    .await;
+    Ok(handled)
 }
 
 async fn claim(db: &Db, now: DateTime<Utc>, lease: TimeDelta) -> Result<Vec<Claimed>, DbError> {

@@ -19,20 +19,19 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use super::client::{SimplyPrint, SimplyPrintError};
+use super::client::SimplyPrint;
 use super::{DispatchNotifier, tag};
 use crate::infra::db::{Db, DbError};
-use crate::infra::workers::Workers;
+use crate::infra::workers::{Workers, backoff, each_claimed};
 use crate::on_pool;
 
+const WORKER: &str = "simplyprint-dispatch";
 /// Jobs claimed per pass.
 const BATCH: i64 = 10;
 /// How long a claim holds: longer than one send can take.
 const LEASE: TimeDelta = TimeDelta::seconds(60);
 /// Without a wake-up, the sender still looks this often (for jobs whose backoff ran out).
 const IDLE: Duration = Duration::from_secs(2);
-const FIRST_BACKOFF_SECS: i64 = 1;
-const MAX_BACKOFF_SECS: i64 = 600;
 
 #[derive(Debug, sqlx::FromRow)]
 struct Claimed {
@@ -43,26 +42,17 @@ struct Claimed {
 
 /// Runs the sender until shutdown.
 pub fn spawn(workers: &Workers, db: Db, client: Arc<SimplyPrint>, notifier: DispatchNotifier) {
-    workers.sender(
-        "simplyprint-dispatch",
-        notifier,
-        IDLE,
-        BATCH as usize,
-        move || {
-            let (db, client) = (db.clone(), client.clone());
-            async move { pass(&db, &client).await }
-        },
-    );
+    workers.sender(WORKER, notifier, IDLE, BATCH as usize, move || {
+        let (db, client) = (db.clone(), client.clone());
+        async move { pass(&db, &client).await }
+    });
 }
 
 /// One pass: claims what is due and sends it. Returns how many jobs it handled.
 pub async fn pass(db: &Db, client: &SimplyPrint) -> Result<usize, DbError> {
     let now = Utc::now();
     let claimed = claim(db, now).await?;
-    for job in &claimed {
-        send(db, client, job).await?;
-    }
-    Ok(claimed.len())
+    Ok(each_claimed(WORKER, &claimed, |job| send(db, client, job)).await)
 }
 
 async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
@@ -103,15 +93,23 @@ async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbErro
         Err(e) => Err(e),
     };
     match sent {
-        Ok(simplyprint_id) => {
-            if !mark_sent(db, job.id, &simplyprint_id).await? {
+        Ok(simplyprint_id) => match mark_sent(db, job.id, &simplyprint_id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 // Cancelled (or sent by another replica) meanwhile: take the item back out.
                 if let Err(e) = client.remove_queue_item(&simplyprint_id).await {
                     tracing::warn!(job = %job.id, error = %e, "could not remove a queue item of a cancelled job");
                 }
+                Ok(())
             }
-            Ok(())
-        }
+            Err(error) => {
+                // SimplyPrint has the item and we could not say so: the next attempt looks for it
+                // by its tag and adopts it, after a backoff rather than the whole lease.
+                let wait = backoff(job.dispatch_attempts);
+                tracing::warn!(job = %job.id, simplyprint_id, retry_in_secs = wait.num_seconds(), %error, "a print job reached SimplyPrint but could not be recorded");
+                mark_failed(db, job.id, Utc::now() + wait, &error).await
+            }
+        },
         Err(error) => {
             let attempts = job.dispatch_attempts;
             let wait = backoff(attempts);
@@ -119,16 +117,6 @@ async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbErro
             mark_failed(db, job.id, Utc::now() + wait, &error).await
         }
     }
-}
-
-/// 1 s, 2 s, 4 s … up to 10 minutes, with up to 20 % jitter so that replicas do not retry in step.
-pub fn backoff(attempts: i64) -> TimeDelta {
-    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-    let secs = FIRST_BACKOFF_SECS
-        .saturating_mul(1_i64 << exponent)
-        .min(MAX_BACKOFF_SECS);
-    let jitter = (secs as f64 * rand::random_range(0.0..0.2)) as i64;
-    TimeDelta::seconds(secs + jitter)
 }
 
 /// Records SimplyPrint's id; `false` when the job is no longer waiting to be sent.
@@ -151,7 +139,7 @@ async fn mark_failed(
     db: &Db,
     id: Uuid,
     next: DateTime<Utc>,
-    error: &SimplyPrintError,
+    error: &impl std::fmt::Display,
 ) -> Result<(), DbError> {
     let message: String = error.to_string().chars().take(500).collect();
     on_pool!(db, pool => {
@@ -167,20 +155,4 @@ async fn mark_failed(
         .map(|_| ())
     })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-
-    #[test]
-    fn backoff_doubles_from_a_second_to_ten_minutes() {
-        for (attempts, base) in [(1, 1), (2, 2), (3, 4), (10, 512), (11, 600), (500, 600)] {
-            let wait = backoff(attempts).num_seconds();
-            assert!(
-                (base..=base + base / 5).contains(&wait),
-                "{attempts}: {wait}"
-            );
-        }
-    }
 }

@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::infra::db::Conn;
+use super::client::SimplyPrint;
+use super::dispatch;
+use crate::infra::db::{Conn, Db};
 use crate::on_conn;
 use crate::order::flow_tests::{
-    Deployment, SHOP, SP_TOKEN, deliver, get_json, line, map, order_numbered,
+    Deployment, SHOP, SP_TOKEN, deliver, get_json, integrations, line, map, order_numbered,
 };
 use crate::simulators::shopify::{self, Delivery};
 use crate::simulators::simplyprint::Item;
@@ -124,6 +126,69 @@ async fn a_failing_farm_delays_a_job_but_never_loses_or_doubles_it() {
     })
     .unwrap();
     assert_eq!(attempts, 3, "two failures, one success");
+}
+
+#[tokio::test]
+async fn jobs_that_reached_the_farm_but_could_not_be_recorded_do_not_stop_their_pass() {
+    // No credentials, so no sender runs: the test makes the passes itself.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9003, 4).await;
+    let db = &app.ctx.db;
+    let Db::Sqlite(pool) = db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    // The database refuses to record any SimplyPrint id, as a failing database would.
+    sqlx::query(
+        "CREATE TRIGGER refuse_simplyprint_ids BEFORE UPDATE OF simplyprint_job_id ON print_jobs \
+         WHEN NEW.simplyprint_job_id IS NOT NULL BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut config = (*app.ctx.config).clone();
+    integrations(&mut config, Some(&deployment.farm));
+    let client = SimplyPrint::from_config(&config).unwrap().unwrap();
+
+    // Every job of the pass is tried, not only those before the first failure.
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 4);
+    assert_eq!(deployment.farm.items().len(), 4);
+    for j in &jobs {
+        let job = job(&admin, app, j["id"].as_str().unwrap()).await;
+        assert!(job["simplyPrintJobId"].is_null(), "{job}");
+    }
+    let (leased, with_error) = sqlx::query_as::<_, (i64, i64)>(
+        "SELECT COUNT(dispatch_lease_until), COUNT(dispatch_error) FROM print_jobs",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (leased, with_error),
+        (0, 4),
+        "each job waits for its backoff, not for its lease, and says why"
+    );
+
+    // Once the database records again, the next passes adopt the farm's items: none is sent twice.
+    sqlx::query("DROP TRIGGER refuse_simplyprint_ids")
+        .execute(pool)
+        .await
+        .unwrap();
+    for j in &jobs {
+        let id = j["id"].as_str().unwrap();
+        let recorded = eventually("the job has SimplyPrint's id", WAIT, || async {
+            dispatch::pass(db, &client).await.ok()?;
+            let job = job(&admin, app, id).await;
+            job["simplyPrintJobId"].is_string().then_some(job)
+        })
+        .await;
+        let item = deployment.farm.items().into_iter().find(|i| i.note == id);
+        assert_eq!(
+            recorded["simplyPrintJobId"],
+            item.map(|i| i.id.to_string()).unwrap_or_default()
+        );
+    }
+    assert_eq!(deployment.farm.items().len(), 4);
 }
 
 #[tokio::test]

@@ -20,9 +20,8 @@ use uuid::Uuid;
 use super::Push;
 use super::subscriptions::{self, Target};
 use crate::infra::db::{Db, DbError};
-use crate::infra::workers::Workers;
+use crate::infra::workers::{Workers, backoff};
 use crate::on_pool;
-use crate::print::simplyprint::dispatch::backoff;
 
 /// Messages claimed per pass.
 const BATCH: i64 = 20;
