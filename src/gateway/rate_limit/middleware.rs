@@ -1,15 +1,16 @@
-//! The two middlewares: per client IP (outermost, before authentication, so sign-in attempts are
-//! limited too) and per signed-in user (after authentication).
+//! The per-client-IP middleware (outermost, before authentication, so sign-in attempts are limited
+//! too) and the per-user check the auth layer makes once it knows the user.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
 
+use arrayvec::ArrayString;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::client_ip::{client_ip, write_bucket};
-use super::{Decision, RateLimitSubject, RateLimiter, RouteClass, classify};
+use super::{Decision, RateLimiter, RouteClass, classify};
 use crate::http::paths::is_under;
 
 /// The decision whose headers a response carries, so whichever middleware runs last keeps the
@@ -52,27 +53,6 @@ pub async fn limit_by_ip(
     response
 }
 
-/// Per-user limit, for requests an auth layer attached a [`RateLimitSubject`] to. The gateway's
-/// own auth layer knows the user already and calls [`check_user`] and [`apply_tighter`] itself,
-/// which spares a layer and the subject on every request.
-pub async fn limit_by_user(
-    State(limiter): State<RateLimiter>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(RateLimitSubject(user)) = request.extensions().get::<RateLimitSubject>() else {
-        return next.run(request).await;
-    };
-    let decision = match check_user(&limiter, request.uri().path(), user).await {
-        None => return next.run(request).await,
-        Some(Err(rejected)) => return rejected,
-        Some(Ok(decision)) => decision,
-    };
-    let mut response = next.run(request).await;
-    apply_tighter(&mut response, decision);
-    response
-}
-
 /// Counts a request of `user` to `path` against the per-user limit: `None` when the limit does not
 /// apply, else the decision to put on the response or the 429 to answer instead.
 pub async fn check_user(
@@ -104,36 +84,9 @@ pub async fn check_user(
     Some(Ok(decision))
 }
 
-/// A limiter key built on the stack: every request is checked, and a key is at most
-/// `user:` and a UUID or `ip:`, a class and an address.
-struct KeyBuf {
-    bytes: [u8; 96],
-    len: usize,
-}
-
-impl KeyBuf {
-    fn new() -> Self {
-        Self {
-            bytes: [0; 96],
-            len: 0,
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        // Only whole `str`s are ever written, so the bytes are UTF-8.
-        std::str::from_utf8(self.bytes.get(..self.len).unwrap_or_default()).unwrap_or_default()
-    }
-}
-
-impl Write for KeyBuf {
-    fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        let end = self.len + text.len();
-        let slot = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        slot.copy_from_slice(text.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
+/// A limiter key, built on the stack (every request is checked): at most `user:` and a UUID or
+/// `ip:`, a class and an address.
+type KeyBuf = ArrayString<96>;
 
 /// Orchestrators and scrapers probe these constantly; limiting them would fail health checks.
 fn is_exempt(path: &str) -> bool {

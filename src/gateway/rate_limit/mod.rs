@@ -28,7 +28,7 @@ use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
 pub use client_ip::{bucket as client_bucket, client_ip};
-pub use middleware::{apply_tighter, check_user, limit_by_ip, limit_by_user};
+pub use middleware::{apply_tighter, check_user, limit_by_ip};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
@@ -75,11 +75,6 @@ impl Decision {
 fn ceil_secs(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
 }
-
-/// The signed-in user a request is counted against; inserted as a request extension by the auth
-/// layer, which runs before [`limit_by_user`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateLimitSubject(pub String);
 
 /// Which per-IP limit a path falls under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,27 +3,40 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::Value;
 
 use super::{limits, test_redis};
 use crate::config::RateLimitConfig;
-use crate::gateway::rate_limit::{RateLimitSubject, RateLimiter, limit_by_ip, limit_by_user};
+use crate::gateway::rate_limit::{RateLimiter, apply_tighter, check_user, limit_by_ip};
 
-/// Stands in for the auth layer: the user named in `x-test-user`, if any, is signed in.
-async fn sign_in_from_header(mut request: Request, next: Next) -> Response {
+/// Stands in for the auth layer: the user named in `x-test-user`, if any, is signed in, and counted
+/// as the gateway's auth layer counts a user.
+async fn sign_in_from_header(
+    State(limiter): State<RateLimiter>,
+    request: Request,
+    next: Next,
+) -> Response {
     let user = request
         .headers()
         .get("x-test-user")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    if let Some(user) = user {
-        request.extensions_mut().insert(RateLimitSubject(user));
+    let Some(user) = user else {
+        return next.run(request).await;
+    };
+    match check_user(&limiter, request.uri().path(), &user).await {
+        None => next.run(request).await,
+        Some(Err(rejected)) => rejected,
+        Some(Ok(decision)) => {
+            let mut response = next.run(request).await;
+            apply_tighter(&mut response, decision);
+            response
+        }
     }
-    next.run(request).await
 }
 
 struct Server {
@@ -39,7 +52,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// The per-IP layer outermost, then "authentication", then the per-user layer, as the gateway
+    /// The per-IP layer outermost, then "authentication" with its per-user check, as the gateway
     /// stacks them.
     async fn start(limiter: RateLimiter) -> Self {
         let ok = || async { "ok" };
@@ -51,8 +64,7 @@ impl Server {
             .route("/health/ready", get(ok))
             .route("/metrics", get(ok))
             .route("/docs/index.html", get(ok))
-            .layer(from_fn_with_state(limiter.clone(), limit_by_user))
-            .layer(from_fn(sign_in_from_header))
+            .layer(from_fn_with_state(limiter.clone(), sign_in_from_header))
             .layer(from_fn_with_state(limiter, limit_by_ip));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
