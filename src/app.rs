@@ -1,5 +1,6 @@
 //! Start-up: everything a role needs before it can serve, built once and shared.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Config;
 use crate::config::Role;
 use crate::events::bus::{self, EventBus};
-use crate::health::{self, HealthReport};
+use crate::health::{self, CheckResult, HealthReport};
 use crate::identity;
 use crate::identity::context::ContextVerifier;
 use crate::infra::db::Db;
@@ -157,9 +158,9 @@ impl AppContext {
     }
 }
 
-/// The process's own readiness, for the health endpoints of the services it runs: all they may
-/// ask of the process (its database, Redis and bus answer), without a way to reach them for
-/// anything else.
+/// The process's own health, for the probes and health endpoints of the services it runs: all
+/// they may ask of the process (whether its database, Redis and bus answer; its metrics), without a
+/// way to reach them for anything else.
 #[derive(Clone)]
 pub struct Readiness(Arc<AppContext>);
 
@@ -172,10 +173,40 @@ impl Readiness {
         health::readiness(&self.0).await
     }
 
+    /// The checks of the process's own dependencies, for a service to add its own to.
+    pub async fn own_checks(&self) -> BTreeMap<String, CheckResult> {
+        health::own_dependencies(&self.0).await
+    }
+
+    /// The report of `checks`, with this process's version and uptime.
+    pub fn report_of(&self, checks: BTreeMap<String, CheckResult>) -> HealthReport {
+        HealthReport::new(&self.0, checks)
+    }
+
+    /// This process's metrics in the Prometheus text format.
+    pub fn metrics(&self) -> String {
+        self.0.metrics.render()
+    }
+
     /// Liveness, readiness and metrics of this process, as every role serves them.
     pub fn probes(&self) -> Router {
         let (probes, _) = health::probe_routes().split_for_parts();
-        probes.with_state(self.0.clone())
+        probes.with_state(self.clone())
+    }
+}
+
+/// The event bus once it runs (it starts after the routes do), for the queue dashboard.
+#[derive(Clone)]
+pub struct BusHandle(Arc<AppContext>);
+
+impl BusHandle {
+    pub fn of(ctx: &Arc<AppContext>) -> Self {
+        Self(ctx.clone())
+    }
+
+    /// `None` until the bus runs.
+    pub fn get(&self) -> Option<Arc<EventBus>> {
+        self.0.bus()
     }
 }
 

@@ -2,7 +2,6 @@
 //! and `/metrics`. The gateway's aggregated `/health` lives in `gateway::health`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRef, State};
@@ -13,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{AppContext, BusState};
+use crate::app::{AppContext, BusState, Readiness};
 use crate::http::extract::Json;
 
 /// How long one dependency may take to answer a health check.
@@ -266,7 +265,7 @@ pub struct Liveness {
 pub fn probe_routes<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
-    Arc<AppContext>: FromRef<S>,
+    Readiness: FromRef<S>,
 {
     OpenApiRouter::new()
         .routes(routes!(live))
@@ -296,8 +295,8 @@ async fn live_short() -> Json<Liveness> {
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
     (status = 200, description = "Ready to serve", body = HealthReport),
     (status = 503, description = "A dependency is down", body = HealthReport)))]
-async fn ready(State(ctx): State<Arc<AppContext>>) -> HealthReport {
-    let report = readiness(&ctx).await;
+async fn ready(State(readiness): State<Readiness>) -> HealthReport {
+    let report = readiness.report().await;
     report.log_failures();
     report.public()
 }
@@ -306,19 +305,19 @@ async fn ready(State(ctx): State<Arc<AppContext>>) -> HealthReport {
 #[utoipa::path(get, path = "/ready", tag = "health", responses(
     (status = 200, description = "Ready to serve", body = HealthReport),
     (status = 503, description = "A dependency is down", body = HealthReport)))]
-async fn ready_short(state: State<Arc<AppContext>>) -> HealthReport {
+async fn ready_short(state: State<Readiness>) -> HealthReport {
     ready(state).await
 }
 
 /// Prometheus text exposition of this process's metrics.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-async fn metrics(State(ctx): State<Arc<AppContext>>) -> impl IntoResponse {
+async fn metrics(State(readiness): State<Readiness>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        ctx.metrics.render(),
+        readiness.metrics(),
     )
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::Router;
 
-use crate::app::{AppContext, Readiness};
+use crate::app::{AppContext, BusHandle, Readiness};
 use crate::clients::order::{HttpOrderClient, InProcessOrderClient, OrderClient};
 use crate::clients::print::{HttpPrintClient, InProcessPrintClient, PrintClient};
 use crate::clients::shipping::{HttpShippingClient, InProcessShippingClient, ShippingClient};
@@ -21,7 +21,7 @@ use crate::events::idempotency;
 use crate::events::internal::Dispatcher;
 use crate::events::outbox::{OutboxRelay, RelayNotifier, RelaySettings};
 use crate::events::publish::EventPublisher;
-use crate::gateway::GatewayState;
+use crate::gateway::{GatewayPorts, GatewayState};
 use crate::infra::workers::Wakeup;
 use crate::order::fulfillment::{self, Fulfiller};
 use crate::order::{OrderCore, OrderState, orchestration};
@@ -58,15 +58,18 @@ pub fn app(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<App> {
             let order: Arc<dyn OrderClient> =
                 Arc::new(HttpOrderClient::new(ctx.config.order_urls(), &ctx.config)?);
             (
-                gateway::router(GatewayState::new(ctx.clone(), order, None)?),
+                gateway::router(GatewayState::new(gateway_ports(&ctx), order, None)?),
                 None,
             )
         }
         Role::All => {
             let services = OrderServices::start(&ctx)?;
-            let order: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
-            let router =
-                gateway::router(GatewayState::new(ctx.clone(), order, Some(services.api()))?);
+            let order: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::of(&ctx));
+            let router = gateway::router(GatewayState::new(
+                gateway_ports(&ctx),
+                order,
+                Some(services.api()),
+            )?);
             (router, Some(services.realtime))
         }
     };
@@ -74,6 +77,18 @@ pub fn app(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<App> {
         router: http::stack(app.merge(openapi::docs_router()), &ctx.config),
         realtime,
     })
+}
+
+/// The gateway's share of the process: its configuration and ports.
+fn gateway_ports(ctx: &Arc<AppContext>) -> GatewayPorts {
+    GatewayPorts {
+        config: ctx.config.clone(),
+        db: ctx.db.clone(),
+        redis: ctx.redis.clone(),
+        workers: ctx.workers.clone(),
+        readiness: Readiness::of(ctx),
+        bus: BusHandle::of(ctx),
+    }
 }
 
 /// How often the idempotency records past their retention are deleted.
@@ -171,11 +186,11 @@ impl OrderServices {
             orchestration::subscribe(&bus, core.clone())?;
             fulfillment::subscribe(&bus, core)?;
             if let Some(print_core) = print_core {
-                let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
+                let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::of(&ctx));
                 planner::subscribe(&bus, print_core, orders)?;
             }
             if let Some(shipping_core) = shipping_core {
-                let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::new(ctx.clone()));
+                let orders: Arc<dyn OrderClient> = Arc::new(InProcessOrderClient::of(&ctx));
                 shipping::subscriber::subscribe(&bus, shipping_core, orders)?;
             }
             bus.start(&ctx.workers)?;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::http::{ClientError, ServiceEndpoints, json_of};
-use crate::app::AppContext;
+use crate::app::{AppContext, Readiness};
 use crate::config::Config;
-use crate::health::{self, CheckResult, HealthStatus};
-use crate::infra::db::Conn;
+use crate::health::{CheckResult, HealthStatus};
+use crate::infra::db::{Conn, Db};
 use crate::order::audit::{self, AuditEntry};
 use crate::order::internal::InternalOrder;
 use crate::order::inventory::{self, StockJobPlan};
@@ -66,12 +66,19 @@ pub trait OrderClient: Send + Sync {
 
 /// The order service in this process (role `all`, and the print side inside the order role).
 pub struct InProcessOrderClient {
-    ctx: Arc<AppContext>,
+    db: Db,
+    readiness: Readiness,
 }
 
 impl InProcessOrderClient {
-    pub fn new(ctx: Arc<AppContext>) -> Self {
-        Self { ctx }
+    /// The service on `db`; its health is the process's own `readiness`.
+    pub fn new(db: Db, readiness: Readiness) -> Self {
+        Self { db, readiness }
+    }
+
+    /// The service of the process `ctx` describes.
+    pub fn of(ctx: &Arc<AppContext>) -> Self {
+        Self::new(ctx.db.clone(), Readiness::of(ctx))
     }
 }
 
@@ -92,7 +99,7 @@ fn absent_is_none<T>(result: Result<T, ClientError>) -> Result<Option<T>, Client
 impl OrderClient for InProcessOrderClient {
     async fn health(&self) -> CheckResult {
         let started = Instant::now();
-        let report = health::readiness(&self.ctx).await;
+        let report = self.readiness.report().await;
         match report.status {
             HealthStatus::Down => {
                 CheckResult::down("the order service's own dependencies are down")
@@ -108,14 +115,14 @@ impl OrderClient for InProcessOrderClient {
             status: 400,
             message: problems.join("; "),
         })?;
-        audit::record(&self.ctx.db, &entry)
+        audit::record(&self.db, &entry)
             .await
             .map(drop)
             .map_err(|e| ClientError::Unavailable(format!("the audit log cannot be written: {e}")))
     }
 
     async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError> {
-        let record = orders::repository::find(&mut Conn::Pool(&self.ctx.db), tenant_id, id)
+        let record = orders::repository::find(&mut Conn::Pool(&self.db), tenant_id, id)
             .await
             .map_err(unavailable)?;
         Ok(record.map(InternalOrder::from))
@@ -127,7 +134,7 @@ impl OrderClient for InProcessOrderClient {
         shopify_order_id: &str,
     ) -> Result<Option<InternalOrder>, ClientError> {
         let record = orders::repository::find_by_shopify_id(
-            &mut Conn::Pool(&self.ctx.db),
+            &mut Conn::Pool(&self.db),
             tenant_id,
             shopify_order_id,
         )
@@ -142,7 +149,7 @@ impl OrderClient for InProcessOrderClient {
         id: Uuid,
         tracking: &Tracking,
     ) -> Result<Option<InternalOrder>, ClientError> {
-        let record = orders::repository::set_tracking(&self.ctx.db, tenant_id, id, tracking)
+        let record = orders::repository::set_tracking(&self.db, tenant_id, id, tracking)
             .await
             .map_err(unavailable)?;
         Ok(record.map(InternalOrder::from))
@@ -153,7 +160,7 @@ impl OrderClient for InProcessOrderClient {
         tenant_id: Uuid,
         print_job_id: Uuid,
     ) -> Result<Option<StockJobPlan>, ClientError> {
-        inventory::batches::stock_job(&self.ctx.db, tenant_id, print_job_id)
+        inventory::batches::stock_job(&self.db, tenant_id, print_job_id)
             .await
             .map_err(unavailable)
     }
@@ -437,7 +444,7 @@ mod tests {
     each_database! {
         async fn the_in_process_client_keeps_the_orders_contract(backend: Backend) {
             let app = TestApp::spawn(Role::All, backend).await;
-            orders_contract(&InProcessOrderClient::new(app.ctx.clone()), &app.ctx.db).await;
+            orders_contract(&InProcessOrderClient::of(&app.ctx), &app.ctx.db).await;
         }
     }
 
@@ -458,7 +465,7 @@ mod tests {
     each_database! {
         async fn the_in_process_client_keeps_the_record_audit_contract(backend: Backend) {
             let app = TestApp::spawn(Role::All, backend).await;
-            let client = InProcessOrderClient::new(app.ctx.clone());
+            let client = InProcessOrderClient::of(&app.ctx);
             record_audit_contract(&client, &app.ctx.db).await;
         }
     }

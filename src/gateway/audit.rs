@@ -62,7 +62,7 @@ pub async fn login_failed(
 ) {
     let tenant_id = match user {
         Some(user) => user.tenant_id,
-        None => match tenants::find_by_slug(&state.ctx.db, tenants::DEFAULT_SLUG).await {
+        None => match tenants::find_by_slug(&state.db, tenants::DEFAULT_SLUG).await {
             Ok(Some(tenant)) => tenant.id,
             _ => return,
         },

@@ -15,7 +15,7 @@ use super::auth::CurrentUser;
 use super::proxy::breaker::BreakerState;
 use crate::clients::http::ServiceEndpoints;
 use crate::config::Config;
-use crate::health::{self, CheckResult, CheckStatus, HealthReport};
+use crate::health::{CheckResult, CheckStatus, HealthReport};
 use crate::http::extract::Json;
 use crate::http::{ApiError, ErrorBody};
 use crate::identity::roles::Permission;
@@ -78,7 +78,7 @@ impl HealthAggregator {
             fallback(&self.print),
             fallback(&self.shipping),
             fallback(&self.gridflock),
-            health::own_dependencies(&state.ctx),
+            state.readiness.own_checks(),
         );
         let served_by_order = || {
             order
@@ -122,7 +122,7 @@ impl HealthAggregator {
             };
             checks.insert("rateLimit".to_owned(), limiter.non_critical());
         }
-        HealthReport::new(&state.ctx, checks)
+        state.readiness.report_of(checks)
     }
 }
 

@@ -18,9 +18,13 @@ use axum::extract::FromRef;
 use axum::middleware::from_fn_with_state;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::app::AppContext;
+use crate::app::{BusHandle, Readiness};
 use crate::clients::order::OrderClient;
+use crate::config::Config;
+use crate::infra::db::Db;
+use crate::infra::redis::RedisHandle;
 use crate::infra::sessions::Sessions;
+use crate::infra::workers::Workers;
 use auth::public::PublicPaths;
 use rate_limit::RateLimiter;
 
@@ -39,7 +43,12 @@ impl std::ops::Deref for GatewayState {
 
 /// What the gateway's handlers share.
 pub struct GatewayParts {
-    pub ctx: Arc<AppContext>,
+    pub config: Arc<Config>,
+    pub db: Db,
+    /// The process's own health, for `/health` and the probes.
+    pub readiness: Readiness,
+    /// The event bus, for the queue dashboard.
+    pub bus: BusHandle,
     pub order: Arc<dyn OrderClient>,
     pub health: Arc<health::HealthAggregator>,
     pub sessions: Sessions,
@@ -56,27 +65,49 @@ pub struct GatewayParts {
     pub hosts: hosts::TenantHosts,
 }
 
+/// What the gateway is built on: the process's configuration and ports, handed over by the role
+/// wiring.
+pub struct GatewayPorts {
+    pub config: Arc<Config>,
+    pub db: Db,
+    /// Present when `redis.url` is configured: sessions, limits, the cache and revocations go there.
+    pub redis: Option<RedisHandle>,
+    pub workers: Workers,
+    pub readiness: Readiness,
+    pub bus: BusHandle,
+}
+
 impl GatewayState {
     /// `order_router` is the order service's router when it runs in this process (role `all`).
     pub fn new(
-        ctx: Arc<AppContext>,
+        ports: GatewayPorts,
         order: Arc<dyn OrderClient>,
         order_router: Option<Router>,
     ) -> anyhow::Result<Self> {
-        let config = &ctx.config;
-        let health = Arc::new(health::HealthAggregator::new(config)?);
-        let sessions = Sessions::new(&ctx.db, ctx.redis.as_ref(), &ctx.workers);
+        let GatewayPorts {
+            config,
+            db,
+            redis,
+            workers,
+            readiness,
+            bus,
+        } = ports;
+        let health = Arc::new(health::HealthAggregator::new(&config)?);
+        let sessions = Sessions::new(&db, redis.as_ref(), &workers);
         let public = Arc::new(PublicPaths::new(&config.proxy.public_paths));
-        let limiter = RateLimiter::new(&config.rate_limit, ctx.redis.clone());
-        let proxy = Arc::new(proxy::Proxy::new(&ctx, order_router)?);
-        let tokens = auth::tokens::TokenKeys::from_config(config);
+        let limiter = RateLimiter::new(&config.rate_limit, redis.clone());
+        let proxy = Arc::new(proxy::Proxy::new(&config, &workers, order_router)?);
+        let tokens = auth::tokens::TokenKeys::from_config(&config);
         let cache_ttl = std::time::Duration::from_millis(config.session.cache_ms);
         let auth_cache = Arc::new(auth::cache::AuthCache::new(cache_ttl));
-        let live = proxy::live::LiveConnections::start(&ctx, auth_cache.clone());
-        let response_cache = proxy::cache::ResponseCache::new(&config.proxy, ctx.redis.clone());
+        let live = proxy::live::LiveConnections::start(redis.clone(), &workers, auth_cache.clone());
+        let response_cache = proxy::cache::ResponseCache::new(&config.proxy, redis);
         let hosts = hosts::TenantHosts::new(&config.proxy.tenant_hosts)?;
         Ok(Self(Arc::new(GatewayParts {
-            ctx,
+            config,
+            db,
+            readiness,
+            bus,
             order,
             health,
             sessions,
@@ -92,9 +123,9 @@ impl GatewayState {
     }
 }
 
-impl FromRef<GatewayState> for Arc<AppContext> {
+impl FromRef<GatewayState> for Readiness {
     fn from_ref(state: &GatewayState) -> Self {
-        state.ctx.clone()
+        state.readiness.clone()
     }
 }
 
@@ -118,13 +149,13 @@ pub fn router(state: GatewayState) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         // The operator page holds no data and signs in itself: beside authentication, not behind it.
         .merge(ui::router());
-    let app = auth::session::layer(app, state.sessions.clone(), &state.ctx.config);
+    let app = auth::session::layer(app, state.sessions.clone(), &state.config);
     let app = app.layer(from_fn_with_state(
         state.limiter.clone(),
         rate_limit::limit_by_ip,
     ));
     // Outermost: a preflight is answered before rate limits and sessions are looked at.
-    match crate::http::security::cors(&state.ctx.config) {
+    match crate::http::security::cors(&state.config) {
         Some(cors) => app.layer(cors),
         None => app,
     }

@@ -36,7 +36,7 @@ pub fn routes() -> OpenApiRouter<GatewayState> {
 }
 
 fn bus(state: &GatewayState) -> Result<Arc<EventBus>, ApiError> {
-    state.ctx.bus().ok_or_else(|| {
+    state.bus.get().ok_or_else(|| {
         ApiError::service_unavailable("The event bus is not running yet (see /health)")
     })
 }

@@ -46,7 +46,7 @@ async fn visible_user(
     auth: &Authenticated,
     id: Uuid,
 ) -> Result<User, ApiError> {
-    users::find_by_id(&state.ctx.db, id)
+    users::find_by_id(&state.db, id)
         .await?
         .filter(|u| u.tenant_id == auth.context.tenant_id || auth.context.is_super_admin)
         .ok_or_else(|| ApiError::not_found("User not found"))
@@ -60,7 +60,7 @@ async fn manageable_user(
     id: Uuid,
 ) -> Result<(User, Vec<UserRole>), ApiError> {
     let user = visible_user(state, auth, id).await?;
-    let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    let roles = users::roles_of(&state.db, user.id).await?;
     if auth.context.may_manage(&roles, user.is_super_admin) {
         Ok((user, roles))
     } else if user.is_super_admin {
@@ -79,7 +79,7 @@ fn cannot_grant() -> ApiError {
 }
 
 async fn view(state: &GatewayState, user: &User) -> Result<UserView, ApiError> {
-    let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    let roles = users::roles_of(&state.db, user.id).await?;
     Ok(UserView::new(user, &roles))
 }
 
@@ -106,7 +106,7 @@ async fn list_users(
         None => auth.context.tenant_id,
     };
     let (limit, offset) = page.limit_offset();
-    let db = &state.ctx.db;
+    let db = &state.db;
     let (list, total) = users::list(db, tenant_id, limit, offset).await?;
     let mut roles = users::roles_in_tenant(db, tenant_id).await?;
     let items = list
@@ -179,7 +179,7 @@ async fn create_user(
         is_super_admin: body.is_super_admin,
     };
     // The same answer whichever tenant holds the address: nothing of another tenant is named.
-    let Some(user) = users::create(&state.ctx.db, &new).await? else {
+    let Some(user) = users::create(&state.db, &new).await? else {
         return Err(ApiError::conflict(
             "A user with this e-mail address already exists",
         ));
@@ -280,7 +280,7 @@ async fn update_user(
         password_hash,
         roles: roles.clone(),
     };
-    let updated = users::update(&state.ctx.db, id, &changes).await;
+    let updated = users::update(&state.db, id, &changes).await;
     state.auth_cache.clear();
     let updated = updated?.ok_or_else(|| ApiError::not_found("User not found"))?;
     // A change that ended the user's sessions (a new epoch) ends their open connections too.
@@ -320,7 +320,7 @@ async fn delete_user(
             "You cannot delete your own account".to_owned(),
         ]));
     }
-    users::delete(&state.ctx.db, id).await?;
+    users::delete(&state.db, id).await?;
     state.auth_cache.clear();
     state.live.revoke(Revocation::user(id)).await;
     let details = json!({"email": user.email});

@@ -23,7 +23,7 @@ pub struct RequestMeta {
 
 impl RequestMeta {
     pub fn new(state: &GatewayState, peer: SocketAddr, headers: &HeaderMap) -> Self {
-        let trusted = &state.ctx.config.rate_limit.trusted_proxies;
+        let trusted = &state.config.rate_limit.trusted_proxies;
         Self {
             ip: client_ip(peer.ip(), headers, trusted),
             user_agent: headers

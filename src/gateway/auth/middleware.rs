@@ -65,7 +65,7 @@ pub async fn authenticate(
     match resolved {
         Ok(Some(auth)) => {
             // A white-label domain serves its tenant only: to anyone else it has nothing (404).
-            match state.hosts.admits(&state.ctx.db, &request, &auth).await {
+            match state.hosts.admits(&state.db, &request, &auth).await {
                 Ok(true) => {}
                 Ok(false) => return crate::http::error::not_found(request).await.into_response(),
                 Err(e) => return e.into_response(),
@@ -100,7 +100,7 @@ async fn resolve(
     let Some(auth) = session::read(session).await? else {
         return Ok(None);
     };
-    let db = &state.ctx.db;
+    let db = &state.db;
     let user = users::find_by_id(db, auth.user_id).await?;
     let Some(user) = user.filter(|u| u.is_active && u.session_epoch == auth.epoch) else {
         let _ = session.flush().await;
@@ -128,7 +128,7 @@ async fn resolve_bearer(
     let Some(claims) = tokens::verify_access(&state.tokens, token) else {
         return Ok(None);
     };
-    let db = &state.ctx.db;
+    let db = &state.db;
     if let Some(family) = claims.family {
         if !tokens::family_is_active(db, family).await? {
             return Ok(None);

@@ -72,7 +72,7 @@ async fn check_credentials(
     let Some(email) = email.filter(|_| problems.is_empty()) else {
         return Err(ApiError::validation(problems));
     };
-    let db = &state.ctx.db;
+    let db = &state.db;
     let pair = lockout::Pair::new(&email, meta.ip);
     if let lockout::Reservation::Locked(wait) = lockout::reserve(db, &pair).await? {
         let seconds = wait.num_seconds().max(1);
@@ -123,7 +123,7 @@ async fn login(
     session::write(&session, user.id, user.session_epoch)
         .await
         .map_err(session::failed)?;
-    let roles = users::roles_of(&state.ctx.db, user.id).await?;
+    let roles = users::roles_of(&state.db, user.id).await?;
     let auth = Authenticated::new(user, roles);
     crate::gateway::audit::login_succeeded(&state, &meta, &auth).await;
     Ok(Json(UserEnvelope { user: auth.view() }))
@@ -170,8 +170,8 @@ async fn token(
     Json(body): Json<LoginRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let user = check_credentials(&state, &meta, &body).await?;
-    let roles = users::roles_of(&state.ctx.db, user.id).await?;
-    let (family, refresh_token) = tokens::start_family(&state.ctx.db, &user).await?;
+    let roles = users::roles_of(&state.db, user.id).await?;
+    let (family, refresh_token) = tokens::start_family(&state.db, &user).await?;
     let auth = Authenticated::new(user, roles);
     let response = token_response(&state, &auth, family, refresh_token)?;
     crate::gateway::audit::token_issued(&state, &meta, &auth).await;
@@ -197,7 +197,7 @@ async fn refresh(
     meta: RequestMeta,
     Json(body): Json<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let db = &state.ctx.db;
+    let db = &state.db;
     match tokens::redeem(db, body.refresh_token.trim()).await? {
         tokens::Redeemed::Fresh {
             user_id,
@@ -248,7 +248,7 @@ async fn logout(
         // A token holder signs out by ending the token's family: its refresh tokens and, at once,
         // its access tokens (which this replica may have cached under the token).
         Some(family) => {
-            tokens::revoke_family(&state.ctx.db, family).await?;
+            tokens::revoke_family(&state.db, family).await?;
             state.auth_cache.clear();
             state
                 .live
@@ -320,7 +320,7 @@ async fn change_password(
     let hash = password::hash(&body.new_password)
         .await
         .map_err(ApiError::internal)?;
-    let epoch = users::change_password(&state.ctx.db, auth.user.id, &hash).await?;
+    let epoch = users::change_password(&state.db, auth.user.id, &hash).await?;
     state.auth_cache.clear();
     // Every connection the user holds open was authenticated at the old epoch, this session's
     // included (it continues under a new id, which its sockets do not know): all of them end, and

@@ -29,11 +29,11 @@ use tower_sessions::session::Id;
 use uuid::Uuid;
 
 use super::upgrade;
-use crate::app::AppContext;
 use crate::gateway::auth::Authenticated;
 use crate::gateway::auth::cache::{self, AuthCache};
 pub use crate::identity::lease::Lease;
 use crate::infra::redis::RedisHandle;
+use crate::infra::workers::Workers;
 
 /// The Redis channel (under `redis.key_prefix`) revocations are published on.
 pub(crate) const CHANNEL: &str = "gateway:revocations";
@@ -124,14 +124,17 @@ pub struct LiveConnections {
 
 impl LiveConnections {
     /// The index, listening to the other gateways' revocations when Redis is configured.
-    pub fn start(ctx: &AppContext, cache: Arc<AuthCache>) -> Arc<Self> {
-        let live = Arc::new(Self::new(cache, ctx.redis.clone()));
+    pub fn start(
+        redis: Option<RedisHandle>,
+        workers: &Workers,
+        cache: Arc<AuthCache>,
+    ) -> Arc<Self> {
+        let live = Arc::new(Self::new(cache, redis));
         if live.redis.is_some() {
             let listener = live.clone();
-            ctx.workers
-                .spawn("gateway-revocations", move |stop| async move {
-                    listener.listen(stop).await;
-                });
+            workers.spawn("gateway-revocations", move |stop| async move {
+                listener.listen(stop).await;
+            });
         }
         live
     }

@@ -25,10 +25,10 @@ use tower::ServiceExt;
 
 use super::GatewayState;
 use super::auth::Authenticated;
-use crate::app::AppContext;
 use crate::config::{Config, Service, UrlList};
 use crate::http::ApiError;
 use crate::identity::context::{self, Binding, ContextSigner, InProcessContext, UserContext};
+use crate::infra::workers::Workers;
 use crate::observability::metrics::RouteLabel;
 use routes::RouteTable;
 pub use upstream::HttpUpstream;
@@ -53,11 +53,14 @@ pub struct Proxy {
 impl Proxy {
     /// `order_in_process` is the order service's router in role `all`, `None` when split. Print and
     /// shipping fall back to the order service until their own URLs are configured.
-    pub fn new(ctx: &AppContext, order_in_process: Option<Router>) -> anyhow::Result<Self> {
-        let config = &ctx.config;
+    pub fn new(
+        config: &Config,
+        workers: &Workers,
+        order_in_process: Option<Router>,
+    ) -> anyhow::Result<Self> {
         let http = |service: Service, urls: Vec<String>| -> anyhow::Result<Target> {
             let upstream = Arc::new(HttpUpstream::new(service, urls, config)?);
-            upstream.spawn_health_checks(&ctx.workers);
+            upstream.spawn_health_checks(workers);
             Ok(Target::Http(upstream))
         };
         let order = match order_in_process {
@@ -125,7 +128,7 @@ pub async fn forward(
     let Some((route, label)) = state.proxy.table.find_labelled(path) else {
         return crate::http::error::not_found(request).await.into_response();
     };
-    let config: &Config = &state.ctx.config;
+    let config: &Config = &state.config;
     if let Some(lease) = state.live.lease_for(&request) {
         request.extensions_mut().insert(lease);
     }
