@@ -79,7 +79,7 @@ pub struct UserContext {
 
 /// A context the gateway verified itself and passes in-process (role `all`).
 #[derive(Debug, Clone)]
-pub struct InProcessContext(pub UserContext);
+pub struct InProcessContext(pub std::sync::Arc<UserContext>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContextError {
@@ -402,7 +402,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if let Some(InProcessContext(context)) = parts.extensions.get::<InProcessContext>() {
-            return Ok(context.clone());
+            return Ok(UserContext::clone(context));
         }
         let verifier = ContextVerifier::from_ref(state);
         let Some(key) = verifier.key.as_deref() else {

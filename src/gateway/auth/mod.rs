@@ -29,11 +29,12 @@ use crate::identity::context::UserContext;
 use crate::identity::roles::{UserRole, permissions_of};
 use crate::identity::users::User;
 
-/// A signed-in user, established by [`authenticate`] for the rest of the request.
+/// A signed-in user, established by [`authenticate`] for the rest of the request. Cloned out of
+/// the identity cache on every request, so what it holds is shared, not copied.
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     pub user: Arc<User>,
-    pub context: UserContext,
+    pub context: Arc<UserContext>,
     /// Signed in with a bearer token of this refresh token family (`None`: a session cookie).
     pub token_family: Option<Uuid>,
 }
@@ -50,7 +51,7 @@ impl Authenticated {
         };
         Self {
             user: Arc::new(user),
-            context,
+            context: Arc::new(context),
             token_family: None,
         }
     }
