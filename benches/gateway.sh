@@ -13,7 +13,9 @@
 #   FORMA_X2    the distributed variant (DISTRIBUTED=1, the default when Redis answers): two gateway
 #               processes sharing one database, sessions and rate limits in Redis (`redis.url`, a fresh
 #               key prefix per run); the load generator splits its connections between them
-#   (cached GET: reserved, see CACHED_GET below)
+#   FORMA_CACHED  the FORMA gateway with `/orders` marked cacheable (`cache_ttl_secs` in
+#               `proxy.routes`): the same signed-in GET, answered from forma's response cache after the
+#               first (peak load only)
 # first at peak load, then at half load: a fixed request rate (half of forma's peak) held by a
 # rate-limited load generator (oha -q, open loop, latency corrected), and prints req/s, p50, p99,
 # CPU per request, the ratios and the added p99.
@@ -310,7 +312,29 @@ start_forma_pair() {
   FORMA2_PID=$LAUNCHED_PID
 }
 
-# Stops the gateway(s) started by start_forma / start_forma_pair.
+# The gateway alone with `/orders` cacheable for an hour: after the first GET, a signed-in GET is a
+# cache hit (the cache key is the tenant, roles and permissions, path and query).
+start_forma_cached() {
+  cat >"$dir/forma-cached.toml" <<'TOML'
+[proxy]
+routes = [{ prefix = "/orders", service = "order", cache_ttl_secs = 3600 }]
+TOML
+  launch_forma forma-cached "$GATEWAY_PORT" FORMA_CONFIG="$dir/forma-cached.toml"
+  FORMA_PID=$LAUNCHED_PID
+}
+
+# Aborts unless the cached gateway answers the upstream's body from its cache: MISS, then HIT.
+verify_cached() {
+  local url="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders" expected got
+  for expected in MISS HIT; do
+    curl -sS -o "$dir/orders.json" -D "$dir/orders.headers" -H "Cookie: $COOKIE" "$url" >/dev/null
+    got=$(tr -d '\r' <"$dir/orders.headers" | sed -n 's/^[Xx]-[Cc]ache: *//p')
+    [ "$got" = "$expected" ] || die "cached GET /api/v1/orders: X-Cache '$got', expected $expected"
+    [ "$(cat "$dir/orders.json")" = "$UPSTREAM_BODY" ] || die "cached GET /api/v1/orders answered another body"
+  done
+}
+
+# Stops the gateway(s) started by start_forma / start_forma_pair / start_forma_cached.
 stop_forma() {
   local pid
   for pid in $FORMA2_PID $FORMA_PID; do
@@ -357,8 +381,7 @@ declare -A URL=(
   [FORMA]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders"
   [FORMA_X2]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders http://127.0.0.1:$GATEWAY2_PORT/api/v1/orders"
 )
-# CACHED_GET: a row for a GET answered from forma's response cache (a route marked cacheable) goes
-# here when that cache exists: a URL under such a route, signed in like FORMA, in TARGETS below.
+URL[FORMA_CACHED]=${URL[FORMA]}
 TARGETS=(DIRECT NGINX)
 # Figures keyed "LOAD/TARGET" (LOAD: peak or half).
 declare -A RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX
@@ -492,11 +515,11 @@ verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
 
 print_table() {
   local load=$1 target key
-  printf '%-10s %10s %9s %9s %8s %11s %11s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r'
+  printf '%-12s %10s %9s %9s %8s %11s %11s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r'
   for target in "${TARGETS[@]}"; do
     key="$load/$target"
     [ -n "${RPS[$key]:-}" ] || continue
-    printf '%-10s %10s %9s %9s %8s %11s %11s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+    printf '%-12s %10s %9s %9s %8s %11s %11s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
       "${NON2XX[$key]}" "$([[ $target == FORMA* ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}"
   done
 }
@@ -526,6 +549,8 @@ report() {
     echo "forma/nginx (worker per core) req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/NGINX_AUTO]}")"
   [ -n "${RPS[$p/FORMA_X2]:-}" ] &&
     echo "forma x2 (Redis)/nginx req/s: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/NGINX]}"), forma x2/forma: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/FORMA]}")"
+  [ -n "${RPS[$p/FORMA_CACHED]:-}" ] &&
+    echo "forma cached GET/nginx req/s: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/NGINX]}"), cached/proxied: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/FORMA]}")"
   echo "forma/direct req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/DIRECT]}")"
   echo "nginx/direct req/s: $(ratio "${RPS[$p/NGINX]}" "${RPS[$p/DIRECT]}")"
   echo "added p99 over direct, peak: forma $(added "${P99[$p/FORMA]}" "${P99[$p/DIRECT]}") ms, nginx $(added "${P99[$p/NGINX]}" "${P99[$p/DIRECT]}") ms"
@@ -651,6 +676,15 @@ else
   half_how="APPROXIMATION (no oha): $HALF_CONNECTIONS connections, closed loop, so each target runs"
   half_how+=" as fast as those allow: forma at $(ratio "${RPS[half/FORMA]}" "${RPS[peak/FORMA]}") of its peak rate"
 fi
+
+stop_forma
+progress "starting forma with /orders cacheable (gateway :$GATEWAY_PORT)"
+start_forma_cached
+COOKIE=$(sign_in)
+[ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+verify_cached
+TARGETS+=(FORMA_CACHED)
+measure peak FORMA_CACHED "$CONNECTIONS"
 
 if [ "$DISTRIBUTED" = 1 ]; then
   stop_forma
