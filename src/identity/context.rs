@@ -129,11 +129,19 @@ impl UserContext {
     }
 
     /// The fields in signing order, one per line: a value can never be confused with the next
-    /// (no field may contain a line break: e-mails are validated, the rest we produce).
+    /// (no field may contain a line break: e-mails are validated, the rest we produce). The user's
+    /// own lines come first, so a signer can absorb them once for many requests
+    /// ([`ContextSigner::prepare`]).
     fn canonical(&self, timestamp_ms: u128, binding: &Binding<'_>) -> String {
+        let mut text = self.identity_lines();
+        text.push_str(&request_lines(timestamp_ms, binding));
+        text
+    }
+
+    /// The lines of the signed text that describe the user, each ended by a line break.
+    fn identity_lines(&self) -> String {
         use std::fmt::Write;
-        // Written into one string: it is made for every proxied request.
-        let mut text = String::with_capacity(256 + binding.target.len());
+        let mut text = String::with_capacity(256);
         let _ = write!(
             text,
             "{}\n{}\n{}\n",
@@ -142,27 +150,13 @@ impl UserContext {
         write_joined(&mut text, self.roles.iter().map(|r| r.as_str()));
         text.push('\n');
         write_joined(&mut text, self.permissions.iter().map(|p| p.as_str()));
-        let _ = write!(
-            text,
-            "\n{}\n{timestamp_ms}\n{}\n{}\n{}",
-            self.is_super_admin, binding.method, binding.target, binding.body_sha256
-        );
+        let _ = write!(text, "\n{}\n", self.is_super_admin);
         text
     }
 
     /// Writes the context headers with a signature made now for the request `binding` describes.
     pub fn write_headers(&self, headers: &mut HeaderMap, key: &[u8], binding: &Binding<'_>) {
         self.write_headers_at(headers, key, binding, now_ms());
-    }
-
-    /// [`write_headers`](Self::write_headers) with a key prepared once ([`ContextSigner`]).
-    pub fn write_signed_headers(
-        &self,
-        headers: &mut HeaderMap,
-        signer: &ContextSigner,
-        binding: &Binding<'_>,
-    ) {
-        self.write_signed_at(headers, signer, binding, now_ms());
     }
 
     fn write_headers_at(
@@ -184,28 +178,9 @@ impl UserContext {
         binding: &Binding<'_>,
         timestamp_ms: u128,
     ) {
-        let signature = signer.sign(&self.canonical(timestamp_ms, binding));
-        let values = [
-            (X_USER_ID, self.user_id.to_string()),
-            (X_TENANT_ID, self.tenant_id.to_string()),
-            (X_USER_EMAIL, self.email.clone()),
-            (X_USER_ROLES, join(self.roles.iter().map(|r| r.as_str()))),
-            (
-                X_USER_PERMISSIONS,
-                join(self.permissions.iter().map(|p| p.as_str())),
-            ),
-            (X_IS_SUPER_ADMIN, self.is_super_admin.to_string()),
-            (X_CONTEXT_TIMESTAMP, timestamp_ms.to_string()),
-            (X_CONTEXT_BODY_SHA256, binding.body_sha256.to_owned()),
-            (X_CONTEXT_SIGNATURE, signature),
-        ];
-        for (name, value) in values {
-            // Every value is ASCII we produced (ids, names, digits, hex); e-mails were validated.
-            // Taken over as it is, not copied.
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
-            }
-        }
+        signer
+            .prepare(self)
+            .write_at(headers, binding, timestamp_ms);
     }
 
     /// Reads and verifies the context headers for the request `binding` describes: signature
@@ -316,6 +291,14 @@ fn mac(key: &[u8]) -> Option<HmacSha256> {
     <HmacSha256 as KeyInit>::new_from_slice(key).ok()
 }
 
+/// The lines of the signed text that describe the request, after the user's.
+fn request_lines(timestamp_ms: u128, binding: &Binding<'_>) -> String {
+    format!(
+        "{timestamp_ms}\n{}\n{}\n{}",
+        binding.method, binding.target, binding.body_sha256
+    )
+}
+
 /// The internal key, made into an HMAC state once: the key schedule (two SHA-256 blocks) is then
 /// not repeated for every request the gateway signs, each of which starts from a copy.
 #[derive(Clone)]
@@ -326,10 +309,70 @@ impl ContextSigner {
         mac(key).map(Self)
     }
 
-    fn sign(&self, message: &str) -> String {
+    /// `context` made ready for signing the many requests of one signed-in user: its lines absorbed
+    /// into the HMAC state and its header values made, once.
+    pub fn prepare(&self, context: &UserContext) -> PreparedContext {
         let mut mac = self.0.clone();
-        mac.update(message.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac.update(context.identity_lines().as_bytes());
+        let values = [
+            (X_USER_ID, context.user_id.to_string()),
+            (X_TENANT_ID, context.tenant_id.to_string()),
+            (X_USER_EMAIL, context.email.clone()),
+            (X_USER_ROLES, join(context.roles.iter().map(|r| r.as_str()))),
+            (
+                X_USER_PERMISSIONS,
+                join(context.permissions.iter().map(|p| p.as_str())),
+            ),
+            (X_IS_SUPER_ADMIN, context.is_super_admin.to_string()),
+        ];
+        PreparedContext {
+            mac,
+            // Every value is ASCII we produced (ids, names, digits, hex); e-mails were validated.
+            values: values
+                .into_iter()
+                .filter_map(|(name, value)| HeaderValue::try_from(value).ok().map(|v| (name, v)))
+                .collect(),
+        }
+    }
+}
+
+/// A user context ready to be signed for a request ([`ContextSigner::prepare`]): what remains per
+/// request is the request's own lines, the signature, and copies of shared header values.
+#[derive(Clone)]
+pub struct PreparedContext {
+    mac: HmacSha256,
+    values: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl std::fmt::Debug for PreparedContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedContext").finish_non_exhaustive()
+    }
+}
+
+impl PreparedContext {
+    /// Writes the context headers with a signature made now for the request `binding` describes.
+    pub fn write_headers(&self, headers: &mut HeaderMap, binding: &Binding<'_>) {
+        self.write_at(headers, binding, now_ms());
+    }
+
+    fn write_at(&self, headers: &mut HeaderMap, binding: &Binding<'_>, timestamp_ms: u128) {
+        let mut mac = self.mac.clone();
+        mac.update(request_lines(timestamp_ms, binding).as_bytes());
+        let signature = hex::encode(mac.finalize().into_bytes());
+        for (name, value) in &self.values {
+            headers.insert(name.clone(), value.clone());
+        }
+        let per_request = [
+            (X_CONTEXT_TIMESTAMP, timestamp_ms.to_string()),
+            (X_CONTEXT_BODY_SHA256, binding.body_sha256.to_owned()),
+            (X_CONTEXT_SIGNATURE, signature),
+        ];
+        for (name, value) in per_request {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
     }
 }
 
@@ -467,6 +510,27 @@ mod tests {
         let context = operator();
         let headers = signed(&context, 1_000_000);
         assert_eq!(read(&headers, 1_000_500), Ok(context));
+    }
+
+    #[test]
+    fn a_prepared_context_signs_each_request_as_the_whole_text_would() {
+        let context = operator();
+        let prepared = ContextSigner::new(KEY).unwrap().prepare(&context);
+        let cancel = Binding {
+            method: "POST",
+            target: "/api/v1/orders/1/cancel",
+            body_sha256: "ab",
+        };
+        for (binding, at) in [(GET_ORDERS, 1_000_000), (cancel, 1_000_100)] {
+            let mut headers = HeaderMap::new();
+            prepared.write_at(&mut headers, &binding, at);
+            let mut whole = mac(KEY).unwrap();
+            whole.update(context.canonical(at, &binding).as_bytes());
+            let expected = hex::encode(whole.finalize().into_bytes());
+            assert_eq!(headers[&X_CONTEXT_SIGNATURE], expected);
+            let read = UserContext::from_headers_at(&headers, KEY, AGE, &binding, at);
+            assert_eq!(read, Ok(context.clone()));
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use middleware::authenticate;
 use middleware::unauthorized;
 pub use routes::{ChangePasswordRequest, LoginRequest, RefreshRequest, TokenResponse, routes};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::http::ApiError;
-use crate::identity::context::UserContext;
+use crate::identity::context::{ContextSigner, PreparedContext, UserContext};
 use crate::identity::roles::{UserRole, permissions_of};
 use crate::identity::users::User;
 
@@ -37,6 +37,9 @@ pub struct Authenticated {
     pub context: Arc<UserContext>,
     /// Signed in with a bearer token of this refresh token family (`None`: a session cookie).
     pub token_family: Option<Uuid>,
+    /// The context made ready for the gateway's signer on first use, then shared by every request
+    /// served from the same identity-cache entry.
+    prepared: Arc<OnceLock<PreparedContext>>,
 }
 
 impl Authenticated {
@@ -53,7 +56,13 @@ impl Authenticated {
             user: Arc::new(user),
             context: Arc::new(context),
             token_family: None,
+            prepared: Arc::default(),
         }
+    }
+
+    /// The user context ready to be signed by `signer`, the gateway's one signer.
+    pub fn prepared(&self, signer: &ContextSigner) -> &PreparedContext {
+        self.prepared.get_or_init(|| signer.prepare(&self.context))
     }
 
     pub fn view(&self) -> UserView {

@@ -27,7 +27,7 @@ use super::GatewayState;
 use super::auth::Authenticated;
 use crate::config::{Config, Service, UrlList};
 use crate::http::ApiError;
-use crate::identity::context::{self, Binding, ContextSigner, InProcessContext, UserContext};
+use crate::identity::context::{self, Binding, ContextSigner, InProcessContext, PreparedContext};
 use crate::infra::workers::Workers;
 use crate::observability::metrics::RouteLabel;
 use routes::RouteTable;
@@ -176,7 +176,7 @@ pub async fn forward(
                 request.extensions_mut().insert(upstream::Pinned);
             }
             if let (Some(auth), Some(signer)) = (&auth, &state.proxy.signer) {
-                request = match sign_context(request, &auth.context, signer).await {
+                request = match sign_context(request, auth.prepared(signer)).await {
                     Ok(signed) => signed,
                     Err(e) => return e.into_response(),
                 };
@@ -210,11 +210,7 @@ pub async fn forward(
 /// Signs the user context for exactly this request: method, path and query, and body. A request
 /// with a body is read whole for its digest (signed requests are API calls under the 1 MiB limit;
 /// webhooks carry no user context and still stream).
-async fn sign_context(
-    request: Request,
-    context: &UserContext,
-    signer: &ContextSigner,
-) -> Result<Request, ApiError> {
+async fn sign_context(request: Request, context: &PreparedContext) -> Result<Request, ApiError> {
     let (mut parts, body) = request.into_parts();
     let (body, digest) = if body.is_end_stream() {
         (body, Cow::Borrowed(context::empty_body_sha256()))
@@ -229,7 +225,7 @@ async fn sign_context(
         body_sha256: &digest,
     };
     let mut headers = std::mem::take(&mut parts.headers);
-    context.write_signed_headers(&mut headers, signer, &binding);
+    context.write_headers(&mut headers, &binding);
     parts.headers = headers;
     Ok(Request::from_parts(parts, body))
 }
