@@ -627,7 +627,7 @@ profile_callgrind() {
 top_functions() {
   callgrind_annotate --threshold=100 --auto=no --inclusive="$2" "$1" 2>/dev/null |
     sed -n '/file:function/,$p' | sed '1,2d' |
-    awk '/\(([0-9.]+)%\)/ { match($0, /\(([ 0-9.]+)%\)/); pct = substr($0, RSTART + 1, RLENGTH - 3) + 0; if (pct < 100) print }' |
+    awk '/\(([ 0-9.]+)%\)/ { match($0, /\(([ 0-9.]+)%\)/); pct = substr($0, RSTART + 1, RLENGTH - 3) + 0; if (pct < 100) print }' |
     sed 's/ \[[^]]*\]$//; s/???://' | cut -c1-150 | head -n "$3"
 }
 
