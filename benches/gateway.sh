@@ -22,6 +22,7 @@
 #
 #   benches/gateway.sh                               # builds target/release/forma if it is stale
 #   DURATION=30s CONNECTIONS=128 benches/gateway.sh
+#   HALF_RATE=6000 BIN=/path/to/forma benches/gateway.sh   # half load at a given rate, for A/B runs
 #   BIN=/path/to/forma WORKERS=auto benches/gateway.sh
 #   MODE=callgrind REQUESTS=2000 benches/gateway.sh  # instructions per request, not wall clock
 #
@@ -665,10 +666,11 @@ for target in "${TARGETS[@]}"; do measure peak "$target" "$CONNECTIONS"; done
 # "Added p99 at half of peak load" needs a fixed request rate: oha holds one (open loop, latency
 # counted from when each request was due). Without oha the fallback halves the connections, which
 # lowers queueing but not necessarily the rate: the report shows the rate each target ran at.
-half_rate=$(awk -v r="${RPS[peak/FORMA]}" 'BEGIN { printf "%d", r / 2 }')
+# HALF_RATE fixes it instead, so two builds can be compared at one rate.
+half_rate=${HALF_RATE:-$(awk -v r="${RPS[peak/FORMA]}" 'BEGIN { printf "%d", r / 2 }')}
 if [ -n "$OHA_BIN" ]; then
   for target in "${TARGETS[@]}"; do measure half "$target" "$CONNECTIONS" "$half_rate"; done
-  half_how="oha at a fixed $half_rate req/s (half of forma's peak), $CONNECTIONS connections, latency corrected"
+  half_how="oha at a fixed $half_rate req/s ($([ -n "${HALF_RATE:-}" ] && echo HALF_RATE || echo "half of forma's peak")), $CONNECTIONS connections, latency corrected"
   HALF_NOTE=""
 else
   for target in "${TARGETS[@]}"; do measure half "$target" "$HALF_CONNECTIONS"; done
