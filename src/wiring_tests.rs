@@ -47,23 +47,30 @@ fn crate_paths(text: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn config_and_infra_import_nothing_above_them() {
+/// Every `crate::name` the production code under `dirs` names that `allowed` refuses, as
+/// `file: crate::name`; `at_least` files must be found, so a moved tree cannot pass vacuously.
+fn imports_refused(dirs: &[&str], at_least: usize, allowed: impl Fn(&str) -> bool) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
-    for dir in ["config", "infra"] {
+    for dir in dirs {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(files.len() > 5, "the source tree was not found");
+    assert!(files.len() > at_least, "the source tree was not found");
     let mut wrong = Vec::new();
     for file in files.iter().filter(|f| !is_test_file(f)) {
         let text = std::fs::read_to_string(file).unwrap();
         for name in crate_paths(&text) {
-            if !ALLOWED.contains(&name.as_str()) {
+            if !allowed(&name) {
                 wrong.push(format!("{}: crate::{name}", file.display()));
             }
         }
     }
+    wrong
+}
+
+#[test]
+fn config_and_infra_import_nothing_above_them() {
+    let wrong = imports_refused(&["config", "infra"], 5, |name| ALLOWED.contains(&name));
     assert!(
         wrong.is_empty(),
         "config/infra reach above them:\n{}",
@@ -124,21 +131,10 @@ fn service_handlers_take_their_ports_not_the_app_context() {
 /// on (the signed user context, a sign-in's lease on a connection) lives in `identity`.
 #[test]
 fn services_never_import_the_gateway_or_the_wiring() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    for dir in ["order", "print", "shipping", "identity", "events"] {
-        rust_files(&root.join(dir), &mut files);
-    }
-    assert!(files.len() > 20, "the source tree was not found");
-    let mut wrong = Vec::new();
-    for file in files.iter().filter(|f| !is_test_file(f)) {
-        let text = std::fs::read_to_string(file).unwrap();
-        for name in crate_paths(&text) {
-            if ["gateway", "roles", "server"].contains(&name.as_str()) {
-                wrong.push(format!("{}: crate::{name}", file.display()));
-            }
-        }
-    }
+    let services = ["order", "print", "shipping", "identity", "events"];
+    let wrong = imports_refused(&services, 20, |name| {
+        !["gateway", "roles", "server"].contains(&name)
+    });
     assert!(
         wrong.is_empty(),
         "services reach up into the gateway or the wiring:\n{}",
