@@ -359,6 +359,12 @@ sign_in() {
   tr -d '\r' <"$dir/login.headers" | sed -n 's/^[Ss]et-[Cc]ookie: *\(forma\.sid=[^;]*\).*/\1/p' | tail -n 1
 }
 
+# Signs in on the gateway at GATEWAY_PORT and keeps the cookie the load generators send (COOKIE).
+sign_in_for_load() {
+  COOKIE=$(sign_in "$GATEWAY_PORT")
+  [ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+}
+
 # Aborts unless the gateway really does what is measured: refuses without a session, and with one
 # answers the upstream's body with the rate-limit headers (proof that the limiter ran). $1: the port.
 verify_gateway() {
@@ -657,8 +663,7 @@ OHA_BIN=$(find_oha)
 
 progress "starting forma (gateway :$GATEWAY_PORT)"
 start_forma
-COOKIE=$(sign_in)
-[ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+sign_in_for_load
 verify_gateway
 TARGETS+=(FORMA)
 for target in "${TARGETS[@]}"; do measure peak "$target" "$CONNECTIONS"; done
@@ -682,8 +687,7 @@ fi
 stop_forma
 progress "starting forma with /orders cacheable (gateway :$GATEWAY_PORT)"
 start_forma_cached
-COOKIE=$(sign_in)
-[ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+sign_in_for_load
 verify_cached
 TARGETS+=(FORMA_CACHED)
 measure peak FORMA_CACHED "$CONNECTIONS"
@@ -692,8 +696,7 @@ if [ "$DISTRIBUTED" = 1 ]; then
   stop_forma
   progress "starting two forma gateways (:$GATEWAY_PORT, :$GATEWAY2_PORT) on Redis $BENCH_REDIS_URL"
   start_forma_pair
-  COOKIE=$(sign_in "$GATEWAY_PORT")
-  [ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
+  sign_in_for_load
   verify_gateway "$GATEWAY_PORT"
   verify_gateway "$GATEWAY2_PORT"
   TARGETS+=(FORMA_X2)
