@@ -11,8 +11,8 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -20,6 +20,8 @@ use tower::ServiceExt;
 use crate::app::AppContext;
 use crate::config::Config;
 use crate::config::Role;
+use crate::http::linger::Lingering;
+use crate::infra::connection_threads::ConnectionThreads;
 use crate::roles;
 
 /// `forma serve`: starts `role` on its configured port and serves until a shutdown signal.
@@ -98,6 +100,8 @@ struct ConnectionSettings {
     /// is closed after it: a connection that dribbles its headers cannot stay open for minutes.
     header_read_timeout: Duration,
     max_connections: usize,
+    /// `server.connection_threads` resolved: 0 serves connections on the shared runtime.
+    threads: usize,
 }
 
 impl ConnectionSettings {
@@ -105,6 +109,7 @@ impl ConnectionSettings {
         Self {
             header_read_timeout: Duration::from_secs(config.server.header_read_timeout_secs),
             max_connections: config.server.max_connections.max(1),
+            threads: config.server.connection_threads(),
         }
     }
 }
@@ -117,6 +122,16 @@ async fn serve_connections(
     settings: ConnectionSettings,
     stopping: CancellationToken,
 ) {
+    let threads = match settings.threads {
+        0 => None,
+        count => match ConnectionThreads::start(count) {
+            Ok(threads) => Some(threads),
+            Err(error) => {
+                tracing::warn!(%error, count, "cannot start the connection threads; serving connections on the shared runtime");
+                None
+            }
+        },
+    };
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let open = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -145,9 +160,70 @@ async fn serve_connections(
             () = stopping.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().map_request(
+        let connection = Connection {
+            http: http.clone(),
+            router: router.clone(),
+            peer,
+            stopping: stopping.clone(),
+            slot,
+        };
+        match &threads {
+            None => {
+                open.spawn(connection.serve(stream));
+            }
+            Some(threads) => {
+                // Moved to the thread's own reactor: it is registered there when it arrives.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, %peer, "cannot hand a connection to its thread");
+                        continue;
+                    }
+                };
+                open.spawn_on(
+                    async move {
+                        match TcpStream::from_std(stream) {
+                            Ok(stream) => connection.serve(stream).await,
+                            Err(error) => {
+                                tracing::warn!(%error, %peer, "cannot serve a connection on its thread");
+                            }
+                        }
+                    },
+                    threads.next(),
+                );
+            }
+        }
+    }
+    drop(listener);
+    open.close();
+    open.wait().await;
+    // Only now: the connection threads' runtimes stop with them.
+    drop(threads);
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    http: hyper::server::conn::http1::Builder,
+    router: Router,
+    peer: SocketAddr,
+    stopping: CancellationToken,
+    /// Held while the connection is open (`server.max_connections`).
+    slot: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    /// Serves requests until the client closes, or finishes the one in flight once `stopping`.
+    async fn serve(self, stream: TcpStream) {
+        let Connection {
+            http,
+            router,
+            peer,
+            stopping,
+            slot,
+        } = self;
+        let service = TowerToHyperService::new(router.map_request(
             move |request: axum::http::Request<hyper::body::Incoming>| {
-                let mut request = request.map(axum::body::Body::new);
+                let mut request = request.map(|body| axum::body::Body::new(Lingering::new(body)));
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
             },
@@ -155,28 +231,22 @@ async fn serve_connections(
         let connection = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let stopping = stopping.clone();
-        open.spawn(async move {
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
-                    }
-                }
-                () = stopping.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, %peer, "connection ended with an error");
-                    }
+        let mut connection = std::pin::pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
                 }
             }
-            drop(slot);
-        });
+            () = stopping.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, %peer, "connection ended with an error");
+                }
+            }
+        }
+        drop(slot);
     }
-    drop(listener);
-    open.close();
-    open.wait().await;
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -99,6 +99,20 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Connections served at once; past it, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Threads that serve connections, each with a single-threaded runtime, so that a request and
+    /// the upstream connection it is forwarded on stay on one thread (see
+    /// `infra::connection_threads`). Unset: one per CPU core. 0: connections are served by the
+    /// shared work-stealing runtime.
+    pub connection_threads: Option<usize>,
+}
+
+impl ServerConfig {
+    /// `connection_threads` resolved: how many connection threads a server starts.
+    pub fn connection_threads(&self) -> usize {
+        self.connection_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
 }
 
 impl Default for ServerConfig {
@@ -112,6 +126,7 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 30,
             header_read_timeout_secs: 10,
             max_connections: 10_000,
+            connection_threads: None,
         }
     }
 }

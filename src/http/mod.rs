@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod linger;
 pub mod pagination;
 pub mod paths;
 pub mod request_id;

@@ -1,6 +1,7 @@
 //! Infrastructure ports (SPEC §2). Each has an embedded implementation for one node and a
 //! distributed one for replicas, side by side in its module; the choice is made once at start-up.
 
+pub mod connection_threads;
 pub mod db;
 pub mod redis;
 pub mod sessions;

@@ -186,6 +186,72 @@ async fn the_upstream_gets_a_signed_context_and_none_of_the_clients_identity_hea
     assert!(headers["x-user-context-signature"].is_string());
 }
 
+/// With `server.connection_threads`, each connection is served on one of those threads and
+/// forwarded on that thread's own upstream pool: signed-in requests from many connections at once
+/// still reach the upstream with their context, and streamed bodies arrive whole.
+#[tokio::test]
+async fn connection_threads_serve_concurrent_signed_in_requests_and_streamed_bodies() {
+    serve_concurrent_signed_in_requests_and_streamed_bodies(Some(2)).await;
+}
+
+/// The same on the shared runtime (`server.connection_threads = 0`).
+#[tokio::test]
+async fn the_shared_runtime_serves_concurrent_signed_in_requests_and_streamed_bodies() {
+    serve_concurrent_signed_in_requests_and_streamed_bodies(Some(0)).await;
+}
+
+async fn serve_concurrent_signed_in_requests_and_streamed_bodies(threads: Option<usize>) {
+    let upstream = echo_upstream(Default::default()).await;
+    let gateway = TestApp::spawn_with(Role::Gateway, Backend::Sqlite, {
+        let upstream = upstream.clone();
+        move |config| {
+            config.services.order_url = UrlList(vec![upstream]);
+            config.server.connection_threads = threads;
+        }
+    })
+    .await;
+    gateway
+        .create_user("viewer@example.com", "a-long-password", UserRole::Viewer)
+        .await;
+    let (_, session) = gateway.login("viewer@example.com", "a-long-password").await;
+    let payload: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+    let digest = hex::encode(Sha256::digest(&payload));
+    // A client (and so a connection) per task, each sending several requests on it.
+    let clients = (0..8).map(|_| {
+        let (gateway, session, payload) = (&gateway, &session, payload.clone());
+        async move {
+            let client = client();
+            let mut seen = Vec::new();
+            for _ in 0..5 {
+                let signed_in = client
+                    .get(gateway.url("/api/v1/orders"))
+                    .header("cookie", format!("forma.sid={session}"))
+                    .send();
+                seen.push(echo(signed_in.await.unwrap()).await);
+                let streamed = client
+                    .post(gateway.url("/api/v1/webhooks/shopify"))
+                    .body(payload.clone())
+                    .send();
+                seen.push(echo(streamed.await.unwrap()).await);
+            }
+            seen
+        }
+    });
+    let seen: Vec<Value> = futures::future::join_all(clients)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(seen.len(), 80);
+    for (signed_in, streamed) in seen.iter().step_by(2).zip(seen.iter().skip(1).step_by(2)) {
+        assert_eq!(
+            signed_in["contextEmail"], "viewer@example.com",
+            "{signed_in}"
+        );
+        assert_eq!(streamed["bodySha256"], digest, "{streamed}");
+    }
+}
+
 #[tokio::test]
 async fn a_webhook_body_arrives_byte_for_byte_and_its_hmac_still_verifies() {
     let upstream = echo_upstream(Default::default()).await;

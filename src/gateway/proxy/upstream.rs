@@ -26,6 +26,7 @@ use super::breaker::{BreakerSettings, CircuitBreaker};
 use super::upgrade;
 use crate::config::{Config, Service};
 use crate::http::ApiError;
+use crate::infra::connection_threads::PerThread;
 use crate::infra::workers::Workers;
 use crate::observability;
 
@@ -109,10 +110,12 @@ impl ProxyError {
     }
 }
 
-/// The instances of one service, with their breaker, balancer and connection pool.
+/// The instances of one service, with their breaker, balancer and connection pools.
 pub struct HttpUpstream {
     service: Service,
-    client: Client<HttpConnector, Body>,
+    /// A pool per connection thread: a pooled connection is a task on the runtime that opened it,
+    /// so a request forwarded on it stays on its own thread.
+    clients: PerThread<Client<HttpConnector, Body>>,
     breaker: CircuitBreaker,
     balancer: Balancer,
     retries: u32,
@@ -154,13 +157,15 @@ impl HttpUpstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let clients = PerThread::new(config.server.connection_threads(), || {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .pool_timer(TokioTimer::new())
+                .build(connector.clone())
+        });
         Ok(Self {
             service,
-            client,
+            clients,
             breaker: CircuitBreaker::new(
                 service.as_str(),
                 BreakerSettings::from_config(&config.proxy),
@@ -259,7 +264,7 @@ impl HttpUpstream {
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = headers.clone();
             let in_flight = InFlight::start(instance);
-            match tokio::time::timeout_at(deadline, self.client.request(outgoing)).await {
+            match tokio::time::timeout_at(deadline, self.clients.get().request(outgoing)).await {
                 Err(_) => {
                     permit.failure();
                     return Err(self.failed(ProxyError::Timeout(timeout), started));
@@ -336,7 +341,7 @@ impl HttpUpstream {
                 let mut request = Request::new(Body::empty());
                 *request.uri_mut() = uri;
                 let answer =
-                    tokio::time::timeout(self.health_timeout, self.client.request(request));
+                    tokio::time::timeout(self.health_timeout, self.clients.get().request(request));
                 matches!(answer.await, Ok(Ok(response)) if response.status().is_success())
             }
             Err(_) => false,
