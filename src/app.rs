@@ -62,7 +62,10 @@ impl AppContext {
             .await
             .context("creating the first tenant and admin user")?;
         let redis = match &config.redis.url {
-            Some(url) => Some(RedisHandle::open(url, &config.redis.key_prefix)?),
+            Some(url) => Some(
+                RedisHandle::open(url, &config.redis.key_prefix)?
+                    .per_connection_thread(config.server.connection_threads()),
+            ),
             None => None,
         };
         let bus = match bus::open(&db, redis.as_ref()).await {

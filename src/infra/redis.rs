@@ -1,17 +1,23 @@
 //! The Redis connection shared by the distributed implementations of the ports.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::OnceCell;
 
 use crate::config::SecretUrl;
+use crate::infra::connection_threads::PerThread;
 
-/// A lazily connected, self-reconnecting Redis connection. Cheap to clone.
+/// A lazily connected, self-reconnecting Redis connection (one per connection thread, see
+/// [`RedisHandle::per_connection_thread`]). Cheap to clone.
 #[derive(Clone)]
 pub struct RedisHandle {
     client: redis::Client,
-    manager: std::sync::Arc<OnceCell<ConnectionManager>>,
+    /// A multiplexed connection is driven by a task on the runtime that opened it: a request on a
+    /// connection thread that used another thread's would hop there and back on every command.
+    managers: Arc<PerThread<OnceCell<ConnectionManager>>>,
     prefix: String,
     url: SecretUrl,
 }
@@ -41,10 +47,17 @@ impl RedisHandle {
         })?;
         Ok(Self {
             client,
-            manager: Default::default(),
+            managers: Arc::new(PerThread::new(0, OnceCell::new)),
             prefix: key_prefix.to_owned(),
             url: url.clone(),
         })
+    }
+
+    /// The same Redis with a connection of its own for each of `threads` connection threads
+    /// (`server.connection_threads`), opened on first use there.
+    pub fn per_connection_thread(mut self, threads: usize) -> Self {
+        self.managers = Arc::new(PerThread::new(threads, OnceCell::new));
+        self
     }
 
     /// The prefix every key forma writes starts with.
@@ -52,10 +65,16 @@ impl RedisHandle {
         format!("{}{suffix}", self.prefix)
     }
 
-    /// A connection; reconnects by itself after Redis restarts.
-    pub async fn connection(&self) -> Result<ConnectionManager, RedisError> {
+    /// The calling thread's connection; reconnects by itself after Redis restarts.
+    pub async fn connection(&self) -> Result<RedisConnection, RedisError> {
+        self.manager().await.map(RedisConnection::new)
+    }
+
+    /// The calling thread's connection manager itself, for a library that wants one.
+    pub async fn manager(&self) -> Result<ConnectionManager, RedisError> {
         let manager = self
-            .manager
+            .managers
+            .get()
             .get_or_try_init(|| async {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -104,5 +123,89 @@ impl RedisHandle {
                 timeout,
             }),
         }
+    }
+}
+
+/// A connection from [`RedisHandle::connection`]. A command that finds its connection dropped
+/// (Redis restarted, the network broke) is sent once more, on the connection the manager opens
+/// again, rather than failing: otherwise the first request after every outage would fail, on
+/// every connection thread's connection. Every command forma sends may run twice in that case:
+/// they set, read or delete, and a rate-limit step counted twice costs one request of budget.
+#[derive(Clone)]
+pub struct RedisConnection(ConnectionManager);
+
+impl RedisConnection {
+    pub fn new(manager: ConnectionManager) -> Self {
+        Self(manager)
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            match self.0.send_packed_command(cmd).await {
+                Err(error) if error.is_connection_dropped() => {
+                    self.0.send_packed_command(cmd).await
+                }
+                answered => answered,
+            }
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            match self.0.send_packed_commands(pipeline, offset, count).await {
+                Err(error) if error.is_connection_dropped() => {
+                    self.0.send_packed_commands(pipeline, offset, count).await
+                }
+                answered => answered,
+            }
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{free_port, redis_server};
+
+    #[tokio::test]
+    async fn a_command_after_redis_restarted_is_answered_not_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut server = redis_server(port, dir.path()).await;
+        let url = SecretUrl::new(format!("redis://127.0.0.1:{port}"));
+        let handle = RedisHandle::open(&url, "restart:").unwrap();
+        let mut conn = handle.connection().await.unwrap();
+        redis::cmd("SET")
+            .arg("restart:k")
+            .arg("kept")
+            .exec_async(&mut conn)
+            .await
+            .unwrap();
+
+        server.kill().await.unwrap();
+        let _server = redis_server(port, dir.path()).await;
+        // The connection that was open when Redis went away: its first command is sent again
+        // on a new one.
+        let value: Option<String> = redis::cmd("GET")
+            .arg("restart:k")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(value.as_deref(), Some("kept"));
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg("restart:k");
+        let (again,): (String,) = pipe.query_async(&mut conn).await.unwrap();
+        assert_eq!(again, "kept");
     }
 }

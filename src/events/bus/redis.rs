@@ -75,7 +75,7 @@ pub(super) struct RedisBus {
 impl RedisBus {
     pub(super) async fn connect(redis: &RedisHandle) -> Result<Self, BusError> {
         let conn = redis
-            .connection()
+            .manager()
             .await
             .map_err(|e| BusError::Setup(e.to_string()))?;
         Ok(Self {

@@ -14,6 +14,7 @@ use ::redis::Script;
 use super::BusError;
 use super::redis::RedisBus;
 use super::stats::{JobState, JobView, QueueStats, last_error, payload_json, unix_time};
+use crate::infra::redis::RedisConnection;
 
 /// `[waiting, active, completed, failed, dead]` of one queue.
 static STATS: LazyLock<Script> = LazyLock::new(|| {
@@ -131,7 +132,7 @@ fn storage(e: ::redis::RedisError) -> BusError {
 
 impl RedisBus {
     pub(super) async fn stats(&self, all: &mut [QueueStats]) -> Result<(), BusError> {
-        let mut conn = self.conn.clone();
+        let mut conn = RedisConnection::new(self.conn.clone());
         for stats in all.iter_mut() {
             let config = self.config(&stats.queue);
             let [waiting, active, completed, failed, dead]: [u64; 5] = STATS
@@ -164,7 +165,7 @@ impl RedisBus {
             return Ok(Vec::new());
         }
         let config = self.config(queue);
-        let mut conn = self.conn.clone();
+        let mut conn = RedisConnection::new(self.conn.clone());
         let rows: Vec<(String, Option<Vec<u8>>, Vec<String>)> = JOBS
             .key(config.active_jobs_list())
             .key(config.workers_set())
@@ -195,7 +196,7 @@ impl RedisBus {
 
     pub(super) async fn retry_dead(&self, queue: &str, job_id: &str) -> Result<bool, BusError> {
         let config = self.config(queue);
-        let mut conn = self.conn.clone();
+        let mut conn = RedisConnection::new(self.conn.clone());
         let moved: u32 = RETRY_DEAD
             .key(config.dead_jobs_set())
             .key(config.active_jobs_list())
@@ -240,7 +241,7 @@ impl RedisBus {
         set: &str,
         keep: usize,
     ) -> Result<u64, BusError> {
-        let mut conn = self.conn.clone();
+        let mut conn = RedisConnection::new(self.conn.clone());
         let size: usize = ::redis::cmd("SCARD")
             .arg(set)
             .query_async(&mut conn)
