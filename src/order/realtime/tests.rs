@@ -367,6 +367,8 @@ async fn an_idle_long_poll_does_not_hold_graceful_shutdown() {
     // A grace longer than the poll: only closing its socket can end the poll in time.
     let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |config| {
         config.server.shutdown_timeout_secs = 120;
+        // The poll's identity stays cached: see below.
+        config.session.cache_ms = 600_000;
     })
     .await;
     let cookie = format!(
@@ -427,6 +429,30 @@ async fn an_idle_long_poll_does_not_hold_graceful_shutdown() {
         ),
     );
     let idle = tokio::spawn(async move { crate::testing::raw_http(addr, &request).await });
+    // Connections are served on threads of their own, so the poll may still be on its way in
+    // when shutdown begins (and then rightly be answered 503). It is counted in flight once the
+    // server reads it; from there its identity is a cache hit, so nothing stands between it and
+    // the Socket.IO server that could let shutdown begin first.
+    eventually(
+        "the idle poll is in flight",
+        Duration::from_secs(10),
+        || async {
+            let metrics = client
+                .get(app.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            // This scrape is one request in flight; the poll is the other.
+            metrics
+                .lines()
+                .any(|line| line == "http_requests_in_flight 2")
+                .then_some(())
+        },
+    )
+    .await;
     let ready = client.get(app.url("/health/live")).send().await.unwrap();
     assert!(ready.status().is_success());
     assert!(!idle.is_finished(), "the poll is held while nothing is due");
