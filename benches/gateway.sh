@@ -36,8 +36,9 @@
 # answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (39201), NGINX_PROXY_PORT (39202),
 # GATEWAY_PORT (39203), NGINX_AUTO_PORT (39204), GATEWAY2_PORT (39205), BIN
 # (target/release/forma; when given, it is used as it is), OHA (the oha binary; installed with
-# `cargo install oha` into target/bench-tools when missing). TOKIO_WORKER_THREADS is passed through
-# to forma (default: one per CPU).
+# `cargo install oha` into target/bench-tools when missing). FORMA_SERVER__CONNECTION_THREADS (the
+# threads that serve connections, default one per CPU; 0 serves them on the shared work-stealing
+# runtime) and TOKIO_WORKER_THREADS (that shared runtime's workers) are passed through to forma.
 #
 # Installs nginx, wrk (and valgrind for MODE=callgrind) from Debian packages when missing (needs
 # root). Everything listens on and talks to 127.0.0.1 only, every run is bounded by DURATION, and
@@ -539,7 +540,8 @@ report() {
   echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN"
   echo "tools:    $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')${OHA_BIN:+, $("$OHA_BIN" --version 2>/dev/null | head -n 1)}"
   echo "settings: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP" \
-    "nginx WORKERS=$WORKERS forma TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}" \
+    "nginx WORKERS=$WORKERS forma FORMA_SERVER__CONNECTION_THREADS=${FORMA_SERVER__CONNECTION_THREADS:-default}" \
+    "TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}" \
     "GET /api/v1/orders; FORMA: session store sql (SQLite), local rate limiter" \
     "${RPS[peak/FORMA_X2]:+; FORMA_X2: 2 gateways, sessions and rate limits in Redis ($BENCH_REDIS_URL)}"
   echo "µs/r: CPU time per request of forma and of nginx (nginx is the upstream, and for NGINX* also the proxy)"

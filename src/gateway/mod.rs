@@ -100,7 +100,16 @@ impl GatewayState {
         let tokens = auth::tokens::TokenKeys::from_config(&config);
         let cache_ttl = std::time::Duration::from_millis(config.session.cache_ms);
         let auth_cache = Arc::new(auth::cache::AuthCache::new(cache_ttl));
-        let live = proxy::live::LiveConnections::start(redis.clone(), &workers, auth_cache.clone());
+        let stores = proxy::live::Stores {
+            db: db.clone(),
+            sessions: sessions.clone(),
+        };
+        let live = proxy::live::LiveConnections::start(
+            redis.clone(),
+            &workers,
+            auth_cache.clone(),
+            stores,
+        );
         let response_cache = proxy::cache::ResponseCache::new(&config.proxy, redis);
         let hosts = hosts::TenantHosts::new(&config.proxy.tenant_hosts)?;
         Ok(Self(Arc::new(GatewayParts {

@@ -141,5 +141,6 @@ async fn resolve_bearer(
     let roles = users::roles_of(db, user.id).await?;
     let mut auth = Authenticated::new(user, roles);
     auth.token_family = claims.family;
+    auth.token_expires_at = Some(claims.expires_at);
     Ok(Some(auth))
 }

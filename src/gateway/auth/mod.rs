@@ -37,6 +37,8 @@ pub struct Authenticated {
     pub context: Arc<UserContext>,
     /// Signed in with a bearer token of this refresh token family (`None`: a session cookie).
     pub token_family: Option<Uuid>,
+    /// When the bearer token it was signed in with expires (`None`: a session cookie).
+    pub token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The context made ready for the gateway's signer on first use, then shared by every request
     /// served from the same identity-cache entry.
     prepared: Arc<OnceLock<PreparedContext>>,
@@ -56,6 +58,7 @@ impl Authenticated {
             user: Arc::new(user),
             context: Arc::new(context),
             token_family: None,
+            token_expires_at: None,
             prepared: Arc::default(),
         }
     }

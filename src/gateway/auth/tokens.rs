@@ -75,6 +75,8 @@ pub struct AccessClaims {
     pub user_id: Uuid,
     pub epoch: i64,
     pub family: Option<Uuid>,
+    /// When the token stops being accepted.
+    pub expires_at: DateTime<Utc>,
 }
 
 pub fn issue_access(
@@ -105,6 +107,8 @@ pub fn verify_access(keys: &TokenKeys, token: &str) -> Option<AccessClaims> {
             user_id: data.claims.sub,
             epoch: data.claims.epoch,
             family: data.claims.fam,
+            expires_at: DateTime::from_timestamp(data.claims.exp, 0)
+                .unwrap_or(DateTime::UNIX_EPOCH),
         })
 }
 

@@ -13,7 +13,13 @@
 //! applied here at once, and published on Redis (when `redis.url` is set) to every gateway, which
 //! ends its matching connections and drops its cached identities, so a sign-out also takes effect
 //! at once on the other replicas instead of within `session.cache_ms`. Pub/sub is best effort: a
-//! message published while a replica's subscription is down (Redis restarting) does not reach it.
+//! message published while a replica's subscription is down (Redis restarting) does not reach it,
+//! so once subscribed again a gateway checks every connection it holds against the stores.
+//!
+//! A sign-in also ends without anyone revoking it: a session after 24 h without a request, an
+//! access token at its expiry. Each connection keeps when its sign-in lapses; a sweep closes those
+//! whose session is gone or expired (or moves the time on, when other requests kept the session
+//! alive) and those whose token expired (the client reconnects with a fresh one).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,18 +27,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::Request;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower_sessions::Session;
 use tower_sessions::session::Id;
+use tower_sessions::session_store::SessionStore;
 use uuid::Uuid;
 
 use super::upgrade;
 use crate::gateway::auth::Authenticated;
 use crate::gateway::auth::cache::{self, AuthCache};
+use crate::gateway::auth::tokens;
 pub use crate::identity::lease::Lease;
+use crate::identity::users;
+use crate::infra::db::Db;
 use crate::infra::redis::RedisHandle;
+use crate::infra::sessions::Sessions;
 use crate::infra::workers::Workers;
 
 /// The Redis channel (under `redis.key_prefix`) revocations are published on.
@@ -41,6 +53,8 @@ pub(crate) const CHANNEL: &str = "gateway:revocations";
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The pause before a lost subscription is opened again.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// How often held connections whose sign-in may have lapsed are looked at.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// What authenticated an upgraded connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +118,36 @@ impl Revocation {
     }
 }
 
+/// What a connection was opened with: its credential, the user's session epoch then, and when
+/// the sign-in lapses unless renewed (`None`: not known to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub credential: Credential,
+    pub epoch: i64,
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// One open connection in the index.
 struct Held {
     id: u64,
-    credential: Credential,
+    grant: Grant,
     stop: CancellationToken,
+}
+
+/// Where a held connection's sign-in is checked: the session store and the database.
+#[derive(Clone)]
+pub struct Stores {
+    pub db: Db,
+    pub sessions: Sessions,
+}
+
+/// Which held connections a check looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    /// Those whose sign-in lapsed by then.
+    LapsedBy(DateTime<Utc>),
+    /// All of them: revocations may have been missed.
+    All,
 }
 
 /// This gateway's open upgraded connections, and the revocations that end them.
@@ -120,6 +159,7 @@ pub struct LiveConnections {
     redis: Option<RedisHandle>,
     /// Whether revocations published by other gateways reach this one now.
     listening: AtomicBool,
+    stores: Stores,
 }
 
 impl LiveConnections {
@@ -128,24 +168,34 @@ impl LiveConnections {
         redis: Option<RedisHandle>,
         workers: &Workers,
         cache: Arc<AuthCache>,
+        stores: Stores,
     ) -> Arc<Self> {
-        let live = Arc::new(Self::new(cache, redis));
+        let live = Arc::new(Self::new(cache, redis, stores));
         if live.redis.is_some() {
             let listener = live.clone();
             workers.spawn("gateway-revocations", move |stop| async move {
                 listener.listen(stop).await;
             });
         }
+        let sweeper = live.clone();
+        workers.every("gateway-lapsed-connections", SWEEP_EVERY, move || {
+            let sweeper = sweeper.clone();
+            async move {
+                sweeper.sweep(Utc::now()).await;
+                Ok(())
+            }
+        });
         live
     }
 
-    fn new(cache: Arc<AuthCache>, redis: Option<RedisHandle>) -> Self {
+    fn new(cache: Arc<AuthCache>, redis: Option<RedisHandle>, stores: Stores) -> Self {
         Self {
             by_user: Mutex::default(),
             next_id: AtomicU64::new(0),
             cache,
             redis,
             listening: AtomicBool::new(false),
+            stores,
         }
     }
 
@@ -159,23 +209,32 @@ impl LiveConnections {
             return None;
         }
         let auth = request.extensions().get::<Authenticated>()?;
-        let credential = match auth.token_family {
-            Some(family) => Credential::Family(family),
+        let (credential, until) = match auth.token_family {
+            Some(family) => (Credential::Family(family), auth.token_expires_at),
             None => {
-                let id = request.extensions().get::<Session>()?.id()?;
-                Credential::Session(id.to_string())
+                let session = request.extensions().get::<Session>()?;
+                let id = session.id()?;
+                (
+                    Credential::Session(id.to_string()),
+                    DateTime::from_timestamp(session.expiry_date().unix_timestamp(), 0),
+                )
             }
         };
-        Some(self.lease(auth.context.user_id, credential))
+        let grant = Grant {
+            credential,
+            epoch: auth.user.session_epoch,
+            until,
+        };
+        Some(self.lease(auth.context.user_id, grant))
     }
 
-    /// Registers a connection of `user_id` opened with `credential`.
-    pub fn lease(self: &Arc<Self>, user_id: Uuid, credential: Credential) -> Lease {
+    /// Registers a connection of `user_id` opened with `grant`.
+    pub fn lease(self: &Arc<Self>, user_id: Uuid, grant: Grant) -> Lease {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stop = CancellationToken::new();
         self.index().entry(user_id).or_default().push(Held {
             id,
-            credential,
+            grant,
             stop: stop.clone(),
         });
         let registration = Arc::new(Registration {
@@ -192,21 +251,26 @@ impl LiveConnections {
 
     /// Ends this gateway's connections that `revocation` names; returns how many.
     pub fn close(&self, revocation: &Revocation) -> usize {
+        self.close_where(revocation.user_id, |h| revocation.ends(&h.grant.credential))
+    }
+
+    /// Ends the connections of `user_id` that `ends` picks; returns how many.
+    fn close_where(&self, user_id: Uuid, ends: impl Fn(&Held) -> bool) -> usize {
         let mut index = self.index();
-        let Some(held) = index.get_mut(&revocation.user_id) else {
+        let Some(held) = index.get_mut(&user_id) else {
             return 0;
         };
         let mut closed = 0;
         held.retain(|h| {
-            let ends = revocation.ends(&h.credential);
-            if ends {
+            let this_one = ends(h);
+            if this_one {
                 h.stop.cancel();
                 closed += 1;
             }
-            !ends
+            !this_one
         });
         if held.is_empty() {
-            index.remove(&revocation.user_id);
+            index.remove(&user_id);
         }
         closed
     }
@@ -251,6 +315,108 @@ impl LiveConnections {
         }
     }
 
+    /// Closes the connections whose sign-in lapsed by `now` and no longer holds: a session that
+    /// is gone or expired, a token that expired. A session that other requests kept alive gets
+    /// its new expiry. Returns how many were closed.
+    pub async fn sweep(&self, now: DateTime<Utc>) -> usize {
+        self.check(Due::LapsedBy(now), now).await
+    }
+
+    /// Checks every held connection against the stores, as a request would be (used once the
+    /// revocations channel is back: what was published meanwhile never arrived). Returns how
+    /// many were closed.
+    pub async fn revalidate(&self, now: DateTime<Utc>) -> usize {
+        self.check(Due::All, now).await
+    }
+
+    async fn check(&self, due: Due, now: DateTime<Utc>) -> usize {
+        let lapsed: Vec<(Uuid, u64, Grant)> = self
+            .index()
+            .iter()
+            .flat_map(|(user, held)| held.iter().map(move |h| (*user, h)))
+            .filter(|(_, h)| match due {
+                Due::All => true,
+                Due::LapsedBy(by) => h.grant.until.is_some_and(|until| until <= by),
+            })
+            .map(|(user, h)| (user, h.id, h.grant.clone()))
+            .collect();
+        let mut closed = 0;
+        for (user_id, id, grant) in lapsed {
+            match self.holds(user_id, &grant, now).await {
+                // A store that does not answer ends nothing: the next sweep asks again.
+                Err(error) => {
+                    tracing::warn!(user = %user_id, %error, "a held connection's sign-in could not be checked");
+                }
+                Ok(Some(until)) => self.renew(user_id, id, until),
+                Ok(None) => closed += self.close_where(user_id, |h| h.id == id),
+            }
+        }
+        if closed > 0 {
+            tracing::debug!(
+                closed,
+                "connections whose sign-in lapsed or was revoked closed"
+            );
+        }
+        closed
+    }
+
+    /// `Some(until)` when `grant` still signs `user_id` in at `now`, until `until`.
+    async fn holds(
+        &self,
+        user_id: Uuid,
+        grant: &Grant,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<DateTime<Utc>>>, String> {
+        let until = match &grant.credential {
+            Credential::Session(id) => {
+                let Ok(id) = id.parse::<Id>() else {
+                    return Ok(None);
+                };
+                let record = self
+                    .stores
+                    .sessions
+                    .load(&id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let Some(record) = record else {
+                    return Ok(None);
+                };
+                let until = DateTime::from_timestamp(record.expiry_date.unix_timestamp(), 0);
+                if until.is_none_or(|until| until <= now) {
+                    return Ok(None);
+                }
+                until
+            }
+            Credential::Family(family) => {
+                if grant.until.is_some_and(|until| until <= now) {
+                    return Ok(None);
+                }
+                let db = &self.stores.db;
+                if !tokens::family_is_active(db, *family)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Ok(None);
+                }
+                grant.until
+            }
+        };
+        let user = users::find_by_id(&self.stores.db, user_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let current = user.is_some_and(|u| u.is_active && u.session_epoch == grant.epoch);
+        Ok(current.then_some(until))
+    }
+
+    /// Moves a held connection's lapse time on.
+    fn renew(&self, user_id: Uuid, id: u64, until: Option<DateTime<Utc>>) {
+        if let Some(held) = self.index().get_mut(&user_id) {
+            if let Some(h) = held.iter_mut().find(|h| h.id == id) {
+                h.grant.until = until;
+            }
+        }
+    }
+
     /// Whether revocations published by other gateways reach this one now (for tests).
     pub fn listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)
@@ -291,6 +457,9 @@ impl LiveConnections {
             .await
             .map_err(|_| format!("no subscription within {SUBSCRIBE_TIMEOUT:?}"))??;
         self.listening.store(true, Ordering::Release);
+        // Whatever was published before this subscription (while Redis was away) is lost:
+        // the connections held meanwhile are checked as a request would be.
+        self.revalidate(Utc::now()).await;
         let mut messages = pubsub.into_on_message();
         while let Some(message) = messages.next().await {
             let revocation = message
@@ -335,27 +504,51 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Role;
+    use crate::identity::roles::UserRole;
+    use crate::infra::db::Backend;
+    use crate::testing::TestApp;
+    use tower_sessions::session::Record;
 
-    fn live() -> Arc<LiveConnections> {
+    /// An index whose stores are never asked (the revocation tests).
+    async fn live() -> Arc<LiveConnections> {
+        let db = Db::connect("sqlite::memory:", 1).await.unwrap();
+        live_on(&db)
+    }
+
+    fn live_on(db: &Db) -> Arc<LiveConnections> {
+        let stores = Stores {
+            db: db.clone(),
+            sessions: Sessions::new(db, None, &Workers::new()),
+        };
         Arc::new(LiveConnections::new(
             Arc::new(AuthCache::new(Duration::ZERO)),
             None,
+            stores,
         ))
+    }
+
+    fn grant(credential: Credential) -> Grant {
+        Grant {
+            credential,
+            epoch: 0,
+            until: None,
+        }
     }
 
     fn ended(lease: &Lease) -> bool {
         lease.is_stopped()
     }
 
-    #[test]
-    fn a_revocation_ends_exactly_the_connections_it_names() {
-        let live = live();
+    #[tokio::test]
+    async fn a_revocation_ends_exactly_the_connections_it_names() {
+        let live = live().await;
         let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
         let family = Uuid::now_v7();
-        let alice_cookie = live.lease(alice, Credential::Session("s1".into()));
-        let alice_other_cookie = live.lease(alice, Credential::Session("s2".into()));
-        let alice_token = live.lease(alice, Credential::Family(family));
-        let bob_cookie = live.lease(bob, Credential::Session("s1".into()));
+        let alice_cookie = live.lease(alice, grant(Credential::Session("s1".into())));
+        let alice_other_cookie = live.lease(alice, grant(Credential::Session("s2".into())));
+        let alice_token = live.lease(alice, grant(Credential::Family(family)));
+        let bob_cookie = live.lease(bob, grant(Credential::Session("s1".into())));
 
         let session = Revocation {
             user_id: alice,
@@ -372,14 +565,112 @@ mod tests {
         assert!(ended(&alice_other_cookie) && !ended(&bob_cookie));
     }
 
-    #[test]
-    fn a_connection_that_ended_leaves_the_index() {
-        let live = live();
+    #[tokio::test]
+    async fn a_connection_that_ended_leaves_the_index() {
+        let live = live().await;
         let user = Uuid::now_v7();
-        let lease = live.lease(user, Credential::Session("s".into()));
+        let lease = live.lease(user, grant(Credential::Session("s".into())));
         drop(lease);
         assert!(live.index().is_empty());
         assert_eq!(live.close(&Revocation::user(user)), 0);
+    }
+
+    /// A session stored until `until`, as the session layer stores a sign-in.
+    async fn stored_session(live: &LiveConnections, until: DateTime<Utc>) -> String {
+        let mut record = Record {
+            id: Id::default(),
+            data: Default::default(),
+            expiry_date: time::OffsetDateTime::from_unix_timestamp(until.timestamp()).unwrap(),
+        };
+        live.stores.sessions.create(&mut record).await.unwrap();
+        record.id.to_string()
+    }
+
+    async fn user(app: &TestApp, email: &str) -> crate::identity::users::User {
+        app.create_user(email, "a-long-password", UserRole::Viewer)
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_sweep_ends_lapsed_sign_ins_and_moves_renewed_sessions_on() {
+        let app = TestApp::spawn(Role::Gateway, Backend::Sqlite).await;
+        let live = live_on(&app.ctx.db);
+        let alice = user(&app, "alice@example.com").await;
+        let now = Utc::now();
+        let hour = chrono::TimeDelta::hours(1);
+        let at = |credential, until| Grant {
+            credential,
+            epoch: alice.session_epoch,
+            until: Some(until),
+        };
+        // Lapsed when opened, but other requests kept the session alive since.
+        let renewed_id = stored_session(&live, now + hour).await;
+        let renewed = live.lease(alice.id, at(Credential::Session(renewed_id), now - hour));
+        // Lapsed, and the store no longer has it (expired there and deleted).
+        let gone = live.lease(alice.id, at(Credential::Session("gone".into()), now - hour));
+        // The store no longer has it either, but it has not lapsed yet: not looked at.
+        let not_due = live.lease(alice.id, at(Credential::Session("gone".into()), now + hour));
+        // A token past its expiry; another one not yet.
+        let expired = live.lease(alice.id, at(Credential::Family(Uuid::now_v7()), now));
+        let fresh = live.lease(alice.id, at(Credential::Family(Uuid::now_v7()), now + hour));
+
+        assert_eq!(live.sweep(now).await, 2);
+        assert!(ended(&gone) && ended(&expired));
+        assert!(!ended(&renewed) && !ended(&not_due) && !ended(&fresh));
+        // Its lapse time is the session's: gone at the sweep after the session expired.
+        assert_eq!(live.sweep(now + hour / 2).await, 0);
+        assert_eq!(live.sweep(now + hour * 2).await, 3);
+        assert!(ended(&renewed) && ended(&not_due) && ended(&fresh));
+    }
+
+    #[tokio::test]
+    async fn checking_every_connection_ends_those_whose_revocation_was_missed() {
+        let app = TestApp::spawn(Role::Gateway, Backend::Sqlite).await;
+        let live = live_on(&app.ctx.db);
+        let (alice, bob) = (
+            user(&app, "alice@example.com").await,
+            user(&app, "bob@example.com").await,
+        );
+        let now = Utc::now();
+        let later = now + chrono::TimeDelta::hours(1);
+        let mut leases = Vec::new();
+        for who in [&alice, &bob] {
+            let id = stored_session(&live, later).await;
+            let grant = Grant {
+                credential: Credential::Session(id),
+                epoch: who.session_epoch,
+                until: Some(later),
+            };
+            leases.push(live.lease(who.id, grant));
+        }
+        // Signed out on another gateway while this one's subscription was down.
+        let signed_out = stored_session(&live, later).await;
+        let signed_out_lease = live.lease(
+            bob.id,
+            Grant {
+                credential: Credential::Session(signed_out.clone()),
+                epoch: bob.session_epoch,
+                until: Some(later),
+            },
+        );
+        live.stores
+            .sessions
+            .delete(&signed_out.parse().unwrap())
+            .await
+            .unwrap();
+        // Deactivated meanwhile (which moves the session epoch on).
+        let changes = users::UserChanges {
+            is_active: Some(false),
+            ..Default::default()
+        };
+        users::update(&app.ctx.db, alice.id, &changes)
+            .await
+            .unwrap();
+
+        assert_eq!(live.sweep(now).await, 0, "nothing has lapsed");
+        assert_eq!(live.revalidate(now).await, 2);
+        assert!(ended(&leases[0]) && ended(&signed_out_lease));
+        assert!(!ended(&leases[1]), "bob's other session still signs him in");
     }
 
     #[test]
