@@ -52,11 +52,7 @@ impl AppContext {
     pub async fn start(role: Role, config: Config) -> anyhow::Result<Arc<Self>> {
         let started = Instant::now();
         let metrics = metrics::install();
-        let db = Db::connect(
-            config.database.url.expose(),
-            config.database.max_connections,
-        )
-        .await?;
+        let db = Db::connect(config.database.url.expose(), config.database.pool_size()).await?;
         db.migrate().await?;
         identity::bootstrap::ensure_first_admin(&db, config.admin_password.as_ref())
             .await

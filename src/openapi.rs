@@ -2,7 +2,13 @@
 //! order service's routers, served at `/openapi.json` with a Swagger UI at `/docs` whose assets are
 //! compiled into the binary, so the docs render with no internet access.
 
+use std::sync::OnceLock;
+
 use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa::openapi::OpenApi as Document;
 use utoipa::openapi::security::{
@@ -12,6 +18,7 @@ use utoipa_swagger_ui::{Config as SwaggerConfig, SwaggerUi};
 
 use crate::config::ProxyConfig;
 use crate::gateway::auth::public::PublicPaths;
+use crate::http::ApiError;
 use crate::{gateway, order, print, shipping};
 
 #[derive(OpenApi)]
@@ -139,12 +146,28 @@ pub fn document_json() -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&document())? + "\n")
 }
 
-/// `GET /openapi.json` and the docs UI at `GET /docs`.
+/// `GET /openapi.json` and the docs UI at `GET /docs`. The document is made on its first
+/// request, not at start-up: held as a structure it is megabytes of an idle process's memory, and
+/// most processes are never asked for it.
 pub fn docs_router() -> Router {
     // The online validator badge would call out to the internet from the page: off.
-    let config = SwaggerConfig::default().validator_url("none");
-    SwaggerUi::new("/docs")
-        .url("/openapi.json", document())
-        .config(config)
-        .into()
+    let config = SwaggerConfig::new([DOCUMENT_PATH]).validator_url("none");
+    Router::new()
+        .route(DOCUMENT_PATH, get(serve_document))
+        .merge(SwaggerUi::new("/docs").config(config))
+}
+
+const DOCUMENT_PATH: &str = "/openapi.json";
+
+async fn serve_document() -> Response {
+    static JSON: OnceLock<Result<Bytes, String>> = OnceLock::new();
+    let json = JSON.get_or_init(|| {
+        serde_json::to_vec(&document())
+            .map(Bytes::from)
+            .map_err(|e| e.to_string())
+    });
+    match json {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
+        Err(error) => ApiError::internal(error).into_response(),
+    }
 }

@@ -154,7 +154,7 @@ fn database_url(admin: &str, name: &str) -> String {
 pub fn config(database_url: &str) -> Config {
     let mut config = Config::default();
     config.database.url = SecretUrl::new(database_url);
-    config.database.max_connections = 5;
+    config.database.max_connections = Some(5);
     config.admin_password = Some(Secret::new(ADMIN_PASSWORD));
     config.internal.key = Some(Secret::new(INTERNAL_KEY));
     config.server.shutdown_timeout_secs = 5;

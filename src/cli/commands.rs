@@ -158,11 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn open_database(config_file: Option<&Path>) -> anyhow::Result<Db> {
     let config = Config::load(config_file)?;
     logging::init(&config.log);
-    let db = Db::connect(
-        config.database.url.expose(),
-        config.database.max_connections,
-    )
-    .await?;
+    let db = Db::connect(config.database.url.expose(), config.database.pool_size()).await?;
     db.migrate().await?;
     bootstrap::ensure_first_admin(&db, config.admin_password.as_ref()).await?;
     Ok(db)

@@ -163,14 +163,36 @@ impl Default for LogConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path` (embedded default) or `postgres://…`.
     pub url: SecretUrl,
-    pub max_connections: u32,
+    /// The connection pool's size. Unset: 4 on SQLite, 10 on PostgreSQL.
+    pub max_connections: Option<u32>,
+}
+
+/// SQLite runs one writer at a time and its readers are cheap, so a few connections serve as
+/// well as many; each one open costs about half a megabyte (its schema, statements and cache).
+const SQLITE_POOL: u32 = 4;
+const POSTGRES_POOL: u32 = 10;
+
+impl DatabaseConfig {
+    pub fn is_postgres(&self) -> bool {
+        let url = self.url.expose();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    /// `max_connections` resolved for the configured database.
+    pub fn pool_size(&self) -> u32 {
+        self.max_connections.unwrap_or(if self.is_postgres() {
+            POSTGRES_POOL
+        } else {
+            SQLITE_POOL
+        })
+    }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: SecretUrl::new("sqlite://./data/forma.db"),
-            max_connections: 10,
+            max_connections: None,
         }
     }
 }

@@ -59,15 +59,14 @@ const MIN_SECRET_LEN: usize = 32;
 pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
     let mut problems = Vec::new();
 
-    let db = config.database.url.expose();
-    let is_postgres = db.starts_with("postgres://") || db.starts_with("postgresql://");
-    if !is_postgres && !db.starts_with("sqlite:") {
+    let is_postgres = config.database.is_postgres();
+    if !is_postgres && !config.database.url.expose().starts_with("sqlite:") {
         problems.push(format!(
             "database.url must start with sqlite:// or postgres:// (got {})",
             config.database.url.masked()
         ));
     }
-    if config.database.max_connections == 0 {
+    if config.database.max_connections == Some(0) {
         problems.push("database.max_connections must be at least 1".into());
     }
     if let Some(redis) = &config.redis.url {
