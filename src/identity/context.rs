@@ -359,17 +359,27 @@ impl PreparedContext {
     fn write_at(&self, headers: &mut HeaderMap, binding: &Binding<'_>, timestamp_ms: u128) {
         let mut mac = self.mac.clone();
         mac.update(request_lines(timestamp_ms, binding).as_bytes());
-        let signature = hex::encode(mac.finalize().into_bytes());
+        // The hex digits go to a buffer on the stack, not a string of their own per request.
+        let mut hex_digits = [0u8; 64];
+        let signature = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex_digits)
+            .ok()
+            .and_then(|()| HeaderValue::from_bytes(&hex_digits).ok());
         for (name, value) in &self.values {
             headers.insert(name.clone(), value.clone());
         }
         let per_request = [
-            (X_CONTEXT_TIMESTAMP, timestamp_ms.to_string()),
-            (X_CONTEXT_BODY_SHA256, binding.body_sha256.to_owned()),
+            (
+                X_CONTEXT_TIMESTAMP,
+                HeaderValue::try_from(timestamp_ms.to_string()).ok(),
+            ),
+            (
+                X_CONTEXT_BODY_SHA256,
+                HeaderValue::from_str(binding.body_sha256).ok(),
+            ),
             (X_CONTEXT_SIGNATURE, signature),
         ];
         for (name, value) in per_request {
-            if let Ok(value) = HeaderValue::try_from(value) {
+            if let Some(value) = value {
                 headers.insert(name, value);
             }
         }
