@@ -119,6 +119,13 @@ pub async fn find_by_id(db: &Db, id: Uuid) -> Result<Option<User>, DbError> {
     Ok(user)
 }
 
+/// The user a sign-in made in session epoch `epoch` still speaks for: active, and the epoch not
+/// moved on since (a new password or a deactivation moves it, ending every sign-in).
+pub async fn still_signed_in(db: &Db, id: Uuid, epoch: i64) -> Result<Option<User>, DbError> {
+    let user = find_by_id(db, id).await?;
+    Ok(user.filter(|u| u.is_active && u.session_epoch == epoch))
+}
+
 /// Stores a new password hash and bumps the session epoch, which revokes every existing session;
 /// returns the new epoch so the caller can keep its own session.
 pub async fn change_password(db: &Db, id: Uuid, password_hash: &str) -> Result<i64, DbError> {

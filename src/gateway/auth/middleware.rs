@@ -101,8 +101,7 @@ async fn resolve(
         return Ok(None);
     };
     let db = &state.db;
-    let user = users::find_by_id(db, auth.user_id).await?;
-    let Some(user) = user.filter(|u| u.is_active && u.session_epoch == auth.epoch) else {
+    let Some(user) = users::still_signed_in(db, auth.user_id, auth.epoch).await? else {
         let _ = session.flush().await;
         return Ok(None);
     };
@@ -134,8 +133,7 @@ async fn resolve_bearer(
             return Ok(None);
         }
     }
-    let user = users::find_by_id(db, claims.user_id).await?;
-    let Some(user) = user.filter(|u| u.is_active && u.session_epoch == claims.epoch) else {
+    let Some(user) = users::still_signed_in(db, claims.user_id, claims.epoch).await? else {
         return Ok(None);
     };
     let roles = users::roles_of(db, user.id).await?;

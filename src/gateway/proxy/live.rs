@@ -144,8 +144,8 @@ pub struct Stores {
 /// Which held connections a check looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Due {
-    /// Those whose sign-in lapsed by then.
-    LapsedBy(DateTime<Utc>),
+    /// Those whose sign-in has lapsed.
+    Lapsed,
     /// All of them: revocations may have been missed.
     All,
 }
@@ -319,7 +319,7 @@ impl LiveConnections {
     /// is gone or expired, a token that expired. A session that other requests kept alive gets
     /// its new expiry. Returns how many were closed.
     pub async fn sweep(&self, now: DateTime<Utc>) -> usize {
-        self.check(Due::LapsedBy(now), now).await
+        self.check(Due::Lapsed, now).await
     }
 
     /// Checks every held connection against the stores, as a request would be (used once the
@@ -336,7 +336,7 @@ impl LiveConnections {
             .flat_map(|(user, held)| held.iter().map(move |h| (*user, h)))
             .filter(|(_, h)| match due {
                 Due::All => true,
-                Due::LapsedBy(by) => h.grant.until.is_some_and(|until| until <= by),
+                Due::Lapsed => h.grant.until.is_some_and(|until| until <= now),
             })
             .map(|(user, h)| (user, h.id, h.grant.clone()))
             .collect();
@@ -401,11 +401,10 @@ impl LiveConnections {
                 grant.until
             }
         };
-        let user = users::find_by_id(&self.stores.db, user_id)
+        let user = users::still_signed_in(&self.stores.db, user_id, grant.epoch)
             .await
             .map_err(|e| e.to_string())?;
-        let current = user.is_some_and(|u| u.is_active && u.session_epoch == grant.epoch);
-        Ok(current.then_some(until))
+        Ok(user.map(|_| until))
     }
 
     /// Moves a held connection's lapse time on.
