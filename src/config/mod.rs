@@ -172,10 +172,14 @@ pub struct DatabaseConfig {
 const SQLITE_POOL: u32 = 4;
 const POSTGRES_POOL: u32 = 10;
 
+/// Whether a database URL names PostgreSQL (else it is SQLite's).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl DatabaseConfig {
     pub fn is_postgres(&self) -> bool {
-        let url = self.url.expose();
-        url.starts_with("postgres://") || url.starts_with("postgresql://")
+        is_postgres_url(self.url.expose())
     }
 
     /// `max_connections` resolved for the configured database.

@@ -162,7 +162,7 @@ impl Db {
     /// Connects to `url` (`sqlite://…` or `postgres://…`). The SQLite file and its folder are
     /// created when missing.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if crate::config::is_postgres_url(url) {
             postgres::connect(url, max_connections)
                 .await
                 .map(Db::Postgres)
