@@ -167,20 +167,10 @@ impl UserContext {
         timestamp_ms: u128,
     ) {
         if let Some(signer) = ContextSigner::new(key) {
-            self.write_signed_at(headers, &signer, binding, timestamp_ms);
+            signer
+                .prepare(self)
+                .write_at(headers, binding, timestamp_ms);
         }
-    }
-
-    fn write_signed_at(
-        &self,
-        headers: &mut HeaderMap,
-        signer: &ContextSigner,
-        binding: &Binding<'_>,
-        timestamp_ms: u128,
-    ) {
-        signer
-            .prepare(self)
-            .write_at(headers, binding, timestamp_ms);
     }
 
     /// Reads and verifies the context headers for the request `binding` describes: signature

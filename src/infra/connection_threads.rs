@@ -66,6 +66,8 @@ impl ConnectionThreads {
     /// Starts `count` (at least one) connection threads.
     pub fn start(count: usize) -> std::io::Result<Self> {
         let stop = CancellationToken::new();
+        // Guarded from the start: a thread that cannot be started stops those already running.
+        let guard = stop.clone().drop_guard();
         let mut handles = Vec::with_capacity(count);
         for index in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -84,7 +86,7 @@ impl ConnectionThreads {
         Ok(Self {
             handles,
             next: AtomicUsize::new(0),
-            _stop: stop.drop_guard(),
+            _stop: guard,
         })
     }
 
