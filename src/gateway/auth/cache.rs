@@ -5,6 +5,12 @@
 //! The price is bounded staleness: a revocation made on another replica (a password change, a
 //! deactivation, a sign-out) takes effect here within `session.cache_ms`. Changes made through
 //! this replica invalidate at once.
+//!
+//! A busy sign-in is resolved again ahead of time: once its entry is half its time old, exactly one
+//! request is told "miss" and resolves it while the others keep using the entry. So the entry of a
+//! client sending a steady stream never expires under all its in-flight requests at once (which
+//! would send every one of them to the stores together, a stampede each `cache_ms`), and no entry
+//! is ever used past its time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,7 +24,14 @@ const SWEEP_ABOVE: usize = 10_000;
 
 pub struct AuthCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, Authenticated)>>,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    resolved_at: Instant,
+    auth: Authenticated,
+    /// A request was told to resolve it again (it is past half its time).
+    refreshing: bool,
 }
 
 impl AuthCache {
@@ -33,21 +46,38 @@ impl AuthCache {
         !self.ttl.is_zero()
     }
 
+    /// The sign-in kept under `key`; `None` tells the caller to resolve it and [`put`](Self::put)
+    /// the result (or [`forget`](Self::forget) the key when it no longer holds).
     pub fn get(&self, key: &str) -> Option<Authenticated> {
+        self.get_at(key, Instant::now())
+    }
+
+    /// `get` at `now`; tests drive the clock through it.
+    fn get_at(&self, key: &str, now: Instant) -> Option<Authenticated> {
         if !self.enabled() {
             return None;
         }
-        let entries = self
+        let mut entries = self
             .entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        entries
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, auth)| auth.clone())
+        let entry = entries.get_mut(key)?;
+        let age = now.saturating_duration_since(entry.resolved_at);
+        if age >= self.ttl {
+            return None;
+        }
+        if age >= self.ttl / 2 && !entry.refreshing {
+            entry.refreshing = true;
+            return None;
+        }
+        Some(entry.auth.clone())
     }
 
     pub fn put(&self, key: String, auth: Authenticated) {
+        self.put_at(key, auth, Instant::now());
+    }
+
+    fn put_at(&self, key: String, auth: Authenticated, now: Instant) {
         if !self.enabled() {
             return;
         }
@@ -57,9 +87,14 @@ impl AuthCache {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if entries.len() >= SWEEP_ABOVE {
             let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
+            entries.retain(|_, entry| now.saturating_duration_since(entry.resolved_at) < ttl);
         }
-        entries.insert(key, (Instant::now(), auth));
+        let entry = Entry {
+            resolved_at: now,
+            auth,
+            refreshing: false,
+        };
+        entries.insert(key, entry);
     }
 
     pub fn forget(&self, key: &str) {
@@ -87,4 +122,67 @@ pub fn session_key(id: &tower_sessions::session::Id) -> String {
 /// The cache key of a bearer token.
 pub fn token_key(token: &str) -> String {
     format!("t:{token}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::users::User;
+
+    fn someone() -> Authenticated {
+        let now = chrono::Utc::now();
+        let user = User {
+            id: uuid::Uuid::new_v4(),
+            tenant_id: uuid::Uuid::new_v4(),
+            email: "someone@example.com".into(),
+            name: "Someone".into(),
+            password_hash: String::new(),
+            is_super_admin: false,
+            is_active: true,
+            session_epoch: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        Authenticated::new(user, Vec::new())
+    }
+
+    const TTL: Duration = Duration::from_millis(1000);
+
+    #[test]
+    fn past_half_its_time_one_caller_resolves_again_while_the_others_keep_the_entry() {
+        let cache = AuthCache::new(TTL);
+        let start = Instant::now();
+        cache.put_at("s:1".into(), someone(), start);
+        let at = |ms| start + Duration::from_millis(ms);
+        assert!(cache.get_at("s:1", at(499)).is_some());
+        assert!(cache.get_at("s:1", at(500)).is_none(), "the refresher");
+        for ms in [500, 700, 999] {
+            assert!(
+                cache.get_at("s:1", at(ms)).is_some(),
+                "the others, at {ms} ms"
+            );
+        }
+        assert!(
+            cache.get_at("s:1", at(1000)).is_none(),
+            "never used past its time"
+        );
+        cache.put_at("s:1".into(), someone(), at(800));
+        assert!(cache.get_at("s:1", at(1000)).is_some(), "refreshed");
+        assert!(
+            cache.get_at("s:1", at(1300)).is_none(),
+            "the next refresher"
+        );
+    }
+
+    #[test]
+    fn a_forgotten_entry_and_a_disabled_cache_hold_nothing() {
+        let cache = AuthCache::new(TTL);
+        cache.put("s:1".into(), someone());
+        assert!(cache.get("s:1").is_some());
+        cache.forget("s:1");
+        assert!(cache.get("s:1").is_none());
+        let off = AuthCache::new(Duration::ZERO);
+        off.put("s:1".into(), someone());
+        assert!(off.get("s:1").is_none());
+    }
 }
