@@ -148,21 +148,22 @@ pub fn api_routes() -> OpenApiRouter<GatewayState> {
         .merge(queues::routes())
 }
 
-/// Everything the gateway serves. Layers, outermost first: CORS, the per-IP rate limit, the session
-/// cookie, authentication (401 for non-public paths without a session) with the per-user rate limit.
+/// Everything the gateway serves. Layers, outermost first: CORS, the session cookie, then
+/// admission and authentication: the per-IP and per-user rate limits, and 401 for non-public paths
+/// without a session.
 pub fn router(state: GatewayState) -> Router {
     let (routes, _) = api_routes().split_for_parts();
     let app = routes
         .fallback(proxy::forward)
         .with_state(state.clone())
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
-        // The operator page holds no data and signs in itself: beside authentication, not behind it.
-        .merge(ui::router());
+        // The operator page holds no data and signs in itself: beside authentication, not behind
+        // it, and counted against its client's limit alone.
+        .merge(ui::router().layer(from_fn_with_state(
+            state.limiter.clone(),
+            rate_limit::limit_by_ip,
+        )));
     let app = auth::session::layer(app, state.sessions.clone(), &state.config);
-    let app = app.layer(from_fn_with_state(
-        state.limiter.clone(),
-        rate_limit::limit_by_ip,
-    ));
     // Outermost: a preflight is answered before rate limits and sessions are looked at.
     match crate::http::security::cors(&state.config) {
         Some(cors) => app.layer(cors),

@@ -1,14 +1,17 @@
 //! The middleware that turns a session cookie or a bearer token into a verified user for
 //! everything behind the gateway.
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use arrayvec::ArrayVec;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use crate::gateway::GatewayState;
-use crate::gateway::rate_limit;
+use crate::gateway::rate_limit::{Charge, MAX_CHARGES};
 use crate::http::ApiError;
 use crate::identity::users::{self};
 
@@ -18,76 +21,120 @@ pub(super) fn unauthorized() -> ApiError {
     ApiError::unauthorized("Unauthorized")
 }
 
-/// Resolves the session of every request. Non-public paths without a valid session are answered
-/// 401 here, so nothing behind the gateway ever sees an anonymous request it did not ask for.
-/// A signed-in request is then counted against its user's rate limit.
+/// Admits and authenticates every request the gateway routes. It is counted against its client's
+/// rate limit first (sign-in attempts too), then non-public paths without a valid session are
+/// answered 401 here, so nothing behind the gateway ever sees an anonymous request it did not ask
+/// for; a signed-in request is counted against its user's rate limit as well.
+///
+/// A sign-in found in the identity cache costs no I/O to know, so both limits are counted in one
+/// round trip before anything else. Otherwise the client's limit is counted before the session
+/// store and the database are asked, so a flood of made-up cookies is limited like any other.
 pub async fn authenticate(
     State(state): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     session: Session,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let limiter = &state.limiter;
+    let ip = limiter.ip_charge(&request, peer.ip());
+    let path = request.uri().path();
     // Never routed, for anyone: the same 404 with or without a session, revealing nothing.
-    if crate::gateway::proxy::routes::is_internal(request.uri().path()) {
-        return crate::http::error::not_found(request).await.into_response();
-    }
-    if state.public.matches(request.uri().path()) {
-        return next.run(request).await;
-    }
-    let resolved = match bearer_token(request.headers()) {
-        // The token is the gateway's business; it does not travel downstream.
-        Some(token) => {
-            let key = cache::token_key(&token);
-            let resolved = match state.auth_cache.get(&key) {
-                Some(hit) => Ok(Some(hit)),
-                None => resolve_bearer(&state, &token).await,
-            };
-            if let Ok(Some(auth)) = &resolved {
-                state.auth_cache.put(key, auth.clone());
-            }
-            request.headers_mut().remove(header::AUTHORIZATION);
-            resolved
-        }
-        None => match session.id().map(|id| cache::session_key(&id)) {
-            Some(key) => match state.auth_cache.get(&key) {
-                Some(hit) => Ok(Some(hit)),
-                None => {
-                    let resolved = resolve(&state, &session).await;
-                    if let Ok(Some(auth)) = &resolved {
-                        state.auth_cache.put(key, auth.clone());
-                    }
-                    resolved
-                }
-            },
-            None => Ok(None),
-        },
+    let internal = crate::gateway::proxy::routes::is_internal(path);
+    let public = !internal && state.public.matches(path);
+    let credential = if internal || public {
+        None
+    } else {
+        Credential::of(request.headers(), &session)
     };
-    match resolved {
-        Ok(Some(auth)) => {
-            // A white-label domain serves its tenant only: to anyone else it has nothing (404).
-            match state.hosts.admits(&state.db, &request, &auth).await {
-                Ok(true) => {}
-                Ok(false) => return crate::http::error::not_found(request).await.into_response(),
+    let cached = credential
+        .as_ref()
+        .and_then(|credential| state.auth_cache.get(&credential.cache_key));
+    let user = cached
+        .as_ref()
+        .and_then(|auth| limiter.user_charge(path, &auth.context.user_id));
+    let charges: ArrayVec<Charge, MAX_CHARGES> = [ip, user].into_iter().flatten().collect();
+    let mut admitted = match limiter.admit(&charges).await {
+        Ok(admitted) => admitted,
+        Err(rejected) => return rejected,
+    };
+    if internal {
+        let mut response = crate::http::error::not_found(request).await.into_response();
+        admitted.apply(&mut response);
+        return response;
+    }
+    if public {
+        let mut response = next.run(request).await;
+        admitted.apply(&mut response);
+        return response;
+    }
+    let Some(credential) = credential else {
+        return unauthorized().into_response();
+    };
+    if credential.bearer.is_some() {
+        // The token is the gateway's business; it does not travel downstream.
+        request.headers_mut().remove(header::AUTHORIZATION);
+    }
+    let auth = match cached {
+        Some(auth) => auth,
+        None => {
+            let resolved = match &credential.bearer {
+                Some(token) => resolve_bearer(&state, token).await,
+                None => resolve(&state, &session).await,
+            };
+            let auth = match resolved {
+                Ok(Some(auth)) => auth,
+                Ok(None) => {
+                    // Revoked: the other requests of this sign-in stop using it now, not once
+                    // their entry runs out.
+                    state.auth_cache.forget(&credential.cache_key);
+                    return unauthorized().into_response();
+                }
                 Err(e) => return e.into_response(),
-            }
+            };
+            state.auth_cache.put(credential.cache_key, auth.clone());
             // The per-user rate limit, here rather than in a layer of its own: it always runs
             // right after authentication, and needs nothing but the user.
-            let user = auth.context.user_id;
-            let decision =
-                match rate_limit::check_user(&state.limiter, request.uri().path(), &user).await {
-                    Some(Err(rejected)) => return rejected,
-                    Some(Ok(decision)) => Some(decision),
-                    None => None,
-                };
-            request.extensions_mut().insert(auth);
-            let mut response = next.run(request).await;
-            if let Some(decision) = decision {
-                rate_limit::apply_tighter(&mut response, decision);
+            let user = limiter.user_charge(request.uri().path(), &auth.context.user_id);
+            match limiter.admit(user.as_slice()).await {
+                Ok(user) => admitted = admitted.and(user),
+                Err(rejected) => return rejected,
             }
-            response
+            auth
         }
-        Ok(None) => unauthorized().into_response(),
-        Err(e) => e.into_response(),
+    };
+    // A white-label domain serves its tenant only: to anyone else it has nothing (404).
+    match state.hosts.admits(&state.db, &request, &auth).await {
+        Ok(true) => {}
+        Ok(false) => return crate::http::error::not_found(request).await.into_response(),
+        Err(e) => return e.into_response(),
+    }
+    request.extensions_mut().insert(auth);
+    let mut response = next.run(request).await;
+    admitted.apply(&mut response);
+    response
+}
+
+/// What a request signs in with: a bearer token, else the session cookie's session.
+struct Credential {
+    bearer: Option<String>,
+    /// Where its resolved sign-in is kept in the identity cache.
+    cache_key: String,
+}
+
+impl Credential {
+    fn of(headers: &HeaderMap, session: &Session) -> Option<Self> {
+        if let Some(token) = bearer_token(headers) {
+            return Some(Self {
+                cache_key: cache::token_key(&token),
+                bearer: Some(token),
+            });
+        }
+        let id = session.id()?;
+        Some(Self {
+            cache_key: cache::session_key(&id),
+            bearer: None,
+        })
     }
 }
 

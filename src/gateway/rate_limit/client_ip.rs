@@ -56,23 +56,24 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 /// pick any address in it, so counting per /128 would let one client multiply its limit. Rate
 /// limits and the sign-in lockout both count by this.
 pub fn bucket(ip: IpAddr) -> String {
-    let mut text = String::new();
-    // Writing into a String cannot fail.
-    let _ = write_bucket(&mut text, ip);
-    text
+    Bucket(ip).to_string()
 }
 
-/// [`bucket`], written into `out`: the rate limiter builds its keys without a heap string.
-pub fn write_bucket(out: &mut impl std::fmt::Write, ip: IpAddr) -> std::fmt::Result {
-    match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => {
-            let segments = v6.segments();
-            write!(
-                out,
-                "{:x}:{:x}:{:x}:{:x}::/64",
-                segments[0], segments[1], segments[2], segments[3]
-            )
+/// [`bucket`] as `Display`: the rate limiter writes its keys without a heap string.
+pub struct Bucket(pub IpAddr);
+
+impl std::fmt::Display for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => {
+                let segments = v6.segments();
+                write!(
+                    f,
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    segments[0], segments[1], segments[2], segments[3]
+                )
+            }
         }
     }
 }

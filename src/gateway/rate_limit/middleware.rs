@@ -1,92 +1,171 @@
-//! The per-client-IP middleware (outermost, before authentication, so sign-in attempts are limited
-//! too) and the per-user check the auth layer makes once it knows the user.
+//! Counting a request against its limits: the charges (one per limit that applies), admitting or
+//! refusing the request on them, and the per-client-IP middleware for what is served without
+//! authentication. The auth layer admits a signed-in request on both charges at once.
 
-use std::fmt::Write;
-use std::net::SocketAddr;
+use std::fmt::{Display, Write};
+use std::net::{IpAddr, SocketAddr};
 
-use arrayvec::ArrayString;
+use arrayvec::{ArrayString, ArrayVec};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::client_ip::{client_ip, write_bucket};
+use super::client_ip::{Bucket, client_ip};
+use super::gcra::Gcra;
 use super::{Decision, RateLimiter, RouteClass, classify};
 use crate::http::paths::is_under;
 
-/// The decision whose headers a response carries, so whichever middleware runs last keeps the
-/// tighter of the two instead of overwriting it.
-#[derive(Debug, Clone, Copy)]
-struct Applied(Decision);
+/// At most this many charges per request: its client's and its user's.
+pub const MAX_CHARGES: usize = 2;
 
-/// Per-IP limit of the path's route class.
+/// One limit a request is counted against: the client's address or the signed-in user.
+#[derive(Debug, Clone)]
+pub struct Charge {
+    key: Key,
+    gcra: Gcra,
+    scope: &'static str,
+    class: RouteClass,
+}
+
+impl Charge {
+    fn key(&self) -> &str {
+        match &self.key {
+            Key::Inline(key) => key.as_str(),
+            Key::Spilled(key) => key,
+        }
+    }
+}
+
+/// A limiter key, built on the stack (every request is checked): `user:` and a UUID, or `ip:`, a
+/// class and an address. Anything longer (a test's user name) is counted under its own name
+/// rather than not at all.
+#[derive(Debug, Clone)]
+enum Key {
+    Inline(ArrayString<96>),
+    Spilled(String),
+}
+
+impl Key {
+    fn of(args: std::fmt::Arguments<'_>) -> Self {
+        let mut inline = ArrayString::new();
+        match inline.write_fmt(args) {
+            Ok(()) => Key::Inline(inline),
+            Err(_) => Key::Spilled(args.to_string()),
+        }
+    }
+}
+
+/// The decisions a request was admitted on, whose headers its response carries.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Admitted(ArrayVec<Decision, MAX_CHARGES>);
+
+impl Admitted {
+    /// Puts the tightest decision's `RateLimit-*` headers on `response`.
+    pub fn apply(&self, response: &mut Response) {
+        for decision in &self.0 {
+            apply_tighter(response, *decision);
+        }
+    }
+
+    /// Admitted on `other`'s charges too.
+    pub fn and(mut self, other: Admitted) -> Self {
+        for decision in other.0 {
+            // Full only when more charges were admitted than a request has: keep the first ones.
+            let _ = self.0.try_push(decision);
+        }
+        self
+    }
+}
+
+impl RateLimiter {
+    /// The per-IP charge of `request` from `peer` (`X-Forwarded-For` believed from a trusted proxy
+    /// only): `None` when its path is exempt or its class's limit is off.
+    pub fn ip_charge(&self, request: &Request, peer: IpAddr) -> Option<Charge> {
+        let path = request.uri().path();
+        if is_exempt(path) {
+            return None;
+        }
+        let class = classify(path);
+        let gcra = Gcra::new(self.ip_limit(class), self.window())?;
+        let ip = client_ip(peer, request.headers(), self.trusted_proxies());
+        Some(Charge {
+            key: Key::of(format_args!("ip:{}:{}", class.as_str(), Bucket(ip))),
+            gcra,
+            scope: "ip",
+            class,
+        })
+    }
+
+    /// The per-user charge of `user`'s request for `path`: `None` where the limit does not apply.
+    pub fn user_charge(&self, path: &str, user: &(impl Display + ?Sized)) -> Option<Charge> {
+        let class = classify(path);
+        // Webhooks act for no user; a stray subject there must not spend a user's budget.
+        if is_exempt(path) || class == RouteClass::Webhooks {
+            return None;
+        }
+        let gcra = Gcra::new(self.user_limit(), self.window())?;
+        Some(Charge {
+            key: Key::of(format_args!("user:{user}")),
+            gcra,
+            scope: "user",
+            class,
+        })
+    }
+
+    /// Counts the request against `charges` in order (one round trip to Redis for all of them):
+    /// admitted when every one allows it, else the 429 of the first that does not. Charges before
+    /// the refusing one stay spent, as if they had been checked one after another; the refusing
+    /// one and those after it are not spent.
+    pub async fn admit(&self, charges: &[Charge]) -> Result<Admitted, Response> {
+        if charges.is_empty() {
+            return Ok(Admitted::default());
+        }
+        let limits: ArrayVec<(&str, Gcra), MAX_CHARGES> = charges
+            .iter()
+            .take(MAX_CHARGES)
+            .map(|charge| (charge.key(), charge.gcra))
+            .collect();
+        let decisions = self.count(&limits).await;
+        match charges.iter().zip(&decisions).find(|(_, d)| !d.allowed) {
+            Some((charge, decision)) => {
+                metrics::counter!(
+                    "gateway_rate_limit_rejections_total",
+                    "scope" => charge.scope,
+                    "class" => charge.class.as_str()
+                )
+                .increment(1);
+                Err(reject(*decision))
+            }
+            None => Ok(Admitted(decisions)),
+        }
+    }
+}
+
+/// Per-IP limit of the path's route class, for what is served without the auth layer (which
+/// counts the client itself, together with the user).
 pub async fn limit_by_ip(
     State(limiter): State<RateLimiter>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
-    let class = classify(path);
-    let limit = limiter.ip_limit(class);
-    if is_exempt(path) || limit == 0 {
+    let Some(charge) = limiter.ip_charge(&request, peer.ip()) else {
         return next.run(request).await;
-    }
-    let ip = client_ip(peer.ip(), request.headers(), limiter.trusted_proxies());
-    let mut key = KeyBuf::new();
-    // Written before the match: formatting arguments must not live across the await.
-    let written = write!(key, "ip:{}:", class.as_str()).and_then(|()| write_bucket(&mut key, ip));
-    let decision = match written {
-        Ok(()) => limiter.check(key.as_str(), limit, limiter.window()).await,
-        // Longer than any address makes it; counted under its own name rather than not at all.
-        Err(_) => {
-            let key = format!("ip:{}:{}", class.as_str(), super::client_bucket(ip));
-            limiter.check(&key, limit, limiter.window()).await
-        }
     };
-    if !decision.allowed {
-        metrics::counter!("gateway_rate_limit_rejections_total", "scope" => "ip", "class" => class.as_str())
-            .increment(1);
-        return reject(decision);
-    }
+    let admitted = match limiter.admit(std::slice::from_ref(&charge)).await {
+        Ok(admitted) => admitted,
+        Err(rejected) => return rejected,
+    };
     let mut response = next.run(request).await;
-    apply_tighter(&mut response, decision);
+    admitted.apply(&mut response);
     response
 }
 
-/// Counts a request of `user` to `path` against the per-user limit: `None` when the limit does not
-/// apply, else the decision to put on the response or the 429 to answer instead.
-pub async fn check_user(
-    limiter: &RateLimiter,
-    path: &str,
-    user: &(impl std::fmt::Display + ?Sized),
-) -> Option<Result<Decision, Response>> {
-    let limit = limiter.user_limit();
-    let class = classify(path);
-    // Webhooks act for no user; a stray subject there must not spend a user's budget.
-    if is_exempt(path) || class == RouteClass::Webhooks || limit == 0 {
-        return None;
-    }
-    let mut key = KeyBuf::new();
-    let written = write!(key, "user:{user}");
-    let decision = match written {
-        Ok(()) => limiter.check(key.as_str(), limit, limiter.window()).await,
-        Err(_) => {
-            limiter
-                .check(&format!("user:{user}"), limit, limiter.window())
-                .await
-        }
-    };
-    if !decision.allowed {
-        metrics::counter!("gateway_rate_limit_rejections_total", "scope" => "user", "class" => class.as_str())
-            .increment(1);
-        return Some(Err(reject(decision)));
-    }
-    Some(Ok(decision))
-}
-
-/// A limiter key, built on the stack (every request is checked): at most `user:` and a UUID or
-/// `ip:`, a class and an address.
-type KeyBuf = ArrayString<96>;
+/// The decision whose headers a response carries, so whichever decision is applied last keeps the
+/// tighter of the two instead of overwriting it.
+#[derive(Debug, Clone, Copy)]
+struct Applied(Decision);
 
 /// Orchestrators and scrapers probe these constantly; limiting them would fail health checks.
 fn is_exempt(path: &str) -> bool {
@@ -102,7 +181,7 @@ fn reject(decision: Decision) -> Response {
 }
 
 /// Writes `decision`'s headers unless the response already carries a tighter one's.
-pub fn apply_tighter(response: &mut Response, decision: Decision) {
+fn apply_tighter(response: &mut Response, decision: Decision) {
     if let Some(Applied(applied)) = response.extensions().get::<Applied>() {
         if applied.remaining <= decision.remaining {
             return;

@@ -19,6 +19,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrayvec::ArrayVec;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use ipnet::IpNet;
 
@@ -28,7 +29,7 @@ use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
 pub use client_ip::{bucket as client_bucket, client_ip};
-pub use middleware::{apply_tighter, check_user, limit_by_ip};
+pub use middleware::{Admitted, Charge, MAX_CHARGES, limit_by_ip};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
@@ -154,20 +155,37 @@ impl RateLimiter {
     /// Counts one request against `key` (consumed only when allowed). A limit of 0, or an empty
     /// window, turns the limit off: always allowed.
     pub async fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
-        let Some(gcra) = gcra::Gcra::new(limit, window) else {
-            return Decision {
-                allowed: true,
-                limit,
-                remaining: limit,
-                reset: Duration::ZERO,
-            };
+        let off = Decision {
+            allowed: true,
+            limit,
+            remaining: limit,
+            reset: Duration::ZERO,
         };
+        let Some(gcra) = gcra::Gcra::new(limit, window) else {
+            return off;
+        };
+        let decisions = self.count(&[(key, gcra)]).await;
+        decisions.first().copied().unwrap_or(off)
+    }
+
+    /// One request counted against each of `limits` in order, up to and including the first that
+    /// refuses it: its decision is the last one returned, and it and the limits after it are not
+    /// spent. In Redis all of them are counted in one atomic script (one round trip).
+    async fn count(&self, limits: &[(&str, gcra::Gcra)]) -> ArrayVec<Decision, MAX_CHARGES> {
         if let Some(redis) = &self.inner.redis {
-            if let Some(decision) = redis.check(key, gcra).await {
-                return decision;
+            if let Some(decisions) = redis.check(limits).await {
+                return decisions;
             }
         }
-        self.inner.local.check(key, gcra)
+        let mut decisions = ArrayVec::new();
+        for (key, gcra) in limits.iter().take(MAX_CHARGES) {
+            let decision = self.inner.local.check(key, *gcra);
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        decisions
     }
 
     /// Redis is configured and its last attempt failed: limits are per replica for now.

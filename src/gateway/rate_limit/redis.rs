@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::Decision;
+use arrayvec::ArrayVec;
+
 use super::gcra::{Gcra, Step};
+use super::{Decision, MAX_CHARGES};
 use crate::infra::redis::{RedisError, RedisHandle};
 
 /// A Redis that hangs must not stall requests: past this, the call is answered locally.
@@ -18,25 +20,34 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 const NEVER: u64 = u64::MAX;
 
-/// `gcra::Gcra::step`, atomically in Redis. Redis's own clock (`TIME`) is used so replicas whose
-/// clocks disagree still share one timeline. The TAT is written with `%.0f` because Lua's default
-/// number formatting keeps 14 digits, and it expires once it has passed: an absent key is a full
-/// budget, so keys of clients that went away cost nothing.
+/// `gcra::Gcra::step` for each key in turn, atomically in Redis, stopping at the first that
+/// refuses (ARGV holds each key's interval and capacity); returns each step's allowed flag and
+/// TAT ahead of now, flattened. Redis's own clock (`TIME`) is used so replicas whose clocks
+/// disagree still share one timeline. The TAT is written with `%.0f` because Lua's default number
+/// formatting keeps 14 digits, and it expires once it has passed: an absent key is a full budget,
+/// so keys of clients that went away cost nothing.
 const SCRIPT: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '') or now
-if tat < now then tat = now end
-local new_tat = tat + interval
-if new_tat - now > capacity then
-  return {0, tat - now}
+local steps = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local capacity = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or '') or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  if new_tat - now > capacity then
+    steps[#steps + 1] = 0
+    steps[#steps + 1] = tat - now
+    return steps
+  end
+  local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
+  redis.call('SET', key, string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
+  steps[#steps + 1] = 1
+  steps[#steps + 1] = new_tat - now
 end
-local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
-return {1, new_tat - now}
+return steps
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +56,8 @@ enum CallError {
     Connect(#[from] RedisError),
     #[error("rate-limit script: {0}")]
     Script(#[from] ::redis::RedisError),
+    #[error("rate-limit script answered {0} numbers, not a step per key")]
+    Answer(usize),
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }
@@ -70,21 +83,27 @@ impl RedisLimiter {
         self.fallback.is_degraded()
     }
 
-    /// The decision Redis made, or `None` when the caller must decide locally (already counted
-    /// and logged here).
-    pub async fn check(&self, key: &str, gcra: Gcra) -> Option<Decision> {
+    /// The decisions Redis made (see `RateLimiter::count`), or `None` when the caller must decide
+    /// locally (already counted and logged here).
+    pub async fn check(&self, limits: &[(&str, Gcra)]) -> Option<ArrayVec<Decision, MAX_CHARGES>> {
         if !self.fallback.may_call(self.now_us()) {
             count_fallback();
             return None;
         }
-        let call = tokio::time::timeout(CALL_TIMEOUT, self.call(key, gcra)).await;
+        let call = tokio::time::timeout(CALL_TIMEOUT, self.call(limits)).await;
         match call.unwrap_or(Err(CallError::Timeout(CALL_TIMEOUT))) {
-            Ok(step) => {
+            Ok(steps) => {
                 if self.fallback.succeeded() {
                     metrics::gauge!("gateway_rate_limit_degraded").set(0.0);
                     tracing::info!("rate limiting is shared through Redis again");
                 }
-                Some(gcra.decision(step))
+                Some(
+                    limits
+                        .iter()
+                        .zip(steps)
+                        .map(|((_, gcra), step)| gcra.decision(step))
+                        .collect(),
+                )
             }
             Err(error) => {
                 let failed = self.fallback.failed(self.now_us());
@@ -103,19 +122,35 @@ impl RedisLimiter {
         }
     }
 
-    async fn call(&self, key: &str, gcra: Gcra) -> Result<Step, CallError> {
+    async fn call(
+        &self,
+        limits: &[(&str, Gcra)],
+    ) -> Result<ArrayVec<Step, MAX_CHARGES>, CallError> {
+        let limits = &limits[..limits.len().min(MAX_CHARGES)];
+        let mut invocation = self.script.prepare_invoke();
+        for (key, gcra) in limits {
+            invocation
+                .key(self.handle.key(&format!("ratelimit:{key}")))
+                .arg(gcra.interval_us)
+                .arg(gcra.capacity_us);
+        }
         let mut conn = self.handle.connection().await?;
-        let (allowed, ahead_us): (i64, i64) = self
-            .script
-            .key(self.handle.key(&format!("ratelimit:{key}")))
-            .arg(gcra.interval_us)
-            .arg(gcra.capacity_us)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(Step {
-            allowed: allowed == 1,
-            ahead_us: u64::try_from(ahead_us).unwrap_or(0),
-        })
+        let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        let steps: ArrayVec<Step, MAX_CHARGES> = flat
+            .chunks_exact(2)
+            .take(limits.len())
+            .map(|pair| Step {
+                allowed: pair[0] == 1,
+                ahead_us: u64::try_from(pair[1]).unwrap_or(0),
+            })
+            .collect();
+        // The script answers for each key up to the first refusal: never nothing, never a refusal
+        // followed by more.
+        let complete = steps.len() == limits.len() || steps.last().is_some_and(|s| !s.allowed);
+        if steps.is_empty() || !complete {
+            return Err(CallError::Answer(flat.len()));
+        }
+        Ok(steps)
     }
 
     fn now_us(&self) -> u64 {

@@ -148,6 +148,67 @@ async fn redis_counts_remaining_and_reset_like_the_local_limiter() {
     assert!(!limiter.is_degraded());
 }
 
+/// A client's and a user's charge for `GET /api/v1/orders` from `ip`.
+fn charges(limiter: &RateLimiter, ip: &str, user: &str) -> Vec<Charge> {
+    let request = axum::extract::Request::get("/api/v1/orders")
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    let peer = ip.parse().expect("an address");
+    [
+        limiter.ip_charge(&request, peer),
+        limiter.user_charge(request.uri().path(), user),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+#[tokio::test]
+async fn charges_are_counted_in_order_up_to_the_first_refusal_locally_and_in_redis() {
+    let config = RateLimitConfig {
+        per_ip: 1,
+        per_user: 2,
+        ..RateLimitConfig::default()
+    };
+    for limiter in [
+        RateLimiter::new(&config, None),
+        RateLimiter::new(&config, Some(test_redis())),
+    ] {
+        let shared = limiter.is_shared();
+        assert!(
+            limiter
+                .admit(&charges(&limiter, "192.0.2.50", "erin"))
+                .await
+                .is_ok()
+        );
+        let refused = limiter
+            .admit(&charges(&limiter, "192.0.2.50", "erin"))
+            .await;
+        let refused = refused.expect_err("the client's budget is spent");
+        assert_eq!(refused.headers()["ratelimit-limit"], "1", "shared {shared}");
+        // Refused by the client's limit, so the user's was not spent: one request is left.
+        assert!(
+            limiter
+                .admit(&charges(&limiter, "192.0.2.51", "erin"))
+                .await
+                .is_ok()
+        );
+        let refused = limiter
+            .admit(&charges(&limiter, "192.0.2.52", "erin"))
+            .await;
+        let refused = refused.expect_err("erin's budget is spent");
+        assert_eq!(refused.headers()["ratelimit-limit"], "2", "shared {shared}");
+        // Refused by the user's limit, the client's was spent first, as if checked in turn.
+        assert!(
+            limiter
+                .admit(&charges(&limiter, "192.0.2.52", "frank"))
+                .await
+                .is_err()
+        );
+        assert!(!limiter.is_degraded());
+    }
+}
+
 #[tokio::test]
 async fn redis_keys_are_prefixed_and_expire() {
     let redis = test_redis();

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -11,29 +11,31 @@ use serde_json::Value;
 
 use super::{limits, test_redis};
 use crate::config::RateLimitConfig;
-use crate::gateway::rate_limit::{RateLimiter, apply_tighter, check_user, limit_by_ip};
+use crate::gateway::rate_limit::{Charge, RateLimiter, limit_by_ip};
 
-/// Stands in for the auth layer: the user named in `x-test-user`, if any, is signed in, and counted
-/// as the gateway's auth layer counts a user.
+/// Stands in for the auth layer: the user named in `x-test-user`, if any, is signed in, and the
+/// request is admitted on its client's and its user's charges as the gateway's auth layer does.
 async fn sign_in_from_header(
     State(limiter): State<RateLimiter>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
     next: Next,
 ) -> Response {
+    let path = request.uri().path();
     let user = request
         .headers()
         .get("x-test-user")
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let Some(user) = user else {
-        return next.run(request).await;
-    };
-    match check_user(&limiter, request.uri().path(), &user).await {
-        None => next.run(request).await,
-        Some(Err(rejected)) => rejected,
-        Some(Ok(decision)) => {
+        .and_then(|user| limiter.user_charge(path, user));
+    let charges: Vec<Charge> = [limiter.ip_charge(&request, peer.ip()), user]
+        .into_iter()
+        .flatten()
+        .collect();
+    match limiter.admit(&charges).await {
+        Err(rejected) => rejected,
+        Ok(admitted) => {
             let mut response = next.run(request).await;
-            apply_tighter(&mut response, decision);
+            admitted.apply(&mut response);
             response
         }
     }
@@ -52,8 +54,8 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// The per-IP layer outermost, then "authentication" with its per-user check, as the gateway
-    /// stacks them.
+    /// "Authentication" admitting each request on its client's and user's limits, as the gateway
+    /// does, and `/ui/` beside it, counted against its client alone.
     async fn start(limiter: RateLimiter) -> Self {
         let ok = || async { "ok" };
         let router = Router::new()
@@ -64,8 +66,11 @@ impl Server {
             .route("/health/ready", get(ok))
             .route("/metrics", get(ok))
             .route("/docs/index.html", get(ok))
-            .layer(from_fn_with_state(limiter.clone(), sign_in_from_header))
-            .layer(from_fn_with_state(limiter, limit_by_ip));
+            .route_layer(from_fn_with_state(limiter.clone(), sign_in_from_header))
+            .route(
+                "/ui/",
+                get(ok).layer(from_fn_with_state(limiter, limit_by_ip)),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free loopback port");
@@ -294,4 +299,47 @@ async fn x_forwarded_for_counts_only_behind_a_trusted_proxy() {
         .send("GET", "/api/v1/orders", &spoof("198.51.100.1"))
         .await;
     assert_eq!(again.status(), 429);
+}
+
+#[tokio::test]
+async fn what_is_served_beside_authentication_is_counted_against_its_client() {
+    let server = Server::start(RateLimiter::new(&limits(2), Some(test_redis()))).await;
+    for expected in ["1", "0"] {
+        let response = server.get("/ui/").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header(&response, "ratelimit-remaining").as_deref(),
+            Some(expected)
+        );
+    }
+    assert_eq!(server.get("/ui/").await.status(), 429);
+    assert_eq!(
+        server.get("/api/v1/orders").await.status(),
+        429,
+        "one budget per client, whichever layer counts it"
+    );
+}
+
+#[tokio::test]
+async fn a_request_refused_for_its_user_still_counts_against_its_client() {
+    let config = RateLimitConfig {
+        per_ip: 3,
+        per_user: 1,
+        ..RateLimitConfig::default()
+    };
+    let server = Server::start(RateLimiter::new(&config, Some(test_redis()))).await;
+    let dave = [("x-test-user", "dave")];
+    assert_eq!(
+        server.send("GET", "/api/v1/orders", &dave).await.status(),
+        200
+    );
+    let refused = server.send("GET", "/api/v1/orders", &dave).await;
+    assert_eq!(refused.status(), 429, "dave's own budget is spent");
+    assert_eq!(header(&refused, "ratelimit-limit").as_deref(), Some("1"));
+    // The refused request was counted against the client (checked first), as a request refused
+    // further in would be; the third client request is the last one it has.
+    let last = server.get("/api/v1/orders").await;
+    assert_eq!(last.status(), 200);
+    assert_eq!(header(&last, "ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(server.get("/api/v1/orders").await.status(), 429);
 }
