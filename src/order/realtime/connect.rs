@@ -6,13 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header;
+use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::{NAMESPACE, tenant_room};
 use crate::app::AppContext;
@@ -29,16 +30,19 @@ impl fmt::Display for Refused {
     }
 }
 
-/// The user context a session-opening request carried, verified by [`trim_handshake`].
-#[derive(Debug, Clone)]
-struct Verified(UserContext);
+/// The tenant of the user context a session-opening request carried, verified by
+/// [`trim_handshake`]: all a socket needs of its user for its whole life.
+#[derive(Debug, Clone, Copy)]
+struct Verified(Uuid);
 
 /// Before engine.io sees a request that opens a session (the polling handshake or a direct
 /// websocket upgrade): its user context is checked here, by the same extractor as every API
 /// handler (signed by the gateway for exactly that request), and the request is cut down to what
 /// engine.io and [`admit`] read. engine.io keeps the parts of that request for the session's whole
 /// life, and as received they hold every header (cookies, forwarding, tracing) and every
-/// extension the HTTP stack and the gateway added: kilobytes per connection, for nothing.
+/// extension the HTTP stack and the gateway added: kilobytes per connection, for nothing. What is
+/// kept is copied, not sliced: the server parses a request into slices of its connection's 8 KiB
+/// read buffer, and one slice kept alive keeps the whole buffer.
 pub async fn trim_handshake(
     State(ctx): State<Arc<AppContext>>,
     request: Request,
@@ -51,12 +55,18 @@ pub async fn trim_handshake(
     let verified = UserContext::from_request_parts(&mut parts, &ctx).await.ok();
     let mut kept = Request::new(body);
     *kept.method_mut() = parts.method;
-    *kept.uri_mut() = parts.uri;
+    // engine.io reads the query (EIO, transport, sid) of the path and query.
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    *kept.uri_mut() = Uri::try_from(target).unwrap_or(parts.uri);
     *kept.version_mut() = parts.version;
     // What engine.io reads: the websocket key (for the 101's accept) and a body's type.
-    for name in [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE] {
-        if let Some(value) = parts.headers.remove(&name) {
-            kept.headers_mut().insert(name, value);
+    const KEPT: [header::HeaderName; 2] = [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE];
+    *kept.headers_mut() = HeaderMap::with_capacity(KEPT.len());
+    for name in KEPT {
+        if let Some(value) = parts.headers.get(&name) {
+            let copied =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            kept.headers_mut().insert(name, copied);
         }
     }
     let extensions = kept.extensions_mut();
@@ -67,7 +77,7 @@ pub async fn trim_handshake(
         extensions.insert(lease);
     }
     if let Some(user) = verified {
-        extensions.insert(Verified(user));
+        extensions.insert(Verified(user.tenant_id));
     }
     next.run(kept).await
 }
@@ -83,12 +93,12 @@ pub async fn admit<A: Adapter>(socket: SocketRef<A>) -> Result<(), Refused> {
 
 /// The connect handler, after [`admit`]: the socket joins its tenant's room.
 pub async fn connected<A: Adapter>(socket: SocketRef<A>) {
-    let Some(Verified(user)) = socket.req_parts().extensions.get::<Verified>() else {
+    let Some(&Verified(tenant)) = socket.req_parts().extensions.get::<Verified>() else {
         // Unreachable behind `admit`; a socket without a tenant must not linger.
         let _ = socket.disconnect();
         return;
     };
-    socket.join(tenant_room(user.tenant_id));
+    socket.join(tenant_room(tenant));
     connections().increment(1.0);
     let gone = CancellationToken::new();
     // In role `all` the gateway's lease on the session that opened this socket: signing out (or
@@ -108,7 +118,7 @@ pub async fn connected<A: Adapter>(socket: SocketRef<A>) {
         connections().decrement(1.0);
         gone.cancel();
     });
-    tracing::debug!(socket = %socket.id, tenant = %user.tenant_id, "socket connected");
+    tracing::debug!(socket = %socket.id, %tenant, "socket connected");
 }
 
 /// `socketio_connections{namespace="/events"}`: sockets connected to this replica now.
