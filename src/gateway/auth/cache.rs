@@ -24,7 +24,7 @@ const SWEEP_ABOVE: usize = 10_000;
 
 pub struct AuthCache {
     ttl: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<CacheKey, Entry>>,
 }
 
 struct Entry {
@@ -48,12 +48,12 @@ impl AuthCache {
 
     /// The sign-in kept under `key`; `None` tells the caller to resolve it and [`put`](Self::put)
     /// the result (or [`forget`](Self::forget) the key when it no longer holds).
-    pub fn get(&self, key: &str) -> Option<Authenticated> {
+    pub fn get(&self, key: &CacheKey) -> Option<Authenticated> {
         self.get_at(key, Instant::now())
     }
 
     /// `get` at `now`; tests drive the clock through it.
-    fn get_at(&self, key: &str, now: Instant) -> Option<Authenticated> {
+    fn get_at(&self, key: &CacheKey, now: Instant) -> Option<Authenticated> {
         if !self.enabled() {
             return None;
         }
@@ -73,11 +73,11 @@ impl AuthCache {
         Some(entry.auth.clone())
     }
 
-    pub fn put(&self, key: String, auth: Authenticated) {
+    pub fn put(&self, key: CacheKey, auth: Authenticated) {
         self.put_at(key, auth, Instant::now());
     }
 
-    fn put_at(&self, key: String, auth: Authenticated, now: Instant) {
+    fn put_at(&self, key: CacheKey, auth: Authenticated, now: Instant) {
         if !self.enabled() {
             return;
         }
@@ -97,7 +97,7 @@ impl AuthCache {
         entries.insert(key, entry);
     }
 
-    pub fn forget(&self, key: &str) {
+    pub fn forget(&self, key: &CacheKey) {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -114,14 +114,16 @@ impl AuthCache {
     }
 }
 
-/// The cache key of a session, by its id from the cookie.
-pub fn session_key(id: &tower_sessions::session::Id) -> String {
-    format!("s:{id}")
+/// What a resolved sign-in is kept under: the session id of its cookie, or its bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    Session(tower_sessions::session::Id),
+    Token(String),
 }
 
-/// The cache key of a bearer token.
-pub fn token_key(token: &str) -> String {
-    format!("t:{token}")
+/// The cache key of a session, by its id from the cookie.
+pub fn session_key(id: &tower_sessions::session::Id) -> CacheKey {
+    CacheKey::Session(*id)
 }
 
 #[cfg(test)]
@@ -146,30 +148,34 @@ mod tests {
         Authenticated::new(user, Vec::new())
     }
 
+    fn key() -> CacheKey {
+        CacheKey::Token("t1".into())
+    }
+
     const TTL: Duration = Duration::from_millis(1000);
 
     #[test]
     fn past_half_its_time_one_caller_resolves_again_while_the_others_keep_the_entry() {
         let cache = AuthCache::new(TTL);
         let start = Instant::now();
-        cache.put_at("s:1".into(), someone(), start);
+        cache.put_at(key(), someone(), start);
         let at = |ms| start + Duration::from_millis(ms);
-        assert!(cache.get_at("s:1", at(499)).is_some());
-        assert!(cache.get_at("s:1", at(500)).is_none(), "the refresher");
+        assert!(cache.get_at(&key(), at(499)).is_some());
+        assert!(cache.get_at(&key(), at(500)).is_none(), "the refresher");
         for ms in [500, 700, 999] {
             assert!(
-                cache.get_at("s:1", at(ms)).is_some(),
+                cache.get_at(&key(), at(ms)).is_some(),
                 "the others, at {ms} ms"
             );
         }
         assert!(
-            cache.get_at("s:1", at(1000)).is_none(),
+            cache.get_at(&key(), at(1000)).is_none(),
             "never used past its time"
         );
-        cache.put_at("s:1".into(), someone(), at(800));
-        assert!(cache.get_at("s:1", at(1000)).is_some(), "refreshed");
+        cache.put_at(key(), someone(), at(800));
+        assert!(cache.get_at(&key(), at(1000)).is_some(), "refreshed");
         assert!(
-            cache.get_at("s:1", at(1300)).is_none(),
+            cache.get_at(&key(), at(1300)).is_none(),
             "the next refresher"
         );
     }
@@ -177,12 +183,12 @@ mod tests {
     #[test]
     fn a_forgotten_entry_and_a_disabled_cache_hold_nothing() {
         let cache = AuthCache::new(TTL);
-        cache.put("s:1".into(), someone());
-        assert!(cache.get("s:1").is_some());
-        cache.forget("s:1");
-        assert!(cache.get("s:1").is_none());
+        cache.put(key(), someone());
+        assert!(cache.get(&key()).is_some());
+        cache.forget(&key());
+        assert!(cache.get(&key()).is_none());
         let off = AuthCache::new(Duration::ZERO);
-        off.put("s:1".into(), someone());
-        assert!(off.get("s:1").is_none());
+        off.put(key(), someone());
+        assert!(off.get(&key()).is_none());
     }
 }

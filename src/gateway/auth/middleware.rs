@@ -15,7 +15,8 @@ use crate::gateway::rate_limit::{Charge, MAX_CHARGES};
 use crate::http::ApiError;
 use crate::identity::users::{self};
 
-use super::{Authenticated, cache, session, tokens};
+use super::cache::CacheKey;
+use super::{Authenticated, session, tokens};
 
 pub(super) fn unauthorized() -> ApiError {
     ApiError::unauthorized("Unauthorized")
@@ -45,11 +46,11 @@ pub async fn authenticate(
     let credential = if internal || public {
         None
     } else {
-        Credential::of(request.headers(), &session)
+        credential(request.headers(), &session)
     };
     let cached = credential
         .as_ref()
-        .and_then(|credential| state.auth_cache.get(&credential.cache_key));
+        .and_then(|credential| state.auth_cache.get(credential));
     let user = cached
         .as_ref()
         .and_then(|auth| limiter.user_charge(path, &auth.context.user_id));
@@ -71,28 +72,28 @@ pub async fn authenticate(
     let Some(credential) = credential else {
         return unauthorized().into_response();
     };
-    if credential.bearer.is_some() {
+    if let CacheKey::Token(_) = credential {
         // The token is the gateway's business; it does not travel downstream.
         request.headers_mut().remove(header::AUTHORIZATION);
     }
     let auth = match cached {
         Some(auth) => auth,
         None => {
-            let resolved = match &credential.bearer {
-                Some(token) => resolve_bearer(&state, token).await,
-                None => resolve(&state, &session).await,
+            let resolved = match &credential {
+                CacheKey::Token(token) => resolve_bearer(&state, token).await,
+                CacheKey::Session(_) => resolve(&state, &session).await,
             };
             let auth = match resolved {
                 Ok(Some(auth)) => auth,
                 Ok(None) => {
                     // Revoked: the other requests of this sign-in stop using it now, not once
                     // their entry runs out.
-                    state.auth_cache.forget(&credential.cache_key);
+                    state.auth_cache.forget(&credential);
                     return unauthorized().into_response();
                 }
                 Err(e) => return e.into_response(),
             };
-            state.auth_cache.put(credential.cache_key, auth.clone());
+            state.auth_cache.put(credential, auth.clone());
             // The per-user rate limit, here rather than in a layer of its own: it always runs
             // right after authentication, and needs nothing but the user.
             let user = limiter.user_charge(request.uri().path(), &auth.context.user_id);
@@ -115,26 +116,12 @@ pub async fn authenticate(
     response
 }
 
-/// What a request signs in with: a bearer token, else the session cookie's session.
-struct Credential {
-    bearer: Option<String>,
-    /// Where its resolved sign-in is kept in the identity cache.
-    cache_key: String,
-}
-
-impl Credential {
-    fn of(headers: &HeaderMap, session: &Session) -> Option<Self> {
-        if let Some(token) = bearer_token(headers) {
-            return Some(Self {
-                cache_key: cache::token_key(&token),
-                bearer: Some(token),
-            });
-        }
-        let id = session.id()?;
-        Some(Self {
-            cache_key: cache::session_key(&id),
-            bearer: None,
-        })
+/// What a request signs in with, which is also where its resolved sign-in is kept in the identity
+/// cache: a bearer token, else the session cookie's session.
+fn credential(headers: &HeaderMap, session: &Session) -> Option<CacheKey> {
+    match bearer_token(headers) {
+        Some(token) => Some(CacheKey::Token(token)),
+        None => session.id().map(CacheKey::Session),
     }
 }
 
