@@ -8,22 +8,22 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
 
 use super::upgrade;
 use super::upstream::strip_hop_by_hop;
 use crate::gateway::auth::Authenticated;
 use crate::gateway::auth::session::COOKIE_NAME;
-use crate::gateway::rate_limit::client_ip;
+use crate::gateway::rate_limit::{X_FORWARDED_FOR, client_ip};
 use crate::http::request_id::{RequestId, X_REQUEST_ID};
 use crate::identity::context::strip_identity_headers;
 
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+// Names made once, not parsed from text on every request.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-pub const X_REAL_IP: &str = "x-real-ip";
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Sanitizes the request's headers in place before it leaves the gateway.
 pub fn prepare(request: &mut Request, peer: SocketAddr, trusted: &[IpNet]) {
@@ -116,7 +116,7 @@ fn set_forwarded(
     peer_trusted: bool,
 ) {
     let prior = headers
-        .get(X_FORWARDED_FOR)
+        .get(&X_FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
         .filter(|prior| peer_trusted && !prior.trim().is_empty());
     let chain = match prior {
@@ -126,10 +126,10 @@ fn set_forwarded(
     if let Some(value) = chain {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if !(peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if !(peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         if let Some(host) = headers.get(header::HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
         }

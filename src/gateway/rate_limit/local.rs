@@ -62,10 +62,12 @@ impl LocalLimiter {
         // The map only holds timestamps: a panic elsewhere cannot leave it half-updated.
         let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
         shard.prune_if_due(now);
-        let step = gcra.step(shard.tats.get(key).copied(), now);
+        // One lookup for the usual case, a client seen before; a new one is inserted.
+        let stored = shard.tats.get_mut(key);
+        let step = gcra.step(stored.as_deref().copied(), now);
         if step.allowed {
             let tat = now.saturating_add(step.ahead_us);
-            match shard.tats.get_mut(key) {
+            match stored {
                 Some(stored) => *stored = tat,
                 None => {
                     shard.tats.insert(key.to_owned(), tat);

@@ -28,7 +28,7 @@ use crate::http::ApiError;
 use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
-pub use client_ip::{bucket as client_bucket, client_ip};
+pub use client_ip::{X_FORWARDED_FOR, bucket as client_bucket, client_ip};
 pub use middleware::{Admitted, Charge, MAX_CHARGES, limit_by_ip};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";
