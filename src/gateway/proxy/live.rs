@@ -672,6 +672,72 @@ mod tests {
         assert!(!ended(&leases[1]), "bob's other session still signs him in");
     }
 
+    /// The whole path a missed revocation takes: this gateway's subscription drops with Redis, a
+    /// session is signed out elsewhere meanwhile (its revocation published to nobody), and once
+    /// Redis is back the listener subscribes again and checks every held connection, ending that
+    /// session's. On a Redis server of the test's own, never the shared one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_missed_while_redis_was_down_ends_the_connection_once_it_is_back() {
+        use crate::testing::{eventually, free_port, redis_server};
+        let app = TestApp::spawn(Role::Gateway, Backend::Sqlite).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut server = redis_server(port, dir.path()).await;
+        let url = crate::config::SecretUrl::new(format!("redis://127.0.0.1:{port}"));
+        let redis = RedisHandle::open(&url, "forma_live_restart:").unwrap();
+        let workers = Workers::new();
+        let stores = Stores {
+            db: app.ctx.db.clone(),
+            sessions: Sessions::new(&app.ctx.db, None, &workers),
+        };
+        let cache = Arc::new(AuthCache::new(Duration::ZERO));
+        let live = LiveConnections::start(Some(redis), &workers, cache, stores);
+        let within = Duration::from_secs(20);
+        let listening = |want: bool| {
+            let live = live.clone();
+            move || {
+                let live = live.clone();
+                async move { (live.listening() == want).then_some(()) }
+            }
+        };
+        eventually("the first subscription", within, listening(true)).await;
+
+        let alice = user(&app, "alice@example.com").await;
+        let later = Utc::now() + chrono::TimeDelta::hours(1);
+        let mut leases = Vec::new();
+        for _ in 0..2 {
+            let id = stored_session(&live, later).await;
+            let grant = Grant {
+                credential: Credential::Session(id.clone()),
+                epoch: alice.session_epoch,
+                until: Some(later),
+            };
+            leases.push((id, live.lease(alice.id, grant)));
+        }
+
+        server.kill().await.unwrap();
+        eventually("the subscription to drop", within, listening(false)).await;
+        let (signed_out, _) = &leases[0];
+        live.stores
+            .sessions
+            .delete(&signed_out.parse().unwrap())
+            .await
+            .unwrap();
+        assert!(!ended(&leases[0].1), "nobody told this gateway yet");
+
+        let _server = redis_server(port, dir.path()).await;
+        eventually("the signed-out connection to end", within, || async {
+            ended(&leases[0].1).then_some(())
+        })
+        .await;
+        assert!(live.listening(), "subscribed again");
+        assert!(
+            !ended(&leases[1].1),
+            "alice's other session still signs her in"
+        );
+        workers.shutdown(Duration::from_secs(5)).await;
+    }
+
     #[test]
     fn a_revocation_travels_as_json_and_back() {
         for revocation in [
