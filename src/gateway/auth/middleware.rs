@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 
-use arrayvec::ArrayVec;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -11,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
 use crate::gateway::GatewayState;
-use crate::gateway::rate_limit::{Charge, MAX_CHARGES};
 use crate::http::ApiError;
 use crate::identity::users::{self};
 
@@ -38,7 +36,6 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let limiter = &state.limiter;
-    let ip = limiter.ip_charge(&request, peer.ip());
     let path = request.uri().path();
     // Never routed, for anyone: the same 404 with or without a session, revealing nothing.
     let internal = crate::gateway::proxy::routes::is_internal(path);
@@ -51,10 +48,8 @@ pub async fn authenticate(
     let cached = credential
         .as_ref()
         .and_then(|credential| state.auth_cache.get(credential));
-    let user = cached
-        .as_ref()
-        .and_then(|auth| limiter.user_charge(path, &auth.context.user_id));
-    let charges: ArrayVec<Charge, MAX_CHARGES> = [ip, user].into_iter().flatten().collect();
+    let user = cached.as_ref().map(|auth| &auth.context.user_id);
+    let charges = limiter.charges(&request, peer.ip(), user);
     let mut admitted = match limiter.admit(&charges).await {
         Ok(admitted) => admitted,
         Err(rejected) => return rejected,
@@ -97,7 +92,7 @@ pub async fn authenticate(
             // The per-user rate limit, here rather than in a layer of its own: it always runs
             // right after authentication, and needs nothing but the user.
             let user = limiter.user_charge(request.uri().path(), &auth.context.user_id);
-            match limiter.admit(user.as_slice()).await {
+            match limiter.admit(&user.into_iter().collect()).await {
                 Ok(user) => admitted = admitted.and(user),
                 Err(rejected) => return rejected,
             }

@@ -18,6 +18,9 @@ use crate::http::paths::is_under;
 /// At most this many charges per request: its client's and its user's.
 pub const MAX_CHARGES: usize = 2;
 
+/// The charges one request is counted against, in order: its client's, then its user's.
+pub type Charges = ArrayVec<Charge, MAX_CHARGES>;
+
 /// One limit a request is counted against: the client's address or the signed-in user.
 #[derive(Debug, Clone)]
 pub struct Charge {
@@ -61,10 +64,11 @@ impl Key {
 pub struct Admitted(ArrayVec<Decision, MAX_CHARGES>);
 
 impl Admitted {
-    /// Puts the tightest decision's `RateLimit-*` headers on `response`.
+    /// Puts the tightest decision's `RateLimit-*` headers on `response`: the budget a client runs
+    /// out of first is the one worth showing (on a tie, the first charge's: the client's).
     pub fn apply(&self, response: &mut Response) {
-        for decision in &self.0 {
-            apply_tighter(response, *decision);
+        if let Some(tightest) = self.0.iter().min_by_key(|decision| decision.remaining) {
+            tightest.apply_headers(response.headers_mut());
         }
     }
 
@@ -113,17 +117,29 @@ impl RateLimiter {
         })
     }
 
+    /// The charges of `request` from `peer`, signed in as `user` when that is known: its
+    /// client's, then its user's, each where its limit applies.
+    pub fn charges<U: Display + ?Sized>(
+        &self,
+        request: &Request,
+        peer: IpAddr,
+        user: Option<&U>,
+    ) -> Charges {
+        let client = self.ip_charge(request, peer);
+        let user = user.and_then(|user| self.user_charge(request.uri().path(), user));
+        [client, user].into_iter().flatten().collect()
+    }
+
     /// Counts the request against `charges` in order (one round trip to Redis for all of them):
     /// admitted when every one allows it, else the 429 of the first that does not. Charges before
     /// the refusing one stay spent, as if they had been checked one after another; the refusing
     /// one and those after it are not spent.
-    pub async fn admit(&self, charges: &[Charge]) -> Result<Admitted, Response> {
+    pub async fn admit(&self, charges: &Charges) -> Result<Admitted, Response> {
         if charges.is_empty() {
             return Ok(Admitted::default());
         }
-        let limits: ArrayVec<(&str, Gcra), MAX_CHARGES> = charges
+        let limits = charges
             .iter()
-            .take(MAX_CHARGES)
             .map(|charge| (charge.key(), charge.gcra))
             .collect();
         let decisions = self.count(&limits).await;
@@ -150,10 +166,8 @@ pub async fn limit_by_ip(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(charge) = limiter.ip_charge(&request, peer.ip()) else {
-        return next.run(request).await;
-    };
-    let admitted = match limiter.admit(std::slice::from_ref(&charge)).await {
+    let charges = limiter.ip_charge(&request, peer.ip()).into_iter().collect();
+    let admitted = match limiter.admit(&charges).await {
         Ok(admitted) => admitted,
         Err(rejected) => return rejected,
     };
@@ -161,11 +175,6 @@ pub async fn limit_by_ip(
     admitted.apply(&mut response);
     response
 }
-
-/// The decision whose headers a response carries, so whichever decision is applied last keeps the
-/// tighter of the two instead of overwriting it.
-#[derive(Debug, Clone, Copy)]
-struct Applied(Decision);
 
 /// Orchestrators and scrapers probe these constantly; limiting them would fail health checks.
 fn is_exempt(path: &str) -> bool {
@@ -175,18 +184,5 @@ fn is_exempt(path: &str) -> bool {
 }
 
 fn reject(decision: Decision) -> Response {
-    let mut response = decision.rejection().into_response();
-    response.extensions_mut().insert(Applied(decision));
-    response
-}
-
-/// Writes `decision`'s headers unless the response already carries a tighter one's.
-fn apply_tighter(response: &mut Response, decision: Decision) {
-    if let Some(Applied(applied)) = response.extensions().get::<Applied>() {
-        if applied.remaining <= decision.remaining {
-            return;
-        }
-    }
-    decision.apply_headers(response.headers_mut());
-    response.extensions_mut().insert(Applied(decision));
+    decision.rejection().into_response()
 }

@@ -29,7 +29,7 @@ use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
 pub use client_ip::{X_FORWARDED_FOR, bucket as client_bucket, client_ip};
-pub use middleware::{Admitted, Charge, MAX_CHARGES, limit_by_ip};
+pub use middleware::{Admitted, Charge, Charges, MAX_CHARGES, limit_by_ip};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";
 const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
@@ -118,6 +118,9 @@ const CREDENTIAL_PATHS: [&str; 4] = [
     "/api/v1/auth/change-password",
 ];
 
+/// What one request is counted against: a key and its limit for each charge, in order.
+type Limits<'a> = ArrayVec<(&'a str, gcra::Gcra), MAX_CHARGES>;
+
 /// The gateway's limiter. Cheap to clone; every clone shares the same budgets.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -166,21 +169,22 @@ impl RateLimiter {
         let Some(gcra) = gcra::Gcra::new(limit, window) else {
             return off;
         };
-        let decisions = self.count(&[(key, gcra)]).await;
-        decisions.first().copied().unwrap_or(off)
+        let mut limits = ArrayVec::new();
+        limits.push((key, gcra));
+        self.count(&limits).await.first().copied().unwrap_or(off)
     }
 
     /// One request counted against each of `limits` in order, up to and including the first that
     /// refuses it: its decision is the last one returned, and it and the limits after it are not
     /// spent. In Redis all of them are counted in one atomic script (one round trip).
-    async fn count(&self, limits: &[(&str, gcra::Gcra)]) -> ArrayVec<Decision, MAX_CHARGES> {
+    async fn count(&self, limits: &Limits<'_>) -> ArrayVec<Decision, MAX_CHARGES> {
         if let Some(redis) = &self.inner.redis {
             if let Some(decisions) = redis.check(limits).await {
                 return decisions;
             }
         }
         let mut decisions = ArrayVec::new();
-        for (key, gcra) in limits.iter().take(MAX_CHARGES) {
+        for (key, gcra) in limits {
             let decision = self.inner.local.check(key, *gcra);
             decisions.push(decision);
             if !decision.allowed {

@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use arrayvec::ArrayVec;
 
-use super::gcra::{Gcra, Step};
-use super::{Decision, MAX_CHARGES};
+use super::gcra::Step;
+use super::{Decision, Limits, MAX_CHARGES};
 use crate::infra::redis::{RedisError, RedisHandle};
 
 /// A Redis that hangs must not stall requests: past this, the call is answered locally.
@@ -85,7 +85,7 @@ impl RedisLimiter {
 
     /// The decisions Redis made (see `RateLimiter::count`), or `None` when the caller must decide
     /// locally (already counted and logged here).
-    pub async fn check(&self, limits: &[(&str, Gcra)]) -> Option<ArrayVec<Decision, MAX_CHARGES>> {
+    pub async fn check(&self, limits: &Limits<'_>) -> Option<ArrayVec<Decision, MAX_CHARGES>> {
         if !self.fallback.may_call(self.now_us()) {
             count_fallback();
             return None;
@@ -122,11 +122,7 @@ impl RedisLimiter {
         }
     }
 
-    async fn call(
-        &self,
-        limits: &[(&str, Gcra)],
-    ) -> Result<ArrayVec<Step, MAX_CHARGES>, CallError> {
-        let limits = &limits[..limits.len().min(MAX_CHARGES)];
+    async fn call(&self, limits: &Limits<'_>) -> Result<ArrayVec<Step, MAX_CHARGES>, CallError> {
         let mut invocation = self.script.prepare_invoke();
         for (key, gcra) in limits {
             invocation

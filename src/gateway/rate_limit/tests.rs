@@ -149,18 +149,11 @@ async fn redis_counts_remaining_and_reset_like_the_local_limiter() {
 }
 
 /// A client's and a user's charge for `GET /api/v1/orders` from `ip`.
-fn charges(limiter: &RateLimiter, ip: &str, user: &str) -> Vec<Charge> {
+fn charges(limiter: &RateLimiter, ip: &str, user: &str) -> Charges {
     let request = axum::extract::Request::get("/api/v1/orders")
         .body(axum::body::Body::empty())
         .expect("a request");
-    let peer = ip.parse().expect("an address");
-    [
-        limiter.ip_charge(&request, peer),
-        limiter.user_charge(request.uri().path(), user),
-    ]
-    .into_iter()
-    .flatten()
-    .collect()
+    limiter.charges(&request, ip.parse().expect("an address"), Some(user))
 }
 
 #[tokio::test]

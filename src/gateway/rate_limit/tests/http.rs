@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::{limits, test_redis};
 use crate::config::RateLimitConfig;
-use crate::gateway::rate_limit::{Charge, RateLimiter, limit_by_ip};
+use crate::gateway::rate_limit::{RateLimiter, limit_by_ip};
 
 /// Stands in for the auth layer: the user named in `x-test-user`, if any, is signed in, and the
 /// request is admitted on its client's and its user's charges as the gateway's auth layer does.
@@ -21,16 +21,11 @@ async fn sign_in_from_header(
     request: Request,
     next: Next,
 ) -> Response {
-    let path = request.uri().path();
     let user = request
         .headers()
         .get("x-test-user")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|user| limiter.user_charge(path, user));
-    let charges: Vec<Charge> = [limiter.ip_charge(&request, peer.ip()), user]
-        .into_iter()
-        .flatten()
-        .collect();
+        .and_then(|v| v.to_str().ok());
+    let charges = limiter.charges(&request, peer.ip(), user);
     match limiter.admit(&charges).await {
         Err(rejected) => rejected,
         Ok(admitted) => {
