@@ -22,6 +22,26 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl User {
+    /// A user held in memory only, for tests of what the gateway does with one it resolved.
+    pub fn in_memory(id: Uuid) -> Self {
+        let now = Utc::now();
+        Self {
+            id,
+            tenant_id: Uuid::nil(),
+            email: "someone@example.com".into(),
+            name: "Someone".into(),
+            password_hash: String::new(),
+            is_super_admin: false,
+            is_active: true,
+            session_epoch: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// What creating a user takes. `email` must already be normalized and `password_hash` an argon2 PHC.
 #[derive(Debug, Clone)]
 pub struct NewUser {

@@ -132,20 +132,7 @@ mod tests {
     use crate::identity::users::User;
 
     fn someone() -> Authenticated {
-        let now = chrono::Utc::now();
-        let user = User {
-            id: uuid::Uuid::new_v4(),
-            tenant_id: uuid::Uuid::new_v4(),
-            email: "someone@example.com".into(),
-            name: "Someone".into(),
-            password_hash: String::new(),
-            is_super_admin: false,
-            is_active: true,
-            session_epoch: 0,
-            created_at: now,
-            updated_at: now,
-        };
-        Authenticated::new(user, Vec::new())
+        Authenticated::new(User::in_memory(uuid::Uuid::new_v4()), Vec::new())
     }
 
     fn key() -> CacheKey {

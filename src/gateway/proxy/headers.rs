@@ -287,19 +287,7 @@ mod tests {
 
     #[test]
     fn a_bearer_client_is_keyed_by_its_token_family() {
-        use crate::identity::users::User;
-        let user = User {
-            id: uuid::Uuid::nil(),
-            tenant_id: uuid::Uuid::nil(),
-            email: "a@b.c".into(),
-            name: "a".into(),
-            password_hash: String::new(),
-            is_super_admin: false,
-            is_active: true,
-            session_epoch: 0,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
-        };
+        let user = crate::identity::users::User::in_memory(uuid::Uuid::nil());
         let mut auth = Authenticated::new(user, vec![]);
         let mut req = request(&[]);
         req.extensions_mut().insert(auth.clone());
