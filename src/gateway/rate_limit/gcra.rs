@@ -31,11 +31,18 @@ pub(super) struct Gcra {
     pub capacity_us: u64,
 }
 
-/// What one step decided. `ahead_us` is the stored TAT minus now, after the step.
+/// What one step decided: how many requests it let through (0: refused), and `ahead_us`, the
+/// stored TAT minus now after the step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Step {
-    pub allowed: bool,
+    pub granted: u32,
     pub ahead_us: u64,
+}
+
+impl Step {
+    pub fn allowed(&self) -> bool {
+        self.granted > 0
+    }
 }
 
 impl Gcra {
@@ -56,24 +63,24 @@ impl Gcra {
     /// One request at `now` against the stored `tat` (absent or in the past: a full budget).
     /// When allowed, the caller stores `now + ahead_us` as the new TAT.
     pub fn step(&self, tat: Option<u64>, now: u64) -> Step {
-        let tat = tat.unwrap_or(now).max(now);
-        let next = tat.saturating_add(self.interval_us);
-        if next - now > self.capacity_us {
-            Step {
-                allowed: false,
-                ahead_us: tat - now,
-            }
-        } else {
-            Step {
-                allowed: true,
-                ahead_us: next - now,
-            }
+        self.take(tat, now, 1)
+    }
+
+    /// Up to `want` requests at once (at least one): as many as fit, or none. One request is
+    /// allowed exactly when it fits whole: the TAT after it is at most `capacity` ahead of now.
+    pub fn take(&self, tat: Option<u64>, now: u64, want: u32) -> Step {
+        let ahead = tat.unwrap_or(now).max(now) - now;
+        let fits = self.capacity_us.saturating_sub(ahead) / self.interval_us;
+        let granted = u32::try_from(fits.min(u64::from(want.max(1)))).unwrap_or(1);
+        Step {
+            granted,
+            ahead_us: ahead.saturating_add(u64::from(granted) * self.interval_us),
         }
     }
 
     /// The client-facing view of a step.
     pub fn decision(&self, step: Step) -> Decision {
-        if step.allowed {
+        if step.allowed() {
             let left = self.capacity_us.saturating_sub(step.ahead_us) / self.interval_us;
             Decision {
                 allowed: true,

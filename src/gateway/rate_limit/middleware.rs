@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::client_ip::{Bucket, client_ip};
 use super::gcra::Gcra;
-use super::{Decision, RateLimiter, RouteClass, classify};
+use super::{Decision, Decisions, RateLimiter, RouteClass, classify};
 use crate::http::paths::is_under;
 
 /// At most this many charges per request: its client's and its user's.
@@ -61,7 +61,7 @@ impl Key {
 /// The decisions a request was admitted on, whose headers its response carries.
 #[derive(Debug, Default)]
 #[must_use]
-pub struct Admitted(ArrayVec<Decision, MAX_CHARGES>);
+pub struct Admitted(Decisions);
 
 impl Admitted {
     /// Puts the tightest decision's `RateLimit-*` headers on `response`: the budget a client runs

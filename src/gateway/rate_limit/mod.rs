@@ -2,16 +2,20 @@
 //! gateway replica through Redis when Redis is configured.
 //!
 //! The algorithm is GCRA (see `gcra.rs` for why). With Redis, each check is one atomic script, so N
-//! replicas share one budget instead of granting N×. When Redis does not answer, a check is decided
+//! replicas share one budget instead of granting N×. A client busy enough on one replica is
+//! counted in batches that replica draws ahead (`lease.rs`): still against the shared budget on
+//! every request, with one round trip per batch. When Redis does not answer, a check is decided
 //! by the in-process limiter instead: the request is served (never a 500), the limiter reports itself
 //! degraded for `/health`, and `gateway_rate_limit_fallback_total` counts it. Limits are then per
 //! replica until Redis answers again, which is the price of staying up.
 
 mod client_ip;
 mod gcra;
+mod lease;
 mod local;
 mod middleware;
 mod redis;
+mod sharded;
 
 #[cfg(test)]
 mod tests;
@@ -121,6 +125,9 @@ const CREDENTIAL_PATHS: [&str; 4] = [
 /// What one request is counted against: a key and its limit for each charge, in order.
 type Limits<'a> = ArrayVec<(&'a str, gcra::Gcra), MAX_CHARGES>;
 
+/// The decisions on a request's limits, in order, up to and including the first refusal.
+type Decisions = ArrayVec<Decision, MAX_CHARGES>;
+
 /// The gateway's limiter. Cheap to clone; every clone shares the same budgets.
 #[derive(Clone)]
 pub struct RateLimiter {
@@ -176,20 +183,18 @@ impl RateLimiter {
 
     /// One request counted against each of `limits` in order, up to and including the first that
     /// refuses it: its decision is the last one returned, and it and the limits after it are not
-    /// spent. In Redis all of them are counted in one atomic script (one round trip).
-    async fn count(&self, limits: &Limits<'_>) -> ArrayVec<Decision, MAX_CHARGES> {
+    /// spent. In Redis all of them are counted in one atomic script (one round trip), or spent
+    /// from this replica's leases (`lease.rs`); what Redis could not answer is decided locally.
+    async fn count(&self, limits: &Limits<'_>) -> Decisions {
+        let mut decisions = Decisions::new();
         if let Some(redis) = &self.inner.redis {
-            if let Some(decisions) = redis.check(limits).await {
-                return decisions;
-            }
+            redis.check(limits, &mut decisions).await;
         }
-        let mut decisions = ArrayVec::new();
-        for (key, gcra) in limits {
-            let decision = self.inner.local.check(key, *gcra);
-            decisions.push(decision);
-            if !decision.allowed {
+        while decisions.last().is_none_or(|d| d.allowed) {
+            let Some((key, gcra)) = limits.get(decisions.len()) else {
                 break;
-            }
+            };
+            decisions.push(self.inner.local.check(key, *gcra));
         }
         decisions
     }

@@ -8,8 +8,9 @@ use tokio::time::Instant;
 
 use arrayvec::ArrayVec;
 
-use super::gcra::Step;
-use super::{Decision, Limits, MAX_CHARGES};
+use super::gcra::{Gcra, Step};
+use super::lease::{Leases, Want};
+use super::{Decisions, Limits, MAX_CHARGES};
 use crate::infra::redis::{RedisError, RedisHandle};
 
 /// A Redis that hangs must not stall requests: past this, the call is answered locally.
@@ -20,31 +21,34 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 const NEVER: u64 = u64::MAX;
 
-/// `gcra::Gcra::step` for each key in turn, atomically in Redis, stopping at the first that
-/// refuses (ARGV holds each key's interval and capacity); returns each step's allowed flag and
-/// TAT ahead of now, flattened. Redis's own clock (`TIME`) is used so replicas whose clocks
-/// disagree still share one timeline. The TAT is written with `%.0f` because Lua's default number
-/// formatting keeps 14 digits, and it expires once it has passed: an absent key is a full budget,
-/// so keys of clients that went away cost nothing.
+/// `gcra::Gcra::take` for each key in turn, atomically in Redis, stopping at the first that
+/// refuses (ARGV holds each key's interval, capacity and the units wanted); returns each step's
+/// granted units (0: refused) and TAT ahead of now, flattened. Redis's own clock (`TIME`) is used
+/// so replicas whose clocks disagree still share one timeline. The TAT is written with `%.0f`
+/// because Lua's default number formatting keeps 14 digits, and it expires once it has passed: an
+/// absent key is a full budget, so keys of clients that went away cost nothing.
 const SCRIPT: &str = r"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local steps = {}
 for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local capacity = tonumber(ARGV[2 * i])
+  local interval = tonumber(ARGV[3 * i - 2])
+  local capacity = tonumber(ARGV[3 * i - 1])
+  local want = tonumber(ARGV[3 * i])
   local tat = tonumber(redis.call('GET', key) or '') or now
   if tat < now then tat = now end
-  local new_tat = tat + interval
-  if new_tat - now > capacity then
+  local fits = math.floor((capacity - (tat - now)) / interval)
+  if fits < 1 then
     steps[#steps + 1] = 0
     steps[#steps + 1] = tat - now
     return steps
   end
+  local granted = math.min(want, fits)
+  local new_tat = tat + granted * interval
   local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
   redis.call('SET', key, string.format('%.0f', new_tat), 'PX', string.format('%.0f', ttl_ms))
-  steps[#steps + 1] = 1
+  steps[#steps + 1] = granted
   steps[#steps + 1] = new_tat - now
 end
 return steps
@@ -67,6 +71,7 @@ pub(super) struct RedisLimiter {
     script: ::redis::Script,
     epoch: Instant,
     fallback: Fallback,
+    leases: Leases,
 }
 
 impl RedisLimiter {
@@ -76,6 +81,7 @@ impl RedisLimiter {
             script: ::redis::Script::new(SCRIPT),
             epoch: Instant::now(),
             fallback: Fallback::new(RETRY_EVERY),
+            leases: Leases::new(),
         }
     }
 
@@ -83,30 +89,53 @@ impl RedisLimiter {
         self.fallback.is_degraded()
     }
 
-    /// The decisions Redis made (see `RateLimiter::count`), or `None` when the caller must decide
-    /// locally (already counted and logged here).
-    pub async fn check(&self, limits: &Limits<'_>) -> Option<ArrayVec<Decision, MAX_CHARGES>> {
-        if !self.fallback.may_call(self.now_us()) {
-            count_fallback();
-            return None;
+    /// Decides `limits` in order into `decisions` (see `RateLimiter::count`): from this replica's
+    /// leases while they hold, then in Redis. Stops early, leaving the rest for the caller to
+    /// decide locally, when Redis does not answer (already counted and logged here).
+    pub async fn check(&self, limits: &Limits<'_>, decisions: &mut Decisions) {
+        let now = self.now_us();
+        for (key, gcra) in limits {
+            match self.leases.spend(key, *gcra, now) {
+                Some(decision) => decisions.push(decision),
+                None => break,
+            }
         }
-        let call = tokio::time::timeout(CALL_TIMEOUT, self.call(limits)).await;
+        let Some(pending) = limits
+            .get(decisions.len()..)
+            .filter(|rest| !rest.is_empty())
+        else {
+            return;
+        };
+        if !self.fallback.may_call(now) {
+            count_fallback();
+            return;
+        }
+        let wants: ArrayVec<Want, MAX_CHARGES> = pending
+            .iter()
+            .map(|(key, gcra)| self.leases.want(key, *gcra, now))
+            .collect();
+        let call = tokio::time::timeout(CALL_TIMEOUT, self.call(pending, &wants)).await;
         match call.unwrap_or(Err(CallError::Timeout(CALL_TIMEOUT))) {
             Ok(steps) => {
                 if self.fallback.succeeded() {
                     metrics::gauge!("gateway_rate_limit_degraded").set(0.0);
                     tracing::info!("rate limiting is shared through Redis again");
                 }
-                Some(
-                    limits
-                        .iter()
-                        .zip(steps)
-                        .map(|((_, gcra), step)| gcra.decision(step))
-                        .collect(),
-                )
+                let now = self.now_us();
+                for (((key, gcra), want), step) in pending.iter().zip(&wants).zip(&steps) {
+                    decisions.push(self.leases.drawn(key, *gcra, *want, *step, now));
+                }
+                // A draw past the refusal was never made.
+                for ((key, gcra), want) in pending.iter().zip(&wants).skip(steps.len()) {
+                    self.leases.abandoned(key, *gcra, *want, now);
+                }
             }
             Err(error) => {
-                let failed = self.fallback.failed(self.now_us());
+                let now = self.now_us();
+                for ((key, gcra), want) in pending.iter().zip(&wants) {
+                    self.leases.abandoned(key, *gcra, *want, now);
+                }
+                let failed = self.fallback.failed(now);
                 if failed.newly_degraded {
                     metrics::gauge!("gateway_rate_limit_degraded").set(1.0);
                 }
@@ -117,32 +146,39 @@ impl RedisLimiter {
                     );
                 }
                 count_fallback();
-                None
             }
         }
     }
 
-    async fn call(&self, limits: &Limits<'_>) -> Result<ArrayVec<Step, MAX_CHARGES>, CallError> {
+    async fn call(
+        &self,
+        limits: &[(&str, Gcra)],
+        wants: &[Want],
+    ) -> Result<ArrayVec<Step, MAX_CHARGES>, CallError> {
         let mut invocation = self.script.prepare_invoke();
-        for (key, gcra) in limits {
+        for ((key, gcra), want) in limits.iter().zip(wants) {
             invocation
                 .key(self.handle.key(&format!("ratelimit:{key}")))
                 .arg(gcra.interval_us)
-                .arg(gcra.capacity_us);
+                .arg(gcra.capacity_us)
+                .arg(want.units());
         }
         let mut conn = self.handle.connection().await?;
         let flat: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        metrics::counter!("gateway_rate_limit_redis_calls_total").increment(1);
         let steps: ArrayVec<Step, MAX_CHARGES> = flat
             .chunks_exact(2)
             .take(limits.len())
-            .map(|pair| Step {
-                allowed: pair[0] == 1,
+            .zip(wants)
+            .map(|(pair, want)| Step {
+                // Never more than was asked for, whatever the answer says.
+                granted: u32::try_from(pair[0]).unwrap_or(0).min(want.units()),
                 ahead_us: u64::try_from(pair[1]).unwrap_or(0),
             })
             .collect();
         // The script answers for each key up to the first refusal: never nothing, never a refusal
         // followed by more.
-        let complete = steps.len() == limits.len() || steps.last().is_some_and(|s| !s.allowed);
+        let complete = steps.len() == limits.len() || steps.last().is_some_and(|s| !s.allowed());
         if steps.is_empty() || !complete {
             return Err(CallError::Answer(flat.len()));
         }

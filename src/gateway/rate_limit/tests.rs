@@ -33,14 +33,33 @@ fn limits(per_ip: u32) -> RateLimitConfig {
     }
 }
 
-/// The process-wide `gateway_rate_limit_fallback_total`, as `/metrics` renders it.
-fn fallback_total() -> u64 {
+/// A process-wide counter, as `/metrics` renders it (each test runs in a process of its own).
+fn counter(name: &str) -> u64 {
     crate::observability::metrics::install()
         .render()
         .lines()
-        .find_map(|line| line.strip_prefix("gateway_rate_limit_fallback_total "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse::<f64>().ok())
         .map_or(0, |value| value as u64)
+}
+
+fn fallback_total() -> u64 {
+    counter("gateway_rate_limit_fallback_total")
+}
+
+/// Two limiters on the test Redis, as two gateway processes would have them: nothing is shared
+/// but Redis.
+fn two_replicas(per_ip: u32) -> (RateLimiter, RateLimiter) {
+    let redis = test_redis();
+    let url = SecretUrl::new(
+        std::env::var(crate::testing::REDIS_URL_ENV)
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
+    );
+    let other = RedisHandle::open(&url, &redis.key("")).expect("a valid Redis URL");
+    (
+        RateLimiter::new(&limits(per_ip), Some(redis)),
+        RateLimiter::new(&limits(per_ip), Some(other)),
+    )
 }
 
 #[test]
@@ -221,16 +240,7 @@ async fn redis_keys_are_prefixed_and_expire() {
 
 #[tokio::test]
 async fn two_gateway_replicas_on_one_redis_share_one_budget() {
-    let redis = test_redis();
-    // Two handles, as two processes would have: nothing is shared but Redis.
-    let url = SecretUrl::new(
-        std::env::var(crate::testing::REDIS_URL_ENV)
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-    );
-    let other = RedisHandle::open(&url, &redis.key("")).expect("a valid Redis URL");
-    let replica_a = RateLimiter::new(&limits(10), Some(redis));
-    let replica_b = RateLimiter::new(&limits(10), Some(other));
-
+    let (replica_a, replica_b) = two_replicas(10);
     let calls = (0..6).flat_map(|_| {
         [
             replica_a.check("ip:api:198.51.100.7", 10, MINUTE),
@@ -241,6 +251,67 @@ async fn two_gateway_replicas_on_one_redis_share_one_budget() {
     let allowed = decisions.iter().filter(|d| d.allowed).count();
     assert_eq!(allowed, 10, "10 of 12 calls across both replicas");
     assert!(!replica_a.is_degraded() && !replica_b.is_degraded());
+}
+
+/// Drives `requests` requests of one client through both replicas, `lanes` at a time each;
+/// returns how many were allowed and how long it took.
+async fn busy_client(
+    replicas: &(RateLimiter, RateLimiter),
+    limit: u32,
+    requests: usize,
+) -> (usize, Duration) {
+    const LANES: usize = 8;
+    let started = Instant::now();
+    let lane = |replica: &RateLimiter| {
+        let replica = replica.clone();
+        async move {
+            let mut allowed = 0;
+            for _ in 0..requests / (2 * LANES) {
+                allowed += usize::from(
+                    replica
+                        .check("ip:api:198.51.100.8", limit, MINUTE)
+                        .await
+                        .allowed,
+                );
+            }
+            allowed
+        }
+    };
+    let lanes = (0..LANES).flat_map(|_| [lane(&replicas.0), lane(&replicas.1)]);
+    let allowed = futures::future::join_all(lanes).await.into_iter().sum();
+    (allowed, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_busy_client_is_counted_in_redis_in_batches_and_its_budget_still_holds() {
+    // A budget far above what the test sends: every request is allowed, and most are admitted
+    // from what each replica drew ahead, not by a round trip of their own.
+    let before = counter("gateway_rate_limit_redis_calls_total");
+    let replicas = two_replicas(100_000_000);
+    let (allowed, _) = busy_client(&replicas, 100_000_000, 16_000).await;
+    assert_eq!(allowed, 16_000);
+    let calls = counter("gateway_rate_limit_redis_calls_total") - before;
+    assert!(
+        calls < 16_000 / 4,
+        "{calls} round trips for 16 000 requests"
+    );
+
+    // A budget the test exhausts: never more than the budget (plus what refilled meanwhile) is
+    // let through, and at most a draw per replica less.
+    let limit = 20_000;
+    let replicas = two_replicas(limit);
+    let (allowed, took) = busy_client(&replicas, limit, 32_000).await;
+    let refilled = (took.as_secs_f64() * f64::from(limit) / 60.0).ceil() as usize;
+    let max_draw = (limit / 100) as usize;
+    assert!(
+        allowed <= limit as usize + refilled,
+        "{allowed} allowed of {limit} in {took:?}"
+    );
+    assert!(
+        allowed + 2 * max_draw >= limit as usize,
+        "{allowed} allowed of {limit}"
+    );
+    assert!(!replicas.0.is_degraded() && !replicas.1.is_degraded());
 }
 
 #[tokio::test]
