@@ -14,8 +14,9 @@ use crate::config::Config;
 use crate::health::{CheckResult, HealthStatus};
 use crate::infra::db::{Conn, Db};
 use crate::order::audit::{self, AuditEntry};
-use crate::order::internal::InternalOrder;
+use crate::order::internal::{Forgotten, InternalOrder};
 use crate::order::inventory::{self, StockJobPlan};
+use crate::order::notifications::push;
 use crate::order::orders::{self, repository::Tracking};
 use crate::print::plan::PrintPlan;
 
@@ -26,6 +27,11 @@ pub trait OrderClient: Send + Sync {
 
     /// Appends a security event to the audit log (SPEC §6.5); split, `POST /internal/audit-logs`.
     async fn record_audit(&self, entry: AuditEntry) -> Result<(), ClientError>;
+
+    /// User `user_id` of the tenant was deleted or deactivated: the order service forgets how to
+    /// reach them (their browsers' push subscriptions, SPEC §6.5) and says how many it removed.
+    /// Split, `DELETE /internal/users/{id}/push-subscriptions?tenantId=`.
+    async fn forget_user(&self, tenant_id: Uuid, user_id: Uuid) -> Result<u64, ClientError>;
 
     /// The tenant's order `id` with what of it should be printed now; `None` if unknown. Split,
     /// `GET /internal/orders/{id}?tenantId=`.
@@ -121,6 +127,12 @@ impl OrderClient for InProcessOrderClient {
             .map_err(|e| ClientError::Unavailable(format!("the audit log cannot be written: {e}")))
     }
 
+    async fn forget_user(&self, tenant_id: Uuid, user_id: Uuid) -> Result<u64, ClientError> {
+        push::subscriptions::remove_all_of(&self.db, tenant_id, user_id)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError> {
         let record = orders::repository::find(&mut Conn::Pool(&self.db), tenant_id, id)
             .await
@@ -190,6 +202,16 @@ impl OrderClient for HttpOrderClient {
             .post_internal("/internal/audit-logs", &entry)
             .await
             .map(drop)
+    }
+
+    async fn forget_user(&self, tenant_id: Uuid, user_id: Uuid) -> Result<u64, ClientError> {
+        let path = format!("/internal/users/{user_id}/push-subscriptions?tenantId={tenant_id}");
+        let response = self
+            .endpoints
+            .call_internal::<()>(reqwest::Method::DELETE, &path, None)
+            .await?;
+        let forgotten: Forgotten = json_of(response).await?;
+        Ok(forgotten.removed)
     }
 
     async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError> {
@@ -290,6 +312,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(total, 1, "a refused entry is not stored");
+    }
+
+    /// What every implementation of `forget_user` must do: every subscription of that user in
+    /// that tenant goes, nobody else's.
+    async fn forget_user_contract(client: &dyn OrderClient, db: &Db) {
+        use crate::order::notifications::push::subscriptions::{self, NewSubscription};
+        let (tenant, other_tenant) = (Uuid::new_v4(), Uuid::new_v4());
+        let (gone, stays) = (Uuid::new_v4(), Uuid::new_v4());
+        let subscribe = |tenant_id, user_id, browser: &str| {
+            let new = NewSubscription {
+                endpoint: format!("https://push.example/{browser}"),
+                p256dh: "key".into(),
+                auth: "secret".into(),
+            };
+            async move {
+                subscriptions::upsert(db, tenant_id, user_id, &new)
+                    .await
+                    .unwrap()
+                    .0
+                    .id
+            }
+        };
+        subscribe(tenant, gone, "laptop").await;
+        subscribe(tenant, gone, "phone").await;
+        let colleague = subscribe(tenant, stays, "desk").await;
+        // The same user id in another tenant is another account.
+        let elsewhere = subscribe(other_tenant, gone, "kiosk").await;
+
+        assert_eq!(client.forget_user(tenant, gone).await, Ok(2));
+        assert_eq!(
+            subscriptions::of_tenant(db, tenant).await.unwrap(),
+            [colleague]
+        );
+        assert_eq!(
+            subscriptions::of_tenant(db, other_tenant).await.unwrap(),
+            [elsewhere]
+        );
+        assert_eq!(client.forget_user(tenant, gone).await, Ok(0), "idempotent");
     }
 
     /// What every implementation of the order reads and the tracking update must do.
@@ -453,6 +513,21 @@ mod tests {
             let order = TestApp::spawn(Role::Order, backend).await;
             let client = http_client(&order, testing::INTERNAL_KEY);
             orders_contract(&client, &order.ctx.db).await;
+        }
+    }
+
+    each_database! {
+        async fn the_in_process_client_keeps_the_forget_user_contract(backend: Backend) {
+            let app = TestApp::spawn(Role::All, backend).await;
+            forget_user_contract(&InProcessOrderClient::of(&app.ctx), &app.ctx.db).await;
+        }
+    }
+
+    each_database! {
+        async fn the_http_client_keeps_the_forget_user_contract(backend: Backend) {
+            let order = TestApp::spawn(Role::Order, backend).await;
+            let client = http_client(&order, testing::INTERNAL_KEY);
+            forget_user_contract(&client, &order.ctx.db).await;
         }
     }
 

@@ -287,6 +287,9 @@ async fn update_user(
     if updated.session_epoch != user.session_epoch {
         state.live.revoke(Revocation::user(id)).await;
     }
+    if user.is_active && !updated.is_active {
+        forget(&state, &updated).await;
+    }
     let action = if roles.is_some() {
         actions::USER_ROLES_CHANGED
     } else {
@@ -323,9 +326,24 @@ async fn delete_user(
     users::delete(&state.db, id).await?;
     state.auth_cache.clear();
     state.live.revoke(Revocation::user(id)).await;
+    forget(&state, &user).await;
     let details = json!({"email": user.email});
     super::audit::user_changed(&state, &meta, &auth, actions::USER_DELETED, &user, details).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The order service forgets how to reach a user who can no longer sign in (deleted or
+/// deactivated): their browsers get no more push notifications. A failure is logged; the change
+/// to the user stands.
+async fn forget(state: &GatewayState, user: &User) {
+    match state.order.forget_user(user.tenant_id, user.id).await {
+        Ok(removed) => tracing::debug!(user_id = %user.id, removed, "push subscriptions removed"),
+        Err(e) => tracing::error!(
+            error = %e,
+            user_id = %user.id,
+            "the push subscriptions of a deleted or deactivated user could not be removed"
+        ),
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

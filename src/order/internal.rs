@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::HeaderName;
 use axum::http::request::Parts;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -45,6 +45,34 @@ pub fn routes() -> Router<OrderState> {
             "/internal/stock-jobs/{id}",
             get(super::inventory::routes::internal_stock_job),
         )
+        .route(
+            "/internal/users/{id}/push-subscriptions",
+            delete(forget_user),
+        )
+}
+
+/// What the order service forgot of a user who was deleted or deactivated.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Forgotten {
+    /// Push subscriptions removed.
+    pub removed: u64,
+}
+
+/// `DELETE /internal/users/{id}/push-subscriptions?tenantId=`: the user was deleted or
+/// deactivated in the gateway; their browsers hear no more.
+async fn forget_user(
+    _caller: InternalCaller,
+    State(state): State<OrderState>,
+    Path(user_id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<Forgotten>, ApiError> {
+    let removed = super::notifications::push::subscriptions::remove_all_of(
+        &state.core.db,
+        query.tenant_id,
+        user_id,
+    )
+    .await?;
+    Ok(Json(Forgotten { removed }))
 }
 
 /// An order as other services need it: the order, and what of it should be printed now.

@@ -167,3 +167,36 @@ async fn a_malformed_configured_vapid_key_stops_the_start_naming_the_setting() {
         .to_string();
     assert!(error.contains("push.vapid_private_key"), "{error}");
 }
+
+each_database! {
+    async fn a_deactivated_or_deleted_users_browsers_are_forgotten(backend: Backend) {
+        let stop = CancellationToken::new();
+        let service = PushServiceSim::start(stop.clone()).await.unwrap();
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        let url = app.url("/api/v1/push/subscriptions");
+        let mut operators = Vec::new();
+        for name in ["ada", "bob"] {
+            let email = format!("{name}@example.com");
+            let user = app.create_user(&email, "a-long-password-1", UserRole::Operator).await;
+            let (client, _) = app.login(&email, "a-long-password-1").await;
+            let (status, body) = send(client.post(&url).json(&service.subscribe())).await;
+            assert_eq!(status, 201, "{body}");
+            operators.push(user.id);
+        }
+        let (status, body) = send(admin.post(&url).json(&service.subscribe())).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(subscription_count(&app).await, 3);
+
+        let deactivated = admin
+            .patch(app.url(&format!("/api/v1/users/{}", operators[0])))
+            .json(&json!({"isActive": false}));
+        assert_eq!(deactivated.send().await.unwrap().status(), 200);
+        assert_eq!(subscription_count(&app).await, 2, "the deactivated user's browser is gone");
+
+        let deleted = admin.delete(app.url(&format!("/api/v1/users/{}", operators[1])));
+        assert_eq!(deleted.send().await.unwrap().status(), 204);
+        assert_eq!(subscription_count(&app).await, 1, "only the admin's browser is left");
+        stop.cancel();
+    }
+}

@@ -193,6 +193,19 @@ pub async fn upsert(
     Ok((subscription, created))
 }
 
+/// Removes every subscription of the user (deleted or deactivated: their browsers must hear no
+/// more of the tenant's news), with the messages waiting for them; how many there were.
+pub async fn remove_all_of(db: &Db, tenant_id: Uuid, user_id: Uuid) -> Result<u64, DbError> {
+    Ok(on_pool!(db, pool => {
+        sqlx::query("DELETE FROM push_subscriptions WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant_id)
+            .bind(user_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+    })?)
+}
+
 /// Removes the user's subscription of `endpoint`: `false` when the user has none there.
 pub async fn remove(
     db: &Db,
