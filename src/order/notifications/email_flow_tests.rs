@@ -185,6 +185,53 @@ async fn an_order_with_an_unmapped_sku_is_mailed_to_every_recipient_unless_that_
     assert_eq!(rows.len(), 2, "{rows:?}");
 }
 
+#[tokio::test]
+async fn an_update_that_leaves_lines_unmapped_is_mailed_too() {
+    let stop = CancellationToken::new();
+    let smtp = SmtpSim::start(stop.clone()).await.unwrap();
+    let deployment = Deployment::all_with(false, |c| smtp.configure(&mut c.smtp)).await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    mail_to(&admin, gateway, &[OPS], true).await;
+    let created = shopify::order_document(5_600_004, 2004, &[line(1, "NOPE-4", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &created)).await;
+    eventually("the new order's e-mail arrives", WAIT, || async {
+        (smtp.mails().len() == 1).then_some(())
+    })
+    .await;
+
+    // The customer swapped the line's product and added one: neither has a mapping.
+    let updated = shopify::order_document(
+        5_600_004,
+        2004,
+        &[line(1, "NOPE-5", 1), line(2, "NOPE-6", 1)],
+    );
+    let (status, _) = deliver(gateway, &Delivery::new("orders/updated", SHOP, &updated)).await;
+    assert_eq!(status, 200);
+    let mails = eventually("the update's e-mail arrives", WAIT, || async {
+        let mails = smtp.mails();
+        (mails.len() == 2).then_some(mails)
+    })
+    .await;
+    assert!(
+        subject(&mails[1]).starts_with("Unmapped SKU: NOPE-5, NOPE-6 (order #2004"),
+        "{}",
+        mails[1].data
+    );
+    let order = order_numbered(&admin, gateway, 2004).await;
+    let id = order["id"].as_str().unwrap();
+    let url = gateway.url(&format!(
+        "/api/v1/events?orderId={id}&eventType=line_item.unmapped"
+    ));
+    let log = get_json(&admin, &url).await;
+    assert_eq!(log["total"], 3, "one entry per line left unmapped: {log}");
+
+    // The same update delivered again changes nothing and tells nobody.
+    deliver(gateway, &Delivery::new("orders/updated", SHOP, &updated)).await;
+    assert_eq!(recorded(&gateway.ctx.db).await.len(), 2);
+    stop.cancel();
+}
+
 /// The order side of a running app, with a dispatcher of the test's own.
 fn order_core(app: &TestApp) -> OrderCore {
     let db = app.ctx.db.clone();

@@ -214,7 +214,8 @@ pub async fn unmapped_skus(tx: &mut Tx, order: &Order, skus: &[&str]) -> Result<
     let notice = Notice {
         tenant_id: order.tenant_id,
         kind: Kind::UnmappedSku,
-        dedupe_key: Some(format!("unmapped:{}", order.id)),
+        // Once per order and set of SKUs: an update that leaves another SKU unmapped is news.
+        dedupe_key: Some(format!("unmapped:{}:{}", order.id, skus.join(","))),
         subject: format!("Unmapped SKU: {} ({named})", skus.join(", ")),
         body: with_footer(
             format!(

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::repository::{self, LinePlan};
 use super::state::{LineItemStatus, OrderStatus, Status, order_status};
-use super::{LineRecord, NewLineItem, NewOrder, OrderRecord};
+use super::{LineRecord, NewLineItem, NewOrder, Order, OrderRecord};
 use crate::events::bridge;
 use crate::events::internal::{self as internal_events, InternalEvent};
 use crate::events::outbox;
@@ -110,27 +110,11 @@ async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEve
     )
     .with_details(json!({"status": order.status, "lines": record.lines.len()}));
     event_log::append(tx, &entry).await?;
-    for line in &record.lines {
-        if line.item.status == LineItemStatus::Unmapped {
-            let entry = Entry::order(
-                order.tenant_id,
-                order.id,
-                types::LINE_ITEM_UNMAPPED,
-                Severity::Warning,
-                format!("No active product mapping for SKU {:?}", line.item.sku),
-            )
-            .with_details(json!({"lineItemId": line.item.id, "sku": line.item.sku}));
-            event_log::append(tx, &entry).await?;
-            tracing::warn!(order = %order.id, sku = line.item.sku, "a line has no product mapping");
-        }
-    }
-    let unmapped: Vec<&str> = record
+    let unmapped = record
         .lines
         .iter()
-        .filter(|l| l.item.status == LineItemStatus::Unmapped)
-        .map(|l| l.item.sku.as_str())
-        .collect();
-    crate::order::notifications::unmapped_skus(tx, order, &unmapped).await?;
+        .filter(|l| l.item.status == LineItemStatus::Unmapped);
+    record_unmapped(tx, order, unmapped).await?;
     let created = InternalEvent::OrderCreated(internal_events::OrderCreated {
         tenant_id: order.tenant_id,
         order_id: order.id,
@@ -249,6 +233,31 @@ pub async fn cancel(
     }
 }
 
+/// Lines that wait for a product mapping, in the order's transaction: a warning in the event log
+/// for each, and one notification (SPEC §6.5) naming their SKUs.
+async fn record_unmapped<'a>(
+    tx: &mut Tx,
+    order: &Order,
+    lines: impl IntoIterator<Item = &'a LineRecord>,
+) -> Result<(), DbError> {
+    let lines: Vec<&LineRecord> = lines.into_iter().collect();
+    for line in &lines {
+        let entry = Entry::order(
+            order.tenant_id,
+            order.id,
+            types::LINE_ITEM_UNMAPPED,
+            Severity::Warning,
+            format!("No active product mapping for SKU {:?}", line.item.sku),
+        )
+        .with_details(json!({"lineItemId": line.item.id, "sku": line.item.sku}));
+        event_log::append(tx, &entry).await?;
+        tracing::warn!(order = %order.id, sku = line.item.sku, "a line has no product mapping");
+    }
+    let skus: Vec<&str> = lines.iter().map(|l| l.item.sku.as_str()).collect();
+    crate::order::notifications::unmapped_skus(tx, order, &skus).await?;
+    Ok(())
+}
+
 /// `orders/updated`: who and where always (until shipped); the lines only while nothing of the
 /// order has started printing, and then the changed lines are planned anew.
 pub async fn update(
@@ -351,6 +360,8 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
     let mappings = active_for_skus(&mut Conn::Tx(tx), order.tenant_id, &skus).await?;
     let now = Utc::now();
     let mut statuses = Vec::new();
+    // Lines that wait for a mapping now and did not before (or waited for another SKU's).
+    let mut unmapped = Vec::new();
     for line in &record.lines {
         let shopify_id = line.item.shopify_line_item_id.as_str();
         let mut updated = line.clone();
@@ -374,6 +385,12 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
         }
         if updated != *line {
             repository::set_line(tx, &updated).await?;
+            if updated.item.status == LineItemStatus::Unmapped
+                && (line.item.status != LineItemStatus::Unmapped
+                    || updated.item.sku != line.item.sku)
+            {
+                unmapped.push(updated.clone());
+            }
         }
         statuses.push(updated.item.status);
     }
@@ -387,7 +404,11 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
             repository::insert_line(tx, order.tenant_id, order.id, position, next, &plan, now)
                 .await?;
         statuses.push(line.item.status);
+        if line.item.status == LineItemStatus::Unmapped {
+            unmapped.push(line);
+        }
     }
+    record_unmapped(tx, order, &unmapped).await?;
     let derived = order_status(order.status, &statuses, false);
     if derived != order.status && order.status.can_become(derived) {
         repository::set_status(tx, order.id, derived, None, None).await?;
