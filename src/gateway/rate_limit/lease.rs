@@ -12,7 +12,9 @@
 //!   [`MEASURE_AT_LEAST`]: what it will spend in [`HORIZON`], at most [`max_draw`]. A key that
 //!   is not busy draws one unit at a time.
 //! - At most one draw larger than one unit is in flight per key: concurrent requests meanwhile
-//!   ask Redis for their own single unit, so a burst never multiplies the draw.
+//!   ask Redis for their own single unit, so a burst never multiplies the draw. A draw ends when
+//!   its answer is taken ([`Leases::drawn`]) or its [`Want`] is dropped (no answer, a refusal
+//!   before it, or its request cancelled).
 //! - Unspent units are dropped [`LEASE_TTL`] after their draw. What a replica can have drawn and
 //!   not spent is at most `max_draw`: the most a client can be refused early (the units sit
 //!   here), or let through beyond its burst (its budget refilled in Redis while units still sat
@@ -31,10 +33,7 @@ use super::sharded::Sharded;
 const HORIZON: Duration = Duration::from_millis(20);
 /// A rate is measured over at least this long before a draw is sized on it.
 const MEASURE_AT_LEAST: Duration = Duration::from_millis(5);
-/// A draw not back after this long (its request was dropped) no longer holds others back; Redis
-/// calls give up long before (`redis.rs`).
-const DRAW_GIVEN_UP_AFTER: Duration = Duration::from_secs(1);
-/// Units not spent this long after their draw are dropped.
+/// Units not spent this long after their draw are dropped; a key unused this long has paused.
 const LEASE_TTL: Duration = Duration::from_millis(100);
 /// No draw takes more than this share of a limit, nor more than [`MAX_DRAW`] units.
 const DRAW_SHARE_OF_LIMIT: u32 = 100;
@@ -47,20 +46,23 @@ pub(super) fn max_draw(gcra: Gcra) -> u32 {
     (gcra.limit / DRAW_SHARE_OF_LIMIT).min(MAX_DRAW)
 }
 
+/// Whether `gcra`'s keys are leased at all.
+fn leased(gcra: Gcra) -> bool {
+    max_draw(gcra) >= 2
+}
+
 pub(super) struct Leases(Sharded<Lease>);
 
 #[derive(Debug, Default)]
 struct Lease {
-    /// Units drawn and not yet spent; valid until `expires_at`.
+    /// Units drawn and not yet spent; valid for [`LEASE_TTL`] after `drawn_at`.
     left: u32,
-    expires_at: u64,
+    drawn_at: u64,
     /// `RateLimit-Remaining` and the time to a full budget, as Redis left them at the last draw.
     remaining: u32,
     ahead_us: u64,
-    drawn_at: u64,
-    /// A draw of more than one unit left for Redis at this time and has not come back. A request
-    /// dropped on the way never reports back: past [`DRAW_GIVEN_UP_AFTER`] it is not waited for.
-    drawing_since: Option<u64>,
+    /// A draw of more than one unit is on its way to Redis.
+    drawing: bool,
     /// Requests admitted on this key since `measured_from` (from the lease or from Redis).
     spent: u64,
     measured_from: u64,
@@ -69,13 +71,39 @@ struct Lease {
     last_used: u64,
 }
 
-/// What a request asks Redis for on one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Want(u32);
+impl Lease {
+    fn live(&self, now: u64) -> bool {
+        self.left > 0 && now < self.drawn_at.saturating_add(micros(LEASE_TTL))
+    }
 
-impl Want {
-    pub fn units(self) -> u32 {
-        self.0
+    /// The decision of a request admitted now, `decision` with the leased units counted in.
+    fn with_left(&self, decision: Decision, limit: u32) -> Decision {
+        Decision {
+            remaining: decision.remaining.saturating_add(self.left).min(limit),
+            ..decision
+        }
+    }
+}
+
+/// What a request asks Redis for on one key. One holding more than one unit is the key's draw in
+/// flight: dropping it unanswered lets the next request draw.
+pub(super) struct Want<'a> {
+    leases: &'a Leases,
+    key: &'a str,
+    units: u32,
+}
+
+impl Want<'_> {
+    pub fn units(&self) -> u32 {
+        self.units
+    }
+}
+
+impl Drop for Want<'_> {
+    fn drop(&mut self) {
+        if self.units > 1 {
+            self.leases.end_draw(self.key);
+        }
     }
 }
 
@@ -86,35 +114,40 @@ impl Leases {
 
     /// Admits one request on `key` from its lease, if it holds an unexpired unit.
     pub fn spend(&self, key: &str, gcra: Gcra, now: u64) -> Option<Decision> {
-        if max_draw(gcra) < 2 {
+        if !leased(gcra) {
             return None;
         }
         self.with(key, now, |leases| {
             let lease = leases.get_mut(key)?;
-            if lease.left == 0 || now >= lease.expires_at {
+            if !lease.live(now) {
                 return None;
             }
             lease.left -= 1;
             lease.spent += 1;
             lease.last_used = now;
             let since_draw = now.saturating_sub(lease.drawn_at);
-            Some(Decision {
+            let decision = Decision {
                 allowed: true,
                 limit: gcra.limit,
-                remaining: lease.remaining.saturating_add(lease.left).min(gcra.limit),
+                remaining: lease.remaining,
                 reset: Duration::from_micros(lease.ahead_us.saturating_sub(since_draw)),
-            })
+            };
+            Some(lease.with_left(decision, gcra.limit))
         })
     }
 
-    /// How many units a request that goes to Redis for `key` asks for: more than one only for a
-    /// busy key with no draw in flight, which this marks as drawing until [`Leases::drawn`].
-    pub fn want(&self, key: &str, gcra: Gcra, now: u64) -> Want {
-        let max = max_draw(gcra);
-        if max < 2 {
-            return Want(1);
+    /// What a request that goes to Redis for `key` asks for: more than one unit only for a busy
+    /// key with no draw in flight, which the returned [`Want`] then is.
+    pub fn want<'a>(&'a self, key: &'a str, gcra: Gcra, now: u64) -> Want<'a> {
+        let want = |units| Want {
+            leases: self,
+            key,
+            units,
+        };
+        if !leased(gcra) {
+            return want(1);
         }
-        self.with(key, now, |leases| {
+        let units = self.with(key, now, |leases| {
             let lease = leases.entry(key.to_owned()).or_insert_with(|| Lease {
                 measured_from: now,
                 size: 1,
@@ -127,40 +160,42 @@ impl Leases {
                 lease.measured_from = now;
             }
             lease.last_used = now;
-            let given_up = micros(DRAW_GIVEN_UP_AFTER);
-            if lease
-                .drawing_since
-                .is_some_and(|since| now.saturating_sub(since) < given_up)
-            {
-                return Want(1);
+            if lease.drawing {
+                return 1;
             }
             let measured = now.saturating_sub(lease.measured_from);
             if measured >= micros(MEASURE_AT_LEAST) {
                 // What the last measurement's rate spends in a horizon, rounded up.
                 let per_horizon = (lease.spent * micros(HORIZON)).div_ceil(measured);
-                lease.size = u32::try_from(per_horizon).unwrap_or(u32::MAX).clamp(1, max);
+                lease.size = u32::try_from(per_horizon)
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, max_draw(gcra));
                 lease.spent = 0;
                 lease.measured_from = now;
             }
-            let size = lease.size.min(max);
-            lease.drawing_since = (size > 1).then_some(now);
-            Want(size)
-        })
+            lease.drawing = lease.size > 1;
+            lease.size
+        });
+        want(units)
     }
 
-    /// Redis answered `step` to a request that wanted `want` units of `key`: one unit (if any)
-    /// is the request's, the rest is leased. The request's decision.
-    pub fn drawn(&self, key: &str, gcra: Gcra, want: Want, step: Step, now: u64) -> Decision {
+    /// Redis answered `step` to `want`: one unit (if any) is the request's, the rest is leased.
+    /// The request's decision.
+    pub fn drawn(&self, gcra: Gcra, mut want: Want<'_>, step: Step, now: u64) -> Decision {
         let decision = gcra.decision(step);
-        if max_draw(gcra) < 2 {
+        if !leased(gcra) {
             return decision;
         }
+        let key = want.key;
+        let was_draw = want.units > 1;
+        // The draw ends here, under the lock below, not again when `want` is dropped.
+        want.units = 1;
         self.with(key, now, |leases| {
             let Some(lease) = leases.get_mut(key) else {
                 return decision;
             };
-            if want.0 > 1 {
-                lease.drawing_since = None;
+            if was_draw {
+                lease.drawing = false;
             }
             if !step.allowed() {
                 return decision;
@@ -168,36 +203,25 @@ impl Leases {
             lease.spent += 1;
             lease.last_used = now;
             let extra = step.granted - 1;
-            let live = lease.left > 0 && now < lease.expires_at;
-            if extra > 0 || !live {
+            if extra > 0 || !lease.live(now) {
                 // The units beyond this request's are leased, and the lease takes Redis's view.
-                // (Only a draw abandoned and then answered late could meet a live lease here:
-                // what a replica holds stays within one draw.)
-                let kept = if live { lease.left } else { 0 };
-                lease.left = kept.saturating_add(extra).min(max_draw(gcra));
-                lease.expires_at = now.saturating_add(micros(LEASE_TTL));
+                // A draw always meets an empty lease (it was asked for because the lease was
+                // empty, and it is the key's only one in flight): what a replica holds stays
+                // within one draw.
+                lease.left = extra;
+                lease.drawn_at = now;
                 lease.remaining = decision.remaining;
                 lease.ahead_us = step.ahead_us;
-                lease.drawn_at = now;
             }
-            Decision {
-                remaining: decision
-                    .remaining
-                    .saturating_add(lease.left)
-                    .min(gcra.limit),
-                ..decision
-            }
+            lease.with_left(decision, gcra.limit)
         })
     }
 
-    /// Redis did not answer a request that wanted `want` units of `key`: a draw may start again.
-    pub fn abandoned(&self, key: &str, gcra: Gcra, want: Want, now: u64) {
-        if want.0 < 2 || max_draw(gcra) < 2 {
-            return;
-        }
-        self.with(key, now, |leases| {
+    /// A draw of `key` ended without its answer.
+    fn end_draw(&self, key: &str) {
+        self.0.with_unpruned(key, |leases| {
             if let Some(lease) = leases.get_mut(key) {
-                lease.drawing_since = None;
+                lease.drawing = false;
             }
         });
     }
@@ -238,7 +262,7 @@ mod tests {
     }
 
     impl Store {
-        fn take(&mut self, gcra: Gcra, now: u64, want: Want) -> Step {
+        fn take(&mut self, gcra: Gcra, now: u64, want: &Want<'_>) -> Step {
             let step = gcra.take(self.tat, now, want.units());
             if step.allowed() {
                 self.tat = Some(now + step.ahead_us);
@@ -255,8 +279,8 @@ mod tests {
             return (false, decision);
         }
         let want = leases.want("k", gcra, now);
-        let step = store.take(gcra, now, want);
-        (true, leases.drawn("k", gcra, want, step, now))
+        let step = store.take(gcra, now, &want);
+        (true, leases.drawn(gcra, want, step, now))
     }
 
     #[test]
@@ -331,7 +355,7 @@ mod tests {
         let quiet = 1_000 * 100 + LEASE_TTL.as_micros() as u64;
         assert_eq!(leases.spend("k", limit, quiet), None, "the lease expired");
         let want = leases.want("k", limit, quiet);
-        assert_eq!(want, Want(1), "a pause resets the rate");
+        assert_eq!(want.units(), 1, "a pause resets the rate");
     }
 
     #[test]
@@ -344,25 +368,26 @@ mod tests {
         }
         let now = 100 * 100 + 10 * MS;
         let first = leases.want("k", limit, now);
-        assert!(first.units() > 1, "a busy key draws ahead: {first:?}");
+        assert!(
+            first.units() > 1,
+            "a busy key draws ahead: {}",
+            first.units()
+        );
         assert_eq!(
-            leases.want("k", limit, now),
-            Want(1),
+            leases.want("k", limit, now).units(),
+            1,
             "while it is on its way"
         );
-        leases.abandoned("k", limit, first, now);
+        // No answer (Redis failed, or the request was cancelled): the draw ends with its want.
+        drop(first);
         let again = leases.want("k", limit, now);
-        assert!(again.units() > 1, "Redis did not answer");
-        // A request dropped on its way never reports back: the others ask one unit at a time…
-        let busy = |from: u64, store: &mut Store| {
-            (0..1_000u64)
-                .filter(|i| request(&leases, store, limit, from + i * 100).0)
-                .count()
-        };
-        assert_eq!(busy(now + 800 * MS, &mut store), 1_000);
-        // …until it is given up on.
-        let asked = busy(now + 1_000 * MS, &mut store);
-        assert!(asked < 100, "{asked} of 1 000 asked Redis");
+        assert!(again.units() > 1, "the next request draws");
+        let step = store.take(limit, now, &again);
+        leases.drawn(limit, again, step, now);
+        assert!(
+            leases.want("k", limit, now).units() > 1,
+            "an answered draw ends too"
+        );
     }
 
     #[test]

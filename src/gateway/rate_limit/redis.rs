@@ -110,10 +110,11 @@ impl RedisLimiter {
             count_fallback();
             return;
         }
-        let wants: ArrayVec<Want, MAX_CHARGES> = pending
+        let wants: ArrayVec<Want<'_>, MAX_CHARGES> = pending
             .iter()
             .map(|(key, gcra)| self.leases.want(key, *gcra, now))
             .collect();
+        // A want not answered (no answer, or past the refusal) ends its draw when dropped.
         let call = tokio::time::timeout(CALL_TIMEOUT, self.call(pending, &wants)).await;
         match call.unwrap_or(Err(CallError::Timeout(CALL_TIMEOUT))) {
             Ok(steps) => {
@@ -122,20 +123,12 @@ impl RedisLimiter {
                     tracing::info!("rate limiting is shared through Redis again");
                 }
                 let now = self.now_us();
-                for (((key, gcra), want), step) in pending.iter().zip(&wants).zip(&steps) {
-                    decisions.push(self.leases.drawn(key, *gcra, *want, *step, now));
-                }
-                // A draw past the refusal was never made.
-                for ((key, gcra), want) in pending.iter().zip(&wants).skip(steps.len()) {
-                    self.leases.abandoned(key, *gcra, *want, now);
+                for (((_, gcra), want), step) in pending.iter().zip(wants).zip(steps) {
+                    decisions.push(self.leases.drawn(*gcra, want, step, now));
                 }
             }
             Err(error) => {
-                let now = self.now_us();
-                for ((key, gcra), want) in pending.iter().zip(&wants) {
-                    self.leases.abandoned(key, *gcra, *want, now);
-                }
-                let failed = self.fallback.failed(now);
+                let failed = self.fallback.failed(self.now_us());
                 if failed.newly_degraded {
                     metrics::gauge!("gateway_rate_limit_degraded").set(1.0);
                 }
@@ -153,7 +146,7 @@ impl RedisLimiter {
     async fn call(
         &self,
         limits: &[(&str, Gcra)],
-        wants: &[Want],
+        wants: &[Want<'_>],
     ) -> Result<ArrayVec<Step, MAX_CHARGES>, CallError> {
         let mut invocation = self.script.prepare_invoke();
         for ((key, gcra), want) in limits.iter().zip(wants) {

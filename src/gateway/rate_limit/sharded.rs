@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 const SHARDS: usize = 16;
@@ -50,13 +50,22 @@ impl<V> Sharded<V> {
         live: impl FnMut(&V) -> bool,
         f: impl FnOnce(&mut HashMap<String, V>) -> T,
     ) -> T {
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        // Entries are plain numbers: a panic elsewhere cannot leave one half-updated.
-        let mut shard = self.shards[index.min(SHARDS - 1)]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut shard = self.lock(key);
         shard.prune_if_due(now, self.prune_every_us, live);
         f(&mut shard.entries)
+    }
+
+    /// Runs `f` on the entries of `key`'s shard, for a caller without a clock (no pruning).
+    pub fn with_unpruned<T>(&self, key: &str, f: impl FnOnce(&mut HashMap<String, V>) -> T) -> T {
+        f(&mut self.lock(key).entries)
+    }
+
+    fn lock(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        // Entries are plain numbers: a panic elsewhere cannot leave one half-updated.
+        self.shards[index.min(SHARDS - 1)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     #[cfg(test)]
