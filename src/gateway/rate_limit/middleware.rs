@@ -86,35 +86,12 @@ impl RateLimiter {
     /// The per-IP charge of `request` from `peer` (`X-Forwarded-For` believed from a trusted proxy
     /// only): `None` when its path is exempt or its class's limit is off.
     pub fn ip_charge(&self, request: &Request, peer: IpAddr) -> Option<Charge> {
-        let path = request.uri().path();
-        if is_exempt(path) {
-            return None;
-        }
-        let class = classify(path);
-        let gcra = Gcra::new(self.ip_limit(class), self.window())?;
-        let ip = client_ip(peer, request.headers(), self.trusted_proxies());
-        Some(Charge {
-            key: Key::of(format_args!("ip:{}:{}", class.as_str(), Bucket(ip))),
-            gcra,
-            scope: "ip",
-            class,
-        })
+        self.ip_charge_in(counted_class(request.uri().path())?, request, peer)
     }
 
     /// The per-user charge of `user`'s request for `path`: `None` where the limit does not apply.
     pub fn user_charge(&self, path: &str, user: &(impl Display + ?Sized)) -> Option<Charge> {
-        let class = classify(path);
-        // Webhooks act for no user; a stray subject there must not spend a user's budget.
-        if is_exempt(path) || class == RouteClass::Webhooks {
-            return None;
-        }
-        let gcra = Gcra::new(self.user_limit(), self.window())?;
-        Some(Charge {
-            key: Key::of(format_args!("user:{user}")),
-            gcra,
-            scope: "user",
-            class,
-        })
+        self.user_charge_in(counted_class(path)?, user)
     }
 
     /// The charges of `request` from `peer`, signed in as `user` when that is known: its
@@ -125,9 +102,37 @@ impl RateLimiter {
         peer: IpAddr,
         user: Option<&U>,
     ) -> Charges {
-        let client = self.ip_charge(request, peer);
-        let user = user.and_then(|user| self.user_charge(request.uri().path(), user));
+        let Some(class) = counted_class(request.uri().path()) else {
+            return Charges::new();
+        };
+        let client = self.ip_charge_in(class, request, peer);
+        let user = user.and_then(|user| self.user_charge_in(class, user));
         [client, user].into_iter().flatten().collect()
+    }
+
+    fn ip_charge_in(&self, class: RouteClass, request: &Request, peer: IpAddr) -> Option<Charge> {
+        let gcra = Gcra::new(self.ip_limit(class), self.window())?;
+        let ip = client_ip(peer, request.headers(), self.trusted_proxies());
+        Some(Charge {
+            key: Key::of(format_args!("ip:{}:{}", class.as_str(), Bucket(ip))),
+            gcra,
+            scope: "ip",
+            class,
+        })
+    }
+
+    fn user_charge_in(&self, class: RouteClass, user: &(impl Display + ?Sized)) -> Option<Charge> {
+        // Webhooks act for no user; a stray subject there must not spend a user's budget.
+        if class == RouteClass::Webhooks {
+            return None;
+        }
+        let gcra = Gcra::new(self.user_limit(), self.window())?;
+        Some(Charge {
+            key: Key::of(format_args!("user:{user}")),
+            gcra,
+            scope: "user",
+            class,
+        })
     }
 
     /// Counts the request against `charges` in order (one round trip to Redis for all of them):
@@ -174,6 +179,11 @@ pub async fn limit_by_ip(
     let mut response = next.run(request).await;
     admitted.apply(&mut response);
     response
+}
+
+/// The route class `path` is counted under; `None` when it is exempt from every limit.
+fn counted_class(path: &str) -> Option<RouteClass> {
+    (!is_exempt(path)).then(|| classify(path))
 }
 
 /// Orchestrators and scrapers probe these constantly; limiting them would fail health checks.
