@@ -121,11 +121,6 @@ pub enum CacheKey {
     Token(String),
 }
 
-/// The cache key of a session, by its id from the cookie.
-pub fn session_key(id: &tower_sessions::session::Id) -> CacheKey {
-    CacheKey::Session(*id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

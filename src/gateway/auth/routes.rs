@@ -19,9 +19,9 @@ use crate::http::{ApiError, ErrorBody};
 use crate::identity::users::{self, User};
 use crate::identity::{email, password};
 
+use super::cache::CacheKey;
 use super::{
-    Authenticated, CurrentUser, RequestMeta, UserEnvelope, UserView, cache, lockout, session,
-    tokens,
+    Authenticated, CurrentUser, RequestMeta, UserEnvelope, UserView, lockout, session, tokens,
 };
 
 pub fn routes() -> OpenApiRouter<GatewayState> {
@@ -117,7 +117,7 @@ async fn login(
     // A new id at sign-in: an id planted before sign-in (session fixation) is worth nothing, here
     // at once, not only once this replica's cached identity for it expires.
     if let Some(old) = session.id() {
-        state.auth_cache.forget(&cache::session_key(&old));
+        state.auth_cache.forget(&CacheKey::Session(old));
     }
     session.cycle_id().await.map_err(session::failed)?;
     session::write(&session, user.id, user.session_epoch)
@@ -258,7 +258,7 @@ async fn logout(
         None => {
             let id = session.id();
             if let Some(id) = &id {
-                state.auth_cache.forget(&cache::session_key(id));
+                state.auth_cache.forget(&CacheKey::Session(*id));
             }
             session.flush().await.map_err(session::failed)?;
             // Its websockets too, here and on every gateway (they outlive the request).

@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::upgrade;
 use crate::gateway::auth::Authenticated;
-use crate::gateway::auth::cache::{self, AuthCache};
+use crate::gateway::auth::cache::{AuthCache, CacheKey};
 use crate::gateway::auth::tokens;
 pub use crate::identity::lease::Lease;
 use crate::identity::users;
@@ -307,7 +307,7 @@ impl LiveConnections {
         self.close(revocation);
         match &revocation.scope {
             Scope::Session(id) => match id.parse::<Id>() {
-                Ok(id) => self.cache.forget(&cache::session_key(&id)),
+                Ok(id) => self.cache.forget(&CacheKey::Session(id)),
                 Err(_) => self.cache.clear(),
             },
             // Cached by token, not by family or user: rare enough to drop everything.
