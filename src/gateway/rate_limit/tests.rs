@@ -167,12 +167,17 @@ async fn redis_counts_remaining_and_reset_like_the_local_limiter() {
     assert!(!limiter.is_degraded());
 }
 
-/// A client's and a user's charge for `GET /api/v1/orders` from `ip`.
-fn charges(limiter: &RateLimiter, ip: &str, user: &str) -> Charges {
+/// `GET /api/v1/orders` from `ip` signed in as `user`, admitted on its client's and user's charges.
+async fn admit(
+    limiter: &RateLimiter,
+    ip: &str,
+    user: &str,
+) -> Result<Admitted, axum::response::Response> {
     let request = axum::extract::Request::get("/api/v1/orders")
         .body(axum::body::Body::empty())
         .expect("a request");
-    limiter.charges(&request, ip.parse().expect("an address"), Some(user))
+    let charges = limiter.charges(&request, ip.parse().expect("an address"), Some(user));
+    limiter.admit(&charges).await
 }
 
 #[tokio::test]
@@ -187,36 +192,17 @@ async fn charges_are_counted_in_order_up_to_the_first_refusal_locally_and_in_red
         RateLimiter::new(&config, Some(test_redis())),
     ] {
         let shared = limiter.is_shared();
-        assert!(
-            limiter
-                .admit(&charges(&limiter, "192.0.2.50", "erin"))
-                .await
-                .is_ok()
-        );
-        let refused = limiter
-            .admit(&charges(&limiter, "192.0.2.50", "erin"))
-            .await;
+        assert!(admit(&limiter, "192.0.2.50", "erin").await.is_ok());
+        let refused = admit(&limiter, "192.0.2.50", "erin").await;
         let refused = refused.expect_err("the client's budget is spent");
         assert_eq!(refused.headers()["ratelimit-limit"], "1", "shared {shared}");
         // Refused by the client's limit, so the user's was not spent: one request is left.
-        assert!(
-            limiter
-                .admit(&charges(&limiter, "192.0.2.51", "erin"))
-                .await
-                .is_ok()
-        );
-        let refused = limiter
-            .admit(&charges(&limiter, "192.0.2.52", "erin"))
-            .await;
+        assert!(admit(&limiter, "192.0.2.51", "erin").await.is_ok());
+        let refused = admit(&limiter, "192.0.2.52", "erin").await;
         let refused = refused.expect_err("erin's budget is spent");
         assert_eq!(refused.headers()["ratelimit-limit"], "2", "shared {shared}");
         // Refused by the user's limit, the client's was spent first, as if checked in turn.
-        assert!(
-            limiter
-                .admit(&charges(&limiter, "192.0.2.52", "frank"))
-                .await
-                .is_err()
-        );
+        assert!(admit(&limiter, "192.0.2.52", "frank").await.is_err());
         assert!(!limiter.is_degraded());
     }
 }
@@ -253,7 +239,7 @@ async fn two_gateway_replicas_on_one_redis_share_one_budget() {
     assert!(!replica_a.is_degraded() && !replica_b.is_degraded());
 }
 
-/// Drives `requests` requests of one client through both replicas, `lanes` at a time each;
+/// Drives `requests` requests of one client through both replicas, eight at a time on each;
 /// returns how many were allowed and how long it took.
 async fn busy_client(
     replicas: &(RateLimiter, RateLimiter),
