@@ -156,7 +156,11 @@ async fn child() {
         enqueue(&mut tx, &event).await.expect("enqueue");
         if transactions.is_multiple_of(ROLLBACK_EVERY) {
             // Durable before the rollback, so the parent knows it even if the kill comes next.
-            writeln!(rolled_back, "{id}").expect("write the rolled-back id");
+            // One `write` call per line: `writeln!` may split the id and its newline over two,
+            // and a kill between them glued the next child's id onto this one.
+            rolled_back
+                .write_all(format!("{id}\n").as_bytes())
+                .expect("write the rolled-back id");
             rolled_back.sync_all().expect("sync the rolled-back file");
             tx.rollback().await.expect("rollback");
         } else {
