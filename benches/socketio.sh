@@ -3,8 +3,8 @@
 # clients with p99 delivery under 50 ms; memory per connection at most a third of the Node
 # socket.io server's."
 #
-# In one run on this machine, the same load generator (benches/socketio/load.mjs) drives two servers,
-# one after the other, each on the same Redis:
+# In one run on this machine, the same load generator drives two servers, one after the other, each on
+# the same Redis:
 #   NODE   the `socket.io` 4.x server with `@socket.io/redis-adapter` (benches/socketio/server.mjs):
 #          path /socket.io, namespace /events, a tenant room per session cookie; a broadcast is an
 #          emit of an order to the room, triggered over HTTP
@@ -22,10 +22,16 @@
 #   - fan-out spread: first → each receipt of the same broadcast (the broadcast itself);
 #   - the ratios and the SPEC's goals.
 #
+# The load generator (LOADGEN): `rust` (default), benches/socketio_load.rs, built by `cargo bench`;
+# or `node`, benches/socketio/load.mjs. Both speak the same protocol and print the same RESULT line.
+# The Node one spends about 20 µs of CPU per receipt, as much as the server spends sending it: on
+# 2 cores its p99 measures the receiving side as much as the server.
+#
 #   benches/socketio.sh                          # builds target/release/forma if it is stale
 #   CLIENTS=2000 ROOM=1000 BROADCASTS=20 benches/socketio.sh
 #
-# Settings (environment): CLIENTS (10000), ROOM (5000), PROCS (4, load generator processes),
+# Settings (environment): LOADGEN (rust), CLIENTS (10000), ROOM (5000), PROCS (4, load generator
+# processes for node, worker threads for rust),
 # BROADCASTS (40), INTERVAL_MS (250), SETTLE_MS (3000), TIMEOUT (240 s per server), REDIS_URL
 # (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), BIN
 # (target/release/forma; when given, used as it is). TOKIO_WORKER_THREADS is passed through.
@@ -37,6 +43,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+LOADGEN=${LOADGEN:-rust}
 CLIENTS=${CLIENTS:-10000}
 ROOM=${ROOM:-5000}
 PROCS=${PROCS:-4}
@@ -101,6 +108,20 @@ raise_fd_limit() {
     ulimit -n "$need" 2>/dev/null ||
       die "cannot raise the open-file limit to $need (ulimit -n is $(ulimit -n), hard $(ulimit -Hn)); run as root or raise the hard limit"
   fi
+}
+
+# The Rust load generator, built once in the bench profile; LOADGEN_BIN is its executable.
+ensure_loadgen() {
+  case $LOADGEN in
+    node) return 0 ;;
+    rust) ;;
+    *) die "LOADGEN=$LOADGEN: rust or node" ;;
+  esac
+  progress "building the load generator (cargo bench --bench socketio_load --no-run; minutes on 2 cores when stale)"
+  LOADGEN_BIN=$(cargo bench --bench socketio_load --no-run --message-format=json 2>"$dir/loadgen-build.log" |
+    sed -n 's/.*"executable":"\([^"]*socketio_load[^"]*\)".*/\1/p' | tail -n 1) || true
+  [ -n "$LOADGEN_BIN" ] && [ -x "$LOADGEN_BIN" ] ||
+    { cat "$dir/loadgen-build.log" >&2; die "cargo bench --bench socketio_load --no-run failed"; }
 }
 
 ensure_binary() {
@@ -217,17 +238,18 @@ verify_forma() {
 
 # --- measuring ----------------------------------------------------------------------------------
 
-declare -A R # "TARGET/key" -> value, from load.mjs's RESULT line
+declare -A R # "TARGET/key" -> value, from the load generator's RESULT line
 
 run_load() { # TARGET PORT PID TRIGGER COOKIE_ROOM COOKIE_OTHER ROOM_TENANT
-  local target=$1 out="$dir/load-$1.txt"
+  local target=$1 out="$dir/load-$1.txt" loadgen=(node benches/socketio/load.mjs)
+  [ "$LOADGEN" = node ] || loadgen=("$LOADGEN_BIN")
   progress "$target: $CLIENTS clients ($ROOM in the room), $BROADCASTS broadcasts every ${INTERVAL_MS} ms"
   env TARGET="$target" BASE_URL="http://127.0.0.1:$2" SERVER_PID="$3" TRIGGER="$4" \
     COOKIE_ROOM="$5" COOKIE_OTHER="$6" ROOM_TENANT="$7" \
     SHOPIFY_SECRET="$SHOPIFY_SECRET" SHOP_DOMAIN="$SHOP_DOMAIN" \
     CLIENTS="$CLIENTS" ROOM="$ROOM" PROCS="$PROCS" BROADCASTS="$BROADCASTS" INTERVAL_MS="$INTERVAL_MS" \
     SETTLE_MS="$SETTLE_MS" TIMEOUT="$TIMEOUT" \
-    timeout --kill-after=10 "$((TIMEOUT + 30))" node benches/socketio/load.mjs >"$out" ||
+    timeout --kill-after=10 "$((TIMEOUT + 30))" "${loadgen[@]}" >"$out" ||
     { cat "$out" >&2; die "the load generator failed against $target"; }
   local line field
   line=$(grep '^RESULT ' "$out") || die "no RESULT from the load generator against $target"
@@ -245,7 +267,7 @@ report() {
   echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN, serve --role all, Redis adapter"
   echo "node:     $(node --version), socket.io $(node -p "require('./benches/socketio/node_modules/socket.io/package.json').version"), @socket.io/redis-adapter $(node -p "require('./benches/socketio/node_modules/@socket.io/redis-adapter/package.json').version")"
   echo "redis:    $REDIS_URL"
-  echo "settings: CLIENTS=$CLIENTS ROOM=$ROOM PROCS=$PROCS BROADCASTS=$BROADCASTS INTERVAL_MS=$INTERVAL_MS SETTLE_MS=$SETTLE_MS" \
+  echo "settings: LOADGEN=$LOADGEN CLIENTS=$CLIENTS ROOM=$ROOM PROCS=$PROCS BROADCASTS=$BROADCASTS INTERVAL_MS=$INTERVAL_MS SETTLE_MS=$SETTLE_MS" \
     "forma TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}"
   echo "delay: trigger sent -> received (forma: a Shopify webhook ingested, committed, emitted; node: an HTTP-triggered emit)"
   echo "spread: first receipt -> each receipt of the same broadcast"
@@ -270,6 +292,8 @@ report() {
   echo "forma p99 delivery delay:         ${R[forma/p99_ms]} ms  (SPEC: < 50 ms -> $(verdict "$(awk -v p="${R[forma/p99_ms]}" 'BEGIN { print p < 50 }')"))"
   echo "order:created payload bytes: node ${R[node/payload_bytes]}, forma ${R[forma/payload_bytes]};" \
     "events per broadcast per room client: node ${R[node/events_per_broadcast]}, forma ${R[forma/events_per_broadcast]}"
+  echo "load generator ($LOADGEN) CPU per receipt while broadcasting: node ${R[node/loadgen_us_per_receipt]:-n/a} µs," \
+    "forma ${R[forma/loadgen_us_per_receipt]:-n/a} µs"
   local bad=0
   for t in node forma; do
     if [ "${R[$t/connected]}" != "$CLIENTS" ] || [ "${R[$t/received]}" != "${R[$t/expected]}" ] ||
@@ -287,6 +311,7 @@ report() {
 ensure_tools
 raise_fd_limit
 ensure_binary
+ensure_loadgen
 ensure_redis
 for port in "$NODE_PORT" "$FORMA_PORT"; do
   port_in_use 127.0.0.1 "$port" && die "port $port is in use; set NODE_PORT / FORMA_PORT"
