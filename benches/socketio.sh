@@ -292,6 +292,8 @@ report() {
   echo "forma p99 delivery delay:         ${R[forma/p99_ms]} ms  (SPEC: < 50 ms -> $(verdict "$(awk -v p="${R[forma/p99_ms]}" 'BEGIN { print p < 50 }')"))"
   echo "order:created payload bytes: node ${R[node/payload_bytes]}, forma ${R[forma/payload_bytes]};" \
     "events per broadcast per room client: node ${R[node/events_per_broadcast]}, forma ${R[forma/events_per_broadcast]}"
+  echo "server CPU per receipt while broadcasting: node ${R[node/server_us_per_receipt]:-n/a} µs," \
+    "forma ${R[forma/server_us_per_receipt]:-n/a} µs (forma's includes ingesting the webhook)"
   echo "load generator ($LOADGEN) CPU per receipt while broadcasting: node ${R[node/loadgen_us_per_receipt]:-n/a} µs," \
     "forma ${R[forma/loadgen_us_per_receipt]:-n/a} µs"
   local bad=0

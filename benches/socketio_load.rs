@@ -234,18 +234,19 @@ fn rss_kb(pid: u32) -> Result<u64> {
         .ok_or_else(|| anyhow!("no VmRSS for pid {pid}"))
 }
 
-/// This process's CPU time so far (every thread, user and system), from /proc/self/stat.
-fn own_cpu() -> Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+/// A process's CPU time so far (every thread, user and system), from /proc/`pid`/stat; `pid` is
+/// a number or `self`.
+fn cpu_of(pid: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("the process {pid} is gone"))?;
     // The fields after the command name, which is in parentheses and may hold spaces.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
     // utime and stime are the 14th and 15th fields, in clock ticks of 1/100 s on Linux.
-    let ticks = |i: usize| -> Result<u64> {
-        Ok(fields.get(i).context("a short /proc/self/stat")?.parse()?)
-    };
+    let ticks =
+        |i: usize| -> Result<u64> { Ok(fields.get(i).context("a short /proc/…/stat")?.parse()?) };
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
@@ -432,6 +433,8 @@ async fn run(settings: Settings) -> Result<String> {
         "{}/socket.io/?EIO=4&transport=websocket",
         settings.base_url.replacen("http", "ws", 1)
     );
+    // reqwest is built without a default TLS provider; the one forma installs serves here too.
+    forma::infra::tls::install_crypto_provider();
     let http = reqwest::Client::builder().build()?;
     let (stop_all, stop) = watch::channel(false);
     let mut clients = Clients {
@@ -474,7 +477,8 @@ async fn run(settings: Settings) -> Result<String> {
 
     // Open loop: broadcast i is due at start + i × INTERVAL_MS, however long the previous took.
     let first = 100_000 + rand::random_range(0..800_000u64) * 1000;
-    let cpu_before = own_cpu()?;
+    let server = settings.server_pid.to_string();
+    let cpu_before = (cpu_of("self")?, cpu_of(&server)?);
     let mut sent = HashMap::new();
     let t0 = tokio::time::Instant::now();
     for i in 0..settings.broadcasts {
@@ -492,7 +496,10 @@ async fn run(settings: Settings) -> Result<String> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_end = rss_kb(settings.server_pid)?;
-    let cpu = own_cpu()?.saturating_sub(cpu_before);
+    let cpu = (
+        cpu_of("self")?.saturating_sub(cpu_before.0),
+        cpu_of(&server)?.saturating_sub(cpu_before.1),
+    );
     let _ = stop_all.send(true);
     let mut receipts = Vec::new();
     for handle in clients.handles {
@@ -559,10 +566,15 @@ async fn run(settings: Settings) -> Result<String> {
             tally.cross_tenant.load(Ordering::Relaxed)
         ),
         format!("dropped={}", tally.dropped.load(Ordering::Relaxed)),
-        // What the generator itself spent per receipt while broadcasts ran (triggers included).
+        // CPU per receipt while broadcasts ran: the server's (its trigger included), and the
+        // generator's own (its triggers included).
+        format!(
+            "server_us_per_receipt={}",
+            fmt(cpu.1.as_secs_f64() * 1e6 / delays.len() as f64)
+        ),
         format!(
             "loadgen_us_per_receipt={}",
-            fmt(cpu.as_secs_f64() * 1e6 / delays.len() as f64)
+            fmt(cpu.0.as_secs_f64() * 1e6 / delays.len() as f64)
         ),
         format!(
             "payload_bytes={}",
