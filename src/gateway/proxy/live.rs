@@ -21,7 +21,7 @@
 //! whose session is gone or expired (or moves the time on, when other requests kept the session
 //! alive) and those whose token expired (the client reconnects with a fresh one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -57,7 +57,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 /// What authenticated an upgraded connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Credential {
     /// A session cookie, by session id.
     Session(String),
@@ -120,16 +120,15 @@ impl Revocation {
 
 /// What a connection was opened with: its credential, the user's session epoch then, and when
 /// the sign-in lapses unless renewed (`None`: not known to).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Grant {
     pub credential: Credential,
     pub epoch: i64,
     pub until: Option<DateTime<Utc>>,
 }
 
-/// One open connection in the index.
+/// One open connection in the index (by its id).
 struct Held {
-    id: u64,
     grant: Grant,
     stop: CancellationToken,
 }
@@ -152,7 +151,9 @@ enum Due {
 
 /// This gateway's open upgraded connections, and the revocations that end them.
 pub struct LiveConnections {
-    by_user: Mutex<HashMap<Uuid, Vec<Held>>>,
+    /// A user's connections by id: one user may hold thousands (a shared kiosk session), and each
+    /// leaves the index on its own.
+    by_user: Mutex<HashMap<Uuid, HashMap<u64, Held>>>,
     next_id: AtomicU64,
     /// Dropped on a revocation from another gateway: its identities may be cached here.
     cache: Arc<AuthCache>,
@@ -232,11 +233,13 @@ impl LiveConnections {
     pub fn lease(self: &Arc<Self>, user_id: Uuid, grant: Grant) -> Lease {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let stop = CancellationToken::new();
-        self.index().entry(user_id).or_default().push(Held {
+        self.index().entry(user_id).or_default().insert(
             id,
-            grant,
-            stop: stop.clone(),
-        });
+            Held {
+                grant,
+                stop: stop.clone(),
+            },
+        );
         let registration = Arc::new(Registration {
             live: self.clone(),
             user_id,
@@ -245,24 +248,26 @@ impl LiveConnections {
         Lease::new(stop, registration)
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Vec<Held>>> {
+    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, HashMap<u64, Held>>> {
         self.by_user.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Ends this gateway's connections that `revocation` names; returns how many.
     pub fn close(&self, revocation: &Revocation) -> usize {
-        self.close_where(revocation.user_id, |h| revocation.ends(&h.grant.credential))
+        self.close_where(revocation.user_id, |_, h| {
+            revocation.ends(&h.grant.credential)
+        })
     }
 
     /// Ends the connections of `user_id` that `ends` picks; returns how many.
-    fn close_where(&self, user_id: Uuid, ends: impl Fn(&Held) -> bool) -> usize {
+    fn close_where(&self, user_id: Uuid, ends: impl Fn(u64, &Held) -> bool) -> usize {
         let mut index = self.index();
         let Some(held) = index.get_mut(&user_id) else {
             return 0;
         };
         let mut closed = 0;
-        held.retain(|h| {
-            let this_one = ends(h);
+        held.retain(|&id, h| {
+            let this_one = ends(id, h);
             if this_one {
                 h.stop.cancel();
                 closed += 1;
@@ -330,25 +335,31 @@ impl LiveConnections {
     }
 
     async fn check(&self, due: Due, now: DateTime<Utc>) -> usize {
-        let lapsed: Vec<(Uuid, u64, Grant)> = self
-            .index()
-            .iter()
-            .flat_map(|(user, held)| held.iter().map(move |h| (*user, h)))
-            .filter(|(_, h)| match due {
-                Due::All => true,
-                Due::Lapsed => h.grant.until.is_some_and(|until| until <= now),
-            })
-            .map(|(user, h)| (user, h.id, h.grant.clone()))
-            .collect();
+        // Each sign-in is asked about once, however many connections it opened.
+        let mut due_grants: HashMap<(Uuid, Grant), HashSet<u64>> = HashMap::new();
+        for (user, held) in self.index().iter() {
+            for (&id, h) in held {
+                let is_due = match due {
+                    Due::All => true,
+                    Due::Lapsed => h.grant.until.is_some_and(|until| until <= now),
+                };
+                if is_due {
+                    due_grants
+                        .entry((*user, h.grant.clone()))
+                        .or_default()
+                        .insert(id);
+                }
+            }
+        }
         let mut closed = 0;
-        for (user_id, id, grant) in lapsed {
+        for ((user_id, grant), ids) in due_grants {
             match self.holds(user_id, &grant, now).await {
                 // A store that does not answer ends nothing: the next sweep asks again.
                 Err(error) => {
                     tracing::warn!(user = %user_id, %error, "a held connection's sign-in could not be checked");
                 }
-                Ok(Some(until)) => self.renew(user_id, id, until),
-                Ok(None) => closed += self.close_where(user_id, |h| h.id == id),
+                Ok(Some(until)) => self.renew(user_id, &ids, until),
+                Ok(None) => closed += self.close_where(user_id, |id, _| ids.contains(&id)),
             }
         }
         if closed > 0 {
@@ -407,11 +418,13 @@ impl LiveConnections {
         Ok(user.map(|_| until))
     }
 
-    /// Moves a held connection's lapse time on.
-    fn renew(&self, user_id: Uuid, id: u64, until: Option<DateTime<Utc>>) {
+    /// Moves the lapse time of held connections `ids` on.
+    fn renew(&self, user_id: Uuid, ids: &HashSet<u64>, until: Option<DateTime<Utc>>) {
         if let Some(held) = self.index().get_mut(&user_id) {
-            if let Some(h) = held.iter_mut().find(|h| h.id == id) {
-                h.grant.until = until;
+            for id in ids {
+                if let Some(h) = held.get_mut(id) {
+                    h.grant.until = until;
+                }
             }
         }
     }
@@ -492,7 +505,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         let mut index = self.live.index();
         if let Some(held) = index.get_mut(&self.user_id) {
-            held.retain(|h| h.id != self.id);
+            held.remove(&self.id);
             if held.is_empty() {
                 index.remove(&self.user_id);
             }
@@ -604,7 +617,12 @@ mod tests {
         };
         // Lapsed when opened, but other requests kept the session alive since.
         let renewed_id = stored_session(&live, now + hour).await;
-        let renewed = live.lease(alice.id, at(Credential::Session(renewed_id), now - hour));
+        let renewed = live.lease(
+            alice.id,
+            at(Credential::Session(renewed_id.clone()), now - hour),
+        );
+        // A second tab of that session, checked with the first: both renewed.
+        let renewed_too = live.lease(alice.id, at(Credential::Session(renewed_id), now - hour));
         // Lapsed, and the store no longer has it (expired there and deleted).
         let gone = live.lease(alice.id, at(Credential::Session("gone".into()), now - hour));
         // The store no longer has it either, but it has not lapsed yet: not looked at.
@@ -615,11 +633,11 @@ mod tests {
 
         assert_eq!(live.sweep(now).await, 2);
         assert!(ended(&gone) && ended(&expired));
-        assert!(!ended(&renewed) && !ended(&not_due) && !ended(&fresh));
+        assert!(!ended(&renewed) && !ended(&renewed_too) && !ended(&not_due) && !ended(&fresh));
         // Its lapse time is the session's: gone at the sweep after the session expired.
         assert_eq!(live.sweep(now + hour / 2).await, 0);
-        assert_eq!(live.sweep(now + hour * 2).await, 3);
-        assert!(ended(&renewed) && ended(&not_due) && ended(&fresh));
+        assert_eq!(live.sweep(now + hour * 2).await, 4);
+        assert!(ended(&renewed) && ended(&renewed_too) && ended(&not_due) && ended(&fresh));
     }
 
     #[tokio::test]
@@ -644,14 +662,14 @@ mod tests {
         }
         // Signed out on another gateway while this one's subscription was down.
         let signed_out = stored_session(&live, later).await;
-        let signed_out_lease = live.lease(
-            bob.id,
-            Grant {
-                credential: Credential::Session(signed_out.clone()),
-                epoch: bob.session_epoch,
-                until: Some(later),
-            },
-        );
+        let signed_out_grant = Grant {
+            credential: Credential::Session(signed_out.clone()),
+            epoch: bob.session_epoch,
+            until: Some(later),
+        };
+        // Two connections of it (two tabs), checked as one sign-in: both end.
+        let signed_out_lease = live.lease(bob.id, signed_out_grant.clone());
+        let signed_out_too = live.lease(bob.id, signed_out_grant);
         live.stores
             .sessions
             .delete(&signed_out.parse().unwrap())
@@ -667,8 +685,8 @@ mod tests {
             .unwrap();
 
         assert_eq!(live.sweep(now).await, 0, "nothing has lapsed");
-        assert_eq!(live.revalidate(now).await, 2);
-        assert!(ended(&leases[0]) && ended(&signed_out_lease));
+        assert_eq!(live.revalidate(now).await, 3);
+        assert!(ended(&leases[0]) && ended(&signed_out_lease) && ended(&signed_out_too));
         assert!(!ended(&leases[1]), "bob's other session still signs him in");
     }
 
