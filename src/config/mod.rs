@@ -97,7 +97,8 @@ pub struct ServerConfig {
     /// How long a client may take to send a request's headers, and how long an idle keep-alive
     /// connection stays open: a connection that dribbles its headers (slowloris) is closed.
     pub header_read_timeout_secs: u64,
-    /// Connections served at once; past it, new ones wait in the listen backlog.
+    /// Connections served at once; past it, new ones wait in the listen backlog. A connection
+    /// upgraded to a websocket counts until the websocket closes.
     pub max_connections: usize,
     /// Threads that serve connections, each with a single-threaded runtime, so that a request and
     /// the upstream connection it is forwarded on stay on one thread (see
@@ -125,7 +126,7 @@ impl Default for ServerConfig {
             webhook_body_limit_bytes: 5 * 1024 * 1024,
             shutdown_timeout_secs: 30,
             header_read_timeout_secs: 10,
-            max_connections: 10_000,
+            max_connections: 20_000,
             connection_threads: None,
         }
     }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::config::Role;
 use crate::config::UrlList;
 use crate::infra::db::Backend;
-use crate::testing::{TestApp, client, raw_http};
+use crate::testing::{ADMIN_PASSWORD, TestApp, client, raw_http};
 
 /// A stand-in order service: reads the whole body, as a webhook handler does, and answers 200 with
 /// the path it was asked for.
@@ -238,6 +238,53 @@ async fn idle_connections_beyond_the_cap_wait_and_are_served_once_a_slot_frees()
         .expect("served once the idle connection timed out");
     assert_eq!(served.status(), 200);
     drop(idle);
+}
+
+#[tokio::test]
+async fn a_websocket_holds_its_connection_slot_until_it_closes() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |c| {
+        c.server.header_read_timeout_secs = 1;
+        c.server.max_connections = 1;
+    })
+    .await;
+    // The sign-in's connection closes with its client, and frees the only slot.
+    let (_, cookie) = app.login("admin@localhost", ADMIN_PASSWORD).await;
+    let mut request = format!("ws://{}/socket.io/?EIO=4&transport=websocket", app.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("cookie", format!("forma.sid={cookie}").parse().unwrap());
+    let stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let (mut socket, _) = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_tungstenite::client_async(request, stream),
+    )
+    .await
+    .expect("upgraded once the sign-in's connection closed")
+    .unwrap();
+    let open = socket.next().await.unwrap().unwrap();
+    assert!(open.to_text().unwrap().starts_with('0'), "{open:?}");
+
+    // While the websocket is open, another connection waits in the backlog…
+    let mut waiting = tokio::spawn(client().get(app.url("/health/live")).send());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut waiting)
+            .await
+            .is_err(),
+        "served while the websocket held the only slot"
+    );
+    // …and is served once it closes.
+    drop(socket);
+    let served = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("served once the websocket closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(served.status(), 200);
 }
 
 #[tokio::test]
