@@ -242,7 +242,7 @@ declare -A R # "TARGET/key" -> value, from the load generator's RESULT line
 
 run_load() { # TARGET PORT PID TRIGGER COOKIE_ROOM COOKIE_OTHER ROOM_TENANT
   local target=$1 out="$dir/load-$1.txt" loadgen=(node benches/socketio/load.mjs)
-  [ "$LOADGEN" = node ] || loadgen=("$LOADGEN_BIN")
+  [ "$LOADGEN" = node ] || loadgen=("$LOADGEN_BIN" --bench)
   progress "$target: $CLIENTS clients ($ROOM in the room), $BROADCASTS broadcasts every ${INTERVAL_MS} ms"
   env TARGET="$target" BASE_URL="http://127.0.0.1:$2" SERVER_PID="$3" TRIGGER="$4" \
     COOKIE_ROOM="$5" COOKIE_OTHER="$6" ROOM_TENANT="$7" \
