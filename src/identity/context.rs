@@ -134,7 +134,10 @@ impl UserContext {
     /// ([`ContextSigner::prepare`]).
     fn canonical(&self, timestamp_ms: u128, binding: &Binding<'_>) -> String {
         let mut text = self.identity_lines();
-        text.push_str(&request_lines(timestamp_ms, binding));
+        let mut timestamp = itoa::Buffer::new();
+        request_pieces(timestamp.format(timestamp_ms), binding, |piece| {
+            text.push_str(piece);
+        });
         text
     }
 
@@ -281,20 +284,23 @@ fn mac(key: &[u8]) -> Option<HmacSha256> {
     <HmacSha256 as KeyInit>::new_from_slice(key).ok()
 }
 
-/// The lines of the signed text that describe the request, after the user's.
-fn request_lines(timestamp_ms: u128, binding: &Binding<'_>) -> String {
-    let mut timestamp = itoa::Buffer::new();
-    request_fields(timestamp.format(timestamp_ms), binding).join("\n")
-}
-
-/// The request's fields in signing order (joined by line breaks, they are [`request_lines`]).
-fn request_fields<'a>(timestamp: &'a str, binding: &Binding<'a>) -> [&'a str; 4] {
-    [
+/// The request's part of the signed text, after the user's lines, as pieces in order: each field,
+/// and the line break between two. Verifying appends them to the text it checks
+/// ([`UserContext::canonical`]); signing absorbs them one by one ([`PreparedContext`]), without
+/// building the text.
+fn request_pieces(timestamp: &str, binding: &Binding<'_>, mut piece: impl FnMut(&str)) {
+    let fields = [
         timestamp,
         binding.method,
         binding.target,
         binding.body_sha256,
-    ]
+    ];
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            piece("\n");
+        }
+        piece(field);
+    }
 }
 
 /// The internal key, made into an HMAC state once: the key schedule (two SHA-256 blocks) is then
@@ -356,15 +362,9 @@ impl PreparedContext {
 
     fn write_at(&self, headers: &mut HeaderMap, binding: &Binding<'_>, timestamp_ms: u128) {
         let mut mac = self.mac.clone();
-        // The request lines absorbed field by field: the same bytes, without building them.
         let mut timestamp = itoa::Buffer::new();
         let timestamp = timestamp.format(timestamp_ms);
-        for (i, field) in request_fields(timestamp, binding).into_iter().enumerate() {
-            if i > 0 {
-                mac.update(b"\n");
-            }
-            mac.update(field.as_bytes());
-        }
+        request_pieces(timestamp, binding, |piece| mac.update(piece.as_bytes()));
         // The hex digits go to a buffer on the stack, not a string of their own per request.
         let mut hex_digits = [0u8; 64];
         let signature = hex::encode_to_slice(mac.finalize().into_bytes(), &mut hex_digits)
