@@ -48,6 +48,35 @@ async fn mail_to(admin: &reqwest::Client, gateway: &TestApp, recipients: &[&str]
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
 }
 
+/// Role `all` mailing through an SMTP simulator of its own, with the admin signed in and every kind
+/// of e-mail going to `recipients`. The simulator stops when this is dropped.
+struct Mailing {
+    smtp: SmtpSim,
+    deployment: Deployment,
+    admin: reqwest::Client,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Mailing {
+    async fn start(recipients: &[&str]) -> Self {
+        let stop = CancellationToken::new();
+        let smtp = SmtpSim::start(stop.clone()).await.unwrap();
+        let deployment = Deployment::all_with(false, |c| smtp.configure(&mut c.smtp)).await;
+        let admin = deployment.gateway(0).admin().await;
+        mail_to(&admin, deployment.gateway(0), recipients, true).await;
+        Self {
+            smtp,
+            deployment,
+            admin,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    fn gateway(&self) -> &TestApp {
+        self.deployment.gateway(0)
+    }
+}
+
 /// (kind, recipient, status) of every e-mail recorded, in order.
 async fn recorded(db: &Db) -> Vec<(String, String, String)> {
     on_pool!(db, pool => {
@@ -141,12 +170,8 @@ async fn a_hung_smtp_server_does_not_hold_up_the_order_and_its_emails_follow_whe
 
 #[tokio::test]
 async fn an_order_with_an_unmapped_sku_is_mailed_to_every_recipient_unless_that_kind_is_off() {
-    let stop = CancellationToken::new();
-    let smtp = SmtpSim::start(stop.clone()).await.unwrap();
-    let deployment = Deployment::all_with(false, |c| smtp.configure(&mut c.smtp)).await;
-    let gateway = deployment.gateway(0);
-    let admin = gateway.admin().await;
-    mail_to(&admin, gateway, &[OPS, LEAD], true).await;
+    let mailing = Mailing::start(&[OPS, LEAD]).await;
+    let (smtp, gateway, admin) = (&mailing.smtp, mailing.gateway(), &mailing.admin);
     let document = shopify::order_document(
         5_600_002,
         2002,
@@ -175,10 +200,10 @@ async fn an_order_with_an_unmapped_sku_is_mailed_to_every_recipient_unless_that_
         );
     }
 
-    mail_to(&admin, gateway, &[OPS, LEAD], false).await;
+    mail_to(admin, gateway, &[OPS, LEAD], false).await;
     let document = shopify::order_document(5_600_003, 2003, &[line(1, "NOPE-3", 1)]);
     deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
-    let order = order_numbered(&admin, gateway, 2003).await;
+    let order = order_numbered(admin, gateway, 2003).await;
     assert_eq!(order["lineItems"][0]["status"], "UNMAPPED", "{order}");
     // Recorded with the order or not at all: nothing more can come for it.
     let rows = recorded(&gateway.ctx.db).await;
@@ -187,12 +212,8 @@ async fn an_order_with_an_unmapped_sku_is_mailed_to_every_recipient_unless_that_
 
 #[tokio::test]
 async fn an_update_that_leaves_lines_unmapped_is_mailed_too() {
-    let stop = CancellationToken::new();
-    let smtp = SmtpSim::start(stop.clone()).await.unwrap();
-    let deployment = Deployment::all_with(false, |c| smtp.configure(&mut c.smtp)).await;
-    let gateway = deployment.gateway(0);
-    let admin = gateway.admin().await;
-    mail_to(&admin, gateway, &[OPS], true).await;
+    let mailing = Mailing::start(&[OPS]).await;
+    let (smtp, gateway, admin) = (&mailing.smtp, mailing.gateway(), &mailing.admin);
     let created = shopify::order_document(5_600_004, 2004, &[line(1, "NOPE-4", 1)]);
     deliver(gateway, &Delivery::new("orders/create", SHOP, &created)).await;
     eventually("the new order's e-mail arrives", WAIT, || async {
@@ -218,18 +239,17 @@ async fn an_update_that_leaves_lines_unmapped_is_mailed_too() {
         "{}",
         mails[1].data
     );
-    let order = order_numbered(&admin, gateway, 2004).await;
+    let order = order_numbered(admin, gateway, 2004).await;
     let id = order["id"].as_str().unwrap();
     let url = gateway.url(&format!(
         "/api/v1/events?orderId={id}&eventType=line_item.unmapped"
     ));
-    let log = get_json(&admin, &url).await;
+    let log = get_json(admin, &url).await;
     assert_eq!(log["total"], 3, "one entry per line left unmapped: {log}");
 
     // The same update delivered again changes nothing and tells nobody.
     deliver(gateway, &Delivery::new("orders/updated", SHOP, &updated)).await;
     assert_eq!(recorded(&gateway.ctx.db).await.len(), 2);
-    stop.cancel();
 }
 
 /// The order side of a running app, with a dispatcher of the test's own.
