@@ -84,12 +84,6 @@ impl Balancer {
         self.pick_by(self.policy, key, tried)
     }
 
-    /// Whether a pick reads its key: only a consistent hash over more than one instance does, so
-    /// the key need not be built otherwise. `pinned` as for [`Balancer::pick_pinned`].
-    pub(super) fn reads_key(&self, pinned: bool) -> bool {
-        self.instances.len() > 1 && (pinned || self.policy == LoadBalancing::ConsistentHash)
-    }
-
     /// Picks by the consistent hash of `key` whatever the configured policy: for clients whose
     /// state lives in one instance's memory (a Socket.IO session).
     pub(super) fn pick_pinned(&self, key: Option<&str>, tried: &[usize]) -> usize {

@@ -132,17 +132,7 @@ pub async fn forward(
     if let Some(lease) = state.live.lease_for(&request) {
         request.extensions_mut().insert(lease);
     }
-    let target = state
-        .proxy
-        .targets
-        .get(&route.service)
-        .cloned()
-        .unwrap_or(Target::Unconfigured);
-    // Built only where a balancer hashes it: not for one instance, nor for round-robin.
-    let affinity = match &target {
-        Target::Http(upstream) if upstream.reads_affinity(socket_io) => headers::affinity(&request),
-        _ => None,
-    };
+    let affinity = headers::affinity(&request);
     // Taken, not copied: nothing past this point reads it from the request.
     let auth = request.extensions_mut().remove::<Authenticated>();
     // Only routes marked cacheable pay for the cache; every other request checks this one field.
@@ -163,7 +153,13 @@ pub async fn forward(
     };
     headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
 
-    let mut response = match target {
+    let mut response = match state
+        .proxy
+        .targets
+        .get(&route.service)
+        .cloned()
+        .unwrap_or(Target::Unconfigured)
+    {
         Target::InProcess(router) => {
             if let Some(auth) = auth {
                 request

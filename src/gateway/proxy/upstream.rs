@@ -195,13 +195,6 @@ impl HttpUpstream {
         &self.breaker
     }
 
-    /// Whether [`HttpUpstream::forward`] would read an affinity key (a consistent hash over more
-    /// than one instance); without it, callers need not build one. `pinned`: the request carries
-    /// [`Pinned`].
-    pub fn reads_affinity(&self, pinned: bool) -> bool {
-        self.balancer.reads_key(pinned)
-    }
-
     /// `services.timeout_ms`, for routes without their own timeout.
     pub fn default_timeout(&self) -> Duration {
         self.default_timeout
