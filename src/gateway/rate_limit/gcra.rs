@@ -45,13 +45,18 @@ impl Step {
     }
 }
 
+/// A duration in whole microseconds, the unit of every time in the limiters (saturating).
+pub(super) fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
 impl Gcra {
     /// `None` when the limit is off (a limit of 0 or an empty window).
     pub fn new(limit: u32, window: Duration) -> Option<Self> {
         if limit == 0 || window.is_zero() {
             return None;
         }
-        let window_us = u64::try_from(window.min(MAX_WINDOW).as_micros()).unwrap_or(u64::MAX);
+        let window_us = micros(window.min(MAX_WINDOW));
         let interval_us = (window_us / u64::from(limit)).max(1);
         Some(Self {
             limit,

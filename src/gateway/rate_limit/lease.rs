@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Decision;
-use super::gcra::{Gcra, Step};
+use super::gcra::{Gcra, Step, micros};
 use super::sharded::Sharded;
 
 /// A draw is meant to last this long at the key's current rate.
@@ -238,10 +238,6 @@ impl Leases {
     }
 }
 
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,7 +348,7 @@ mod tests {
         for i in 0..1_000u64 {
             request(&leases, &mut store, limit, i * 100);
         }
-        let quiet = 1_000 * 100 + LEASE_TTL.as_micros() as u64;
+        let quiet = 1_000 * 100 + micros(LEASE_TTL);
         assert_eq!(leases.spend("k", limit, quiet), None, "the lease expired");
         let want = leases.want("k", limit, quiet);
         assert_eq!(want.units(), 1, "a pause resets the rate");

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Decision;
-use super::gcra::Gcra;
+use super::gcra::{Gcra, micros};
 use super::sharded::Sharded;
 
 /// Clients are forgotten at least this often once their budget is full again, so a burst of
@@ -53,7 +53,7 @@ impl LocalLimiter {
     }
 
     fn now_us(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+        micros(self.epoch.elapsed())
     }
 
     #[cfg(test)]

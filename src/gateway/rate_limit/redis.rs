@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use arrayvec::ArrayVec;
 
-use super::gcra::{Gcra, Step};
+use super::gcra::{Gcra, Step, micros};
 use super::lease::{Leases, Want};
 use super::{Decisions, Limits, MAX_CHARGES};
 use crate::infra::redis::{RedisError, RedisHandle};
@@ -259,10 +259,6 @@ impl Fallback {
 
 fn count_fallback() {
     metrics::counter!("gateway_rate_limit_fallback_total").increment(1);
-}
-
-fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::gcra::micros;
+
 const SHARDS: usize = 16;
 /// A shard is pruned when it grows past this many keys (or twice its size after the last prune),
 /// and in any case once per the map's prune period.
@@ -37,7 +39,7 @@ impl<V> Sharded<V> {
                     })
                 })
                 .collect(),
-            prune_every_us: u64::try_from(prune_every.as_micros()).unwrap_or(u64::MAX),
+            prune_every_us: micros(prune_every),
         }
     }
 
