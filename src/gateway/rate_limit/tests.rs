@@ -20,10 +20,19 @@ const SECOND_US: u64 = 1_000_000;
 
 /// A Redis handle on the test Redis with a key prefix no other test uses.
 fn test_redis() -> RedisHandle {
+    let [redis] = test_redis_handles();
+    redis
+}
+
+/// `N` handles on the test Redis under one fresh key prefix, as `N` processes would have them:
+/// nothing is shared but Redis.
+fn test_redis_handles<const N: usize>() -> [RedisHandle; N] {
     let mut config = Config::default();
     crate::testing::use_redis(&mut config);
     let url = config.redis.url.expect("use_redis sets a URL");
-    RedisHandle::open(&url, &config.redis.key_prefix).expect("a valid Redis URL")
+    std::array::from_fn(|_| {
+        RedisHandle::open(&url, &config.redis.key_prefix).expect("a valid Redis URL")
+    })
 }
 
 fn limits(per_ip: u32) -> RateLimitConfig {
@@ -47,18 +56,12 @@ fn fallback_total() -> u64 {
     counter("gateway_rate_limit_fallback_total")
 }
 
-/// Two limiters on the test Redis, as two gateway processes would have them: nothing is shared
-/// but Redis.
+/// Two limiters on the test Redis, as two gateway processes would have them.
 fn two_replicas(per_ip: u32) -> (RateLimiter, RateLimiter) {
-    let redis = test_redis();
-    let url = SecretUrl::new(
-        std::env::var(crate::testing::REDIS_URL_ENV)
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned()),
-    );
-    let other = RedisHandle::open(&url, &redis.key("")).expect("a valid Redis URL");
+    let [a, b] = test_redis_handles();
     (
-        RateLimiter::new(&limits(per_ip), Some(redis)),
-        RateLimiter::new(&limits(per_ip), Some(other)),
+        RateLimiter::new(&limits(per_ip), Some(a)),
+        RateLimiter::new(&limits(per_ip), Some(b)),
     )
 }
 
