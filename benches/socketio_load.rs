@@ -28,12 +28,11 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use base64::Engine as _;
+use forma::simulators::shopify;
 use futures::{SinkExt, StreamExt};
-use hmac::{KeyInit, Mac};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -259,14 +258,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.saturating_sub(1).min(sorted.len() - 1)]
 }
 
-fn iso_now() -> String {
-    let now = SystemTime::now();
-    chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// An order as forma's API shows it: the Node reference's payload, of the same shape and size.
+/// An order as forma's API shows it: the Node reference's payload, of the same shape and size
+/// (forma's own broadcasts are orders made from `shopify::order_document`, as load.mjs sends it).
 fn api_order(number: u64) -> serde_json::Value {
-    let at = iso_now();
+    let at = chrono::Utc::now().to_rfc3339();
     serde_json::json!({
         "id": uuid::Uuid::new_v4(), "tenantId": uuid::Uuid::new_v4(),
         "shopifyOrderId": (7_000_000_000 + number).to_string(), "orderNumber": format!("#{number}"),
@@ -283,55 +278,36 @@ fn api_order(number: u64) -> serde_json::Value {
     })
 }
 
-/// The body of Shopify's orders/create, as load.mjs and the Shopify simulator send it.
-fn shopify_order(id: u64, number: u64) -> serde_json::Value {
-    serde_json::json!({
-        "id": id, "admin_graphql_api_id": format!("gid://shopify/Order/{id}"),
-        "name": format!("#{number}"), "order_number": number,
-        "email": format!("customer{number}@example.com"), "created_at": iso_now(),
-        "currency": "EUR", "total_price": "12.50", "financial_status": "paid",
-        "fulfillment_status": null,
-        "customer": { "id": id + 1, "first_name": "Ada", "last_name": format!("Customer {number}"),
-            "email": format!("customer{number}@example.com") },
-        "shipping_address": { "first_name": "Ada", "last_name": format!("Customer {number}"),
-            "address1": "Veldstraat 1", "city": "Gent", "zip": "9000", "country": "Belgium",
-            "country_code": "BE", "phone": "+32 9 000 00 00" },
-        "line_items": [{ "id": 1, "sku": "BENCH-CUBE", "name": "Bench cube", "title": "Bench cube",
-            "quantity": 1, "current_quantity": 1, "price": "12.50", "requires_shipping": true }],
-    })
-}
-
 async fn trigger(http: &reqwest::Client, settings: &Settings, number: u64) -> Result<()> {
     let base = &settings.base_url;
-    let request = match &settings.trigger {
+    let response = match &settings.trigger {
         Trigger::Webhook {
             secret,
             shop_domain,
         } => {
-            let body = serde_json::to_vec(&shopify_order(7_000_000_000 + number, number))?;
-            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())?;
-            mac.update(&body);
-            let signature =
-                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-            http.post(format!("{base}/api/v1/webhooks/shopify"))
-                .header("content-type", "application/json")
-                .header("x-shopify-topic", "orders/create")
-                .header("x-shopify-shop-domain", shop_domain)
-                .header("x-shopify-webhook-id", uuid::Uuid::new_v4().to_string())
-                .header("x-shopify-event-id", uuid::Uuid::new_v4().to_string())
-                .header("x-shopify-api-version", "2025-10")
-                .header("x-shopify-hmac-sha256", signature)
-                .body(body)
+            let line = shopify::Line {
+                id: 1,
+                sku: "BENCH-CUBE".to_owned(),
+                name: "Bench cube".to_owned(),
+                quantity: 1,
+                price: "12.50".to_owned(),
+            };
+            let document = shopify::order_document(7_000_000_000 + number, number, &[line]);
+            let delivery = shopify::Delivery::new("orders/create", shop_domain, &document);
+            let url = format!("{base}/api/v1/webhooks/shopify");
+            delivery.send(http, &url, secret.as_bytes()).await?
         }
-        Trigger::Emit { room_tenant } => http
-            .post(url::Url::parse_with_params(
+        Trigger::Emit { room_tenant } => {
+            http.post(url::Url::parse_with_params(
                 &format!("{base}/emit"),
                 [("room", room_tenant.as_str()), ("event", "order:created")],
             )?)
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(&api_order(number))?),
+            .body(serde_json::to_vec(&api_order(number))?)
+            .send()
+            .await?
+        }
     };
-    let response = request.send().await?;
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
