@@ -28,8 +28,10 @@ use crate::infra::connection_threads::ConnectionThreads;
 use crate::roles;
 
 /// `forma serve`: starts `role` on its configured port and serves until a shutdown signal.
-pub async fn serve(role: Role, config: Config) -> anyhow::Result<()> {
+pub async fn serve(role: Role, mut config: Config) -> anyhow::Result<()> {
     let addr = SocketAddr::new(config.server.host, config.port_for(role));
+    config.server.max_connections =
+        crate::infra::open_files::prepare(role, config.server.max_connections);
     let ctx = AppContext::start(role, config).await?;
     let listener = TcpListener::bind(addr)
         .await

@@ -98,7 +98,8 @@ pub struct ServerConfig {
     /// connection stays open: a connection that dribbles its headers (slowloris) is closed.
     pub header_read_timeout_secs: u64,
     /// Connections served at once; past it, new ones wait in the listen backlog. A connection
-    /// upgraded to a websocket counts until the websocket closes.
+    /// upgraded to a websocket counts until the websocket closes. At start the open-file limit is
+    /// raised to hold them, or they are lowered to fit it (`infra::open_files`).
     pub max_connections: usize,
     /// Threads that serve connections, each with a single-threaded runtime, so that a request and
     /// the upstream connection it is forwarded on stay on one thread (see
