@@ -22,9 +22,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use forma::clients::print::InProcessPrintClient;
 use forma::identity::tenants;
 use forma::infra::db::{Backend, Db, Tx};
 use forma::order::analytics::{Interval, Period, repository};
+use forma::print::PrintCore;
 use forma::{on_pool, on_tx};
 use uuid::Uuid;
 
@@ -394,7 +396,15 @@ async fn run_statement(db: &Db, sql: &str, tenant_id: Uuid, period: Period) {
 }
 
 async fn print_plans(db: &Db, tenant_id: Uuid, period: Period, label: &str) {
-    for (name, sql) in repository::statements(db.backend()) {
+    // The print service's query behind the overview's print jobs, beside the order side's.
+    let print_jobs = (
+        "print jobs by status",
+        forma::print::jobs::repository::COUNTS_BY_STATUS.to_owned(),
+    );
+    for (name, sql) in repository::statements(db.backend())
+        .into_iter()
+        .chain([print_jobs])
+    {
         println!(
             "PLAN backend={} period={label} query={name}",
             db.backend().as_str()
@@ -497,13 +507,21 @@ async fn run_backend(backend: Backend, settings: &Settings) {
         "REFERENCE backend={} count_ms={reference:.2} full_scan_group_by_ms={scan:.2}",
         backend.as_str()
     );
+    // The print service in this process, as in role `all`: the overview asks it for its jobs.
+    let print = InProcessPrintClient::new(PrintCore {
+        db: db.clone(),
+        relay: Default::default(),
+        events: Default::default(),
+        dispatch: Default::default(),
+        simplyprint: None,
+    });
     let periods = [("30d", TimeDelta::days(30)), ("365d", TimeDelta::days(366))];
     for (label, span) in periods {
         let period = Period {
             from: now - span,
             to: now,
         };
-        let overview = repository::overview(&db, ours.id, period)
+        let overview = repository::overview(&db, &print, ours.id, period)
             .await
             .expect("the overview");
         println!(
@@ -524,7 +542,7 @@ async fn run_backend(backend: Backend, settings: &Settings) {
         let mut results = vec![(
             "overview",
             time(settings.runs, || async {
-                repository::overview(&db, ours.id, period)
+                repository::overview(&db, &print, ours.id, period)
                     .await
                     .expect("the overview");
             })

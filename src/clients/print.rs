@@ -3,6 +3,7 @@
 //! contract suite (below).
 
 use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
 use super::http::{ClientError, ServiceEndpoints, json_of};
@@ -10,7 +11,7 @@ use crate::config::Config;
 use crate::http::ApiError;
 use crate::order::retry_queue::RetryEntry;
 use crate::print::jobs::transitions::ChangeError;
-use crate::print::jobs::{PrintJob, PrintJobStatus};
+use crate::print::jobs::{JobCounts, PrintJob, PrintJobStatus};
 use crate::print::plan::PrintPlan;
 use crate::print::simplyprint::retries;
 use crate::print::{JobChange, PrintCore};
@@ -33,6 +34,15 @@ pub trait PrintClient: Send + Sync {
         tenant_id: Uuid,
         order_id: Uuid,
     ) -> Result<Vec<PrintJob>, ClientError>;
+
+    /// How many of the tenant's jobs (for orders and for stock) created in `from..=to` are in
+    /// each status; a status without jobs is absent.
+    async fn job_counts(
+        &self,
+        tenant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<JobCounts, ClientError>;
 
     /// The tenant's jobs SimplyPrint did not take, waiting to be sent again (the retry queue).
     async fn failed_sends(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError>;
@@ -110,6 +120,18 @@ impl PrintClient for InProcessPrintClient {
             .map_err(unavailable)
     }
 
+    async fn job_counts(
+        &self,
+        tenant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<JobCounts, ClientError> {
+        self.core
+            .job_counts(tenant_id, from, to)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn failed_sends(&self, tenant_id: Uuid) -> Result<Vec<RetryEntry>, ClientError> {
         retries::entries(&self.core, tenant_id)
             .await
@@ -182,6 +204,22 @@ impl PrintClient for HttpPrintClient {
         order_id: Uuid,
     ) -> Result<Vec<PrintJob>, ClientError> {
         let path = format!("/internal/print-jobs?tenantId={tenant_id}&orderId={order_id}");
+        json_of(self.endpoints.get_internal(&path).await?).await
+    }
+
+    async fn job_counts(
+        &self,
+        tenant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<JobCounts, ClientError> {
+        // RFC 3339 in UTC ("Z"), to the nanosecond when given: nothing in it needs escaping.
+        let instant = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+        let path = format!(
+            "/internal/print-jobs/counts?tenantId={tenant_id}&from={}&to={}",
+            instant(from),
+            instant(to)
+        );
         json_of(self.endpoints.get_internal(&path).await?).await
     }
 
@@ -271,9 +309,36 @@ mod tests {
             "tenant-scoped"
         );
 
+        // Counted over the period of their creation, both ends included, and per tenant.
+        let created_at = || jobs.iter().map(|j| j.created_at);
+        let (first, last) = (created_at().min().unwrap(), created_at().max().unwrap());
+        let counts = client.job_counts(tenant, first, last).await.unwrap();
+        assert_eq!(counts, JobCounts::from([(PrintJobStatus::Queued, 4)]));
+        let before = first - chrono::TimeDelta::microseconds(1);
+        assert!(
+            client
+                .job_counts(tenant, before - chrono::TimeDelta::days(1), before)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing was created before"
+        );
+        assert!(
+            client
+                .job_counts(Uuid::new_v4(), first, last)
+                .await
+                .unwrap()
+                .is_empty(),
+            "tenant-scoped"
+        );
+
         let id = created[0].id;
         let cancelled = client.cancel_print_job(tenant, id).await.unwrap();
         assert_eq!(cancelled.status, PrintJobStatus::Cancelled);
+        assert_eq!(
+            client.job_counts(tenant, first, last).await.unwrap(),
+            JobCounts::from([(PrintJobStatus::Queued, 3), (PrintJobStatus::Cancelled, 1)])
+        );
         let twice = client.cancel_print_job(tenant, id).await.unwrap();
         assert_eq!(twice.status, PrintJobStatus::Cancelled, "idempotent");
         let retried = client.retry_print_job(tenant, id).await.unwrap();

@@ -6,10 +6,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::jobs::{PrintJob, PrintJobStatus};
+use super::jobs::{JobCounts, PrintJob, PrintJobStatus};
 use super::plan::PrintPlan;
 use super::{JobChange, PrintState};
 use crate::http::ApiError;
@@ -24,6 +25,7 @@ pub fn routes() -> Router<PrintState> {
         .route("/internal/print-jobs/{id}", delete(cancel))
         .route("/internal/print-jobs/{id}/retry", post(retry))
         .route("/internal/print-jobs/failed-sends", get(failed_sends))
+        .route("/internal/print-jobs/counts", get(counts))
         .route("/internal/print-jobs/{id}/send-again", post(send_again))
         .route("/internal/print-jobs/{id}/give-up", post(give_up))
 }
@@ -55,6 +57,28 @@ async fn give_up(
     Query(query): Query<TenantQuery>,
 ) -> Result<StatusCode, ApiError> {
     acted(retries::give_up(&state.core, query.tenant_id, id).await?)
+}
+
+/// `GET /internal/print-jobs/counts?tenantId=&from=&to=`: how many of the tenant's jobs created
+/// in the period (RFC 3339 instants, both included) are in each status.
+async fn counts(
+    _caller: InternalCaller,
+    State(state): State<PrintState>,
+    Query(query): Query<PeriodQuery>,
+) -> Result<Json<JobCounts>, ApiError> {
+    let counts = state
+        .core
+        .job_counts(query.tenant_id, query.from, query.to)
+        .await?;
+    Ok(Json(counts))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PeriodQuery {
+    pub tenant_id: Uuid,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize)]

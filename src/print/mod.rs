@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
+use chrono::{DateTime, Utc};
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ use crate::identity::context::ContextVerifier;
 use crate::infra::db::{Db, DbError};
 use crate::order::internal::InternalKey;
 use jobs::transitions::{self, ChangeError, Changed};
-use jobs::{PrintJob, PrintJobStatus, repository};
+use jobs::{JobCounts, PrintJob, PrintJobStatus, repository};
 use plan::PrintPlan;
 use simplyprint::DispatchNotifier;
 
@@ -159,6 +160,16 @@ impl PrintCore {
         order_id: Uuid,
     ) -> Result<Vec<PrintJob>, DbError> {
         repository::of_order(&self.db, tenant_id, order_id).await
+    }
+
+    /// How many of the tenant's jobs created in `from..=to` are in each status.
+    pub async fn job_counts(
+        &self,
+        tenant_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<JobCounts, DbError> {
+        repository::counts_by_status(&self.db, tenant_id, from, to).await
     }
 }
 

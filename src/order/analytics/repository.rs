@@ -10,12 +10,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
+use futures::TryFutureExt;
 use uuid::Uuid;
 
 use super::{
     Amount, Bucket, FulfillmentFigures, Interval, OrderFigures, Overview, Period, Revenue,
     Timeseries, TopSku, Units, midnight,
 };
+use crate::clients::print::PrintClient;
+use crate::http::ApiError;
 use crate::infra::db::{Backend, Db, DbError};
 use crate::on_pool;
 use crate::order::inventory;
@@ -121,10 +124,6 @@ pub fn statements(backend: Backend) -> Vec<(&'static str, String)> {
         ),
         ("fulfillment", fulfillment.to_owned()),
         ("top SKUs", TOP_SKUS.to_owned()),
-        (
-            "print jobs by status",
-            super::print_jobs::JOBS_BY_STATUS.to_owned(),
-        ),
         ("timeseries by day", timeseries_sql(backend, Interval::Day)),
         (
             "timeseries by week",
@@ -139,7 +138,7 @@ fn units(sum: Option<f64>) -> Option<Units> {
 }
 
 /// Every status of `S` with its count, zero when absent.
-pub(crate) fn by_status<S: Status>(counts: &HashMap<String, i64>) -> BTreeMap<String, i64> {
+fn by_status<S: Status>(counts: &HashMap<String, i64>) -> BTreeMap<String, i64> {
     S::ALL
         .iter()
         .map(|s| {
@@ -151,14 +150,20 @@ pub(crate) fn by_status<S: Status>(counts: &HashMap<String, i64>) -> BTreeMap<St
         .collect()
 }
 
-/// The overview of the tenant's `period`; its parts are read concurrently.
-pub async fn overview(db: &Db, tenant_id: Uuid, period: Period) -> Result<Overview, DbError> {
+/// The overview of the tenant's `period`; its parts are read concurrently, the print jobs' from
+/// the print service.
+pub async fn overview(
+    db: &Db,
+    print: &dyn PrintClient,
+    tenant_id: Uuid,
+    period: Period,
+) -> Result<Overview, ApiError> {
     let ((orders, revenue), fulfillment, print_jobs, top_skus, stock) = tokio::try_join!(
-        orders_and_revenue(db, tenant_id, period),
-        fulfillment(db, tenant_id, period),
-        super::print_jobs::figures(db, tenant_id, period),
-        top_skus(db, tenant_id, period),
-        inventory::repository::stock_figures(db, tenant_id, period.from, period.to),
+        orders_and_revenue(db, tenant_id, period).err_into(),
+        fulfillment(db, tenant_id, period).err_into(),
+        super::print_jobs::figures(print, tenant_id, period),
+        top_skus(db, tenant_id, period).err_into(),
+        inventory::repository::stock_figures(db, tenant_id, period.from, period.to).err_into(),
     )?;
     Ok(Overview {
         from: period.from,

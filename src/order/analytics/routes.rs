@@ -123,7 +123,7 @@ async fn overview(
     let Query(query) = query?;
     let period = query.period(Utc::now()).map_err(ApiError::validation)?;
     Ok(Json(
-        repository::overview(&state.core.db, ctx.tenant_id, period).await?,
+        repository::overview(&state.core.db, &*state.core.print, ctx.tenant_id, period).await?,
     ))
 }
 

@@ -93,7 +93,8 @@ fn not_found() -> ApiError {
     ApiError::not_found("Order not found")
 }
 
-fn print_service(error: ClientError) -> ApiError {
+/// What the print service's refusal or silence means to an API caller.
+pub(crate) fn print_service(error: ClientError) -> ApiError {
     match error {
         ClientError::Rejected {
             status: 409,

@@ -11,6 +11,9 @@ use uuid::Uuid;
 
 pub use crate::order::orders::state::PrintJobStatus;
 
+/// How many jobs are in each status; a status without jobs is absent.
+pub type JobCounts = std::collections::HashMap<PrintJobStatus, i64>;
+
 /// A print job as the API shows it (SPEC §6.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

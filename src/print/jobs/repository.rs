@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{PrintJob, PrintJobStatus};
+use super::{JobCounts, PrintJob, PrintJobStatus};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError, Tx};
 use crate::order::inventory::StockJobPlan;
@@ -203,6 +203,40 @@ pub async fn of_order(db: &Db, tenant_id: Uuid, order_id: Uuid) -> Result<Vec<Pr
         sqlx::query_as::<_, Row>(sql).bind(tenant_id).bind(order_id).fetch_all(pool).await
     })?;
     Ok(rows.into_iter().map(Row::into_job).collect())
+}
+
+/// How many of the tenant's jobs (for orders and for stock) created in `from..=to` are in each
+/// status: the index on tenant and creation time holds every column it reads.
+pub const COUNTS_BY_STATUS: &str = "\
+    SELECT status, COUNT(*) AS jobs FROM print_jobs \
+    WHERE tenant_id = $1 AND created_at >= $2 AND created_at <= $3 \
+    GROUP BY status";
+
+/// [`COUNTS_BY_STATUS`]: statuses without jobs are absent.
+pub async fn counts_by_status(
+    db: &Db,
+    tenant_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<JobCounts, DbError> {
+    let rows: Vec<(String, i64)> = on_pool!(db, pool => {
+        sqlx::query_as(COUNTS_BY_STATUS)
+            .bind(tenant_id)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await
+    })?;
+    let mut counts = JobCounts::new();
+    for (status, jobs) in rows {
+        match PrintJobStatus::parse(&status) {
+            Some(status) => {
+                counts.insert(status, jobs);
+            }
+            None => tracing::error!(status, jobs, "unknown print job status"),
+        }
+    }
+    Ok(counts)
 }
 
 /// The ids of an order's jobs still to print or printing, in `tx`.
