@@ -28,6 +28,9 @@ pub trait PrintClient: Send + Sync {
     /// completed one is refused (409).
     async fn retry_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError>;
 
+    /// One job of the tenant; `None` when it has none by that id.
+    async fn print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, ClientError>;
+
     /// Every job of an order, oldest first.
     async fn jobs_of_order(
         &self,
@@ -107,6 +110,10 @@ impl PrintClient for InProcessPrintClient {
     async fn retry_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError> {
         self.change(tenant_id, id, PrintJobStatus::Queued, None)
             .await
+    }
+
+    async fn print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, ClientError> {
+        self.core.job(tenant_id, id).await.map_err(unavailable)
     }
 
     async fn jobs_of_order(
@@ -196,6 +203,15 @@ impl PrintClient for HttpPrintClient {
             .call_internal::<()>(reqwest::Method::POST, &path, None)
             .await?;
         json_of(response).await
+    }
+
+    async fn print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, ClientError> {
+        let path = format!("/internal/print-jobs/{id}?tenantId={tenant_id}");
+        match self.endpoints.get_internal(&path).await {
+            Ok(response) => json_of(response).await.map(Some),
+            Err(ClientError::Rejected { status: 404, .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     }
 
     async fn jobs_of_order(
@@ -308,6 +324,12 @@ mod tests {
                 .is_empty(),
             "tenant-scoped"
         );
+
+        // One job, by its id, within its tenant.
+        let one = client.print_job(tenant, jobs[1].id).await.unwrap();
+        assert_eq!(one.as_ref(), Some(&jobs[1]));
+        assert_eq!(client.print_job(Uuid::new_v4(), jobs[1].id).await, Ok(None));
+        assert_eq!(client.print_job(tenant, Uuid::new_v4()).await, Ok(None));
 
         // Counted over the period of their creation, both ends included, and per tenant.
         let created_at = || jobs.iter().map(|j| j.created_at);

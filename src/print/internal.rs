@@ -5,7 +5,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use crate::print::simplyprint::retries;
 pub fn routes() -> Router<PrintState> {
     Router::new()
         .route("/internal/print-jobs", post(create).get(of_order))
-        .route("/internal/print-jobs/{id}", delete(cancel))
+        .route("/internal/print-jobs/{id}", get(one).delete(cancel))
         .route("/internal/print-jobs/{id}/retry", post(retry))
         .route("/internal/print-jobs/failed-sends", get(failed_sends))
         .route("/internal/print-jobs/counts", get(counts))
@@ -118,6 +118,23 @@ async fn of_order(
     Ok(Json(jobs))
 }
 
+/// `GET /internal/print-jobs/{id}?tenantId=`: one job; 404 when the tenant has none by that id.
+async fn one(
+    _caller: InternalCaller,
+    State(state): State<PrintState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<TenantQuery>,
+) -> Result<Json<PrintJob>, ApiError> {
+    match state.core.job(query.tenant_id, id).await? {
+        Some(job) => Ok(Json(job)),
+        None => Err(not_found()),
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("Print job not found")
+}
+
 async fn change(
     state: &PrintState,
     tenant_id: Uuid,
@@ -128,7 +145,7 @@ async fn change(
     match state.core.change(tenant_id, id, to, reason).await? {
         JobChange::Changed(changed) => Ok(Json(changed.after)),
         JobChange::Unchanged(job) => Ok(Json(*job)),
-        JobChange::NotFound => Err(ApiError::not_found("Print job not found")),
+        JobChange::NotFound => Err(not_found()),
     }
 }
 

@@ -162,6 +162,11 @@ impl PrintCore {
         repository::of_order(&self.db, tenant_id, order_id).await
     }
 
+    /// One job of the tenant; `None` when it has none by that id.
+    pub async fn job(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, DbError> {
+        repository::find(&self.db, tenant_id, id).await
+    }
+
     /// How many of the tenant's jobs created in `from..=to` are in each status.
     pub async fn job_counts(
         &self,

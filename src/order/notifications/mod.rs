@@ -145,8 +145,8 @@ async fn compose(
             let job_id = failed.job.print_job_id;
             // The job as the print service has it: its file, and which attempt failed (a retried
             // job that fails again is news again; the same failure reported twice is not).
-            let job = match core.print.jobs_of_order(tenant_id, order_id).await {
-                Ok(jobs) => jobs.into_iter().find(|j| j.id == job_id),
+            let job = match core.print.print_job(tenant_id, job_id).await {
+                Ok(job) => job,
                 Err(e) => {
                     tracing::warn!(job = %job_id, error = %e, "the failed print job could not be read for its e-mail");
                     None

@@ -207,11 +207,9 @@ async fn payload(core: &OrderCore, tenant_id: Uuid, entity: Entity) -> Option<Va
         Entity::PrintJob {
             order_id,
             print_job_id,
-        } => match core.print.jobs_of_order(tenant_id, order_id).await {
-            Ok(jobs) => match jobs.into_iter().find(|job| job.id == print_job_id) {
-                Some(job) => serde_json::to_value(job),
-                None => return None,
-            },
+        } => match core.print.print_job(tenant_id, print_job_id).await {
+            Ok(Some(job)) if job.order_id == Some(order_id) => serde_json::to_value(job),
+            Ok(_) => return None,
             Err(e) => {
                 tracing::warn!(error = %e, %print_job_id, "the print job of a Socket.IO event could not be read");
                 return None;

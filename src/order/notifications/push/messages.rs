@@ -144,11 +144,8 @@ pub async fn record(core: &OrderCore, event: &InternalEvent) -> Result<usize, Db
     let print_attempt = match event {
         InternalEvent::PrintJobFailed(e) => {
             let job_id = e.job.print_job_id;
-            match core.print.jobs_of_order(tenant_id, event.order_id()).await {
-                Ok(jobs) => jobs
-                    .into_iter()
-                    .find(|j| j.id == job_id)
-                    .map(|j| j.attempts),
+            match core.print.print_job(tenant_id, job_id).await {
+                Ok(job) => job.map(|j| j.attempts),
                 Err(error) => {
                     tracing::warn!(job = %job_id, %error, "the failed print job could not be read for its push");
                     None
