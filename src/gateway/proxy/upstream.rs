@@ -125,6 +125,9 @@ pub struct HttpUpstream {
     /// Per instance (by index), its `host:port` when its URL is exactly `http://host:port`: the
     /// outgoing URI is then assembled from parsed parts instead of formatted and parsed again.
     origins: Vec<Option<Authority>>,
+    /// Per instance, the `Host` its requests carry (`host:port` of its URL), made once here
+    /// rather than formatted by the client on every request.
+    hosts: Vec<HeaderValue>,
     /// `gateway_upstream_duration_seconds` by status label, registered once per label.
     durations: RwLock<HashMap<String, metrics::Histogram>>,
 }
@@ -137,6 +140,7 @@ impl HttpUpstream {
             service.as_str()
         );
         let mut origins = Vec::with_capacity(instances.len());
+        let mut hosts = Vec::with_capacity(instances.len());
         for base in &instances {
             let uri: Uri = base
                 .parse()
@@ -147,12 +151,15 @@ impl HttpUpstream {
                 "{} URL {base} must be http://host:port",
                 service.as_str()
             );
-            origins.push(
-                uri.path_and_query()
-                    .is_none()
-                    .then(|| uri.authority().cloned())
-                    .flatten(),
-            );
+            // An absolute URI always has a path ("/" when none was written): compare the text.
+            let authority = uri
+                .authority()
+                .filter(|authority| base.strip_prefix("http://") == Some(authority.as_str()));
+            origins.push(authority.cloned());
+            let host = uri.authority().map_or("", Authority::as_str);
+            hosts.push(HeaderValue::from_str(host).map_err(|e| {
+                anyhow::anyhow!("{} URL {base} has an invalid host: {e}", service.as_str())
+            })?);
         }
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -183,6 +190,7 @@ impl HttpUpstream {
             retries: config.proxy.retries,
             default_timeout: Duration::from_millis(config.services.timeout_ms),
             origins,
+            hosts,
             durations: RwLock::default(),
         })
     }
@@ -231,7 +239,7 @@ impl HttpUpstream {
         if websocket {
             upgrade::keep(&mut headers);
         }
-        // hyper sets Host to the instance; the client's host travels in X-Forwarded-Host.
+        // Host names the instance (set per attempt); the client's travels in X-Forwarded-Host.
         headers.remove(header::HOST);
         let path = parts.uri.path_and_query();
         let mut body = Some(body);
@@ -263,6 +271,9 @@ impl HttpUpstream {
             // The pool speaks HTTP/1.1 whatever the client spoke to us.
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = headers.clone();
+            if let Some(host) = self.hosts.get(index) {
+                outgoing.headers_mut().insert(header::HOST, host.clone());
+            }
             let in_flight = InFlight::start(instance);
             match tokio::time::timeout_at(deadline, self.clients.get().request(outgoing)).await {
                 Err(_) => {

@@ -102,6 +102,32 @@ async fn request_reaches_the_instance_with_its_path_query_and_host() {
     );
 }
 
+#[test]
+fn an_instance_at_an_origin_gets_its_uris_assembled_from_parts() {
+    let upstream = upstream(vec![
+        "http://127.0.0.1:4001".into(),
+        "http://127.0.0.1:4002/orders-service".into(),
+    ]);
+    assert!(
+        upstream.origins[0].is_some(),
+        "http://host:port is an origin"
+    );
+    assert!(upstream.origins[1].is_none(), "a base with a path is not");
+    let path = PathAndQuery::from_static("/api/v1/orders?page=2");
+    for (index, expected) in [
+        "http://127.0.0.1:4001/api/v1/orders?page=2",
+        "http://127.0.0.1:4002/orders-service/api/v1/orders?page=2",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let uri = upstream.target_uri(index, Some(&path)).expect("a URI");
+        assert_eq!(uri.to_string(), expected);
+    }
+    let root = upstream.target_uri(0, None).expect("a URI");
+    assert_eq!(root.to_string(), "http://127.0.0.1:4001/");
+}
+
 #[tokio::test]
 async fn request_body_streams_to_the_upstream_byte_for_byte() {
     let base = serve(Router::new().fallback(|body: Body| async move {
