@@ -395,16 +395,20 @@ async fn run_statement(db: &Db, sql: &str, tenant_id: Uuid, period: Period) {
     .expect("the statement runs");
 }
 
-async fn print_plans(db: &Db, tenant_id: Uuid, period: Period, label: &str) {
-    // The print service's query behind the overview's print jobs, beside the order side's.
+/// Every statement behind the overview and the series: the order side's, and the print
+/// service's count of jobs by status.
+fn statements(backend: Backend) -> Vec<(&'static str, String)> {
     let print_jobs = (
         "print jobs by status",
         forma::print::jobs::repository::COUNTS_BY_STATUS.to_owned(),
     );
-    for (name, sql) in repository::statements(db.backend())
-        .into_iter()
-        .chain([print_jobs])
-    {
+    let mut statements = repository::statements(backend);
+    statements.push(print_jobs);
+    statements
+}
+
+async fn print_plans(db: &Db, tenant_id: Uuid, period: Period, label: &str) {
+    for (name, sql) in statements(db.backend()) {
         println!(
             "PLAN backend={} period={label} query={name}",
             db.backend().as_str()
@@ -561,7 +565,7 @@ async fn run_backend(backend: Backend, settings: &Settings) {
             results.push((name, ms));
         }
         // Each query of the overview and the series alone, to see where the time goes.
-        for (name, sql) in repository::statements(backend) {
+        for (name, sql) in statements(backend) {
             let ms = time(settings.runs, || async {
                 run_statement(&db, &sql, ours.id, period).await;
             })
