@@ -15,7 +15,7 @@ use super::upgrade;
 use super::upstream::strip_hop_by_hop;
 use crate::gateway::auth::Authenticated;
 use crate::gateway::auth::session::COOKIE_NAME;
-use crate::gateway::rate_limit::{X_FORWARDED_FOR, client_ip};
+use crate::gateway::rate_limit::{X_FORWARDED_FOR, client_ip, ip_text};
 use crate::http::request_id::{RequestId, X_REQUEST_ID};
 use crate::identity::context::strip_identity_headers;
 
@@ -70,13 +70,7 @@ fn request_id_value(request: &Request) -> Option<HeaderValue> {
 
 /// An address as a header value, formatted without a heap string.
 fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
-    // The longest address, an IPv6 one with an embedded IPv4 tail, is 45 bytes.
-    let mut buffer = [0u8; 64];
-    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-    write!(cursor, "{ip}").ok()?;
-    let len = usize::try_from(cursor.position()).ok()?;
-    HeaderValue::from_bytes(buffer.get(..len)?).ok()
+    HeaderValue::from_str(&ip_text(ip)).ok()
 }
 
 /// Drops `forma.sid` from `Cookie`, keeping any other cookie. The usual request carries the

@@ -32,7 +32,7 @@ use crate::http::ApiError;
 use crate::http::paths::is_under;
 use crate::infra::redis::RedisHandle;
 
-pub use client_ip::{X_FORWARDED_FOR, bucket as client_bucket, client_ip};
+pub use client_ip::{X_FORWARDED_FOR, bucket as client_bucket, client_ip, ip_text};
 pub use middleware::{Admitted, Charge, Charges, MAX_CHARGES, limit_by_ip};
 
 const RATELIMIT_LIMIT: &str = "ratelimit-limit";

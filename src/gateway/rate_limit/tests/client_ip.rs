@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 
 use crate::gateway::rate_limit::client_ip;
-use crate::gateway::rate_limit::client_ip::bucket;
+use crate::gateway::rate_limit::client_ip::{bucket, ip_text};
 
 fn xff(value: &str) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -115,4 +115,27 @@ fn an_ipv6_client_is_counted_per_64_block() {
     );
     assert_ne!(bucket(ip("2001:db8:1:2::1")), bucket(ip("2001:db8:1:3::1")));
     assert_eq!(bucket(ip("192.0.2.1")), "192.0.2.1");
+}
+
+#[test]
+fn an_address_is_written_as_display_writes_it() {
+    let mut addresses: Vec<IpAddr> = [
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.0.0.1",
+        "192.168.100.20",
+        "::",
+        "::1",
+        "::ffff:203.0.113.7",
+        "2001:db8::8a2e:370:7334",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    ]
+    .iter()
+    .map(|text| ip(text))
+    .collect();
+    // Every octet value in every position.
+    addresses.extend((0..=255u8).map(|n| IpAddr::from([n, 255 - n, n / 2, n / 10])));
+    for address in addresses {
+        assert_eq!(ip_text(address).as_str(), address.to_string());
+    }
 }
