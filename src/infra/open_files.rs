@@ -18,14 +18,14 @@ const NR_OPEN: &str = "/proc/sys/fs/nr_open";
 
 /// What the soft open-file limit was, and is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Raised {
-    pub before: u64,
-    pub now: u64,
+struct Raised {
+    before: u64,
+    now: u64,
 }
 
 /// Descriptors `role` needs to serve `max_connections` at once: a gateway holds an upstream
 /// connection for each client it is proxying.
-pub fn needed(role: Role, max_connections: usize) -> u64 {
+fn needed(role: Role, max_connections: usize) -> u64 {
     let per_connection = match role {
         Role::Gateway => 2,
         Role::All | Role::Order => 1,
@@ -36,7 +36,7 @@ pub fn needed(role: Role, max_connections: usize) -> u64 {
 }
 
 /// Raises the soft open-file limit to the hard one.
-pub fn raise() -> std::io::Result<Raised> {
+fn raise() -> std::io::Result<Raised> {
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
     // `None` is unlimited: the soft limit is then already as high as it goes.
     let Some(before) = current else {
@@ -122,7 +122,8 @@ mod tests {
     #[test]
     fn the_soft_limit_is_raised_to_the_hard_one() {
         let Rlimit { maximum, .. } = getrlimit(Resource::Nofile);
-        let low = 256;
+        // Below the hard limit, whatever it is here.
+        let low = maximum.map_or(256, |hard| (hard / 2).min(256));
         setrlimit(
             Resource::Nofile,
             Rlimit {
