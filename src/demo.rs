@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppContext;
 use crate::config::Role;
 use crate::config::{Config, Secret};
 use crate::gateway::auth::tokens;
@@ -102,11 +100,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     simulators.configure(&mut config);
     let admin_password = config.admin_password.clone();
 
-    let addr = SocketAddr::new(config.server.host, config.port_for(Role::All));
-    let ctx = AppContext::start(Role::All, config).await?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (server.host, server.port or --port)"))?;
+    let (ctx, listener) = server::start(Role::All, config).await?;
     let forma = base_url(listener.local_addr()?);
     simulators
         .carrier

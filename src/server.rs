@@ -28,7 +28,17 @@ use crate::infra::connection_threads::ConnectionThreads;
 use crate::roles;
 
 /// `forma serve`: starts `role` on its configured port and serves until a shutdown signal.
-pub async fn serve(role: Role, mut config: Config) -> anyhow::Result<()> {
+pub async fn serve(role: Role, config: Config) -> anyhow::Result<()> {
+    let (ctx, listener) = start(role, config).await?;
+    run(ctx, listener, shutdown_signal()).await
+}
+
+/// What every `forma serve` does before serving: fits the process's open-file limit to its
+/// connections, starts `role`'s context, and binds its configured port.
+pub async fn start(
+    role: Role,
+    mut config: Config,
+) -> anyhow::Result<(Arc<AppContext>, TcpListener)> {
     let addr = SocketAddr::new(config.server.host, config.port_for(role));
     config.server.max_connections =
         crate::infra::open_files::prepare(role, config.server.max_connections);
@@ -36,7 +46,7 @@ pub async fn serve(role: Role, mut config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (server.host, server.port or --port)"))?;
-    run(ctx, listener, shutdown_signal()).await
+    Ok((ctx, listener))
 }
 
 /// Serves `ctx.role` on `listener` until `shutdown` completes. Tests call this with a listener on
