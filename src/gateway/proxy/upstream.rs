@@ -10,6 +10,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arrayvec::ArrayVec;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::uri::{self, Authority, PathAndQuery, Scheme};
@@ -481,8 +482,9 @@ fn backoff(attempt: u32) -> Duration {
     base + base.mul_f64(rand::random_range(0.0..1.0))
 }
 
+const HOP_BY_HOP_COUNT: usize = 9;
 /// The headers that describe one connection (RFC 9110 §7.6.1), besides those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -497,8 +499,16 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// Headers that describe one connection and must not cross the proxy, including every header the
 /// `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over their names costs less than a lookup of each.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // One pass over the names finds the hop-by-hop ones present: most messages carry none, and
+    // the usual one (an upstream's `Connection: keep-alive`) is removed alone, not with a lookup
+    // of every name in the list.
+    let mut present = ArrayVec::<HeaderName, HOP_BY_HOP_COUNT>::new();
+    for name in headers.keys() {
+        if HOP_BY_HOP.contains(name) && !present.contains(name) {
+            let _ = present.try_push(name.clone());
+        }
+    }
+    if present.is_empty() {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -507,8 +517,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .filter(|name| !present.contains(name))
         .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
+    for name in present.iter().chain(&named) {
         headers.remove(name);
     }
 }
