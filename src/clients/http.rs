@@ -191,6 +191,18 @@ pub async fn json_of<T: serde::de::DeserializeOwned>(
         .map_err(|e| ClientError::Unavailable(format!("unreadable answer: {e}")))
 }
 
+/// The answer's JSON, or `None` for a 404 of the internal API: what was asked for does not exist
+/// (in that tenant).
+pub async fn json_unless_absent<T: serde::de::DeserializeOwned>(
+    answer: Result<reqwest::Response, ClientError>,
+) -> Result<Option<T>, ClientError> {
+    match answer {
+        Ok(response) => json_of(response).await.map(Some),
+        Err(ClientError::Rejected { status: 404, .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A 2xx passes; a 4xx is the service refusing (with its §4 message); a 5xx is unavailability.
 async fn answer(base: &str, response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
     let status = response.status();

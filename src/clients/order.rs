@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::http::{ClientError, ServiceEndpoints, json_of};
+use super::http::{ClientError, ServiceEndpoints, json_of, json_unless_absent};
 use crate::app::{AppContext, Readiness};
 use crate::config::Config;
 use crate::health::{CheckResult, HealthStatus};
@@ -90,15 +90,6 @@ impl InProcessOrderClient {
 
 fn unavailable(error: impl std::fmt::Display) -> ClientError {
     ClientError::Unavailable(format!("the order service's database: {error}"))
-}
-
-/// `None` for a 404 of the internal API: the order does not exist (in that tenant).
-fn absent_is_none<T>(result: Result<T, ClientError>) -> Result<Option<T>, ClientError> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(ClientError::Rejected { status: 404, .. }) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 #[async_trait]
@@ -216,10 +207,7 @@ impl OrderClient for HttpOrderClient {
 
     async fn order(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<InternalOrder>, ClientError> {
         let path = format!("/internal/orders/{id}?tenantId={tenant_id}");
-        match absent_is_none(self.endpoints.get_internal(&path).await)? {
-            Some(response) => json_of(response).await.map(Some),
-            None => Ok(None),
-        }
+        json_unless_absent(self.endpoints.get_internal(&path).await).await
     }
 
     async fn order_by_shopify_id(
@@ -230,10 +218,7 @@ impl OrderClient for HttpOrderClient {
         let id: String =
             url::form_urlencoded::byte_serialize(shopify_order_id.as_bytes()).collect();
         let path = format!("/internal/orders/shopify/{id}?tenantId={tenant_id}");
-        match absent_is_none(self.endpoints.get_internal(&path).await)? {
-            Some(response) => json_of(response).await.map(Some),
-            None => Ok(None),
-        }
+        json_unless_absent(self.endpoints.get_internal(&path).await).await
     }
 
     async fn update_tracking(
@@ -247,10 +232,7 @@ impl OrderClient for HttpOrderClient {
             .endpoints
             .call_internal(reqwest::Method::PATCH, &path, Some(tracking))
             .await;
-        match absent_is_none(answer)? {
-            Some(response) => json_of(response).await.map(Some),
-            None => Ok(None),
-        }
+        json_unless_absent(answer).await
     }
 
     async fn stock_job(
@@ -259,10 +241,7 @@ impl OrderClient for HttpOrderClient {
         print_job_id: Uuid,
     ) -> Result<Option<StockJobPlan>, ClientError> {
         let path = format!("/internal/stock-jobs/{print_job_id}?tenantId={tenant_id}");
-        match absent_is_none(self.endpoints.get_internal(&path).await)? {
-            Some(response) => json_of(response).await.map(Some),
-            None => Ok(None),
-        }
+        json_unless_absent(self.endpoints.get_internal(&path).await).await
     }
 }
 

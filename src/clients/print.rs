@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use uuid::Uuid;
 
-use super::http::{ClientError, ServiceEndpoints, json_of};
+use super::http::{ClientError, ServiceEndpoints, json_of, json_unless_absent};
 use crate::config::Config;
 use crate::http::ApiError;
 use crate::order::retry_queue::RetryEntry;
@@ -207,11 +207,7 @@ impl PrintClient for HttpPrintClient {
 
     async fn print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<PrintJob>, ClientError> {
         let path = format!("/internal/print-jobs/{id}?tenantId={tenant_id}");
-        match self.endpoints.get_internal(&path).await {
-            Ok(response) => json_of(response).await.map(Some),
-            Err(ClientError::Rejected { status: 404, .. }) => Ok(None),
-            Err(other) => Err(other),
-        }
+        json_unless_absent(self.endpoints.get_internal(&path).await).await
     }
 
     async fn jobs_of_order(

@@ -75,10 +75,10 @@ async fn counts(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct PeriodQuery {
-    pub tenant_id: Uuid,
-    pub from: DateTime<Utc>,
-    pub to: DateTime<Utc>,
+struct PeriodQuery {
+    tenant_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,10 +125,8 @@ async fn one(
     Path(id): Path<Uuid>,
     Query(query): Query<TenantQuery>,
 ) -> Result<Json<PrintJob>, ApiError> {
-    match state.core.job(query.tenant_id, id).await? {
-        Some(job) => Ok(Json(job)),
-        None => Err(not_found()),
-    }
+    let job = state.core.job(query.tenant_id, id).await?;
+    job.map(Json).ok_or_else(not_found)
 }
 
 fn not_found() -> ApiError {
