@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::order::inventory::StockFigures;
+use crate::order::orders::state::Status;
 
 /// The most buckets a time series may have: a daily series of almost three years.
 pub const MAX_BUCKETS: i64 = 1000;
@@ -226,6 +227,14 @@ pub struct Timeseries {
     pub interval: Interval,
     /// Every bucket touching the period, oldest first, empty ones included.
     pub buckets: Vec<Bucket>,
+}
+
+/// Every status of `S` with its count (`count` of it), zero included: a figure's `byStatus`.
+fn by_status<S: Status>(count: impl Fn(S) -> i64) -> BTreeMap<String, i64> {
+    S::ALL
+        .iter()
+        .map(|&status| (status.as_str().to_owned(), count(status)))
+        .collect()
 }
 
 /// 00:00 UTC of `day`.

@@ -6,11 +6,10 @@
 
 use uuid::Uuid;
 
-use super::{Period, PrintJobFigures};
+use super::{Period, PrintJobFigures, by_status};
 use crate::clients::print::PrintClient;
 use crate::http::ApiError;
 use crate::order::orders::PrintJobStatus;
-use crate::order::orders::state::Status;
 
 /// The print-job section of the overview: counts by status and the success rate.
 pub async fn figures(
@@ -30,10 +29,7 @@ pub async fn figures(
     let finished = completed + failed;
     Ok(PrintJobFigures {
         total: counts.values().sum(),
-        by_status: PrintJobStatus::ALL
-            .iter()
-            .map(|&status| (status.as_str().to_owned(), count(status)))
-            .collect(),
+        by_status: by_status(count),
         success_rate: (finished > 0).then(|| completed as f64 / finished as f64),
     })
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     Amount, Bucket, FulfillmentFigures, Interval, OrderFigures, Overview, Period, Revenue,
-    Timeseries, TopSku, Units, midnight,
+    Timeseries, TopSku, Units, by_status, midnight,
 };
 use crate::clients::print::PrintClient;
 use crate::http::ApiError;
@@ -137,19 +137,6 @@ fn units(sum: Option<f64>) -> Option<Units> {
     sum.map(|s| Units(s.round() as i128))
 }
 
-/// Every status of `S` with its count, zero when absent.
-fn by_status<S: Status>(counts: &HashMap<String, i64>) -> BTreeMap<String, i64> {
-    S::ALL
-        .iter()
-        .map(|s| {
-            (
-                s.as_str().to_owned(),
-                counts.get(s.as_str()).copied().unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
 /// The overview of the tenant's `period`; its parts are read concurrently, the print jobs' from
 /// the print service.
 pub async fn overview(
@@ -202,7 +189,9 @@ async fn orders_and_revenue(
     }
     let figures = OrderFigures {
         total: counts.values().sum(),
-        by_status: by_status::<OrderStatus>(&counts),
+        by_status: by_status(|status: OrderStatus| {
+            counts.get(status.as_str()).copied().unwrap_or(0)
+        }),
     };
     let revenue = revenue
         .into_iter()
