@@ -123,14 +123,42 @@ pub struct HttpUpstream {
     default_timeout: Duration,
     health_interval: Duration,
     health_timeout: Duration,
-    /// Per instance (by index), its `host:port` when its URL is exactly `http://host:port`: the
-    /// outgoing URI is then assembled from parsed parts instead of formatted and parsed again.
-    origins: Vec<Option<Authority>>,
-    /// Per instance, the `Host` its requests carry (`host:port` of its URL), made once here
-    /// rather than formatted by the client on every request.
-    hosts: Vec<HeaderValue>,
+    /// Per instance (by index), where it is reached.
+    addresses: Vec<Address>,
     /// `gateway_upstream_duration_seconds` by status label, registered once per label.
     durations: RwLock<HashMap<String, metrics::Histogram>>,
+}
+
+/// Where one instance is reached, parsed once from its URL.
+struct Address {
+    /// Its `host:port` when its URL is exactly `http://host:port`: the outgoing URI is then
+    /// assembled from parsed parts instead of formatted and parsed again.
+    origin: Option<Authority>,
+    /// The `Host` its requests carry (`host:port` of its URL), made once rather than formatted
+    /// by the client on every request.
+    host: HeaderValue,
+}
+
+impl Address {
+    fn parse(service: Service, base: &str) -> anyhow::Result<Self> {
+        let uri: Uri = base
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{} URL {base} is invalid: {e}", service.as_str()))?;
+        // The connector speaks plain HTTP; anything else would silently go out unencrypted.
+        let authority = uri
+            .authority()
+            .filter(|_| uri.scheme_str() == Some("http"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} URL {base} must be http://host:port", service.as_str())
+            })?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| {
+            anyhow::anyhow!("{} URL {base} has an invalid host: {e}", service.as_str())
+        })?;
+        // An absolute URI always has a path ("/" when none was written): compare the text.
+        let origin =
+            (base.strip_prefix("http://") == Some(authority.as_str())).then(|| authority.clone());
+        Ok(Self { origin, host })
+    }
 }
 
 impl HttpUpstream {
@@ -140,28 +168,10 @@ impl HttpUpstream {
             "service {} has no instances",
             service.as_str()
         );
-        let mut origins = Vec::with_capacity(instances.len());
-        let mut hosts = Vec::with_capacity(instances.len());
-        for base in &instances {
-            let uri: Uri = base
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{} URL {base} is invalid: {e}", service.as_str()))?;
-            // The connector speaks plain HTTP; anything else would silently go out unencrypted.
-            anyhow::ensure!(
-                uri.scheme_str() == Some("http") && uri.authority().is_some(),
-                "{} URL {base} must be http://host:port",
-                service.as_str()
-            );
-            // An absolute URI always has a path ("/" when none was written): compare the text.
-            let authority = uri
-                .authority()
-                .filter(|authority| base.strip_prefix("http://") == Some(authority.as_str()));
-            origins.push(authority.cloned());
-            let host = uri.authority().map_or("", Authority::as_str);
-            hosts.push(HeaderValue::from_str(host).map_err(|e| {
-                anyhow::anyhow!("{} URL {base} has an invalid host: {e}", service.as_str())
-            })?);
-        }
+        let addresses = instances
+            .iter()
+            .map(|base| Address::parse(service, base))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -190,8 +200,7 @@ impl HttpUpstream {
             health_timeout: Duration::from_millis(config.proxy.health_check_timeout_ms),
             retries: config.proxy.retries,
             default_timeout: Duration::from_millis(config.services.timeout_ms),
-            origins,
-            hosts,
+            addresses,
             durations: RwLock::default(),
         })
     }
@@ -272,8 +281,10 @@ impl HttpUpstream {
             // The pool speaks HTTP/1.1 whatever the client spoke to us.
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = headers.clone();
-            if let Some(host) = self.hosts.get(index) {
-                outgoing.headers_mut().insert(header::HOST, host.clone());
+            if let Some(address) = self.addresses.get(index) {
+                outgoing
+                    .headers_mut()
+                    .insert(header::HOST, address.host.clone());
             }
             let in_flight = InFlight::start(instance);
             match tokio::time::timeout_at(deadline, self.clients.get().request(outgoing)).await {
@@ -377,7 +388,7 @@ impl HttpUpstream {
         index: usize,
         path: Option<&PathAndQuery>,
     ) -> Result<Uri, axum::http::Error> {
-        if let Some(Some(authority)) = self.origins.get(index) {
+        if let Some(authority) = self.addresses.get(index).and_then(|a| a.origin.as_ref()) {
             let mut target = uri::Parts::default();
             target.scheme = Some(Scheme::HTTP);
             target.authority = Some(authority.clone());
@@ -504,7 +515,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // of every name in the list.
     let mut present = ArrayVec::<HeaderName, HOP_BY_HOP_COUNT>::new();
     for name in headers.keys() {
-        if HOP_BY_HOP.contains(name) && !present.contains(name) {
+        // `keys` yields each name once, however many values it has.
+        if HOP_BY_HOP.contains(name) {
             let _ = present.try_push(name.clone());
         }
     }

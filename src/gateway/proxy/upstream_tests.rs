@@ -109,10 +109,13 @@ fn an_instance_at_an_origin_gets_its_uris_assembled_from_parts() {
         "http://127.0.0.1:4002/orders-service".into(),
     ]);
     assert!(
-        upstream.origins[0].is_some(),
+        upstream.addresses[0].origin.is_some(),
         "http://host:port is an origin"
     );
-    assert!(upstream.origins[1].is_none(), "a base with a path is not");
+    assert!(
+        upstream.addresses[1].origin.is_none(),
+        "a base with a path is not"
+    );
     let path = PathAndQuery::from_static("/api/v1/orders?page=2");
     for (index, expected) in [
         "http://127.0.0.1:4001/api/v1/orders?page=2",
