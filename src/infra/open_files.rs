@@ -23,15 +23,19 @@ struct Raised {
     now: u64,
 }
 
-/// Descriptors `role` needs to serve `max_connections` at once: a gateway holds an upstream
-/// connection for each client it is proxying.
-fn needed(role: Role, max_connections: usize) -> u64 {
-    let per_connection = match role {
+/// Descriptors one connection takes: a gateway also holds an upstream connection for each client
+/// it is proxying.
+fn per_connection(role: Role) -> u64 {
+    match role {
         Role::Gateway => 2,
         Role::All | Role::Order => 1,
-    };
+    }
+}
+
+/// Descriptors `role` needs to serve `max_connections` at once, the [`RESERVE`] included.
+fn needed(role: Role, max_connections: usize) -> u64 {
     (max_connections as u64)
-        .saturating_mul(per_connection)
+        .saturating_mul(per_connection(role))
         .saturating_add(RESERVE)
 }
 
@@ -106,8 +110,7 @@ fn fitting(role: Role, max_connections: usize, limit: u64) -> usize {
     if needed(role, max_connections) <= limit {
         return max_connections;
     }
-    let per_connection = needed(role, 1) - RESERVE;
-    let fit = limit.saturating_sub(RESERVE) / per_connection;
+    let fit = limit.saturating_sub(RESERVE) / per_connection(role);
     usize::try_from(fit)
         .unwrap_or(usize::MAX)
         .clamp(1, max_connections)
