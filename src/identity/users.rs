@@ -174,15 +174,23 @@ pub async fn list(
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM users WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2 OFFSET $3"
     ));
-    let users = on_pool!(db, pool => {
-        sqlx::query_as::<_, User>(sql).bind(tenant_id).bind(limit).bind(offset).fetch_all(pool).await
-    })?;
-    let total = on_pool!(db, pool => {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+    // One snapshot, so the page and the count agree while users are added.
+    let mut tx = db.snapshot().await?;
+    let users = on_tx!(&mut tx, c => {
+        sqlx::query_as::<_, User>(sql)
             .bind(tenant_id)
-            .fetch_one(pool)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&mut *c)
             .await
     })?;
+    let total = on_tx!(&mut tx, c => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_one(&mut *c)
+            .await
+    })?;
+    tx.commit().await?;
     Ok((users, total))
 }
 

@@ -203,6 +203,23 @@ impl Db {
         })
     }
 
+    /// A read-only transaction whose statements all see one snapshot of the database, for reads
+    /// that must agree with each other: a page of a listing and the count of everything matching
+    /// it, taken while writers keep appending. Commit it (or drop it) when done.
+    ///
+    /// PostgreSQL's default isolation (READ COMMITTED) takes a new snapshot per statement, so this
+    /// asks for REPEATABLE READ, which a read-only transaction gets without serialisation
+    /// failures. A SQLite transaction in WAL mode keeps the snapshot of its first read to its end.
+    pub async fn snapshot(&self) -> Result<Tx, DbError> {
+        Ok(match self {
+            Db::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Db::Postgres(pool) => Tx::Postgres(
+                pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            ),
+        })
+    }
+
     /// One round trip, for readiness checks; returns how long it took.
     pub async fn ping(&self) -> Result<Duration, DbError> {
         let started = Instant::now();
@@ -233,3 +250,6 @@ impl Tx {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

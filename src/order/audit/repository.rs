@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{AuditEntry, AuditFilter, AuditRecord, truncate_to_micros};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError};
-use crate::on_pool;
+use crate::{on_pool, on_tx};
 
 const COLUMNS: &str = "id, tenant_id, actor_id, actor_email, action, target_type, target_id, ip, \
                        user_agent, details, created_at";
@@ -87,8 +87,10 @@ pub async fn list(
     let count_sql = sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM audit_logs WHERE {conditions}"
     ));
-    let total = on_pool!(db, pool => {
-        bind_all!(sqlx::query_scalar::<_, i64>(count_sql), &args).fetch_one(pool).await
+    // One snapshot: entries appended between the count and the page would make them disagree.
+    let mut tx = db.snapshot().await?;
+    let total = on_tx!(&mut tx, c => {
+        bind_all!(sqlx::query_scalar::<_, i64>(count_sql), &args).fetch_one(&mut *c).await
     })?;
     // Entries of the same microsecond keep their insertion order: ids are UUIDv7.
     let list_sql = sqlx::AssertSqlSafe(format!(
@@ -97,13 +99,14 @@ pub async fn list(
         args.len() + 1,
         args.len() + 2
     ));
-    let rows = on_pool!(db, pool => {
+    let rows = on_tx!(&mut tx, c => {
         bind_all!(sqlx::query_as::<_, Row>(list_sql), &args)
             .bind(limit)
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     Ok((rows.into_iter().map(AuditRecord::from).collect(), total))
 }
 

@@ -179,7 +179,9 @@ pub async fn list(
     ));
     let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM event_log WHERE {condition}"));
     let severity = filter.severity.map(Severity::as_str);
-    let rows = crate::on_pool!(db, pool => {
+    // One snapshot: entries appended between the page and the count would make them disagree.
+    let mut tx = db.snapshot().await?;
+    let rows = crate::on_tx!(&mut tx, c => {
         sqlx::query_as::<_, Row>(select)
             .bind(tenant_id)
             .bind(filter.order_id)
@@ -187,18 +189,19 @@ pub async fn list(
             .bind(severity)
             .bind(limit)
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
     })?;
-    let total = crate::on_pool!(db, pool => {
+    let total = crate::on_tx!(&mut tx, c => {
         sqlx::query_scalar::<_, i64>(count)
             .bind(tenant_id)
             .bind(filter.order_id)
             .bind(filter.event_type.as_deref())
             .bind(severity)
-            .fetch_one(pool)
+            .fetch_one(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     let events = rows
         .into_iter()
         .map(|row| LoggedEvent {

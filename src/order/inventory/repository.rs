@@ -61,20 +61,23 @@ pub async fn list(
     let sql = sqlx::AssertSqlSafe(format!(
         "{ENTRY_SELECT} WHERE m.tenant_id = $1 ORDER BY m.sku, m.id LIMIT $2 OFFSET $3"
     ));
-    let rows = on_pool!(db, pool => {
+    // One snapshot, so the page and the count agree while products are mapped.
+    let mut tx = db.snapshot().await?;
+    let rows = on_tx!(&mut tx, c => {
         sqlx::query_as::<_, EntryRow>(sql)
             .bind(tenant_id)
             .bind(limit)
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
     })?;
-    let total = on_pool!(db, pool => {
+    let total = on_tx!(&mut tx, c => {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM product_mappings WHERE tenant_id = $1")
             .bind(tenant_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     Ok((rows.into_iter().map(InventoryEntry::from).collect(), total))
 }
 

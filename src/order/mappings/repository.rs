@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::{MappingFields, PrintFile, ProductMapping};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Conn, Db, DbError};
-use crate::{on_conn, on_pool};
+use crate::{on_conn, on_pool, on_tx};
 
 const COLUMNS: &str = "id, tenant_id, sku, product_name, shopify_product_id, shopify_variant_id, \
                        print_files, is_active, created_at, updated_at";
@@ -123,24 +123,27 @@ pub async fn list(
     let count = sqlx::AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM product_mappings WHERE {condition}"
     ));
-    let rows = on_pool!(db, pool => {
+    // One snapshot, so the page and the count agree while mappings are added.
+    let mut tx = db.snapshot().await?;
+    let rows = on_tx!(&mut tx, c => {
         sqlx::query_as::<_, Row>(select)
             .bind(tenant_id)
             .bind(pattern.as_deref())
             .bind(filter.is_active)
             .bind(limit)
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
     })?;
-    let total = on_pool!(db, pool => {
+    let total = on_tx!(&mut tx, c => {
         sqlx::query_scalar::<_, i64>(count)
             .bind(tenant_id)
             .bind(pattern.as_deref())
             .bind(filter.is_active)
-            .fetch_one(pool)
+            .fetch_one(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     Ok((rows.into_iter().map(Row::into_mapping).collect(), total))
 }
 

@@ -545,7 +545,9 @@ pub async fn list(
     );
     let count = format!("SELECT COUNT(*) FROM orders WHERE {condition}");
     let status = filter.status.map(|s| s.as_str());
-    let mut conn = Conn::Pool(db);
+    // One snapshot: orders arriving between the page and the count would make them disagree.
+    let mut tx = db.snapshot().await?;
+    let mut conn = Conn::Tx(&mut tx);
     let rows = on_conn!(&mut conn, c => {
         sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(select.clone()))
             .bind(tenant_id)
@@ -570,6 +572,7 @@ pub async fn list(
     })?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut lines = lines_of(&mut conn, &ids).await?;
+    tx.commit().await?;
     let orders = rows
         .into_iter()
         .map(|row| {

@@ -21,7 +21,7 @@ use super::normalize_domain;
 use crate::config::{Secret, ShopifyConfig};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError};
-use crate::on_pool;
+use crate::{on_pool, on_tx};
 
 /// The nonce of XChaCha20-Poly1305: long enough that random nonces never repeat under one key.
 const NONCE_LEN: usize = 24;
@@ -225,7 +225,9 @@ pub async fn list(
     page: PageRequest,
 ) -> Result<(Vec<Shop>, i64), DbError> {
     let (limit, offset) = page.limit_offset();
-    let rows = on_pool!(db, pool => {
+    // One snapshot, so the page and the count agree while shops are installed.
+    let mut tx = db.snapshot().await?;
+    let rows = on_tx!(&mut tx, c => {
         sqlx::query_as::<_, ShopRow>(
             "SELECT id, domain, installed_at, uninstalled_at, scopes, \
                     (access_token_ciphertext IS NOT NULL) AS connected \
@@ -234,15 +236,16 @@ pub async fn list(
         .bind(tenant_id)
         .bind(limit)
         .bind(offset)
-        .fetch_all(pool)
+        .fetch_all(&mut *c)
         .await
     })?;
-    let total = on_pool!(db, pool => {
+    let total = on_tx!(&mut tx, c => {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM shops WHERE tenant_id = $1")
             .bind(tenant_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     Ok((rows.into_iter().map(shop_of).collect(), total))
 }
 

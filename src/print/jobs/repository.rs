@@ -281,24 +281,27 @@ pub async fn list(
     ));
     let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM print_jobs WHERE {condition}"));
     let status = filter.status.map(|s| s.as_str());
-    let rows = on_pool!(db, pool => {
+    // One snapshot, so the page and the count agree while jobs are queued.
+    let mut tx = db.snapshot().await?;
+    let rows = on_tx!(&mut tx, c => {
         sqlx::query_as::<_, Row>(select)
             .bind(tenant_id)
             .bind(status)
             .bind(filter.order_id)
             .bind(limit)
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
     })?;
-    let total = on_pool!(db, pool => {
+    let total = on_tx!(&mut tx, c => {
         sqlx::query_scalar::<_, i64>(count)
             .bind(tenant_id)
             .bind(status)
             .bind(filter.order_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     Ok((rows.into_iter().map(Row::into_job).collect(), total))
 }
 

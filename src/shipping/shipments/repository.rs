@@ -114,22 +114,25 @@ pub async fn list(
          ORDER BY created_at DESC, id DESC LIMIT $3 OFFSET $4"
     ));
     let count = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM shipments WHERE {condition}"));
-    let rows = on_pool!(db, pool => {
+    // One snapshot, so the page and the count agree while shipments are created.
+    let mut tx = db.snapshot().await?;
+    let rows = on_tx!(&mut tx, c => {
         sqlx::query_as::<_, Row>(select)
             .bind(tenant_id)
             .bind(order_id)
             .bind(limit)
             .bind(offset)
-            .fetch_all(pool)
+            .fetch_all(&mut *c)
             .await
     })?;
-    let total = on_pool!(db, pool => {
+    let total = on_tx!(&mut tx, c => {
         sqlx::query_scalar::<_, i64>(count)
             .bind(tenant_id)
             .bind(order_id)
-            .fetch_one(pool)
+            .fetch_one(&mut *c)
             .await
     })?;
+    tx.commit().await?;
     Ok((rows.into_iter().map(Row::into_shipment).collect(), total))
 }
 
