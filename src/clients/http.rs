@@ -36,6 +36,29 @@ impl ClientError {
             },
         }
     }
+
+    /// What another service's answer means to an API caller: its "not found" and its "conflict"
+    /// pass through with their message; its silence, or a refusal of a call it should have
+    /// taken, is a 503 naming `service` (`"print"`, `"shipping"`).
+    pub fn into_api_error(self, service: &'static str) -> crate::http::ApiError {
+        use crate::http::ApiError;
+        match self {
+            ClientError::Rejected {
+                status: 404,
+                message,
+            } => ApiError::not_found(message),
+            ClientError::Rejected {
+                status: 409,
+                message,
+            } => ApiError::conflict(message),
+            other => {
+                tracing::warn!(error = %other, service, "a service did not answer");
+                ApiError::service_unavailable(format!(
+                    "The {service} service is unavailable; try again"
+                ))
+            }
+        }
+    }
 }
 
 /// The instances of one downstream service.

@@ -20,7 +20,7 @@ pub async fn figures(
     let counts = print
         .job_counts(tenant_id, period.from, period.to)
         .await
-        .map_err(crate::order::orders::routes::print_service)?;
+        .map_err(|e| e.into_api_error("print"))?;
     let count = |status: PrintJobStatus| counts.get(&status).copied().unwrap_or(0);
     let (completed, failed) = (
         count(PrintJobStatus::Completed),

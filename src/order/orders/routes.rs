@@ -11,7 +11,6 @@ use super::repository::{self, OrderFilter};
 use super::retry::{self, RetryError};
 use super::state::{OrderStatus, Status};
 use super::{Order, OrderDetail};
-use crate::clients::http::ClientError;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::pagination::{Page, PageQuery};
 use crate::http::{ApiError, ErrorBody};
@@ -93,20 +92,6 @@ fn not_found() -> ApiError {
     ApiError::not_found("Order not found")
 }
 
-/// What the print service's refusal or silence means to an API caller.
-pub(crate) fn print_service(error: ClientError) -> ApiError {
-    match error {
-        ClientError::Rejected {
-            status: 409,
-            message,
-        } => ApiError::conflict(message),
-        other => {
-            tracing::warn!(error = %other, "the print service did not answer");
-            ApiError::service_unavailable("The print service is unavailable; try again")
-        }
-    }
-}
-
 /// The tenant's orders, newest first.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(PageQuery, OrderQuery),
     responses(
@@ -152,16 +137,13 @@ async fn get_order(
         .print
         .jobs_of_order(ctx.tenant_id, id)
         .await
-        .map_err(print_service)?;
+        .map_err(|e| e.into_api_error("print"))?;
     let shipment = state
         .core
         .shipping
         .shipments_of_order(ctx.tenant_id, id)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "the shipping service did not answer");
-            ApiError::service_unavailable("The shipping service is unavailable; try again")
-        })?
+        .map_err(|e| e.into_api_error("shipping"))?
         .into_iter()
         .next();
     Ok(Json(OrderDetail {
@@ -258,6 +240,6 @@ async fn retry_order(
         Err(RetryError::NotFound) => Err(not_found()),
         Err(e @ RetryError::NothingToRetry) => Err(ApiError::conflict(e.to_string())),
         Err(RetryError::Db(e)) => Err(e.into()),
-        Err(RetryError::Print(e)) => Err(print_service(e)),
+        Err(RetryError::Print(e)) => Err(e.into_api_error("print")),
     }
 }

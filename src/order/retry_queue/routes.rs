@@ -8,7 +8,6 @@ use utoipa_axum::routes;
 use super::{
     CallKind, RetryEntry, failed_fulfillments, fulfill_now, give_up_fulfillment, not_waiting,
 };
-use crate::clients::http::ClientError;
 use crate::http::extract::{Json, Path};
 use crate::http::{ApiError, ErrorBody};
 use crate::identity::context::UserContext;
@@ -33,24 +32,6 @@ fn entry_named(
     Ok((id, kind, entity))
 }
 
-/// What a service's refusal or silence means here.
-fn service_error(error: ClientError) -> ApiError {
-    match error {
-        ClientError::Rejected {
-            status: 404,
-            message,
-        } => ApiError::not_found(message),
-        ClientError::Rejected {
-            status: 409,
-            message,
-        } => ApiError::conflict(message),
-        other => {
-            tracing::warn!(error = %other, "a service did not answer for the retry queue");
-            ApiError::service_unavailable("The print or shipping service is unavailable; try again")
-        }
-    }
-}
-
 /// Every failed call to SimplyPrint, Sendcloud and Shopify that waits to be made again, next
 /// attempt first.
 #[utoipa::path(get, path = "/api/v1/retry-queue", tag = "retry-queue",
@@ -70,13 +51,13 @@ async fn list_retry_queue(
         core.print
             .failed_sends(ctx.tenant_id)
             .await
-            .map_err(service_error)?,
+            .map_err(|e| e.into_api_error("print"))?,
     );
     entries.extend(
         core.shipping
             .failed_parcels(ctx.tenant_id)
             .await
-            .map_err(service_error)?,
+            .map_err(|e| e.into_api_error("shipping"))?,
     );
     entries.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
     Ok(Json(entries))
@@ -109,12 +90,12 @@ async fn retry_call(
             .print
             .send_again(ctx.tenant_id, entity)
             .await
-            .map_err(service_error)?,
+            .map_err(|e| e.into_api_error("print"))?,
         CallKind::SendcloudParcel => core
             .shipping
             .parcel_again(ctx.tenant_id, entity)
             .await
-            .map_err(service_error)?,
+            .map_err(|e| e.into_api_error("shipping"))?,
     }
     tracing::info!(entry = id, "a call of the retry queue is made now, by hand");
     Ok(StatusCode::NO_CONTENT)
@@ -148,12 +129,12 @@ async fn give_up_call(
             .print
             .give_up_send(ctx.tenant_id, entity)
             .await
-            .map_err(service_error)?,
+            .map_err(|e| e.into_api_error("print"))?,
         CallKind::SendcloudParcel => core
             .shipping
             .give_up_parcel(ctx.tenant_id, entity)
             .await
-            .map_err(service_error)?,
+            .map_err(|e| e.into_api_error("shipping"))?,
     }
     tracing::info!(
         entry = id,
