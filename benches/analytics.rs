@@ -512,13 +512,7 @@ async fn run_backend(backend: Backend, settings: &Settings) {
         backend.as_str()
     );
     // The print service in this process, as in role `all`: the overview asks it for its jobs.
-    let print = InProcessPrintClient::new(PrintCore {
-        db: db.clone(),
-        relay: Default::default(),
-        events: Default::default(),
-        dispatch: Default::default(),
-        simplyprint: None,
-    });
+    let print = InProcessPrintClient::new(PrintCore::detached(db.clone()));
     let periods = [("30d", TimeDelta::days(30)), ("365d", TimeDelta::days(366))];
     for (label, span) in periods {
         let period = Period {

@@ -403,13 +403,7 @@ mod tests {
     #[tokio::test]
     async fn the_in_process_client_keeps_the_contract() {
         let app = TestApp::spawn(Role::All, crate::infra::db::Backend::Sqlite).await;
-        let core = PrintCore {
-            db: app.ctx.db.clone(),
-            relay: Default::default(),
-            events: Default::default(),
-            dispatch: Default::default(),
-            simplyprint: None,
-        };
+        let core = PrintCore::detached(app.ctx.db.clone());
         contract(&InProcessPrintClient::new(core)).await;
     }
 

@@ -52,6 +52,18 @@ pub enum JobChange {
 }
 
 impl PrintCore {
+    /// A core on `db` that tells no one what it does: no relay, no dispatcher, no SimplyPrint.
+    /// For reading (a benchmark, a contract test) and for tests that drive each step themselves.
+    pub fn detached(db: Db) -> Self {
+        Self {
+            db,
+            relay: RelayNotifier::default(),
+            events: Dispatcher::default(),
+            dispatch: DispatchNotifier::default(),
+            simplyprint: None,
+        }
+    }
+
     /// Creates the jobs of `plan` that do not exist yet (idempotent) and returns those created.
     pub async fn create_jobs(&self, plan: &PrintPlan) -> Result<Vec<PrintJob>, DbError> {
         let mut tx = self.db.begin().await?;

@@ -255,13 +255,7 @@ async fn an_update_that_leaves_lines_unmapped_is_mailed_too() {
 /// The order side of a running app, with a dispatcher of the test's own.
 fn order_core(app: &TestApp) -> OrderCore {
     let db = app.ctx.db.clone();
-    let print = PrintCore {
-        db: db.clone(),
-        relay: Default::default(),
-        events: Default::default(),
-        dispatch: Default::default(),
-        simplyprint: None,
-    };
+    let print = PrintCore::detached(db.clone());
     let shipping = ShippingCore {
         db: db.clone(),
         relay: Default::default(),
