@@ -13,26 +13,21 @@ use std::time::Duration;
 use arrayvec::ArrayVec;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::uri::{self, Authority, PathAndQuery, Scheme};
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::Response;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use super::balancer::{Balancer, Ejection, InFlight};
 use super::breaker::{BreakerSettings, CircuitBreaker};
+use super::pool::{ConnectionPool, SendError};
 use super::upgrade;
 use crate::config::{Config, Service};
 use crate::http::ApiError;
-use crate::infra::connection_threads::PerThread;
 use crate::infra::workers::Workers;
 use crate::observability;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The first retry waits 50–100 ms, the second 100–200 ms, …
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 
@@ -114,9 +109,8 @@ impl ProxyError {
 /// The instances of one service, with their breaker, balancer and connection pools.
 pub struct HttpUpstream {
     service: Service,
-    /// A pool per connection thread: a pooled connection is a task on the runtime that opened it,
-    /// so a request forwarded on it stays on its own thread.
-    clients: PerThread<Client<HttpConnector, Body>>,
+    /// The kept connections, per connection thread and instance.
+    pool: ConnectionPool,
     breaker: CircuitBreaker,
     balancer: Balancer,
     retries: u32,
@@ -131,33 +125,42 @@ pub struct HttpUpstream {
 
 /// Where one instance is reached, parsed once from its URL.
 struct Address {
-    /// Its `host:port` when its URL is exactly `http://host:port`: the outgoing URI is then
-    /// assembled from parsed parts instead of formatted and parsed again.
-    origin: Option<Authority>,
-    /// The `Host` its requests carry (`host:port` of its URL), made once rather than formatted
-    /// by the client on every request.
+    /// The `host:port` to connect to.
+    connect: String,
+    /// The `Host` its requests carry (`host:port` of its URL), made once rather than per request.
     host: HeaderValue,
+    /// The path its URL puts before every request's (`/orders` of `http://host:port/orders`);
+    /// `None` for a URL without one, whose requests keep their path as it is.
+    prefix: Option<String>,
 }
 
 impl Address {
     fn parse(service: Service, base: &str) -> anyhow::Result<Self> {
+        let invalid = |reason: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{} URL {base} {reason}", service.as_str())
+        };
         let uri: Uri = base
             .parse()
-            .map_err(|e| anyhow::anyhow!("{} URL {base} is invalid: {e}", service.as_str()))?;
-        // The connector speaks plain HTTP; anything else would silently go out unencrypted.
+            .map_err(|e| invalid(&format_args!("is invalid: {e}")))?;
+        // The pool speaks plain HTTP; anything else would silently go out unencrypted.
         let authority = uri
             .authority()
             .filter(|_| uri.scheme_str() == Some("http"))
-            .ok_or_else(|| {
-                anyhow::anyhow!("{} URL {base} must be http://host:port", service.as_str())
-            })?;
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| {
-            anyhow::anyhow!("{} URL {base} has an invalid host: {e}", service.as_str())
-        })?;
-        // An absolute URI always has a path ("/" when none was written): compare the text.
-        let origin =
-            (base.strip_prefix("http://") == Some(authority.as_str())).then(|| authority.clone());
-        Ok(Self { origin, host })
+            .ok_or_else(|| invalid(&"must be http://host:port"))?;
+        if uri.query().is_some() {
+            return Err(invalid(&"must not have a query"));
+        }
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|e| invalid(&format_args!("has an invalid host: {e}")))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let connect = format!("{}:{port}", authority.host());
+        let path = uri.path().trim_end_matches('/');
+        let prefix = (!path.is_empty()).then(|| path.to_owned());
+        Ok(Self {
+            connect,
+            host,
+            prefix,
+        })
     }
 }
 
@@ -172,18 +175,13 @@ impl HttpUpstream {
             .iter()
             .map(|base| Address::parse(service, base))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let clients = PerThread::new(config.server.connection_threads(), || {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                .pool_timer(TokioTimer::new())
-                .build(connector.clone())
-        });
+        let pool = ConnectionPool::new(
+            addresses.iter().map(|a| a.connect.clone()).collect(),
+            config.server.connection_threads(),
+        );
         Ok(Self {
             service,
-            clients,
+            pool,
             breaker: CircuitBreaker::new(
                 service.as_str(),
                 BreakerSettings::from_config(&config.proxy),
@@ -287,7 +285,7 @@ impl HttpUpstream {
                     .insert(header::HOST, address.host.clone());
             }
             let in_flight = InFlight::start(instance);
-            match tokio::time::timeout_at(deadline, self.clients.get().request(outgoing)).await {
+            match tokio::time::timeout_at(deadline, self.pool.send(index, outgoing)).await {
                 Err(_) => {
                     permit.failure();
                     return Err(self.failed(ProxyError::Timeout(timeout), started));
@@ -359,12 +357,18 @@ impl HttpUpstream {
 
     async fn probe(&self, index: usize) {
         let instance = &self.balancer.instances[index];
-        let healthy = match Uri::try_from(format!("{}/health/ready", instance.base)) {
+        let ready = PathAndQuery::from_static("/health/ready");
+        let healthy = match self.target_uri(index, Some(&ready)) {
             Ok(uri) => {
                 let mut request = Request::new(Body::empty());
                 *request.uri_mut() = uri;
+                if let Some(address) = self.addresses.get(index) {
+                    request
+                        .headers_mut()
+                        .insert(header::HOST, address.host.clone());
+                }
                 let answer =
-                    tokio::time::timeout(self.health_timeout, self.clients.get().request(request));
+                    tokio::time::timeout(self.health_timeout, self.pool.send(index, request));
                 matches!(answer.await, Ok(Ok(response)) if response.status().is_success())
             }
             Err(_) => false,
@@ -382,25 +386,24 @@ impl HttpUpstream {
         }
     }
 
-    /// Where instance `index` serves `path` (path and query; `/` when absent).
+    /// The request target, in origin form, under which instance `index` serves `path` (path and
+    /// query; `/` when absent).
     fn target_uri(
         &self,
         index: usize,
         path: Option<&PathAndQuery>,
     ) -> Result<Uri, axum::http::Error> {
-        if let Some(authority) = self.addresses.get(index).and_then(|a| a.origin.as_ref()) {
-            let mut target = uri::Parts::default();
-            target.scheme = Some(Scheme::HTTP);
-            target.authority = Some(authority.clone());
-            target.path_and_query = Some(
+        match self.addresses.get(index).and_then(|a| a.prefix.as_deref()) {
+            // The client's path as it came: a clone shares its bytes.
+            None => Ok(Uri::from(
                 path.cloned()
                     .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            );
-            return Ok(Uri::from_parts(target)?);
+            )),
+            Some(prefix) => {
+                let path = path.map_or("/", PathAndQuery::as_str);
+                Ok(Uri::try_from(format!("{prefix}{path}"))?)
+            }
         }
-        let base = &self.balancer.instances[index].base;
-        let path = path.map_or("/", PathAndQuery::as_str);
-        Ok(Uri::try_from(format!("{base}{path}"))?)
     }
 
     fn observe(&self, status: &str, started: Instant) {
@@ -463,24 +466,22 @@ fn is_retriable(method: &Method, headers: &HeaderMap, body: &Body) -> bool {
 /// What went wrong short of a response. Our own request body failing (over the limit, or the
 /// client gone mid-upload) is the client's doing; a response hyper could not parse is the
 /// upstream's; anything else is a connection failure.
-fn classify(error: &hyper_util::client::legacy::Error) -> ProxyError {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    let mut parse = false;
-    let mut user = false;
+fn classify(error: &SendError) -> ProxyError {
+    let exchange = match error {
+        SendError::Connect { .. } => return ProxyError::Connect(error.to_string()),
+        SendError::Exchange(exchange) => exchange,
+    };
+    let mut message = exchange.to_string();
+    let mut source = std::error::Error::source(exchange);
     let mut too_large = false;
     while let Some(cause) = source {
         message = format!("{message}: {cause}");
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            parse |= hyper_error.is_parse();
-            user |= hyper_error.is_user();
-        }
         too_large |= cause.is::<http_body_util::LengthLimitError>();
         source = cause.source();
     }
-    if too_large || (user && !error.is_connect()) {
+    if too_large || exchange.is_user() {
         ProxyError::ClientBody { too_large, message }
-    } else if parse && !error.is_connect() {
+    } else if exchange.is_parse() {
         ProxyError::Upstream(message)
     } else {
         ProxyError::Connect(message)

@@ -103,23 +103,27 @@ async fn request_reaches_the_instance_with_its_path_query_and_host() {
 }
 
 #[test]
-fn an_instance_at_an_origin_gets_its_uris_assembled_from_parts() {
+fn an_instance_gets_its_requests_in_origin_form_under_its_url_path() {
     let upstream = upstream(vec![
         "http://127.0.0.1:4001".into(),
-        "http://127.0.0.1:4002/orders-service".into(),
+        "http://127.0.0.1:4002/orders-service/".into(),
+        "http://localhost".into(),
     ]);
-    assert!(
-        upstream.addresses[0].origin.is_some(),
-        "http://host:port is an origin"
-    );
-    assert!(
-        upstream.addresses[1].origin.is_none(),
-        "a base with a path is not"
+    let connect: Vec<&str> = upstream
+        .addresses
+        .iter()
+        .map(|a| a.connect.as_str())
+        .collect();
+    assert_eq!(
+        connect,
+        ["127.0.0.1:4001", "127.0.0.1:4002", "localhost:80"],
+        "where each is connected to"
     );
     let path = PathAndQuery::from_static("/api/v1/orders?page=2");
     for (index, expected) in [
-        "http://127.0.0.1:4001/api/v1/orders?page=2",
-        "http://127.0.0.1:4002/orders-service/api/v1/orders?page=2",
+        "/api/v1/orders?page=2",
+        "/orders-service/api/v1/orders?page=2",
+        "/api/v1/orders?page=2",
     ]
     .into_iter()
     .enumerate()
@@ -127,8 +131,26 @@ fn an_instance_at_an_origin_gets_its_uris_assembled_from_parts() {
         let uri = upstream.target_uri(index, Some(&path)).expect("a URI");
         assert_eq!(uri.to_string(), expected);
     }
-    let root = upstream.target_uri(0, None).expect("a URI");
-    assert_eq!(root.to_string(), "http://127.0.0.1:4001/");
+    assert_eq!(
+        upstream.target_uri(0, None).expect("a URI").to_string(),
+        "/"
+    );
+    assert_eq!(
+        upstream.target_uri(1, None).expect("a URI").to_string(),
+        "/orders-service/"
+    );
+}
+
+#[test]
+fn an_instance_url_that_is_not_plain_http_is_refused() {
+    for url in [
+        "https://127.0.0.1:4001",
+        "127.0.0.1:4001",
+        "http://127.0.0.1:4001/x?y=1",
+    ] {
+        let refused = HttpUpstream::new(Service::Order, vec![url.into()], &Config::default());
+        assert!(refused.is_err(), "{url} was accepted");
+    }
 }
 
 #[tokio::test]
