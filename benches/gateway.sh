@@ -633,11 +633,13 @@ profile_callgrind() {
 
 # top_functions DUMP INCLUSIVE(yes|no) N: the N costliest functions with their share, names cut
 # to 150 characters. Entries at 100 % or more are the thread's own frames and cycle artefacts.
+# The list is cut by awk, which reads to the end: `head` would leave the pipeline to die of
+# SIGPIPE, and the script with it (pipefail), before the second list.
 top_functions() {
   callgrind_annotate --threshold=100 --auto=no --inclusive="$2" "$1" 2>/dev/null |
     sed -n '/file:function/,$p' | sed '1,2d' |
     awk '/\(([ 0-9.]+)%\)/ { match($0, /\(([ 0-9.]+)%\)/); pct = substr($0, RSTART + 1, RLENGTH - 3) + 0; if (pct < 100) print }' |
-    sed 's/ \[[^]]*\]$//; s/???://' | cut -c1-150 | head -n "$3"
+    sed 's/ \[[^]]*\]$//; s/???://' | cut -c1-150 | awk -v n="$3" 'NR <= n'
 }
 
 # --- main ---------------------------------------------------------------------------------------
