@@ -150,20 +150,29 @@ pub fn api_routes() -> OpenApiRouter<GatewayState> {
 
 /// Everything the gateway serves. Layers, outermost first: CORS, the session cookie, then
 /// admission and authentication: the per-IP and per-user rate limits, and 401 for non-public paths
-/// without a session.
+/// without a session. What the gateway forwards skips the session layer when it never reads its
+/// session ([`auth::bypass`]).
 pub fn router(state: GatewayState) -> Router {
     let (routes, _) = api_routes().split_for_parts();
-    let app = routes
-        .fallback(proxy::forward)
-        .with_state(state.clone())
-        .layer(from_fn_with_state(state.clone(), auth::authenticate))
+    let authenticated = |router: Router<GatewayState>| {
+        router
+            .with_state(state.clone())
+            .layer(from_fn_with_state(state.clone(), auth::authenticate))
+    };
+    let sessions =
+        |router: Router| auth::session::layer(router, state.sessions.clone(), &state.config);
+    let own = authenticated(routes)
         // The operator page holds no data and signs in itself: beside authentication, not behind
         // it, and counted against its client's limit alone.
         .merge(ui::router().layer(from_fn_with_state(
             state.limiter.clone(),
             rate_limit::limit_by_ip,
         )));
-    let app = auth::session::layer(app, state.sessions.clone(), &state.config);
+    // Whatever no route of the gateway's own answers: forwarded, or refused.
+    let forwarded = authenticated(Router::new().fallback(proxy::forward));
+    let bypass =
+        auth::bypass::SessionBypass::new(state.clone(), sessions(forwarded.clone()), forwarded);
+    let app = sessions(own).fallback_service(bypass);
     // Outermost: a preflight is answered before rate limits and sessions are looked at.
     match crate::http::security::cors(&state.config) {
         Some(cors) => app.layer(cors),

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
@@ -13,6 +14,7 @@ use crate::gateway::GatewayState;
 use crate::http::ApiError;
 use crate::identity::users::{self};
 
+use super::bypass::Identified;
 use super::cache::CacheKey;
 use super::{Authenticated, session, tokens};
 
@@ -28,26 +30,37 @@ pub(super) fn unauthorized() -> ApiError {
 /// A sign-in found in the identity cache costs no I/O to know, so both limits are counted in one
 /// round trip before anything else. Otherwise the client's limit is counted before the session
 /// store and the database are asked, so a flood of made-up cookies is limited like any other.
+///
+/// The session is absent when the request went around the session layer ([`super::bypass`]):
+/// what it signs in with was found before, and needs no session to resolve.
 pub async fn authenticate(
     State(state): State<GatewayState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    session: Session,
+    session: Option<Extension<Session>>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let session = session.map(|Extension(session)| session);
+    let identified = request.extensions_mut().remove::<Identified>();
     let limiter = &state.limiter;
     let path = request.uri().path();
     // Never routed, for anyone: the same 404 with or without a session, revealing nothing.
     let internal = crate::gateway::proxy::routes::is_internal(path);
     let public = !internal && state.public.matches(path);
-    let credential = if internal || public {
-        None
-    } else {
-        credential(request.headers(), &session)
+    let (credential, cached) = match identified {
+        _ if internal || public => (None, None),
+        // Found before the session layer, and the same as the session layer found, if it ran.
+        Some(found) if agrees(&found.credential, session.as_ref()) => {
+            (Some(found.credential), found.cached)
+        }
+        _ => {
+            let credential = credential(request.headers(), session.as_ref());
+            let cached = credential
+                .as_ref()
+                .and_then(|credential| state.auth_cache.get(credential));
+            (credential, cached)
+        }
     };
-    let cached = credential
-        .as_ref()
-        .and_then(|credential| state.auth_cache.get(credential));
     let user = cached.as_ref().map(|auth| &auth.context.user_id);
     let charges = limiter.charges(&request, peer.ip(), user);
     let mut admitted = match limiter.admit(&charges).await {
@@ -76,7 +89,13 @@ pub async fn authenticate(
         None => {
             let resolved = match &credential {
                 CacheKey::Token(token) => resolve_bearer(&state, token).await,
-                CacheKey::Session(_) => resolve(&state, &session).await,
+                CacheKey::Session(_) => match &session {
+                    Some(session) => resolve(&state, session).await,
+                    // The bypass lets a session cookie through only with its sign-in cached.
+                    None => Err(ApiError::internal(
+                        "a session cookie to resolve without the session layer",
+                    )),
+                },
             };
             let auth = match resolved {
                 Ok(Some(auth)) => auth,
@@ -113,10 +132,19 @@ pub async fn authenticate(
 
 /// What a request signs in with, which is also where its resolved sign-in is kept in the identity
 /// cache: a bearer token, else the session cookie's session.
-fn credential(headers: &HeaderMap, session: &Session) -> Option<CacheKey> {
+fn credential(headers: &HeaderMap, session: Option<&Session>) -> Option<CacheKey> {
     match bearer_token(headers) {
         Some(token) => Some(CacheKey::Token(token)),
-        None => session.id().map(CacheKey::Session),
+        None => session?.id().map(CacheKey::Session),
+    }
+}
+
+/// Whether a credential found before the session layer is the one the layer found, when it ran:
+/// a bearer token wins over any cookie; a session must be the layer's own.
+fn agrees(found: &CacheKey, session: Option<&Session>) -> bool {
+    match (found, session) {
+        (CacheKey::Token(_), _) | (_, None) => true,
+        (CacheKey::Session(id), Some(session)) => session.id().as_ref() == Some(id),
     }
 }
 
@@ -139,7 +167,7 @@ async fn resolve(
     Ok(Some(Authenticated::new(user, roles)))
 }
 
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -2,6 +2,7 @@
 //! password changes, and the middleware that turns a session into a verified user for everything
 //! behind the gateway.
 
+pub mod bypass;
 pub mod cache;
 pub mod lockout;
 mod meta;

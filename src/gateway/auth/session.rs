@@ -2,16 +2,17 @@
 //! production, 24 h sliding; signed with `session.secret` when one is set.
 
 use axum::Router;
+use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
-use tower_sessions::cookie::{Key, SameSite};
-use tower_sessions::session::Error as SessionError;
+use tower_sessions::cookie::{Cookie, CookieJar, Key, SameSite};
+use tower_sessions::session::{Error as SessionError, Id};
 use tower_sessions::session_store;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use uuid::Uuid;
 
-use crate::config::Config;
+use crate::config::{Config, SessionConfig};
 use crate::http::ApiError;
 use crate::infra::sessions::Sessions;
 
@@ -90,15 +91,55 @@ pub fn layer(router: Router, store: Sessions, config: &Config) -> Router {
         .with_secure(secure)
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::hours(hours)));
-    match &config.secret {
-        Some(secret) => {
-            // Key wants 64 bytes of key material; SHA-512 stretches any secret to that.
-            let material = Sha512::digest(secret.expose().as_bytes());
-            match Key::try_from(material.as_slice()) {
-                Ok(key) => router.layer(manager.with_signed(key)),
-                Err(_) => router.layer(manager),
+    match signing_key(config) {
+        Some(key) => router.layer(manager.with_signed(key)),
+        None => router.layer(manager),
+    }
+}
+
+/// The key session cookies are signed with, when `session.secret` is set.
+fn signing_key(config: &SessionConfig) -> Option<Key> {
+    let secret = config.secret.as_ref()?;
+    // Key wants 64 bytes of key material; SHA-512 stretches any secret to that.
+    let material = Sha512::digest(secret.expose().as_bytes());
+    Key::try_from(material.as_slice()).ok()
+}
+
+/// Reads the session a request's cookie names, as the session layer reads it, for a look in the
+/// identity cache before (and instead of) the session layer: the last `forma.sid` cookie of the
+/// request's `Cookie` headers, its signature verified when cookies are signed.
+#[derive(Clone)]
+pub struct SessionCookie {
+    key: Option<Key>,
+}
+
+impl SessionCookie {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            key: signing_key(&config.session),
+        }
+    }
+
+    /// The session id the request's cookie carries; `None` without one, or when it does not
+    /// verify or is no session id.
+    pub fn session_id(&self, headers: &HeaderMap) -> Option<Id> {
+        let mut last = None;
+        for value in headers.get_all(header::COOKIE) {
+            let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+                continue;
+            };
+            let named = Cookie::split_parse_encoded(value)
+                .filter_map(Result::ok)
+                .filter(|cookie| cookie.name() == COOKIE_NAME)
+                .last();
+            if let Some(cookie) = named {
+                last = Some(cookie.into_owned());
             }
         }
-        None => router.layer(manager),
+        let cookie = match &self.key {
+            Some(key) => CookieJar::new().signed(key).verify(last?)?,
+            None => last?,
+        };
+        cookie.value().parse().ok()
     }
 }

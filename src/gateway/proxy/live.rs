@@ -206,7 +206,7 @@ impl LiveConnections {
     /// and disconnects when it ends, whatever transport it upgrades to; a split order service
     /// never sees it, and needs not: each poll is authenticated). `None` for any other request.
     pub fn lease_for(self: &Arc<Self>, request: &Request) -> Option<Lease> {
-        if !upgrade::is_websocket(request.headers()) && !opens_socket_io_session(request) {
+        if !outlives_its_request(request) {
             return None;
         }
         let auth = request.extensions().get::<Authenticated>()?;
@@ -485,6 +485,12 @@ impl LiveConnections {
         }
         Ok(())
     }
+}
+
+/// Whether `request` opens a connection that outlives it: a websocket handshake, or the
+/// long-polling handshake of a Socket.IO session. Such a connection is leased ([`LiveConnections::lease_for`]).
+pub fn outlives_its_request(request: &Request) -> bool {
+    upgrade::is_websocket(request.headers()) || opens_socket_io_session(request)
 }
 
 /// A Socket.IO (engine.io) handshake: the request that opens a session carries no `sid` yet.

@@ -99,6 +99,12 @@ impl Proxy {
         })
     }
 
+    /// Whether the route table serves `path`: the gateway forwards it when no route of its own
+    /// answers it.
+    pub fn forwards(&self, path: &str) -> bool {
+        self.table.find(path).is_some()
+    }
+
     /// The HTTP upstreams, whose breakers the health report shows.
     pub fn http_upstreams(&self) -> Vec<Arc<HttpUpstream>> {
         let mut upstreams: Vec<Arc<HttpUpstream>> = self

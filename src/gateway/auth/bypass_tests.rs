@@ -1,0 +1,135 @@
+//! The session bypass changes what a request costs, never what it is answered: forwarded requests
+//! served from the identity cache are checked here against what the session layer decides.
+
+use serde_json::json;
+
+use crate::config::{Role, Secret};
+use crate::infra::db::Backend;
+use crate::testing::{ADMIN_PASSWORD, TestApp, client};
+
+/// What `GET path` answers with exactly this `Cookie` header.
+async fn status_with_cookies(app: &TestApp, path: &str, cookies: &str) -> u16 {
+    client()
+        .get(app.url(path))
+        .header("cookie", cookies)
+        .send()
+        .await
+        .expect("an answer")
+        .status()
+        .as_u16()
+}
+
+const FORWARDED: &str = "/api/v1/orders";
+/// The gateway's own: always through the session layer.
+const OWN: &str = "/api/v1/auth/me";
+
+/// Signed in, and the sign-in in the identity cache: the first forwarded request resolves it
+/// through the session layer, the next ones go around it.
+async fn signed_in(app: &TestApp) -> String {
+    let (_, cookie) = app.login("admin@localhost", ADMIN_PASSWORD).await;
+    let cookies = format!("forma.sid={cookie}");
+    for _ in 0..2 {
+        assert_eq!(status_with_cookies(app, FORWARDED, &cookies).await, 200);
+    }
+    cookie
+}
+
+#[tokio::test]
+async fn a_signed_cookie_is_verified_before_its_cached_sign_in_is_used() {
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |config| {
+        config.session.secret = Some(Secret::new("a-session-secret-of-some-length"));
+    })
+    .await;
+    let cookie = signed_in(&app).await;
+    // A signed value is the signature (44 characters of base64) followed by the session id.
+    let (signature, id) = cookie.split_at(44);
+    let mut forged = signature.to_owned().into_bytes();
+    forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).expect("ASCII");
+    for (what, value) in [
+        ("the id alone", id.to_owned()),
+        ("another signature", format!("{forged}{id}")),
+    ] {
+        let cookies = format!("forma.sid={value}");
+        for path in [FORWARDED, OWN] {
+            assert_eq!(
+                status_with_cookies(&app, path, &cookies).await,
+                401,
+                "{what} on {path}"
+            );
+        }
+    }
+    let cookies = format!("forma.sid={cookie}");
+    assert_eq!(status_with_cookies(&app, FORWARDED, &cookies).await, 200);
+}
+
+#[tokio::test]
+async fn the_last_session_cookie_is_the_one_on_both_paths() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let cookie = signed_in(&app).await;
+    let (_, other) = app.login("admin@localhost", ADMIN_PASSWORD).await;
+    let cases = [
+        (format!("forma.sid={cookie}; forma.sid=unknown"), 401),
+        (format!("forma.sid=unknown; forma.sid={cookie}"), 200),
+        (format!("theme=dark; forma.sid={cookie}; lang=nl"), 200),
+        (format!("forma.sid={other}; forma.sid={cookie}"), 200),
+    ];
+    for (cookies, expected) in cases {
+        for path in [FORWARDED, OWN] {
+            assert_eq!(
+                status_with_cookies(&app, path, &cookies).await,
+                expected,
+                "{cookies} on {path}"
+            );
+        }
+    }
+    // Across two headers, as HTTP/2 clients send them.
+    let split = client()
+        .get(app.url(FORWARDED))
+        .header("cookie", "forma.sid=unknown")
+        .header("cookie", format!("forma.sid={cookie}"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(split.status(), 200);
+}
+
+#[tokio::test]
+async fn signing_out_ends_a_sign_in_forwarded_requests_took_from_the_cache() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let cookie = signed_in(&app).await;
+    let cookies = format!("forma.sid={cookie}");
+    let out = client()
+        .post(app.url("/api/v1/auth/logout"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(out.status(), 204);
+    assert_eq!(status_with_cookies(&app, FORWARDED, &cookies).await, 401);
+}
+
+#[tokio::test]
+async fn a_bearer_token_is_served_around_the_session_layer_and_still_checked() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let token: serde_json::Value = client()
+        .post(app.url("/api/v1/auth/token"))
+        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("an answer")
+        .json()
+        .await
+        .expect("tokens");
+    let access = token["accessToken"].as_str().expect("an access token");
+    let with = |token: String| client().get(app.url(FORWARDED)).bearer_auth(token).send();
+    for _ in 0..2 {
+        assert_eq!(
+            with(access.to_owned()).await.expect("an answer").status(),
+            200
+        );
+    }
+    let mut forged = access.to_owned();
+    forged.push('x');
+    assert_eq!(with(forged).await.expect("an answer").status(), 401);
+}
