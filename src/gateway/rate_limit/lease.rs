@@ -22,12 +22,11 @@
 //!
 //! Times are microseconds on the caller's clock, passed in (tests drive their own timeline).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Decision;
 use super::gcra::{Gcra, Step, micros};
-use super::sharded::Sharded;
+use super::sharded::{Entries, Sharded};
 
 /// A draw is meant to last this long at the key's current rate.
 const HORIZON: Duration = Duration::from_millis(20);
@@ -226,7 +225,7 @@ impl Leases {
         });
     }
 
-    fn with<T>(&self, key: &str, now: u64, f: impl FnOnce(&mut HashMap<String, Lease>) -> T) -> T {
+    fn with<T>(&self, key: &str, now: u64, f: impl FnOnce(&mut Entries<Lease>) -> T) -> T {
         let forget = micros(FORGET_AFTER);
         let live = |lease: &Lease| now.saturating_sub(lease.last_used) < forget;
         self.0.with(key, now, live, f)

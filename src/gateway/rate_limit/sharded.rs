@@ -3,11 +3,19 @@
 //! a stream of one-off clients does not stay in memory.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::gcra::micros;
+
+/// The keys' hash, seeded per process: a key is hashed twice per check (its shard, its entry), and
+/// SipHash cost more than the check itself. foldhash's quality variant keeps what the seed is for:
+/// keys a client chooses (addresses of a large IPv6 block) cannot be aimed at one bucket.
+type KeyHasher = foldhash::quality::RandomState;
+
+/// The entries of one shard.
+pub(super) type Entries<V> = HashMap<String, V, KeyHasher>;
 
 const SHARDS: usize = 16;
 /// A shard is pruned when it grows past this many keys (or twice its size after the last prune),
@@ -15,13 +23,13 @@ const SHARDS: usize = 16;
 const PRUNE_MIN_KEYS: usize = 1024;
 
 pub(super) struct Sharded<V> {
-    hasher: RandomState,
+    hasher: KeyHasher,
     shards: Vec<Mutex<Shard<V>>>,
     prune_every_us: u64,
 }
 
 struct Shard<V> {
-    entries: HashMap<String, V>,
+    entries: Entries<V>,
     prune_at_len: usize,
     pruned_at_us: u64,
 }
@@ -29,11 +37,11 @@ struct Shard<V> {
 impl<V> Sharded<V> {
     pub fn new(prune_every: Duration) -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: KeyHasher::default(),
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        entries: HashMap::new(),
+                        entries: Entries::default(),
                         prune_at_len: PRUNE_MIN_KEYS,
                         pruned_at_us: 0,
                     })
@@ -50,7 +58,7 @@ impl<V> Sharded<V> {
         key: &str,
         now: u64,
         live: impl FnMut(&V) -> bool,
-        f: impl FnOnce(&mut HashMap<String, V>) -> T,
+        f: impl FnOnce(&mut Entries<V>) -> T,
     ) -> T {
         let mut shard = self.lock(key);
         shard.prune_if_due(now, self.prune_every_us, live);
@@ -58,7 +66,7 @@ impl<V> Sharded<V> {
     }
 
     /// Runs `f` on the entries of `key`'s shard, for a caller without a clock (no pruning).
-    pub fn with_unpruned<T>(&self, key: &str, f: impl FnOnce(&mut HashMap<String, V>) -> T) -> T {
+    pub fn with_unpruned<T>(&self, key: &str, f: impl FnOnce(&mut Entries<V>) -> T) -> T {
         f(&mut self.lock(key).entries)
     }
 
