@@ -123,23 +123,30 @@ impl SessionCookie {
     /// The session id the request's cookie carries; `None` without one, or when it does not
     /// verify or is no session id.
     pub fn session_id(&self, headers: &HeaderMap) -> Option<Id> {
-        let mut last = None;
-        for value in headers.get_all(header::COOKIE) {
-            let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
-                continue;
-            };
-            let named = Cookie::split_parse_encoded(value)
-                .filter_map(Result::ok)
-                .filter(|cookie| cookie.name() == COOKIE_NAME)
-                .last();
-            if let Some(cookie) = named {
-                last = Some(cookie.into_owned());
-            }
-        }
+        let cookie = last_session_cookie(headers)?;
         let cookie = match &self.key {
-            Some(key) => CookieJar::new().signed(key).verify(last?)?,
-            None => last?,
+            Some(key) => CookieJar::new().signed(key).verify(cookie)?,
+            None => cookie,
         };
         cookie.value().parse().ok()
     }
+}
+
+/// The request's last `forma.sid` cookie as it came (its signature not checked): the one the
+/// session layer reads, as it parses the `Cookie` headers.
+pub fn last_session_cookie(headers: &HeaderMap) -> Option<Cookie<'static>> {
+    let mut last = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
+            continue;
+        };
+        let named = Cookie::split_parse_encoded(value)
+            .filter_map(Result::ok)
+            .filter(|cookie| cookie.name() == COOKIE_NAME)
+            .last();
+        if let Some(cookie) = named {
+            last = Some(cookie.into_owned());
+        }
+    }
+    last
 }

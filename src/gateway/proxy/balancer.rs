@@ -84,6 +84,12 @@ impl Balancer {
         self.pick_by(self.policy, key, tried)
     }
 
+    /// Whether [`pick`](Self::pick) (or [`pick_pinned`](Self::pick_pinned), when `pinned`) reads
+    /// its key: not with one instance, nor under a policy that ignores it.
+    pub(super) fn keys_on_client(&self, pinned: bool) -> bool {
+        self.instances.len() > 1 && (pinned || self.policy == LoadBalancing::ConsistentHash)
+    }
+
     /// Picks by the consistent hash of `key` whatever the configured policy: for clients whose
     /// state lives in one instance's memory (a Socket.IO session).
     pub(super) fn pick_pinned(&self, key: Option<&str>, tried: &[usize]) -> usize {
@@ -157,4 +163,37 @@ fn rendezvous_score(key: &str, instance: &str) -> u64 {
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn balancer(policy: LoadBalancing, instances: usize) -> Balancer {
+        let ejection = Ejection {
+            after_failures: 1,
+            duration: Duration::ZERO,
+        };
+        let bases = (0..instances).map(|i| format!("http://10.0.0.{i}:3001"));
+        Balancer::new(policy, ejection, bases.collect())
+    }
+
+    #[test]
+    fn the_client_key_is_asked_for_only_where_it_places_the_request() {
+        for policy in [
+            LoadBalancing::RoundRobin,
+            LoadBalancing::LeastConnections,
+            LoadBalancing::ConsistentHash,
+        ] {
+            let alone = balancer(policy, 1);
+            assert!(!alone.keys_on_client(false) && !alone.keys_on_client(true));
+            assert!(
+                balancer(policy, 2).keys_on_client(true),
+                "pinned, {policy:?}"
+            );
+        }
+        assert!(balancer(LoadBalancing::ConsistentHash, 2).keys_on_client(false));
+        assert!(!balancer(LoadBalancing::RoundRobin, 2).keys_on_client(false));
+        assert!(!balancer(LoadBalancing::LeastConnections, 2).keys_on_client(false));
+    }
 }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::upgrade;
 use super::upstream::strip_hop_by_hop;
 use crate::gateway::auth::Authenticated;
-use crate::gateway::auth::session::COOKIE_NAME;
+use crate::gateway::auth::session::{COOKIE_NAME, last_session_cookie};
 use crate::gateway::rate_limit::{X_FORWARDED_FOR, client_ip, ip_text};
 use crate::http::request_id::{RequestId, X_REQUEST_ID};
 use crate::identity::context::strip_identity_headers;
@@ -133,23 +133,11 @@ fn set_forwarded(
 /// What keeps a client on one instance under consistent hashing: who it is signed in as — its
 /// bearer token's family, else its session cookie, else the user. Never the Socket.IO `sid`: a
 /// handshake has none yet, so keying polls by it would place them apart from their handshake.
-pub fn affinity(request: &Request) -> Option<String> {
-    let auth = request.extensions().get::<Authenticated>();
+pub fn affinity(headers: &HeaderMap, auth: Option<&Authenticated>) -> Option<String> {
     if let Some(family) = auth.and_then(|a| a.token_family) {
         return Some(format!("token:{family}"));
     }
-    let session = request
-        .headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(COOKIE_NAME)
-                .and_then(|rest| rest.strip_prefix('='))
-                .map(str::to_owned)
-        });
+    let session = last_session_cookie(headers).map(|cookie| cookie.value().to_owned());
     session.or_else(|| auth.map(|a| format!("user:{}", a.context.user_id)))
 }
 
@@ -271,9 +259,10 @@ mod tests {
                 .body(axum::body::Body::empty())
                 .unwrap()
         };
-        let handshake = affinity(&at("/socket.io/?EIO=4&transport=polling"));
-        let poll = affinity(&at("/socket.io/?EIO=4&transport=polling&sid=abc"));
-        let upgrade = affinity(&at("/socket.io/?EIO=4&transport=websocket&sid=abc"));
+        let key = |request: Request| affinity(request.headers(), None);
+        let handshake = key(at("/socket.io/?EIO=4&transport=polling"));
+        let poll = key(at("/socket.io/?EIO=4&transport=polling&sid=abc"));
+        let upgrade = key(at("/socket.io/?EIO=4&transport=websocket&sid=abc"));
         assert_eq!(handshake.as_deref(), Some("s1"));
         assert_eq!(poll, handshake);
         assert_eq!(upgrade, handshake);
@@ -283,15 +272,16 @@ mod tests {
     fn a_bearer_client_is_keyed_by_its_token_family() {
         let user = crate::identity::users::User::in_memory(uuid::Uuid::nil());
         let mut auth = Authenticated::new(user, vec![]);
-        let mut req = request(&[]);
-        req.extensions_mut().insert(auth.clone());
+        let req = request(&[]);
         assert_eq!(
-            affinity(&req).as_deref(),
+            affinity(req.headers(), Some(&auth)).as_deref(),
             Some("user:00000000-0000-0000-0000-000000000000")
         );
         let family = uuid::Uuid::new_v4();
         auth.token_family = Some(family);
-        req.extensions_mut().insert(auth);
-        assert_eq!(affinity(&req), Some(format!("token:{family}")));
+        assert_eq!(
+            affinity(req.headers(), Some(&auth)),
+            Some(format!("token:{family}"))
+        );
     }
 }

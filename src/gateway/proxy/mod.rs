@@ -139,7 +139,6 @@ pub async fn forward(
     if let Some(lease) = state.live.lease_for(&request) {
         request.extensions_mut().insert(lease);
     }
-    let affinity = headers::affinity(&request);
     // Taken, not copied: nothing past this point reads it from the request.
     let auth = request.extensions_mut().remove::<Authenticated>();
     // Only routes marked cacheable pay for the cache; every other request checks this one field.
@@ -158,15 +157,23 @@ pub async fn forward(
     } else {
         None
     };
-    headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
-
-    let mut response = match state
+    let target = state
         .proxy
         .targets
         .get(&route.service)
         .cloned()
-        .unwrap_or(Target::Unconfigured)
-    {
+        .unwrap_or(Target::Unconfigured);
+    // A cookie scan and a string, made only for a balancer that keys on the client, and before
+    // the session cookie is dropped from the forwarded headers.
+    let affinity = match &target {
+        Target::Http(upstream) if upstream.keys_on_client(socket_io) => {
+            headers::affinity(request.headers(), auth.as_ref())
+        }
+        _ => None,
+    };
+    headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
+
+    let mut response = match target {
         Target::InProcess(router) => {
             if let Some(auth) = auth {
                 request
@@ -182,6 +189,7 @@ pub async fn forward(
             if socket_io {
                 request.extensions_mut().insert(upstream::Pinned);
             }
+
             if let (Some(auth), Some(signer)) = (&auth, &state.proxy.signer) {
                 request = match sign_context(request, auth.prepared(signer)).await {
                     Ok(signed) => signed,

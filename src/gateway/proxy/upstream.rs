@@ -211,6 +211,12 @@ impl HttpUpstream {
         &self.breaker
     }
 
+    /// Whether the instance a request goes to depends on its client's affinity key: under
+    /// consistent hashing, or for a request `pinned` to its instance, among several instances.
+    pub fn keys_on_client(&self, pinned: bool) -> bool {
+        self.balancer.keys_on_client(pinned)
+    }
+
     /// `services.timeout_ms`, for routes without their own timeout.
     pub fn default_timeout(&self) -> Duration {
         self.default_timeout
