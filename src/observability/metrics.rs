@@ -129,7 +129,11 @@ struct RequestHandles {
 }
 
 /// Method and status first, then the route template, so a lookup borrows the route as `&str`.
-type HandleTable = HashMap<(&'static str, u16), HashMap<Box<str>, RequestHandles>>;
+/// Every key is a label of ours (a method, a status, a route template), none a client's choice:
+/// hashed with foldhash rather than SipHash, twice per request.
+type HandleTable =
+    HashMap<(&'static str, u16), HashMap<Box<str>, RequestHandles, LabelHasher>, LabelHasher>;
+type LabelHasher = foldhash::fast::RandomState;
 
 impl RequestHandles {
     fn of(method: &'static str, route: &str, status: StatusCode) -> Self {
