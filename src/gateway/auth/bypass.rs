@@ -79,10 +79,9 @@ impl SessionBypass {
         {
             return None;
         }
-        let credential = match super::middleware::bearer_token(request.headers()) {
-            Some(token) => CacheKey::Token(token),
-            None => CacheKey::Session(self.cookie.session_id(request.headers())?),
-        };
+        let headers = request.headers();
+        let credential =
+            super::middleware::credential(headers, || self.cookie.session_id(headers))?;
         let cached = state.auth_cache.get(&credential);
         Some(Identified { credential, cached })
     }

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
+use tower_sessions::session::Id;
 
 use crate::gateway::GatewayState;
 use crate::http::ApiError;
@@ -44,9 +45,10 @@ pub async fn authenticate(
     let identified = request.extensions_mut().remove::<Identified>();
     let limiter = &state.limiter;
     let path = request.uri().path();
-    // Never routed, for anyone: the same 404 with or without a session, revealing nothing.
-    let internal = crate::gateway::proxy::routes::is_internal(path);
-    let public = !internal && state.public.matches(path);
+    // Never routed, for anyone: the same 404 with or without a session, revealing nothing. A
+    // request the bypass identified was found forwarded, neither internal nor public, already.
+    let internal = identified.is_none() && crate::gateway::proxy::routes::is_internal(path);
+    let public = identified.is_none() && !internal && state.public.matches(path);
     let (credential, cached) = match identified {
         _ if internal || public => (None, None),
         // Found before the session layer, and the same as the session layer found, if it ran.
@@ -54,7 +56,7 @@ pub async fn authenticate(
             (Some(found.credential), found.cached)
         }
         _ => {
-            let credential = credential(request.headers(), session.as_ref());
+            let credential = credential(request.headers(), || session.as_ref()?.id());
             let cached = credential
                 .as_ref()
                 .and_then(|credential| state.auth_cache.get(credential));
@@ -131,11 +133,15 @@ pub async fn authenticate(
 }
 
 /// What a request signs in with, which is also where its resolved sign-in is kept in the identity
-/// cache: a bearer token, else the session cookie's session.
-fn credential(headers: &HeaderMap, session: Option<&Session>) -> Option<CacheKey> {
+/// cache: a bearer token, else the session its cookie names (`session`, asked only without a
+/// token: the session layer's, or the cookie read before that layer).
+pub(super) fn credential(
+    headers: &HeaderMap,
+    session: impl FnOnce() -> Option<Id>,
+) -> Option<CacheKey> {
     match bearer_token(headers) {
         Some(token) => Some(CacheKey::Token(token)),
-        None => session?.id().map(CacheKey::Session),
+        None => session().map(CacheKey::Session),
     }
 }
 
@@ -167,7 +173,7 @@ async fn resolve(
     Ok(Some(Authenticated::new(user, roles)))
 }
 
-pub(super) fn bearer_token(headers: &HeaderMap) -> Option<String> {
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
