@@ -80,7 +80,7 @@ pub fn app(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<App> {
 }
 
 /// The gateway's share of the process: its configuration and ports.
-fn gateway_ports(ctx: &Arc<AppContext>) -> GatewayPorts {
+pub(crate) fn gateway_ports(ctx: &Arc<AppContext>) -> GatewayPorts {
     GatewayPorts {
         config: ctx.config.clone(),
         db: ctx.db.clone(),

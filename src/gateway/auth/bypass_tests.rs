@@ -133,3 +133,103 @@ async fn a_bearer_token_is_served_around_the_session_layer_and_still_checked() {
     forged.push('x');
     assert_eq!(with(forged).await.expect("an answer").status(), 401);
 }
+
+/// Which way `SessionBypass` sends each request, seen from two stand-in routers: the tests above
+/// would pass as well if every request went through the session layer.
+#[tokio::test]
+async fn only_forwarded_requests_whose_sign_in_needs_no_session_go_around_the_layer() {
+    use std::sync::Arc;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::Request;
+    use tower::ServiceExt;
+    use tower_sessions::session::Id;
+
+    use super::{Identified, SessionBypass};
+    use crate::clients::order::InProcessOrderClient;
+    use crate::gateway::GatewayState;
+    use crate::gateway::auth::Authenticated;
+    use crate::gateway::auth::cache::CacheKey;
+    use crate::identity::users::User;
+
+    let app = TestApp::spawn_with(Role::All, Backend::Sqlite, |config| {
+        config.session.cache_ms = 3_600_000;
+    })
+    .await;
+    let order = Arc::new(InProcessOrderClient::of(&app.ctx));
+    let state =
+        GatewayState::new(crate::roles::gateway_ports(&app.ctx), order, None).expect("a gateway");
+    let cached = Id::default();
+    let someone = Authenticated::new(User::in_memory(uuid::Uuid::nil()), vec![]);
+    state
+        .auth_cache
+        .put(CacheKey::Session(cached), someone.clone());
+    let stand_in = |name: &'static str| {
+        Router::new().fallback(move |request: Request| async move {
+            let identified = request.extensions().get::<Identified>().is_some();
+            format!("{name}, identified: {identified}")
+        })
+    };
+    let bypass = SessionBypass::new(state, stand_in("sessions"), stand_in("around"));
+    let way = |uri: &str, headers: &[(&str, String)]| {
+        let mut request = Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(Body::empty()).expect("a request");
+        let bypass = bypass.clone();
+        async move {
+            let response = bypass.oneshot(request).await.expect("infallible");
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .expect("a body");
+            String::from_utf8(body.to_vec()).expect("UTF-8")
+        }
+    };
+    let cookie = |id: Id| ("cookie", format!("forma.sid={id}"));
+    let websocket = [
+        cookie(cached),
+        ("connection", "upgrade".to_owned()),
+        ("upgrade", "websocket".to_owned()),
+    ];
+    type Headers<'a> = &'a [(&'a str, String)];
+    let cases: [(&str, Headers, &str); 7] = [
+        (
+            "/api/v1/orders",
+            &[cookie(cached)],
+            "around, identified: true",
+        ),
+        (
+            "/api/v1/orders",
+            &[("authorization", "Bearer whatever".to_owned())],
+            "around, identified: true",
+        ),
+        // Not cached: resolved from its session, through the layer, with what was found.
+        (
+            "/api/v1/orders",
+            &[cookie(Id::default())],
+            "sessions, identified: true",
+        ),
+        ("/api/v1/orders", &[], "sessions, identified: false"),
+        (
+            "/api/v1/webhooks/shopify/orders/create",
+            &[cookie(cached)],
+            "sessions, identified: false",
+        ),
+        (
+            "/api/v1/not-routed",
+            &[cookie(cached)],
+            "sessions, identified: false",
+        ),
+        ("/api/v1/orders", &websocket, "sessions, identified: false"),
+    ];
+    for (uri, headers, expected) in cases {
+        assert_eq!(way(uri, headers).await, expected, "{uri} {headers:?}");
+    }
+    let handshake = way("/socket.io/?EIO=4&transport=polling", &[cookie(cached)]).await;
+    assert_eq!(
+        handshake, "sessions, identified: false",
+        "a Socket.IO session is leased"
+    );
+}
