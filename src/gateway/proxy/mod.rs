@@ -189,7 +189,6 @@ pub async fn forward(
             if socket_io {
                 request.extensions_mut().insert(upstream::Pinned);
             }
-
             if let (Some(auth), Some(signer)) = (&auth, &state.proxy.signer) {
                 request = match sign_context(request, auth.prepared(signer)).await {
                     Ok(signed) => signed,

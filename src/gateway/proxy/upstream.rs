@@ -276,20 +276,13 @@ impl HttpUpstream {
                 self.balancer.pick(key, &tried)
             };
             let instance = &self.balancer.instances[index];
-            let uri = self
-                .target_uri(index, path)
-                .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
             let mut outgoing = Request::new(body.take().unwrap_or_default());
             *outgoing.method_mut() = parts.method.clone();
-            *outgoing.uri_mut() = uri;
             // The pool speaks HTTP/1.1 whatever the client spoke to us.
             *outgoing.version_mut() = Version::HTTP_11;
             *outgoing.headers_mut() = headers.clone();
-            if let Some(address) = self.addresses.get(index) {
-                outgoing
-                    .headers_mut()
-                    .insert(header::HOST, address.host.clone());
-            }
+            self.address(index, path, &mut outgoing)
+                .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
             let in_flight = InFlight::start(instance);
             match tokio::time::timeout_at(deadline, self.pool.send(index, outgoing)).await {
                 Err(_) => {
@@ -364,15 +357,9 @@ impl HttpUpstream {
     async fn probe(&self, index: usize) {
         let instance = &self.balancer.instances[index];
         let ready = PathAndQuery::from_static("/health/ready");
-        let healthy = match self.target_uri(index, Some(&ready)) {
-            Ok(uri) => {
-                let mut request = Request::new(Body::empty());
-                *request.uri_mut() = uri;
-                if let Some(address) = self.addresses.get(index) {
-                    request
-                        .headers_mut()
-                        .insert(header::HOST, address.host.clone());
-                }
+        let mut request = Request::new(Body::empty());
+        let healthy = match self.address(index, Some(&ready), &mut request) {
+            Ok(()) => {
                 let answer =
                     tokio::time::timeout(self.health_timeout, self.pool.send(index, request));
                 matches!(answer.await, Ok(Ok(response)) if response.status().is_success())
@@ -390,6 +377,23 @@ impl HttpUpstream {
         if healthy {
             self.balancer.answered(index);
         }
+    }
+
+    /// Addresses `request` to instance `index` for `path` (path and query; `/` when absent): its
+    /// target under the instance's path, and the instance's `Host`.
+    fn address(
+        &self,
+        index: usize,
+        path: Option<&PathAndQuery>,
+        request: &mut Request,
+    ) -> Result<(), axum::http::Error> {
+        *request.uri_mut() = self.target_uri(index, path)?;
+        if let Some(address) = self.addresses.get(index) {
+            request
+                .headers_mut()
+                .insert(header::HOST, address.host.clone());
+        }
+        Ok(())
     }
 
     /// The request target, in origin form, under which instance `index` serves `path` (path and
