@@ -78,14 +78,15 @@ impl ConnectionPool {
         instance: usize,
         mut request: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
+        let now = Instant::now();
         loop {
-            let (mut sender, reused) = match self.checkout(instance, Instant::now()) {
+            let (mut sender, reused) = match self.checkout(instance, now) {
                 Some(sender) => (sender, true),
                 None => (self.connect(instance).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    self.keep(instance, sender);
+                    self.keep(instance, sender, now);
                     return Ok(response);
                 }
                 Err(mut error) => match error.take_message() {
@@ -117,15 +118,13 @@ impl ConnectionPool {
         None
     }
 
-    /// Keeps `sender` for the next request once its exchange is over (it is not ready before).
-    fn keep(&self, instance: usize, sender: SendRequest<Body>) {
+    /// Keeps `sender`, last used for a request sent at `used_at`, for the next request once its
+    /// exchange is over (it is not ready before).
+    fn keep(&self, instance: usize, sender: SendRequest<Body>, used_at: Instant) {
         if let Some(mut kept) = self.kept_of(instance)
             && kept.len() < MAX_KEPT
         {
-            kept.push(Kept {
-                sender,
-                used_at: Instant::now(),
-            });
+            kept.push(Kept { sender, used_at });
         }
     }
 

@@ -99,7 +99,7 @@ async fn an_unused_connection_is_let_go_after_the_idle_timeout() {
         async move { sender }
     })
     .await;
-    pool.keep(0, idle);
+    pool.keep(0, idle, Instant::now());
     assert!(
         pool.checkout(0, Instant::now() + IDLE_TIMEOUT).is_none(),
         "kept past its idle timeout"
