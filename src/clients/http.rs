@@ -250,3 +250,38 @@ async fn answer(base: &str, response: reqwest::Response) -> Result<reqwest::Resp
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ClientError;
+
+    #[test]
+    fn a_services_not_found_and_conflict_pass_through_and_anything_else_is_a_503_naming_it() {
+        let rejected = |status: u16| ClientError::Rejected {
+            status,
+            message: format!("refused with {status}"),
+        };
+        let answer = |error: ClientError| {
+            let error = error.into_api_error("print");
+            (error.status().as_u16(), error.body().message)
+        };
+        let unavailable = crate::http::error::ErrorMessage::One(
+            "The print service is unavailable; try again".to_owned(),
+        );
+        for (status, message) in [(404, "refused with 404"), (409, "refused with 409")] {
+            let (passed, said) = answer(rejected(status));
+            assert_eq!(passed, status);
+            assert_eq!(
+                said,
+                crate::http::error::ErrorMessage::One(message.to_owned())
+            );
+        }
+        for error in [
+            rejected(400),
+            rejected(422),
+            ClientError::Unavailable("connection refused".to_owned()),
+        ] {
+            assert_eq!(answer(error), (503, unavailable.clone()));
+        }
+    }
+}
