@@ -2,8 +2,7 @@ use super::*;
 use crate::each_database;
 use crate::testing::TestDatabase;
 
-async fn count(conn: Conn<'_>) -> i64 {
-    let mut conn = conn;
+async fn count(mut conn: Conn<'_>) -> i64 {
     on_conn!(&mut conn, c => {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM numbers").fetch_one(c).await
     })
