@@ -8,6 +8,9 @@
 #   NODE   the `socket.io` 4.x server with `@socket.io/redis-adapter` (benches/socketio/server.mjs):
 #          path /socket.io, namespace /events, a tenant room per session cookie; a broadcast is an
 #          emit of an order to the room, triggered over HTTP
+#   FLOOR  socketioxide alone (benches/socketio_floor.rs), shaped like the other two, on the same
+#          Redis adapter: what the library forma's Socket.IO is built on costs by itself, so that
+#          forma's figure above it is forma's own, and its ratio to Node the best this stack reaches
 #   FORMA  `forma serve --role all` (gateway and order service in one process, one replica) with
 #          Redis configured, so Socket.IO runs on the Redis adapter: the handshake is authenticated
 #          by the session cookie, and a broadcast is a real event: a signed Shopify orders/create
@@ -20,7 +23,7 @@
 #   - delivery delay: trigger sent → event received by a client, p50/p99/max over every receipt
 #     (for forma it includes ingesting the webhook: the order is committed, then read and emitted);
 #   - fan-out spread: first → each receipt of the same broadcast (the broadcast itself);
-#   - the ratios and the SPEC's goals.
+#   - the ratios and the SPEC's goals, and forma against the floor.
 #
 # The load generator (LOADGEN): `rust` (default), benches/socketio_load.rs, built by `cargo bench`;
 # or `node`, benches/socketio/load.mjs. Both speak the same protocol and print the same RESULT line.
@@ -33,7 +36,7 @@
 # Settings (environment): LOADGEN (rust), CLIENTS (10000), ROOM (5000), PROCS (4, load generator
 # processes for node, worker threads for rust),
 # BROADCASTS (40), INTERVAL_MS (250), SETTLE_MS (3000), TIMEOUT (240 s per server), REDIS_URL
-# (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), BIN
+# (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), FLOOR_PORT (29303), FLOOR (1; 0 skips the floor), BIN
 # (target/release/forma; when given, used as it is). TOKIO_WORKER_THREADS is passed through.
 #
 # Needs node and npm (installs benches/socketio/node_modules with npm ci) and a running Redis.
@@ -56,6 +59,8 @@ REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 # from it, and one of them could hold the port the next server wants to listen on.
 NODE_PORT=${NODE_PORT:-29301}
 FORMA_PORT=${FORMA_PORT:-29302}
+FLOOR_PORT=${FLOOR_PORT:-29303}
+FLOOR=${FLOOR:-1}
 ADMIN_PASSWORD=bench-admin-password
 OTHER_PASSWORD=bench-other-password
 SHOPIFY_SECRET=bench-shopify-webhook-secret
@@ -68,6 +73,7 @@ die() { echo "error: $*" >&2; exit 1; }
 
 dir=$(mktemp -d)
 NODE_PID=""
+FLOOR_PID=""
 FORMA_PID=""
 
 # Stops what this script started (and only that), then removes the temporary files.
@@ -82,6 +88,7 @@ stop_pid() {
 cleanup() {
   stop_pid "$FORMA_PID"
   stop_pid "$NODE_PID"
+  stop_pid "$FLOOR_PID"
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -122,6 +129,16 @@ ensure_loadgen() {
     sed -n 's/.*"executable":"\([^"]*socketio_load[^"]*\)".*/\1/p' | tail -n 1) || true
   [ -n "$LOADGEN_BIN" ] && [ -x "$LOADGEN_BIN" ] ||
     { cat "$dir/loadgen-build.log" >&2; die "cargo bench --bench socketio_load --no-run failed"; }
+}
+
+# The floor server, built once in the bench profile; FLOOR_BIN is its executable.
+ensure_floor() {
+  [ "$FLOOR" = 1 ] || return 0
+  progress "building the socketioxide floor (cargo bench --bench socketio_floor --no-run)"
+  FLOOR_BIN=$(cargo bench --bench socketio_floor --no-run --message-format=json 2>"$dir/floor-build.log" |
+    sed -n 's/.*"executable":"\([^"]*socketio_floor[^"]*\)".*/\1/p' | tail -n 1) || true
+  [ -n "$FLOOR_BIN" ] && [ -x "$FLOOR_BIN" ] ||
+    { cat "$dir/floor-build.log" >&2; die "cargo bench --bench socketio_floor --no-run failed"; }
 }
 
 ensure_binary() {
@@ -167,6 +184,14 @@ start_node() {
   NODE_PID=$!
   wait_until_up "http://127.0.0.1:$NODE_PORT/health" 30 "$NODE_PID" ||
     { cat "$dir/node.log" >&2; die "the Node socket.io server did not start"; }
+}
+
+start_floor() {
+  env PORT="$FLOOR_PORT" REDIS_URL="$REDIS_URL" KEY_PREFIX="${RUN_PREFIX}floor-socket.io" \
+    "$FLOOR_BIN" --bench >"$dir/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  wait_until_up "http://127.0.0.1:$FLOOR_PORT/health" 30 "$FLOOR_PID" ||
+    { cat "$dir/floor.log" >&2; die "the socketioxide floor did not start"; }
 }
 
 # forma's settings for every command of the run: its own SQLite directory, the run's Redis prefix,
@@ -260,12 +285,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'
 verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
 
 report() {
-  local t
+  local t targets=(node forma)
+  [ "$FLOOR" = 1 ] && targets=(node floor forma)
   echo
   echo "== forma Socket.IO benchmark (SPEC §10) =="
   echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
   echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN, serve --role all, Redis adapter"
   echo "node:     $(node --version), socket.io $(node -p "require('./benches/socketio/node_modules/socket.io/package.json').version"), @socket.io/redis-adapter $(node -p "require('./benches/socketio/node_modules/@socket.io/redis-adapter/package.json').version")"
+  [ "$FLOOR" = 1 ] && echo "floor:    socketioxide $(sed -n '/^name = "socketioxide"$/{n;s/^version = "\(.*\)"/\1/p}' Cargo.lock) alone (benches/socketio_floor.rs), Redis adapter"
   echo "redis:    $REDIS_URL"
   echo "settings: LOADGEN=$LOADGEN CLIENTS=$CLIENTS ROOM=$ROOM PROCS=$PROCS BROADCASTS=$BROADCASTS INTERVAL_MS=$INTERVAL_MS SETTLE_MS=$SETTLE_MS" \
     "forma TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}"
@@ -274,7 +301,7 @@ report() {
   echo
   printf '%-6s %9s %9s %9s %9s %9s %8s %8s %8s %10s %9s %7s\n' target connected 'RSS0 MB' 'RSS MB' 'KB/conn' \
     'KB/conn+' 'p50 ms' 'p99 ms' 'max ms' 'spread99' received 'x-tnt'
-  for t in node forma; do
+  for t in "${targets[@]}"; do
     printf '%-6s %9s %9s %9s %9s %9s %8s %8s %8s %10s %9s %7s\n' "$t" "${R[$t/connected]}" \
       "$(awk -v k="${R[$t/rss_base_kb]}" 'BEGIN { printf "%.1f", k / 1024 }')" \
       "$(awk -v k="${R[$t/rss_connected_kb]}" 'BEGIN { printf "%.1f", k / 1024 }')" \
@@ -289,15 +316,20 @@ report() {
   p99_ratio=$(ratio "${R[forma/p99_ms]}" "${R[node/p99_ms]}")
   echo "forma/node memory per connection: $mem_ratio  (SPEC: <= 0.33 -> $(verdict "$(awk -v r="$mem_ratio" 'BEGIN { print r <= 0.3334 }')"))"
   echo "forma/node p99 delivery delay:    $p99_ratio"
+  if [ "$FLOOR" = 1 ]; then
+    echo "floor/node memory per connection: $(ratio "${R[floor/kb_per_conn]}" "${R[node/kb_per_conn]}")  (the best this stack reaches)"
+    echo "forma/floor memory per connection: $(ratio "${R[forma/kb_per_conn]}" "${R[floor/kb_per_conn]}")  (forma's own: $(awk -v a="${R[forma/kb_per_conn]}" -v b="${R[floor/kb_per_conn]}" 'BEGIN { printf "%.2f", a - b }') KB per connection above the floor)"
+  fi
   echo "forma p99 delivery delay:         ${R[forma/p99_ms]} ms  (SPEC: < 50 ms -> $(verdict "$(awk -v p="${R[forma/p99_ms]}" 'BEGIN { print p < 50 }')"))"
   echo "order:created payload bytes: node ${R[node/payload_bytes]}, forma ${R[forma/payload_bytes]};" \
     "events per broadcast per room client: node ${R[node/events_per_broadcast]}, forma ${R[forma/events_per_broadcast]}"
   echo "server CPU per receipt while broadcasting: node ${R[node/server_us_per_receipt]:-n/a} µs," \
+    "floor ${R[floor/server_us_per_receipt]:-n/a} µs," \
     "forma ${R[forma/server_us_per_receipt]:-n/a} µs (forma's includes ingesting the webhook)"
   echo "load generator ($LOADGEN) CPU per receipt while broadcasting: node ${R[node/loadgen_us_per_receipt]:-n/a} µs," \
     "forma ${R[forma/loadgen_us_per_receipt]:-n/a} µs"
   local bad=0
-  for t in node forma; do
+  for t in "${targets[@]}"; do
     if [ "${R[$t/connected]}" != "$CLIENTS" ] || [ "${R[$t/received]}" != "${R[$t/expected]}" ] ||
       [ "${R[$t/cross_tenant]}" != 0 ] || [ "${R[$t/dropped]}" != 0 ]; then
       echo "!! $t: ${R[$t/connected]}/$CLIENTS connected, ${R[$t/received]}/${R[$t/expected]} receipts," \
@@ -314,15 +346,23 @@ ensure_tools
 raise_fd_limit
 ensure_binary
 ensure_loadgen
+ensure_floor
 ensure_redis
-for port in "$NODE_PORT" "$FORMA_PORT"; do
-  port_in_use 127.0.0.1 "$port" && die "port $port is in use; set NODE_PORT / FORMA_PORT"
+for port in "$NODE_PORT" "$FORMA_PORT" "$FLOOR_PORT"; do
+  port_in_use 127.0.0.1 "$port" && die "port $port is in use; set NODE_PORT / FORMA_PORT / FLOOR_PORT"
 done
 
 progress "Node reference: socket.io on :$NODE_PORT"
 start_node
 run_load node "$NODE_PORT" "$NODE_PID" emit "forma.sid=bench-room" "forma.sid=bench-other" bench-room
 stop_pid "$NODE_PID"; NODE_PID=""
+
+if [ "$FLOOR" = 1 ]; then
+  progress "floor: socketioxide alone on :$FLOOR_PORT"
+  start_floor
+  run_load floor "$FLOOR_PORT" "$FLOOR_PID" emit "forma.sid=bench-room" "forma.sid=bench-other" bench-room
+  stop_pid "$FLOOR_PID"; FLOOR_PID=""
+fi
 
 progress "forma: serve --role all on :$FORMA_PORT"
 start_forma

@@ -1,0 +1,207 @@
+//! The floor of `benches/socketio.sh`: socketioxide alone, shaped like forma's Socket.IO and like
+//! the Node reference (`benches/socketio/server.mjs`), with nothing of forma around it. What a
+//! connection costs here is what the library forma is built on costs; forma's figure above it is
+//! forma's own, and the floor's ratio to Node is the best forma could reach on this stack.
+//!
+//! Path `/socket.io`, namespace `/events`, the Redis adapter on `REDIS_URL` under `KEY_PREFIX`. A
+//! handshake's cookie `forma.sid=<tenant>` names the tenant (as in the Node reference); the request
+//! engine.io keeps for the session's life is cut to what it reads, as forma cuts it; the socket joins
+//! `tenant:<tenant>`. `POST /emit?room=<tenant>&event=<name>` with a JSON body emits it to the room
+//! (204), `GET /health` answers 200. Listens on 127.0.0.1:`PORT` only; stops on SIGTERM or Ctrl-C.
+//!
+//!   cargo bench --bench socketio_floor     (benches/socketio.sh runs it, with `--bench`)
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, anyhow};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use redis::IntoConnectionInfo;
+use socketioxide::SocketIo;
+use socketioxide::extract::SocketRef;
+use socketioxide::handler::ConnectHandler;
+use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+type Adapter = RedisAdapter<socketioxide::adapter::Emitter>;
+
+/// The tenant a handshake's cookie named.
+#[derive(Clone)]
+struct Tenant(String);
+
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Unauthorized")
+    }
+}
+
+fn tenant_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().strip_prefix("forma.sid="))
+        .find(|tenant| !tenant.is_empty())
+        .map(str::to_owned)
+}
+
+/// Keeps of a handshake what engine.io and the connect handler read, copied (as forma's
+/// `trim_handshake` does).
+async fn trim(request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let tenant = tenant_of(&parts.headers);
+    let mut kept = Request::new(body);
+    *kept.method_mut() = parts.method;
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    *kept.uri_mut() = Uri::try_from(target).unwrap_or(parts.uri);
+    *kept.version_mut() = parts.version;
+    for name in [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE] {
+        if let Some(value) = parts.headers.get(&name) {
+            let copied =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            kept.headers_mut().insert(name, copied);
+        }
+    }
+    if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        kept.extensions_mut().insert(upgrade);
+    }
+    if let Some(tenant) = tenant {
+        kept.extensions_mut().insert(Tenant(tenant));
+    }
+    next.run(kept).await
+}
+
+async fn admit(socket: SocketRef<Adapter>) -> Result<(), Refused> {
+    match socket.req_parts().extensions.get::<Tenant>() {
+        Some(_) => Ok(()),
+        None => Err(Refused),
+    }
+}
+
+async fn connected(socket: SocketRef<Adapter>) {
+    match socket.req_parts().extensions.get::<Tenant>().cloned() {
+        Some(Tenant(tenant)) => socket.join(format!("tenant:{tenant}")),
+        None => {
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+async fn emit(
+    State(io): State<SocketIo<Adapter>>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(payload) => payload,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let (Some(room), Some(namespace)) = (query.get("room"), io.of("/events")) else {
+        return (StatusCode::BAD_REQUEST, "room is required").into_response();
+    };
+    let event = query
+        .get("event")
+        .cloned()
+        .unwrap_or_else(|| "order:created".to_owned());
+    match namespace
+        .to(format!("tenant:{room}"))
+        .emit(&event, &payload)
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn serve() -> Result<()> {
+    let port: u16 = std::env::var("PORT")
+        .unwrap_or_else(|_| "29303".to_owned())
+        .parse()
+        .context("PORT")?;
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = std::env::var("KEY_PREFIX").unwrap_or_else(|_| "forma-bench-floor".to_owned());
+
+    // The adapter's pub/sub pushes need RESP3, as in forma.
+    let info = url.as_str().into_connection_info()?;
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    let adapter = RedisAdapterCtr::new_with_redis_config(
+        &client,
+        RedisAdapterConfig::new().with_prefix(prefix),
+    )
+    .await?;
+    let (layer, io) = SocketIo::builder()
+        .req_path("/socket.io")
+        .ws_read_buffer_size(256)
+        .with_adapter::<Adapter>(adapter)
+        .build_layer();
+    io.ns("/events", connected.with(admit))
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/emit", post(emit))
+        .with_state(io.clone())
+        .layer(layer)
+        .layer(axum::middleware::from_fn(trim));
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    eprintln!("socketioxide floor listening on 127.0.0.1:{port}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let mut terminate =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(signal) => signal,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            io.close().await;
+        })
+        .await?;
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    // `cargo bench` passes `--bench`; test runners that list every target (`cargo nextest run
+    // --all-targets` asks with `--list`) find nothing to run. A plain `cargo bench` (no PORT)
+    // starts no server.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return std::process::ExitCode::SUCCESS;
+    }
+    if std::env::var_os("PORT").is_none() {
+        eprintln!("socketio_floor: a server for benches/socketio.sh; PORT=… starts it");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("socketio_floor: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("socketio_floor: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
