@@ -392,7 +392,7 @@ declare -A URL=(
 URL[FORMA_CACHED]=${URL[FORMA]}
 TARGETS=(DIRECT NGINX)
 # Figures keyed "LOAD/TARGET" (LOAD: peak or half).
-declare -A RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX
+declare -A RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX
 
 CLK_TCK=$(getconf CLK_TCK)
 # CPU time (user + system, clock ticks) of the given processes, all their threads included.
@@ -403,10 +403,21 @@ cpu_ticks() {
   done
   echo "$total"
 }
-nginx_ticks() {
-  local pid all=()
-  for pid in $NGINX_PID $NGINX_AUTO_PID; do all+=("$pid" $(ps -o pid= --ppid "$pid")); done
-  cpu_ticks "${all[@]}"
+nginx_pids() {
+  local pid
+  for pid in $NGINX_PID $NGINX_AUTO_PID; do echo "$pid" $(ps -o pid= --ppid "$pid"); done
+}
+nginx_ticks() { cpu_ticks $(nginx_pids); }
+# Context switches (voluntary and not) of every thread of the given pids: a thread that blocks in
+# epoll or is preempted by another runnable thread on the same core pays a switch each time.
+ctx_switches() {
+  local pid total=0
+  for pid in "$@"; do
+    [ -d "/proc/$pid/task" ] || continue
+    total=$((total + $(cat /proc/"$pid"/task/*/status 2>/dev/null |
+      awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }')))
+  done
+  echo "$total"
 }
 
 # Reads wrk's report: "requests p50_ms p99_ms non2xx socket_errors rps".
@@ -493,7 +504,9 @@ measure() {
   done
   wait "${pids[@]}"
   local forma_pids="$FORMA_PID $FORMA2_PID" forma_before nginx_before forma_after nginx_after
+  local forma_cs_before nginx_cs_before forma_cs_after nginx_cs_after
   forma_before=$(cpu_ticks $forma_pids); nginx_before=$(nginx_ticks)
+  forma_cs_before=$(ctx_switches $forma_pids); nginx_cs_before=$(ctx_switches $(nginx_pids))
   pids=()
   for i in "${!urls[@]}"; do
     load_generator "$dir/load-$load-$target-$i.txt" "$share_c" "$DURATION" "$share_r" "${urls[$i]}" >"$dir/line-$i" &
@@ -501,6 +514,7 @@ measure() {
   done
   wait "${pids[@]}"
   forma_after=$(cpu_ticks $forma_pids); nginx_after=$(nginx_ticks)
+  forma_cs_after=$(ctx_switches $forma_pids); nginx_cs_after=$(ctx_switches $(nginx_pids))
 
   local key="$load/$target" requests
   read -r requests "P50[$key]" "P99[$key]" "NON2XX[$key]" "SOCKET_ERRORS[$key]" "RPS[$key]" < <(cat "$dir"/line-* | merge_reports)
@@ -510,6 +524,8 @@ measure() {
   # covers whatever it served (upstream, or proxy + upstream); for FORMA, nginx is the upstream only.
   CPU_FORMA[$key]=$(awk -v t=$((forma_after - forma_before)) -v r="$requests" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
   CPU_NGINX[$key]=$(awk -v t=$((nginx_after - nginx_before)) -v r="$requests" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
+  CS_FORMA[$key]=$(awk -v c=$((forma_cs_after - forma_cs_before)) -v r="$requests" 'BEGIN { printf "%.2f", c / r }')
+  CS_NGINX[$key]=$(awk -v c=$((nginx_cs_after - nginx_cs_before)) -v r="$requests" 'BEGIN { printf "%.2f", c / r }')
   if [ "${NON2XX[$key]}" -gt 0 ] || [ "${SOCKET_ERRORS[$key]}" -gt 0 ]; then
     progress "WARNING: $target answered ${NON2XX[$key]} non-2xx responses and had ${SOCKET_ERRORS[$key]} socket errors"
   fi
@@ -523,12 +539,14 @@ verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
 
 print_table() {
   local load=$1 target key
-  printf '%-12s %10s %9s %9s %8s %11s %11s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r'
+  printf '%-12s %10s %9s %9s %8s %11s %11s %10s %10s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r' \
+    'forma cs/r' 'nginx cs/r'
   for target in "${TARGETS[@]}"; do
     key="$load/$target"
     [ -n "${RPS[$key]:-}" ] || continue
-    printf '%-12s %10s %9s %9s %8s %11s %11s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
-      "${NON2XX[$key]}" "$([[ $target == FORMA* ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}"
+    printf '%-12s %10s %9s %9s %8s %11s %11s %10s %10s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+      "${NON2XX[$key]}" "$([[ $target == FORMA* ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}" \
+      "$([[ $target == FORMA* ]] && echo "${CS_FORMA[$key]}" || echo -)" "${CS_NGINX[$key]}"
   done
 }
 
@@ -545,6 +563,7 @@ report() {
     "GET /api/v1/orders; FORMA: session store sql (SQLite), local rate limiter" \
     "${RPS[peak/FORMA_X2]:+; FORMA_X2: 2 gateways, sessions and rate limits in Redis ($BENCH_REDIS_URL)}"
   echo "µs/r: CPU time per request of forma and of nginx (nginx is the upstream, and for NGINX* also the proxy)"
+  echo "cs/r: context switches per request of forma's threads and of nginx's processes (read from /proc, no tracing)"
   echo
   echo "-- peak load: $CONNECTIONS connections, closed loop (wrk) --"
   print_table peak
