@@ -8,6 +8,11 @@
 #               WORKERS worker processes (1: on 2 cores wrk needs the other one)
 #   NGINX_AUTO  the same proxy with one worker per core (`worker_processes auto`), measured when
 #               WORKERS is not already auto
+#   FLOOR       forma's transport alone (benches/proxy_floor.rs): the same hyper server on the same
+#               connection threads, forwarding through the gateway's own connection pool, with
+#               nothing of the gateway on top (no sign-in, limits, sessions, ids, metrics, logs): the
+#               best this stack reaches against nginx, so that forma's figure below it is the cost
+#               of the gateway's own work (FLOOR=0 skips it)
 #   FORMA       `forma serve --role gateway`, signed in with a session cookie, both rate limits checked
 #               on every request (limits set so high that none rejects), proxied to the same upstream
 #   FORMA_X2    the distributed variant (DISTRIBUTED=1, the default when Redis answers): two gateway
@@ -34,7 +39,8 @@
 # Settings (environment): DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
 # target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
 # answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (39201), NGINX_PROXY_PORT (39202),
-# GATEWAY_PORT (39203), NGINX_AUTO_PORT (39204), GATEWAY2_PORT (39205), BIN
+# GATEWAY_PORT (39203), NGINX_AUTO_PORT (39204), GATEWAY2_PORT (39205), FLOOR_PORT (39206), FLOOR
+# (1; 0 skips the floor), BIN
 # (target/release/forma; when given, it is used as it is), OHA (the oha binary; installed with
 # `cargo install oha` into target/bench-tools when missing). FORMA_SERVER__CONNECTION_THREADS (the
 # threads that serve connections, default one per CPU; 0 serves them on the shared work-stealing
@@ -62,6 +68,8 @@ NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-39202}
 GATEWAY_PORT=${GATEWAY_PORT:-39203}
 NGINX_AUTO_PORT=${NGINX_AUTO_PORT:-39204}
 GATEWAY2_PORT=${GATEWAY2_PORT:-39205}
+FLOOR_PORT=${FLOOR_PORT:-39206}
+FLOOR=${FLOOR:-1}
 ADMIN_PASSWORD=bench-admin-password
 # What the upstream answers: the shape of a real first page of orders, so bodies are realistic.
 UPSTREAM_BODY='{"items":[],"total":0,"page":1,"pageSize":20}'
@@ -79,12 +87,13 @@ NGINX_PID=""
 NGINX_AUTO_PID=""
 FORMA_PID=""
 FORMA2_PID=""
+FLOOR_PID=""
 REDIS_PREFIX=""
 
 # Stops what this script started (and only that), then removes the temporary files.
 cleanup() {
   local pid
-  for pid in $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID; do
+  for pid in $FLOOR_PID $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID; do
     kill -TERM "$pid" 2>/dev/null || continue
     # Both shut down gracefully within a second or two; don't wait for forma's 30 s drain timeout.
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -149,6 +158,16 @@ ensure_binary() {
     fi
   fi
   BIN=$(realpath "$BIN")
+}
+
+# The floor proxy, built once in the bench profile; FLOOR_BIN is its executable.
+ensure_floor() {
+  [ "$FLOOR" = 1 ] || return 0
+  progress "building the proxy floor (cargo bench --bench proxy_floor --no-run)"
+  FLOOR_BIN=$(cargo bench --bench proxy_floor --no-run --message-format=json 2>"$dir/floor-build.log" |
+    sed -n 's/.*"executable":"\([^"]*proxy_floor[^"]*\)".*/\1/p' | tail -n 1) || true
+  [ -n "$FLOOR_BIN" ] && [ -x "$FLOOR_BIN" ] ||
+    { cat "$dir/floor-build.log" >&2; die "cargo bench --bench proxy_floor --no-run failed"; }
 }
 
 # --- processes under test -----------------------------------------------------------------------
@@ -297,6 +316,16 @@ launch_forma() {
     { tail -n 20 "$dir/$name.log" >&2; die "forma serve --role gateway ($name) did not start"; }
 }
 
+# The floor proxy to the same upstream, with as many connection threads as forma.
+start_floor() {
+  env PORT="$FLOOR_PORT" UPSTREAM="127.0.0.1:$UPSTREAM_PORT" \
+    ${FORMA_SERVER__CONNECTION_THREADS:+THREADS="$FORMA_SERVER__CONNECTION_THREADS"} \
+    "$FLOOR_BIN" --bench >>"$dir/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  wait_until_up "http://127.0.0.1:$FLOOR_PORT/api/v1/orders" 10 "$FLOOR_PID" ||
+    { cat "$dir/floor.log" >&2; die "the proxy floor did not start"; }
+}
+
 # The gateway alone, on the embedded defaults (SQLite in its own directory, no Redis).
 start_forma() {
   launch_forma forma "$GATEWAY_PORT"
@@ -386,6 +415,7 @@ declare -A URL=(
   [DIRECT]="http://127.0.0.1:$UPSTREAM_PORT/api/v1/orders"
   [NGINX]="http://127.0.0.1:$NGINX_PROXY_PORT/api/v1/orders"
   [NGINX_AUTO]="http://127.0.0.1:$NGINX_AUTO_PORT/api/v1/orders"
+  [FLOOR]="http://127.0.0.1:$FLOOR_PORT/api/v1/orders"
   [FORMA]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders"
   [FORMA_X2]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders http://127.0.0.1:$GATEWAY2_PORT/api/v1/orders"
 )
@@ -504,6 +534,8 @@ measure() {
   done
   wait "${pids[@]}"
   local forma_pids="$FORMA_PID $FORMA2_PID" forma_before nginx_before forma_after nginx_after
+  # The FLOOR row's "forma" figures are the floor proxy's own.
+  [ "$target" = FLOOR ] && forma_pids=$FLOOR_PID
   local forma_cs_before nginx_cs_before forma_cs_after nginx_cs_after
   forma_before=$(cpu_ticks $forma_pids); nginx_before=$(nginx_ticks)
   forma_cs_before=$(ctx_switches $forma_pids); nginx_cs_before=$(ctx_switches $(nginx_pids))
@@ -545,8 +577,8 @@ print_table() {
     key="$load/$target"
     [ -n "${RPS[$key]:-}" ] || continue
     printf '%-12s %10s %9s %9s %8s %11s %11s %10s %10s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
-      "${NON2XX[$key]}" "$([[ $target == FORMA* ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}" \
-      "$([[ $target == FORMA* ]] && echo "${CS_FORMA[$key]}" || echo -)" "${CS_NGINX[$key]}"
+      "${NON2XX[$key]}" "$([[ $target == FORMA* || $target == FLOOR ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}" \
+      "$([[ $target == FORMA* || $target == FLOOR ]] && echo "${CS_FORMA[$key]}" || echo -)" "${CS_NGINX[$key]}"
   done
 }
 
@@ -562,7 +594,7 @@ report() {
     "TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}" \
     "GET /api/v1/orders; FORMA: session store sql (SQLite), local rate limiter" \
     "${RPS[peak/FORMA_X2]:+; FORMA_X2: 2 gateways, sessions and rate limits in Redis ($BENCH_REDIS_URL)}"
-  echo "µs/r: CPU time per request of forma and of nginx (nginx is the upstream, and for NGINX* also the proxy)"
+  echo "µs/r: CPU time per request of forma (for FLOOR: of the floor proxy) and of nginx (nginx is the upstream, and for NGINX* also the proxy)"
   echo "cs/r: context switches per request of forma's threads and of nginx's processes (read from /proc, no tracing)"
   echo
   echo "-- peak load: $CONNECTIONS connections, closed loop (wrk) --"
@@ -579,6 +611,11 @@ report() {
     echo "forma x2 (Redis)/nginx req/s: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/NGINX]}"), forma x2/forma: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/FORMA]}")"
   [ -n "${RPS[$p/FORMA_CACHED]:-}" ] &&
     echo "forma cached GET/nginx req/s: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/NGINX]}"), cached/proxied: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/FORMA]}")"
+  if [ -n "${RPS[$p/FLOOR]:-}" ]; then
+    echo "floor/nginx req/s: $(ratio "${RPS[$p/FLOOR]}" "${RPS[$p/NGINX]}")   (forma's transport alone: the best this stack reaches)"
+    echo "forma/floor req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/FLOOR]}")   (what the gateway's own work leaves of it)"
+    echo "added p99 over direct, half, floor: $(added "${P99[$h/FLOOR]}" "${P99[$h/DIRECT]}") ms"
+  fi
   echo "forma/direct req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/DIRECT]}")"
   echo "nginx/direct req/s: $(ratio "${RPS[$p/NGINX]}" "${RPS[$p/DIRECT]}")"
   echo "added p99 over direct, peak: forma $(added "${P99[$p/FORMA]}" "${P99[$p/DIRECT]}") ms, nginx $(added "${P99[$p/NGINX]}" "${P99[$p/DIRECT]}") ms"
@@ -665,8 +702,9 @@ top_functions() {
 
 ensure_tools
 ensure_binary
-for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT" "$NGINX_AUTO_PORT" "$GATEWAY2_PORT"; do
-  port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT / NGINX_AUTO_PORT / GATEWAY2_PORT"
+[ "$MODE" = callgrind ] || ensure_floor
+for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT" "$NGINX_AUTO_PORT" "$GATEWAY2_PORT" "$FLOOR_PORT"; do
+  port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT / NGINX_AUTO_PORT / GATEWAY2_PORT / FLOOR_PORT"
 done
 progress "starting nginx (upstream :$UPSTREAM_PORT, proxy :$NGINX_PROXY_PORT)"
 start_nginx
@@ -684,6 +722,11 @@ if [ "$DISTRIBUTED" = auto ]; then
 fi
 OHA_BIN=$(find_oha)
 
+if [ "$FLOOR" = 1 ]; then
+  progress "starting the proxy floor (:$FLOOR_PORT)"
+  start_floor
+  TARGETS+=(FLOOR)
+fi
 progress "starting forma (gateway :$GATEWAY_PORT)"
 start_forma
 sign_in_for_load

@@ -7,7 +7,7 @@ pub mod breaker;
 pub mod cache;
 pub mod headers;
 pub mod live;
-mod pool;
+pub mod pool;
 pub mod routes;
 mod upgrade;
 pub mod upstream;
