@@ -81,8 +81,7 @@ async fn run() -> Result<()> {
     let connection_threads = ConnectionThreads::start(threads)?;
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     eprintln!("proxy floor listening on 127.0.0.1:{port}, {threads} connection threads");
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
