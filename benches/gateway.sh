@@ -40,7 +40,8 @@
 # target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
 # answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (39201), NGINX_PROXY_PORT (39202),
 # GATEWAY_PORT (39203), NGINX_AUTO_PORT (39204), GATEWAY2_PORT (39205), FLOOR_PORT (39206), FLOOR
-# (1; 0 skips the floor), BIN
+# (1; 0 skips the floor), FLOOR_LAYERS (none; `stack`: the floor inside the HTTP conventions every
+# role shares, see benches/proxy_floor.rs), BIN
 # (target/release/forma; when given, it is used as it is), OHA (the oha binary; installed with
 # `cargo install oha` into target/bench-tools when missing). FORMA_SERVER__CONNECTION_THREADS (the
 # threads that serve connections, default one per CPU; 0 serves them on the shared work-stealing
@@ -319,7 +320,7 @@ launch_forma() {
 # The floor proxy to the same upstream, with as many connection threads as forma.
 start_floor() {
   env PORT="$FLOOR_PORT" UPSTREAM="127.0.0.1:$UPSTREAM_PORT" \
-    ${FORMA_SERVER__CONNECTION_THREADS:+THREADS="$FORMA_SERVER__CONNECTION_THREADS"} \
+    ${FORMA_SERVER__CONNECTION_THREADS:+THREADS="$FORMA_SERVER__CONNECTION_THREADS"} ${FLOOR_LAYERS:+LAYERS="$FLOOR_LAYERS"} \
     "$FLOOR_BIN" --bench >>"$dir/floor.log" 2>&1 &
   FLOOR_PID=$!
   wait_until_up "http://127.0.0.1:$FLOOR_PORT/api/v1/orders" 10 "$FLOOR_PID" ||

@@ -6,8 +6,10 @@
 //! the gateway's figure below it is what the gateway's own work costs.
 //!
 //! Settings (environment): PORT (listens on 127.0.0.1 only), UPSTREAM (`host:port`), THREADS
-//! (connection threads; default one per CPU, as forma's `server.connection_threads`). Stops on
-//! SIGTERM or Ctrl-C.
+//! (connection threads; default one per CPU, as forma's `server.connection_threads`), LAYERS
+//! (`none`, the default; `stack`: the proxy as the fallback of an axum router in the conventions
+//! every role shares, [`forma::http::stack`], to see what those cost apart from the gateway's
+//! own). Stops on SIGTERM or Ctrl-C.
 //!
 //!   cargo bench --bench proxy_floor     (benches/gateway.sh runs it, with `--bench`)
 
@@ -35,10 +37,10 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn forward(&self, request: Request<Body>) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
         parts.headers.insert(header::HOST, self.host.clone());
-        let request = Request::from_parts(parts, Body::new(body));
+        let request = Request::from_parts(parts, body);
         match self.pool.send(0, request).await {
             Ok(response) => response.map(Body::new),
             Err(e) => {
@@ -50,18 +52,37 @@ impl Proxy {
     }
 }
 
-async fn serve(stream: TcpStream, proxy: Arc<Proxy>) {
-    let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.forward(request).await) }
-    });
+/// What serves a connection's requests.
+#[derive(Clone)]
+enum Layers {
+    None(Arc<Proxy>),
+    Stack(axum::Router),
+}
+
+async fn serve(stream: TcpStream, layers: Layers) {
     // As forma serves a connection: keep-alive, and a deadline for each request's headers.
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+        .keep_alive(true);
+    let io = TokioIo::new(stream);
+    let _ = match layers {
+        Layers::None(proxy) => {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.forward(request.map(Body::new)).await) }
+            });
+            http.serve_connection(io, service).await
+        }
+        Layers::Stack(router) => {
+            let service = hyper_util::service::TowerToHyperService::new(
+                tower::ServiceExt::map_request(router, |request: Request<Incoming>| {
+                    request.map(Body::new)
+                }),
+            );
+            http.serve_connection(io, service).await
+        }
+    };
 }
 
 async fn run() -> Result<()> {
@@ -78,6 +99,23 @@ async fn run() -> Result<()> {
         host: HeaderValue::from_str(&upstream).context("UPSTREAM")?,
         pool: ConnectionPool::new(vec![upstream], threads),
     });
+    let layers = match std::env::var("LAYERS").as_deref() {
+        Err(_) | Ok("none") => Layers::None(proxy),
+        Ok("stack") => {
+            // As the binary does: request metrics are recorded, not registered afresh each time.
+            forma::observability::metrics::install();
+            let handler = move |request: Request<Body>| {
+                let proxy = proxy.clone();
+                async move { proxy.forward(request).await }
+            };
+            let router = axum::Router::new().fallback(handler);
+            Layers::Stack(forma::http::stack(
+                router,
+                &forma::config::Config::default(),
+            ))
+        }
+        Ok(other) => anyhow::bail!("LAYERS={other}: none or stack"),
+    };
     let connection_threads = ConnectionThreads::start(threads)?;
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     eprintln!("proxy floor listening on 127.0.0.1:{port}, {threads} connection threads");
@@ -98,10 +136,10 @@ async fn run() -> Result<()> {
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        let proxy = proxy.clone();
+        let layers = layers.clone();
         connection_threads.next().spawn(async move {
             if let Ok(stream) = TcpStream::from_std(stream) {
-                serve(stream, proxy).await;
+                serve(stream, layers).await;
             }
         });
     }
