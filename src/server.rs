@@ -79,11 +79,10 @@ pub async fn run(
         }
     });
 
-    let connections = ConnectionSettings::from_config(&ctx.config);
-    let mut serving = tokio::spawn(serve_connections(
+    let mut serving = tokio::spawn(serve_router(
         listener,
         router,
-        connections,
+        &ctx.config,
         stopping.clone(),
     ));
     let grace = Duration::from_secs(ctx.config.server.shutdown_timeout_secs);
@@ -127,6 +126,24 @@ impl ConnectionSettings {
             threads: config.server.connection_threads(),
         }
     }
+}
+
+/// Serves `router` on `listener` as `forma serve` serves a role's (`server.connection_threads`,
+/// `server.max_connections`, the header read timeout, upgrades) until `stopping`, then lets the
+/// open connections finish their in-flight requests. The benches' floors serve with it too, so
+/// they measure the same transport.
+pub fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    config: &Config,
+    stopping: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    serve_connections(
+        listener,
+        router,
+        ConnectionSettings::from_config(config),
+        stopping,
+    )
 }
 
 /// Accepts connections until `stopping`, at most `max_connections` at once, then lets the open
