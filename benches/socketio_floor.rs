@@ -5,23 +5,26 @@
 //!
 //! Path `/socket.io`, namespace `/events`, the Redis adapter on `REDIS_URL` under `KEY_PREFIX`. A
 //! handshake's cookie `forma.sid=<tenant>` names the tenant (as in the Node reference); the request
-//! engine.io keeps for the session's life is cut to what it reads, as forma cuts it; the socket joins
+//! engine.io keeps for the session's life is cut by forma's own [`kept_for_engine_io`]; the socket joins
 //! `tenant:<tenant>`. `POST /emit?room=<tenant>&event=<name>` with a JSON body emits it to the room
 //! (204), `GET /health` answers 200. Listens on 127.0.0.1:`PORT` only; stops on SIGTERM or Ctrl-C.
 //!
 //!   cargo bench --bench socketio_floor     (benches/socketio.sh runs it, with `--bench`)
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use forma::order::realtime::kept_for_engine_io;
 use redis::IntoConnectionInfo;
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
@@ -57,26 +60,13 @@ fn tenant_of(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Keeps of a handshake what engine.io and the connect handler read, copied (as forma's
-/// `trim_handshake` does).
+/// Keeps of a handshake what engine.io and the connect handler read, as forma does.
 async fn trim(request: Request, next: Next) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let tenant = tenant_of(&parts.headers);
-    let mut kept = Request::new(body);
-    *kept.method_mut() = parts.method;
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    *kept.uri_mut() = Uri::try_from(target).unwrap_or(parts.uri);
-    *kept.version_mut() = parts.version;
-    for name in [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE] {
-        if let Some(value) = parts.headers.get(&name) {
-            let copied =
-                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-            kept.headers_mut().insert(name, copied);
-        }
+    if !forma::http::paths::opens_engine_io_session(request.uri().query()) {
+        return next.run(request).await;
     }
-    if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
-        kept.extensions_mut().insert(upgrade);
-    }
+    let tenant = tenant_of(request.headers());
+    let (mut kept, _) = kept_for_engine_io(request);
     if let Some(tenant) = tenant {
         kept.extensions_mut().insert(Tenant(tenant));
     }
@@ -126,10 +116,7 @@ async fn emit(
 }
 
 async fn serve() -> Result<()> {
-    let port: u16 = std::env::var("PORT")
-        .unwrap_or_else(|_| "29303".to_owned())
-        .parse()
-        .context("PORT")?;
+    let port = common::port()?;
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = std::env::var("KEY_PREFIX").unwrap_or_else(|_| "forma-bench-floor".to_owned());
 
@@ -164,15 +151,7 @@ async fn serve() -> Result<()> {
     eprintln!("socketioxide floor listening on 127.0.0.1:{port}");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            let mut terminate =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(signal) => signal,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
+            forma::server::shutdown_signal().await;
             io.close().await;
         })
         .await?;
@@ -180,28 +159,9 @@ async fn serve() -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
-    // `cargo bench` passes `--bench`; test runners that list every target (`cargo nextest run
-    // --all-targets` asks with `--list`) find nothing to run. A plain `cargo bench` (no PORT)
-    // starts no server.
-    if !std::env::args().any(|arg| arg == "--bench") {
-        return std::process::ExitCode::SUCCESS;
-    }
-    if std::env::var_os("PORT").is_none() {
-        eprintln!("socketio_floor: a server for benches/socketio.sh; PORT=… starts it");
-        return std::process::ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("socketio_floor: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("socketio_floor: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    common::server_main(
+        "socketio_floor",
+        "a server for benches/socketio.sh; PORT=… starts it",
+        serve,
+    )
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -38,11 +39,7 @@ struct Verified(Uuid);
 /// Before engine.io sees a request that opens a session (the polling handshake or a direct
 /// websocket upgrade): its user context is checked here, by the same extractor as every API
 /// handler (signed by the gateway for exactly that request), and the request is cut down to what
-/// engine.io and [`admit`] read. engine.io keeps the parts of that request for the session's whole
-/// life, and as received they hold every header (cookies, forwarding, tracing) and every
-/// extension the HTTP stack and the gateway added: kilobytes per connection, for nothing. What is
-/// kept is copied, not sliced: the server parses a request into slices of its connection's 8 KiB
-/// read buffer, and one slice kept alive keeps the whole buffer.
+/// engine.io and [`admit`] read ([`kept_for_engine_io`]).
 pub async fn trim_handshake(
     State(ctx): State<Arc<AppContext>>,
     request: Request,
@@ -51,15 +48,33 @@ pub async fn trim_handshake(
     if !crate::http::paths::opens_engine_io_session(request.uri().query()) {
         return next.run(request).await;
     }
+    let (mut kept, mut rest) = kept_for_engine_io(request);
+    let verified = UserContext::from_request_parts(&mut rest, &ctx).await.ok();
+    let extensions = kept.extensions_mut();
+    if let Some(lease) = rest.extensions.remove::<Lease>() {
+        extensions.insert(lease);
+    }
+    if let Some(user) = verified {
+        extensions.insert(Verified(user.tenant_id));
+    }
+    next.run(kept).await
+}
+
+/// A session-opening request as engine.io keeps it for the session's whole life, with the rest of
+/// it for the caller to take what its own connect handler reads. As received it holds every
+/// header (cookies, forwarding, tracing) and every extension the HTTP stack and the gateway
+/// added: kilobytes per connection, for nothing. Kept: the method, the path and query (engine.io
+/// reads `EIO`, `transport`, `sid`), the version, the websocket key (for the 101's accept), a
+/// body's type, and the connection's upgrade. What is kept is copied, not sliced: the server
+/// parses a request into slices of its connection's 8 KiB read buffer, and one slice kept alive
+/// keeps the whole buffer.
+pub fn kept_for_engine_io(request: Request) -> (Request, Parts) {
     let (mut parts, body) = request.into_parts();
-    let verified = UserContext::from_request_parts(&mut parts, &ctx).await.ok();
     let mut kept = Request::new(body);
-    *kept.method_mut() = parts.method;
-    // engine.io reads the query (EIO, transport, sid) of the path and query.
+    *kept.method_mut() = parts.method.clone();
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    *kept.uri_mut() = Uri::try_from(target).unwrap_or(parts.uri);
+    *kept.uri_mut() = Uri::try_from(target).unwrap_or_else(|_| parts.uri.clone());
     *kept.version_mut() = parts.version;
-    // What engine.io reads: the websocket key (for the 101's accept) and a body's type.
     const KEPT: [header::HeaderName; 2] = [header::SEC_WEBSOCKET_KEY, header::CONTENT_TYPE];
     *kept.headers_mut() = HeaderMap::with_capacity(KEPT.len());
     for name in KEPT {
@@ -69,17 +84,10 @@ pub async fn trim_handshake(
             kept.headers_mut().insert(name, copied);
         }
     }
-    let extensions = kept.extensions_mut();
     if let Some(upgrade) = parts.extensions.remove::<OnUpgrade>() {
-        extensions.insert(upgrade);
+        kept.extensions_mut().insert(upgrade);
     }
-    if let Some(lease) = parts.extensions.remove::<Lease>() {
-        extensions.insert(lease);
-    }
-    if let Some(user) = verified {
-        extensions.insert(Verified(user.tenant_id));
-    }
-    next.run(kept).await
+    (kept, parts)
 }
 
 /// The connect middleware: admits the socket when the request that opened its session carried a
