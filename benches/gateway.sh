@@ -84,6 +84,8 @@ progress() { echo "· $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
 dir=$(mktemp -d)
+# shellcheck source=benches/common.sh
+source benches/common.sh
 NGINX_PID=""
 NGINX_AUTO_PID=""
 FORMA_PID=""
@@ -165,10 +167,7 @@ ensure_binary() {
 ensure_floor() {
   [ "$FLOOR" = 1 ] || return 0
   progress "building the proxy floor (cargo bench --bench proxy_floor --no-run)"
-  FLOOR_BIN=$(cargo bench --bench proxy_floor --no-run --message-format=json 2>"$dir/floor-build.log" |
-    sed -n 's/.*"executable":"\([^"]*proxy_floor[^"]*\)".*/\1/p' | tail -n 1) || true
-  [ -n "$FLOOR_BIN" ] && [ -x "$FLOOR_BIN" ] ||
-    { cat "$dir/floor-build.log" >&2; die "cargo bench --bench proxy_floor --no-run failed"; }
+  FLOOR_BIN=$(bench_executable proxy_floor)
 }
 
 # --- processes under test -----------------------------------------------------------------------

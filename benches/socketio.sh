@@ -72,6 +72,8 @@ progress() { echo "· $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
 dir=$(mktemp -d)
+# shellcheck source=benches/common.sh
+source benches/common.sh
 NODE_PID=""
 FLOOR_PID=""
 FORMA_PID=""
@@ -125,20 +127,14 @@ ensure_loadgen() {
     *) die "LOADGEN=$LOADGEN: rust or node" ;;
   esac
   progress "building the load generator (cargo bench --bench socketio_load --no-run; minutes on 2 cores when stale)"
-  LOADGEN_BIN=$(cargo bench --bench socketio_load --no-run --message-format=json 2>"$dir/loadgen-build.log" |
-    sed -n 's/.*"executable":"\([^"]*socketio_load[^"]*\)".*/\1/p' | tail -n 1) || true
-  [ -n "$LOADGEN_BIN" ] && [ -x "$LOADGEN_BIN" ] ||
-    { cat "$dir/loadgen-build.log" >&2; die "cargo bench --bench socketio_load --no-run failed"; }
+  LOADGEN_BIN=$(bench_executable socketio_load)
 }
 
 # The floor server, built once in the bench profile; FLOOR_BIN is its executable.
 ensure_floor() {
   [ "$FLOOR" = 1 ] || return 0
   progress "building the socketioxide floor (cargo bench --bench socketio_floor --no-run)"
-  FLOOR_BIN=$(cargo bench --bench socketio_floor --no-run --message-format=json 2>"$dir/floor-build.log" |
-    sed -n 's/.*"executable":"\([^"]*socketio_floor[^"]*\)".*/\1/p' | tail -n 1) || true
-  [ -n "$FLOOR_BIN" ] && [ -x "$FLOOR_BIN" ] ||
-    { cat "$dir/floor-build.log" >&2; die "cargo bench --bench socketio_floor --no-run failed"; }
+  FLOOR_BIN=$(bench_executable socketio_floor)
 }
 
 ensure_binary() {
