@@ -38,8 +38,8 @@
 #
 # Settings (environment): DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
 # target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
-# answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (39201), NGINX_PROXY_PORT (39202),
-# GATEWAY_PORT (39203), NGINX_AUTO_PORT (39204), GATEWAY2_PORT (39205), FLOOR_PORT (39206), FLOOR
+# answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (29201), NGINX_PROXY_PORT (29202),
+# GATEWAY_PORT (29203), NGINX_AUTO_PORT (29204), GATEWAY2_PORT (29205), FLOOR_PORT (29206), FLOOR
 # (1; 0 skips the floor), FLOOR_LAYERS (none; `stack`: the floor inside the HTTP conventions every
 # role shares, see benches/proxy_floor.rs), BIN
 # (target/release/forma; when given, it is used as it is), OHA (the oha binary; installed with
@@ -64,12 +64,15 @@ MODE=${MODE:-throughput}
 REQUESTS=${REQUESTS:-2000}
 DISTRIBUTED=${DISTRIBUTED:-auto}
 BENCH_REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
-UPSTREAM_PORT=${UPSTREAM_PORT:-39201}
-NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-39202}
-GATEWAY_PORT=${GATEWAY_PORT:-39203}
-NGINX_AUTO_PORT=${NGINX_AUTO_PORT:-39204}
-GATEWAY2_PORT=${GATEWAY2_PORT:-39205}
-FLOOR_PORT=${FLOOR_PORT:-39206}
+# Below the kernel's ephemeral range (32768–60999 by default): a port in it can be held by any
+# outgoing connection on the machine (a test suite running beside the benchmark, say), and a
+# listener cannot bind it until that connection's TIME-WAIT is over.
+UPSTREAM_PORT=${UPSTREAM_PORT:-29201}
+NGINX_PROXY_PORT=${NGINX_PROXY_PORT:-29202}
+GATEWAY_PORT=${GATEWAY_PORT:-29203}
+NGINX_AUTO_PORT=${NGINX_AUTO_PORT:-29204}
+GATEWAY2_PORT=${GATEWAY2_PORT:-29205}
+FLOOR_PORT=${FLOOR_PORT:-29206}
 FLOOR=${FLOOR:-1}
 ADMIN_PASSWORD=bench-admin-password
 # What the upstream answers: the shape of a real first page of orders, so bodies are realistic.
