@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrayvec::ArrayVec;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use ipnet::IpNet;
 
 use crate::config::RateLimitConfig;
@@ -35,9 +35,11 @@ use crate::infra::redis::RedisHandle;
 pub use client_ip::{X_FORWARDED_FOR, bucket as client_bucket, client_ip, ip_text};
 pub use middleware::{Admitted, Charge, Charges, MAX_CHARGES, limit_by_ip};
 
-const RATELIMIT_LIMIT: &str = "ratelimit-limit";
-const RATELIMIT_REMAINING: &str = "ratelimit-remaining";
-const RATELIMIT_RESET: &str = "ratelimit-reset";
+// Names made once: a `&str` name is parsed and checked on every insert, and every response the
+// gateway admits carries these three.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
