@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod forwarding;
 pub mod health;
 pub mod hosts;
 pub mod proxy;
@@ -169,9 +170,9 @@ pub fn router(state: GatewayState) -> Router {
             rate_limit::limit_by_ip,
         )));
     // Whatever no route of the gateway's own answers: forwarded, or refused.
-    let forwarded = authenticated(Router::new().fallback(proxy::forward));
-    let bypass =
-        auth::bypass::SessionBypass::new(state.clone(), sessions(forwarded.clone()), forwarded);
+    let forwarding = forwarding::Forwarding::new(state.clone());
+    let with_sessions = sessions(Router::new().fallback_service(forwarding.clone()));
+    let bypass = auth::bypass::SessionBypass::new(state.clone(), with_sessions, forwarding);
     let app = sessions(own).fallback_service(bypass);
     // Outermost: a preflight is answered before rate limits and sessions are looked at.
     match crate::http::security::cors(&state.config) {

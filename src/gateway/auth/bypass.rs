@@ -22,13 +22,16 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::Request;
+use axum::response::Response;
 use axum::routing::future::RouteFuture;
+use futures::future::Either;
 use tower::Service;
 
 use super::Authenticated;
 use super::cache::CacheKey;
 use super::session::SessionCookie;
 use crate::gateway::GatewayState;
+use crate::gateway::forwarding::Forwarding;
 
 /// The credential a request signs in with and what the identity cache held for it, found before
 /// the session layer.
@@ -46,18 +49,19 @@ impl Identified {
     }
 }
 
-/// The gateway's fallback, around its session layer when the request allows.
+/// The gateway's fallback, around its session layer when the request allows: `S` is the
+/// fallback itself, [`Forwarding`] when served.
 #[derive(Clone)]
-pub struct SessionBypass {
+pub struct SessionBypass<S = Forwarding> {
     state: GatewayState,
     cookie: SessionCookie,
     with_sessions: Router,
-    without: Router,
+    without: S,
 }
 
-impl SessionBypass {
-    /// `without` is the fallback's router, `with_sessions` the same router in the session layer.
-    pub fn new(state: GatewayState, with_sessions: Router, without: Router) -> Self {
+impl<S> SessionBypass<S> {
+    /// `without` is the fallback, `with_sessions` a router serving it in the session layer.
+    pub fn new(state: GatewayState, with_sessions: Router, without: S) -> Self {
         let cookie = SessionCookie::new(&state.config);
         Self {
             state,
@@ -87,26 +91,29 @@ impl SessionBypass {
     }
 }
 
-impl Service<Request> for SessionBypass {
-    type Response = axum::response::Response;
+impl<S> Service<Request> for SessionBypass<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = Either<RouteFuture<Infallible>, S::Future>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Both routers are always ready.
+        // Routers and `Forwarding` are always ready.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
         let Some(identified) = self.identify(&request) else {
-            return self.with_sessions.call(request);
+            return Either::Left(self.with_sessions.call(request));
         };
         let bypass = identified.bypasses_sessions();
         request.extensions_mut().insert(identified);
         if bypass {
-            self.without.call(request)
+            Either::Right(self.without.call(request))
         } else {
-            self.with_sessions.call(request)
+            Either::Left(self.with_sessions.call(request))
         }
     }
 }

@@ -38,10 +38,34 @@ pub async fn authenticate(
     State(state): State<GatewayState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     session: Option<Extension<Session>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let session = session.map(|Extension(session)| session);
+    serve_authenticated(&state, peer, session, request, |mut request, auth| {
+        if let Some(auth) = auth {
+            request.extensions_mut().insert(auth);
+        }
+        next.run(request)
+    })
+    .await
+}
+
+/// What [`authenticate`] does, with `serve` for what comes after it: `serve` gets the admitted
+/// request and its signed-in user (`None` on a public path), and its response gets the
+/// `RateLimit-*` headers. The gateway's forwarding path calls it directly, without a router or a
+/// middleware future around it ([`crate::gateway::forwarding`]).
+pub(crate) async fn serve_authenticated<F, Fut>(
+    state: &GatewayState,
+    peer: SocketAddr,
+    session: Option<Session>,
+    mut request: Request,
+    serve: F,
+) -> Response
+where
+    F: FnOnce(Request, Option<Authenticated>) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let identified = request.extensions_mut().remove::<Identified>();
     let limiter = &state.limiter;
     let path = request.uri().path();
@@ -75,7 +99,7 @@ pub async fn authenticate(
         return response;
     }
     if public {
-        let mut response = next.run(request).await;
+        let mut response = serve(request, None).await;
         admitted.apply(&mut response);
         return response;
     }
@@ -90,9 +114,9 @@ pub async fn authenticate(
         Some(auth) => auth,
         None => {
             let resolved = match &credential {
-                CacheKey::Token(token) => resolve_bearer(&state, token).await,
+                CacheKey::Token(token) => resolve_bearer(state, token).await,
                 CacheKey::Session(_) => match &session {
-                    Some(session) => resolve(&state, session).await,
+                    Some(session) => resolve(state, session).await,
                     // The bypass lets a session cookie through only with its sign-in cached.
                     None => Err(ApiError::internal(
                         "a session cookie to resolve without the session layer",
@@ -126,8 +150,7 @@ pub async fn authenticate(
         Ok(false) => return crate::http::error::not_found(request).await.into_response(),
         Err(e) => return e.into_response(),
     }
-    request.extensions_mut().insert(auth);
-    let mut response = next.run(request).await;
+    let mut response = serve(request, Some(auth)).await;
     admitted.apply(&mut response);
     response
 }

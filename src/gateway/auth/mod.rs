@@ -14,6 +14,7 @@ pub mod tokens;
 
 pub use meta::RequestMeta;
 pub use middleware::authenticate;
+pub(crate) use middleware::serve_authenticated;
 use middleware::unauthorized;
 pub use routes::{ChangePasswordRequest, LoginRequest, RefreshRequest, TokenResponse, routes};
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, HttpBody};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 
@@ -121,11 +121,13 @@ impl Proxy {
     }
 }
 
-/// The gateway's fallback: everything that is not the gateway's own goes to the owning service.
+/// Sends `request` from `peer`, signed in as `auth` (`None` on a public path), to the service
+/// that owns its path: everything that is not the gateway's own ([`super::forwarding`]).
 pub async fn forward(
-    State(state): State<GatewayState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    state: &GatewayState,
+    peer: SocketAddr,
     mut request: Request,
+    auth: Option<Authenticated>,
 ) -> Response {
     let path = request.uri().path();
     if routes::is_internal(path) {
@@ -136,11 +138,12 @@ pub async fn forward(
         return crate::http::error::not_found(request).await.into_response();
     };
     let config: &Config = &state.config;
-    if let Some(lease) = state.live.lease_for(&request) {
+    if let Some(lease) = auth
+        .as_ref()
+        .and_then(|auth| state.live.lease_for(&request, auth))
+    {
         request.extensions_mut().insert(lease);
     }
-    // Taken, not copied: nothing past this point reads it from the request.
-    let auth = request.extensions_mut().remove::<Authenticated>();
     // Only routes marked cacheable pay for the cache; every other request checks this one field.
     let pending = if route.cache_ttl_secs.is_some() {
         match state
