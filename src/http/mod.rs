@@ -32,17 +32,18 @@ use crate::observability::metrics::RequestMetrics;
 pub fn stack(router: Router, config: &Config) -> Router {
     let limits = limits::BodyLimits::from_config(&config.server);
     let security = security::SecurityHeaders::from_config(config);
-    router
-        // Limits are enforced by `limits::enforce` on the body stream for every route, so the
-        // extractor's own smaller default must not second-guess them.
-        .layer(DefaultBodyLimit::disable())
-        .layer(
-            ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(security, edge))
-                .layer(observability::logging::request_trace_layer())
-                .layer(middleware::from_fn_with_state(limits, conventions))
-                .layer(CatchPanicLayer::custom(error::panic_response)),
-        )
+    // One `layer` call: each wraps every route in a boxed service of its own, cloned and called
+    // on every request.
+    router.layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(security, edge))
+            .layer(observability::logging::request_trace_layer())
+            .layer(middleware::from_fn_with_state(limits, conventions))
+            .layer(CatchPanicLayer::custom(error::panic_response))
+            // Limits are enforced by `limits::enforce` on the body stream for every route, so the
+            // extractor's own smaller default must not second-guess them.
+            .layer(DefaultBodyLimit::disable()),
+    )
 }
 
 /// Outside the request's span: its id (assigned, echoed, current while it is handled), the
