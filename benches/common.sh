@@ -1,5 +1,5 @@
-# Shell helpers the bench scripts share; sourced after they define `die` and `dir` (their
-# temporary directory).
+# Shell helpers the bench scripts share; sourced after they define `die`, `progress` and `dir`
+# (their temporary directory).
 
 # bench_executable NAME: builds `cargo bench --bench NAME` without running it (minutes on 2 cores
 # when stale) and prints the path of its executable; dies with the build's log when it fails.
@@ -10,4 +10,39 @@ bench_executable() {
   [ -n "$executable" ] && [ -x "$executable" ] ||
     { cat "$log" >&2; die "cargo bench --bench $name --no-run failed"; }
   echo "$executable"
+}
+
+# ensure_binary: sets BIN to the absolute path of the forma executable a run measures: BIN as
+# given, else the checkout's release build (under CARGO_TARGET_DIR when set), built first when it
+# is missing or older than anything it is built from.
+ensure_binary() {
+  if [ -n "${BIN:-}" ]; then
+    [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+    BIN_GIVEN=1
+  else
+    BIN=${CARGO_TARGET_DIR:-target}/release/forma
+    BIN_GIVEN=0
+    if [ ! -x "$BIN" ] ||
+      [ -n "$(find src migrations build.rs Cargo.toml Cargo.lock -type f -newer "$BIN" -print -quit 2>/dev/null)" ]; then
+      progress "building the release binary (cargo build --release; minutes on 2 cores)"
+      cargo build --release --quiet || die "cargo build --release failed"
+    fi
+  fi
+  BIN=$(realpath "$BIN")
+}
+
+# checkout_label: the checkout's commit, marked when the work tree has changes.
+checkout_label() {
+  echo "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)')"
+}
+
+# binary_label: names what ensure_binary chose for the report. The checkout's own build is named by
+# the commit; a BIN given from elsewhere may be of any commit, so it is named by its path and the
+# start of its SHA-256, which tells the two binaries of an A/B run apart.
+binary_label() {
+  if [ "${BIN_GIVEN:-0}" = 1 ]; then
+    echo "$BIN (sha256 $(sha256sum "$BIN" | cut -c1-12); checkout at $(checkout_label))"
+  else
+    echo "$(checkout_label), $BIN"
+  fi
 }

@@ -25,7 +25,7 @@
 # rate-limited load generator (oha -q, open loop, latency corrected), and prints req/s, p50, p99,
 # CPU per request, the ratios and the added p99.
 #
-#   benches/gateway.sh                               # builds target/release/forma if it is stale
+#   benches/gateway.sh                               # builds the release binary if it is stale
 #   DURATION=30s CONNECTIONS=128 benches/gateway.sh
 #   HALF_RATE=6000 BIN=/path/to/forma benches/gateway.sh   # half load at a given rate, for A/B runs
 #   BIN=/path/to/forma WORKERS=auto benches/gateway.sh
@@ -41,9 +41,9 @@
 # answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (29201), NGINX_PROXY_PORT (29202),
 # GATEWAY_PORT (29203), NGINX_AUTO_PORT (29204), GATEWAY2_PORT (29205), FLOOR_PORT (29206), FLOOR
 # (1; 0 skips the floor), FLOOR_LAYERS (none; `stack`: the floor inside the HTTP conventions every
-# role shares, see benches/proxy_floor.rs), BIN
-# (target/release/forma; when given, it is used as it is), OHA (the oha binary; installed with
-# `cargo install oha` into target/bench-tools when missing). FORMA_SERVER__CONNECTION_THREADS (the
+# role shares, see benches/proxy_floor.rs), BIN (the release build, under CARGO_TARGET_DIR when
+# set; when given, it is used as it is, and the report names it by path and SHA-256), OHA (the oha
+# binary; installed with `cargo install oha` into target/bench-tools when missing). FORMA_SERVER__CONNECTION_THREADS (the
 # threads that serve connections, default one per CPU; 0 serves them on the shared work-stealing
 # runtime) and TOKIO_WORKER_THREADS (that shared runtime's workers) are passed through to forma.
 #
@@ -148,22 +148,6 @@ find_oha() {
       { progress "could not install oha (see below); half load falls back to halved connections"; tail -n 5 "$dir/oha-install.log" >&2; return; }
   fi
   realpath "$local_oha"
-}
-
-# Builds the release binary when it is missing or older than anything it is built from, unless BIN
-# names a binary explicitly.
-ensure_binary() {
-  if [ -n "${BIN:-}" ]; then
-    [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
-  else
-    BIN=target/release/forma
-    if [ ! -x "$BIN" ] ||
-      [ -n "$(find src migrations build.rs Cargo.toml Cargo.lock -type f -newer "$BIN" -print -quit 2>/dev/null)" ]; then
-      progress "building the release binary (cargo build --release; minutes on 2 cores)"
-      cargo build --release --quiet || die "cargo build --release failed"
-    fi
-  fi
-  BIN=$(realpath "$BIN")
 }
 
 # The floor proxy, built once in the bench profile; FLOOR_BIN is its executable.
@@ -590,7 +574,7 @@ report() {
   echo
   echo "== forma gateway benchmark (SPEC §10) =="
   echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
-  echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN"
+  echo "forma:    $(binary_label)"
   echo "tools:    $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')${OHA_BIN:+, $("$OHA_BIN" --version 2>/dev/null | head -n 1)}"
   echo "settings: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP" \
     "nginx WORKERS=$WORKERS forma FORMA_SERVER__CONNECTION_THREADS=${FORMA_SERVER__CONNECTION_THREADS:-default}" \
@@ -678,7 +662,7 @@ profile_callgrind() {
   total=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$dump" | head -n 1)
   echo
   echo "== forma gateway under callgrind (instructions, not time) =="
-  echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN"
+  echo "forma:    $(binary_label)"
   echo "requests: $REQUESTS signed-in GET /api/v1/orders, one connection, after 200 not counted"
   echo "instructions: $total in all, $(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }') per request"
   echo "profile:  $dump"

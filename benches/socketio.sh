@@ -30,14 +30,15 @@
 # The Node one spends about 20 µs of CPU per receipt, as much as the server spends sending it: on
 # 2 cores its p99 measures the receiving side as much as the server.
 #
-#   benches/socketio.sh                          # builds target/release/forma if it is stale
+#   benches/socketio.sh                          # builds the release binary if it is stale
 #   CLIENTS=2000 ROOM=1000 BROADCASTS=20 benches/socketio.sh
 #
 # Settings (environment): LOADGEN (rust), CLIENTS (10000), ROOM (5000), PROCS (4, load generator
 # processes for node, worker threads for rust),
 # BROADCASTS (40), INTERVAL_MS (250), SETTLE_MS (3000), TIMEOUT (240 s per server), REDIS_URL
 # (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), FLOOR_PORT (29303), FLOOR (1; 0 skips the floor), BIN
-# (target/release/forma; when given, used as it is). TOKIO_WORKER_THREADS is passed through.
+# (the release build, under CARGO_TARGET_DIR when set; when given, it is used as it is, and the
+# report names it by path and SHA-256). TOKIO_WORKER_THREADS is passed through.
 #
 # Needs node and npm (installs benches/socketio/node_modules with npm ci) and a running Redis.
 # Raises the open-file limit for itself and its children (ulimit -n; root may raise the hard limit).
@@ -135,20 +136,6 @@ ensure_floor() {
   [ "$FLOOR" = 1 ] || return 0
   progress "building the socketioxide floor (cargo bench --bench socketio_floor --no-run)"
   FLOOR_BIN=$(bench_executable socketio_floor)
-}
-
-ensure_binary() {
-  if [ -n "${BIN:-}" ]; then
-    [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
-  else
-    BIN=target/release/forma
-    if [ ! -x "$BIN" ] ||
-      [ -n "$(find src migrations build.rs Cargo.toml Cargo.lock -type f -newer "$BIN" -print -quit 2>/dev/null)" ]; then
-      progress "building the release binary (cargo build --release; minutes on 2 cores)"
-      cargo build --release --quiet || die "cargo build --release failed"
-    fi
-  fi
-  BIN=$(realpath "$BIN")
 }
 
 redis_host_port() { local rest="${REDIS_URL#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"; rest="${rest%%\?*}"; echo "${rest%%:*} $([[ $rest == *:* ]] && echo "${rest##*:}" || echo 6379)"; }
@@ -286,7 +273,7 @@ report() {
   echo
   echo "== forma Socket.IO benchmark (SPEC §10) =="
   echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
-  echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), $BIN, serve --role all, Redis adapter"
+  echo "forma:    $(binary_label), serve --role all, Redis adapter"
   echo "node:     $(node --version), socket.io $(node -p "require('./benches/socketio/node_modules/socket.io/package.json').version"), @socket.io/redis-adapter $(node -p "require('./benches/socketio/node_modules/@socket.io/redis-adapter/package.json').version")"
   [ "$FLOOR" = 1 ] && echo "floor:    socketioxide $(sed -n '/^name = "socketioxide"$/{n;s/^version = "\(.*\)"/\1/p}' Cargo.lock) alone (benches/socketio_floor.rs), Redis adapter"
   echo "redis:    $REDIS_URL"
