@@ -5,8 +5,9 @@
 //!
 //! Path `/socket.io`, namespace `/events`, the Redis adapter on `REDIS_URL` under `KEY_PREFIX`. A
 //! handshake's cookie `forma.sid=<tenant>` names the tenant (as in the Node reference); the request
-//! engine.io keeps for the session's life is cut by forma's own [`kept_for_engine_io`]; the socket joins
-//! `tenant:<tenant>`. `POST /emit?room=<tenant>&event=<name>` with a JSON body emits it to the room
+//! engine.io keeps for the session's life is cut by forma's own [`kept_for_engine_io`]; the socket
+//! joins `tenant:<tenant>`. forma's own Redis client and server settings ([`socket_io_builder`]:
+//! path, websocket read buffer) are used, so only forma's code around the library differs. `POST /emit?room=<tenant>&event=<name>` with a JSON body emits it to the room
 //! (204), `GET /health` answers 200. Listens on 127.0.0.1:`PORT` only; stops on SIGTERM or Ctrl-C.
 //!
 //!   cargo bench --bench socketio_floor     (benches/socketio.sh runs it, with `--bench`)
@@ -20,12 +21,13 @@ use anyhow::{Result, anyhow};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use forma::order::realtime::kept_for_engine_io;
-use redis::IntoConnectionInfo;
+use forma::config::SecretUrl;
+use forma::gateway::auth::session::last_session_cookie;
+use forma::order::realtime::{NAMESPACE, kept_for_engine_io, redis_client, socket_io_builder};
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::ConnectHandler;
@@ -49,15 +51,11 @@ impl std::fmt::Display for Refused {
     }
 }
 
+/// The tenant a handshake's session cookie names, read as forma's gateway reads the cookie.
 fn tenant_of(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix("forma.sid="))
-        .find(|tenant| !tenant.is_empty())
-        .map(str::to_owned)
+    last_session_cookie(headers)
+        .map(|cookie| cookie.value().to_owned())
+        .filter(|tenant| !tenant.is_empty())
 }
 
 /// Keeps of a handshake what engine.io and the connect handler read, as forma does.
@@ -98,7 +96,7 @@ async fn emit(
         Ok(payload) => payload,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
-    let (Some(room), Some(namespace)) = (query.get("room"), io.of("/events")) else {
+    let (Some(room), Some(namespace)) = (query.get("room"), io.of(NAMESPACE)) else {
         return (StatusCode::BAD_REQUEST, "room is required").into_response();
     };
     let event = query
@@ -120,24 +118,17 @@ async fn serve() -> Result<()> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let prefix = std::env::var("KEY_PREFIX").unwrap_or_else(|_| "forma-bench-floor".to_owned());
 
-    // The adapter's pub/sub pushes need RESP3, as in forma.
-    let info = url.as_str().into_connection_info()?;
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(redis::ProtocolVersion::RESP3);
-    let client = redis::Client::open(info.set_redis_settings(settings))?;
+    // forma's own Redis client (RESP3, for the adapter's pub/sub pushes) and server settings.
+    let client = redis_client(&SecretUrl::new(url))?;
     let adapter = RedisAdapterCtr::new_with_redis_config(
         &client,
         RedisAdapterConfig::new().with_prefix(prefix),
     )
     .await?;
-    let (layer, io) = SocketIo::builder()
-        .req_path("/socket.io")
-        .ws_read_buffer_size(256)
+    let (layer, io) = socket_io_builder()
         .with_adapter::<Adapter>(adapter)
         .build_layer();
-    io.ns("/events", connected.with(admit))
+    io.ns(NAMESPACE, connected.with(admit))
         .await
         .map_err(|e| anyhow!("{e}"))?;
 

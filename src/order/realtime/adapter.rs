@@ -77,7 +77,7 @@ pub fn start(ctx: &Arc<AppContext>, server: Arc<OnceLock<Server>>) -> anyhow::Re
 }
 
 /// The adapter needs RESP3 (Redis 7 or newer) for its pub/sub pushes, whatever the URL says.
-fn redis_client(url: &SecretUrl) -> anyhow::Result<redis::Client> {
+pub fn redis_client(url: &SecretUrl) -> anyhow::Result<redis::Client> {
     use redis::IntoConnectionInfo;
     let info = url
         .expose()
@@ -92,7 +92,7 @@ fn redis_client(url: &SecretUrl) -> anyhow::Result<redis::Client> {
 }
 
 fn local(ctx: &Arc<AppContext>) -> Server {
-    let (layer, io) = builder().build_layer();
+    let (layer, io) = socket_io_builder().build_layer();
     io.ns(NAMESPACE, namespace());
     running(ctx, layer, io)
 }
@@ -104,7 +104,7 @@ async fn on_redis(
 ) -> anyhow::Result<Server> {
     let config = RedisAdapterConfig::new().with_prefix(prefix.to_owned());
     let adapter = RedisAdapterCtr::new_with_redis_config(client, config).await?;
-    let (layer, io) = builder()
+    let (layer, io) = socket_io_builder()
         .with_adapter::<RedisAdapter<_>>(adapter)
         .build_layer();
     io.ns(NAMESPACE, namespace())
@@ -117,7 +117,8 @@ async fn on_redis(
 /// 4 KiB default would sit idle in every connection (a larger frame still grows it as it comes).
 const WS_READ_BUFFER: usize = 256;
 
-fn builder() -> socketioxide::SocketIoBuilder {
+/// The Socket.IO server's settings, before its adapter: its path and its websockets' read buffer.
+pub fn socket_io_builder() -> socketioxide::SocketIoBuilder {
     SocketIo::builder()
         .req_path(PATH)
         .ws_read_buffer_size(WS_READ_BUFFER)

@@ -30,6 +30,7 @@ use super::OrderCore;
 use crate::app::AppContext;
 use crate::http::ApiError;
 
+pub use adapter::{redis_client, socket_io_builder};
 pub use connect::kept_for_engine_io;
 pub use fanout::{NOTIFICATION, SOCKET_EVENTS, socket_event};
 
