@@ -99,9 +99,9 @@ where
     type Error = Infallible;
     type Future = Either<RouteFuture<Infallible>, S::Future>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Routers and `Forwarding` are always ready.
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A router is always ready; the fallback says for itself (`Forwarding` always is).
+        self.without.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {

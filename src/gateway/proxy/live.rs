@@ -200,11 +200,12 @@ impl LiveConnections {
         }
     }
 
-    /// A lease for `request` by `auth`, the signed-in user, when it opens a connection that outlives it: a
-    /// websocket handshake (held by the splice, or in role `all` by the socket in this process),
-    /// or the long-polling handshake of a Socket.IO session (its socket, in role `all`, holds it
-    /// and disconnects when it ends, whatever transport it upgrades to; a split order service
-    /// never sees it, and needs not: each poll is authenticated). `None` for any other request.
+    /// A lease for `request` by `auth`, the signed-in user, when it opens a connection that
+    /// outlives it: a websocket handshake (held by the splice, or in role `all` by the socket in
+    /// this process), or the long-polling handshake of a Socket.IO session (its socket, in role
+    /// `all`, holds it and disconnects when it ends, whatever transport it upgrades to; a split
+    /// order service never sees it, and needs not: each poll is authenticated). `None` for any
+    /// other request.
     pub fn lease_for(self: &Arc<Self>, request: &Request, auth: &Authenticated) -> Option<Lease> {
         if !outlives_its_request(request) {
             return None;
