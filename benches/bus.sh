@@ -39,6 +39,8 @@ progress() { echo "· $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
 
 dir=$(mktemp -d)
+# shellcheck source=benches/common.sh
+source benches/common.sh
 CHILD_PID=""
 cleanup() {
   if [ -n "$CHILD_PID" ]; then
@@ -96,8 +98,6 @@ for backend in forma-redis forma-sqlite bullmq; do
 done
 
 # --- report -------------------------------------------------------------------------------------
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 
 echo
 echo "== forma event bus benchmark (SPEC §10) =="

@@ -46,3 +46,18 @@ binary_label() {
     echo "$(checkout_label), $BIN"
   fi
 }
+
+# Waits up to $2 seconds for $1 to answer 200; $3 is the pid that must stay alive meanwhile.
+wait_until_up() {
+  local url=$1 seconds=$2 pid=$3
+  for _ in $(seq $((seconds * 20))); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+
+# ratio A B: A/B to two decimals (0 when B is 0); verdict OK: PASS when OK is 1, else FAIL.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }

@@ -43,9 +43,10 @@
 # (1; 0 skips the floor), FLOOR_LAYERS (none; `stack`: the floor inside the HTTP conventions every
 # role shares, see benches/proxy_floor.rs), BIN (the release build, under CARGO_TARGET_DIR when
 # set; when given, it is used as it is, and the report names it by path and SHA-256), OHA (the oha
-# binary; installed with `cargo install oha` into target/bench-tools when missing). FORMA_SERVER__CONNECTION_THREADS (the
-# threads that serve connections, default one per CPU; 0 serves them on the shared work-stealing
-# runtime) and TOKIO_WORKER_THREADS (that shared runtime's workers) are passed through to forma.
+# binary; installed with `cargo install oha` into target/bench-tools when missing).
+# FORMA_SERVER__CONNECTION_THREADS (the threads that serve connections, default one per CPU; 0
+# serves them on the shared work-stealing runtime) and TOKIO_WORKER_THREADS (that shared
+# runtime's workers) are passed through to forma.
 #
 # Installs nginx, wrk (and valgrind for MODE=callgrind) from Debian packages when missing (needs
 # root). Everything listens on and talks to 127.0.0.1 only, every run is bounded by DURATION, and
@@ -161,17 +162,6 @@ ensure_floor() {
 
 # True when something already accepts connections on 127.0.0.1:$1.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Waits up to $2 seconds for $1 to answer 200; $3 is the pid that must stay alive meanwhile.
-wait_until_up() {
-  local url=$1 seconds=$2 pid=$3
-  for _ in $(seq $((seconds * 20))); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
 
 # One nginx with two servers: the trivial upstream, and the plain reverse proxy to it. Both have
 # access logs off and effectively unlimited keep-alive, so neither measures logging or reconnects.
@@ -552,9 +542,7 @@ measure() {
 
 # --- report -------------------------------------------------------------------------------------
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
-verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
 
 print_table() {
   local load=$1 target key

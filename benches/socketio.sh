@@ -36,9 +36,10 @@
 # Settings (environment): LOADGEN (rust), CLIENTS (10000), ROOM (5000), PROCS (4, load generator
 # processes for node, worker threads for rust),
 # BROADCASTS (40), INTERVAL_MS (250), SETTLE_MS (3000), TIMEOUT (240 s per server), REDIS_URL
-# (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), FLOOR_PORT (29303), FLOOR (1; 0 skips the floor), BIN
-# (the release build, under CARGO_TARGET_DIR when set; when given, it is used as it is, and the
-# report names it by path and SHA-256). TOKIO_WORKER_THREADS is passed through.
+# (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), FLOOR_PORT
+# (29303), FLOOR (1; 0 skips the floor), BIN (the release build, under CARGO_TARGET_DIR when set;
+# when given, it is used as it is, and the report names it by path and SHA-256).
+# TOKIO_WORKER_THREADS is passed through.
 #
 # Needs node and npm (installs benches/socketio/node_modules with npm ci) and a running Redis.
 # Raises the open-file limit for itself and its children (ulimit -n; root may raise the hard limit).
@@ -148,17 +149,6 @@ ensure_redis() {
   port_in_use "$host" "$port" || die "Redis does not answer on $host:$port (REDIS_URL); start it (scripts/test does)"
 }
 
-# Waits up to $2 seconds for $1 to answer 200; $3 is the pid that must stay alive meanwhile.
-wait_until_up() {
-  local url=$1 seconds=$2 pid=$3
-  for _ in $(seq $((seconds * 20))); do
-    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
-
 # --- the servers --------------------------------------------------------------------------------
 
 start_node() {
@@ -264,8 +254,6 @@ run_load() { # TARGET PORT PID TRIGGER COOKIE_ROOM COOKIE_OTHER ROOM_TENANT
   for field in ${line#RESULT }; do R["$target/${field%%=*}"]=${field#*=}; done
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
-verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
 
 report() {
   local t targets=(node forma)

@@ -7,8 +7,9 @@
 //! handshake's cookie `forma.sid=<tenant>` names the tenant (as in the Node reference); the request
 //! engine.io keeps for the session's life is cut by forma's own [`kept_for_engine_io`]; the socket
 //! joins `tenant:<tenant>`. forma's own Redis client and server settings ([`socket_io_builder`]:
-//! path, websocket read buffer) are used, so only forma's code around the library differs. `POST /emit?room=<tenant>&event=<name>` with a JSON body emits it to the room
-//! (204), `GET /health` answers 200. Listens on 127.0.0.1:`PORT` only; stops on SIGTERM or Ctrl-C.
+//! path, websocket read buffer) are used, so only forma's code around the library differs.
+//! `POST /emit?room=<tenant>&event=<name>` with a JSON body emits it to the room (204), `GET
+//! /health` answers 200. Listens on 127.0.0.1:`PORT` only; stops on SIGTERM or Ctrl-C.
 //!
 //!   cargo bench --bench socketio_floor     (benches/socketio.sh runs it, with `--bench`)
 
