@@ -132,21 +132,34 @@ impl SessionCookie {
     }
 }
 
+/// The `;`-separated pieces of the request's `Cookie` headers, as the session layer (tower-cookies)
+/// splits them; a header that is not UTF-8 has none.
+pub fn cookie_pieces(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
+        .flat_map(|value| value.split(';'))
+}
+
+/// `piece` (one of [`cookie_pieces`]) as a `forma.sid` cookie, read as the session layer reads
+/// it: percent-decoded, so `forma%2Esid` is the session cookie too.
+fn session_cookie(piece: &str) -> Option<Cookie<'_>> {
+    Cookie::parse_encoded(piece)
+        .ok()
+        .filter(|cookie| cookie.name() == COOKIE_NAME)
+}
+
+/// Whether `piece` (one of [`cookie_pieces`]) is a `forma.sid` cookie to the session layer.
+pub fn is_session_cookie(piece: &str) -> bool {
+    session_cookie(piece).is_some()
+}
+
 /// The request's last `forma.sid` cookie as it came (its signature not checked): the one the
-/// session layer reads, as it parses the `Cookie` headers.
+/// session layer reads.
 pub fn last_session_cookie(headers: &HeaderMap) -> Option<Cookie<'static>> {
-    let mut last = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = std::str::from_utf8(value.as_bytes()) else {
-            continue;
-        };
-        let named = Cookie::split_parse_encoded(value)
-            .filter_map(Result::ok)
-            .filter(|cookie| cookie.name() == COOKIE_NAME)
-            .last();
-        if let Some(cookie) = named {
-            last = Some(cookie.into_owned());
-        }
-    }
-    last
+    cookie_pieces(headers)
+        .filter_map(session_cookie)
+        .last()
+        .map(Cookie::into_owned)
 }

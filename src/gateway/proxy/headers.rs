@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::upgrade;
 use super::upstream::strip_hop_by_hop;
 use crate::gateway::auth::Authenticated;
-use crate::gateway::auth::session::{COOKIE_NAME, last_session_cookie};
+use crate::gateway::auth::session::{cookie_pieces, is_session_cookie, last_session_cookie};
 use crate::gateway::rate_limit::{X_FORWARDED_FOR, client_ip, ip_text};
 use crate::http::request_id::{RequestId, X_REQUEST_ID};
 use crate::identity::context::strip_identity_headers;
@@ -73,29 +73,25 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_str(&ip_text(ip)).ok()
 }
 
-/// Drops `forma.sid` from `Cookie`, keeping any other cookie. The usual request carries the
-/// session cookie alone, and loses its `Cookie` header without anything being rebuilt.
+/// Drops every `forma.sid` from `Cookie`, as the session layer would find it, keeping any other
+/// cookie. The usual request carries the session cookie alone, and loses its `Cookie` header
+/// without anything being rebuilt.
 fn remove_session_cookie(headers: &mut HeaderMap) {
-    let is_session = |c: &str| c.split('=').next().map(str::trim) == Some(COOKIE_NAME);
-    let pieces = || {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-    };
     let mut kept = String::new();
-    for cookie in pieces().filter(|c| !is_session(c)) {
+    for piece in cookie_pieces(headers) {
+        let piece = piece.trim();
+        if piece.is_empty() || is_session_cookie(piece) {
+            continue;
+        }
         if !kept.is_empty() {
             kept.push_str("; ");
         }
-        kept.push_str(cookie);
+        kept.push_str(piece);
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&kept) {
+        // From bytes: a cookie's value may be UTF-8, which the session layer reads too.
+        if let Ok(value) = HeaderValue::from_bytes(kept.as_bytes()) {
             headers.insert(header::COOKIE, value);
         }
     }
@@ -186,6 +182,31 @@ mod tests {
         let mut req = request(&[("cookie", "forma.sid=secret-session")]);
         prepare(&mut req, PEER.parse().unwrap(), &[]);
         assert!(!req.headers().contains_key("cookie"));
+    }
+
+    #[test]
+    fn every_cookie_the_session_layer_reads_as_the_session_is_removed_and_no_other() {
+        // Percent-encoded, a name is still `forma.sid` to the session layer; a value may be UTF-8.
+        let mut req = request(&[
+            ("cookie", "theme=dark; forma%2Esid=first"),
+            ("cookie", " forma.sid=second ;lang=nl"),
+        ]);
+        req.headers_mut().append(
+            "cookie",
+            HeaderValue::from_bytes("name=Zoë".as_bytes()).unwrap(),
+        );
+        assert_eq!(
+            last_session_cookie(req.headers()).unwrap().value(),
+            "second"
+        );
+        prepare(&mut req, PEER.parse().unwrap(), &[]);
+        let cookies: Vec<&[u8]> = req
+            .headers()
+            .get_all("cookie")
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(cookies, ["theme=dark; lang=nl; name=Zoë".as_bytes()]);
     }
 
     #[test]
