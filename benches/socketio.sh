@@ -32,9 +32,19 @@
 #
 #   benches/socketio.sh                          # builds the release binary if it is stale
 #   CLIENTS=2000 ROOM=1000 BROADCASTS=20 benches/socketio.sh
+#   MODE=dhat benches/socketio.sh                # the floor's heap per connection, by allocation site
 #
-# Settings (environment): LOADGEN (rust), CLIENTS (10000), ROOM (5000), PROCS (4, load generator
-# processes for node, worker threads for rust),
+# MODE=dhat runs only the floor, under valgrind's heap profiler (dhat), built with the system
+# allocator and line tables (`cargo bench --profile dhat --features system-allocator`): CLIENTS
+# (2000 there) connect and BROADCASTS (3) reach the room, and the heap at its peak (as the floor
+# closes its sockets on SIGTERM, with every client still connected; what closes them is shown
+# apart) is printed per connection by allocation site and by kind (tasks, channels, websocket,
+# sockets). It shows where the library's memory per connection goes, which RSS cannot; its figures
+# are the system allocator's, without mimalloc's own overhead. DHAT_SITES (25) sites are listed;
+# DHAT_OUT=FILE keeps the profile.
+#
+# Settings (environment): MODE (measure, or dhat), LOADGEN (rust), CLIENTS (10000), ROOM (5000),
+# PROCS (4, load generator processes for node, worker threads for rust),
 # BROADCASTS (40), INTERVAL_MS (250), SETTLE_MS (3000), TIMEOUT (240 s per server), REDIS_URL
 # (redis://127.0.0.1:6379, Redis >= 7), NODE_PORT (29301), FORMA_PORT (29302), FLOOR_PORT
 # (29303), FLOOR (1; 0 skips the floor), BIN (the release build, under CARGO_TARGET_DIR when set;
@@ -48,11 +58,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+MODE=${MODE:-measure}
+case "$MODE" in
+  measure)
+    CLIENTS=${CLIENTS:-10000} ROOM=${ROOM:-5000} BROADCASTS=${BROADCASTS:-40} ;;
+  dhat) # valgrind runs the server some 50 times slower: fewer clients, a few broadcasts
+    CLIENTS=${CLIENTS:-2000} ROOM=${ROOM:-1000} BROADCASTS=${BROADCASTS:-3} ;;
+  *) echo "MODE must be measure or dhat" >&2; exit 1 ;;
+esac
+DHAT_SITES=${DHAT_SITES:-25}
 LOADGEN=${LOADGEN:-rust}
-CLIENTS=${CLIENTS:-10000}
-ROOM=${ROOM:-5000}
 PROCS=${PROCS:-4}
-BROADCASTS=${BROADCASTS:-40}
 INTERVAL_MS=${INTERVAL_MS:-250}
 SETTLE_MS=${SETTLE_MS:-3000}
 TIMEOUT=${TIMEOUT:-240}
@@ -101,6 +117,13 @@ trap 'exit 130' INT TERM
 # --- tools, limits, binary ----------------------------------------------------------------------
 
 ensure_tools() {
+  if [ "$MODE" = dhat ]; then
+    [ "$LOADGEN" = rust ] || die "MODE=dhat drives the floor with LOADGEN=rust"
+    command -v valgrind >/dev/null || die "valgrind is needed for MODE=dhat (Debian: apt-get install valgrind)"
+    command -v python3 >/dev/null || die "python3 is needed for MODE=dhat (Debian: apt-get install python3)"
+    command -v curl >/dev/null || die "curl is needed (Debian: apt-get install curl)"
+    return 0
+  fi
   command -v node >/dev/null && command -v npm >/dev/null ||
     die "node and npm are needed (Debian: apt-get install nodejs npm)"
   command -v curl >/dev/null || die "curl is needed (Debian: apt-get install curl)"
@@ -311,10 +334,131 @@ report() {
   [ "$bad" = 0 ] || { echo "!! INVALID RUN: see above"; return 1; }
 }
 
+# --- the floor's heap by allocation site (MODE=dhat) ---------------------------------------------
+
+# The floor under dhat: clients connect, broadcasts reach the room, then the floor is stopped and
+# dhat writes its profile. Its peak (t-gmax) comes as the floor starts closing the sockets, every
+# client still connected, and the tasks that close them are counted apart.
+profile_dhat() {
+  progress "building the floor for heap profiling (cargo bench --bench socketio_floor --profile dhat --features system-allocator)"
+  local bin out=${DHAT_OUT:-$dir/dhat.out}
+  bin=$(bench_executable socketio_floor --profile dhat --features system-allocator)
+  progress "floor under valgrind's dhat on :$FLOOR_PORT"
+  env PORT="$FLOOR_PORT" REDIS_URL="$REDIS_URL" KEY_PREFIX="${RUN_PREFIX}floor-socket.io" \
+    valgrind --tool=dhat --dhat-out-file="$out" "$bin" --bench >"$dir/floor.log" 2>&1 &
+  FLOOR_PID=$!
+  wait_until_up "http://127.0.0.1:$FLOOR_PORT/health" 120 "$FLOOR_PID" ||
+    { cat "$dir/floor.log" >&2; die "the socketioxide floor did not start under valgrind"; }
+  run_load floor "$FLOOR_PORT" "$FLOOR_PID" emit "forma.sid=bench-room" "forma.sid=bench-other" bench-room
+  # dhat writes its profile as the process exits; under valgrind, closing every socket takes a while.
+  kill -TERM "$FLOOR_PID"
+  for _ in $(seq 1200); do kill -0 "$FLOOR_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$FLOOR_PID" 2>/dev/null && die "the floor did not stop within 120 s of SIGTERM"
+  FLOOR_PID=""
+  [ -s "$out" ] || { cat "$dir/floor.log" >&2; die "dhat wrote no profile"; }
+  [ "${R[floor/connected]}" = "$CLIENTS" ] ||
+    die "only ${R[floor/connected]} of $CLIENTS clients connected: the peak is not the connected heap"
+  echo
+  echo "== socketioxide floor: heap per connection by allocation site (valgrind dhat) =="
+  echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
+  echo "checkout: $(checkout_label)"
+  echo "floor:    socketioxide $(sed -n '/^name = "socketioxide"$/{n;s/^version = "\(.*\)"/\1/p}' Cargo.lock) alone (benches/socketio_floor.rs), Redis adapter, system allocator"
+  echo "settings: CLIENTS=$CLIENTS ROOM=$ROOM BROADCASTS=$BROADCASTS (received ${R[floor/received]}/${R[floor/expected]})"
+  echo "profile:  ${DHAT_OUT:-removed on exit (DHAT_OUT=FILE keeps it, for dh_view.html)}"
+  python3 - "$out" "$CLIENTS" "$DHAT_SITES" <<'EOF'
+import json, re, sys
+
+path, clients, shown = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+profile = json.load(open(path))
+frames, points = profile["ftbl"], profile["pps"]
+
+# A frame is "0x…: function (file:line)" or "0x…: function (in object)"; an inlined function
+# valgrind cannot name is "UnknownInlinedFun (file:line)".
+def function_and_place(frame):
+    text = re.sub(r"^0x[0-9A-Fa-f]+: ", "", frame)
+    found = re.match(r"(.*) \((.*)\)$", text)
+    return (found.group(1), found.group(2)) if found else (text, "")
+
+def without_generics(name):
+    shorter = re.sub(r"<[^<>]*>", "", name)
+    return name if shorter == name else without_generics(shorter)
+
+# The allocator and the allocating insides of std and hashbrown: every site passes through them,
+# and they say nothing of what is allocated.
+MACHINERY = {
+    "[root]", "malloc", "calloc", "realloc", "memalign", "posix_memalign", "aligned_malloc",
+    "alloc", "allocate", "alloc_impl", "alloc_impl_runtime", "__rdl_alloc", "__rdl_alloc_zeroed",
+    "__rdl_realloc", "box_new_uninit", "exchange_malloc", "try_allocate_in", "finish_grow",
+    "grow_amortized", "grow_one", "grow_exact", "reserve", "reserve_for_push",
+    "do_reserve_and_handle", "with_capacity", "with_capacity_in", "to_vec", "to_vec_in",
+    "new_uninit", "new_uninit_in", "do_alloc", "new_uninitialized", "fallible_with_capacity",
+    "reserve_rehash", "resize", "reserve_inner", "prepare_resize", "resize_inner",
+    "reserve_rehash_inner",
+}
+
+def own_frames(frames_of_site):
+    for frame in frames_of_site:
+        name, place = function_and_place(frame)
+        if name == "UnknownInlinedFun":
+            if not place.startswith(("library/", "in ")):
+                yield "(inlined) " + place
+        elif without_generics(name).split("::")[-1] not in MACHINERY:
+            yield name
+
+# The peak comes as the floor closes its sockets on SIGTERM: the tasks that close them are in it,
+# and are no connection's cost.
+CLOSING = ("closing at shutdown (not a connection's cost)",
+           re.compile(r"close_session|close_underlying_transport"))
+
+# What a connection's memory is made of, by the first rule a site's frames match.
+KINDS = [
+    CLOSING,
+    ("tokio tasks (a future and its header)", re.compile(r"runtime::task::core::Cell")),
+    ("channels (mpsc blocks and state, watch, oneshot)", re.compile(r"tokio::sync::(mpsc|watch|oneshot)")),
+    ("websocket (tungstenite buffers, split lock)", re.compile(r"tungstenite|bilock")),
+    ("engine.io socket", re.compile(r"engineioxide::")),
+    ("socket.io socket, rooms, adapter", re.compile(r"socketioxide")),
+    ("I/O registration, TCP, HTTP", re.compile(r"tokio::runtime::io|hyper|http::")),
+]
+
+total = sum(p["gb"] for p in points)
+blocks = sum(p["gbk"] for p in points)
+by_kind = {}
+for p in points:
+    text = "\n".join(frames[i] for i in p["fs"])
+    kind = next((name for name, rule in KINDS if rule.search(text)), "other")
+    by_kind[kind] = by_kind.get(kind, 0) + p["gb"]
+closing = by_kind.get(CLOSING[0], 0)
+print("heap at its peak: %.2f KB and %.1f blocks per connection; without what closes the sockets,"
+      " %.2f KB per connection" % (total / clients / 1000, blocks / clients,
+                                   (total - closing) / clients / 1000))
+print()
+print("%9s  %s" % ("KB/conn", "kind"))
+for kind, size in sorted(by_kind.items(), key=lambda item: -item[1]):
+    print("%9.2f  %s" % (size / clients / 1000, kind))
+
+print()
+print("%9s %9s  %s" % ("KB/conn", "blk/conn", "allocated at (the allocator's own frames left out)"))
+for p in sorted(points, key=lambda p: -p["gb"])[:shown]:
+    if p["gb"] == 0:
+        break
+    own = list(own_frames(frames[i] for i in p["fs"]))
+    print("%9.2f %9.2f  %s" % (p["gb"] / clients / 1000, p["gbk"] / clients,
+                               "\n                     <- ".join(f[:130] for f in own[:3])))
+EOF
+}
+
 # --- main ---------------------------------------------------------------------------------------
 
 ensure_tools
 raise_fd_limit
+if [ "$MODE" = dhat ]; then
+  ensure_loadgen
+  ensure_redis
+  port_in_use 127.0.0.1 "$FLOOR_PORT" && die "port $FLOOR_PORT is in use; set FLOOR_PORT"
+  profile_dhat
+  exit 0
+fi
 ensure_binary
 ensure_loadgen
 ensure_floor

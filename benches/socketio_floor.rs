@@ -34,6 +34,9 @@ use socketioxide::extract::SocketRef;
 use socketioxide::handler::ConnectHandler;
 use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 
+// As forma's own binary; `--features system-allocator` leaves the allocator to the system, which
+// valgrind's heap profiler sees (benches/socketio.sh MODE=dhat).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
