@@ -150,9 +150,12 @@ fn session_cookie(piece: &str) -> Option<Cookie<'_>> {
         .filter(|cookie| cookie.name() == COOKIE_NAME)
 }
 
-/// Whether `piece` (one of [`cookie_pieces`]) is a `forma.sid` cookie to the session layer.
+/// Whether `piece` (one of [`cookie_pieces`]) is a `forma.sid` cookie to the session layer, or
+/// is named `forma.sid` and does not parse. Only a name with a `%` in it reads differently
+/// decoded, so only such a piece is parsed: the usual one is told by its name.
 pub fn is_session_cookie(piece: &str) -> bool {
-    session_cookie(piece).is_some()
+    let name = piece.split('=').next().unwrap_or_default().trim();
+    name == COOKIE_NAME || (name.contains('%') && session_cookie(piece).is_some())
 }
 
 /// The request's last `forma.sid` cookie as it came (its signature not checked): the one the

@@ -188,7 +188,7 @@ mod tests {
     fn every_cookie_the_session_layer_reads_as_the_session_is_removed_and_no_other() {
         // Percent-encoded, a name is still `forma.sid` to the session layer; a value may be UTF-8.
         let mut req = request(&[
-            ("cookie", "theme=dark; forma%2Esid=first"),
+            ("cookie", "theme=dark; forma%2Esid=first; a%2Eb=1"),
             ("cookie", " forma.sid=second ;lang=nl"),
         ]);
         req.headers_mut().append(
@@ -206,7 +206,10 @@ mod tests {
             .iter()
             .map(HeaderValue::as_bytes)
             .collect();
-        assert_eq!(cookies, ["theme=dark; lang=nl; name=Zoë".as_bytes()]);
+        assert_eq!(
+            cookies,
+            ["theme=dark; a%2Eb=1; lang=nl; name=Zoë".as_bytes()]
+        );
     }
 
     #[test]
