@@ -101,7 +101,7 @@ done
 
 echo
 echo "== forma event bus benchmark (SPEC §10) =="
-echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
+echo "machine:  $(machine_label)"
 echo "forma:    $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo ' (work tree modified)'), cargo bench (release profile)"
 echo "tools:    redis $(redis-cli -u "$REDIS_URL" INFO server 2>/dev/null | sed -n 's/^redis_version:\(.*\)\r$/\1/p' || true), node $(node -v), bullmq $BULLMQ_VERSION"
 echo "settings: N=$N BATCH=$BATCH RATE=$RATE LATENCY_SECONDS=$LATENCY_SECONDS TIMEOUT=$TIMEOUT REDIS_URL=$REDIS_URL" \

@@ -60,6 +60,11 @@ wait_until_up() {
   return 1
 }
 
+# machine_label: the CPUs and kernel a report was measured on.
+machine_label() {
+  echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
+}
+
 # ratio A B: A/B to two decimals (0 when B is 0); verdict OK: PASS when OK is 1, else FAIL.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }

@@ -36,8 +36,8 @@
 #
 # MODE=dhat runs only the floor, under valgrind's heap profiler (dhat), built with the system
 # allocator and line tables (`cargo bench --profile dhat --features system-allocator`): CLIENTS
-# (2000 there) connect and BROADCASTS (3) reach the room, and the heap at its peak (as the floor
-# closes its sockets on SIGTERM, with every client still connected; what closes them is shown
+# (2000 there) connect and BROADCASTS (3) reach the room, and the heap at its peak (every client
+# connected, at the latest as the floor closes its sockets on SIGTERM; what closes them is shown
 # apart) is printed per connection by allocation site and by kind (tasks, channels, websocket,
 # sockets). It shows where the library's memory per connection goes, which RSS cannot; its figures
 # are the system allocator's, without mimalloc's own overhead. DHAT_SITES (25) sites are listed;
@@ -96,15 +96,17 @@ NODE_PID=""
 FLOOR_PID=""
 FORMA_PID=""
 
-# Stops what this script started (and only that), then removes the temporary files.
+# stop_pid PID [SECONDS]: stops what this script started (and only that), killing it after
+# SECONDS (10) of SIGTERM.
 stop_pid() {
-  local pid=$1
+  local pid=$1 seconds=${2:-10}
   [ -n "$pid" ] || return 0
   kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq $((seconds * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+# Stops what is still running, then removes the temporary files.
 cleanup() {
   stop_pid "$FORMA_PID"
   stop_pid "$NODE_PID"
@@ -117,16 +119,15 @@ trap 'exit 130' INT TERM
 # --- tools, limits, binary ----------------------------------------------------------------------
 
 ensure_tools() {
+  command -v curl >/dev/null || die "curl is needed (Debian: apt-get install curl)"
   if [ "$MODE" = dhat ]; then
     [ "$LOADGEN" = rust ] || die "MODE=dhat drives the floor with LOADGEN=rust"
     command -v valgrind >/dev/null || die "valgrind is needed for MODE=dhat (Debian: apt-get install valgrind)"
     command -v python3 >/dev/null || die "python3 is needed for MODE=dhat (Debian: apt-get install python3)"
-    command -v curl >/dev/null || die "curl is needed (Debian: apt-get install curl)"
     return 0
   fi
   command -v node >/dev/null && command -v npm >/dev/null ||
     die "node and npm are needed (Debian: apt-get install nodejs npm)"
-  command -v curl >/dev/null || die "curl is needed (Debian: apt-get install curl)"
   if [ ! -d benches/socketio/node_modules ] ||
     [ benches/socketio/package-lock.json -nt benches/socketio/node_modules ]; then
     progress "installing the Node side (npm ci in benches/socketio)"
@@ -182,13 +183,20 @@ start_node() {
     { cat "$dir/node.log" >&2; die "the Node socket.io server did not start"; }
 }
 
+# start_floor [SECONDS [LAUNCHER…]]: starts FLOOR_BIN, under LAUNCHER when given (valgrind), and
+# waits up to SECONDS (30) for it to answer.
 start_floor() {
+  local seconds=${1:-30}
+  shift $(($# > 0 ? 1 : 0))
   env PORT="$FLOOR_PORT" REDIS_URL="$REDIS_URL" KEY_PREFIX="${RUN_PREFIX}floor-socket.io" \
-    "$FLOOR_BIN" --bench >"$dir/floor.log" 2>&1 &
+    "$@" "$FLOOR_BIN" --bench >"$dir/floor.log" 2>&1 &
   FLOOR_PID=$!
-  wait_until_up "http://127.0.0.1:$FLOOR_PORT/health" 30 "$FLOOR_PID" ||
+  wait_until_up "http://127.0.0.1:$FLOOR_PORT/health" "$seconds" "$FLOOR_PID" ||
     { cat "$dir/floor.log" >&2; die "the socketioxide floor did not start"; }
 }
+
+# The socketioxide version the floor and forma are built with.
+socketioxide_version() { sed -n '/^name = "socketioxide"$/{n;s/^version = "\(.*\)"/\1/p}' Cargo.lock; }
 
 # forma's settings for every command of the run: its own SQLite directory, the run's Redis prefix,
 # a Shopify shop mapped to tenant `default`, and limits far above what the run sends. It execs:
@@ -277,16 +285,15 @@ run_load() { # TARGET PORT PID TRIGGER COOKIE_ROOM COOKIE_OTHER ROOM_TENANT
   for field in ${line#RESULT }; do R["$target/${field%%=*}"]=${field#*=}; done
 }
 
-
 report() {
   local t targets=(node forma)
   [ "$FLOOR" = 1 ] && targets=(node floor forma)
   echo
   echo "== forma Socket.IO benchmark (SPEC §10) =="
-  echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
+  echo "machine:  $(machine_label)"
   echo "forma:    $(binary_label), serve --role all, Redis adapter"
   echo "node:     $(node --version), socket.io $(node -p "require('./benches/socketio/node_modules/socket.io/package.json').version"), @socket.io/redis-adapter $(node -p "require('./benches/socketio/node_modules/@socket.io/redis-adapter/package.json').version")"
-  [ "$FLOOR" = 1 ] && echo "floor:    socketioxide $(sed -n '/^name = "socketioxide"$/{n;s/^version = "\(.*\)"/\1/p}' Cargo.lock) alone (benches/socketio_floor.rs), Redis adapter"
+  [ "$FLOOR" = 1 ] && echo "floor:    socketioxide $(socketioxide_version) alone (benches/socketio_floor.rs), Redis adapter"
   echo "redis:    $REDIS_URL"
   echo "settings: LOADGEN=$LOADGEN CLIENTS=$CLIENTS ROOM=$ROOM PROCS=$PROCS BROADCASTS=$BROADCASTS INTERVAL_MS=$INTERVAL_MS SETTLE_MS=$SETTLE_MS" \
     "forma TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}"
@@ -337,32 +344,27 @@ report() {
 # --- the floor's heap by allocation site (MODE=dhat) ---------------------------------------------
 
 # The floor under dhat: clients connect, broadcasts reach the room, then the floor is stopped and
-# dhat writes its profile. Its peak (t-gmax) comes as the floor starts closing the sockets, every
-# client still connected, and the tasks that close them are counted apart.
+# dhat writes its profile. Its peak (t-gmax) is with every client connected, at the latest as the
+# floor starts closing the sockets; the tasks that close them are counted apart.
 profile_dhat() {
   progress "building the floor for heap profiling (cargo bench --bench socketio_floor --profile dhat --features system-allocator)"
-  local bin out=${DHAT_OUT:-$dir/dhat.out}
-  bin=$(bench_executable socketio_floor --profile dhat --features system-allocator)
+  local out=${DHAT_OUT:-$dir/dhat.out}
+  FLOOR_BIN=$(bench_executable socketio_floor --profile dhat --features system-allocator)
   progress "floor under valgrind's dhat on :$FLOOR_PORT"
-  env PORT="$FLOOR_PORT" REDIS_URL="$REDIS_URL" KEY_PREFIX="${RUN_PREFIX}floor-socket.io" \
-    valgrind --tool=dhat --dhat-out-file="$out" "$bin" --bench >"$dir/floor.log" 2>&1 &
-  FLOOR_PID=$!
-  wait_until_up "http://127.0.0.1:$FLOOR_PORT/health" 120 "$FLOOR_PID" ||
-    { cat "$dir/floor.log" >&2; die "the socketioxide floor did not start under valgrind"; }
+  start_floor 120 valgrind --tool=dhat --dhat-out-file="$out"
   run_load floor "$FLOOR_PORT" "$FLOOR_PID" emit "forma.sid=bench-room" "forma.sid=bench-other" bench-room
-  # dhat writes its profile as the process exits; under valgrind, closing every socket takes a while.
-  kill -TERM "$FLOOR_PID"
-  for _ in $(seq 1200); do kill -0 "$FLOOR_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$FLOOR_PID" 2>/dev/null && die "the floor did not stop within 120 s of SIGTERM"
+  # dhat writes its profile as the process exits; under valgrind, closing every socket takes a
+  # while, and a floor killed before it is done leaves no profile.
+  stop_pid "$FLOOR_PID" 120
   FLOOR_PID=""
-  [ -s "$out" ] || { cat "$dir/floor.log" >&2; die "dhat wrote no profile"; }
+  [ -s "$out" ] || { cat "$dir/floor.log" >&2; die "dhat wrote no profile (the floor did not stop within 120 s of SIGTERM?)"; }
   [ "${R[floor/connected]}" = "$CLIENTS" ] ||
     die "only ${R[floor/connected]} of $CLIENTS clients connected: the peak is not the connected heap"
   echo
   echo "== socketioxide floor: heap per connection by allocation site (valgrind dhat) =="
-  echo "machine:  $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
+  echo "machine:  $(machine_label)"
   echo "checkout: $(checkout_label)"
-  echo "floor:    socketioxide $(sed -n '/^name = "socketioxide"$/{n;s/^version = "\(.*\)"/\1/p}' Cargo.lock) alone (benches/socketio_floor.rs), Redis adapter, system allocator"
+  echo "floor:    socketioxide $(socketioxide_version) alone (benches/socketio_floor.rs), Redis adapter, system allocator"
   echo "settings: CLIENTS=$CLIENTS ROOM=$ROOM BROADCASTS=$BROADCASTS (received ${R[floor/received]}/${R[floor/expected]})"
   echo "profile:  ${DHAT_OUT:-removed on exit (DHAT_OUT=FILE keeps it, for dh_view.html)}"
   python3 - "$out" "$CLIENTS" "$DHAT_SITES" <<'EOF'
@@ -405,8 +407,8 @@ def own_frames(frames_of_site):
         elif without_generics(name).split("::")[-1] not in MACHINERY:
             yield name
 
-# The peak comes as the floor closes its sockets on SIGTERM: the tasks that close them are in it,
-# and are no connection's cost.
+# The peak may come as the floor closes its sockets on SIGTERM: the tasks that close them are then
+# in it, and are no connection's cost.
 CLOSING = ("closing at shutdown (not a connection's cost)",
            re.compile(r"close_session|close_underlying_transport"))
 
