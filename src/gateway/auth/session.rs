@@ -142,20 +142,28 @@ pub fn cookie_pieces(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .flat_map(|value| value.split(';'))
 }
 
+/// The name of `piece` (one of [`cookie_pieces`]) as it came, before any decoding.
+fn raw_name(piece: &str) -> &str {
+    piece.split('=').next().unwrap_or_default().trim()
+}
+
 /// `piece` (one of [`cookie_pieces`]) as a `forma.sid` cookie, read as the session layer reads
-/// it: percent-decoded, so `forma%2Esid` is the session cookie too.
+/// it: percent-decoded, so `forma%2Esid` is the session cookie too. Only a name with a `%` in it
+/// reads differently decoded, so any other piece is told by its name before it is parsed.
 fn session_cookie(piece: &str) -> Option<Cookie<'_>> {
+    let name = raw_name(piece);
+    if name != COOKIE_NAME && !name.contains('%') {
+        return None;
+    }
     Cookie::parse_encoded(piece)
         .ok()
         .filter(|cookie| cookie.name() == COOKIE_NAME)
 }
 
 /// Whether `piece` (one of [`cookie_pieces`]) is a `forma.sid` cookie to the session layer, or
-/// is named `forma.sid` and does not parse. Only a name with a `%` in it reads differently
-/// decoded, so only such a piece is parsed: the usual one is told by its name.
+/// is named `forma.sid` and does not parse.
 pub fn is_session_cookie(piece: &str) -> bool {
-    let name = piece.split('=').next().unwrap_or_default().trim();
-    name == COOKIE_NAME || (name.contains('%') && session_cookie(piece).is_some())
+    raw_name(piece) == COOKIE_NAME || session_cookie(piece).is_some()
 }
 
 /// The request's last `forma.sid` cookie as it came (its signature not checked): the one the
