@@ -23,7 +23,9 @@
 #               first (peak load only)
 # first at peak load, then at half load: a fixed request rate (half of forma's peak) held by a
 # rate-limited load generator (oha -q, open loop, latency corrected), and prints req/s, p50, p99,
-# CPU per request, the ratios and the added p99.
+# CPU per request, the ratios and the added p99. DIRECT … FORMA are measured ROUNDS times (3), one
+# after another in each round; each figure is the median of its rounds, and each ratio and added
+# p99 the median of the rounds' own, every round's shown beside it.
 #
 #   benches/gateway.sh                               # builds the release binary if it is stale
 #   DURATION=30s CONNECTIONS=128 benches/gateway.sh
@@ -33,10 +35,10 @@
 #
 # MODE=callgrind runs forma under valgrind's callgrind and sends REQUESTS (2000) signed-in GETs one
 # after another on one keep-alive connection, after 200 not counted: it prints forma's instructions
-# per request and the top functions (inclusive and self). Instruction counts barely move with
+# and heap allocations per request and the top functions (inclusive and self). Instruction counts barely move with
 # other load on the machine, unlike req/s. CALLGRIND_OUT keeps the profile (default: a temp dir).
 #
-# Settings (environment): DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
+# Settings (environment): ROUNDS (3), DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
 # target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
 # answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (29201), NGINX_PROXY_PORT (29202),
 # GATEWAY_PORT (29203), NGINX_AUTO_PORT (29204), GATEWAY2_PORT (29205), FLOOR_PORT (29206), FLOOR
@@ -62,6 +64,10 @@ WARMUP=${WARMUP:-2s}
 # would only fight wrk for it. WORKERS=auto gives nginx one worker per core.
 WORKERS=${WORKERS:-1}
 MODE=${MODE:-throughput}
+# The comparison is repeated ROUNDS times, every target once per round in turn, and each figure
+# reported is the median of its rounds: on a shared machine one sequential pass can catch a slow
+# spell on one target only, and move a ratio by a fifth.
+ROUNDS=${ROUNDS:-3}
 REQUESTS=${REQUESTS:-2000}
 DISTRIBUTED=${DISTRIBUTED:-auto}
 BENCH_REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -83,6 +89,7 @@ HALF_CONNECTIONS=$((CONNECTIONS / 2))
 [ "$HALF_CONNECTIONS" -ge "$THREADS" ] ||
   { echo "CONNECTIONS/2 ($HALF_CONNECTIONS) must be at least THREADS ($THREADS)" >&2; exit 1; }
 case "$MODE" in throughput | callgrind) ;; *) echo "MODE must be throughput or callgrind" >&2; exit 1 ;; esac
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a whole number of at least 1" >&2; exit 1; }
 
 progress() { echo "· $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
@@ -540,6 +547,64 @@ measure() {
   fi
 }
 
+# Each round's figures per "LOAD/TARGET", in the order of the rounds, space-separated.
+declare -A ROUND_RPS ROUND_P50 ROUND_P99 ROUND_NON2XX ROUND_SOCKET_ERRORS ROUND_CPU_FORMA ROUND_CPU_NGINX \
+  ROUND_CS_FORMA ROUND_CS_NGINX
+
+# measure_rounds LOAD CONNECTIONS [RATE]: every target of TARGETS measured once per round, in turn,
+# for ROUNDS rounds; then each figure is the median of the rounds (errors are summed).
+measure_rounds() {
+  local load=$1 connections=$2 rate=${3:-} round target key metric
+  for round in $(seq "$ROUNDS"); do
+    [ "$ROUNDS" -gt 1 ] && progress "$load load, round $round of $ROUNDS"
+    for target in "${TARGETS[@]}"; do
+      measure "$load" "$target" "$connections" "$rate"
+      key="$load/$target"
+      for metric in RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX; do
+        local -n value=$metric rounds=ROUND_$metric
+        rounds[$key]+="${value[$key]} "
+        unset -n value rounds
+      done
+    done
+  done
+  for target in "${TARGETS[@]}"; do
+    key="$load/$target"
+    for metric in RPS P50 P99 CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX; do
+      local -n value=$metric rounds=ROUND_$metric
+      value[$key]=$(median ${rounds[$key]})
+      unset -n value rounds
+    done
+    NON2XX[$key]=$(sum ${ROUND_NON2XX[$key]})
+    SOCKET_ERRORS[$key]=$(sum ${ROUND_SOCKET_ERRORS[$key]})
+  done
+}
+
+# median VALUE…: the middle value (the lower of the two middle ones for an even count), as written.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
+sum() { printf '%s\n' "$@" | awk '{ n += $1 } END { print n + 0 }'; }
+
+# paired RPS|P99 KEY_A KEY_B: A/B req/s (RPS) or A−B p99 ms (P99) within each round, when both were
+# measured in the same rounds, else of their medians: "MEDIAN" alone for one round, else
+# "MEDIAN (rounds: R1 R2 …)". Pairs measured minutes apart on a shared machine differ by its drift
+# too; a pair measured one after the other in the same round does not.
+paired() {
+  local kind=$1 a=$2 b=$3
+  local -n rounds=ROUND_$kind median_of=$kind
+  local -a ra rb values=()
+  read -r -a ra <<<"${rounds[$a]:-}"
+  read -r -a rb <<<"${rounds[$b]:-}"
+  if [ "${#ra[@]}" -le 1 ] || [ "${#ra[@]}" != "${#rb[@]}" ]; then
+    pair "$kind" "${median_of[$a]}" "${median_of[$b]}"
+    return
+  fi
+  local i
+  for i in "${!ra[@]}"; do values+=("$(pair "$kind" "${ra[$i]}" "${rb[$i]}")"); done
+  echo "$(median "${values[@]}") (rounds: ${values[*]})"
+}
+pair() { if [ "$1" = RPS ]; then ratio "$2" "$3"; else added "$2" "$3"; fi; }
+# The median of `paired`'s answer, for a verdict.
+first() { echo "${1%% *}"; }
+
 # --- report -------------------------------------------------------------------------------------
 
 added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
@@ -564,13 +629,15 @@ report() {
   echo "machine:  $(machine_label)"
   echo "forma:    $(binary_label)"
   echo "tools:    $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')${OHA_BIN:+, $("$OHA_BIN" --version 2>/dev/null | head -n 1)}"
-  echo "settings: DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP" \
+  echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP" \
     "nginx WORKERS=$WORKERS forma FORMA_SERVER__CONNECTION_THREADS=${FORMA_SERVER__CONNECTION_THREADS:-default}" \
     "TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}" \
     "GET /api/v1/orders; FORMA: session store sql (SQLite), local rate limiter" \
     "${RPS[peak/FORMA_X2]:+; FORMA_X2: 2 gateways, sessions and rate limits in Redis ($BENCH_REDIS_URL)}"
   echo "µs/r: CPU time per request of forma (for FLOOR: of the floor proxy) and of nginx (nginx is the upstream, and for NGINX* also the proxy)"
   echo "cs/r: context switches per request of forma's threads and of nginx's processes (read from /proc, no tracing)"
+  [ "$ROUNDS" -gt 1 ] &&
+    echo "rounds: every figure of DIRECT … FORMA is the median of $ROUNDS rounds, each target measured once per round in turn; a ratio or an added p99 is the median of the rounds' own (each round's listed)"
   echo
   echo "-- peak load: $CONNECTIONS connections, closed loop (wrk) --"
   print_table peak
@@ -578,24 +645,26 @@ report() {
   echo "-- half load: $half_how --"
   print_table half
   echo
-  local p=peak h=half
-  echo "forma/nginx  req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/NGINX]}")   (SPEC: >= 1.00 -> $(verdict "$(awk -v a="${RPS[$p/FORMA]}" -v b="${RPS[$p/NGINX]}" 'BEGIN { print a >= b }')"))"
+  local p=peak h=half main added_half
+  main=$(paired RPS "$p/FORMA" "$p/NGINX")
+  echo "forma/nginx  req/s: $main   (SPEC: >= 1.00 -> $(verdict "$(awk -v r="$(first "$main")" 'BEGIN { print r >= 1 }')"))"
   [ -n "${RPS[$p/NGINX_AUTO]:-}" ] &&
-    echo "forma/nginx (worker per core) req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/NGINX_AUTO]}")"
+    echo "forma/nginx (worker per core) req/s: $(paired RPS "$p/FORMA" "$p/NGINX_AUTO")"
   [ -n "${RPS[$p/FORMA_X2]:-}" ] &&
     echo "forma x2 (Redis)/nginx req/s: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/NGINX]}"), forma x2/forma: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/FORMA]}")"
   [ -n "${RPS[$p/FORMA_CACHED]:-}" ] &&
     echo "forma cached GET/nginx req/s: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/NGINX]}"), cached/proxied: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/FORMA]}")"
   if [ -n "${RPS[$p/FLOOR]:-}" ]; then
-    echo "floor/nginx req/s: $(ratio "${RPS[$p/FLOOR]}" "${RPS[$p/NGINX]}")   (forma's transport alone: the best this stack reaches)"
-    echo "forma/floor req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/FLOOR]}")   (what the gateway's own work leaves of it)"
-    echo "added p99 over direct, half, floor: $(added "${P99[$h/FLOOR]}" "${P99[$h/DIRECT]}") ms"
+    echo "floor/nginx req/s: $(paired RPS "$p/FLOOR" "$p/NGINX")   (forma's transport alone: the best this stack reaches)"
+    echo "forma/floor req/s: $(paired RPS "$p/FORMA" "$p/FLOOR")   (what the gateway's own work leaves of it)"
+    echo "added p99 over direct, half, floor: $(paired P99 "$h/FLOOR" "$h/DIRECT") ms"
   fi
-  echo "forma/direct req/s: $(ratio "${RPS[$p/FORMA]}" "${RPS[$p/DIRECT]}")"
-  echo "nginx/direct req/s: $(ratio "${RPS[$p/NGINX]}" "${RPS[$p/DIRECT]}")"
-  echo "added p99 over direct, peak: forma $(added "${P99[$p/FORMA]}" "${P99[$p/DIRECT]}") ms, nginx $(added "${P99[$p/NGINX]}" "${P99[$p/DIRECT]}") ms"
-  echo "added p99 over direct, half: forma $(added "${P99[$h/FORMA]}" "${P99[$h/DIRECT]}") ms, nginx $(added "${P99[$h/NGINX]}" "${P99[$h/DIRECT]}") ms" \
-    "  (SPEC: forma < 1 ms -> $(verdict "$(awk -v a="${P99[$h/FORMA]}" -v b="${P99[$h/DIRECT]}" 'BEGIN { print a - b < 1 }')")$HALF_NOTE)"
+  echo "forma/direct req/s: $(paired RPS "$p/FORMA" "$p/DIRECT")"
+  echo "nginx/direct req/s: $(paired RPS "$p/NGINX" "$p/DIRECT")"
+  echo "added p99 over direct, peak: forma $(paired P99 "$p/FORMA" "$p/DIRECT") ms, nginx $(paired P99 "$p/NGINX" "$p/DIRECT") ms"
+  added_half=$(paired P99 "$h/FORMA" "$h/DIRECT")
+  echo "added p99 over direct, half: forma $added_half ms, nginx $(paired P99 "$h/NGINX" "$h/DIRECT") ms" \
+    "  (SPEC: forma < 1 ms -> $(verdict "$(awk -v a="$(first "$added_half")" 'BEGIN { print a < 1 }')")$HALF_NOTE)"
   [ -n "${P99[$h/FORMA_X2]:-}" ] &&
     echo "added p99 over direct, half, forma x2 (Redis): $(added "${P99[$h/FORMA_X2]}" "${P99[$h/DIRECT]}") ms"
   local key bad=0
@@ -653,6 +722,9 @@ profile_callgrind() {
   echo "forma:    $(binary_label)"
   echo "requests: $REQUESTS signed-in GET /api/v1/orders, one connection, after 200 not counted"
   echo "instructions: $total in all, $(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }') per request"
+  local allocations reallocations
+  read -r allocations reallocations < <(allocator_calls "$dump")
+  echo "allocations: $(awk -v a="$allocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }') per request, reallocations $(awk -v a="$reallocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')"
   echo "profile:  $dump"
   echo
   echo "-- top inclusive (the runtime's frames and recursion cycles left out) --"
@@ -660,6 +732,29 @@ profile_callgrind() {
   echo
   echo "-- top self --"
   top_functions "$dump" no 30
+}
+
+# allocator_calls DUMP: "ALLOCATIONS REALLOCATIONS", the calls into mimalloc's entry points (forma's
+# global allocator) in a callgrind dump, counted from its call records. Each allocation costs its
+# free too, and a count, unlike a time, is the same in every run of the same binary. The dump
+# names a function in full once and by "(id)" after that.
+allocator_calls() {
+  awk '
+    /^c?fn=\(/ {
+      match($0, /\([0-9]+\)/); id = substr($0, RSTART, RLENGTH)
+      rest = substr($0, RSTART + RLENGTH + 1)
+      if (rest != "") name[id] = rest
+      if ($0 ~ /^cfn=/) callee = name[id]
+      next
+    }
+    /^calls=/ {
+      split(substr($0, 7), f, " ")
+      if (callee == "mi_malloc_aligned" || callee == "mi_zalloc_aligned") allocations += f[1]
+      else if (callee == "mi_realloc_aligned") reallocations += f[1]
+      callee = ""
+    }
+    END { printf "%d %d\n", allocations, reallocations }
+  ' "$1"
 }
 
 # top_functions DUMP INCLUSIVE(yes|no) N: the N costliest functions with their share, names cut
@@ -707,7 +802,7 @@ start_forma
 sign_in_for_load
 verify_gateway
 TARGETS+=(FORMA)
-for target in "${TARGETS[@]}"; do measure peak "$target" "$CONNECTIONS"; done
+measure_rounds peak "$CONNECTIONS"
 
 # "Added p99 at half of peak load" needs a fixed request rate: oha holds one (open loop, latency
 # counted from when each request was due). Without oha the fallback halves the connections, which
@@ -715,11 +810,11 @@ for target in "${TARGETS[@]}"; do measure peak "$target" "$CONNECTIONS"; done
 # HALF_RATE fixes it instead, so two builds can be compared at one rate.
 half_rate=${HALF_RATE:-$(awk -v r="${RPS[peak/FORMA]}" 'BEGIN { printf "%d", r / 2 }')}
 if [ -n "$OHA_BIN" ]; then
-  for target in "${TARGETS[@]}"; do measure half "$target" "$CONNECTIONS" "$half_rate"; done
+  measure_rounds half "$CONNECTIONS" "$half_rate"
   half_how="oha at a fixed $half_rate req/s ($([ -n "${HALF_RATE:-}" ] && echo HALF_RATE || echo "half of forma's peak")), $CONNECTIONS connections, latency corrected"
   HALF_NOTE=""
 else
-  for target in "${TARGETS[@]}"; do measure half "$target" "$HALF_CONNECTIONS"; done
+  measure_rounds half "$HALF_CONNECTIONS"
   HALF_NOTE=", approximate"
   half_how="APPROXIMATION (no oha): $HALF_CONNECTIONS connections, closed loop, so each target runs"
   half_how+=" as fast as those allow: forma at $(ratio "${RPS[half/FORMA]}" "${RPS[peak/FORMA]}") of its peak rate"
