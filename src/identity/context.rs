@@ -61,6 +61,16 @@ pub fn empty_body_sha256() -> &'static str {
     EMPTY.get_or_init(|| body_sha256(b""))
 }
 
+/// `digest` as a header value; the empty body's, which most signed requests carry, without a copy.
+fn body_sha256_value(digest: &str) -> Option<HeaderValue> {
+    let empty = empty_body_sha256();
+    if digest == empty {
+        Some(HeaderValue::from_static(empty))
+    } else {
+        HeaderValue::from_str(digest).ok()
+    }
+}
+
 /// The body digest [`verify_body_digest`] computed from the body the service received: the only
 /// digest the extractor accepts.
 #[derive(Debug, Clone)]
@@ -377,7 +387,7 @@ impl PreparedContext {
             (X_CONTEXT_TIMESTAMP, HeaderValue::from_str(timestamp).ok()),
             (
                 X_CONTEXT_BODY_SHA256,
-                HeaderValue::from_str(binding.body_sha256).ok(),
+                body_sha256_value(binding.body_sha256),
             ),
             (X_CONTEXT_SIGNATURE, signature),
         ];

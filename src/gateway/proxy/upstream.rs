@@ -539,8 +539,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .filter(|name| !present.contains(name))
+        .map(str::trim)
+        // A name of the list is removed already when present; only another one is parsed, which
+        // spares the usual `Connection: keep-alive` a header name made on the heap.
+        .filter(|token| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|name| name.as_str().eq_ignore_ascii_case(token))
+        })
+        .filter_map(|token| HeaderName::try_from(token).ok())
         .collect();
     for name in present.iter().chain(&named) {
         headers.remove(name);

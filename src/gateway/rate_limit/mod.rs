@@ -55,9 +55,9 @@ pub struct Decision {
 impl Decision {
     /// The IETF `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` headers.
     pub fn apply_headers(&self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_LIMIT, HeaderValue::from(self.limit));
-        headers.insert(RATELIMIT_REMAINING, HeaderValue::from(self.remaining));
-        headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(self.reset)));
+        headers.insert(RATELIMIT_LIMIT, number_value(self.limit.into()));
+        headers.insert(RATELIMIT_REMAINING, number_value(self.remaining.into()));
+        headers.insert(RATELIMIT_RESET, number_value(ceil_secs(self.reset)));
     }
 
     /// The 429 in the §4 shape, with `Retry-After` and the `RateLimit-*` headers.
@@ -76,6 +76,38 @@ impl Decision {
             error = error.with_header(name.clone(), value.clone());
         }
         error
+    }
+}
+
+/// The numbers below this are header values made once, by [`number_value`].
+const SMALL_NUMBERS: usize = 1024;
+
+/// `n` as a header value. Seconds to a reset, and the counts of limits as people configure them,
+/// are small numbers: those are taken from a table made once, which costs a response none of the
+/// allocations a value formatted for it does (`HeaderValue::from` a number makes two).
+fn number_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        // One string holds every number's digits, for the life of the process; each value is a
+        // static view of its own.
+        let digits: Vec<String> = (0..SMALL_NUMBERS).map(|n| n.to_string()).collect();
+        let all: &'static str = Box::leak(digits.concat().into_boxed_str());
+        let mut start = 0;
+        digits
+            .iter()
+            .map(|number| {
+                let end = start + number.len();
+                let value = HeaderValue::from_static(&all[start..end]);
+                start = end;
+                value
+            })
+            .collect()
+    });
+    let small = usize::try_from(n).ok().and_then(|index| SMALL.get(index));
+    match small {
+        Some(value) => value.clone(),
+        // Digits only, so the value always builds.
+        None => HeaderValue::from_str(itoa::Buffer::new().format(n))
+            .unwrap_or_else(|_| HeaderValue::from(n)),
     }
 }
 
