@@ -152,6 +152,12 @@ fn raw_name(piece: &str) -> &str {
 /// reads differently decoded, so any other piece is told by its name before it is parsed.
 fn session_cookie(piece: &str) -> Option<Cookie<'_>> {
     let name = raw_name(piece);
+    if name == COOKIE_NAME && !piece.contains('%') {
+        // What parsing makes of it, without the parse (most of the cost of reading the cookie on
+        // every request): nothing to decode, and no attributes, as a piece holds no `;`.
+        let (_, value) = piece.split_once('=')?;
+        return Some(Cookie::new(name, value.trim()));
+    }
     if name != COOKIE_NAME && !name.contains('%') {
         return None;
     }
@@ -169,8 +175,49 @@ pub fn is_session_cookie(piece: &str) -> bool {
 /// The request's last `forma.sid` cookie as it came (its signature not checked): the one the
 /// session layer reads.
 pub fn last_session_cookie(headers: &HeaderMap) -> Option<Cookie<'static>> {
+    // Only the value is copied: the name is ours, whatever percent-encoding it came in.
     cookie_pieces(headers)
         .filter_map(session_cookie)
         .last()
-        .map(Cookie::into_owned)
+        .map(|cookie| Cookie::new(COOKIE_NAME, cookie.value().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session layer's reading of a piece: the cookie crate's parse, percent-decoded.
+    fn parsed(piece: &str) -> Option<(String, String)> {
+        Cookie::parse_encoded(piece)
+            .ok()
+            .filter(|cookie| cookie.name() == COOKIE_NAME)
+            .map(|cookie| (cookie.name().to_owned(), cookie.value().to_owned()))
+    }
+
+    #[test]
+    fn a_session_cookie_read_without_the_parse_is_what_the_parse_reads() {
+        for piece in [
+            "forma.sid=abc",
+            " forma.sid=abc ",
+            "forma.sid = abc",
+            "forma.sid=",
+            "forma.sid= ",
+            "forma.sid",
+            "forma.sid=a=b",
+            "forma.sid=\"quoted\"",
+            "forma.sid=\u{a0}abc\u{3000}",
+            "\tforma.sid=abc\t",
+            "forma.sid=abc%2B",
+            "forma%2Esid=abc",
+            "forma.sidx=abc",
+            "xforma.sid=abc",
+            "other=forma.sid",
+            "",
+            "=",
+        ] {
+            let read = session_cookie(piece)
+                .map(|cookie| (cookie.name().to_owned(), cookie.value().to_owned()));
+            assert_eq!(read, parsed(piece), "{piece:?}");
+        }
+    }
 }
