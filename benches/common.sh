@@ -65,6 +65,9 @@ machine_label() {
   echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), kernel $(uname -r)"
 }
 
+# median VALUE…: the middle value (the lower of the two middle ones for an even count), as written.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
+
 # ratio A B: A/B to two decimals (0 when B is 0); verdict OK: PASS when OK is 1, else FAIL.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }

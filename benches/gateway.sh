@@ -547,21 +547,23 @@ measure() {
   fi
 }
 
-# Each round's figures per "LOAD/TARGET", in the order of the rounds, space-separated.
+# What `measure` records per "LOAD/TARGET", and each one's rounds (ROUND_<figure>), in the order of
+# the rounds, space-separated.
+FIGURES=(RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX)
 declare -A ROUND_RPS ROUND_P50 ROUND_P99 ROUND_NON2XX ROUND_SOCKET_ERRORS ROUND_CPU_FORMA ROUND_CPU_NGINX \
   ROUND_CS_FORMA ROUND_CS_NGINX
 
 # measure_rounds LOAD CONNECTIONS [RATE]: every target of TARGETS measured once per round, in turn,
 # for ROUNDS rounds; then each figure is the median of the rounds (errors are summed).
 measure_rounds() {
-  local load=$1 connections=$2 rate=${3:-} round target key metric
+  local load=$1 connections=$2 rate=${3:-} round target key figure
   for round in $(seq "$ROUNDS"); do
     [ "$ROUNDS" -gt 1 ] && progress "$load load, round $round of $ROUNDS"
     for target in "${TARGETS[@]}"; do
       measure "$load" "$target" "$connections" "$rate"
       key="$load/$target"
-      for metric in RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX; do
-        local -n value=$metric rounds=ROUND_$metric
+      for figure in "${FIGURES[@]}"; do
+        local -n value=$figure rounds=ROUND_$figure
         rounds[$key]+="${value[$key]} "
         unset -n value rounds
       done
@@ -569,18 +571,17 @@ measure_rounds() {
   done
   for target in "${TARGETS[@]}"; do
     key="$load/$target"
-    for metric in RPS P50 P99 CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX; do
-      local -n value=$metric rounds=ROUND_$metric
-      value[$key]=$(median ${rounds[$key]})
+    for figure in "${FIGURES[@]}"; do
+      local -n value=$figure rounds=ROUND_$figure
+      case $figure in
+        NON2XX | SOCKET_ERRORS) value[$key]=$(sum ${rounds[$key]}) ;;
+        *) value[$key]=$(median ${rounds[$key]}) ;;
+      esac
       unset -n value rounds
     done
-    NON2XX[$key]=$(sum ${ROUND_NON2XX[$key]})
-    SOCKET_ERRORS[$key]=$(sum ${ROUND_SOCKET_ERRORS[$key]})
   done
 }
 
-# median VALUE…: the middle value (the lower of the two middle ones for an even count), as written.
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $0 } END { print v[int((NR + 1) / 2)] }'; }
 sum() { printf '%s\n' "$@" | awk '{ n += $1 } END { print n + 0 }'; }
 
 # paired RPS|P99 KEY_A KEY_B: A/B req/s (RPS) or A−B p99 ms (P99) within each round, when both were

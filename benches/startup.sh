@@ -8,6 +8,8 @@
 #   cargo build --release && benches/startup.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/common.sh
+source benches/common.sh
 BIN=${BIN:-target/release/forma}
 RUNS=${RUNS:-10}
 # Below the kernel's ephemeral range, which outgoing connections may hold (see gateway.sh).
@@ -63,7 +65,6 @@ for _ in $(seq "$RUNS"); do
   rss_burst+=($(rss_mb "$pid"))
   stop "$pid"
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "start to ready (ms):                 median $(median "${times[@]}"), all: ${times[*]}   (target < 200)"
 echo "idle RSS (MB), fresh:                median $(median "${rss[@]}"), all: ${rss[*]}   (target < 30)"
 echo "idle RSS (MB), after 3 sign-ins:     median $(median "${rss_seq[@]}"), all: ${rss_seq[*]}   (target < 30)"

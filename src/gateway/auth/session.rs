@@ -152,14 +152,17 @@ fn raw_name(piece: &str) -> &str {
 /// reads differently decoded, so any other piece is told by its name before it is parsed.
 fn session_cookie(piece: &str) -> Option<Cookie<'_>> {
     let name = raw_name(piece);
-    if name == COOKIE_NAME && !piece.contains('%') {
-        // What parsing makes of it, without the parse (most of the cost of reading the cookie on
-        // every request): nothing to decode, and no attributes, as a piece holds no `;`.
-        let (_, value) = piece.split_once('=')?;
-        return Some(Cookie::new(name, value.trim()));
-    }
-    if name != COOKIE_NAME && !name.contains('%') {
-        return None;
+    if !name.contains('%') {
+        if name != COOKIE_NAME {
+            return None;
+        }
+        if !piece.contains('%') {
+            // What parsing makes of it, without the parse (most of the cost of reading the
+            // cookie on every request): nothing to decode, and no attributes, as a piece holds
+            // no `;`.
+            let (_, value) = piece.split_once('=')?;
+            return Some(Cookie::new(name, value.trim()));
+        }
     }
     Cookie::parse_encoded(piece)
         .ok()

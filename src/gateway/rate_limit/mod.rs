@@ -86,20 +86,11 @@ const SMALL_NUMBERS: usize = 1024;
 /// are small numbers: those are taken from a table made once, which costs a response none of the
 /// allocations a value formatted for it does (`HeaderValue::from` a number makes two).
 fn number_value(n: u64) -> HeaderValue {
+    // Static values, whose clones share their digits without counting references: the digits
+    // live as long as the process, as the table does.
     static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
-        // One string holds every number's digits, for the life of the process; each value is a
-        // static view of its own.
-        let digits: Vec<String> = (0..SMALL_NUMBERS).map(|n| n.to_string()).collect();
-        let all: &'static str = Box::leak(digits.concat().into_boxed_str());
-        let mut start = 0;
-        digits
-            .iter()
-            .map(|number| {
-                let end = start + number.len();
-                let value = HeaderValue::from_static(&all[start..end]);
-                start = end;
-                value
-            })
+        (0..SMALL_NUMBERS)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
             .collect()
     });
     let small = usize::try_from(n).ok().and_then(|index| SMALL.get(index));
