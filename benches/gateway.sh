@@ -725,6 +725,9 @@ profile_callgrind() {
   echo "instructions: $total in all, $(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }') per request"
   local allocations reallocations
   read -r allocations reallocations < <(allocator_calls "$dump")
+  # None at all means the allocator's entry points have other names (another global allocator),
+  # not a request that allocates nothing.
+  [ "$allocations" -gt 0 ] || die "no call into mimalloc in the profile: is forma still built with it (src/main.rs)?"
   echo "allocations: $(awk -v a="$allocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }') per request, reallocations $(awk -v a="$reallocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')"
   echo "profile:  $dump"
   echo
