@@ -6,6 +6,7 @@ use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tokio::task::futures::TaskLocalFuture;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -56,6 +57,6 @@ pub fn assign_to(request: &mut Request) -> (String, HeaderValue) {
 }
 
 /// Runs `handling` with `id` as the [`current`] request id.
-pub async fn within<F: std::future::Future>(id: String, handling: F) -> F::Output {
-    CURRENT.scope(id, handling).await
+pub fn within<F: std::future::Future>(id: String, handling: F) -> TaskLocalFuture<String, F> {
+    CURRENT.scope(id, handling)
 }

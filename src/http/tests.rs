@@ -31,6 +31,10 @@ async fn boom() -> &'static str {
     panic!("handler bug")
 }
 
+async fn current_id() -> String {
+    super::request_id::current().unwrap_or_default()
+}
+
 /// Serves the stack with a 1 KiB body limit (4 KiB for webhooks) on a loopback port.
 async fn serve() -> String {
     let router = Router::new()
@@ -38,6 +42,7 @@ async fn serve() -> String {
         .route("/upload", post(echo_bytes))
         .route("/api/v1/webhooks/shopify", post(echo_bytes))
         .route("/boom", get(boom))
+        .route("/current-id", get(current_id))
         .fallback(super::error::not_found);
     let mut config = Config::default();
     config.server.body_limit_bytes = 1024;
@@ -248,4 +253,173 @@ async fn every_response_gets_a_request_id() {
     let response = client().get(format!("{base}/boom")).send().await.unwrap();
     let id = response.headers()[X_REQUEST_ID].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok());
+}
+
+/// The log lines written while `during` runs on this thread, as JSON objects: the production
+/// format (`observability::logging::init` with JSON), at info level.
+async fn logged_during<F: std::future::Future<Output = ()>>(during: F) -> Vec<Value> {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut lines = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            lines.extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    {
+        // The test's runtime runs the server on this thread, so it logs to this subscriber.
+        let _default = tracing::subscriber::set_default(subscriber);
+        during.await;
+    }
+    let bytes = lines
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    String::from_utf8(bytes)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Sends `request` and checks that its answer is `status` in the error shape, with a request id
+/// and the security headers.
+async fn assert_an_error_with_id_and_security_headers(
+    request: reqwest::RequestBuilder,
+    status: u16,
+) {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), status);
+    assert!(response.headers().contains_key(X_REQUEST_ID));
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert_eq!(body(response).await["statusCode"], status);
+}
+
+fn lines_with_message<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["message"] == message).collect()
+}
+
+#[tokio::test]
+async fn every_request_is_logged_once_in_its_span_with_status_and_latency() {
+    let lines = logged_during(async {
+        let base = serve().await;
+        let response = client()
+            .post(format!("{base}/upload"))
+            .header(X_REQUEST_ID, "logged-1")
+            .body("abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    })
+    .await;
+    let finished = lines_with_message(&lines, "finished processing request");
+    assert_eq!(finished.len(), 1, "{lines:#?}");
+    let line = finished[0];
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["status"], 200);
+    assert!(
+        line["latency"].as_str().is_some_and(|l| l.ends_with(" ms")),
+        "{line}"
+    );
+    assert_eq!(line["span"]["name"], "request");
+    assert_eq!(line["span"]["request_id"], "logged-1");
+    assert_eq!(line["span"]["method"], "POST");
+    assert_eq!(line["span"]["path"], "/upload");
+    assert!(lines_with_message(&lines, "response failed").is_empty());
+}
+
+#[tokio::test]
+async fn a_server_error_is_logged_as_failed_too() {
+    let lines = logged_during(async {
+        let base = serve().await;
+        let response = client().get(format!("{base}/boom")).send().await.unwrap();
+        assert_eq!(response.status(), 500);
+    })
+    .await;
+    let finished = lines_with_message(&lines, "finished processing request");
+    assert_eq!(finished.len(), 1, "{lines:#?}");
+    assert_eq!(finished[0]["status"], 500);
+    let failed = lines_with_message(&lines, "response failed");
+    assert_eq!(failed.len(), 1, "{lines:#?}");
+    assert_eq!(failed[0]["level"], "ERROR");
+    assert_eq!(
+        failed[0]["classification"],
+        "Status code: 500 Internal Server Error"
+    );
+    assert_eq!(failed[0]["span"]["path"], "/boom");
+    // The panic's own line, in the same span.
+    let internal = lines_with_message(&lines, "internal error");
+    assert_eq!(internal.len(), 1, "{lines:#?}");
+    assert_eq!(internal[0]["error"], "handler panicked: handler bug");
+    assert_eq!(internal[0]["span"]["path"], "/boom");
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_logged_and_shaped_in_the_requests_span() {
+    let lines = logged_during(async {
+        let base = serve().await;
+        let request = client()
+            .post(format!("{base}/upload"))
+            .body(vec![b'x'; 2048]);
+        assert_an_error_with_id_and_security_headers(request, 413).await;
+    })
+    .await;
+    let finished = lines_with_message(&lines, "finished processing request");
+    assert_eq!(finished.len(), 1, "{lines:#?}");
+    assert_eq!(finished[0]["status"], 413);
+}
+
+#[tokio::test]
+async fn a_path_not_in_normal_form_is_refused_before_it_is_handled_or_logged() {
+    let lines = logged_during(async {
+        let base = serve().await;
+        let request = client().get(format!("{base}/current-id%2F..%2Fboom"));
+        assert_an_error_with_id_and_security_headers(request, 400).await;
+    })
+    .await;
+    assert!(
+        lines_with_message(&lines, "finished processing request").is_empty(),
+        "{lines:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_handler_runs_with_its_request_id_current() {
+    let base = serve().await;
+    for sent in [Some("current-7"), None] {
+        let mut request = client().get(format!("{base}/current-id"));
+        if let Some(id) = sent {
+            request = request.header(X_REQUEST_ID, id);
+        }
+        let response = request.send().await.unwrap();
+        let echoed = response.headers()[X_REQUEST_ID]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let seen = response.text().await.unwrap();
+        assert_eq!(seen, echoed);
+        if let Some(id) = sent {
+            assert_eq!(seen, id);
+        }
+    }
 }

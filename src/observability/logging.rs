@@ -3,14 +3,14 @@
 
 use std::io::IsTerminal;
 
-use axum::http::Request;
-use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, MakeSpan, TraceLayer};
-use tracing::{Level, Span};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
-use crate::http::request_id::X_REQUEST_ID;
 
 /// Installs the global subscriber; `RUST_LOG` overrides `log.level`. Logs go to standard error.
 pub fn init(config: &LogConfig) {
@@ -41,45 +41,41 @@ pub fn init(config: &LogConfig) {
 }
 
 /// The span every request runs in: its id, method and path.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestSpan;
+pub fn request_span(request_id: &str, request: &Request<Body>) -> Span {
+    tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
 
-impl<B> MakeSpan<B> for RequestSpan {
-    fn make_span(&mut self, request: &Request<B>) -> Span {
-        let request_id = request
-            .headers()
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            method = %request.method(),
-            path = %request.uri().path(),
-        )
+/// The request's log line, in its span: status and latency, and a second line at error level for
+/// a server error. The lines, fields and messages of `tower_http`'s `DefaultOnResponse` and
+/// `DefaultOnFailure` (at info level, latency in milliseconds), which log scrapers may know.
+pub fn response_finished(span: &Span, status: StatusCode, latency: Duration) {
+    let latency = Millis(latency);
+    tracing::info!(
+        parent: span,
+        %latency,
+        status = status.as_u16(),
+        "finished processing request"
+    );
+    if status.is_server_error() {
+        tracing::error!(
+            parent: span,
+            classification = %format_args!("Status code: {status}"),
+            %latency,
+            "response failed"
+        );
     }
 }
 
-pub type RequestTraceLayer = TraceLayer<
-    SharedClassifier<ServerErrorsAsFailures>,
-    RequestSpan,
-    (),
-    DefaultOnResponse,
-    (),
-    (),
-    DefaultOnFailure,
->;
+/// A latency as `tower_http` writes it with `LatencyUnit::Millis`: whole milliseconds, `12 ms`.
+struct Millis(Duration);
 
-/// Logs one line per response (status and latency) inside the request's span.
-pub fn request_trace_layer() -> RequestTraceLayer {
-    TraceLayer::new_for_http()
-        .make_span_with(RequestSpan)
-        .on_request(())
-        .on_body_chunk(())
-        .on_eos(())
-        .on_response(
-            DefaultOnResponse::new()
-                .level(Level::INFO)
-                .latency_unit(tower_http::LatencyUnit::Millis),
-        )
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
@@ -88,7 +88,6 @@ impl Drop for InFlight {
 /// when the request arrives, finished with its response.
 pub struct RequestMetrics {
     _in_flight: InFlight,
-    started: Instant,
     method: &'static str,
     /// The route template, never the raw path: ids in paths would explode the label set.
     matched: Option<MatchedPath>,
@@ -98,13 +97,13 @@ impl RequestMetrics {
     pub fn start(request: &Request) -> Self {
         Self {
             _in_flight: InFlight::start(),
-            started: Instant::now(),
             method: method_label(request.method()),
             matched: request.extensions().get::<MatchedPath>().cloned(),
         }
     }
 
-    pub fn finish(self, response: &Response) {
+    /// Counts the response and records `latency`, the time since the request arrived.
+    pub fn finish(self, response: &Response, latency: Duration) {
         let route = match response.extensions().get::<RouteLabel>() {
             Some(RouteLabel(label)) => label,
             None => self
@@ -114,9 +113,7 @@ impl RequestMetrics {
         };
         let handles = RequestHandles::of(self.method, route, response.status());
         handles.total.increment(1);
-        handles
-            .duration
-            .record(self.started.elapsed().as_secs_f64());
+        handles.duration.record(latency.as_secs_f64());
     }
 }
 

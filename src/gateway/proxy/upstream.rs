@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Ve
 use axum::response::Response;
 use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::time::Instant;
+use tracing::Span;
 
 use super::balancer::{Balancer, Ejection, InFlight};
 use super::breaker::{BreakerSettings, CircuitBreaker};
@@ -560,15 +561,18 @@ fn into_streaming_response(response: hyper::Response<Incoming>, in_flight: InFli
     let body = Body::new(InFlightBody {
         body,
         _in_flight: in_flight,
+        request: Span::current(),
     });
     Response::from_parts(parts, body)
 }
 
 /// The response body, counting as an in-flight request of its instance until it is dropped, so
-/// least-connections sees long downloads and streams.
+/// least-connections sees long downloads and streams. A body that breaks off after its head was
+/// answered is logged in the request's span: nothing else sees it, as the status is already sent.
 struct InFlightBody {
     body: Incoming,
     _in_flight: InFlight,
+    request: Span,
 }
 
 impl HttpBody for InFlightBody {
@@ -579,7 +583,11 @@ impl HttpBody for InFlightBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Err(error))) = &frame {
+            tracing::error!(parent: &self.request, %error, "upstream response body failed");
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
