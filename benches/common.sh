@@ -49,6 +49,11 @@ binary_label() {
   fi
 }
 
+# base_label: names BASE_BIN (gateway.sh's A/B reference) by its path and the start of its SHA-256.
+base_label() {
+  echo "$BASE_BIN (sha256 $(sha256sum "$BASE_BIN" | cut -c1-12))"
+}
+
 # Waits up to $2 seconds for $1 to answer 200; $3 is the pid that must stay alive meanwhile.
 wait_until_up() {
   local url=$1 seconds=$2 pid=$3

@@ -18,6 +18,9 @@
 #   FORMA_X2    the distributed variant (DISTRIBUTED=1, the default when Redis answers): two gateway
 #               processes sharing one database, sessions and rate limits in Redis (`redis.url`, a fresh
 #               key prefix per run); the load generator splits its connections between them
+#   FORMA_BASE  with BASE_BIN: another build of forma (the commit before a change, say), set up as
+#               FORMA on a port of its own and measured right after it in every round, so that a
+#               change is judged by forma/base within each round rather than across two runs
 #   FORMA_CACHED  the FORMA gateway with `/orders` marked cacheable (`cache_ttl_secs` in
 #               `proxy.routes`): the same signed-in GET, answered from forma's response cache after the
 #               first (peak load only)
@@ -32,16 +35,19 @@
 #   HALF_RATE=6000 BIN=/path/to/forma benches/gateway.sh   # half load at a given rate, for A/B runs
 #   BIN=/path/to/forma WORKERS=auto benches/gateway.sh
 #   MODE=callgrind REQUESTS=2000 benches/gateway.sh  # instructions per request, not wall clock
+#   BIN=/path/to/new BASE_BIN=/path/to/old benches/gateway.sh   # a change, A/B in the same rounds
 #
 # MODE=callgrind runs forma under valgrind's callgrind and sends REQUESTS (2000) signed-in GETs one
 # after another on one keep-alive connection, after 200 not counted: it prints forma's instructions
 # and heap allocations per request and the top functions (inclusive and self). Instruction counts barely move with
 # other load on the machine, unlike req/s. CALLGRIND_OUT keeps the profile (default: a temp dir).
+# With BASE_BIN, that build is profiled the same way after BIN, and both counts are compared.
 #
 # Settings (environment): ROUNDS (3), DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
 # target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
 # answers), REDIS_URL (redis://127.0.0.1:6379), UPSTREAM_PORT (29201), NGINX_PROXY_PORT (29202),
-# GATEWAY_PORT (29203), NGINX_AUTO_PORT (29204), GATEWAY2_PORT (29205), FLOOR_PORT (29206), FLOOR
+# GATEWAY_PORT (29203), NGINX_AUTO_PORT (29204), GATEWAY2_PORT (29205), FLOOR_PORT (29206),
+# BASE_PORT (29207), BASE_BIN (unset: no FORMA_BASE; used as it is, named by path and SHA-256), FLOOR
 # (1; 0 skips the floor), FLOOR_LAYERS (none; `stack`: the floor inside the HTTP conventions every
 # role shares, see benches/proxy_floor.rs), BIN (the release build, under CARGO_TARGET_DIR when
 # set; when given, it is used as it is, and the report names it by path and SHA-256), OHA (the oha
@@ -80,6 +86,8 @@ GATEWAY_PORT=${GATEWAY_PORT:-29203}
 NGINX_AUTO_PORT=${NGINX_AUTO_PORT:-29204}
 GATEWAY2_PORT=${GATEWAY2_PORT:-29205}
 FLOOR_PORT=${FLOOR_PORT:-29206}
+BASE_PORT=${BASE_PORT:-29207}
+BASE_BIN=${BASE_BIN:-}
 FLOOR=${FLOOR:-1}
 ADMIN_PASSWORD=bench-admin-password
 # What the upstream answers: the shape of a real first page of orders, so bodies are realistic.
@@ -102,12 +110,13 @@ NGINX_AUTO_PID=""
 FORMA_PID=""
 FORMA2_PID=""
 FLOOR_PID=""
+BASE_PID=""
 REDIS_PREFIX=""
 
 # Stops what this script started (and only that), then removes the temporary files.
 cleanup() {
   local pid
-  for pid in $FLOOR_PID $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID; do
+  for pid in $FLOOR_PID $BASE_PID $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID; do
     kill -TERM "$pid" 2>/dev/null || continue
     # Both shut down gracefully within a second or two; don't wait for forma's 30 s drain timeout.
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -275,7 +284,8 @@ INTERNAL_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # launch_forma NAME PORT [ENV=VALUE...] [-- WRAPPER...]: one `forma serve --role gateway` in
 # $dir/NAME (its SQLite database lives there) with the order service pointed at the trivial
 # upstream. The rate limits are far above what the run sends, but not 0 (which would switch them
-# off): both limiters still decide on every request. Sets LAUNCHED_PID.
+# off): both limiters still decide on every request. Runs LAUNCH_BIN when set (BASE_BIN), else BIN.
+# Sets LAUNCHED_PID.
 launch_forma() {
   local name=$1 port=$2 && shift 2
   local -a envs=() wrapper=()
@@ -292,7 +302,7 @@ launch_forma() {
       FORMA_LOG__LEVEL=warn \
       FORMA_RATE_LIMIT__PER_IP=1000000000 \
       FORMA_RATE_LIMIT__PER_USER=1000000000 \
-      "${envs[@]}" "${wrapper[@]}" "$BIN" serve --role gateway --port "$port"
+      "${envs[@]}" "${wrapper[@]}" "${LAUNCH_BIN:-$BIN}" serve --role gateway --port "$port"
   ) >>"$dir/$name.log" 2>&1 &
   LAUNCHED_PID=$!
   # The first start creates and migrates the database and hashes the admin password.
@@ -314,6 +324,15 @@ start_floor() {
 start_forma() {
   launch_forma forma "$GATEWAY_PORT"
   FORMA_PID=$LAUNCHED_PID
+}
+
+# BASE_BIN as FORMA is (its own database), on BASE_PORT, signed in with BASE_COOKIE.
+start_forma_base() {
+  LAUNCH_BIN=$BASE_BIN launch_forma forma-base "$BASE_PORT"
+  BASE_PID=$LAUNCHED_PID
+  BASE_COOKIE=$(sign_in "$BASE_PORT")
+  [ -n "$BASE_COOKIE" ] || die "sign-in on the base build set no forma.sid cookie"
+  verify_gateway "$BASE_PORT" "$BASE_COOKIE"
 }
 
 # Two gateways as replicas: one database (the same SQLite file, so a user signed in on one is
@@ -352,13 +371,13 @@ verify_cached() {
 # Stops the gateway(s) started by start_forma / start_forma_pair / start_forma_cached.
 stop_forma() {
   local pid
-  for pid in $FORMA2_PID $FORMA_PID; do
+  for pid in $BASE_PID $FORMA2_PID $FORMA_PID; do
     kill -TERM "$pid" 2>/dev/null || continue
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  FORMA_PID="" FORMA2_PID=""
+  FORMA_PID="" FORMA2_PID="" BASE_PID=""
 }
 
 # Signs in as admin@localhost on the gateway at port $1 (GATEWAY_PORT) and prints the session
@@ -380,12 +399,13 @@ sign_in_for_load() {
 }
 
 # Aborts unless the gateway really does what is measured: refuses without a session, and with one
-# answers the upstream's body with the rate-limit headers (proof that the limiter ran). $1: the port.
+# answers the upstream's body with the rate-limit headers (proof that the limiter ran). $1: the port,
+# $2: the session cookie (COOKIE).
 verify_gateway() {
-  local url="http://127.0.0.1:${1:-$GATEWAY_PORT}/api/v1/orders" status
+  local url="http://127.0.0.1:${1:-$GATEWAY_PORT}/api/v1/orders" cookie=${2:-$COOKIE} status
   status=$(curl -sS -o /dev/null -w '%{http_code}' "$url")
   [ "$status" = 401 ] || die "GET /api/v1/orders without a session answered $status, expected 401"
-  status=$(curl -sS -o "$dir/orders.json" -D "$dir/orders.headers" -w '%{http_code}' -H "Cookie: $COOKIE" "$url")
+  status=$(curl -sS -o "$dir/orders.json" -D "$dir/orders.headers" -w '%{http_code}' -H "Cookie: $cookie" "$url")
   [ "$status" = 200 ] || die "signed-in GET /api/v1/orders answered $status: $(cat "$dir/orders.json")"
   [ "$(cat "$dir/orders.json")" = "$UPSTREAM_BODY" ] ||
     die "signed-in GET /api/v1/orders did not answer the upstream's body: $(cat "$dir/orders.json")"
@@ -401,6 +421,7 @@ declare -A URL=(
   [NGINX_AUTO]="http://127.0.0.1:$NGINX_AUTO_PORT/api/v1/orders"
   [FLOOR]="http://127.0.0.1:$FLOOR_PORT/api/v1/orders"
   [FORMA]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders"
+  [FORMA_BASE]="http://127.0.0.1:$BASE_PORT/api/v1/orders"
   [FORMA_X2]="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders http://127.0.0.1:$GATEWAY2_PORT/api/v1/orders"
 )
 URL[FORMA_CACHED]=${URL[FORMA]}
@@ -507,6 +528,7 @@ measure() {
   share_c=$((connections / n)); share_r=${rate:+$((rate / n))}
   LOAD_COOKIE=""
   [[ $target == FORMA* ]] && LOAD_COOKIE=$COOKIE
+  [ "$target" = FORMA_BASE ] && LOAD_COOKIE=$BASE_COOKIE
   local -a cookie=()
   [ -n "$LOAD_COOKIE" ] && cookie=(-H "Cookie: $LOAD_COOKIE")
   progress "$load load, $target: ${WARMUP} warm-up, $DURATION measured, $connections connections${rate:+, $rate req/s}"
@@ -520,6 +542,7 @@ measure() {
   local forma_pids="$FORMA_PID $FORMA2_PID" forma_before nginx_before forma_after nginx_after
   # The FLOOR row's "forma" figures are the floor proxy's own.
   [ "$target" = FLOOR ] && forma_pids=$FLOOR_PID
+  [ "$target" = FORMA_BASE ] && forma_pids=$BASE_PID
   local forma_cs_before nginx_cs_before forma_cs_after nginx_cs_after
   forma_before=$(cpu_ticks $forma_pids); nginx_before=$(nginx_ticks)
   forma_cs_before=$(ctx_switches $forma_pids); nginx_cs_before=$(ctx_switches $(nginx_pids))
@@ -584,7 +607,8 @@ measure_rounds() {
 
 sum() { printf '%s\n' "$@" | awk '{ n += $1 } END { print n + 0 }'; }
 
-# paired RPS|P99 KEY_A KEY_B: A/B req/s (RPS) or A−B p99 ms (P99) within each round, when both were
+# paired RPS|CPU_FORMA|P99 KEY_A KEY_B: A/B req/s (RPS) or CPU per request (CPU_FORMA), or A−B p99 ms
+# (P99) within each round, when both were
 # measured in the same rounds, else of their medians: "MEDIAN" alone for one round, else
 # "MEDIAN (rounds: R1 R2 …)". Pairs measured minutes apart on a shared machine differ by its drift
 # too; a pair measured one after the other in the same round does not.
@@ -602,7 +626,7 @@ paired() {
   for i in "${!ra[@]}"; do values+=("$(pair "$kind" "${ra[$i]}" "${rb[$i]}")"); done
   echo "$(median "${values[@]}") (rounds: ${values[*]})"
 }
-pair() { if [ "$1" = RPS ]; then ratio "$2" "$3"; else added "$2" "$3"; fi; }
+pair() { if [ "$1" = P99 ]; then added "$2" "$3"; else ratio "$2" "$3"; fi; }
 # The median of `paired`'s answer, for a verdict.
 first() { echo "${1%% *}"; }
 
@@ -629,6 +653,7 @@ report() {
   echo "== forma gateway benchmark (SPEC §10) =="
   echo "machine:  $(machine_label)"
   echo "forma:    $(binary_label)"
+  [ -n "$BASE_BIN" ] && echo "base:     $(base_label)"
   echo "tools:    $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}')${OHA_BIN:+, $("$OHA_BIN" --version 2>/dev/null | head -n 1)}"
   echo "settings: ROUNDS=$ROUNDS DURATION=$DURATION CONNECTIONS=$CONNECTIONS THREADS=$THREADS WARMUP=$WARMUP" \
     "nginx WORKERS=$WORKERS forma FORMA_SERVER__CONNECTION_THREADS=${FORMA_SERVER__CONNECTION_THREADS:-default}" \
@@ -655,6 +680,11 @@ report() {
     echo "forma x2 (Redis)/nginx req/s: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/NGINX]}"), forma x2/forma: $(ratio "${RPS[$p/FORMA_X2]}" "${RPS[$p/FORMA]}")"
   [ -n "${RPS[$p/FORMA_CACHED]:-}" ] &&
     echo "forma cached GET/nginx req/s: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/NGINX]}"), cached/proxied: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/FORMA]}")"
+  if [ -n "${RPS[$p/FORMA_BASE]:-}" ]; then
+    echo "forma/base req/s: $(paired RPS "$p/FORMA" "$p/FORMA_BASE")   (BASE_BIN, measured after forma in every round)"
+    echo "forma/base CPU per request: peak $(paired CPU_FORMA "$p/FORMA" "$p/FORMA_BASE"), half $(paired CPU_FORMA "$h/FORMA" "$h/FORMA_BASE")"
+    echo "added p99 over direct, half, base: $(paired P99 "$h/FORMA_BASE" "$h/DIRECT") ms"
+  fi
   if [ -n "${RPS[$p/FLOOR]:-}" ]; then
     echo "floor/nginx req/s: $(paired RPS "$p/FLOOR" "$p/NGINX")   (forma's transport alone: the best this stack reaches)"
     echo "forma/floor req/s: $(paired RPS "$p/FORMA" "$p/FLOOR")   (what the gateway's own work leaves of it)"
@@ -687,17 +717,19 @@ report() {
 # counters zeroed after 200 warm-up requests and dumped after the last: instructions per request and
 # where they go. The identity cache is kept for the whole run (session.cache_ms), so a request that
 # valgrind slows 50-fold is the same cache hit it is at full speed.
+# $1: the name the profile is reported under (forma, base); LAUNCH_BIN as for launch_forma. Sets
+# CG_INSTRUCTIONS and CG_ALLOCATIONS (per request).
 profile_callgrind() {
-  local out=${CALLGRIND_OUT:-$dir/callgrind}
+  local name=$1 out=${CALLGRIND_OUT:-$dir/callgrind}/$1
   mkdir -p "$out"
   rm -f "$out"/callgrind.out*
   # The first start (database, password hash) and the sign-in at full speed, not under valgrind.
-  launch_forma forma "$GATEWAY_PORT" FORMA_SESSION__CACHE_MS=3600000
+  launch_forma "$name" "$GATEWAY_PORT" FORMA_SESSION__CACHE_MS=3600000
   FORMA_PID=$LAUNCHED_PID
   COOKIE=$(sign_in)
   [ -n "$COOKIE" ] || die "sign-in set no forma.sid cookie"
   stop_forma
-  START_SECONDS=300 launch_forma forma "$GATEWAY_PORT" FORMA_SESSION__CACHE_MS=3600000 -- \
+  START_SECONDS=300 launch_forma "$name" "$GATEWAY_PORT" FORMA_SESSION__CACHE_MS=3600000 -- \
     valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" --dump-instr=no
   FORMA_PID=$LAUNCHED_PID
   verify_gateway
@@ -719,16 +751,18 @@ profile_callgrind() {
   local total
   total=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$dump" | head -n 1)
   echo
-  echo "== forma gateway under callgrind (instructions, not time) =="
-  echo "forma:    $(binary_label)"
+  echo "== forma gateway under callgrind (instructions, not time): $name =="
+  if [ -n "${LAUNCH_BIN:-}" ]; then echo "$name:     $(base_label)"; else echo "forma:    $(binary_label)"; fi
   echo "requests: $REQUESTS signed-in GET /api/v1/orders, one connection, after 200 not counted"
-  echo "instructions: $total in all, $(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }') per request"
+  CG_INSTRUCTIONS=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')
+  echo "instructions: $total in all, $CG_INSTRUCTIONS per request"
   local allocations reallocations
   read -r allocations reallocations < <(allocator_calls "$dump")
   # None at all means the allocator's entry points have other names (another global allocator),
   # not a request that allocates nothing.
   [ "$allocations" -gt 0 ] || die "no call into mimalloc in the profile: is forma still built with it (src/main.rs)?"
-  echo "allocations: $(awk -v a="$allocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }') per request, reallocations $(awk -v a="$reallocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')"
+  CG_ALLOCATIONS=$(awk -v a="$allocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')
+  echo "allocations: $CG_ALLOCATIONS per request, reallocations $(awk -v a="$reallocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')"
   echo "profile:  $dump"
   echo
   echo "-- top inclusive (the runtime's frames and recursion cycles left out) --"
@@ -777,13 +811,24 @@ top_functions() {
 ensure_tools
 ensure_binary
 [ "$MODE" = callgrind ] || ensure_floor
-for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT" "$NGINX_AUTO_PORT" "$GATEWAY2_PORT" "$FLOOR_PORT"; do
-  port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT / NGINX_AUTO_PORT / GATEWAY2_PORT / FLOOR_PORT"
+if [ -n "$BASE_BIN" ]; then
+  [ -x "$BASE_BIN" ] || die "BASE_BIN=$BASE_BIN is not an executable"
+  BASE_BIN=$(realpath "$BASE_BIN")
+fi
+for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT" "$NGINX_AUTO_PORT" "$GATEWAY2_PORT" "$FLOOR_PORT" "$BASE_PORT"; do
+  port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT / NGINX_AUTO_PORT / GATEWAY2_PORT / FLOOR_PORT / BASE_PORT"
 done
 progress "starting nginx (upstream :$UPSTREAM_PORT, proxy :$NGINX_PROXY_PORT)"
 start_nginx
 if [ "$MODE" = callgrind ]; then
-  profile_callgrind
+  profile_callgrind forma
+  if [ -n "$BASE_BIN" ]; then
+    forma_instructions=$CG_INSTRUCTIONS forma_allocations=$CG_ALLOCATIONS
+    LAUNCH_BIN=$BASE_BIN profile_callgrind base
+    echo
+    echo "forma/base instructions per request: $forma_instructions / $CG_INSTRUCTIONS = $(ratio "$forma_instructions" "$CG_INSTRUCTIONS");" \
+      "allocations per request: $forma_allocations / $CG_ALLOCATIONS"
+  fi
   exit 0
 fi
 if [ "$WORKERS" != auto ]; then
@@ -806,6 +851,11 @@ start_forma
 sign_in_for_load
 verify_gateway
 TARGETS+=(FORMA)
+if [ -n "$BASE_BIN" ]; then
+  progress "starting the base build (gateway :$BASE_PORT)"
+  start_forma_base
+  TARGETS+=(FORMA_BASE)
+fi
 measure_rounds peak "$CONNECTIONS"
 
 # "Added p99 at half of peak load" needs a fixed request rate: oha holds one (open loop, latency
