@@ -124,7 +124,7 @@ impl ServiceEndpoints {
                 request = request.header(X_INTERNAL_KEY, key.clone());
             }
             if let Some(id) = request_id::current() {
-                request = request.header(X_REQUEST_ID, id);
+                request = request.header(X_REQUEST_ID, id.header_value());
             }
             match request.send().await {
                 Ok(response) => return answer(base, response).await,
@@ -189,7 +189,7 @@ impl ServiceEndpoints {
             .get(format!("{base}/health/ready"))
             .timeout(self.health_timeout);
         if let Some(id) = request_id::current() {
-            request = request.header(X_REQUEST_ID, id);
+            request = request.header(X_REQUEST_ID, id.header_value());
         }
         match request.send().await {
             Ok(response) if response.status().is_success() => Ok(started.elapsed()),

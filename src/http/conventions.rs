@@ -35,8 +35,9 @@ use tower::{Layer, Service};
 use tracing::Span;
 
 use super::limits::BodyLimits;
+use super::request_id::{self, RequestId};
 use super::security::SecurityHeaders;
-use super::{error, limits, paths, request_id};
+use super::{error, limits, paths};
 use crate::observability::logging;
 use crate::observability::metrics::RequestMetrics;
 
@@ -86,16 +87,16 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        let (id, id_value) = request_id::assign_to(&mut request);
+        let id = request_id::assign_to(&mut request);
         let edge = Edge {
             security: self.security,
-            id_value,
+            id_value: id.header_value().clone(),
         };
         if let Some(refused) = paths::refuse_unnormalised(request.uri().path()) {
             return ConventionsFuture::answered(refused, edge, None);
         }
         let handled = Handled {
-            span: logging::request_span(&id, &request),
+            span: logging::request_span(id.as_str(), &request),
             started: Instant::now(),
             metrics: RequestMetrics::start(&request),
             method: request.method().clone(),
@@ -180,7 +181,7 @@ pin_project! {
         /// The route's future, with the request's id current and its panics caught.
         Handling {
             #[pin]
-            future: TaskLocalFuture<String, CatchUnwind<AssertUnwindSafe<F>>>,
+            future: TaskLocalFuture<RequestId, CatchUnwind<AssertUnwindSafe<F>>>,
         },
     }
 }

@@ -10,16 +10,44 @@ use tokio::task::futures::TaskLocalFuture;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request id of the request being handled, for handlers and clients.
+/// The id of a request: 1 to 128 characters of [`is_valid`], held as the header value it is
+/// echoed and forwarded as, so passing it on copies nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// `id` when it [`is_valid`].
+    pub fn new(id: &str) -> Option<Self> {
+        is_valid(id)
+            .then(|| HeaderValue::from_str(id).ok())
+            .flatten()
+            .map(Self)
+    }
+
+    /// A fresh random id (a UUID v4), written without a heap string.
+    fn fresh() -> Self {
+        let mut text = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        // A UUID is visible ASCII, so the header value always builds.
+        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid")))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever made of `is_valid` text, which is visible ASCII.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
 
 tokio::task_local! {
-    static CURRENT: String;
+    static CURRENT: RequestId;
 }
 
 /// The id of the request whose handler is running, if any: service clients forward it downstream.
-pub fn current() -> Option<String> {
+pub fn current() -> Option<RequestId> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
@@ -33,30 +61,37 @@ pub fn is_valid(id: &str) -> bool {
 }
 
 pub async fn assign(mut request: Request, next: Next) -> Response {
-    let (id, value) = assign_to(&mut request);
+    let id = assign_to(&mut request);
+    let value = id.header_value().clone();
     let mut response = within(id, next.run(request)).await;
     response.headers_mut().insert(X_REQUEST_ID, value);
     response
 }
 
-/// Gives `request` its id (the header and a [`RequestId`]) and returns the id and the header value
-/// to echo on the response, for [`within`].
-pub fn assign_to(request: &mut Request) -> (String, HeaderValue) {
+/// Gives `request` its id, the one it came with when valid, else a fresh one: in its
+/// `X-Request-Id` header and as a [`RequestId`] extension, and returned for [`within`] and for
+/// echoing on the response.
+pub fn assign_to(request: &mut Request) -> RequestId {
     let incoming = request
         .headers()
         .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| is_valid(id))
-        .map(str::to_owned);
-    let id = incoming.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    // `is_valid` and UUIDs only admit visible ASCII, so the header value always builds.
-    let value = HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    request.headers_mut().insert(X_REQUEST_ID, value.clone());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    (id, value)
+        .filter(|value| value.to_str().is_ok_and(is_valid))
+        .map(|value| RequestId(value.clone()));
+    let id = match incoming {
+        Some(id) => id,
+        None => {
+            let id = RequestId::fresh();
+            request
+                .headers_mut()
+                .insert(X_REQUEST_ID, id.header_value().clone());
+            id
+        }
+    };
+    request.extensions_mut().insert(id.clone());
+    id
 }
 
 /// Runs `handling` with `id` as the [`current`] request id.
-pub fn within<F: std::future::Future>(id: String, handling: F) -> TaskLocalFuture<String, F> {
+pub fn within<F: std::future::Future>(id: RequestId, handling: F) -> TaskLocalFuture<RequestId, F> {
     CURRENT.scope(id, handling)
 }

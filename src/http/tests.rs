@@ -32,7 +32,9 @@ async fn boom() -> &'static str {
 }
 
 async fn current_id() -> String {
-    super::request_id::current().unwrap_or_default()
+    super::request_id::current()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default()
 }
 
 /// Serves the stack with a 1 KiB body limit (4 KiB for webhooks) on a loopback port.

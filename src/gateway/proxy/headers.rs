@@ -58,14 +58,10 @@ pub fn prepare(request: &mut Request, peer: SocketAddr, trusted: &[IpNet]) {
     }
 }
 
-/// The request id the gateway assigned, as a header value: the one already on the request when it
-/// is that id (the usual case, no copy), else made from the [`RequestId`].
+/// The request id the gateway assigned, as a header value.
 fn request_id_value(request: &Request) -> Option<HeaderValue> {
-    let RequestId(id) = request.extensions().get::<RequestId>()?;
-    match request.headers().get(X_REQUEST_ID) {
-        Some(value) if value.as_bytes() == id.as_bytes() => Some(value.clone()),
-        _ => HeaderValue::from_str(id).ok(),
-    }
+    let id = request.extensions().get::<RequestId>()?;
+    Some(id.header_value().clone())
 }
 
 /// An address as a header value, formatted without a heap string.
@@ -245,7 +241,8 @@ mod tests {
             ("x-real-ip", "10.9.9.9"),
             ("forwarded", "for=10.9.9.9;proto=https"),
         ]);
-        req.extensions_mut().insert(RequestId("req-7".into()));
+        req.extensions_mut()
+            .insert(RequestId::new("req-7").unwrap());
         prepare(&mut req, PEER.parse().unwrap(), &[]);
         let h = req.headers();
         assert_eq!(h["x-request-id"], "req-7");
