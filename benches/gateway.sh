@@ -826,7 +826,8 @@ if [ "$MODE" = callgrind ]; then
     forma_instructions=$CG_INSTRUCTIONS forma_allocations=$CG_ALLOCATIONS
     LAUNCH_BIN=$BASE_BIN profile_callgrind base
     echo
-    echo "forma/base instructions per request: $forma_instructions / $CG_INSTRUCTIONS = $(ratio "$forma_instructions" "$CG_INSTRUCTIONS");" \
+    echo "forma/base instructions per request: $forma_instructions / $CG_INSTRUCTIONS =" \
+      "$(awk -v a="$forma_instructions" -v b="$CG_INSTRUCTIONS" 'BEGIN { printf "%.3f (%+d)", a / b, a - b }');" \
       "allocations per request: $forma_allocations / $CG_ALLOCATIONS"
   fi
   exit 0
