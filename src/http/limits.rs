@@ -2,8 +2,8 @@
 //! itself, so a proxied body is limited without being buffered, and a lying `Content-Length` does
 //! not get past it.
 
-use axum::body::Body;
-use axum::extract::Request;
+use axum::body::{Body, HttpBody};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
@@ -38,7 +38,10 @@ impl BodyLimits {
 }
 
 /// Puts the path's limit on the request's body stream; a declared length over it is a 413 at once.
-pub fn enforce(limits: &BodyLimits, request: Request) -> Result<Request, BodyTooLarge> {
+/// The limit replaces axum's own default limit of its body extractors (`DefaultBodyLimit`), which
+/// would cut a webhook short. A body already at its end (a GET's) has nothing to limit and is left
+/// as it is.
+pub fn enforce(limits: &BodyLimits, mut request: Request) -> Result<Request, BodyTooLarge> {
     let limit = limits.for_path(request.uri().path());
     let declared = request
         .headers()
@@ -48,6 +51,10 @@ pub fn enforce(limits: &BodyLimits, request: Request) -> Result<Request, BodyToo
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyTooLarge(limit));
     }
+    if request.body().is_end_stream() {
+        return Ok(request);
+    }
+    DefaultBodyLimit::disable().apply(&mut request);
     let (parts, body) = request.into_parts();
     Ok(Request::from_parts(
         parts,

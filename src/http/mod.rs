@@ -12,8 +12,6 @@ pub mod request_id;
 pub mod security;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use tower::ServiceBuilder;
 
 pub use error::{ApiError, ErrorBody};
 
@@ -25,15 +23,7 @@ use crate::config::Config;
 pub fn stack(router: Router, config: &Config) -> Router {
     let limits = limits::BodyLimits::from_config(&config.server);
     let security = security::SecurityHeaders::from_config(config);
-    // One `layer` call: each wraps every route in a boxed service of its own, cloned and called
-    // on every request.
-    router.layer(
-        ServiceBuilder::new()
-            .layer(conventions::ConventionsLayer::new(security, limits))
-            // Limits are enforced by `limits::enforce` on the body stream for every route, so the
-            // extractor's own smaller default must not second-guess them.
-            .layer(DefaultBodyLimit::disable()),
-    )
+    router.layer(conventions::ConventionsLayer::new(security, limits))
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ async fn current_id() -> String {
 
 /// Serves the stack with a 1 KiB body limit (4 KiB for webhooks) on a loopback port.
 async fn serve() -> String {
+    serve_with_limits(1024, 4096).await
+}
+
+/// Serves the stack with these body limits (default, webhooks) on a loopback port.
+async fn serve_with_limits(default: usize, webhooks: usize) -> String {
     let router = Router::new()
         .route("/login", post(echo_login))
         .route("/upload", post(echo_bytes))
@@ -47,8 +52,8 @@ async fn serve() -> String {
         .route("/current-id", get(current_id))
         .fallback(super::error::not_found);
     let mut config = Config::default();
-    config.server.body_limit_bytes = 1024;
-    config.server.webhook_body_limit_bytes = 4096;
+    config.server.body_limit_bytes = default;
+    config.server.webhook_body_limit_bytes = webhooks;
     let app = stack(router, &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -205,6 +210,22 @@ async fn webhooks_get_the_larger_limit() {
         .await
         .unwrap();
     assert_eq!(too_big.status(), 413);
+}
+
+/// axum's body extractors have a default limit of their own (2 MiB), below the webhooks' 5 MiB:
+/// the configured limits replace it.
+#[tokio::test]
+async fn a_configured_limit_above_the_extractors_default_is_the_one_that_holds() {
+    let mib = 1024 * 1024;
+    let base = serve_with_limits(mib, 5 * mib).await;
+    let response = client()
+        .post(format!("{base}/api/v1/webhooks/shopify"))
+        .body(vec![b'x'; 3 * mib])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), (3 * mib).to_string());
 }
 
 #[tokio::test]
