@@ -596,21 +596,19 @@ mod tests {
         let mut config = crate::config::Config::default();
         config.internal.key = Some(crate::config::Secret::new(testing::INTERNAL_KEY));
         let client = Arc::new(HttpOrderClient::new(vec![order_url], &config).unwrap());
-        // A handler of ours, behind the request-id middleware, makes the call.
-        let front = axum::Router::new()
-            .route(
-                "/call",
-                post(move || async move {
-                    let entry = AuditEntry::new(Uuid::new_v4(), actions::LOGOUT);
-                    client
-                        .record_audit(entry)
-                        .await
-                        .map(|()| "ok")
-                        .map_err(|e| e.to_string())
-                }),
-            )
-            .layer(axum::middleware::from_fn(crate::http::request_id::assign));
-        let front_url = serve(front).await;
+        // A handler of ours, inside the conventions every role serves with, makes the call.
+        let front = axum::Router::new().route(
+            "/call",
+            post(move || async move {
+                let entry = AuditEntry::new(Uuid::new_v4(), actions::LOGOUT);
+                client
+                    .record_audit(entry)
+                    .await
+                    .map(|()| "ok")
+                    .map_err(|e| e.to_string())
+            }),
+        );
+        let front_url = serve(crate::http::stack(front, &config)).await;
         let response = testing::client()
             .post(format!("{front_url}/call"))
             .header("x-request-id", "req-from-the-browser-42")

@@ -4,8 +4,6 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
 use tokio::task::futures::TaskLocalFuture;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -58,14 +56,6 @@ pub fn is_valid(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+=/".contains(&b))
-}
-
-pub async fn assign(mut request: Request, next: Next) -> Response {
-    let id = assign_to(&mut request);
-    let value = id.header_value().clone();
-    let mut response = within(id, next.run(request)).await;
-    response.headers_mut().insert(X_REQUEST_ID, value);
-    response
 }
 
 /// Gives `request` its id, the one it came with when valid, else a fresh one: in its
