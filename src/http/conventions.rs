@@ -109,10 +109,11 @@ where
             }
         };
         // As `tower_http`'s trace and catch-panic layers do: the route is called inside the span,
-        // and a panic while it is called is caught like one while it runs.
+        // and a panic while it is called is caught (and logged in the span) like one while it runs.
         let called = {
             let _entered = handled.span.enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request)))
+                .map_err(error::panic_response)
         };
         match called {
             Ok(future) => ConventionsFuture {
@@ -122,9 +123,7 @@ where
                 edge: Some(edge),
                 handled: Some(handled),
             },
-            Err(panic) => {
-                ConventionsFuture::answered(error::panic_response(panic), edge, Some(handled))
-            }
+            Err(panicked) => ConventionsFuture::answered(panicked, edge, Some(handled)),
         }
     }
 }

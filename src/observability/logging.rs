@@ -2,7 +2,6 @@
 //! logged while a request is handled carries that request's id through the `request` span.
 
 use std::io::IsTerminal;
-
 use std::time::Duration;
 
 use axum::body::Body;
