@@ -43,16 +43,17 @@ checkout_label() {
 # start of its SHA-256, which tells the two binaries of an A/B run apart.
 binary_label() {
   if [ "${BIN_GIVEN:-0}" = 1 ]; then
-    echo "$BIN (sha256 $(sha256sum "$BIN" | cut -c1-12); checkout at $(checkout_label))"
+    echo "$(given_label "$BIN"); checkout at $(checkout_label)"
   else
     echo "$(checkout_label), $BIN"
   fi
 }
 
-# base_label: names BASE_BIN (gateway.sh's A/B reference) by its path and the start of its SHA-256.
-base_label() {
-  echo "$BASE_BIN (sha256 $(sha256sum "$BASE_BIN" | cut -c1-12))"
-}
+# base_label: names BASE_BIN (gateway.sh's A/B reference) as a given BIN is named.
+base_label() { given_label "$BASE_BIN"; }
+
+# given_label PATH: a binary from elsewhere, by its path and the start of its SHA-256.
+given_label() { echo "$1 (sha256 $(sha256sum "$1" | cut -c1-12))"; }
 
 # Waits up to $2 seconds for $1 to answer 200; $3 is the pid that must stay alive meanwhile.
 wait_until_up() {

@@ -19,8 +19,9 @@
 #               processes sharing one database, sessions and rate limits in Redis (`redis.url`, a fresh
 #               key prefix per run); the load generator splits its connections between them
 #   FORMA_BASE  with BASE_BIN: another build of forma (the commit before a change, say), set up as
-#               FORMA on a port of its own and measured right after it in every round, so that a
-#               change is judged by forma/base within each round rather than across two runs
+#               FORMA on a port of its own and measured next to it in every round (after it in odd
+#               rounds, before it in even ones), so that a change is judged by forma/base within
+#               each round rather than across two runs
 #   FORMA_CACHED  the FORMA gateway with `/orders` marked cacheable (`cache_ttl_secs` in
 #               `proxy.routes`): the same signed-in GET, answered from forma's response cache after the
 #               first (peak load only)
@@ -577,12 +578,23 @@ declare -A ROUND_RPS ROUND_P50 ROUND_P99 ROUND_NON2XX ROUND_SOCKET_ERRORS ROUND_
   ROUND_CS_FORMA ROUND_CS_NGINX
 
 # measure_rounds LOAD CONNECTIONS [RATE]: every target of TARGETS measured once per round, in turn,
-# for ROUNDS rounds; then each figure is the median of the rounds (errors are summed).
+# for ROUNDS rounds; then each figure is the median of the rounds (errors are summed). FORMA and
+# FORMA_BASE swap places every other round, so that neither is always the one measured later.
 measure_rounds() {
-  local load=$1 connections=$2 rate=${3:-} round target key figure
+  local load=$1 connections=$2 rate=${3:-} round target key figure i
+  local -a order
   for round in $(seq "$ROUNDS"); do
     [ "$ROUNDS" -gt 1 ] && progress "$load load, round $round of $ROUNDS"
-    for target in "${TARGETS[@]}"; do
+    order=("${TARGETS[@]}")
+    if [ -n "$BASE_BIN" ] && [ $((round % 2)) = 0 ]; then
+      for i in "${!order[@]}"; do
+        case ${order[$i]} in
+          FORMA) order[$i]=FORMA_BASE ;;
+          FORMA_BASE) order[$i]=FORMA ;;
+        esac
+      done
+    fi
+    for target in "${order[@]}"; do
       measure "$load" "$target" "$connections" "$rate"
       key="$load/$target"
       for figure in "${FIGURES[@]}"; do
@@ -681,7 +693,7 @@ report() {
   [ -n "${RPS[$p/FORMA_CACHED]:-}" ] &&
     echo "forma cached GET/nginx req/s: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/NGINX]}"), cached/proxied: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/FORMA]}")"
   if [ -n "${RPS[$p/FORMA_BASE]:-}" ]; then
-    echo "forma/base req/s: $(paired RPS "$p/FORMA" "$p/FORMA_BASE")   (BASE_BIN, measured after forma in every round)"
+    echo "forma/base req/s: $(paired RPS "$p/FORMA" "$p/FORMA_BASE")   (BASE_BIN, measured next to forma in every round)"
     echo "forma/base CPU per request: peak $(paired CPU_FORMA "$p/FORMA" "$p/FORMA_BASE"), half $(paired CPU_FORMA "$h/FORMA" "$h/FORMA_BASE")"
     echo "added p99 over direct, half, base: $(paired P99 "$h/FORMA_BASE" "$h/DIRECT") ms"
   fi
