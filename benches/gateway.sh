@@ -3,9 +3,11 @@
 # plain reverse proxy to the same upstream; added p99 latency under 1 ms at half of peak load."
 #
 # In one run on this machine, wrk drives the same GET at these targets with the same settings:
-#   DIRECT      the trivial upstream itself (an nginx server returning a fixed orders page)
+#   DIRECT      the trivial upstream itself (an nginx server returning a fixed orders page, one
+#               worker in a process of its own, which every proxy below forwards to)
 #   NGINX       nginx as a plain reverse proxy to that upstream (keep-alive upstream connections),
-#               WORKERS worker processes (1: on 2 cores wrk needs the other one)
+#               WORKERS worker processes (1: on 2 cores wrk needs the other one), a process apart
+#               from the upstream's as every proxy here is
 #   NGINX_AUTO  the same proxy with one worker per core (`worker_processes auto`), measured when
 #               WORKERS is not already auto
 #   FLOOR       forma's transport alone (benches/proxy_floor.rs): the same hyper server on the same
@@ -106,6 +108,7 @@ die() { echo "error: $*" >&2; exit 1; }
 dir=$(mktemp -d)
 # shellcheck source=benches/common.sh
 source benches/common.sh
+UPSTREAM_PID=""
 NGINX_PID=""
 NGINX_AUTO_PID=""
 FORMA_PID=""
@@ -117,7 +120,7 @@ REDIS_PREFIX=""
 # Stops what this script started (and only that), then removes the temporary files.
 cleanup() {
   local pid
-  for pid in $FLOOR_PID $BASE_PID $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID; do
+  for pid in $FLOOR_PID $BASE_PID $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID $UPSTREAM_PID; do
     kill -TERM "$pid" 2>/dev/null || continue
     # Both shut down gracefully within a second or two; don't wait for forma's 30 s drain timeout.
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -180,13 +183,15 @@ ensure_floor() {
 # True when something already accepts connections on 127.0.0.1:$1.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# One nginx with two servers: the trivial upstream, and the plain reverse proxy to it. Both have
-# access logs off and effectively unlimited keep-alive, so neither measures logging or reconnects.
-start_nginx() {
-  local prefix=$dir/nginx
+# run_nginx NAME WORKERS SERVERS PORT: an nginx of its own in $dir/NAME, with WORKERS worker
+# processes and SERVERS (the servers and upstreams of its http block), access log off and
+# effectively unlimited keep-alive, so that nothing measures logging or reconnects; started once
+# PORT answers. Sets STARTED_PID.
+run_nginx() {
+  local name=$1 workers=$2 servers=$3 prefix=$dir/$1
   mkdir -p "$prefix"
   cat >"$prefix/nginx.conf" <<EOF
-worker_processes $WORKERS;
+worker_processes $workers;
 daemon off;
 pid $prefix/nginx.pid;
 error_log $prefix/error.log warn;
@@ -200,84 +205,65 @@ http {
   scgi_temp_path $prefix/scgi;
   keepalive_requests 100000000;
   keepalive_timeout 120s;
-
-  # The upstream: what the order service would answer to GET /api/v1/orders.
-  server {
-    listen 127.0.0.1:$UPSTREAM_PORT;
-    location / {
-      default_type application/json;
-      return 200 '$UPSTREAM_BODY';
-    }
-  }
-
-  # The reference: a plain reverse proxy with pooled keep-alive connections to the upstream, as a
-  # production nginx would be configured.
-  upstream bench_upstream {
-    server 127.0.0.1:$UPSTREAM_PORT;
-    keepalive 64;
-    keepalive_requests 100000000;
-  }
-  server {
-    listen 127.0.0.1:$NGINX_PROXY_PORT;
-    location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
+$servers
 }
 EOF
   # -e: the error log before the configuration is read, else nginx tries /var/log/nginx.
   nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -t -q ||
     die "nginx rejected $prefix/nginx.conf"
   nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" &
-  NGINX_PID=$!
-  wait_until_up "http://127.0.0.1:$UPSTREAM_PORT/api/v1/orders" 10 "$NGINX_PID" &&
-    wait_until_up "http://127.0.0.1:$NGINX_PROXY_PORT/api/v1/orders" 10 "$NGINX_PID" ||
-    { cat "$prefix/error.log" >&2; die "nginx did not start"; }
+  STARTED_PID=$!
+  wait_until_up "http://127.0.0.1:$4/api/v1/orders" 10 "$STARTED_PID" ||
+    { cat "$prefix/error.log" >&2; die "nginx ($name) did not start"; }
 }
 
-# The same plain reverse proxy to the same upstream, with one worker per core: what nginx does
-# with the whole machine, as `WORKERS=auto` would configure the reference.
-start_nginx_auto() {
-  local prefix=$dir/nginx-auto
-  mkdir -p "$prefix"
-  cat >"$prefix/nginx.conf" <<EOF
-worker_processes auto;
-daemon off;
-pid $prefix/nginx.pid;
-error_log $prefix/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $prefix/client_body;
-  proxy_temp_path $prefix/proxy;
-  fastcgi_temp_path $prefix/fastcgi;
-  uwsgi_temp_path $prefix/uwsgi;
-  scgi_temp_path $prefix/scgi;
-  keepalive_requests 100000000;
-  keepalive_timeout 120s;
+# The trivial upstream, what the order service would answer to GET /api/v1/orders: one worker, in a
+# process of its own. Every proxy measured here (nginx, the floor, forma) forwards to this one
+# process and none of them serves it, as no proxy in front of a separate service does; so each
+# row's proxy CPU time is its own, and the upstream's is shown apart.
+start_upstream() {
+  run_nginx upstream 1 "
+  server {
+    listen 127.0.0.1:$UPSTREAM_PORT;
+    location / {
+      default_type application/json;
+      return 200 '$UPSTREAM_BODY';
+    }
+  }" "$UPSTREAM_PORT"
+  UPSTREAM_PID=$STARTED_PID
+}
+
+# The reference, listening on PORT: a plain reverse proxy with pooled keep-alive connections to the
+# upstream, as a production nginx would be configured.
+nginx_proxy() {
+  cat <<EOF
   upstream bench_upstream {
     server 127.0.0.1:$UPSTREAM_PORT;
     keepalive 64;
     keepalive_requests 100000000;
   }
   server {
-    listen 127.0.0.1:$NGINX_AUTO_PORT;
+    listen 127.0.0.1:$1;
     location / {
       proxy_pass http://bench_upstream;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
   }
-}
 EOF
-  nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" -t -q ||
-    die "nginx rejected $prefix/nginx.conf"
-  nginx -p "$prefix" -e "$prefix/error.log" -c "$prefix/nginx.conf" &
-  NGINX_AUTO_PID=$!
-  wait_until_up "http://127.0.0.1:$NGINX_AUTO_PORT/api/v1/orders" 10 "$NGINX_AUTO_PID" ||
-    { cat "$prefix/error.log" >&2; die "nginx (worker_processes auto) did not start"; }
+}
+
+# The reference with WORKERS worker processes.
+start_nginx() {
+  run_nginx nginx "$WORKERS" "$(nginx_proxy "$NGINX_PROXY_PORT")" "$NGINX_PROXY_PORT"
+  NGINX_PID=$STARTED_PID
+}
+
+# The same plain reverse proxy to the same upstream, with one worker per core: what nginx does
+# with the whole machine, as `WORKERS=auto` would configure the reference.
+start_nginx_auto() {
+  run_nginx nginx-auto auto "$(nginx_proxy "$NGINX_AUTO_PORT")" "$NGINX_AUTO_PORT"
+  NGINX_AUTO_PID=$STARTED_PID
 }
 
 INTERNAL_KEY=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -428,22 +414,40 @@ declare -A URL=(
 URL[FORMA_CACHED]=${URL[FORMA]}
 TARGETS=(DIRECT NGINX)
 # Figures keyed "LOAD/TARGET" (LOAD: peak or half).
-declare -A RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX
+declare -A RPS P50 P99 NON2XX SOCKET_ERRORS CPU_PROXY USER_PROXY CPU_UPSTREAM CS_PROXY CS_UPSTREAM
 
 CLK_TCK=$(getconf CLK_TCK)
-# CPU time (user + system, clock ticks) of the given processes, all their threads included.
+# CPU time of the given processes, all their threads included, in clock ticks: "USER SYSTEM".
 cpu_ticks() {
-  local pid total=0
+  local pid user=0 system=0 u s
   for pid in "$@"; do
-    [ -r "/proc/$pid/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    [ -r "/proc/$pid/stat" ] || continue
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat")
+    user=$((user + u)) system=$((system + s))
   done
-  echo "$total"
+  echo "$user $system"
 }
-nginx_pids() {
+# per_request FORMAT COUNT REQUESTS [HZ]: COUNT per request, printed with FORMAT; with HZ, COUNT is
+# in clock ticks of HZ per second and the answer in µs.
+per_request() {
+  awk -v f="$1" -v n="$2" -v r="$3" -v hz="${4:-}" 'BEGIN { printf f, (hz == "" ? n : n * 1e6 / hz) / r }'
+}
+# The given pids and their children: an nginx's master and workers.
+with_children() {
   local pid
-  for pid in $NGINX_PID $NGINX_AUTO_PID; do echo "$pid" $(ps -o pid= --ppid "$pid"); done
+  for pid in "$@"; do echo "$pid" $(ps -o pid= --ppid "$pid"); done
 }
-nginx_ticks() { cpu_ticks $(nginx_pids); }
+# The processes of TARGET's proxy, whose CPU time and context switches its row shows: forma's (both
+# gateways for FORMA_X2), the floor's, the base build's, or the nginx proxy's; none for DIRECT.
+proxy_pids() {
+  case $1 in
+    FORMA | FORMA_X2 | FORMA_CACHED) echo "$FORMA_PID $FORMA2_PID" ;;
+    FORMA_BASE) echo "$BASE_PID" ;;
+    FLOOR) echo "$FLOOR_PID" ;;
+    NGINX) with_children "$NGINX_PID" ;;
+    NGINX_AUTO) with_children "$NGINX_AUTO_PID" ;;
+  esac
+}
 # Context switches (voluntary and not) of every thread of the given pids: a thread that blocks in
 # epoll or is preempted by another runnable thread on the same core pays a switch each time.
 ctx_switches() {
@@ -540,32 +544,36 @@ measure() {
     pids+=($!)
   done
   wait "${pids[@]}"
-  local forma_pids="$FORMA_PID $FORMA2_PID" forma_before nginx_before forma_after nginx_after
-  # The FLOOR row's "forma" figures are the floor proxy's own.
-  [ "$target" = FLOOR ] && forma_pids=$FLOOR_PID
-  [ "$target" = FORMA_BASE ] && forma_pids=$BASE_PID
-  local forma_cs_before nginx_cs_before forma_cs_after nginx_cs_after
-  forma_before=$(cpu_ticks $forma_pids); nginx_before=$(nginx_ticks)
-  forma_cs_before=$(ctx_switches $forma_pids); nginx_cs_before=$(ctx_switches $(nginx_pids))
+  local proxy upstream proxy_user proxy_system upstream_user upstream_system
+  proxy=$(proxy_pids "$target"); upstream=$(with_children "$UPSTREAM_PID")
+  local proxy_cs_before upstream_cs_before proxy_cs_after upstream_cs_after u s
+  read -r proxy_user proxy_system < <(cpu_ticks $proxy)
+  read -r upstream_user upstream_system < <(cpu_ticks $upstream)
+  proxy_cs_before=$(ctx_switches $proxy); upstream_cs_before=$(ctx_switches $upstream)
   pids=()
   for i in "${!urls[@]}"; do
     load_generator "$dir/load-$load-$target-$i.txt" "$share_c" "$DURATION" "$share_r" "${urls[$i]}" >"$dir/line-$i" &
     pids+=($!)
   done
   wait "${pids[@]}"
-  forma_after=$(cpu_ticks $forma_pids); nginx_after=$(nginx_ticks)
-  forma_cs_after=$(ctx_switches $forma_pids); nginx_cs_after=$(ctx_switches $(nginx_pids))
+  read -r u s < <(cpu_ticks $proxy)
+  proxy_user=$((u - proxy_user)) proxy_system=$((s - proxy_system))
+  read -r u s < <(cpu_ticks $upstream)
+  upstream_user=$((u - upstream_user)) upstream_system=$((s - upstream_system))
+  proxy_cs_after=$(ctx_switches $proxy); upstream_cs_after=$(ctx_switches $upstream)
 
   local key="$load/$target" requests
   read -r requests "P50[$key]" "P99[$key]" "NON2XX[$key]" "SOCKET_ERRORS[$key]" "RPS[$key]" < <(cat "$dir"/line-* | merge_reports)
   rm -f "$dir"/line-*
   [ "$requests" -gt 0 ] || { cat "$dir/load-$load-$target-"* >&2; die "the load generator made no request to $target"; }
-  # CPU µs per request: where the time goes. For DIRECT and the NGINX targets, nginx's figure
-  # covers whatever it served (upstream, or proxy + upstream); for FORMA, nginx is the upstream only.
-  CPU_FORMA[$key]=$(awk -v t=$((forma_after - forma_before)) -v r="$requests" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
-  CPU_NGINX[$key]=$(awk -v t=$((nginx_after - nginx_before)) -v r="$requests" -v hz="$CLK_TCK" 'BEGIN { printf "%.1f", t * 1e6 / hz / r }')
-  CS_FORMA[$key]=$(awk -v c=$((forma_cs_after - forma_cs_before)) -v r="$requests" 'BEGIN { printf "%.2f", c / r }')
-  CS_NGINX[$key]=$(awk -v c=$((nginx_cs_after - nginx_cs_before)) -v r="$requests" 'BEGIN { printf "%.2f", c / r }')
+  # CPU µs and context switches per request: where the time goes, the proxy's and the upstream's
+  # apart (DIRECT has no proxy).
+  CPU_PROXY[$key]=$(per_request "%.1f" $((proxy_user + proxy_system)) "$requests" "$CLK_TCK")
+  USER_PROXY[$key]=$(per_request "%.1f" "$proxy_user" "$requests" "$CLK_TCK")
+  CPU_UPSTREAM[$key]=$(per_request "%.1f" $((upstream_user + upstream_system)) "$requests" "$CLK_TCK")
+  CS_PROXY[$key]=$(per_request "%.2f" $((proxy_cs_after - proxy_cs_before)) "$requests")
+  CS_UPSTREAM[$key]=$(per_request "%.2f" $((upstream_cs_after - upstream_cs_before)) "$requests")
+  [ -n "$proxy" ] || CPU_PROXY[$key]=- USER_PROXY[$key]=- CS_PROXY[$key]=-
   if [ "${NON2XX[$key]}" -gt 0 ] || [ "${SOCKET_ERRORS[$key]}" -gt 0 ]; then
     progress "WARNING: $target answered ${NON2XX[$key]} non-2xx responses and had ${SOCKET_ERRORS[$key]} socket errors"
   fi
@@ -573,9 +581,9 @@ measure() {
 
 # What `measure` records per "LOAD/TARGET", and each one's rounds (ROUND_<figure>), in the order of
 # the rounds, space-separated.
-FIGURES=(RPS P50 P99 NON2XX SOCKET_ERRORS CPU_FORMA CPU_NGINX CS_FORMA CS_NGINX)
-declare -A ROUND_RPS ROUND_P50 ROUND_P99 ROUND_NON2XX ROUND_SOCKET_ERRORS ROUND_CPU_FORMA ROUND_CPU_NGINX \
-  ROUND_CS_FORMA ROUND_CS_NGINX
+FIGURES=(RPS P50 P99 NON2XX SOCKET_ERRORS CPU_PROXY USER_PROXY CPU_UPSTREAM CS_PROXY CS_UPSTREAM)
+declare -A ROUND_RPS ROUND_P50 ROUND_P99 ROUND_NON2XX ROUND_SOCKET_ERRORS ROUND_CPU_PROXY ROUND_USER_PROXY \
+  ROUND_CPU_UPSTREAM ROUND_CS_PROXY ROUND_CS_UPSTREAM
 
 # measure_rounds LOAD CONNECTIONS [RATE]: every target of TARGETS measured once per round, in turn,
 # for ROUNDS rounds; then each figure is the median of the rounds (errors are summed). FORMA and
@@ -619,7 +627,8 @@ measure_rounds() {
 
 sum() { printf '%s\n' "$@" | awk '{ n += $1 } END { print n + 0 }'; }
 
-# paired RPS|CPU_FORMA|P99 KEY_A KEY_B: A/B req/s (RPS) or CPU per request (CPU_FORMA), or A−B p99 ms
+# paired RPS|CPU_PROXY|USER_PROXY|P99 KEY_A KEY_B: A/B req/s (RPS) or the proxy's CPU per request
+# (CPU_PROXY, or its user part USER_PROXY), or A−B p99 ms
 # (P99) within each round, when both were
 # measured in the same rounds, else of their medians: "MEDIAN" alone for one round, else
 # "MEDIAN (rounds: R1 R2 …)". Pairs measured minutes apart on a shared machine differ by its drift
@@ -648,14 +657,14 @@ added() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.3f", a - b }'; }
 
 print_table() {
   local load=$1 target key
-  printf '%-12s %10s %9s %9s %8s %11s %11s %10s %10s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'forma µs/r' 'nginx µs/r' \
-    'forma cs/r' 'nginx cs/r'
+  printf '%-12s %10s %9s %9s %8s %11s %9s %11s %10s %10s\n' target 'req/s' 'p50 ms' 'p99 ms' non-2xx 'proxy µs/r' 'of user' \
+    'upstr µs/r' 'proxy cs/r' 'upstr cs/r'
   for target in "${TARGETS[@]}"; do
     key="$load/$target"
     [ -n "${RPS[$key]:-}" ] || continue
-    printf '%-12s %10s %9s %9s %8s %11s %11s %10s %10s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
-      "${NON2XX[$key]}" "$([[ $target == FORMA* || $target == FLOOR ]] && echo "${CPU_FORMA[$key]}" || echo -)" "${CPU_NGINX[$key]}" \
-      "$([[ $target == FORMA* || $target == FLOOR ]] && echo "${CS_FORMA[$key]}" || echo -)" "${CS_NGINX[$key]}"
+    printf '%-12s %10s %9s %9s %8s %11s %9s %11s %10s %10s\n' "$target" "${RPS[$key]}" "${P50[$key]}" "${P99[$key]}" \
+      "${NON2XX[$key]}" "${CPU_PROXY[$key]}" "${USER_PROXY[$key]}" "${CPU_UPSTREAM[$key]}" "${CS_PROXY[$key]}" \
+      "${CS_UPSTREAM[$key]}"
   done
 }
 
@@ -672,8 +681,9 @@ report() {
     "TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-default}" \
     "GET /api/v1/orders; FORMA: session store sql (SQLite), local rate limiter" \
     "${RPS[peak/FORMA_X2]:+; FORMA_X2: 2 gateways, sessions and rate limits in Redis ($BENCH_REDIS_URL)}"
-  echo "µs/r: CPU time per request of forma (for FLOOR: of the floor proxy) and of nginx (nginx is the upstream, and for NGINX* also the proxy)"
-  echo "cs/r: context switches per request of forma's threads and of nginx's processes (read from /proc, no tracing)"
+  echo "upstream: one nginx worker in a process of its own, shared by every target; no proxy serves it"
+  echo "µs/r: CPU time per request of the row's proxy (forma, the floor, or the nginx proxy), of which user (the rest is the kernel's), and of the upstream"
+  echo "cs/r: context switches per request of the proxy's threads and of the upstream's (read from /proc, no tracing)"
   [ "$ROUNDS" -gt 1 ] &&
     echo "rounds: every figure of DIRECT … FORMA is the median of $ROUNDS rounds, each target measured once per round in turn; a ratio or an added p99 is the median of the rounds' own (each round's listed)"
   echo
@@ -686,6 +696,8 @@ report() {
   local p=peak h=half main added_half
   main=$(paired RPS "$p/FORMA" "$p/NGINX")
   echo "forma/nginx  req/s: $main   (SPEC: >= 1.00 -> $(verdict "$(awk -v r="$(first "$main")" 'BEGIN { print r >= 1 }')"))"
+  echo "forma/nginx  CPU per request: peak $(paired CPU_PROXY "$p/FORMA" "$p/NGINX"), half $(paired CPU_PROXY "$h/FORMA" "$h/NGINX");" \
+    "of it user: peak $(paired USER_PROXY "$p/FORMA" "$p/NGINX")"
   [ -n "${RPS[$p/NGINX_AUTO]:-}" ] &&
     echo "forma/nginx (worker per core) req/s: $(paired RPS "$p/FORMA" "$p/NGINX_AUTO")"
   [ -n "${RPS[$p/FORMA_X2]:-}" ] &&
@@ -694,7 +706,7 @@ report() {
     echo "forma cached GET/nginx req/s: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/NGINX]}"), cached/proxied: $(ratio "${RPS[$p/FORMA_CACHED]}" "${RPS[$p/FORMA]}")"
   if [ -n "${RPS[$p/FORMA_BASE]:-}" ]; then
     echo "forma/base req/s: $(paired RPS "$p/FORMA" "$p/FORMA_BASE")   (BASE_BIN, measured next to forma in every round)"
-    echo "forma/base CPU per request: peak $(paired CPU_FORMA "$p/FORMA" "$p/FORMA_BASE"), half $(paired CPU_FORMA "$h/FORMA" "$h/FORMA_BASE")"
+    echo "forma/base CPU per request: peak $(paired CPU_PROXY "$p/FORMA" "$p/FORMA_BASE"), half $(paired CPU_PROXY "$h/FORMA" "$h/FORMA_BASE")"
     echo "added p99 over direct, half, base: $(paired P99 "$h/FORMA_BASE" "$h/DIRECT") ms"
   fi
   if [ -n "${RPS[$p/FLOOR]:-}" ]; then
@@ -830,8 +842,8 @@ fi
 for port in "$UPSTREAM_PORT" "$NGINX_PROXY_PORT" "$GATEWAY_PORT" "$NGINX_AUTO_PORT" "$GATEWAY2_PORT" "$FLOOR_PORT" "$BASE_PORT"; do
   port_in_use "$port" && die "port $port is in use; set UPSTREAM_PORT / NGINX_PROXY_PORT / GATEWAY_PORT / NGINX_AUTO_PORT / GATEWAY2_PORT / FLOOR_PORT / BASE_PORT"
 done
-progress "starting nginx (upstream :$UPSTREAM_PORT, proxy :$NGINX_PROXY_PORT)"
-start_nginx
+progress "starting the upstream (nginx, :$UPSTREAM_PORT)"
+start_upstream
 if [ "$MODE" = callgrind ]; then
   profile_callgrind forma
   if [ -n "$BASE_BIN" ]; then
@@ -844,6 +856,8 @@ if [ "$MODE" = callgrind ]; then
   fi
   exit 0
 fi
+progress "starting nginx (proxy :$NGINX_PROXY_PORT)"
+start_nginx
 if [ "$WORKERS" != auto ]; then
   start_nginx_auto
   TARGETS+=(NGINX_AUTO)
