@@ -77,3 +77,14 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $0 } END { print v[int(
 # ratio A B: A/B to two decimals (0 when B is 0); verdict OK: PASS when OK is 1, else FAIL.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 verdict() { awk -v ok="$1" 'BEGIN { print (ok ? "PASS" : "FAIL") }'; }
+
+# stop_pid PID [SECONDS]: stops a process the calling script started (and only that), killing it after
+# SECONDS (10) of SIGTERM.
+stop_pid() {
+  local pid=$1 seconds=${2:-10}
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq $((seconds * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}

@@ -44,7 +44,9 @@
 # after another on one keep-alive connection, after 200 not counted: it prints forma's instructions
 # and heap allocations per request and the top functions (inclusive and self). Instruction counts barely move with
 # other load on the machine, unlike req/s. CALLGRIND_OUT keeps the profile (default: a temp dir).
-# With BASE_BIN, that build is profiled the same way after BIN, and both counts are compared.
+# With BASE_BIN, that build is profiled the same way after BIN, and both counts are compared; with
+# FLOOR=1 (the default), the floor too, without a sign-in, and forma's count above the floor's is
+# printed as the gateway's own work.
 #
 # Settings (environment): ROUNDS (3), DURATION (10s), CONNECTIONS (64), THREADS (2, wrk's), WARMUP (2s, per
 # target, not measured), WORKERS (1, nginx worker_processes), DISTRIBUTED (auto: 1 when REDIS_URL
@@ -121,11 +123,8 @@ REDIS_PREFIX=""
 cleanup() {
   local pid
   for pid in $FLOOR_PID $BASE_PID $FORMA2_PID $FORMA_PID $NGINX_AUTO_PID $NGINX_PID $UPSTREAM_PID; do
-    kill -TERM "$pid" 2>/dev/null || continue
     # Both shut down gracefully within a second or two; don't wait for forma's 30 s drain timeout.
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" 5
   done
   # The distributed run's sessions and rate-limit keys, under this run's own prefix.
   if [ -n "$REDIS_PREFIX" ] && command -v redis-cli >/dev/null; then
@@ -298,12 +297,15 @@ launch_forma() {
 }
 
 # The floor proxy to the same upstream, with as many connection threads as forma.
+# FLOOR_LAUNCHER: a command the floor runs under (valgrind), which FLOOR_WAIT (10) seconds allow to
+# start it.
 start_floor() {
+  # shellcheck disable=SC2086 # the launcher's words
   env PORT="$FLOOR_PORT" UPSTREAM="127.0.0.1:$UPSTREAM_PORT" \
     ${FORMA_SERVER__CONNECTION_THREADS:+THREADS="$FORMA_SERVER__CONNECTION_THREADS"} ${FLOOR_LAYERS:+LAYERS="$FLOOR_LAYERS"} \
-    "$FLOOR_BIN" --bench >>"$dir/floor.log" 2>&1 &
+    ${FLOOR_LAUNCHER:-} "$FLOOR_BIN" --bench >>"$dir/floor.log" 2>&1 &
   FLOOR_PID=$!
-  wait_until_up "http://127.0.0.1:$FLOOR_PORT/api/v1/orders" 10 "$FLOOR_PID" ||
+  wait_until_up "http://127.0.0.1:$FLOOR_PORT/api/v1/orders" "${FLOOR_WAIT:-10}" "$FLOOR_PID" ||
     { cat "$dir/floor.log" >&2; die "the proxy floor did not start"; }
 }
 
@@ -358,12 +360,7 @@ verify_cached() {
 # Stops the gateway(s) started by start_forma / start_forma_pair / start_forma_cached.
 stop_forma() {
   local pid
-  for pid in $BASE_PID $FORMA2_PID $FORMA_PID; do
-    kill -TERM "$pid" 2>/dev/null || continue
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
+  for pid in $BASE_PID $FORMA2_PID $FORMA_PID; do stop_pid "$pid" 5; done
   FORMA_PID="" FORMA2_PID="" BASE_PID=""
 }
 
@@ -757,34 +754,69 @@ profile_callgrind() {
     valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out" --dump-instr=no
   FORMA_PID=$LAUNCHED_PID
   verify_gateway
-  local url="http://127.0.0.1:$GATEWAY_PORT/api/v1/orders"
+  callgrind_requests "$FORMA_PID" "http://127.0.0.1:$GATEWAY_PORT/api/v1/orders" "Cookie: $COOKIE"
+  stop_forma
+  local label
+  if [ -n "${LAUNCH_BIN:-}" ]; then label="$name:     $(base_label)"; else label="forma:    $(binary_label)"; fi
+  callgrind_report "$out" "forma gateway under callgrind (instructions, not time): $name" "$label" \
+    "$REQUESTS signed-in GET /api/v1/orders, one connection, after 200 not counted"
+}
+
+# The floor (forma's transport alone) under callgrind as profile_callgrind runs forma, without a
+# sign-in (the floor has none): what the stack costs per request, so that forma's count above it is
+# the gateway's own work. Sets CG_INSTRUCTIONS and CG_ALLOCATIONS.
+profile_callgrind_floor() {
+  local out=${CALLGRIND_OUT:-$dir/callgrind}/floor
+  mkdir -p "$out"
+  rm -f "$out"/callgrind.out*
+  FLOOR_LAUNCHER="valgrind --tool=callgrind --callgrind-out-file=$out/callgrind.out --dump-instr=no" \
+    FLOOR_WAIT=300 start_floor
+  callgrind_requests "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/api/v1/orders"
+  # Slow to stop under valgrind.
+  stop_pid "$FLOOR_PID" 60
+  FLOOR_PID=""
+  callgrind_report "$out" "the proxy floor under callgrind (instructions, not time)" \
+    "floor:    $FLOOR_BIN" "$REQUESTS GET /api/v1/orders, one connection, after 200 not counted"
+}
+
+# callgrind_requests PID URL [HEADER]: 200 GETs of URL not counted, then the counters of the
+# callgrind run PID zeroed, REQUESTS GETs in sequence on one keep-alive connection, and a dump.
+callgrind_requests() {
+  local pid=$1 url=$2
+  local -a header=()
+  [ -n "${3:-}" ] && header=(-H "$3")
   requests_config() { local _; for _ in $(seq "$1"); do printf 'url = "%s"\noutput = "/dev/null"\n' "$url"; done; }
   requests_config 200 >"$dir/warm.curl"
   requests_config "$REQUESTS" >"$dir/run.curl"
-  curl -sS -H "Cookie: $COOKIE" -K "$dir/warm.curl" -w '%{http_code}\n' >"$dir/warm.codes"
-  callgrind_control -z "$FORMA_PID" >/dev/null
-  curl -sS -H "Cookie: $COOKIE" -K "$dir/run.curl" -w '%{http_code}\n' >"$dir/run.codes"
-  callgrind_control -d "$FORMA_PID" >/dev/null
+  curl -sS "${header[@]}" -K "$dir/warm.curl" -w '%{http_code}\n' >"$dir/warm.codes"
+  callgrind_control -z "$pid" >/dev/null
+  curl -sS "${header[@]}" -K "$dir/run.curl" -w '%{http_code}\n' >"$dir/run.codes"
+  callgrind_control -d "$pid" >/dev/null
   local ok
   ok=$(grep -c '^200$' "$dir/run.codes" || true)
   [ "$ok" = "$REQUESTS" ] || die "$((REQUESTS - ok)) of $REQUESTS requests were not answered 200"
-  stop_forma
+}
+
+# callgrind_report OUT TITLE LABEL WHAT: the counts per request of the dump callgrind_requests made
+# in OUT, and where they go. Sets CG_INSTRUCTIONS and CG_ALLOCATIONS.
+callgrind_report() {
+  local out=$1 title=$2 label=$3 what=$4
   # The dump made on request is the one with a part number (.1 …): the counts since zeroing.
   local dump=$out/callgrind.out.1
   [ -s "$dump" ] || die "callgrind wrote no dump at $dump"
   local total
   total=$(sed -n 's/^summary: *\([0-9]*\).*/\1/p; s/^totals: *\([0-9]*\).*/\1/p' "$dump" | head -n 1)
   echo
-  echo "== forma gateway under callgrind (instructions, not time): $name =="
-  if [ -n "${LAUNCH_BIN:-}" ]; then echo "$name:     $(base_label)"; else echo "forma:    $(binary_label)"; fi
-  echo "requests: $REQUESTS signed-in GET /api/v1/orders, one connection, after 200 not counted"
+  echo "== $title =="
+  echo "$label"
+  echo "requests: $what"
   CG_INSTRUCTIONS=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')
   echo "instructions: $total in all, $CG_INSTRUCTIONS per request"
   local allocations reallocations
   read -r allocations reallocations < <(allocator_calls "$dump")
   # None at all means the allocator's entry points have other names (another global allocator),
   # not a request that allocates nothing.
-  [ "$allocations" -gt 0 ] || die "no call into mimalloc in the profile: is forma still built with it (src/main.rs)?"
+  [ "$allocations" -gt 0 ] || die "no call into mimalloc in the profile: is the binary still built with it (src/main.rs)?"
   CG_ALLOCATIONS=$(awk -v a="$allocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')
   echo "allocations: $CG_ALLOCATIONS per request, reallocations $(awk -v a="$reallocations" -v n="$REQUESTS" 'BEGIN { printf "%.1f", a / n }')"
   echo "profile:  $dump"
@@ -834,7 +866,7 @@ top_functions() {
 
 ensure_tools
 ensure_binary
-[ "$MODE" = callgrind ] || ensure_floor
+ensure_floor
 if [ -n "$BASE_BIN" ]; then
   [ -x "$BASE_BIN" ] || die "BASE_BIN=$BASE_BIN is not an executable"
   BASE_BIN=$(realpath "$BASE_BIN")
@@ -846,13 +878,23 @@ progress "starting the upstream (nginx, :$UPSTREAM_PORT)"
 start_upstream
 if [ "$MODE" = callgrind ]; then
   profile_callgrind forma
+  forma_instructions=$CG_INSTRUCTIONS forma_allocations=$CG_ALLOCATIONS
+  summary=()
   if [ -n "$BASE_BIN" ]; then
-    forma_instructions=$CG_INSTRUCTIONS forma_allocations=$CG_ALLOCATIONS
     LAUNCH_BIN=$BASE_BIN profile_callgrind base
+    summary+=("forma/base instructions per request: $forma_instructions / $CG_INSTRUCTIONS = $(
+      awk -v a="$forma_instructions" -v b="$CG_INSTRUCTIONS" 'BEGIN { printf "%.3f (%+d)", a / b, a - b }'
+    ); allocations per request: $forma_allocations / $CG_ALLOCATIONS")
+  fi
+  if [ "$FLOOR" = 1 ]; then
+    profile_callgrind_floor
+    summary+=("forma/floor instructions per request: $forma_instructions / $CG_INSTRUCTIONS = $(
+      awk -v a="$forma_instructions" -v b="$CG_INSTRUCTIONS" 'BEGIN { printf "%.2f (%+d: the gateway'"'"'s own work)", a / b, a - b }'
+    ); allocations per request: $forma_allocations / $CG_ALLOCATIONS")
+  fi
+  if [ "${#summary[@]}" -gt 0 ]; then
     echo
-    echo "forma/base instructions per request: $forma_instructions / $CG_INSTRUCTIONS =" \
-      "$(awk -v a="$forma_instructions" -v b="$CG_INSTRUCTIONS" 'BEGIN { printf "%.3f (%+d)", a / b, a - b }');" \
-      "allocations per request: $forma_allocations / $CG_ALLOCATIONS"
+    printf '%s\n' "${summary[@]}"
   fi
   exit 0
 fi

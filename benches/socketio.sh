@@ -96,16 +96,6 @@ NODE_PID=""
 FLOOR_PID=""
 FORMA_PID=""
 
-# stop_pid PID [SECONDS]: stops what this script started (and only that), killing it after
-# SECONDS (10) of SIGTERM.
-stop_pid() {
-  local pid=$1 seconds=${2:-10}
-  [ -n "$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq $((seconds * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 # Stops what is still running, then removes the temporary files.
 cleanup() {
   stop_pid "$FORMA_PID"
