@@ -59,10 +59,14 @@ async fn serve() -> Result<()> {
         host: HeaderValue::from_str(&upstream).context("UPSTREAM")?,
         pool: ConnectionPool::new(vec![upstream], threads),
     });
-    let router = Router::new().fallback(move |request: Request| {
-        let proxy = proxy.clone();
-        async move { proxy.forward(request).await }
-    });
+    // `with_state` makes the handler a route once, as forma's routers are made: a router left
+    // holding a bare handler clones, boxes and layers it again on every request.
+    let router = Router::new()
+        .fallback(move |request: Request| {
+            let proxy = proxy.clone();
+            async move { proxy.forward(request).await }
+        })
+        .with_state(());
     let router = match std::env::var("LAYERS").as_deref() {
         Err(_) | Ok("none") => router,
         Ok("stack") => {
