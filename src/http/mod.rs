@@ -20,10 +20,16 @@ use crate::config::Config;
 /// Wraps `router` in the shared conventions ([`conventions`]): request id, security headers, the
 /// path's normal form, request span and log, metrics, the §4 error shape for every error response,
 /// body limits, panic recovery.
+///
+/// Every handler is made a route here, once (`with_state`): a router holding a bare handler (the
+/// UI's pages, the docs) would otherwise clone it, box it into a route and apply these layers to it
+/// again on every request.
 pub fn stack(router: Router, config: &Config) -> Router {
     let limits = limits::BodyLimits::from_config(&config.server);
     let security = security::SecurityHeaders::from_config(config);
-    router.layer(conventions::ConventionsLayer::new(security, limits))
+    router
+        .with_state(())
+        .layer(conventions::ConventionsLayer::new(security, limits))
 }
 
 #[cfg(test)]
