@@ -67,24 +67,32 @@ async fn serve() -> Result<()> {
             async move { proxy.forward(request).await }
         })
         .with_state(());
-    let router = match std::env::var("LAYERS").as_deref() {
-        Err(_) | Ok("none") => router,
-        Ok("stack") => {
-            // As the binary does: request metrics are recorded, not registered afresh each time.
-            forma::observability::metrics::install();
-            forma::http::stack(router, &config)
-        }
+    let stack = match std::env::var("LAYERS").as_deref() {
+        Err(_) | Ok("none") => false,
+        Ok("stack") => true,
         Ok(other) => anyhow::bail!("LAYERS={other}: none or stack"),
     };
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     eprintln!("proxy floor listening on 127.0.0.1:{port}, {threads} connection threads");
     let stopping = CancellationToken::new();
-    let serving = tokio::spawn(forma::server::serve_router(
-        listener,
-        router,
-        &config,
-        stopping.clone(),
-    ));
+    let serving = if stack {
+        // As the binary does: request metrics are recorded, not registered afresh each time.
+        forma::observability::metrics::install();
+        let app = forma::http::stack(router, &config);
+        tokio::spawn(forma::server::serve_router(
+            listener,
+            app,
+            &config,
+            stopping.clone(),
+        ))
+    } else {
+        tokio::spawn(forma::server::serve_router(
+            listener,
+            router,
+            &config,
+            stopping.clone(),
+        ))
+    };
     forma::server::shutdown_signal().await;
     stopping.cancel();
     serving.await?;

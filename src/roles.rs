@@ -33,14 +33,15 @@ use crate::{gateway, http, identity, openapi, order, print, shipping};
 
 /// What a role serves: its HTTP application, and what must be closed as soon as shutdown begins.
 pub struct App {
-    pub router: Router,
+    /// The role's router inside the shared conventions.
+    pub router: http::Stacked,
     /// The Socket.IO server of the order service, when the role runs it: its idle long-polls
     /// would otherwise hold graceful shutdown for up to the ping interval.
     pub realtime: Option<order::realtime::Realtime>,
 }
 
 /// Builds the complete HTTP application of `role`, wrapped in the shared HTTP stack.
-pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<Router> {
+pub fn router(role: Role, ctx: Arc<AppContext>) -> anyhow::Result<http::Stacked> {
     app(role, ctx).map(|app| app.router)
 }
 

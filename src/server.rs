@@ -1,6 +1,7 @@
 //! The HTTP server's lifecycle: bind, serve, and on SIGINT/SIGTERM stop accepting, let in-flight
 //! requests finish (bounded by `server.shutdown_timeout_secs`), stop the workers, close the database.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,8 +10,8 @@ use std::task::{self, Poll};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -18,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::app::AppContext;
 use crate::config::Config;
@@ -128,19 +129,39 @@ impl ConnectionSettings {
     }
 }
 
-/// Serves `router` on `listener` as `forma serve` serves a role's (`server.connection_threads`,
+/// What the server serves: a role's application ([`crate::http::Stacked`]), or a bench's bare
+/// router, answering every request.
+pub trait Application:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> Application for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Serves `app` on `listener` as `forma serve` serves a role's (`server.connection_threads`,
 /// `server.max_connections`, the header read timeout, upgrades) until `stopping`, then lets the
 /// open connections finish their in-flight requests. The benches' floors serve with it too, so
 /// they measure the same transport.
 pub fn serve_router(
     listener: TcpListener,
-    router: Router,
+    app: impl Application,
     config: &Config,
     stopping: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     serve_connections(
         listener,
-        router,
+        app,
         ConnectionSettings::from_config(config),
         stopping,
     )
@@ -148,9 +169,9 @@ pub fn serve_router(
 
 /// Accepts connections until `stopping`, at most `max_connections` at once, then lets the open
 /// ones finish their in-flight requests (the caller bounds how long) and returns.
-async fn serve_connections(
+async fn serve_connections<A: Application>(
     listener: TcpListener,
-    router: Router,
+    app: A,
     settings: ConnectionSettings,
     stopping: CancellationToken,
 ) {
@@ -194,7 +215,7 @@ async fn serve_connections(
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             http: http.clone(),
-            router: router.clone(),
+            app: app.clone(),
             peer,
             stopping: stopping.clone(),
             slot,
@@ -234,9 +255,9 @@ async fn serve_connections(
 }
 
 /// One accepted connection and what serving it needs.
-struct Connection {
+struct Connection<A> {
     http: hyper::server::conn::http1::Builder,
-    router: Router,
+    app: A,
     peer: SocketAddr,
     stopping: CancellationToken,
     /// Held while the connection is open (`server.max_connections`).
@@ -294,17 +315,17 @@ impl AsyncWrite for Slotted {
     }
 }
 
-impl Connection {
+impl<A: Application> Connection<A> {
     /// Serves requests until the client closes, or finishes the one in flight once `stopping`.
     async fn serve(self, stream: TcpStream) {
         let Connection {
             http,
-            router,
+            app,
             peer,
             stopping,
             slot,
         } = self;
-        let service = TowerToHyperService::new(router.map_request(
+        let service = TowerToHyperService::new(app.map_request(
             move |request: axum::http::Request<hyper::body::Incoming>| {
                 let mut request = request.map(|body| axum::body::Body::new(Lingering::new(body)));
                 request.extensions_mut().insert(ConnectInfo(peer));

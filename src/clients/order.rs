@@ -626,10 +626,11 @@ mod tests {
         assert_eq!(headers["x-internal-key"], testing::INTERNAL_KEY);
     }
 
-    async fn serve(router: axum::Router) -> String {
+    async fn serve(app: impl crate::server::Application) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+        tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
     }
 

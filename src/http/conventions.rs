@@ -1,11 +1,12 @@
-//! The conventions every role shares (SPEC §4), as one service around each route: the request id,
-//! the path's normal form, the request's span and log line, its metrics, the body limits, the §4
-//! error shape, panic recovery and the security headers.
+//! The conventions every role shares (SPEC §4), as one service around a role's router: the
+//! request id, the path's normal form, the request's span and log line, its metrics, the body
+//! limits, the §4 error shape, panic recovery and the security headers.
 //!
 //! One hand-written service rather than a stack of middleware: a `from_fn` layer clones the stack
 //! beneath it, boxes it into a `Next` and boxes its own future on every request, and the trace and
 //! panic layers each wrap the response body in a box of their own. Here a request costs its span,
-//! its id and this one future, which the router boxes once like any route's.
+//! its id and this one future, held unboxed in the connection's own. It wraps the router as a whole
+//! ([`super::stack`]), so it sees each request before routing.
 //!
 //! What a request goes through, outermost first:
 //! 1. its id is assigned ([`request_id::assign_to`]) and, on whatever answers, echoed with the
@@ -41,7 +42,7 @@ use super::{error, limits, paths};
 use crate::observability::logging;
 use crate::observability::metrics::RequestMetrics;
 
-/// Wraps a route in [`Conventions`].
+/// Wraps a router in [`Conventions`].
 #[derive(Debug, Clone, Copy)]
 pub struct ConventionsLayer {
     security: SecurityHeaders,
@@ -66,7 +67,7 @@ impl<S> Layer<S> for ConventionsLayer {
     }
 }
 
-/// A route inside the shared conventions (the module's documentation says which, in what order).
+/// A router inside the shared conventions (the module's documentation says which, in what order).
 #[derive(Debug, Clone)]
 pub struct Conventions<S> {
     inner: S,

@@ -12,24 +12,40 @@ pub mod request_id;
 pub mod security;
 
 use axum::Router;
+use tower::Layer;
 
 pub use error::{ApiError, ErrorBody};
 
 use crate::config::Config;
+use crate::observability::metrics::RouteTemplateLayer;
+
+/// A role's router inside the shared conventions, as the server serves it.
+pub type Stacked = conventions::Conventions<Router>;
 
 /// Wraps `router` in the shared conventions ([`conventions`]): request id, security headers, the
 /// path's normal form, request span and log, metrics, the §4 error shape for every error response,
 /// body limits, panic recovery.
 ///
+/// The conventions wrap the router as a whole, not each of its routes: a layer on the router would
+/// be called, cloned and boxed inside every route's own box, the gateway's fallback included,
+/// twice the work per request. Only the route template the router matched, which the metrics label
+/// requests by, is taken from inside ([`RouteTemplateLayer`]).
+///
 /// Every handler is made a route here, once (`with_state`): a router holding a bare handler (the
-/// UI's pages, the docs) would otherwise clone it, box it into a route and apply these layers to it
+/// UI's pages, the docs) would otherwise clone it, box it into a route and apply its layers to it
 /// again on every request.
-pub fn stack(router: Router, config: &Config) -> Router {
+pub fn stack(router: Router, config: &Config) -> Stacked {
     let limits = limits::BodyLimits::from_config(&config.server);
     let security = security::SecurityHeaders::from_config(config);
-    router
-        .with_state(())
-        .layer(conventions::ConventionsLayer::new(security, limits))
+    let router = router.with_state(());
+    // axum refuses a route layer on a router with no routes (a fallback alone), which has no
+    // templates to hand on either.
+    let router = if router.has_routes() {
+        router.route_layer(RouteTemplateLayer)
+    } else {
+        router
+    };
+    conventions::ConventionsLayer::new(security, limits).layer(router)
 }
 
 #[cfg(test)]

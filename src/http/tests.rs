@@ -57,6 +57,7 @@ async fn serve_with_limits(default: usize, webhooks: usize) -> String {
     let app = stack(router, &config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
 }

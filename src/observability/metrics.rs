@@ -1,13 +1,18 @@
 //! Prometheus metrics (SPEC §5.4): one process-wide recorder, rendered by every role's `/metrics`.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use crate::infra::workers::Workers;
 
@@ -61,6 +66,73 @@ pub fn spawn_upkeep(workers: &Workers, handle: PrometheusHandle) {
 #[derive(Debug, Clone)]
 pub struct RouteLabel(pub Arc<str>);
 
+/// Puts the route template axum matched ([`MatchedPath`]) on the route's response, where the
+/// request metrics find it: they are taken around the whole router ([`crate::http::stack`]), so
+/// the request they see has not been routed yet. Layered on the router's routes only, not on its
+/// fallback, whose responses are `unmatched` or carry their [`RouteLabel`].
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplateLayer;
+
+impl<S> Layer<S> for RouteTemplateLayer {
+    type Service = RouteTemplate<S>;
+
+    fn layer(&self, inner: S) -> RouteTemplate<S> {
+        RouteTemplate { inner }
+    }
+}
+
+/// A route that hands its template on with its response ([`RouteTemplateLayer`]).
+#[derive(Debug, Clone)]
+pub struct RouteTemplate<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RouteTemplate<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RouteTemplateFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        RouteTemplateFuture {
+            inner: self.inner.call(request),
+            matched,
+        }
+    }
+}
+
+pin_project! {
+    /// The route's future, then its template put on its response.
+    pub struct RouteTemplateFuture<F> {
+        #[pin]
+        inner: F,
+        matched: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for RouteTemplateFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        if let Some(matched) = this.matched.take() {
+            response.extensions_mut().insert(matched);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
 /// The requests this process is handling now (`http_requests_in_flight`): what a drain or a
 /// shutdown waits for. The handle is looked up once, not per request.
 fn in_flight() -> &'static metrics::Gauge {
@@ -85,12 +157,13 @@ impl Drop for InFlight {
 }
 
 /// Counts every request and records its latency by method, route template and status: started
-/// when the request arrives, finished with its response.
+/// when the request arrives, before routing, and finished with its response, which carries the
+/// route template: a proxied route's [`RouteLabel`], or the [`MatchedPath`] of one of the role's
+/// own routes ([`RouteTemplateLayer`]). Never the raw path: ids in paths would explode the label
+/// set.
 pub struct RequestMetrics {
     _in_flight: InFlight,
     method: &'static str,
-    /// The route template, never the raw path: ids in paths would explode the label set.
-    matched: Option<MatchedPath>,
 }
 
 impl RequestMetrics {
@@ -98,17 +171,16 @@ impl RequestMetrics {
         Self {
             _in_flight: InFlight::start(),
             method: method_label(request.method()),
-            matched: request.extensions().get::<MatchedPath>().cloned(),
         }
     }
 
     /// Counts the response and records `latency`, the time since the request arrived.
     pub fn finish(self, response: &Response, latency: Duration) {
-        let route = match response.extensions().get::<RouteLabel>() {
+        let extensions = response.extensions();
+        let route = match extensions.get::<RouteLabel>() {
             Some(RouteLabel(label)) => label,
-            None => self
-                .matched
-                .as_ref()
+            None => extensions
+                .get::<MatchedPath>()
                 .map_or("unmatched", MatchedPath::as_str),
         };
         let handles = RequestHandles::of(self.method, route, response.status());
