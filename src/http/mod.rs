@@ -26,10 +26,10 @@ pub type Stacked = conventions::Conventions<Router>;
 /// path's normal form, request span and log, metrics, the §4 error shape for every error response,
 /// body limits, panic recovery.
 ///
-/// The conventions wrap the router as a whole, not each of its routes: a layer on the router would
-/// be called, cloned and boxed inside every route's own box, the gateway's fallback included,
-/// twice the work per request. Only the route template the router matched, which the metrics label
-/// requests by, is taken from inside ([`RouteTemplateLayer`]).
+/// The conventions wrap the router as a whole, not each of its routes: a layer on the router sits
+/// inside every route's own box, the gateway's fallback included, and each request then clones and
+/// boxes both the layered route and the route beneath it. Only the route template the router
+/// matched, which the metrics label requests by, is taken from inside ([`RouteTemplateLayer`]).
 ///
 /// Every handler is made a route here, once (`with_state`): a router holding a bare handler (the
 /// UI's pages, the docs) would otherwise clone it, box it into a route and apply its layers to it
