@@ -625,8 +625,7 @@ measure_rounds() {
 sum() { printf '%s\n' "$@" | awk '{ n += $1 } END { print n + 0 }'; }
 
 # paired RPS|CPU_PROXY|USER_PROXY|P99 KEY_A KEY_B: A/B req/s (RPS) or the proxy's CPU per request
-# (CPU_PROXY, or its user part USER_PROXY), or A−B p99 ms
-# (P99) within each round, when both were
+# (CPU_PROXY, or its user part USER_PROXY), or A−B p99 ms (P99), within each round when both were
 # measured in the same rounds, else of their medians: "MEDIAN" alone for one round, else
 # "MEDIAN (rounds: R1 R2 …)". Pairs measured minutes apart on a shared machine differ by its drift
 # too; a pair measured one after the other in the same round does not.

@@ -1,5 +1,5 @@
 //! The floor of `benches/gateway.sh`: forma's transport with nothing of the gateway on top. The
-//! same server as `forma serve` ([`forma::server::serve_router`]: connection threads, limits,
+//! same server as `forma serve` ([`forma::server::serve_app`]: connection threads, limits,
 //! timeouts), forwarding every request to the upstream through the gateway's own connection pool
 //! ([`ConnectionPool`]), with no sign-in, rate limit, session, request id, metrics, log or header
 //! rewriting but `Host`. What this proxy reaches against nginx is the best the gateway's stack
@@ -79,14 +79,14 @@ async fn serve() -> Result<()> {
         // As the binary does: request metrics are recorded, not registered afresh each time.
         forma::observability::metrics::install();
         let app = forma::http::stack(router, &config);
-        tokio::spawn(forma::server::serve_router(
+        tokio::spawn(forma::server::serve_app(
             listener,
             app,
             &config,
             stopping.clone(),
         ))
     } else {
-        tokio::spawn(forma::server::serve_router(
+        tokio::spawn(forma::server::serve_app(
             listener,
             router,
             &config,

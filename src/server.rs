@@ -80,12 +80,7 @@ pub async fn run(
         }
     });
 
-    let mut serving = tokio::spawn(serve_router(
-        listener,
-        router,
-        &ctx.config,
-        stopping.clone(),
-    ));
+    let mut serving = tokio::spawn(serve_app(listener, router, &ctx.config, stopping.clone()));
     let grace = Duration::from_secs(ctx.config.server.shutdown_timeout_secs);
     let deadline = async {
         stopping.cancelled().await;
@@ -153,7 +148,7 @@ impl<S> Application for S where
 /// `server.max_connections`, the header read timeout, upgrades) until `stopping`, then lets the
 /// open connections finish their in-flight requests. The benches' floors serve with it too, so
 /// they measure the same transport.
-pub fn serve_router(
+pub fn serve_app(
     listener: TcpListener,
     app: impl Application,
     config: &Config,

@@ -32,7 +32,7 @@ use futures::FutureExt;
 use futures::future::CatchUnwind;
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
-use tower::{Layer, Service};
+use tower::Service;
 use tracing::Span;
 
 use super::limits::BodyLimits;
@@ -42,37 +42,23 @@ use super::{error, limits, paths};
 use crate::observability::logging;
 use crate::observability::metrics::RequestMetrics;
 
-/// Wraps a router in [`Conventions`].
-#[derive(Debug, Clone, Copy)]
-pub struct ConventionsLayer {
-    security: SecurityHeaders,
-    limits: BodyLimits,
-}
-
-impl ConventionsLayer {
-    pub fn new(security: SecurityHeaders, limits: BodyLimits) -> Self {
-        Self { security, limits }
-    }
-}
-
-impl<S> Layer<S> for ConventionsLayer {
-    type Service = Conventions<S>;
-
-    fn layer(&self, inner: S) -> Conventions<S> {
-        Conventions {
-            inner,
-            security: self.security,
-            limits: self.limits,
-        }
-    }
-}
-
 /// A router inside the shared conventions (the module's documentation says which, in what order).
 #[derive(Debug, Clone)]
 pub struct Conventions<S> {
     inner: S,
     security: SecurityHeaders,
     limits: BodyLimits,
+}
+
+impl<S> Conventions<S> {
+    /// `inner` inside the conventions, with these security headers and body limits.
+    pub fn new(inner: S, security: SecurityHeaders, limits: BodyLimits) -> Self {
+        Self {
+            inner,
+            security,
+            limits,
+        }
+    }
 }
 
 impl<S> Service<Request> for Conventions<S>

@@ -12,7 +12,6 @@ pub mod request_id;
 pub mod security;
 
 use axum::Router;
-use tower::Layer;
 
 pub use error::{ApiError, ErrorBody};
 
@@ -45,7 +44,7 @@ pub fn stack(router: Router, config: &Config) -> Stacked {
     } else {
         router
     };
-    conventions::ConventionsLayer::new(security, limits).layer(router)
+    conventions::Conventions::new(router, security, limits)
 }
 
 #[cfg(test)]
