@@ -14,14 +14,6 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct RequestId(HeaderValue);
 
 impl RequestId {
-    /// `id` when it [`is_valid`].
-    pub fn new(id: &str) -> Option<Self> {
-        is_valid(id)
-            .then(|| HeaderValue::from_str(id).ok())
-            .flatten()
-            .map(Self)
-    }
-
     /// A fresh random id (a UUID v4), written without a heap string.
     fn fresh() -> Self {
         let mut text = uuid::Uuid::encode_buffer();
@@ -58,16 +50,16 @@ pub fn is_valid(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+=/".contains(&b))
 }
 
-/// Gives `request` its id, the one it came with when valid, else a fresh one: in its
-/// `X-Request-Id` header and as a [`RequestId`] extension, and returned for [`within`] and for
-/// echoing on the response.
+/// Gives `request` its id, the one it came with when valid, else a fresh one, in its
+/// `X-Request-Id` header (what the request carries on from here, the gateway's proxy included),
+/// and returns it for [`within`] and for echoing on the response.
 pub fn assign_to(request: &mut Request) -> RequestId {
     let incoming = request
         .headers()
         .get(&X_REQUEST_ID)
         .filter(|value| value.to_str().is_ok_and(is_valid))
         .map(|value| RequestId(value.clone()));
-    let id = match incoming {
+    match incoming {
         Some(id) => id,
         None => {
             let id = RequestId::fresh();
@@ -76,9 +68,7 @@ pub fn assign_to(request: &mut Request) -> RequestId {
                 .insert(X_REQUEST_ID, id.header_value().clone());
             id
         }
-    };
-    request.extensions_mut().insert(id.clone());
-    id
+    }
 }
 
 /// Runs `handling` with `id` as the [`current`] request id.
