@@ -12,6 +12,7 @@ use tower_sessions::Session;
 use tower_sessions::session::Id;
 
 use crate::gateway::GatewayState;
+use crate::gateway::rate_limit::Admitted;
 use crate::http::ApiError;
 use crate::identity::users::{self};
 
@@ -112,36 +113,17 @@ where
     }
     let auth = match cached {
         Some(auth) => auth,
+        // Boxed: the identity cache answers most requests, and resolving a sign-in (the session
+        // store, the database, a second count) would otherwise size every request's future.
         None => {
-            let resolved = match &credential {
-                CacheKey::Token(token) => resolve_bearer(state, token).await,
-                CacheKey::Session(_) => match &session {
-                    Some(session) => resolve(state, session).await,
-                    // The bypass lets a session cookie through only with its sign-in cached.
-                    None => Err(ApiError::internal(
-                        "a session cookie to resolve without the session layer",
-                    )),
-                },
-            };
-            let auth = match resolved {
-                Ok(Some(auth)) => auth,
-                Ok(None) => {
-                    // Revoked: the other requests of this sign-in stop using it now, not once
-                    // their entry runs out.
-                    state.auth_cache.forget(&credential);
-                    return unauthorized().into_response();
+            let path = request.uri().path();
+            match Box::pin(sign_in(state, credential, session.as_ref(), path)).await {
+                Ok((auth, user)) => {
+                    admitted = admitted.and(user);
+                    auth
                 }
-                Err(e) => return e.into_response(),
-            };
-            state.auth_cache.put(credential, auth.clone());
-            // The per-user rate limit, here rather than in a layer of its own: it always runs
-            // right after authentication, and needs nothing but the user.
-            let user = limiter.user_charge(request.uri().path(), &auth.context.user_id);
-            match limiter.admit(&user.into_iter().collect()).await {
-                Ok(user) => admitted = admitted.and(user),
-                Err(rejected) => return rejected,
+                Err(response) => return response,
             }
-            auth
         }
     };
     // A white-label domain serves its tenant only: to anyone else it has nothing (404).
@@ -153,6 +135,44 @@ where
     let mut response = serve(request, Some(auth)).await;
     admitted.apply(&mut response);
     response
+}
+
+/// Resolves a sign-in the identity cache does not hold, keeps it there, and counts the request
+/// against its user's rate limit for `path`: the signed-in user and what it was admitted on, or
+/// the response that refuses it (401 when the sign-in is gone, 429 over the user's limit).
+async fn sign_in(
+    state: &GatewayState,
+    credential: CacheKey,
+    session: Option<&Session>,
+    path: &str,
+) -> Result<(Authenticated, Admitted), Response> {
+    let resolved = match &credential {
+        CacheKey::Token(token) => resolve_bearer(state, token).await,
+        CacheKey::Session(_) => match session {
+            Some(session) => resolve(state, session).await,
+            // The bypass lets a session cookie through only with its sign-in cached.
+            None => Err(ApiError::internal(
+                "a session cookie to resolve without the session layer",
+            )),
+        },
+    };
+    let auth = match resolved {
+        Ok(Some(auth)) => auth,
+        Ok(None) => {
+            // Revoked: the other requests of this sign-in stop using it now, not once their entry
+            // runs out.
+            state.auth_cache.forget(&credential);
+            return Err(unauthorized().into_response());
+        }
+        Err(e) => return Err(e.into_response()),
+    };
+    state.auth_cache.put(credential, auth.clone());
+    // The per-user rate limit, here rather than in a layer of its own: it always runs right after
+    // authentication, and needs nothing but the user.
+    let limiter = &state.limiter;
+    let user = limiter.user_charge(path, &auth.context.user_id);
+    let admitted = limiter.admit(&user.into_iter().collect()).await?;
+    Ok((auth, admitted))
 }
 
 /// What a request signs in with, which is also where its resolved sign-in is kept in the identity

@@ -145,12 +145,12 @@ pub async fn forward(
         request.extensions_mut().insert(lease);
     }
     // Only routes marked cacheable pay for the cache; every other request checks this one field.
+    // The cache's futures are boxed, so that they do not size every request's.
     let pending = if route.cache_ttl_secs.is_some() {
-        match state
+        let lookup = state
             .response_cache
-            .lookup(route, label, auth.as_ref(), &request)
-            .await
-        {
+            .lookup(route, label, auth.as_ref(), &request);
+        match Box::pin(lookup).await {
             std::ops::ControlFlow::Break(mut hit) => {
                 hit.extensions_mut().insert(RouteLabel(label.clone()));
                 return hit;
@@ -193,10 +193,9 @@ pub async fn forward(
                 request.extensions_mut().insert(upstream::Pinned);
             }
             if let (Some(auth), Some(signer)) = (&auth, &state.proxy.signer) {
-                request = match sign_context(request, auth.prepared(signer)).await {
-                    Ok(signed) => signed,
-                    Err(e) => return e.into_response(),
-                };
+                if let Err(e) = sign_context(&mut request, auth.prepared(signer)).await {
+                    return e.into_response();
+                }
             }
             let timeout = route
                 .timeout_ms
@@ -218,7 +217,7 @@ pub async fn forward(
         .into_response(),
     };
     if let Some(pending) = pending {
-        response = pending.store(&state.response_cache, response).await;
+        response = Box::pin(pending.store(&state.response_cache, response)).await;
     }
     response.extensions_mut().insert(RouteLabel(label.clone()));
     response
@@ -227,24 +226,29 @@ pub async fn forward(
 /// Signs the user context for exactly this request: method, path and query, and body. A request
 /// with a body is read whole for its digest (signed requests are API calls under the 1 MiB limit;
 /// webhooks carry no user context and still stream).
-async fn sign_context(request: Request, context: &PreparedContext) -> Result<Request, ApiError> {
-    let (mut parts, body) = request.into_parts();
-    let (body, digest) = if body.is_end_stream() {
-        (body, Cow::Borrowed(context::empty_body_sha256()))
+async fn sign_context(request: &mut Request, context: &PreparedContext) -> Result<(), ApiError> {
+    let digest = if request.body().is_end_stream() {
+        Cow::Borrowed(context::empty_body_sha256())
     } else {
-        let bytes = crate::http::limits::collect(body).await?;
+        let body = std::mem::take(request.body_mut());
+        // Boxed: most signed requests (reads) have no body to collect.
+        let bytes = Box::pin(crate::http::limits::collect(body)).await?;
         let digest = context::body_sha256(&bytes);
-        (Body::from(bytes), Cow::Owned(digest))
+        *request.body_mut() = Body::from(bytes);
+        Cow::Owned(digest)
     };
+    // Signed in place: the request is not moved apart and put back together (each move copies
+    // it). Its headers step out for a moment, so that the binding can borrow the method and
+    // target beside them.
+    let mut headers = std::mem::take(request.headers_mut());
     let binding = Binding {
-        method: parts.method.as_str(),
-        target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        method: request.method().as_str(),
+        target: request.uri().path_and_query().map_or("/", |pq| pq.as_str()),
         body_sha256: &digest,
     };
-    let mut headers = std::mem::take(&mut parts.headers);
     context.write_headers(&mut headers, &binding);
-    parts.headers = headers;
-    Ok(Request::from_parts(parts, body))
+    *request.headers_mut() = headers;
+    Ok(())
 }
 
 /// Which of `instances` a pinned request with affinity `key` reaches while all are healthy: for

@@ -82,7 +82,10 @@ impl ConnectionPool {
         loop {
             let (mut sender, reused) = match self.checkout(instance, now) {
                 Some(sender) => (sender, true),
-                None => (self.connect(instance).await?, false),
+                // Boxed, like every step the usual request skips: a future is as large as its
+                // largest await, and every request's future would otherwise carry room for
+                // connecting, copied at each await that moves it.
+                None => (Box::pin(self.connect(instance)).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {

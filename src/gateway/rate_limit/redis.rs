@@ -115,7 +115,13 @@ impl RedisLimiter {
             .map(|(key, gcra)| self.leases.want(key, *gcra, now))
             .collect();
         // A want not answered (no answer, or past the refusal) ends its draw when dropped.
-        let call = tokio::time::timeout(CALL_TIMEOUT, self.call(pending, &wants)).await;
+        // Boxed: most requests are counted from their leases above, and the round trip's future
+        // would otherwise size every request's.
+        let call = Box::pin(tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.call(pending, &wants),
+        ))
+        .await;
         match call.unwrap_or(Err(CallError::Timeout(CALL_TIMEOUT))) {
             Ok(steps) => {
                 if self.fallback.succeeded() {
