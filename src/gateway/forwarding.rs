@@ -42,20 +42,23 @@ impl Service<Request> for Forwarding {
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let state = self.0.clone();
-        Box::pin(async move { Ok(serve(&state, request).await) })
+        // The future boxed as it is, not inside an `async` block of its own: each layer of futures
+        // copies the request once more.
+        Box::pin(serve(self.0.clone(), request))
     }
 }
 
-async fn serve(state: &GatewayState, request: Request) -> Response {
+async fn serve(state: GatewayState, request: Request) -> Result<Response, Infallible> {
     // Put there by the server for every connection, as for the `ConnectInfo` extractor.
     let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
-        return ApiError::internal("the client's address is unknown").into_response();
+        return Ok(ApiError::internal("the client's address is unknown").into_response());
     };
     // Present when the request came through the session layer (`auth::bypass`).
     let session = request.extensions().get::<Session>().cloned();
-    auth::serve_authenticated(state, peer, session, request, |request, user| {
+    let state = &state;
+    let response = auth::serve_authenticated(state, peer, session, request, |request, user| {
         proxy::forward(state, peer, request, user)
     })
-    .await
+    .await;
+    Ok(response)
 }
