@@ -74,25 +74,29 @@ async fn serve() -> Result<()> {
     };
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
     eprintln!("proxy floor listening on 127.0.0.1:{port}, {threads} connection threads");
-    let stopping = CancellationToken::new();
-    let serving = if stack {
+    if stack {
         // As the binary does: request metrics are recorded, not registered afresh each time.
         forma::observability::metrics::install();
-        let app = forma::http::stack(router, &config);
-        tokio::spawn(forma::server::serve_app(
-            listener,
-            app,
-            &config,
-            stopping.clone(),
-        ))
+        serve_until_stopped(listener, forma::http::stack(router, &config), &config).await
     } else {
-        tokio::spawn(forma::server::serve_app(
-            listener,
-            router,
-            &config,
-            stopping.clone(),
-        ))
-    };
+        serve_until_stopped(listener, router, &config).await
+    }
+}
+
+/// Serves `app` as `forma serve` serves a role's until SIGINT or SIGTERM, then lets its open
+/// connections finish.
+async fn serve_until_stopped(
+    listener: TcpListener,
+    app: impl forma::server::Application,
+    config: &Config,
+) -> Result<()> {
+    let stopping = CancellationToken::new();
+    let serving = tokio::spawn(forma::server::serve_app(
+        listener,
+        app,
+        config,
+        stopping.clone(),
+    ));
     forma::server::shutdown_signal().await;
     stopping.cancel();
     serving.await?;
