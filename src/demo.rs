@@ -1,7 +1,8 @@
 //! `forma serve --role all --demo` (SPEC §6.4): forma as it runs in production, talking over HTTP
-//! to simulated Shopify, SimplyPrint and Sendcloud ([`crate::simulators`]) started in the same
-//! process, and a driver that plays the shop's customers, the print farm and the carrier, so a new
-//! user watches orders flow from the webhook to FULFILLED with one command.
+//! to simulated Shopify, SimplyPrint and Sendcloud and over SMTP to a simulated mail server
+//! ([`crate::simulators`]), all started in the same process, and a driver that plays the shop's
+//! customers, the print farm and the carrier, so a new user watches orders flow from the webhook
+//! to FULFILLED with one command, and reads the failure reports forma e-mails on the way.
 //!
 //! Nothing here is a shortcut through forma: the driver only sends what the real services send
 //! (signed webhooks) and only creates product mappings through forma's own API. The database is
@@ -29,6 +30,7 @@ use crate::shipping::sendcloud::status;
 use crate::simulators::sendcloud::SendcloudSim;
 use crate::simulators::shopify::{self, Delivery, Line, ShopifyAdminSim};
 use crate::simulators::simplyprint::{Item, SimplyPrintSim};
+use crate::simulators::smtp::SmtpSim;
 
 // The demo's numbers.
 /// A new order arrives this often; the first one at once.
@@ -55,6 +57,9 @@ const WEBHOOKS_PER_WINDOW: u32 = 10_000;
 const FIRST_ORDER_NUMBER: u64 = 1001;
 const SHOP: &str = "forma-demo.myshopify.com";
 const SIMPLYPRINT_COMPANY: &str = "1";
+/// Where the demo's failure reports go, set only while the tenant has no recipients of its own. A
+/// `.test` domain (RFC 2606) never reaches a real mailbox, should the settings outlive the demo.
+pub const DEMO_RECIPIENT: &str = "farm-ops@forma-demo.test";
 
 /// A product of the demo shop and the files it is printed from.
 struct Product {
@@ -109,7 +114,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         shopify = %simulators.shop.base_url(),
         simplyprint = %simulators.farm.base_url(),
         sendcloud = %simulators.carrier.base_url(),
-        "demo: simulated Shopify, SimplyPrint and Sendcloud are running; forma talks to them"
+        smtp = %simulators.mail.url(),
+        "demo: simulated Shopify, SimplyPrint, Sendcloud and a mail server are running; forma talks to them"
     );
 
     let driving = simulators_stop.child_token();
@@ -131,11 +137,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     server::run(ctx, listener, shutdown).await
 }
 
-/// The three simulated services and the secrets forma and they share.
+/// The simulated services and the secrets forma and they share.
 struct Simulators {
     shop: ShopifyAdminSim,
     farm: SimplyPrintSim,
     carrier: SendcloudSim,
+    mail: SmtpSim,
     shopify_webhook_secret: String,
     farm_webhook_token: String,
 }
@@ -153,6 +160,9 @@ impl Simulators {
             carrier: SendcloudSim::start(stop.clone())
                 .await
                 .context("starting the simulated Sendcloud")?,
+            mail: SmtpSim::start(stop.clone())
+                .await
+                .context("starting the simulated mail server")?,
             shopify_webhook_secret: fresh(),
             farm_webhook_token: fresh(),
         };
@@ -177,6 +187,7 @@ impl Simulators {
         simplyprint.webhook_secret = Some(Secret::new(self.farm_webhook_token.clone()));
         simplyprint.reconcile_secs = Some(RECONCILE_SECS);
         config.sendcloud = self.carrier.config();
+        self.mail.configure(&mut config.smtp);
         // 0 means unlimited and stays so.
         if config.rate_limit.webhooks != 0 {
             config.rate_limit.webhooks = config.rate_limit.webhooks.max(WEBHOOKS_PER_WINDOW);
@@ -224,7 +235,8 @@ impl Driver {
         tokio::join!(
             self.place_orders(first_number),
             self.play_farm(),
-            self.play_carrier()
+            self.play_carrier(),
+            self.read_mail()
         );
     }
 
@@ -271,6 +283,7 @@ impl Driver {
                 }
             }
         }
+        self.name_recipient(&token).await;
         let existing = self.order_count(&token).await;
         // Revokes the demo's token family: it leaves no live credentials behind.
         if let Err(e) = self
@@ -325,6 +338,51 @@ impl Driver {
             "demo: signed in as the admin from inside the process"
         );
         access_token(response).await
+    }
+
+    /// Names [`DEMO_RECIPIENT`] for the tenant's failure reports, unless it names recipients of its
+    /// own: a new user sees forma's e-mails without setting anything up.
+    async fn name_recipient(&self, token: &str) {
+        let url = self.url("/api/v1/notifications/settings");
+        let named = async {
+            let settings: Value = self
+                .http
+                .get(&url)
+                .bearer_auth(token)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            if settings["recipients"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                return Ok::<_, reqwest::Error>(false);
+            }
+            let mut settings = settings;
+            settings["recipients"] = json!([DEMO_RECIPIENT]);
+            self.http
+                .put(&url)
+                .bearer_auth(token)
+                .json(&settings)
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(true)
+        };
+        match named.await {
+            Ok(true) => tracing::info!(
+                recipient = DEMO_RECIPIENT,
+                "demo: failure reports are e-mailed to the simulated mail server (PUT /api/v1/notifications/settings names others)"
+            ),
+            Ok(false) => tracing::info!(
+                "demo: failure reports are e-mailed to the recipients the notification settings name"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "demo: cannot name a recipient for failure reports; they are not e-mailed")
+            }
+        }
     }
 
     async fn order_count(&self, token: &str) -> u64 {
@@ -515,6 +573,24 @@ impl Driver {
                 );
             }
             fulfillments_told = fulfillments.len();
+        }
+    }
+
+    /// The mail server: tells the story of every e-mail forma sent it.
+    async fn read_mail(&self) {
+        let mut told = 0;
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            for mail in self.simulators.mail.mails_from(told) {
+                told += 1;
+                tracing::info!(
+                    to = %mail.to.join(", "),
+                    subject = mail.header("Subject").unwrap_or_default(),
+                    "demo: forma e-mailed a failure report"
+                );
+            }
         }
     }
 }

@@ -155,6 +155,11 @@ impl SmtpSim {
         self.lock().mails.clone()
     }
 
+    /// The messages accepted after the first `seen`, in order: for a reader that polls.
+    pub fn mails_from(&self, seen: usize) -> Vec<Mail> {
+        self.lock().mails.get(seen..).unwrap_or_default().to_vec()
+    }
+
     /// How many connections were made to it so far.
     pub fn connections(&self) -> usize {
         self.lock().connections

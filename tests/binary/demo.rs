@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use forma::demo::DEMO_RECIPIENT;
+
 use crate::support::{Server, client, forma, run};
 
 /// How long the first demo order may take to be fulfilled.
@@ -58,24 +60,26 @@ async fn demo_on_an_empty_directory_fulfills_an_order_with_tracking() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
 
-    let detail: Value = http
-        .get(format!(
-            "{}/api/v1/orders/{}",
-            server.addr,
-            order["id"].as_str().unwrap()
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let order_url = format!(
+        "{}/api/v1/orders/{}",
+        server.addr,
+        order["id"].as_str().unwrap()
+    );
+    let detail = signed_get(&http, &order_url, &token).await;
     let tracking = detail["shipment"]["trackingNumber"]
         .as_str()
         .unwrap_or_default();
     assert!(!tracking.is_empty(), "{detail}");
     assert_eq!(detail["trackingNumber"], tracking, "{detail}");
+    // Failure reports go to the simulated mail server, to the address the demo named.
+    let settings_url = format!("{}/api/v1/notifications/settings", server.addr);
+    let settings = signed_get(&http, &settings_url, &token).await;
+    assert_eq!(
+        settings["recipients"],
+        json!([DEMO_RECIPIENT]),
+        "{settings}"
+    );
+    assert_eq!(settings["emailConfigured"], true, "{settings}");
     let log = server.drain_log();
     assert!(
         log.iter()
@@ -88,6 +92,13 @@ async fn demo_on_an_empty_directory_fulfills_an_order_with_tracking() {
         server.wait(Duration::from_secs(15)).await,
         "SIGTERM is a clean exit"
     );
+}
+
+/// `url`'s JSON, fetched with the bearer `token`.
+async fn signed_get(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    let response = http.get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.json().await.unwrap()
 }
 
 #[tokio::test]
