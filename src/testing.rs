@@ -534,6 +534,17 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The value `/metrics` shows for `series` (its name and labels as Prometheus prints them),
+    /// `None` while it shows none. The recorder is the process's: tests run one per process
+    /// (nextest), so its figures are this test's.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.get("/metrics").await.text().await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))?
+            .parse()
+            .ok()
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

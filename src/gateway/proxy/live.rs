@@ -41,6 +41,7 @@ use crate::gateway::auth::Authenticated;
 use crate::gateway::auth::cache::{AuthCache, CacheKey};
 use crate::gateway::auth::tokens;
 pub use crate::identity::lease::Lease;
+use crate::identity::lease::Stop;
 use crate::identity::users;
 use crate::infra::db::Db;
 use crate::infra::redis::RedisHandle;
@@ -130,7 +131,7 @@ pub struct Grant {
 /// One open connection in the index (by its id).
 struct Held {
     grant: Grant,
-    stop: CancellationToken,
+    stop: Stop,
 }
 
 /// Where a held connection's sign-in is checked: the session store and the database.
@@ -232,7 +233,7 @@ impl LiveConnections {
     /// Registers a connection of `user_id` opened with `grant`.
     pub fn lease(self: &Arc<Self>, user_id: Uuid, grant: Grant) -> Lease {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let stop = CancellationToken::new();
+        let stop = Stop::new();
         self.index().entry(user_id).or_default().insert(
             id,
             Held {
@@ -245,6 +246,7 @@ impl LiveConnections {
             user_id,
             id,
         });
+        held_connections().increment(1.0);
         Lease::new(stop, registration)
     }
 
@@ -261,23 +263,29 @@ impl LiveConnections {
 
     /// Ends the connections of `user_id` that `ends` picks; returns how many.
     fn close_where(&self, user_id: Uuid, ends: impl Fn(u64, &Held) -> bool) -> usize {
-        let mut index = self.index();
-        let Some(held) = index.get_mut(&user_id) else {
-            return 0;
-        };
-        let mut closed = 0;
-        held.retain(|&id, h| {
-            let this_one = ends(id, h);
-            if this_one {
-                h.stop.cancel();
-                closed += 1;
+        let mut stops = Vec::new();
+        {
+            let mut index = self.index();
+            let Some(held) = index.get_mut(&user_id) else {
+                return 0;
+            };
+            held.retain(|&id, h| {
+                let this_one = ends(id, h);
+                if this_one {
+                    stops.push(h.stop.clone());
+                }
+                !this_one
+            });
+            if held.is_empty() {
+                index.remove(&user_id);
             }
-            !this_one
-        });
-        if held.is_empty() {
-            index.remove(&user_id);
         }
-        closed
+        // Fired once the index is let go: ending a connection drops its lease, whose registration
+        // takes the index to leave it.
+        for stop in &stops {
+            stop.fire();
+        }
+        stops.len()
     }
 
     /// Applies `revocation` here and tells the other gateways. Call it once the revocation is
@@ -499,6 +507,12 @@ fn opens_socket_io_session(request: &Request) -> bool {
         && crate::http::paths::opens_engine_io_session(request.uri().query())
 }
 
+/// `gateway_held_connections`: the upgraded connections (websockets, Socket.IO sessions) this
+/// gateway holds open and ends when their sign-in is revoked.
+fn held_connections() -> metrics::Gauge {
+    metrics::gauge!("gateway_held_connections")
+}
+
 /// A connection's place in the index: dropping its [`Lease`]'s last clone (the connection ended)
 /// removes it.
 struct Registration {
@@ -509,6 +523,7 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        held_connections().decrement(1.0);
         let mut index = self.live.index();
         if let Some(held) = index.get_mut(&self.user_id) {
             held.remove(&self.id);

@@ -141,6 +141,33 @@ async fn signing_out_disconnects_the_sockets_of_that_sign_in_in_role_all() {
     assert_still_hears(&deployment, &mut bystander, 6301).await;
 }
 
+/// A socket that goes away is forgotten: its lease, which holds what ends the socket on a
+/// revocation, is released with it. (A polling-only socket whose client vanishes is let go by
+/// engine.io at its next missed ping, about 45 s on: too slow for this test.)
+#[tokio::test]
+async fn sockets_that_go_away_leave_nothing_held_in_role_all() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let held = || async { gateway.metric("gateway_held_connections").await };
+    let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+    let lost = connect("websocket", gateway, Transport::Websocket, &cookie).await;
+    let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+    let leaving = connect("upgraded", gateway, Transport::Upgrading, &cookie).await;
+    eventually("a connection held per socket", CLOSED_WITHIN, || async {
+        held().await.filter(|&count| count >= 2.0)
+    })
+    .await;
+
+    // One client leaves as a closed page does; the other's process is killed, as a lost network
+    // ends it.
+    leaving.close().await;
+    drop(lost);
+    eventually("nothing held", CLOSED_WITHIN, || async {
+        held().await.filter(|&count| count == 0.0)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_deactivated_users_socket_is_disconnected_in_role_all() {
     let deployment = Deployment::all().await;

@@ -125,7 +125,8 @@ pub fn socket_io_builder() -> socketioxide::SocketIoBuilder {
 }
 
 /// `/events`: [`admit`] decides, [`connected`] joins the tenant's room.
-fn namespace<A: Adapter>() -> impl ConnectHandler<A, (socketioxide::extract::SocketRef<A>,)> {
+fn namespace<A: Adapter>()
+-> impl ConnectHandler<A, (socketioxide::extract::SocketRef<A>, SocketIo<A>)> {
     connected::<A>.with(admit::<A>)
 }
 

@@ -11,9 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
+use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{NAMESPACE, tenant_room};
@@ -100,7 +100,7 @@ pub async fn admit<A: Adapter>(socket: SocketRef<A>) -> Result<(), Refused> {
 }
 
 /// The connect handler, after [`admit`]: the socket joins its tenant's room.
-pub async fn connected<A: Adapter>(socket: SocketRef<A>) {
+pub async fn connected<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>) {
     let Some(&Verified(tenant)) = socket.req_parts().extensions.get::<Verified>() else {
         // Unreachable behind `admit`; a socket without a tenant must not linger.
         let _ = socket.disconnect();
@@ -108,24 +108,19 @@ pub async fn connected<A: Adapter>(socket: SocketRef<A>) {
     };
     socket.join(tenant_room(tenant));
     connections().increment(1.0);
-    let gone = CancellationToken::new();
     // In role `all` the gateway's lease on the session that opened this socket: signing out (or
-    // any revocation) disconnects it, whatever transport it is on now.
-    if let Some(lease) = socket.req_parts().extensions.get::<Lease>().cloned() {
-        let (socket, gone) = (socket.clone(), gone.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                () = lease.stopped() => {
-                    let _ = socket.disconnect();
-                }
-                () = gone.cancelled() => {}
+    // any revocation) disconnects it, whatever transport it is on now. Ended by the lease rather
+    // than watched by a task per socket; found by its id, because the socket holds the lease and
+    // a callback holding the socket would keep both alive for good.
+    if let Some(lease) = socket.req_parts().extensions.get::<Lease>() {
+        let sid = socket.id;
+        lease.on_stop(move || {
+            if let Some(socket) = io.of(NAMESPACE).and_then(|ns| ns.get_socket(sid)) {
+                let _ = socket.disconnect();
             }
         });
     }
-    socket.on_disconnect(move || async move {
-        connections().decrement(1.0);
-        gone.cancel();
-    });
+    socket.on_disconnect(|| async { connections().decrement(1.0) });
     tracing::debug!(socket = %socket.id, %tenant, "socket connected");
 }
 

@@ -36,7 +36,7 @@ pub struct Client {
     pub name: String,
     lines: mpsc::UnboundedReceiver<Value>,
     seen: Vec<Value>,
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
 }
 
 fn fixture() -> PathBuf {
@@ -99,7 +99,7 @@ impl Client {
             name: name.to_owned(),
             lines,
             seen: Vec::new(),
-            _process: process,
+            process,
         }
     }
 
@@ -138,6 +138,14 @@ impl Client {
         let outcome = self.outcome().await;
         assert_eq!(outcome["type"], "connect", "{}: {outcome}", self.name);
         self
+    }
+
+    /// Leaves as a closed page does: the client sends engine.io's close and exits. (Dropping a
+    /// client kills it instead, as a lost network would.)
+    pub async fn close(mut self) {
+        drop(self.process.stdin.take());
+        let exited = tokio::time::timeout(CONNECTING, self.process.wait()).await;
+        assert!(exited.is_ok(), "{}: still running after closing", self.name);
     }
 
     /// Every event received so far, without waiting.

@@ -297,20 +297,12 @@ async fn the_order_service_refuses_a_socket_without_a_signed_context() {
     assert_eq!(outcome["message"], "Unauthorized");
 }
 
-/// `/metrics` counts connected sockets per namespace. The recorder is the process's: these tests
-/// run one per process (nextest), so the gauge holds this test's sockets.
+/// `/metrics` counts connected sockets per namespace.
 async fn assert_connections_counted(app: &TestApp, at_least: u64) {
-    let url = app.url("/metrics");
-    let client = crate::testing::client();
     eventually("the connections are counted", CONNECTING, || async {
-        let text = client.get(&url).send().await.ok()?.text().await.ok()?;
-        let count: f64 = text
-            .lines()
-            .find(|l| l.starts_with("socketio_connections{namespace=\"/events\"}"))?
-            .rsplit(' ')
-            .next()?
-            .parse()
-            .ok()?;
+        let count = app
+            .metric("socketio_connections{namespace=\"/events\"}")
+            .await?;
         (count >= at_least as f64).then_some(())
     })
     .await;
