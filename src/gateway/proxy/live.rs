@@ -202,13 +202,25 @@ impl LiveConnections {
     }
 
     /// A lease for `request` by `auth`, the signed-in user, when it opens a connection that
-    /// outlives it: a websocket handshake (held by the splice, or in role `all` by the socket in
-    /// this process), or the long-polling handshake of a Socket.IO session (its socket, in role
-    /// `all`, holds it and disconnects when it ends, whatever transport it upgrades to; a split
-    /// order service never sees it, and needs not: each poll is authenticated). `None` for any
-    /// other request.
-    pub fn lease_for(self: &Arc<Self>, request: &Request, auth: &Authenticated) -> Option<Lease> {
-        if !outlives_its_request(request) {
+    /// outlives it and something will hold the lease for that connection's life: sent over HTTP
+    /// (`in_process` false), a websocket, which the gateway's splice holds; served in this process
+    /// (role `all`), a request that opens a Socket.IO session (its polling handshake, or a direct
+    /// websocket), which the socket holds and disconnects by, whatever transport it upgrades to.
+    /// `None` for any other request: a polling handshake sent to a split order service (each poll
+    /// is authenticated), or the websocket upgrade of a session the socket already holds a lease
+    /// for.
+    pub fn lease_for(
+        self: &Arc<Self>,
+        request: &Request,
+        auth: &Authenticated,
+        in_process: bool,
+    ) -> Option<Lease> {
+        let held = if in_process {
+            opens_socket_io_session(request)
+        } else {
+            upgrade::is_websocket(request.headers())
+        };
+        if !held {
             return None;
         }
         let (credential, until) = match auth.token_family {
@@ -496,7 +508,8 @@ impl LiveConnections {
 }
 
 /// Whether `request` opens a connection that outlives it: a websocket handshake, or the
-/// long-polling handshake of a Socket.IO session. Such a connection is leased ([`LiveConnections::lease_for`]).
+/// long-polling handshake of a Socket.IO session. Such a request may be leased by its session
+/// ([`LiveConnections::lease_for`]).
 pub fn outlives_its_request(request: &Request) -> bool {
     upgrade::is_websocket(request.headers()) || opens_socket_io_session(request)
 }

@@ -138,12 +138,6 @@ pub async fn forward(
         return crate::http::error::not_found(request).await.into_response();
     };
     let config: &Config = &state.config;
-    if let Some(lease) = auth
-        .as_ref()
-        .and_then(|auth| state.live.lease_for(&request, auth))
-    {
-        request.extensions_mut().insert(lease);
-    }
     // Only routes marked cacheable pay for the cache; every other request checks this one field.
     // The cache's futures are boxed, so that they do not size every request's.
     let pending = if route.cache_ttl_secs.is_some() {
@@ -166,6 +160,13 @@ pub async fn forward(
         .get(&route.service)
         .cloned()
         .unwrap_or(Target::Unconfigured);
+    let in_process = matches!(target, Target::InProcess(_));
+    if let Some(lease) = auth
+        .as_ref()
+        .and_then(|auth| state.live.lease_for(&request, auth, in_process))
+    {
+        request.extensions_mut().insert(lease);
+    }
     // A cookie scan and a string, made only for a balancer that keys on the client, and before
     // the session cookie is dropped from the forwarded headers.
     let affinity = match &target {
