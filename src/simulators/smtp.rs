@@ -152,7 +152,7 @@ impl SmtpSim {
 
     /// Every message accepted so far, in order.
     pub fn mails(&self) -> Vec<Mail> {
-        self.lock().mails.clone()
+        self.mails_from(0)
     }
 
     /// The messages accepted after the first `seen`, in order: for a reader that polls.

@@ -80,12 +80,44 @@ async fn demo_on_an_empty_directory_fulfills_an_order_with_tracking() {
         "{settings}"
     );
     assert_eq!(settings["emailConfigured"], true, "{settings}");
-    let log = server.drain_log();
+    let mut log = server.drain_log();
     assert!(
         log.iter()
             .any(|l| l["message"] == "demo: Shopify sent orders/create for a new order"),
         "the driver tells its story at info"
     );
+
+    // With every demo product unmapped, the next order has an unmapped SKU: forma e-mails the
+    // report, and the demo tells of the mail its mail server received.
+    let mappings_url = format!("{}/api/v1/product-mappings", server.addr);
+    let mappings = signed_get(&http, &mappings_url, &token).await;
+    for mapping in mappings["items"].as_array().expect("a page of mappings") {
+        let id = mapping["id"].as_str().expect("an id");
+        let response = http
+            .patch(format!("{mappings_url}/{id}"))
+            .bearer_auth(&token)
+            .json(&json!({"isActive": false}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{mapping}");
+    }
+    let mailed = |l: &Value| {
+        l["message"] == "demo: forma e-mailed a failure report"
+            && l["to"] == DEMO_RECIPIENT
+            && l["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("Unmapped SKU"))
+    };
+    let deadline = Instant::now() + WAIT;
+    while !log.iter().any(mailed) {
+        assert!(
+            Instant::now() < deadline,
+            "no unmapped-SKU report e-mailed within {WAIT:?}; log: {log:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        log.extend(server.drain_log());
+    }
 
     server.signal("TERM").await;
     assert!(
