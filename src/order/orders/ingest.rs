@@ -183,29 +183,36 @@ pub async fn create(
     Ok(Outcome::Created)
 }
 
-/// `orders/cancelled`: cancels the order (and, through `order.cancelled`, its open jobs).
+/// `orders/cancelled`: cancels the order (and, through `order.cancelled`, its open jobs). A
+/// cancellation that overtook its create (Shopify retries each delivery on its own) stores the
+/// order as cancelled, so the create that follows finds it and prints nothing.
 pub async fn cancel(
     core: &OrderCore,
     delivery: &Delivery,
-    shopify_order_id: &str,
+    new: &NewOrder,
     reason: Option<String>,
 ) -> Result<Outcome, DbError> {
+    let reason = reason.unwrap_or_else(|| "Cancelled in Shopify".to_owned());
     let mut tx = core.db.begin().await?;
     if !shopify::first_delivery(&mut tx, delivery).await? {
         tx.rollback().await?;
         return Ok(Outcome::Duplicate);
     }
-    let Some(record) =
-        repository::lock_by_shopify_id(&mut tx, delivery.tenant_id, shopify_order_id).await?
-    else {
-        tx.commit().await?;
-        tracing::info!(
-            shopify_order_id,
-            "orders/cancelled for an order forma does not have"
-        );
-        return Ok(Outcome::Unchanged);
+    let record = match repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id)
+        .await?
+    {
+        Some(record) => record,
+        None => match insert_cancelled(&mut tx, new, &reason).await? {
+            true => {
+                tx.commit().await?;
+                return Ok(Outcome::Cancelled);
+            }
+            // Its create committed meanwhile (PostgreSQL waits for it on the unique key).
+            false => repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id)
+                .await?
+                .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?,
+        },
     };
-    let reason = reason.unwrap_or_else(|| "Cancelled in Shopify".to_owned());
     match super::cancellation::cancel_in(&mut tx, &record, &reason).await? {
         Some(events) => {
             tx.commit().await?;
@@ -231,6 +238,43 @@ pub async fn cancel(
             Ok(Outcome::Unchanged)
         }
     }
+}
+
+/// Stores an order forma hears of first through its cancellation: CANCELLED, every line too, with
+/// nothing planned and nothing announced (no job, no stock, no `order.created`). `false` when the
+/// tenant has the order already.
+async fn insert_cancelled(tx: &mut Tx, new: &NewOrder, reason: &str) -> Result<bool, DbError> {
+    let lines: Vec<(NewLineItem, LinePlan)> = new
+        .line_items
+        .iter()
+        .map(|line| {
+            let plan = LinePlan {
+                status: LineItemStatus::Cancelled,
+                mapping_id: None,
+                print_files: None,
+            };
+            (line.clone(), plan)
+        })
+        .collect();
+    let Some(record) = repository::insert(tx, new, OrderStatus::Cancelled, &lines).await? else {
+        return Ok(false);
+    };
+    let order = &record.order;
+    repository::set_status(tx, order.id, OrderStatus::Cancelled, None, Some(reason)).await?;
+    let entry = Entry::order(
+        order.tenant_id,
+        order.id,
+        types::ORDER_CANCELLED,
+        Severity::Warning,
+        format!(
+            "Order {} cancelled in Shopify before forma received it: {reason}",
+            order.order_number
+        ),
+    )
+    .with_details(json!({"reason": reason, "lines": record.lines.len()}));
+    event_log::append(tx, &entry).await?;
+    tracing::info!(order = %order.id, shopify_order_id = new.shopify_order_id, "orders/cancelled came before the order: stored as cancelled");
+    Ok(true)
 }
 
 /// Lines that wait for a product mapping, in the order's transaction: a warning in the event log
@@ -259,32 +303,49 @@ async fn record_unmapped<'a>(
 }
 
 /// `orders/updated`: who and where always (until shipped); the lines only while nothing of the
-/// order has started printing, and then the changed lines are planned anew.
+/// order has started printing, and then the changed lines are planned anew. An update about an
+/// order forma does not have creates it, unless Shopify has `closed` it (cancelled, or fulfilled
+/// already: an old order the merchant touched, not one to print).
 pub async fn update(
     core: &OrderCore,
     delivery: &Delivery,
     new: &NewOrder,
+    closed: bool,
 ) -> Result<Outcome, DbError> {
     let mut tx = core.db.begin().await?;
     if !shopify::first_delivery(&mut tx, delivery).await? {
         tx.rollback().await?;
         return Ok(Outcome::Duplicate);
     }
-    let Some(record) =
-        repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id).await?
-    else {
-        // An update that overtook its create: the order as it is now.
-        let lines = plan_lines(&mut Conn::Tx(&mut tx), new).await?;
-        let created = insert_new(&mut tx, new, &lines).await?;
-        tx.commit().await?;
-        if let Some((_, created)) = created {
-            core.relay.notify();
-            for event in created {
-                core.events.emit(event).await;
-            }
-            return Ok(Outcome::Created);
+    let record = match repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id)
+        .await?
+    {
+        Some(record) => record,
+        None if closed => {
+            tx.commit().await?;
+            tracing::info!(
+                shopify_order_id = new.shopify_order_id,
+                "orders/updated for a closed order forma does not have: not created"
+            );
+            return Ok(Outcome::Unchanged);
         }
-        return Ok(Outcome::Exists);
+        None => {
+            // An update that overtook its create: the order as it is now.
+            let lines = plan_lines(&mut Conn::Tx(&mut tx), new).await?;
+            if let Some((_, created)) = insert_new(&mut tx, new, &lines).await? {
+                tx.commit().await?;
+                core.relay.notify();
+                for event in created {
+                    core.events.emit(event).await;
+                }
+                return Ok(Outcome::Created);
+            }
+            // Its create committed meanwhile (PostgreSQL waits for it on the unique key): the
+            // update applies to it.
+            repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id)
+                .await?
+                .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?
+        }
     };
     let order = &record.order;
     if matches!(

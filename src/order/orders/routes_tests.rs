@@ -301,6 +301,74 @@ async fn shopify_updates_replan_unprinted_lines_and_shopify_cancels_orders() {
     .await;
 }
 
+/// Shopify retries each delivery on its own, so a cancellation can come before its create, and an
+/// update can come for an order forma never had (an old one the merchant touched). Neither may
+/// put an order on the farm that Shopify has closed.
+#[tokio::test]
+async fn shopify_deliveries_about_closed_orders_print_nothing() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    map(
+        &admin,
+        app,
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    let acked = |outcome: &'static str| {
+        move |(status, ack): (u16, Value)| {
+            assert_eq!(
+                (status, ack["outcome"].as_str()),
+                (200, Some(outcome)),
+                "{ack}"
+            );
+        }
+    };
+
+    // The cancellation first: the order is stored cancelled, and its create changes nothing.
+    let document = shopify::order_document(450, 1450, &[line(1, "CUBE", 2)]);
+    acked("cancelled")(deliver(app, &Delivery::new("orders/cancelled", SHOP, &document)).await);
+    acked("exists")(deliver(app, &Delivery::new("orders/create", SHOP, &document)).await);
+    acked("unchanged")(deliver(app, &Delivery::new("orders/updated", SHOP, &document)).await);
+    let order = order_numbered(&admin, app, 1450).await;
+    let id = order["id"].as_str().unwrap();
+    let order = status_of(&admin, app, id).await;
+    assert_eq!(order["status"], "CANCELLED", "{order}");
+    assert_eq!(order["lineItems"][0]["status"], "CANCELLED", "{order}");
+    assert_eq!(order["printJobs"], json!([]), "{order}");
+    assert_eq!(event_types(app, id).await, ["order.cancelled"]);
+
+    // An update about an order forma never had: created when open, not when fulfilled or
+    // cancelled in Shopify.
+    let mut fulfilled = shopify::order_document(451, 1451, &[line(1, "CUBE", 1)]);
+    fulfilled["fulfillment_status"] = json!("fulfilled");
+    acked("unchanged")(deliver(app, &Delivery::new("orders/updated", SHOP, &fulfilled)).await);
+    let mut cancelled = shopify::order_document(452, 1452, &[line(1, "CUBE", 1)]);
+    cancelled["cancelled_at"] = json!(chrono::Utc::now().to_rfc3339());
+    acked("unchanged")(deliver(app, &Delivery::new("orders/updated", SHOP, &cancelled)).await);
+    let open = shopify::order_document(453, 1453, &[line(1, "CUBE", 1)]);
+    acked("created")(deliver(app, &Delivery::new("orders/updated", SHOP, &open)).await);
+    let id = order_numbered(&admin, app, 1453).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 1).await;
+    for number in [1451, 1452] {
+        let url = app.url(&format!("/api/v1/orders?search=%23{number}"));
+        assert_eq!(
+            get_json(&admin, &url).await["items"],
+            json!([]),
+            "#{number}"
+        );
+    }
+    // Only the open order's job reached the farm.
+    eventually("the farm has the open order's job", WAIT, || async {
+        (deployment.farm.items().len() == 1).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn lists_filter_and_another_tenants_order_is_a_404() {
     let deployment = Deployment::all_with(false, |_| {}).await;

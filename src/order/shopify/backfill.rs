@@ -303,11 +303,6 @@ impl Job {
 
     /// One order of a page, through the ingestion of `orders/create`.
     async fn import(&self, document: Value) -> Result<Imported, DbError> {
-        let closed = document.get("cancelled_at").is_some_and(|v| !v.is_null())
-            || document.get("fulfillment_status").and_then(Value::as_str) == Some("fulfilled");
-        if closed {
-            return Ok(Imported::Skipped);
-        }
         let id = document.get("id").cloned().unwrap_or(Value::Null);
         let order = match serde_json::from_value::<ShopifyOrder>(document) {
             Ok(order) => order,
@@ -316,6 +311,9 @@ impl Job {
                 return Ok(Imported::Skipped);
             }
         };
+        if order.is_closed() {
+            return Ok(Imported::Skipped);
+        }
         let new = match order.to_new_order(self.tenant_id) {
             Ok(new) => new,
             Err(problems) => {

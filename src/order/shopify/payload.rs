@@ -28,6 +28,8 @@ pub struct ShopifyOrder {
     pub line_items: Vec<ShopifyLineItem>,
     pub cancelled_at: Option<String>,
     pub cancel_reason: Option<String>,
+    /// `fulfilled`, `partial` or null.
+    pub fulfillment_status: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +101,15 @@ fn nonempty(value: Option<&String>) -> Option<String> {
 }
 
 impl ShopifyOrder {
+    /// An order with nothing left for forma to do: cancelled, or fulfilled already. The backfill
+    /// skips it, and an `orders/updated` about it never creates it.
+    pub fn is_closed(&self) -> bool {
+        self.cancelled_at
+            .as_deref()
+            .is_some_and(|at| !at.trim().is_empty())
+            || self.fulfillment_status.as_deref() == Some("fulfilled")
+    }
+
     /// The order as forma stores it, for `tenant_id`; or every problem with the document.
     pub fn to_new_order(&self, tenant_id: Uuid) -> Result<NewOrder, Vec<String>> {
         let mut problems = Vec::new();

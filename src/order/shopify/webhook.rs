@@ -144,12 +144,14 @@ async fn receive(
                 .map_err(ApiError::validation)?;
             match topic.as_str() {
                 topics::ORDERS_CREATE => ingest::create(&state.core, &delivery, &new).await?,
-                topics::ORDERS_UPDATED => ingest::update(&state.core, &delivery, &new).await?,
+                topics::ORDERS_UPDATED => {
+                    ingest::update(&state.core, &delivery, &new, document.is_closed()).await?
+                }
                 _ => {
                     let reason = document
                         .cancel_reason
                         .map(|r| format!("Cancelled in Shopify ({r})"));
-                    ingest::cancel(&state.core, &delivery, &new.shopify_order_id, reason).await?
+                    ingest::cancel(&state.core, &delivery, &new, reason).await?
                 }
             }
         }
