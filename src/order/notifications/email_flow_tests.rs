@@ -168,6 +168,34 @@ async fn a_hung_smtp_server_does_not_hold_up_the_order_and_its_emails_follow_whe
     assert_eq!(smtp.mails().len(), 2);
 }
 
+/// An order none of whose lines can be printed as ordered (more prints than any line needs) is
+/// failed from its creation, and mailed as any failed order is.
+#[tokio::test]
+async fn an_order_failed_from_its_creation_is_mailed() {
+    let mailing = Mailing::start(&[OPS]).await;
+    let (smtp, gateway, admin) = (&mailing.smtp, mailing.gateway(), &mailing.admin);
+    let files = json!([{"fileId": "f-big", "fileName": "big.gcode"}]);
+    map(admin, gateway, "BIG", files).await;
+    let document = shopify::order_document(5_600_009, 2009, &[line(1, "BIG", 5_000)]);
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        order_numbered(admin, gateway, 2009).await["status"],
+        "FAILED"
+    );
+    let mail = eventually("the failure is mailed", WAIT, || async {
+        smtp.mails().into_iter().next()
+    })
+    .await;
+    assert!(subject(&mail).contains("#2009"), "{}", mail.data);
+    let kinds: Vec<String> = recorded(&mailing.deployment.gateway(0).ctx.db)
+        .await
+        .into_iter()
+        .map(|(kind, _, _)| kind)
+        .collect();
+    assert_eq!(kinds, ["order_failed"]);
+}
+
 #[tokio::test]
 async fn an_order_with_an_unmapped_sku_is_mailed_to_every_recipient_unless_that_kind_is_off() {
     let mailing = Mailing::start(&[OPS, LEAD]).await;

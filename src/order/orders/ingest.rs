@@ -151,6 +151,14 @@ async fn insert_new(
         return Ok(None);
     };
     let mut events = vec![record_created(tx, &record).await?];
+    if record.order.status == OrderStatus::Failed {
+        // Every line refused when planned: failed from the start, and told as any failure is.
+        events.push(InternalEvent::OrderFailed(internal_events::OrderFailed {
+            tenant_id: record.order.tenant_id,
+            order_id: record.order.id,
+            reason: "No line can be printed as ordered".to_owned(),
+        }));
+    }
     // In the order's own transaction (SPEC §6.5b): two orders never both get the last unit.
     events.extend(inventory::serving::serve_new_order(tx, &record).await?);
     Ok(Some((record, events)))

@@ -369,6 +369,44 @@ async fn shopify_deliveries_about_closed_orders_print_nothing() {
     .await;
 }
 
+/// A line refused when planned (more prints than any line needs) stays FAILED while the order's
+/// other lines print: the order ends PARTIALLY_COMPLETED.
+#[tokio::test]
+async fn a_line_refused_when_planned_stays_failed_while_the_others_print() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    for sku in ["CUBE", "BIG"] {
+        let files = json!([{"fileId": format!("f-{sku}"), "fileName": format!("{sku}.gcode")}]);
+        map(&admin, app, sku, files).await;
+    }
+    let document = shopify::order_document(460, 1460, &[line(1, "CUBE", 1), line(2, "BIG", 5_000)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1460).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 1).await;
+    let item = eventually("the farm has the job", WAIT, || async {
+        deployment.farm.items().into_iter().next()
+    })
+    .await;
+    let hook = app.url("/api/v1/webhooks/simplyprint");
+    deployment
+        .farm
+        .report(item.id, "job.done", &hook, SP_TOKEN)
+        .await
+        .unwrap();
+    let order = wait_for_status(&admin, app, &id, "PARTIALLY_COMPLETED").await;
+    let statuses: Vec<&Value> = order["lineItems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| &l["status"])
+        .collect();
+    assert_eq!(statuses, [&json!("COMPLETED"), &json!("FAILED")], "{order}");
+}
+
 #[tokio::test]
 async fn lists_filter_and_another_tenants_order_is_a_404() {
     let deployment = Deployment::all_with(false, |_| {}).await;

@@ -279,8 +279,11 @@ pub fn line_item_status(
     use PrintJobStatus as J;
     if jobs.is_empty() {
         return match current {
-            // Nothing to print: served from stock, or cancelled before planning.
-            LineItemStatus::Completed | LineItemStatus::Cancelled => current,
+            // Nothing to print: served from stock, or cancelled before planning. Or refused when
+            // planned (more prints than a line can need): failed until someone retries it.
+            LineItemStatus::Completed | LineItemStatus::Cancelled | LineItemStatus::Failed => {
+                current
+            }
             _ if mapped => LineItemStatus::Pending,
             _ => LineItemStatus::Unmapped,
         };

@@ -141,6 +141,7 @@ fn a_line_items_status_follows_its_jobs() {
         (L::Pending, false, &[], L::Unmapped),
         (L::Unmapped, true, &[], L::Pending),
         (L::Completed, true, &[], L::Completed),
+        (L::Failed, true, &[], L::Failed),
         (L::Pending, true, &[Queued, Queued], L::Pending),
         (L::Pending, true, &[Queued, Printing], L::Printing),
         (L::Pending, true, &[Completed, Queued], L::Printing),
