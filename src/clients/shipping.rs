@@ -309,13 +309,7 @@ mod tests {
     #[tokio::test]
     async fn the_in_process_client_keeps_the_contract() {
         let app = TestApp::spawn(Role::All, crate::infra::db::Backend::Sqlite).await;
-        let core = ShippingCore {
-            db: app.ctx.db.clone(),
-            relay: Default::default(),
-            events: Default::default(),
-            parcels: Default::default(),
-            sendcloud: None,
-        };
+        let core = ShippingCore::detached(app.ctx.db.clone());
         contract(&InProcessShippingClient::new(core)).await;
     }
 

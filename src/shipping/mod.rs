@@ -49,6 +49,18 @@ pub struct ShippingCore {
 }
 
 impl ShippingCore {
+    /// A core on `db` that tells no one what it does: no relay, no dispatcher, no parcel sender
+    /// to wake, no Sendcloud. For tests that drive each step themselves.
+    pub fn detached(db: Db) -> Self {
+        Self {
+            db,
+            relay: Default::default(),
+            events: Default::default(),
+            parcels: Default::default(),
+            sendcloud: None,
+        }
+    }
+
     /// The order's shipment, asked for now if it has none (idempotent: one per order), and
     /// whether this call created it; the sender creates its parcel.
     pub async fn request(&self, request: &ShipmentRequest) -> Result<(Shipment, bool), DbError> {

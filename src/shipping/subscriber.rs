@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use super::ShippingCore;
 use super::shipments::{Recipient, ShipmentItem, ShipmentRequest};
 use crate::clients::order::OrderClient;
@@ -13,6 +15,7 @@ use crate::events::bus::subscriptions::consumers::SHIPPING;
 use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
 use crate::order::internal::InternalOrder;
+use crate::order::orders::{OrderStatus, state::Status};
 
 /// Subscribes the shipping side to the order events it acts on.
 pub fn subscribe(
@@ -52,13 +55,27 @@ pub async fn request_shipment(
         tracing::warn!(%order_id, "order.ready-for-fulfillment for an order the order service does not know");
         return Ok(());
     };
+    // Each event type has its queue (SPEC §8.1), so `order.cancelled` can be handled first: an
+    // order that is no longer ready gets no shipment.
+    if order.order.status != OrderStatus::ReadyForFulfillment {
+        tracing::info!(%order_id, status = order.order.status.as_str(), "order.ready-for-fulfillment for an order no longer ready: no shipment");
+        return Ok(());
+    }
     let request = shipment_request(&order);
     let problems = request.problems();
     if !problems.is_empty() {
         // Kept anyway: the parcel waits with Sendcloud's refusal on it, for an operator to see.
         tracing::warn!(%order_id, ?problems, "the order's address is incomplete for a parcel");
     }
-    core.request(&request).await?;
+    let (_, created) = core.request(&request).await?;
+    // An order is cancelled before its `order.cancelled` is sent: cancelled now, it may have been
+    // handled between the read above and the shipment, and found none to cancel.
+    if created
+        && let Some(now) = orders.order(tenant_id, order_id).await?
+        && now.order.status == OrderStatus::Cancelled
+    {
+        cancel_of(core, tenant_id, order_id).await?;
+    }
     Ok(())
 }
 
@@ -70,6 +87,15 @@ pub async fn cancel_shipment(core: &ShippingCore, event: &Event) -> Result<(), H
     let Some((tenant_id, order_id)) = event.tenant_and(&cancelled.order_id) else {
         return Ok(());
     };
+    cancel_of(core, tenant_id, order_id).await
+}
+
+/// Cancels the order's shipment; Sendcloud's refusal is logged, not retried.
+async fn cancel_of(
+    core: &ShippingCore,
+    tenant_id: Uuid,
+    order_id: Uuid,
+) -> Result<(), HandlerError> {
     match core.cancel(tenant_id, order_id).await {
         Ok(_) => Ok(()),
         Err(super::CancelError::Db(e)) => Err(e.into()),

@@ -5,14 +5,18 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::ShippingCore;
 use super::parcels::{self, parcel_request};
 use super::sendcloud::Sendcloud;
 use super::shipments::{Recipient, ShipmentItem, ShipmentRequest, ShipmentStatus, repository};
+use super::{ShippingCore, subscriber};
+use crate::clients::order::InProcessOrderClient;
 use crate::config::Config;
 use crate::config::Role;
+use crate::events::catalog::{Event, EventPayload, OrderReadyForFulfillment};
 use crate::infra::db::Backend;
+use crate::order::flow_tests::{Deployment, SHOP, deliver, line, order_numbered};
 use crate::simulators::sendcloud::SendcloudSim;
+use crate::simulators::shopify::{self, Delivery};
 use crate::testing::TestApp;
 
 fn request() -> ShipmentRequest {
@@ -42,11 +46,8 @@ async fn core(app: &TestApp, sim: &SendcloudSim) -> (ShippingCore, Arc<Sendcloud
     config.sendcloud = sim.config();
     let client = Arc::new(Sendcloud::from_config(&config).unwrap().unwrap());
     let core = ShippingCore {
-        db: app.ctx.db.clone(),
-        relay: Default::default(),
-        events: Default::default(),
-        parcels: Default::default(),
         sendcloud: Some(client.clone()),
+        ..ShippingCore::detached(app.ctx.db.clone())
     };
     (core, client)
 }
@@ -129,4 +130,38 @@ async fn a_failing_sendcloud_leaves_the_shipment_waiting_and_it_is_made_once_lat
     }
     assert_eq!(sim.parcels().len(), 1);
     stop.cancel();
+}
+
+/// `order.cancelled` and `order.ready-for-fulfillment` travel in queues of their own (SPEC §8.1),
+/// so the cancellation can be handled first and find no shipment: the ready event that follows
+/// must not make one for the cancelled order.
+#[tokio::test]
+async fn an_order_cancelled_before_its_ready_event_is_handled_gets_no_shipment() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    let document = shopify::order_document(470, 1470, &[line(1, "NOPE", 1)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let order = order_numbered(&admin, app, 1470).await;
+    let id = order["id"].as_str().unwrap();
+    let response = admin
+        .post(app.url(&format!("/api/v1/orders/{id}/cancel")))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let order_id = Uuid::parse_str(id).unwrap();
+    let tenant_id = Uuid::parse_str(order["tenantId"].as_str().unwrap()).unwrap();
+
+    let core = ShippingCore::detached(app.ctx.db.clone());
+    let orders = InProcessOrderClient::of(&app.ctx);
+    let ready = EventPayload::OrderReadyForFulfillment(OrderReadyForFulfillment {
+        order_id: id.to_owned(),
+    });
+    let event = Event::new("order-service", tenant_id.to_string(), ready);
+    subscriber::request_shipment(&core, &orders, &event)
+        .await
+        .unwrap();
+    assert!(core.of_order(tenant_id, order_id).await.unwrap().is_empty());
 }

@@ -284,13 +284,7 @@ async fn an_update_that_leaves_lines_unmapped_is_mailed_too() {
 fn order_core(app: &TestApp) -> OrderCore {
     let db = app.ctx.db.clone();
     let print = PrintCore::detached(db.clone());
-    let shipping = ShippingCore {
-        db: db.clone(),
-        relay: Default::default(),
-        events: Default::default(),
-        parcels: Default::default(),
-        sendcloud: None,
-    };
+    let shipping = ShippingCore::detached(db.clone());
     OrderCore {
         db,
         relay: Default::default(),
