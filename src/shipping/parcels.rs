@@ -46,7 +46,11 @@ pub async fn pass(core: &ShippingCore, client: &Sendcloud) -> Result<usize, DbEr
     Ok(each_claimed(WORKER, &claimed, |shipment| send(core, client, shipment)).await)
 }
 
-async fn send(core: &ShippingCore, client: &Sendcloud, shipment: &Claimed) -> Result<(), DbError> {
+pub(super) async fn send(
+    core: &ShippingCore,
+    client: &Sendcloud,
+    shipment: &Claimed,
+) -> Result<(), DbError> {
     let request: ShipmentRequest = match serde_json::from_str(&shipment.request) {
         Ok(request) => request,
         Err(e) => {
@@ -73,11 +77,17 @@ async fn send(core: &ShippingCore, client: &Sendcloud, shipment: &Claimed) -> Re
     match created {
         Ok(parcel) => {
             let state = parcel_state(&parcel);
-            if core.parcel_created(shipment.id, &state).await?.is_none() {
-                // Cancelled meanwhile: the parcel goes too.
-                if let Err(e) = client.cancel_parcel(parcel.id).await {
-                    tracing::warn!(shipment = %shipment.id, error = %e, "could not cancel the parcel of a cancelled shipment");
-                }
+            if core.parcel_created(shipment.id, &state).await?.is_some() {
+                return Ok(());
+            }
+            // No longer waiting: cancelled meanwhile, or given its parcel by another replica
+            // (this claim's lease ran out while Sendcloud answered). The parcel goes, unless it is
+            // the very parcel the shipment now has (the other replica adopted it).
+            let stored = repository::find(&core.db, request.tenant_id, shipment.id).await?;
+            if stored.and_then(|s| s.sendcloud_parcel_id) == Some(parcel.id) {
+                tracing::info!(shipment = %shipment.id, parcel = parcel.id, "another replica stored the same parcel");
+            } else if let Err(e) = client.cancel_parcel(parcel.id).await {
+                tracing::warn!(shipment = %shipment.id, error = %e, "could not cancel a parcel the shipment does not have");
             }
             Ok(())
         }

@@ -165,3 +165,44 @@ async fn an_order_cancelled_before_its_ready_event_is_handled_gets_no_shipment()
         .unwrap();
     assert!(core.of_order(tenant_id, order_id).await.unwrap().is_empty());
 }
+
+/// Replica A claims a shipment and is slow; its lease runs out, replica B claims it and stores the
+/// parcel. When A gets to it, it adopts that same parcel by the order number, finds the shipment
+/// no longer waiting, and must leave the shipment's parcel alone.
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_leaves_the_parcel_another_replica_stored() {
+    let stop = CancellationToken::new();
+    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let (core, client) = core(&app, &sim).await;
+    let request = request();
+    let (shipment, _) = core.request(&request).await.unwrap();
+    let lease = chrono::TimeDelta::seconds(60);
+    let long_ago = chrono::Utc::now() - lease - chrono::TimeDelta::seconds(1);
+    let slow = repository::claim_waiting(&core.db, long_ago, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(slow.len(), 1);
+
+    assert_eq!(
+        parcels::pass(&core, &client).await.unwrap(),
+        1,
+        "B claims it"
+    );
+    parcels::send(&core, &client, &slow[0]).await.unwrap();
+
+    let stored = repository::find(&core.db, request.tenant_id, shipment.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.status, ShipmentStatus::Announced);
+    let parcels = sim.parcels();
+    assert_eq!(parcels.len(), 1, "no second parcel");
+    assert_eq!(Some(parcels[0].id), stored.sendcloud_parcel_id);
+    assert_ne!(
+        parcels[0].status_id,
+        crate::shipping::sendcloud::parcel::status::CANCELLED,
+        "the shipment's parcel was cancelled"
+    );
+    stop.cancel();
+}

@@ -34,7 +34,7 @@ const LEASE: TimeDelta = TimeDelta::seconds(60);
 const IDLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, sqlx::FromRow)]
-struct Claimed {
+pub(super) struct Claimed {
     id: Uuid,
     file_id: String,
     dispatch_attempts: i64,
@@ -55,7 +55,7 @@ pub async fn pass(db: &Db, client: &SimplyPrint) -> Result<usize, DbError> {
     Ok(each_claimed(WORKER, &claimed, |job| send(db, client, job)).await)
 }
 
-async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
+pub(super) async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
     // The lease condition is repeated outside the subquery: PostgreSQL re-checks it on a row a
     // concurrent claim just took, so two replicas never both take one job.
     let rows = on_pool!(db, pool => {
@@ -78,7 +78,7 @@ async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
     Ok(rows)
 }
 
-async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbError> {
+pub(super) async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbError> {
     let tag = tag(job.id);
     // `dispatch_attempts` counts this attempt already: more than one means an earlier one may
     // have reached SimplyPrint.
@@ -96,8 +96,12 @@ async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbErro
         Ok(simplyprint_id) => match mark_sent(db, job.id, &simplyprint_id).await {
             Ok(true) => Ok(()),
             Ok(false) => {
-                // Cancelled (or sent by another replica) meanwhile: take the item back out.
-                if let Err(e) = client.remove_queue_item(&simplyprint_id).await {
+                // Cancelled meanwhile, or sent by another replica (this claim's lease ran out
+                // while SimplyPrint answered): the item goes back out, unless it is the very item
+                // the job now waits on (the other replica adopted it by its tag).
+                if waits_on(db, job.id, &simplyprint_id).await? {
+                    tracing::info!(job = %job.id, simplyprint_id, "another replica recorded the same queue item");
+                } else if let Err(e) = client.remove_queue_item(&simplyprint_id).await {
                     tracing::warn!(job = %job.id, error = %e, "could not remove a queue item of a cancelled job");
                 }
                 Ok(())
@@ -135,6 +139,21 @@ async fn mark_sent(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbEr
     Ok(updated == 1)
 }
 
+/// Whether job `id` is still to be printed, as farm item `simplyprint_id`.
+async fn waits_on(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbError> {
+    let found = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM print_jobs WHERE id = $1 AND simplyprint_job_id = $2 \
+             AND status IN ('QUEUED', 'PRINTING')",
+        )
+        .bind(id)
+        .bind(simplyprint_id)
+        .fetch_optional(pool)
+        .await
+    })?;
+    Ok(found.is_some())
+}
+
 async fn mark_failed(
     db: &Db,
     id: Uuid,
@@ -145,7 +164,8 @@ async fn mark_failed(
     on_pool!(db, pool => {
         sqlx::query(
             "UPDATE print_jobs SET dispatch_after = $2, dispatch_error = $3, \
-             dispatch_lease_until = NULL WHERE id = $1",
+             dispatch_lease_until = NULL WHERE id = $1 AND status = 'QUEUED' \
+             AND simplyprint_job_id IS NULL",
         )
         .bind(id)
         .bind(next)

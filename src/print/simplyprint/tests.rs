@@ -368,3 +368,54 @@ async fn a_job_cancelled_in_forma_leaves_the_farms_queue() {
         .unwrap();
     assert_eq!(again.status(), 200, "cancelling twice changes nothing");
 }
+
+/// Replica A, on a later attempt at a job, finds the farm item an earlier attempt left by its tag,
+/// and is slow; its lease runs out and replica B adopts the same item and records it. When A
+/// gets to record it, the job no longer waits to be sent: A must leave the item on the farm.
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_leaves_the_item_another_replica_recorded() {
+    // No credentials, so no sender runs: the test makes the passes itself.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9011, 1).await;
+    let db = &app.ctx.db;
+    let mut config = (*app.ctx.config).clone();
+    integrations(&mut config, Some(&deployment.farm));
+    let client = SimplyPrint::from_config(&config).unwrap().unwrap();
+    let id = jobs[0]["id"].as_str().unwrap();
+    let job_id = uuid::Uuid::parse_str(id).unwrap();
+
+    // An earlier attempt reached the farm and was not recorded.
+    let item = client
+        .add_queue_item("f-cube", &super::tag(job_id))
+        .await
+        .unwrap();
+    // A's claim is its second attempt, and its lease runs out while it waits on SimplyPrint.
+    let Db::Sqlite(pool) = db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    let lease_runs_out = || async {
+        sqlx::query("UPDATE print_jobs SET dispatch_lease_until = '2000-01-01T00:00:00Z'")
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    let now = chrono::Utc::now();
+    assert_eq!(dispatch::claim(db, now).await.unwrap().len(), 1);
+    lease_runs_out().await;
+    let slow = dispatch::claim(db, now).await.unwrap();
+    assert_eq!(slow.len(), 1);
+    lease_runs_out().await;
+
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 1, "B claims it");
+    dispatch::send(db, &client, &slow[0]).await.unwrap();
+
+    let recorded = job(&admin, app, id).await;
+    assert_eq!(recorded["simplyPrintJobId"], item.as_str(), "{recorded}");
+    let items = deployment.farm.items();
+    assert_eq!(items.len(), 1, "sent once");
+    assert_eq!(
+        items[0].status, "queued",
+        "the job's item is still on the farm"
+    );
+}

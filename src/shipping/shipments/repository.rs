@@ -294,7 +294,7 @@ pub async fn parcel_failed(
     on_pool!(db, pool => {
         sqlx::query(
             "UPDATE shipments SET parcel_attempts = parcel_attempts + 1, parcel_after = $2, \
-             parcel_error = $3, parcel_lease_until = NULL WHERE id = $1",
+             parcel_error = $3, parcel_lease_until = NULL WHERE id = $1 AND status = 'PENDING'",
         )
         .bind(id)
         .bind(next)
