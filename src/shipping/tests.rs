@@ -7,8 +7,10 @@ use uuid::Uuid;
 
 use super::parcels::{self, parcel_request};
 use super::sendcloud::Sendcloud;
+use super::sendcloud::status;
+use super::shipments::repository::ParcelState;
 use super::shipments::{Recipient, ShipmentItem, ShipmentRequest, ShipmentStatus, repository};
-use super::{ShippingCore, subscriber};
+use super::{ShippingCore, reconcile, subscriber};
 use crate::clients::order::InProcessOrderClient;
 use crate::config::Config;
 use crate::config::Role;
@@ -204,5 +206,46 @@ async fn a_claim_whose_lease_ran_out_leaves_the_parcel_another_replica_stored() 
         crate::shipping::sendcloud::parcel::status::CANCELLED,
         "the shipment's parcel was cancelled"
     );
+    stop.cancel();
+}
+
+/// Reconciliation asks about a limited number of parcels per pass. A parcel not asked about in one
+/// pass is asked about in the next, however many others stay as they are, Sendcloud no longer
+/// knows, or Sendcloud refuses to tell of. On PostgreSQL, where NULLs sort last unless told.
+#[tokio::test]
+async fn reconciliation_asks_about_every_parcel_in_turn() {
+    let stop = CancellationToken::new();
+    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
+    let app = TestApp::spawn(Role::All, Backend::Postgres).await;
+    let (core, client) = core(&app, &sim).await;
+    // Two hundred shipments whose parcels Sendcloud no longer knows, then one it does.
+    for parcel_id in 1..=200 {
+        let (shipment, _) = core.request(&request()).await.unwrap();
+        let state = ParcelState {
+            parcel_id: 9_000_000 + parcel_id,
+            status_id: status::READY_TO_SEND,
+            carrier: None,
+            tracking_number: None,
+            tracking_url: None,
+            label_url: None,
+        };
+        core.parcel_created(shipment.id, &state).await.unwrap();
+    }
+    let request = request();
+    let (shipment, _) = core.request(&request).await.unwrap();
+    assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
+    let parcel = sim.parcels()[0].id;
+
+    assert_eq!(reconcile::pass(&core, &client).await.unwrap(), 0);
+    // The carrier takes the parcel, and the webhook is missed.
+    sim.advance(parcel, status::EN_ROUTE_TO_SORTING_CENTER, "En route")
+        .await
+        .unwrap();
+    assert_eq!(reconcile::pass(&core, &client).await.unwrap(), 1);
+    let moved = repository::find(&core.db, request.tenant_id, shipment.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.status, ShipmentStatus::InTransit);
     stop.cancel();
 }

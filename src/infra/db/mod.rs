@@ -227,6 +227,33 @@ impl Db {
         Ok(started.elapsed())
     }
 
+    /// Sets timestamp `column` of the rows `ids` of `table` to `at`, in one statement: what a
+    /// worker that went through some rows records of each (when it last looked at them).
+    pub async fn stamp(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        ids: &[uuid::Uuid],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), DbError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders = (2..=ids.len() + 1)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("UPDATE {table} SET {column} = $1 WHERE id IN ({placeholders})");
+        on_pool!(self, pool => {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(at);
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.execute(pool).await.map(|_| ())
+        })?;
+        Ok(())
+    }
+
     /// Closes every connection; used at shutdown so SQLite checkpoints its WAL.
     pub async fn close(&self) {
         on_pool!(self, pool => pool.close().await)

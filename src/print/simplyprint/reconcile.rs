@@ -6,16 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use uuid::Uuid;
 
-use super::client::SimplyPrint;
+use super::client::{SimplyPrint, SimplyPrintError};
 use super::status_from_remote;
 use crate::infra::db::DbError;
 use crate::infra::workers::Workers;
 use crate::on_pool;
 use crate::print::PrintCore;
 
-/// Jobs asked about per pass, the least recently changed first.
+/// Jobs asked about per pass, those asked about longest ago first (never asked: first of all).
 const BATCH: i64 = 200;
 
 #[derive(sqlx::FromRow)]
@@ -50,24 +51,31 @@ pub async fn pass(core: &PrintCore, client: &SimplyPrint) -> Result<usize, DbErr
         sqlx::query_as::<_, Held>(
             "SELECT id, tenant_id, simplyprint_job_id FROM print_jobs \
              WHERE status IN ('QUEUED', 'PRINTING') AND simplyprint_job_id IS NOT NULL \
-             ORDER BY updated_at LIMIT $1",
+             ORDER BY reconciled_at NULLS FIRST, updated_at, id LIMIT $1",
         )
         .bind(BATCH)
         .fetch_all(pool)
         .await
     })?;
     let mut changed = 0;
+    let mut asked = Vec::with_capacity(held.len());
     for job in held {
         let remote = match client.job(&job.simplyprint_job_id).await {
-            Ok(Some(remote)) => remote,
-            Ok(None) => continue,
+            Ok(remote) => remote,
+            Err(e @ SimplyPrintError::Rejected(_)) => {
+                // About this job only: the next pass asks the others first.
+                tracing::warn!(job = %job.id, error = %e, "SimplyPrint refused to tell of a job");
+                asked.push(job.id);
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(job = %job.id, error = %e, "could not ask SimplyPrint about a job");
-                // One failure is likely all of them: try again next pass.
+                // One failure is likely all of them: the next pass goes on from here.
                 break;
             }
         };
-        let Some(status) = status_from_remote(&remote.status) else {
+        asked.push(job.id);
+        let Some(status) = remote.and_then(|r| status_from_remote(&r.status)) else {
             continue;
         };
         let reason = Some("Reported by SimplyPrint (reconciliation)".to_owned());
@@ -79,5 +87,8 @@ pub async fn pass(core: &PrintCore, client: &SimplyPrint) -> Result<usize, DbErr
             }
         }
     }
+    core.db
+        .stamp("print_jobs", "reconciled_at", &asked, Utc::now())
+        .await?;
     Ok(changed)
 }

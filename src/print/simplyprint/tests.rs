@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::client::SimplyPrint;
-use super::dispatch;
+use super::{dispatch, reconcile};
 use crate::infra::db::{Conn, Db};
 use crate::on_conn;
 use crate::order::flow_tests::{
@@ -418,4 +418,53 @@ async fn a_claim_whose_lease_ran_out_leaves_the_item_another_replica_recorded() 
         items[0].status, "queued",
         "the job's item is still on the farm"
     );
+}
+
+/// Reconciliation asks about a limited number of jobs per pass. A job not asked about in one pass
+/// is asked about in the next, however many others stay unchanged at the farm: a farm with more
+/// jobs in its queue than one pass asks about still has every missed change caught.
+#[tokio::test]
+async fn reconciliation_asks_about_every_job_in_turn() {
+    // No credentials, so no sender or reconciliation runs: the test makes the passes itself.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let admin = app.admin().await;
+    let files = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    map(&admin, app, "CUBE-9012", files).await;
+    let document = shopify::order_document(9012, 9012, &[line(1, "CUBE-9012", 201)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let db = &app.ctx.db;
+    eventually("the 201 jobs are planned", WAIT, || async {
+        let mut conn = Conn::Pool(db);
+        let planned = on_conn!(&mut conn, c => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM print_jobs").fetch_one(c).await
+        })
+        .ok()?;
+        (planned == 201).then_some(())
+    })
+    .await;
+    let mut config = (*app.ctx.config).clone();
+    integrations(&mut config, Some(&deployment.farm));
+    let client = SimplyPrint::from_config(&config).unwrap().unwrap();
+    while dispatch::pass(db, &client).await.unwrap() > 0 {}
+    assert_eq!(deployment.farm.items().len(), 201);
+    let core = crate::print::PrintCore::detached(db.clone());
+
+    assert_eq!(reconcile::pass(&core, &client).await.unwrap(), 0);
+    let mut conn = Conn::Pool(db);
+    let not_asked = on_conn!(&mut conn, c => {
+        sqlx::query_as::<_, (uuid::Uuid, String)>(
+            "SELECT id, simplyprint_job_id FROM print_jobs WHERE reconciled_at IS NULL",
+        )
+        .fetch_all(c)
+        .await
+    })
+    .unwrap();
+    assert_eq!(not_asked.len(), 1, "one pass asks about 200 jobs");
+    let (job_id, item) = &not_asked[0];
+    // The farm finishes the one job the first pass did not ask about, and nobody tells forma.
+    deployment.farm.set_status(item.parse().unwrap(), "done");
+    assert_eq!(reconcile::pass(&core, &client).await.unwrap(), 1);
+    let job = job(&admin, app, &job_id.to_string()).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
 }

@@ -306,14 +306,14 @@ pub async fn parcel_failed(
     Ok(())
 }
 
-/// Shipments whose parcel is still moving: what reconciliation asks Sendcloud about, the ones it
-/// has not heard of longest first.
+/// Shipments whose parcel is still moving: what reconciliation asks Sendcloud about, those it
+/// asked about longest ago first (never asked: first of all).
 pub async fn in_flight(db: &Db, limit: i64) -> Result<Vec<(Uuid, i64)>, DbError> {
     let rows = on_pool!(db, pool => {
         sqlx::query_as::<_, (Uuid, i64)>(
             "SELECT id, sendcloud_parcel_id FROM shipments \
              WHERE sendcloud_parcel_id IS NOT NULL AND status IN ('ANNOUNCED', 'IN_TRANSIT', 'EXCEPTION') \
-             ORDER BY updated_at, id LIMIT $1",
+             ORDER BY reconciled_at NULLS FIRST, updated_at, id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(pool)
