@@ -27,19 +27,18 @@ impl RedisSessionStore {
         self.redis.key(&format!("session:{id}"))
     }
 
-    /// `SET key value EXAT expiry [NX]`; returns whether it was written.
-    async fn set(&self, record: &Record, only_if_new: bool) -> session_store::Result<bool> {
+    /// `SET key value EXAT expiry NX|XX` (`condition`); returns whether it was written.
+    async fn set(&self, record: &Record, condition: Written) -> session_store::Result<bool> {
         let mut conn = self.redis.connection().await.map_err(backend_error)?;
-        let mut command = redis::cmd("SET");
-        command
+        let reply: Option<String> = redis::cmd("SET")
             .arg(self.key(&record.id))
             .arg(encode(record)?)
             .arg("EXAT")
-            .arg(record.expiry_date.unix_timestamp());
-        if only_if_new {
-            command.arg("NX");
-        }
-        let reply: Option<String> = command
+            .arg(record.expiry_date.unix_timestamp())
+            .arg(match condition {
+                Written::IfNew => "NX",
+                Written::IfPresent => "XX",
+            })
             .query_async(&mut conn)
             .await
             .map_err(backend_error)?;
@@ -47,17 +46,25 @@ impl RedisSessionStore {
     }
 }
 
+/// When `SET` writes a session.
+#[derive(Clone, Copy)]
+enum Written {
+    IfNew,
+    /// A save never brings back a session deleted meanwhile (signed out during the request).
+    IfPresent,
+}
+
 #[async_trait]
 impl SessionStore for RedisSessionStore {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        while !self.set(record, true).await? {
+        while !self.set(record, Written::IfNew).await? {
             record.id = Id::default();
         }
         Ok(())
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.set(record, false).await.map(|_| ())
+        self.set(record, Written::IfPresent).await.map(|_| ())
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {

@@ -78,13 +78,12 @@ impl SessionStore for SqlSessionStore {
         }
     }
 
+    /// Updates a session the request loaded; one deleted meanwhile (signed out while the request
+    /// ran) stays deleted.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let text = encode(record)?;
         on_pool!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO sessions (id, record, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
-            )
+            sqlx::query("UPDATE sessions SET record = $2, expires_at = $3 WHERE id = $1")
             .bind(record.id.to_string())
             .bind(text)
             .bind(expiry(record))

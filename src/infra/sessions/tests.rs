@@ -46,6 +46,13 @@ async fn contract(store: &dyn SessionStore) {
     store.delete(&live.id).await.unwrap();
     assert!(store.load(&live.id).await.unwrap().is_none());
     assert!(store.load(&Id::default()).await.unwrap().is_none());
+
+    // A request that loaded the session before a sign-out saves it after: it stays signed out.
+    store.save(&live).await.unwrap();
+    assert!(
+        store.load(&live.id).await.unwrap().is_none(),
+        "a save brought a deleted session back"
+    );
 }
 
 each_database! {
