@@ -222,7 +222,13 @@ impl UserContext {
             tenant_id: field(&X_TENANT_ID)?
                 .parse()
                 .map_err(|_| ContextError::Malformed("tenant id"))?,
-            email: field(&X_USER_EMAIL)?.to_owned(),
+            // UTF-8 (an address may have a non-ASCII local part or domain), which `to_str`
+            // refuses: header values carry it as bytes.
+            email: headers
+                .get(&X_USER_EMAIL)
+                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+                .ok_or(ContextError::Malformed("a header is missing"))?
+                .to_owned(),
             roles: split(field(&X_USER_ROLES)?)
                 .map(|r| UserRole::parse(r).ok_or(ContextError::Malformed("role")))
                 .collect::<Result<_, _>>()?,
@@ -341,7 +347,8 @@ impl ContextSigner {
         ];
         PreparedContext {
             mac,
-            // Every value is ASCII we produced (ids, names, digits, hex); e-mails were validated.
+            // Every value is ASCII we produced (ids, names, digits, hex), or an e-mail address
+            // validated when stored (no control characters; UTF-8, read back as such).
             values: values
                 .into_iter()
                 .filter_map(|(name, value)| HeaderValue::try_from(value).ok().map(|v| (name, v)))
@@ -531,6 +538,14 @@ mod tests {
     #[test]
     fn a_signed_context_reads_back_identical() {
         let context = operator();
+        let headers = signed(&context, 1_000_000);
+        assert_eq!(read(&headers, 1_000_500), Ok(context));
+    }
+
+    #[test]
+    fn a_context_with_a_non_ascii_address_reads_back_identical() {
+        let mut context = operator();
+        context.email = "josé@bücher.example".into();
         let headers = signed(&context, 1_000_000);
         assert_eq!(read(&headers, 1_000_500), Ok(context));
     }
