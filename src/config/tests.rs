@@ -300,6 +300,7 @@ fn env_var_names_follow_the_section_key_convention() {
 
 const EXAMPLE: &str = include_str!("../../config.example.toml");
 const COMPOSE: &str = include_str!("../../docker-compose.yml");
+const EDGE: &str = include_str!("../../deploy/nginx.conf");
 const REQUIRED_MARK: &str = "# Required in production by:";
 
 /// Every `key = value` line of the example, commented out or not, as `section.key`, with the roles
@@ -348,6 +349,24 @@ fn code_keys() -> BTreeSet<String> {
         }
     }
     keys
+}
+
+/// The compose deployment's gateways trust every private network as a proxy (the load balancer's
+/// address is not fixed there), so the load balancer in front must not pass on an
+/// X-Forwarded-For a client began: it writes the client's own address, and a client cannot pick
+/// the address its sign-in attempts and rate limits are counted against.
+#[test]
+fn the_edge_load_balancer_writes_the_forwarded_address_itself() {
+    assert!(COMPOSE.contains("FORMA_RATE_LIMIT__TRUSTED_PROXIES"));
+    let forwarded: Vec<&str> = EDGE
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("proxy_set_header X-Forwarded-For"))
+        .collect();
+    assert_eq!(
+        forwarded,
+        ["proxy_set_header X-Forwarded-For $remote_addr;"]
+    );
 }
 
 #[test]
