@@ -70,6 +70,34 @@ async fn event_types(app: &TestApp, order_id: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// The farm's first queue item reports `topic` (`job.done`, `job.failed`) to forma.
+async fn farm_reports(deployment: &Deployment, topic: &str) {
+    let item = eventually("the farm has the job", WAIT, || async {
+        deployment.farm.items().into_iter().next()
+    })
+    .await;
+    let hook = deployment.gateway(0).url("/api/v1/webhooks/simplyprint");
+    deployment
+        .farm
+        .report(item.id, topic, &hook, SP_TOKEN)
+        .await
+        .unwrap();
+}
+
+/// Role `all` connected to the simulated farm, with SKU CUBE mapped; and its signed-in admin.
+async fn with_cube() -> (Deployment, reqwest::Client) {
+    let deployment = Deployment::all().await;
+    let admin = deployment.gateway(0).admin().await;
+    map(
+        &admin,
+        deployment.gateway(0),
+        "CUBE",
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
+    )
+    .await;
+    (deployment, admin)
+}
+
 #[tokio::test]
 async fn an_unmapped_line_waits_and_a_retry_after_mapping_it_plans_it() {
     let deployment = Deployment::all().await;
@@ -112,16 +140,8 @@ async fn an_unmapped_line_waits_and_a_retry_after_mapping_it_plans_it() {
 
 #[tokio::test]
 async fn a_failed_job_fails_the_order_and_its_retry_revives_it() {
-    let deployment = Deployment::all().await;
+    let (deployment, admin) = with_cube().await;
     let app = deployment.gateway(0);
-    let admin = app.admin().await;
-    map(
-        &admin,
-        app,
-        "CUBE",
-        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
-    )
-    .await;
     let document = shopify::order_document(200, 1200, &[line(1, "CUBE", 1)]);
     deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
     let id = order_numbered(&admin, app, 1200).await["id"]
@@ -129,16 +149,7 @@ async fn a_failed_job_fails_the_order_and_its_retry_revives_it() {
         .unwrap()
         .to_owned();
     let job = jobs_of(&admin, app, &id, 1).await.remove(0);
-    let item = eventually("the farm has the job", WAIT, || async {
-        deployment.farm.items().into_iter().next()
-    })
-    .await;
-    let hook = app.url("/api/v1/webhooks/simplyprint");
-    deployment
-        .farm
-        .report(item.id, "job.failed", &hook, SP_TOKEN)
-        .await
-        .unwrap();
+    farm_reports(&deployment, "job.failed").await;
     let failed = wait_for_status(&admin, app, &id, "FAILED").await;
     assert_eq!(failed["lineItems"][0]["status"], "FAILED");
     assert_eq!(failed["printJobs"][0]["status"], "FAILED");
@@ -183,16 +194,8 @@ async fn a_failed_job_fails_the_order_and_its_retry_revives_it() {
 
 #[tokio::test]
 async fn cancelling_an_order_cancels_its_open_jobs_and_a_revived_job_brings_it_back() {
-    let deployment = Deployment::all().await;
+    let (deployment, admin) = with_cube().await;
     let app = deployment.gateway(0);
-    let admin = app.admin().await;
-    map(
-        &admin,
-        app,
-        "CUBE",
-        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
-    )
-    .await;
     let document = shopify::order_document(300, 1300, &[line(1, "CUBE", 2)]);
     deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
     let id = order_numbered(&admin, app, 1300).await["id"]
@@ -306,16 +309,8 @@ async fn shopify_updates_replan_unprinted_lines_and_shopify_cancels_orders() {
 /// put an order on the farm that Shopify has closed.
 #[tokio::test]
 async fn shopify_deliveries_about_closed_orders_print_nothing() {
-    let deployment = Deployment::all().await;
+    let (deployment, admin) = with_cube().await;
     let app = deployment.gateway(0);
-    let admin = app.admin().await;
-    map(
-        &admin,
-        app,
-        "CUBE",
-        json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]),
-    )
-    .await;
     let acked = |outcome: &'static str| {
         move |(status, ack): (u16, Value)| {
             assert_eq!(
@@ -387,16 +382,7 @@ async fn a_line_refused_when_planned_stays_failed_while_the_others_print() {
         .unwrap()
         .to_owned();
     jobs_of(&admin, app, &id, 1).await;
-    let item = eventually("the farm has the job", WAIT, || async {
-        deployment.farm.items().into_iter().next()
-    })
-    .await;
-    let hook = app.url("/api/v1/webhooks/simplyprint");
-    deployment
-        .farm
-        .report(item.id, "job.done", &hook, SP_TOKEN)
-        .await
-        .unwrap();
+    farm_reports(&deployment, "job.done").await;
     let order = wait_for_status(&admin, app, &id, "PARTIALLY_COMPLETED").await;
     let statuses: Vec<&Value> = order["lineItems"]
         .as_array()
