@@ -67,6 +67,8 @@ pub struct Delivery {
     pub shop_domain: String,
     pub webhook_id: String,
     pub event_id: String,
+    /// When the change happened in Shopify (RFC 3339), as `X-Shopify-Triggered-At` says.
+    pub triggered_at: String,
     pub body: Vec<u8>,
 }
 
@@ -78,6 +80,7 @@ impl Delivery {
             shop_domain: shop_domain.to_owned(),
             webhook_id: uuid::Uuid::new_v4().to_string(),
             event_id: uuid::Uuid::new_v4().to_string(),
+            triggered_at: chrono::Utc::now().to_rfc3339(),
             body: body.to_string().into_bytes(),
         }
     }
@@ -97,6 +100,7 @@ impl Delivery {
             .header("x-shopify-shop-domain", &self.shop_domain)
             .header("x-shopify-webhook-id", &self.webhook_id)
             .header("x-shopify-event-id", &self.event_id)
+            .header("x-shopify-triggered-at", &self.triggered_at)
             .header("x-shopify-api-version", "2025-10")
             .header("x-shopify-hmac-sha256", signature)
             .body(self.body.clone())

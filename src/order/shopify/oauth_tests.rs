@@ -515,6 +515,23 @@ each_database! {
         assert_eq!((shop["connected"].clone(), shop["uninstalledAt"].is_string()), (json!(false), true), "{shop}");
         assert_eq!(setup.count("SELECT COUNT(*) FROM shops WHERE access_token_ciphertext IS NOT NULL").await, 0);
         assert!(tokens::installed(db, &cipher, tenant, None).await.unwrap().is_none());
+
+        // Installed again at once. Shopify then delivers that uninstall again (its answer was
+        // lost), and another uninstall from before the reinstall arrives late: the shop stays
+        // connected.
+        let mut late = Delivery::new("app/uninstalled", SHOP, &json!({"id": 1, "domain": SHOP}));
+        late.triggered_at = (chrono::Utc::now() - chrono::TimeDelta::seconds(1)).to_rfc3339();
+        setup.connect().await;
+        for (delivery, outcome) in [(&uninstalled, "duplicate"), (&late, "unchanged")] {
+            let response = delivery
+                .send(&testing::client(), &setup.app.url("/api/v1/webhooks/shopify"), API_SECRET.as_bytes())
+                .await
+                .unwrap();
+            let ack: Value = response.json().await.unwrap();
+            assert_eq!(ack["outcome"], outcome, "{ack}");
+        }
+        assert_eq!(setup.shops().await["items"][0]["connected"], true);
+        assert!(tokens::installed(db, &cipher, tenant, None).await.unwrap().is_some());
     }
 }
 

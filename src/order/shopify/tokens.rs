@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::normalize_domain;
+use super::{Delivery, normalize_domain};
 use crate::config::{Secret, ShopifyConfig};
 use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError};
+use crate::order::orders::ingest::Outcome;
 use crate::{on_pool, on_tx};
 
 /// The nonce of XChaCha20-Poly1305: long enough that random nonces never repeat under one key.
@@ -268,19 +269,42 @@ pub async fn disconnect(db: &Db, tenant_id: Uuid, id: Uuid) -> Result<Option<Str
 }
 
 /// `app/uninstalled`: Shopify revoked the token already; forma forgets it and marks the shop.
-pub async fn uninstalled(db: &Db, domain: &str) -> Result<(), DbError> {
-    on_pool!(db, pool => {
+/// Once per delivery, and only for an uninstall that happened (`triggered_at`, else now) after
+/// the shop's latest install: a late or repeated delivery leaves a reinstalled shop connected.
+pub async fn uninstalled(
+    db: &Db,
+    delivery: &Delivery,
+    domain: &str,
+    triggered_at: Option<DateTime<Utc>>,
+) -> Result<Outcome, DbError> {
+    let mut tx = db.begin().await?;
+    if !super::first_delivery(&mut tx, delivery).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    let now = Utc::now();
+    let forgotten = on_tx!(&mut tx, conn => {
         sqlx::query(
             "UPDATE shops SET access_token_ciphertext = NULL, uninstalled_at = $2, updated_at = $2 \
-             WHERE domain = $1",
+             WHERE domain = $1 AND (installed_at IS NULL OR installed_at <= $3)",
         )
         .bind(normalize_domain(domain))
-        .bind(Utc::now())
-        .execute(pool)
+        .bind(now)
+        .bind(triggered_at.unwrap_or(now))
+        .execute(&mut *conn)
         .await
-        .map(drop)
+        .map(|r| r.rows_affected())
     })?;
-    Ok(())
+    tx.commit().await?;
+    if forgotten == 0 {
+        tracing::info!(
+            shop = domain,
+            "app/uninstalled from before the shop's latest install: ignored"
+        );
+        return Ok(Outcome::Unchanged);
+    }
+    tracing::warn!(shop = domain, "the Shopify app was uninstalled");
+    Ok(Outcome::Updated)
 }
 
 #[cfg(test)]

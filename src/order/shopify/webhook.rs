@@ -21,13 +21,14 @@ use super::{Delivery, signature_is_valid, topics, webhook_secret};
 use crate::http::extract::{Json, Path};
 use crate::http::{ApiError, ErrorBody};
 use crate::order::OrderState;
-use crate::order::orders::ingest::{self, Outcome};
+use crate::order::orders::ingest;
 
 pub const X_SHOPIFY_HMAC: &str = "x-shopify-hmac-sha256";
 pub const X_SHOPIFY_TOPIC: &str = "x-shopify-topic";
 pub const X_SHOPIFY_SHOP_DOMAIN: &str = "x-shopify-shop-domain";
 pub const X_SHOPIFY_WEBHOOK_ID: &str = "x-shopify-webhook-id";
 pub const X_SHOPIFY_EVENT_ID: &str = "x-shopify-event-id";
+pub const X_SHOPIFY_TRIGGERED_AT: &str = "x-shopify-triggered-at";
 
 pub fn routes() -> OpenApiRouter<OrderState> {
     OpenApiRouter::new()
@@ -156,10 +157,10 @@ async fn receive(
             }
         }
         topics::APP_UNINSTALLED => {
-            // Shopify revoked the token with the install: forget it, keep the shop's tenant.
-            super::tokens::uninstalled(db, shop).await?;
-            tracing::warn!(shop, "the Shopify app was uninstalled");
-            Outcome::Unchanged
+            let triggered_at = header(headers, X_SHOPIFY_TRIGGERED_AT)
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                .map(|at| at.with_timezone(&chrono::Utc));
+            super::tokens::uninstalled(db, &delivery, shop, triggered_at).await?
         }
         other => {
             tracing::debug!(topic = other, "Shopify topic not acted on");
