@@ -135,11 +135,18 @@ impl ShopifyOrder {
             problems.push(format!("line_items must have at most {MAX_LINES} lines"));
         }
         let mut line_items = Vec::new();
+        let mut ids = std::collections::HashSet::new();
         for (i, line) in self.line_items.iter().enumerate().take(MAX_LINES) {
             let Some(id) = text(&line.id) else {
                 problems.push(format!("line_items.{i}.id must be a number or a string"));
                 continue;
             };
+            if !ids.insert(id.clone()) {
+                problems.push(format!(
+                    "line_items.{i}.id {id} is the id of an earlier line"
+                ));
+                continue;
+            }
             let quantity = integer(&line.current_quantity).or(integer(&line.quantity));
             let quantity = match quantity {
                 Some(q @ 0..=MAX_QUANTITY) => q as u32,
@@ -283,7 +290,8 @@ mod tests {
     fn every_problem_of_a_document_is_listed() {
         let problems = order(json!({
             "total_price": "12,50", "currency": "euro",
-            "line_items": [{"sku": "A", "quantity": 1}, {"id": 2, "quantity": -1}]
+            "line_items": [{"sku": "A", "quantity": 1}, {"id": 2, "quantity": -1},
+                {"id": 3, "quantity": 1}, {"id": "3", "quantity": 2}]
         }))
         .unwrap_err();
         assert_eq!(
@@ -294,6 +302,7 @@ mod tests {
                 "currency must be an ISO 4217 code",
                 "line_items.0.id must be a number or a string",
                 "line_items.1.quantity must be an integer from 0 to 100000",
+                "line_items.3.id 3 is the id of an earlier line",
             ]
         );
     }
