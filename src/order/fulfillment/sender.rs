@@ -184,7 +184,12 @@ async fn attempt(
             let wait = backoff(attempts);
             let message = failure.to_string();
             tracing::warn!(%order_id, attempts, retry_in_secs = wait.num_seconds(), error = message, "creating the Shopify fulfillment failed; it is tried again");
-            failed(&mut tx, order_id, Utc::now() + wait, &message).await?;
+            if !failed(&mut tx, order_id, Utc::now() + wait, &message).await? {
+                // An operator gave it up while this attempt ran: it stays given up.
+                tx.rollback().await?;
+                tracing::info!(%order_id, error = message, "a fulfillment given up during its attempt failed");
+                return Ok(());
+            }
             let entry = Entry::order(
                 tenant_id,
                 order_id,
@@ -234,24 +239,73 @@ async fn finish(tx: &mut Tx, order_id: Uuid) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Records a failed attempt and when to try next; `false` when the order no longer waits for its
+/// fulfillment (an operator gave it up from the retry queue while the attempt ran).
 async fn failed(
     tx: &mut Tx,
     order_id: Uuid,
     next: DateTime<Utc>,
     error: &str,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let message: String = error.chars().take(500).collect();
-    on_tx!(tx, conn => {
+    let updated = on_tx!(tx, conn => {
         sqlx::query(
             "UPDATE orders SET fulfillment_after = $2, fulfillment_error = $3, \
-             fulfillment_lease_until = NULL WHERE id = $1",
+             fulfillment_lease_until = NULL WHERE id = $1 AND fulfillment_after IS NOT NULL",
         )
         .bind(order_id)
         .bind(next)
         .bind(&message)
         .execute(&mut *conn)
         .await
-        .map(|_| ())
+        .map(|done| done.rows_affected())
     })?;
-    Ok(())
+    Ok(updated == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Role;
+    use crate::infra::db::Backend;
+    use crate::order::orders::NewOrder;
+    use crate::testing::TestApp;
+
+    /// An attempt that fails after an operator gave the fulfillment up (from the retry queue,
+    /// while the attempt waited on Shopify) leaves it given up: its failure schedules nothing.
+    #[tokio::test]
+    async fn a_failure_after_a_give_up_schedules_nothing() {
+        let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+        let db = &app.ctx.db;
+        let tenant = crate::identity::tenants::ensure(db, "acme", "Acme")
+            .await
+            .unwrap();
+        let new = NewOrder::bare(tenant.id);
+        let mut tx = db.begin().await.unwrap();
+        let order = repository::insert(&mut tx, &new, OrderStatus::Shipped, &[])
+            .await
+            .unwrap()
+            .unwrap()
+            .order;
+        schedule(&mut tx, order.id).await.unwrap();
+        let next = Utc::now() + TimeDelta::seconds(1);
+        assert!(
+            failed(&mut tx, order.id, next, "Shopify answered 500")
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+
+        let given_up = crate::order::retry_queue::give_up_fulfillment(db, tenant.id, order.id);
+        assert!(given_up.await.unwrap());
+        let mut tx = db.begin().await.unwrap();
+        assert!(
+            !failed(&mut tx, order.id, next, "Shopify answered 500")
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let waiting = crate::order::retry_queue::failed_fulfillments(db, tenant.id);
+        assert!(waiting.await.unwrap().is_empty(), "it came back");
+    }
 }

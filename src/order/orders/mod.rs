@@ -127,6 +127,24 @@ pub struct NewOrder {
     pub line_items: Vec<NewLineItem>,
 }
 
+#[cfg(test)]
+impl NewOrder {
+    /// Order `#A1` of `tenant_id`, with no lines: for a test that stores an order directly.
+    pub fn bare(tenant_id: Uuid) -> Self {
+        Self {
+            tenant_id,
+            shopify_order_id: "acme-1".into(),
+            order_number: "#A1".into(),
+            customer_name: "Acme".into(),
+            customer_email: None,
+            shipping_address: None,
+            total_price: "1.00".into(),
+            currency: "EUR".into(),
+            line_items: vec![],
+        }
+    }
+}
+
 /// An order with what other services hold about it (`GET /api/v1/orders/{id}`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

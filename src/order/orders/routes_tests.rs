@@ -448,17 +448,7 @@ async fn lists_filter_and_another_tenants_order_is_a_404() {
         .await
         .unwrap();
     let mut tx = app.ctx.db.begin().await.unwrap();
-    let new = crate::order::orders::NewOrder {
-        tenant_id: acme.id,
-        shopify_order_id: "acme-1".into(),
-        order_number: "#A1".into(),
-        customer_name: "Acme".into(),
-        customer_email: None,
-        shipping_address: None,
-        total_price: "1.00".into(),
-        currency: "EUR".into(),
-        line_items: vec![],
-    };
+    let new = crate::order::orders::NewOrder::bare(acme.id);
     let theirs = crate::order::orders::repository::insert(
         &mut tx,
         &new,
