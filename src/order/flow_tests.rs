@@ -203,6 +203,20 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// The farm's first queue item reports `topic` (`job.done`, `job.failed`) to forma.
+pub async fn farm_reports(deployment: &Deployment, topic: &str) {
+    let item = eventually("the farm has the job", WAIT, || async {
+        deployment.farm.items().into_iter().next()
+    })
+    .await;
+    let hook = deployment.gateway(0).url("/api/v1/webhooks/simplyprint");
+    deployment
+        .farm
+        .report(item.id, topic, &hook, SP_TOKEN)
+        .await
+        .unwrap();
+}
+
 /// The tenant's order with Shopify order number `number`, once the list has it.
 pub async fn order_numbered(admin: &reqwest::Client, gateway: &TestApp, number: u64) -> Value {
     let url = gateway.url(&format!("/api/v1/orders?search=%23{number}"));
@@ -475,6 +489,63 @@ async fn an_order_runs_the_whole_way_to_fulfilled_in_role_all() {
 #[tokio::test]
 async fn an_order_runs_the_whole_way_to_fulfilled_split() {
     the_order_runs_the_whole_way_to_fulfilled(Deployment::split().await).await;
+}
+
+/// Sendcloud announces some carriers' parcels after answering the create: the parcel comes
+/// "being announced", without a label or tracking number. The order ships when the parcel has
+/// them, so the order and Shopify's fulfillment carry its tracking number.
+#[tokio::test]
+async fn a_parcel_announced_later_ships_the_order_with_its_tracking() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    let carriers = &deployment.carriers;
+    let files = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    map(&admin, gateway, "CUBE", files).await;
+    carriers.sendcloud.set_announcing_later(true);
+    carriers.shop.add_order(5_650_001, &[(1, 1)]);
+    let document = shopify::order_document(5_650_001, 1651, &[line(1, "CUBE", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    let order_id = order_numbered(&admin, gateway, 1651).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    farm_reports(&deployment, "job.done").await;
+
+    let detail_url = gateway.url(&format!("/api/v1/orders/{order_id}"));
+    let waiting = eventually("the parcel waits for its label", WAIT, || async {
+        let detail = get_json(&admin, &detail_url).await;
+        detail["shipment"]["sendcloudParcelId"]
+            .is_i64()
+            .then_some(detail)
+    })
+    .await;
+    assert_eq!(waiting["status"], "READY_FOR_FULFILLMENT", "{waiting}");
+    assert_eq!(waiting["trackingNumber"], Value::Null, "{waiting}");
+    let parcel = carriers.sendcloud.parcels().remove(0);
+    assert!(parcel.tracking_number.is_empty());
+
+    // Sendcloud announces it: its webhook brings the label and the tracking number.
+    let advanced = carriers.sendcloud.advance(parcel.id, 1000, "Ready to send");
+    assert_eq!(advanced.await.unwrap(), Some(200));
+    let tracking = carriers.sendcloud.parcels().remove(0).tracking_number;
+    assert!(!tracking.is_empty());
+    let fulfilled = eventually("the order is fulfilled", WAIT, || async {
+        let detail = get_json(&admin, &detail_url).await;
+        (detail["status"] == "FULFILLED").then_some(detail)
+    })
+    .await;
+    assert_eq!(
+        fulfilled["trackingNumber"],
+        tracking.as_str(),
+        "{fulfilled}"
+    );
+    let fulfillments = carriers.shop.fulfillments();
+    assert_eq!(fulfillments.len(), 1, "{fulfillments:?}");
+    assert_eq!(
+        fulfillments[0].tracking_number.as_deref(),
+        Some(tracking.as_str())
+    );
 }
 
 /// Sendcloud, then Shopify, each answer 500, then time out, then recover. Each call waits in the

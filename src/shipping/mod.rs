@@ -144,8 +144,9 @@ impl ShippingCore {
         Ok(after)
     }
 
-    /// The parcel Sendcloud made for a `PENDING` shipment, stored with `shipment.created` in one
-    /// transaction. `None` when the shipment stopped waiting meanwhile.
+    /// The parcel Sendcloud made for a `PENDING` shipment, stored, with `shipment.created` in the
+    /// same transaction once the parcel has its label (else when it gets it: [`Self::parcel_changed`]).
+    /// `None` when the shipment stopped waiting meanwhile.
     pub async fn parcel_created(
         &self,
         id: Uuid,
@@ -156,41 +157,27 @@ impl ShippingCore {
             tx.rollback().await?;
             return Ok(None);
         };
-        let event = Event::new(
-            SHIPPING_SERVICE,
-            shipment.tenant_id.to_string(),
-            EventPayload::ShipmentCreated(ShipmentCreated {
-                shipment_id: shipment.id.to_string(),
-                order_id: shipment.order_id.to_string(),
-                tracking_number: shipment.tracking_number.clone(),
-                tracking_url: shipment.tracking_url.clone(),
-                carrier: shipment.carrier.clone(),
-            }),
-        );
-        outbox::enqueue(&mut tx, &event).await?;
+        let labelled = sendcloud::status::is_labelled(parcel.status_id);
+        if labelled {
+            outbox::enqueue(&mut tx, &created_event(&shipment)).await?;
+        } else {
+            tracing::info!(shipment = %shipment.id, parcel = parcel.parcel_id, status_id = parcel.status_id, "the parcel waits for its label; the order ships when it has it");
+        }
         tx.commit().await?;
-        self.relay.notify();
-        self.events
-            .emit(InternalEvent::ShipmentCreated(
-                internal_events::ShipmentCreated {
-                    tenant_id: shipment.tenant_id,
-                    order_id: shipment.order_id,
-                    shipment_id: shipment.id,
-                    tracking_number: shipment.tracking_number.clone(),
-                    tracking_url: shipment.tracking_url.clone(),
-                    carrier: shipment.carrier.clone(),
-                },
-            ))
-            .await;
+        if labelled {
+            self.announce_created(&shipment).await;
+        }
         Ok(Some(shipment))
     }
 
     /// What Sendcloud now says of a parcel (a webhook, or reconciliation): written on its
-    /// shipment, with `shipment.status-changed` when the status moved. `None` for a parcel forma
-    /// does not know.
+    /// shipment, with `shipment.status-changed` when the status moved, and `shipment.created`
+    /// when the parcel has just got its label. `None` for a parcel forma does not know.
     pub async fn parcel_changed(&self, parcel: &ParcelState) -> Result<Option<Shipment>, DbError> {
         let mut tx = self.db.begin().await?;
-        let Some(before) = repository::lock_by_parcel(&mut tx, parcel.parcel_id).await? else {
+        let Some((before, status_id_before)) =
+            repository::lock_by_parcel(&mut tx, parcel.parcel_id).await?
+        else {
             tx.rollback().await?;
             return Ok(None);
         };
@@ -204,9 +191,35 @@ impl ShippingCore {
         if after.status != before.status {
             outbox::enqueue(&mut tx, &status_changed_event(&before, &after)).await?;
         }
+        let labelled = !status_id_before.is_some_and(sendcloud::status::is_labelled)
+            && sendcloud::status::is_labelled(parcel.status_id)
+            && after.status != ShipmentStatus::Cancelled;
+        if labelled {
+            outbox::enqueue(&mut tx, &created_event(&after)).await?;
+        }
         tx.commit().await?;
+        if labelled {
+            self.announce_created(&after).await;
+        }
         self.announce_moved(&before, &after).await;
         Ok(Some(after))
+    }
+
+    /// After the commit of a `shipment.created`: wake the relay, tell the process.
+    async fn announce_created(&self, shipment: &Shipment) {
+        self.relay.notify();
+        self.events
+            .emit(InternalEvent::ShipmentCreated(
+                internal_events::ShipmentCreated {
+                    tenant_id: shipment.tenant_id,
+                    order_id: shipment.order_id,
+                    shipment_id: shipment.id,
+                    tracking_number: shipment.tracking_number.clone(),
+                    tracking_url: shipment.tracking_url.clone(),
+                    carrier: shipment.carrier.clone(),
+                },
+            ))
+            .await;
     }
 
     pub(crate) async fn announce_moved(&self, before: &Shipment, after: &Shipment) {
@@ -226,6 +239,21 @@ impl ShippingCore {
             ))
             .await;
     }
+}
+
+/// `shipment.created`: the parcel is labelled, and the order ships with its tracking.
+fn created_event(shipment: &Shipment) -> Event {
+    Event::new(
+        SHIPPING_SERVICE,
+        shipment.tenant_id.to_string(),
+        EventPayload::ShipmentCreated(ShipmentCreated {
+            shipment_id: shipment.id.to_string(),
+            order_id: shipment.order_id.to_string(),
+            tracking_number: shipment.tracking_number.clone(),
+            tracking_url: shipment.tracking_url.clone(),
+            carrier: shipment.carrier.clone(),
+        }),
+    )
 }
 
 pub(crate) fn status_changed_event(before: &Shipment, after: &Shipment) -> Event {

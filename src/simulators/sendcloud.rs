@@ -83,6 +83,9 @@ struct Inner {
     failing: bool,
     delay: Duration,
     webhook_url: Option<String>,
+    /// New parcels are announced later, as Sendcloud does for some carriers: created "being
+    /// announced", without a tracking number until [`SendcloudSim::advance`] labels them.
+    announce_later: bool,
 }
 
 /// A running simulator. Cheap to clone.
@@ -209,6 +212,11 @@ impl SendcloudSim {
         self.lock().delay = delay;
     }
 
+    /// Whether new parcels are announced later (being announced, no tracking number yet).
+    pub fn set_announcing_later(&self, later: bool) {
+        self.lock().announce_later = later;
+    }
+
     /// Where [`SendcloudSim::advance`] delivers its webhooks (forma's
     /// `/api/v1/webhooks/sendcloud`); `None` delivers nothing.
     pub fn set_webhook(&self, url: Option<&str>) {
@@ -233,6 +241,9 @@ impl SendcloudSim {
                 .ok_or_else(|| anyhow::anyhow!("the simulator has no parcel {id}"))?;
             parcel.status_id = status_id;
             parcel.status_message = message.to_owned();
+            if parcel.tracking_number.is_empty() && status::is_labelled(status_id) {
+                parcel.tracking_number = format!("3SFORMA{id:08}");
+            }
             let body = status_changed_body(&origin, parcel);
             (body, inner.webhook_url.clone())
         };
@@ -296,7 +307,11 @@ fn parcel_json(origin: &str, p: &ParcelRecord) -> Value {
         "order_number": p.order_number,
         "weight": p.weight.clone().unwrap_or_else(|| "1.000".to_owned()),
         "tracking_number": p.tracking_number,
-        "tracking_url": format!("{origin}/tracking/{}", p.tracking_number),
+        "tracking_url": if p.tracking_number.is_empty() {
+            String::new()
+        } else {
+            format!("{origin}/tracking/{}", p.tracking_number)
+        },
         "carrier": {"code": p.carrier},
         "shipment": {"id": 8, "name": "PostNL Standard 0-23kg"},
         "status": {"id": p.status_id, "message": p.status_message},
@@ -448,8 +463,13 @@ async fn create_parcel(State(state): State<AppState>, body: axum::body::Bytes) -
     let mut inner = state.lock();
     let id = inner.next_id + 1;
     match parcel_from_request(&body, id) {
-        Ok(parcel) => {
+        Ok(mut parcel) => {
             inner.next_id = id;
+            if inner.announce_later {
+                parcel.status_id = status::BEING_ANNOUNCED;
+                parcel.status_message = "Being announced".to_owned();
+                parcel.tracking_number = String::new();
+            }
             let json = parcel_json(&inner.origin, &parcel);
             inner.parcels.insert(id, parcel);
             answer(StatusCode::OK, json!({"parcel": json}))

@@ -10,7 +10,7 @@ use crate::identity::roles::UserRole;
 use crate::infra::db::Conn;
 use crate::on_conn;
 use crate::order::flow_tests::{
-    Deployment, SHOP, SP_TOKEN, deliver, get_json, line, map, order_numbered,
+    Deployment, SHOP, deliver, farm_reports, get_json, line, map, order_numbered,
 };
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{TestApp, eventually};
@@ -68,20 +68,6 @@ async fn event_types(app: &TestApp, order_id: &str) -> Vec<String> {
             .await
     })
     .unwrap()
-}
-
-/// The farm's first queue item reports `topic` (`job.done`, `job.failed`) to forma.
-async fn farm_reports(deployment: &Deployment, topic: &str) {
-    let item = eventually("the farm has the job", WAIT, || async {
-        deployment.farm.items().into_iter().next()
-    })
-    .await;
-    let hook = deployment.gateway(0).url("/api/v1/webhooks/simplyprint");
-    deployment
-        .farm
-        .report(item.id, topic, &hook, SP_TOKEN)
-        .await
-        .unwrap();
 }
 
 /// Role `all` connected to the simulated farm, with SKU CUBE mapped; and its signed-in admin.

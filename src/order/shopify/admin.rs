@@ -248,7 +248,8 @@ impl ShopifyAdmin {
                 let made = self.fulfillments(shop, token, order_id).await?;
                 let same = made
                     .into_iter()
-                    .find(|f| f.tracking_number.as_deref() == Some(tracking.number.as_str()));
+                    // Shopify writes no tracking number as null or as "".
+                    .find(|f| f.tracking_number.as_deref().unwrap_or_default() == tracking.number);
                 if let Some(fulfillment) = same {
                     return Ok(fulfillment);
                 }

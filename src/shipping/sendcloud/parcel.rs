@@ -9,10 +9,24 @@ use serde_json::{Map, Value, json};
 /// Sendcloud's parcel status ids that forma names. Others exist (announced, at the sorting
 /// centre, delivery attempt failed, …) and are carried as they come.
 pub mod status {
+    pub const NO_LABEL: i64 = 999;
     pub const READY_TO_SEND: i64 = 1000;
+    pub const BEING_ANNOUNCED: i64 = 1001;
+    pub const ANNOUNCEMENT_FAILED: i64 = 1002;
     pub const EN_ROUTE_TO_SORTING_CENTER: i64 = 3;
     pub const DELIVERED: i64 = 11;
+    pub const CANCELLATION_REQUESTED: i64 = 1999;
     pub const CANCELLED: i64 = 2000;
+
+    /// Whether the carrier has announced the parcel, so it has its label and, when the carrier
+    /// gives one, its tracking number. Sendcloud announces some carriers' parcels after answering
+    /// the create (no label yet, being announced), and an announcement can fail.
+    pub fn is_labelled(status_id: i64) -> bool {
+        !matches!(
+            status_id,
+            NO_LABEL | BEING_ANNOUNCED | ANNOUNCEMENT_FAILED | CANCELLATION_REQUESTED | CANCELLED
+        )
+    }
 }
 
 /// What forma asks Sendcloud to ship. Money and weights are decimal strings (`"12.50"`,

@@ -8,8 +8,9 @@ use crate::http::pagination::PageRequest;
 use crate::infra::db::{Db, DbError, Tx};
 use crate::{on_pool, on_tx};
 
-const COLUMNS: &str = "id, tenant_id, order_id, status, sendcloud_parcel_id, carrier, \
-    tracking_number, tracking_url, label_url, parcel_error, created_at, updated_at";
+const COLUMNS: &str = "id, tenant_id, order_id, status, sendcloud_parcel_id, \
+    sendcloud_status_id, carrier, tracking_number, tracking_url, label_url, parcel_error, \
+    created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -18,6 +19,7 @@ struct Row {
     order_id: Uuid,
     status: String,
     sendcloud_parcel_id: Option<i64>,
+    sendcloud_status_id: Option<i64>,
     carrier: Option<String>,
     tracking_number: Option<String>,
     tracking_url: Option<String>,
@@ -152,8 +154,12 @@ pub async fn lock_of_order(
     Ok(row.map(Row::into_shipment))
 }
 
-/// The shipment of Sendcloud's parcel `parcel_id`, locked for a change in `tx`.
-pub async fn lock_by_parcel(tx: &mut Tx, parcel_id: i64) -> Result<Option<Shipment>, DbError> {
+/// The shipment of Sendcloud's parcel `parcel_id`, locked for a change in `tx`, with the parcel
+/// status id Sendcloud last gave.
+pub async fn lock_by_parcel(
+    tx: &mut Tx,
+    parcel_id: i64,
+) -> Result<Option<(Shipment, Option<i64>)>, DbError> {
     let sql = sqlx::AssertSqlSafe(format!(
         "UPDATE shipments SET updated_at = updated_at WHERE sendcloud_parcel_id = $1 \
          RETURNING {COLUMNS}"
@@ -161,7 +167,10 @@ pub async fn lock_by_parcel(tx: &mut Tx, parcel_id: i64) -> Result<Option<Shipme
     let row = on_tx!(tx, conn => {
         sqlx::query_as::<_, Row>(sql).bind(parcel_id).fetch_optional(&mut *conn).await
     })?;
-    Ok(row.map(Row::into_shipment))
+    Ok(row.map(|row| {
+        let status_id = row.sendcloud_status_id;
+        (row.into_shipment(), status_id)
+    }))
 }
 
 /// What Sendcloud says of a parcel, as stored on its shipment.
