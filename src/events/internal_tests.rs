@@ -175,6 +175,28 @@ async fn subscribers_of_a_name_get_its_events_and_a_star_subscriber_gets_all() {
     );
 }
 
+/// What is told again (a bus redelivery of what the print side told) reaches the subscribers that
+/// record each occurrence once, and not those that would show it twice.
+#[tokio::test]
+async fn an_event_told_again_reaches_only_the_subscribers_that_asked_for_redeliveries() {
+    let dispatcher = Dispatcher::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    dispatcher.subscribe_with_redeliveries(names::PRINT_JOB_FAILED, recorder(&seen, "e-mail"));
+    dispatcher.subscribe(names::ANY, recorder(&seen, "socket.io"));
+    let failed = every_kind()
+        .into_iter()
+        .find(|e| e.name() == names::PRINT_JOB_FAILED)
+        .unwrap();
+
+    dispatcher.emit(failed.clone()).await;
+    dispatcher.emit_again(failed).await;
+
+    let seen = seen.lock().unwrap().clone();
+    let labels: Vec<&str> = seen.iter().map(|(label, _)| *label).collect();
+    let told = |label| labels.iter().filter(|l| **l == label).count();
+    assert_eq!((told("e-mail"), told("socket.io")), (2, 1), "{labels:?}");
+}
+
 #[tokio::test]
 async fn a_panicking_subscriber_does_not_stop_the_others() {
     let dispatcher = Dispatcher::new();

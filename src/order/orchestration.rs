@@ -75,7 +75,9 @@ pub async fn on_print_job_event(core: &OrderCore, event: &Event) -> Result<(), H
     })
     .await?;
     core.relay.notify();
-    core.events.emit(internal).await;
+    // The print side told it when it happened (in this process or another order replica); told
+    // again for the subscribers that record it, should that process have died before it told.
+    core.events.emit_again(internal).await;
     for event in emitted.unwrap_or_default() {
         core.events.emit(event).await;
     }

@@ -1,4 +1,11 @@
 //! The in-process dispatcher of [`InternalEvent`]s: subscribers by name, plus `*` for everything.
+//!
+//! An event is emitted once where it happens ([`Dispatcher::emit`]). Some are told again when
+//! their bus event is handled ([`Dispatcher::emit_again`]: the print side's job events, which the
+//! order side hears from the bus too), so that a process killed between a commit and its emit
+//! loses nothing for the subscribers that record once per occurrence (e-mails, pushes). Those
+//! subscribe with [`Dispatcher::subscribe_with_redeliveries`]; the others (a socket event, which
+//! a browser would show twice) hear each event once.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -12,10 +19,17 @@ use super::{InternalEvent, names};
 
 type Handler = Arc<dyn Fn(&InternalEvent) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// A subscriber, and whether it hears what is told again.
+#[derive(Clone)]
+struct Subscriber {
+    handler: Handler,
+    hears_again: bool,
+}
+
 /// Routes internal events to their subscribers. Cheap to clone: clones share the subscriptions.
 #[derive(Clone, Default)]
 pub struct Dispatcher {
-    subscribers: Arc<RwLock<HashMap<&'static str, Vec<Handler>>>>,
+    subscribers: Arc<RwLock<HashMap<&'static str, Vec<Subscriber>>>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -44,6 +58,19 @@ impl Dispatcher {
     where
         H: Fn(&InternalEvent) -> BoxFuture<'static, ()> + Send + Sync + 'static,
     {
+        self.add(name, Arc::new(handler), false);
+    }
+
+    /// As [`Dispatcher::subscribe`], and also hears what [`Dispatcher::emit_again`] tells: for a
+    /// subscriber that records each occurrence once, whoever tells it and however often.
+    pub fn subscribe_with_redeliveries<H>(&self, name: &'static str, handler: H)
+    where
+        H: Fn(&InternalEvent) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    {
+        self.add(name, Arc::new(handler), true);
+    }
+
+    fn add(&self, name: &'static str, handler: Handler, hears_again: bool) {
         // A misspelt name would silently never fire; the names are constants, so this only
         // catches a constant that is not an internal event name (e.g. a bus name).
         if name != names::ANY && !names::ALL.contains(&name) {
@@ -55,12 +82,25 @@ impl Dispatcher {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(name)
             .or_default()
-            .push(Arc::new(handler));
+            .push(Subscriber {
+                handler,
+                hears_again,
+            });
     }
 
     /// Runs every subscriber of the event's name and every `*` subscriber, concurrently, and
     /// returns when all are done. A subscriber that panics is logged and does not stop the others.
     pub async fn emit(&self, event: InternalEvent) {
+        self.run(event, false).await;
+    }
+
+    /// Tells again an event this or another process may have emitted already (a redelivery):
+    /// only the subscribers that asked for it hear it ([`Dispatcher::subscribe_with_redeliveries`]).
+    pub async fn emit_again(&self, event: InternalEvent) {
+        self.run(event, true).await;
+    }
+
+    async fn run(&self, event: InternalEvent, again: bool) {
         let handlers: Vec<Handler> = {
             let subscribers = self
                 .subscribers
@@ -70,7 +110,8 @@ impl Dispatcher {
                 .iter()
                 .filter_map(|name| subscribers.get(name))
                 .flatten()
-                .cloned()
+                .filter(|s| s.hears_again || !again)
+                .map(|s| s.handler.clone())
                 .collect()
         };
         let event = &event;

@@ -15,6 +15,7 @@ use crate::clients::shipping::InProcessShippingClient;
 use crate::config::Role;
 use crate::config::{Config, UrlList};
 use crate::each_database;
+use crate::events::catalog::{Event, EventPayload, PrintJobFailed};
 use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
 use crate::identity::tenants;
 use crate::infra::db::{Backend, Db};
@@ -348,6 +349,78 @@ each_database! {
     }
 }
 
+/// The farm fails a job; SimplyPrint's webhook tells the job's failure, addressed by forma's own
+/// id (`uid`) and a farm job id of its own.
+async fn farm_fails(gateway: &TestApp, job_id: &str, farm_job: u64) {
+    let failed = testing::client()
+        .post(gateway.url("/api/v1/webhooks/simplyprint"))
+        .header("x-sp-token", SP_TOKEN)
+        .json(&json!({
+            "webhook_id": Uuid::new_v4().to_string(), "event": "job.failed",
+            "timestamp": chrono::Utc::now().timestamp(),
+            "data": {"job": {"id": farm_job, "uid": job_id, "status": "failed"},
+                "printer": {"id": 1, "name": "Printer"}, "user": {"id": 1}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 200);
+}
+
+/// A job fails, an operator retries it, and only then does the bus tell the order side of the
+/// first failure (it was behind). That late report is no new failure: the retry's own failure is
+/// still mailed, as the second attempt's.
+#[tokio::test]
+async fn a_failure_told_late_by_the_bus_does_not_silence_the_retrys_failure() {
+    let mailing = Mailing::start(&[OPS]).await;
+    let (gateway, admin) = (mailing.gateway(), &mailing.admin);
+    let files = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    map(admin, gateway, "CUBE", files).await;
+    let document = shopify::order_document(5_600_010, 2010, &[line(1, "CUBE", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    let order_id = order_numbered(admin, gateway, 2010).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let jobs_url = gateway.url(&format!("/api/v1/print-jobs?orderId={order_id}"));
+    let job = eventually("the job is planned", WAIT, || async {
+        get_json(admin, &jobs_url).await["items"].get(0).cloned()
+    })
+    .await;
+    let job_id = job["id"].as_str().unwrap();
+    let db = &gateway.ctx.db;
+    let mailed = |n: usize| async move {
+        let rows = recorded(db).await;
+        let failures = rows.iter().filter(|r| r.0 == "print_job_failed").count();
+        (failures == n).then_some(())
+    };
+
+    farm_fails(gateway, job_id, 770_010).await;
+    eventually("the first failure is mailed", WAIT, || mailed(1)).await;
+    let retry = gateway.url(&format!("/api/v1/print-jobs/{job_id}/retry"));
+    let retried = admin.post(retry).json(&json!({})).send().await.unwrap();
+    assert_eq!(retried.status(), 200);
+
+    // The bus's report of the first failure, handled after the retry.
+    let core = order_core(gateway);
+    crate::order::notifications::subscribe(&core);
+    let late = EventPayload::PrintJobFailed(PrintJobFailed {
+        print_job_id: job_id.to_owned(),
+        order_id: order_id.clone(),
+        line_item_id: job["lineItemId"].as_str().unwrap().to_owned(),
+        error_message: "Nozzle clog".to_owned(),
+    });
+    let tenant_id = job["tenantId"].as_str().unwrap();
+    let late = Event::new("print-service", tenant_id, late);
+    crate::order::orchestration::on_print_job_event(&core, &late)
+        .await
+        .unwrap();
+    assert!(mailed(1).await.is_some(), "{:?}", recorded(db).await);
+
+    farm_fails(gateway, job_id, 770_011).await;
+    eventually("the retry's failure is mailed", WAIT, || mailed(2)).await;
+}
+
 /// Two order replicas and a gateway on one PostgreSQL database and one Redis, the farm reporting
 /// by webhook only (forma's own job id in `uid`).
 #[tokio::test]
@@ -392,19 +465,7 @@ async fn with_two_order_replicas_each_failure_is_mailed_once() {
         page["items"][0]["id"].as_str().map(str::to_owned)
     })
     .await;
-    let failed = testing::client()
-        .post(gateway.url("/api/v1/webhooks/simplyprint"))
-        .header("x-sp-token", SP_TOKEN)
-        .json(&json!({
-            "webhook_id": Uuid::new_v4().to_string(), "event": "job.failed",
-            "timestamp": chrono::Utc::now().timestamp(),
-            "data": {"job": {"id": 770_001, "uid": job_id, "status": "failed"},
-                "printer": {"id": 1, "name": "Printer"}, "user": {"id": 1}}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(failed.status(), 200);
+    farm_fails(&gateway, &job_id, 770_001).await;
     let detail_url = gateway.url(&format!("/api/v1/orders/{order_id}"));
     eventually("the order fails", WAIT, || async {
         let detail = get_json(&admin, &detail_url).await;

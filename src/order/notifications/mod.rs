@@ -34,6 +34,7 @@ use crate::infra::db::{Conn, DbError, Tx};
 use crate::infra::workers::Workers;
 use crate::order::OrderCore;
 use crate::order::orders::{Order, repository};
+use crate::print::jobs::PrintJobStatus;
 
 /// The four kinds of e-mail notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +99,7 @@ pub fn subscribe(core: &OrderCore) {
         names::FULFILLMENT_FAILED,
     ] {
         let handler_core = core.clone();
-        core.events.subscribe(name, move |event| {
+        core.events.subscribe_with_redeliveries(name, move |event| {
             let (core, event) = (handler_core.clone(), event.clone());
             Box::pin(async move { on_failure(&core, &event).await })
         });
@@ -152,6 +153,14 @@ async fn compose(
                     None
                 }
             };
+            // Retried since (the report comes late: the bus was behind): not news any more, and
+            // keyed by the retry's attempt it would silence the retry's own failure.
+            if job
+                .as_ref()
+                .is_some_and(|j| j.status != PrintJobStatus::Failed)
+            {
+                return Ok(None);
+            }
             let attempt = job.as_ref().map_or(0, |j| j.attempts);
             let file = job
                 .as_ref()

@@ -11,7 +11,7 @@ use crate::config::Role;
 use crate::identity::roles::UserRole;
 use crate::identity::{password, tenants, users};
 use crate::infra::db::Backend;
-use crate::order::flow_tests::{Deployment, SHOP, deliver, line};
+use crate::order::flow_tests::{Deployment, SHOP, SP_TOKEN, deliver, get_json, line};
 use crate::order::shopify::tokens;
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{ADMIN_PASSWORD, TestApp, eventually};
@@ -463,4 +463,59 @@ async fn an_idle_long_poll_does_not_hold_graceful_shutdown() {
         answer.ends_with("\r\n\r\n1"),
         "the close packet answers the poll: {answer}"
     );
+}
+
+/// A print job's failure reaches the browser once: the print side tells it as it happens, and the
+/// order side, which hears it again from the bus, does not tell it a second time.
+#[tokio::test]
+async fn a_print_jobs_failure_reaches_the_browser_once() {
+    const SETTLES: Duration = Duration::from_secs(60);
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let (admin, cookie) = gateway.login("admin@localhost", ADMIN_PASSWORD).await;
+    let files = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    crate::order::flow_tests::map(&admin, gateway, "CUBE", files).await;
+    let base = gateway.url("");
+    let client = Client::start("admin", &base, Transport::Websocket, Some(&cookie));
+    let mut client = client.await.connected().await;
+    let document = shopify::order_document(6_200_002, 6202, &[line(1, "CUBE", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    let item = eventually("the farm has the job", SETTLES, || async {
+        deployment.farm.items().into_iter().next()
+    })
+    .await;
+    let hook = gateway.url("/api/v1/webhooks/simplyprint");
+    let farm = deployment
+        .farm
+        .report(item.id, "job.failed", &hook, SP_TOKEN);
+    assert_eq!(farm.await.unwrap(), 200);
+    eventually(
+        "the order side heard the failure from the bus",
+        SETTLES,
+        || async {
+            let queues = get_json(&admin, &gateway.url("/api/v1/admin/queues")).await;
+            queues
+                .as_array()?
+                .iter()
+                .any(|q| {
+                    q["queue"] == "print-job.failed:order" && q["completed"].as_u64() >= Some(1)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // An event told after that, on the same socket: whatever was told before it has arrived.
+    let marker = shopify::order_document(6_200_003, 6203, &[line(1, "CUBE", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &marker)).await;
+    let told = client.wait_for(SETTLES, |v| {
+        v["event"] == "order:created" && v["data"]["orderNumber"] == "#6203"
+    });
+    told.await.expect("the later order:created");
+    let events = client.events();
+    let count = |wanted: &dyn Fn(&Value) -> bool| events.iter().filter(|v| wanted(v)).count();
+    let failed = count(&|v| v["event"] == "printjob:failed");
+    let notified =
+        count(&|v| v["event"] == "notification" && v["data"]["kind"] == "print_job_failed");
+    assert_eq!((failed, notified), (1, 1), "{events:#?}");
 }

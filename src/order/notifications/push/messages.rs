@@ -14,6 +14,7 @@ use crate::events::internal::InternalEvent;
 use crate::infra::db::{Conn, Db, DbError};
 use crate::order::OrderCore;
 use crate::order::orders::{Order, repository};
+use crate::print::jobs::PrintJobStatus;
 use crate::{on_pool, on_tx};
 
 /// The largest plaintext a push service is sure to take: 4096 bytes of body (RFC 8030 §7.2) less
@@ -145,6 +146,8 @@ pub async fn record(core: &OrderCore, event: &InternalEvent) -> Result<usize, Db
         InternalEvent::PrintJobFailed(e) => {
             let job_id = e.job.print_job_id;
             match core.print.print_job(tenant_id, job_id).await {
+                // Retried since: not news any more (as for its e-mail).
+                Ok(Some(job)) if job.status != PrintJobStatus::Failed => return Ok(0),
                 Ok(job) => job.map(|j| j.attempts),
                 Err(error) => {
                     tracing::warn!(job = %job_id, %error, "the failed print job could not be read for its push");

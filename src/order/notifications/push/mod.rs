@@ -124,7 +124,7 @@ pub fn start(ctx: &AppContext, core: &OrderCore) -> anyhow::Result<()> {
     let recorder = recorder::Recorder::start(&ctx.workers, core.clone(), push.clone());
     for name in PUSHED {
         let recorder = recorder.clone();
-        core.events.subscribe(name, move |event| {
+        core.events.subscribe_with_redeliveries(name, move |event| {
             let (recorder, event) = (recorder.clone(), event.clone());
             Box::pin(async move { recorder.submit(event).await })
         });
