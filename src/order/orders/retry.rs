@@ -19,7 +19,7 @@ use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
 use crate::order::mappings::active_for_skus;
 use crate::print::jobs::{PrintJob, PrintJobStatus};
-use crate::print::plan::{PlannedLine, PrintPlan};
+use crate::print::plan::{MAX_PRINTS_PER_LINE, PlannedLine, PrintPlan};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RetryError {
@@ -70,13 +70,34 @@ pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result
         .ok_or(RetryError::NotFound)?;
     let jobs = core.print.jobs_of_order(tenant_id, order_id).await?;
     for job in stale_jobs(&record, &jobs) {
-        core.print.cancel_print_job(tenant_id, job).await?;
+        match core.print.cancel_print_job(tenant_id, job).await {
+            Ok(_) => {}
+            // It finished (completed, failed) since it was read: no longer open, nothing to end.
+            Err(ClientError::Rejected { status: 409, .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let plan = print_plan(&record);
     if !plan.lines.is_empty() {
         core.print.create_print_jobs(&plan).await?;
     }
     Ok(())
+}
+
+/// Whether the order's jobs do not match its lines' plans: a re-planning did not finish (the
+/// print service was unavailable after the change had committed).
+fn needs_replan(record: &OrderRecord, jobs: &[PrintJob]) -> bool {
+    let unplanned = print_plan(record)
+        .lines
+        .into_iter()
+        // A line refused when planned gets no jobs, however often it is planned.
+        .filter(|line| line.prints() <= MAX_PRINTS_PER_LINE)
+        .any(|line| {
+            !jobs.iter().any(|j| {
+                j.line_item_id == Some(line.line_item_id) && j.plan_generation == line.generation
+            })
+        });
+    unplanned || !stale_jobs(record, jobs).is_empty()
 }
 
 /// Open jobs that no current plan wants.
@@ -147,7 +168,15 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
     }
     if to_retry.is_empty() && replanned == 0 {
         tx.rollback().await?;
-        return Err(RetryError::NothingToRetry);
+        if !needs_replan(&record, &jobs) {
+            return Err(RetryError::NothingToRetry);
+        }
+        // What a re-planning left undone (its log says to retry the order): done now.
+        replan(core, tenant_id, order_id).await?;
+        let record = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
+            .await?
+            .ok_or(RetryError::NotFound)?;
+        return Ok(record.into_order());
     }
     let order = &record.order;
     let derived = order_status(order.status, &statuses, false);

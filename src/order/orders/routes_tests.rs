@@ -379,6 +379,53 @@ async fn a_line_refused_when_planned_stays_failed_while_the_others_print() {
     assert_eq!(statuses, [&json!("COMPLETED"), &json!("FAILED")], "{order}");
 }
 
+/// Shopify changes a line, and the new plan's jobs cannot be made after the change committed (the
+/// print service's database refuses them): the log says to retry the order, and the retry makes
+/// them, though no line is unmapped or failed.
+#[tokio::test]
+async fn a_retry_finishes_a_replanning_that_failed() {
+    let (deployment, admin) = with_cube().await;
+    let app = deployment.gateway(0);
+    let document = shopify::order_document(480, 1480, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1480).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    let crate::infra::db::Db::Sqlite(pool) = &app.ctx.db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    sqlx::query(
+        "CREATE TRIGGER refuse_jobs BEFORE INSERT ON print_jobs \
+         BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let updated = shopify::order_document(480, 1480, &[line(1, "CUBE", 3)]);
+    let (status, ack) = deliver(app, &Delivery::new("orders/updated", SHOP, &updated)).await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("updated")),
+        "{ack}"
+    );
+    sqlx::query("DROP TRIGGER refuse_jobs")
+        .execute(pool)
+        .await
+        .unwrap();
+
+    let retry = app.url(&format!("/api/v1/orders/{id}/retry"));
+    let (status, body) = post(&admin, &retry, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let jobs = jobs_of(&admin, app, &id, 5).await;
+    let queued = jobs.iter().filter(|j| j["status"] == "QUEUED").count();
+    let cancelled = jobs.iter().filter(|j| j["status"] == "CANCELLED").count();
+    assert_eq!((queued, cancelled), (3, 2));
+    let (status, body) = post(&admin, &retry, json!({})).await;
+    assert_eq!(status, 409, "nothing left to do: {body}");
+}
+
 #[tokio::test]
 async fn lists_filter_and_another_tenants_order_is_a_404() {
     let deployment = Deployment::all_with(false, |_| {}).await;
