@@ -387,6 +387,22 @@ pub async fn set_status(
     Ok(row.into_job())
 }
 
+/// Whether job `id` is still to be printed (queued or printing) as SimplyPrint's
+/// `simplyprint_id`, and not as an item of an earlier attempt.
+pub async fn waits_on(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbError> {
+    let found = on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM print_jobs WHERE id = $1 AND simplyprint_job_id = $2 \
+             AND status IN ('QUEUED', 'PRINTING')",
+        )
+        .bind(id)
+        .bind(simplyprint_id)
+        .fetch_optional(pool)
+        .await
+    })?;
+    Ok(found.is_some())
+}
+
 /// Records SimplyPrint's id for a job (first match of a webhook by forma's own tag).
 pub async fn set_simplyprint_id(
     tx: &mut Tx,

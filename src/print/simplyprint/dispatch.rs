@@ -24,6 +24,7 @@ use super::{DispatchNotifier, tag};
 use crate::infra::db::{Db, DbError};
 use crate::infra::workers::{Workers, backoff, each_claimed};
 use crate::on_pool;
+use crate::print::jobs::repository;
 
 const WORKER: &str = "simplyprint-dispatch";
 /// Jobs claimed per pass.
@@ -99,7 +100,7 @@ pub(super) async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result
                 // Cancelled meanwhile, or sent by another replica (this claim's lease ran out
                 // while SimplyPrint answered): the item goes back out, unless it is the very item
                 // the job now waits on (the other replica adopted it by its tag).
-                if waits_on(db, job.id, &simplyprint_id).await? {
+                if repository::waits_on(db, job.id, &simplyprint_id).await? {
                     tracing::info!(job = %job.id, simplyprint_id, "another replica recorded the same queue item");
                 } else if let Err(e) = client.remove_queue_item(&simplyprint_id).await {
                     tracing::warn!(job = %job.id, error = %e, "could not remove a queue item of a cancelled job");
@@ -137,21 +138,6 @@ async fn mark_sent(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbEr
         .map(|r| r.rows_affected())
     })?;
     Ok(updated == 1)
-}
-
-/// Whether job `id` is still to be printed, as farm item `simplyprint_id`.
-async fn waits_on(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbError> {
-    let found = on_pool!(db, pool => {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT 1 FROM print_jobs WHERE id = $1 AND simplyprint_job_id = $2 \
-             AND status IN ('QUEUED', 'PRINTING')",
-        )
-        .bind(id)
-        .bind(simplyprint_id)
-        .fetch_optional(pool)
-        .await
-    })?;
-    Ok(found.is_some())
 }
 
 async fn mark_failed(
