@@ -123,15 +123,21 @@ impl PrintCore {
     /// the sender (a retried job goes to the farm again), tell the process.
     pub async fn announce_changed(&self, changed: &Changed) {
         self.relay.notify();
-        if let (PrintJobStatus::Cancelled, Some(id), Some(client)) = (
-            changed.after.status,
-            &changed.before.simply_print_job_id,
-            &self.simplyprint,
-        ) {
-            if changed.before.status == PrintJobStatus::Queued {
-                if let Err(e) = client.remove_queue_item(id).await {
-                    tracing::warn!(job = %changed.after.id, error = %e, "could not take a cancelled job out of SimplyPrint's queue");
+        // Cancelled in the farm's queue: its item goes at once, or (on failure, or when it was
+        // never recorded) by the sender, which tries until SimplyPrint has taken it out.
+        if changed.before.status == PrintJobStatus::Queued
+            && changed.after.status == PrintJobStatus::Cancelled
+            && let Some(client) = &self.simplyprint
+        {
+            match &changed.before.simply_print_job_id {
+                Some(item) => {
+                    let job = changed.after.id;
+                    let taken = simplyprint::dispatch::take_out(&self.db, client, job, item, 1);
+                    if let Err(e) = taken.await {
+                        tracing::warn!(%job, error = %e, "could not record a farm item's removal; the sender tries again");
+                    }
                 }
+                None => self.dispatch.notify(),
             }
         }
         if changed.after.status == PrintJobStatus::Queued {

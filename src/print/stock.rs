@@ -114,6 +114,20 @@ mod tests {
                 "the order job is among the first sent: {sent:?}"
             );
             assert_eq!(sent.iter().filter(|i| i.file_id == "f-stock").count(), 9);
+
+            // A job cancelled in the farm's queue: the next pass sends the rest and takes the
+            // cancelled job's item out.
+            let core = crate::print::PrintCore::detached(db.clone());
+            let cancelled = core
+                .change(tenant, order_jobs[0].id, crate::print::jobs::PrintJobStatus::Cancelled, None)
+                .await
+                .unwrap();
+            assert!(matches!(cancelled, crate::print::JobChange::Changed(_)));
+            assert_eq!(dispatch::pass(&db, &client).await.unwrap(), 3 + 1);
+            let items = farm.items();
+            let order_item = items.iter().find(|i| i.note == order_jobs[0].id.to_string());
+            assert_eq!(order_item.map(|i| i.status.as_str()), Some("removed"));
+            assert_eq!(dispatch::pass(&db, &client).await.unwrap(), 0);
             db.close().await;
         }
     }

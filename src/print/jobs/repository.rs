@@ -346,7 +346,9 @@ pub struct StatusUpdate {
 }
 
 /// Writes a status change of a locked job and bumps its version; returns the job as stored. A new
-/// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again.
+/// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again. A job
+/// cancelled while it waited in the farm's queue (or may have: an attempt was made) leaves its
+/// item to take out of the queue (`farm_removal`), due now.
 pub async fn set_status(
     tx: &mut Tx,
     job: &PrintJob,
@@ -363,13 +365,20 @@ pub async fn set_status(
         PrintJobStatus::Completed | PrintJobStatus::Failed | PrintJobStatus::Cancelled
     )
     .then_some(now);
+    let leaves_the_queue =
+        job.status == PrintJobStatus::Queued && update.status == PrintJobStatus::Cancelled;
     let sql = sqlx::AssertSqlSafe(format!(
         "UPDATE print_jobs SET status = $2, error_message = $3, started_at = $4, completed_at = $5, \
          attempts = attempts + $6, version = version + 1, updated_at = $7, \
          simplyprint_job_id = CASE WHEN $6 = 1 THEN NULL ELSE simplyprint_job_id END, \
          dispatch_after = CASE WHEN $6 = 1 THEN $7 ELSE dispatch_after END, \
          dispatch_attempts = CASE WHEN $6 = 1 THEN 0 ELSE dispatch_attempts END, \
-         dispatch_error = CASE WHEN $6 = 1 THEN NULL ELSE dispatch_error END \
+         dispatch_error = CASE WHEN $6 = 1 THEN NULL ELSE dispatch_error END, \
+         farm_removal = CASE WHEN $8 = 1 AND (simplyprint_job_id IS NOT NULL OR dispatch_attempts > 0) \
+           THEN COALESCE(simplyprint_job_id, '') ELSE farm_removal END, \
+         farm_removal_after = CASE WHEN $8 = 1 AND (simplyprint_job_id IS NOT NULL OR dispatch_attempts > 0) \
+           THEN $7 ELSE farm_removal_after END, \
+         farm_removal_attempts = CASE WHEN $8 = 1 THEN 0 ELSE farm_removal_attempts END \
          WHERE id = $1 RETURNING {COLUMNS}"
     ));
     let row = on_tx!(tx, conn => {
@@ -381,10 +390,88 @@ pub async fn set_status(
             .bind(completed)
             .bind(i64::from(update.new_attempt))
             .bind(now)
+            .bind(i64::from(leaves_the_queue))
             .fetch_one(&mut *conn)
             .await
     })?;
     Ok(row.into_job())
+}
+
+/// A farm queue item to take out, as a sender claimed it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Removal {
+    /// The job's id (and its tag at the farm).
+    pub id: Uuid,
+    /// SimplyPrint's item id; empty when it was never recorded.
+    pub item: String,
+    /// The job's status now.
+    pub status: String,
+    /// Attempts so far, this claim's included.
+    pub attempts: i64,
+}
+
+/// Claims up to `limit` queue items due to be taken out, until `now + lease`. The due condition is
+/// repeated outside the subquery: PostgreSQL re-checks it on a row a concurrent claim just took.
+pub async fn claim_removals(
+    db: &Db,
+    now: DateTime<Utc>,
+    lease: chrono::TimeDelta,
+    limit: i64,
+) -> Result<Vec<Removal>, DbError> {
+    let rows = on_pool!(db, pool => {
+        sqlx::query_as::<_, Removal>(
+            "UPDATE print_jobs SET farm_removal_after = $1, \
+             farm_removal_attempts = farm_removal_attempts + 1 WHERE id IN ( \
+               SELECT id FROM print_jobs WHERE farm_removal IS NOT NULL AND farm_removal_after <= $2 \
+               ORDER BY farm_removal_after, id LIMIT $3) \
+             AND farm_removal IS NOT NULL AND farm_removal_after <= $2 \
+             RETURNING id, farm_removal AS item, status, farm_removal_attempts AS attempts",
+        )
+        .bind(now + lease)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(rows)
+}
+
+/// Records that `item` of job `id` is out of the farm's queue (or never was): nothing left to
+/// take out, unless a later cancellation left another item meanwhile.
+pub async fn removal_done(db: &Db, id: Uuid, item: &str) -> Result<(), DbError> {
+    on_pool!(db, pool => {
+        sqlx::query(
+            "UPDATE print_jobs SET farm_removal = NULL, farm_removal_after = NULL, \
+             farm_removal_attempts = 0 WHERE id = $1 AND farm_removal = $2",
+        )
+        .bind(id)
+        .bind(item)
+        .execute(pool)
+        .await
+        .map(drop)
+    })?;
+    Ok(())
+}
+
+/// Records a failed attempt at taking `item` of job `id` out, and when to try next.
+pub async fn removal_failed(
+    db: &Db,
+    id: Uuid,
+    item: &str,
+    next: DateTime<Utc>,
+) -> Result<(), DbError> {
+    on_pool!(db, pool => {
+        sqlx::query(
+            "UPDATE print_jobs SET farm_removal_after = $3 WHERE id = $1 AND farm_removal = $2",
+        )
+        .bind(id)
+        .bind(item)
+        .bind(next)
+        .execute(pool)
+        .await
+        .map(drop)
+    })?;
+    Ok(())
 }
 
 /// Whether job `id` is still to be printed (queued or printing) as SimplyPrint's

@@ -64,6 +64,58 @@ async fn job(admin: &reqwest::Client, app: &TestApp, id: &str) -> Value {
     get_json(admin, &app.url(&format!("/api/v1/print-jobs/{id}"))).await
 }
 
+/// A SimplyPrint client of the deployment's farm, for a test that makes the sender's passes
+/// itself (the deployment has no credentials, so no sender runs).
+fn farm_client(deployment: &Deployment) -> SimplyPrint {
+    let mut config = (*deployment.gateway(0).ctx.config).clone();
+    integrations(&mut config, Some(&deployment.farm));
+    SimplyPrint::from_config(&config).unwrap().unwrap()
+}
+
+fn sqlite(db: &Db) -> &sqlx::SqlitePool {
+    let Db::Sqlite(pool) = db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    pool
+}
+
+/// Makes the database refuse (or accept again) to record any SimplyPrint id, as a failing
+/// database would.
+async fn refuse_simplyprint_ids(pool: &sqlx::SqlitePool, refuse: bool) {
+    let statement = if refuse {
+        "CREATE TRIGGER refuse_simplyprint_ids BEFORE UPDATE OF simplyprint_job_id ON print_jobs \
+         WHEN NEW.simplyprint_job_id IS NOT NULL BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    } else {
+        "DROP TRIGGER refuse_simplyprint_ids"
+    };
+    sqlx::query(statement).execute(pool).await.unwrap();
+}
+
+/// An order of one cube whose job the farm has, with SimplyPrint's id recorded: the admin, the
+/// job's id and the farm's item.
+async fn one_job_at_the_farm(
+    deployment: &Deployment,
+    number: u64,
+) -> (reqwest::Client, String, Item) {
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(deployment, number, 1).await;
+    let job_id = jobs[0]["id"].as_str().unwrap().to_owned();
+    let item = farm_items(deployment, 1).await.remove(0);
+    eventually("the job was sent", WAIT, || async {
+        job(&admin, app, &job_id).await["simplyPrintJobId"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+    (admin, job_id, item)
+}
+
+/// `POST /api/v1/print-jobs/{id}/cancel`'s status.
+async fn cancel(admin: &reqwest::Client, app: &TestApp, job_id: &str) -> u16 {
+    let url = app.url(&format!("/api/v1/print-jobs/{job_id}/cancel"));
+    admin.post(url).send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
 async fn without_credentials_jobs_wait_queued_and_health_says_disconnected() {
     let deployment = Deployment::all_with(false, |_| {}).await;
@@ -135,20 +187,10 @@ async fn jobs_that_reached_the_farm_but_could_not_be_recorded_do_not_stop_their_
     let app = deployment.gateway(0);
     let (admin, _, jobs) = order_of_cubes(&deployment, 9003, 4).await;
     let db = &app.ctx.db;
-    let Db::Sqlite(pool) = db else {
-        panic!("role all in these tests runs on SQLite")
-    };
+    let pool = sqlite(db);
     // The database refuses to record any SimplyPrint id, as a failing database would.
-    sqlx::query(
-        "CREATE TRIGGER refuse_simplyprint_ids BEFORE UPDATE OF simplyprint_job_id ON print_jobs \
-         WHEN NEW.simplyprint_job_id IS NOT NULL BEGIN SELECT RAISE(ABORT, 'refused'); END",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    let mut config = (*app.ctx.config).clone();
-    integrations(&mut config, Some(&deployment.farm));
-    let client = SimplyPrint::from_config(&config).unwrap().unwrap();
+    refuse_simplyprint_ids(pool, true).await;
+    let client = farm_client(&deployment);
 
     // Every job of the pass is tried, not only those before the first failure.
     assert_eq!(dispatch::pass(db, &client).await.unwrap(), 4);
@@ -170,10 +212,7 @@ async fn jobs_that_reached_the_farm_but_could_not_be_recorded_do_not_stop_their_
     );
 
     // Once the database records again, the next passes adopt the farm's items: none is sent twice.
-    sqlx::query("DROP TRIGGER refuse_simplyprint_ids")
-        .execute(pool)
-        .await
-        .unwrap();
+    refuse_simplyprint_ids(pool, false).await;
     for j in &jobs {
         let id = j["id"].as_str().unwrap();
         let recorded = eventually("the job has SimplyPrint's id", WAIT, || async {
@@ -339,21 +378,8 @@ async fn a_change_whose_webhook_was_missed_is_caught_by_reconciliation() {
 async fn a_job_cancelled_in_forma_leaves_the_farms_queue() {
     let deployment = Deployment::all().await;
     let app = deployment.gateway(0);
-    let (admin, _, jobs) = order_of_cubes(&deployment, 9005, 1).await;
-    let job_id = jobs[0]["id"].as_str().unwrap();
-    let item = farm_items(&deployment, 1).await.remove(0);
-    eventually("the job was sent", WAIT, || async {
-        job(&admin, app, job_id).await["simplyPrintJobId"]
-            .is_string()
-            .then_some(())
-    })
-    .await;
-    let response = admin
-        .post(app.url(&format!("/api/v1/print-jobs/{job_id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (admin, job_id, item) = one_job_at_the_farm(&deployment, 9005).await;
+    assert_eq!(cancel(&admin, app, &job_id).await, 200);
     let removed = deployment
         .farm
         .items()
@@ -361,12 +387,58 @@ async fn a_job_cancelled_in_forma_leaves_the_farms_queue() {
         .find(|i| i.id == item.id)
         .unwrap();
     assert_eq!(removed.status, "removed");
-    let again = admin
-        .post(app.url(&format!("/api/v1/print-jobs/{job_id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status(), 200, "cancelling twice changes nothing");
+    let again = cancel(&admin, app, &job_id).await;
+    assert_eq!(again, 200, "cancelling twice changes nothing");
+}
+
+/// SimplyPrint fails when a job is cancelled in forma: its item stays in the farm's queue only
+/// until SimplyPrint answers again; the sender takes it out then.
+#[tokio::test]
+async fn a_cancelled_jobs_item_leaves_the_farms_queue_once_simplyprint_answers_again() {
+    let deployment = Deployment::all().await;
+    let app = deployment.gateway(0);
+    let (admin, job_id, item) = one_job_at_the_farm(&deployment, 9013).await;
+    let status_of = |id: u64| {
+        let items = deployment.farm.items();
+        items.into_iter().find(|i| i.id == id).map(|i| i.status)
+    };
+    deployment.farm.set_failing(true);
+    assert_eq!(cancel(&admin, app, &job_id).await, 200);
+    assert_eq!(status_of(item.id).as_deref(), Some("queued"));
+    deployment.farm.set_failing(false);
+    eventually("the item is taken out", WAIT, || async {
+        (status_of(item.id).as_deref() == Some("removed")).then_some(())
+    })
+    .await;
+}
+
+/// A job whose item reached the farm but was never recorded is cancelled: the item is found by
+/// the job's tag and taken out of the queue.
+#[tokio::test]
+async fn a_cancelled_jobs_unrecorded_item_is_found_by_its_tag_and_taken_out() {
+    // No credentials, so no sender runs: the test makes the passes itself.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9014, 1).await;
+    let db = &app.ctx.db;
+    let pool = sqlite(db);
+    let client = farm_client(&deployment);
+    refuse_simplyprint_ids(pool, true).await;
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 1);
+    refuse_simplyprint_ids(pool, false).await;
+    let job_id = jobs[0]["id"].as_str().unwrap();
+    assert!(job(&admin, app, job_id).await["simplyPrintJobId"].is_null());
+
+    assert_eq!(cancel(&admin, app, job_id).await, 200);
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 1, "one removal");
+    let items = deployment.farm.items();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].status, "removed");
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        0,
+        "nothing left"
+    );
 }
 
 /// Replica A, on a later attempt at a job, finds the farm item an earlier attempt left by its tag,
@@ -379,9 +451,7 @@ async fn a_claim_whose_lease_ran_out_leaves_the_item_another_replica_recorded() 
     let app = deployment.gateway(0);
     let (admin, _, jobs) = order_of_cubes(&deployment, 9011, 1).await;
     let db = &app.ctx.db;
-    let mut config = (*app.ctx.config).clone();
-    integrations(&mut config, Some(&deployment.farm));
-    let client = SimplyPrint::from_config(&config).unwrap().unwrap();
+    let client = farm_client(&deployment);
     let id = jobs[0]["id"].as_str().unwrap();
     let job_id = uuid::Uuid::parse_str(id).unwrap();
 
@@ -391,9 +461,7 @@ async fn a_claim_whose_lease_ran_out_leaves_the_item_another_replica_recorded() 
         .await
         .unwrap();
     // A's claim is its second attempt, and its lease runs out while it waits on SimplyPrint.
-    let Db::Sqlite(pool) = db else {
-        panic!("role all in these tests runs on SQLite")
-    };
+    let pool = sqlite(db);
     let lease_runs_out = || async {
         sqlx::query("UPDATE print_jobs SET dispatch_lease_until = '2000-01-01T00:00:00Z'")
             .execute(pool)
@@ -443,9 +511,7 @@ async fn reconciliation_asks_about_every_job_in_turn() {
         (planned == 201).then_some(())
     })
     .await;
-    let mut config = (*app.ctx.config).clone();
-    integrations(&mut config, Some(&deployment.farm));
-    let client = SimplyPrint::from_config(&config).unwrap().unwrap();
+    let client = farm_client(&deployment);
     while dispatch::pass(db, &client).await.unwrap() > 0 {}
     assert_eq!(deployment.farm.items().len(), 201);
     let core = crate::print::PrintCore::detached(db.clone());
