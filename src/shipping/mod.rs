@@ -172,15 +172,24 @@ impl ShippingCore {
 
     /// What Sendcloud now says of a parcel (a webhook, or reconciliation): written on its
     /// shipment, with `shipment.status-changed` when the status moved, and `shipment.created`
-    /// when the parcel has just got its label. `None` for a parcel forma does not know.
+    /// when the parcel has just got its label. A webhook sent before the one the shipment shows
+    /// changes nothing. `None` for a parcel forma does not know.
     pub async fn parcel_changed(&self, parcel: &ParcelState) -> Result<Option<Shipment>, DbError> {
         let mut tx = self.db.begin().await?;
-        let Some((before, status_id_before)) =
-            repository::lock_by_parcel(&mut tx, parcel.parcel_id).await?
-        else {
+        let Some(locked) = repository::lock_by_parcel(&mut tx, parcel.parcel_id).await? else {
             tx.rollback().await?;
             return Ok(None);
         };
+        let (before, status_id_before) = (locked.shipment, locked.status_id);
+        // Sent before the webhook whose status the shipment shows (a late retry, a replay):
+        // older news, which would move the shipment back.
+        if let (Some(sent), Some(latest)) = (parcel.sent_at, locked.status_at)
+            && sent < latest
+        {
+            tx.rollback().await?;
+            tracing::info!(parcel = parcel.parcel_id, status_id = parcel.status_id, %sent, %latest, "a Sendcloud webhook older than the status it would replace: ignored");
+            return Ok(Some(before));
+        }
         let reported = ShipmentStatus::from_sendcloud(parcel.status_id);
         let status = if before.status.is_final() {
             before.status

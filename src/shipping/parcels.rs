@@ -145,5 +145,6 @@ pub fn parcel_state(parcel: &Parcel) -> ParcelState {
         tracking_number: parcel.tracking_number.clone(),
         tracking_url: parcel.tracking_url.clone(),
         label_url: parcel.label_url.clone(),
+        sent_at: None,
     }
 }

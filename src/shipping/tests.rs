@@ -54,14 +54,38 @@ async fn core(app: &TestApp, sim: &SendcloudSim) -> (ShippingCore, Arc<Sendcloud
     (core, client)
 }
 
+/// A role `all` app, Sendcloud's simulator, and the shipping core and client on both. The
+/// simulator stops when this is dropped.
+struct Sendclouded {
+    sim: SendcloudSim,
+    _app: TestApp,
+    core: ShippingCore,
+    client: Arc<Sendcloud>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Sendclouded {
+    async fn start(backend: Backend) -> Self {
+        let stop = CancellationToken::new();
+        let sim = SendcloudSim::start(stop.clone()).await.unwrap();
+        let app = TestApp::spawn(Role::All, backend).await;
+        let (core, client) = core(&app, &sim).await;
+        Self {
+            sim,
+            _app: app,
+            core,
+            client,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
 /// The process was killed after Sendcloud made the parcel and before forma stored its id: the
 /// next attempt finds the parcel by its order number and adopts it.
 #[tokio::test]
 async fn a_parcel_made_before_a_crash_is_adopted_not_made_twice() {
-    let stop = CancellationToken::new();
-    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
-    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
-    let (core, client) = core(&app, &sim).await;
+    let setup = Sendclouded::start(Backend::Sqlite).await;
+    let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
     let request = request();
     // What the killed attempt did: the parcel exists at Sendcloud, forma's shipment waits.
     let made = client
@@ -71,7 +95,7 @@ async fn a_parcel_made_before_a_crash_is_adopted_not_made_twice() {
     let (shipment, _) = core.request(&request).await.unwrap();
     assert_eq!(shipment.status, ShipmentStatus::Pending);
 
-    assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
+    assert_eq!(parcels::pass(core, client).await.unwrap(), 1);
     let stored = repository::find(&core.db, request.tenant_id, shipment.id)
         .await
         .unwrap()
@@ -82,26 +106,23 @@ async fn a_parcel_made_before_a_crash_is_adopted_not_made_twice() {
     );
     assert_eq!(sim.parcels().len(), 1, "no second parcel");
     assert_eq!(
-        parcels::pass(&core, &client).await.unwrap(),
+        parcels::pass(core, client).await.unwrap(),
         0,
         "nothing waits"
     );
-    stop.cancel();
 }
 
 /// A failing Sendcloud leaves the shipment waiting with the error on it; it is tried again after
 /// its backoff and the parcel is made once.
 #[tokio::test]
 async fn a_failing_sendcloud_leaves_the_shipment_waiting_and_it_is_made_once_later() {
-    let stop = CancellationToken::new();
-    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
-    let app = TestApp::spawn(Role::All, Backend::Postgres).await;
-    let (core, client) = core(&app, &sim).await;
+    let setup = Sendclouded::start(Backend::Postgres).await;
+    let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
     let request = request();
     let (shipment, _) = core.request(&request).await.unwrap();
 
     sim.set_failing(true);
-    assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
+    assert_eq!(parcels::pass(core, client).await.unwrap(), 1);
     let waiting = repository::find(&core.db, request.tenant_id, shipment.id)
         .await
         .unwrap()
@@ -118,7 +139,7 @@ async fn a_failing_sendcloud_leaves_the_shipment_waiting_and_it_is_made_once_lat
     sim.set_failing(false);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        parcels::pass(&core, &client).await.unwrap();
+        parcels::pass(core, client).await.unwrap();
         let now = repository::find(&core.db, request.tenant_id, shipment.id)
             .await
             .unwrap()
@@ -131,7 +152,6 @@ async fn a_failing_sendcloud_leaves_the_shipment_waiting_and_it_is_made_once_lat
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(sim.parcels().len(), 1);
-    stop.cancel();
 }
 
 /// `order.cancelled` and `order.ready-for-fulfillment` travel in queues of their own (SPEC §8.1),
@@ -173,10 +193,8 @@ async fn an_order_cancelled_before_its_ready_event_is_handled_gets_no_shipment()
 /// no longer waiting, and must leave the shipment's parcel alone.
 #[tokio::test]
 async fn a_claim_whose_lease_ran_out_leaves_the_parcel_another_replica_stored() {
-    let stop = CancellationToken::new();
-    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
-    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
-    let (core, client) = core(&app, &sim).await;
+    let setup = Sendclouded::start(Backend::Sqlite).await;
+    let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
     let request = request();
     let (shipment, _) = core.request(&request).await.unwrap();
     let lease = chrono::TimeDelta::seconds(60);
@@ -186,12 +204,8 @@ async fn a_claim_whose_lease_ran_out_leaves_the_parcel_another_replica_stored() 
         .unwrap();
     assert_eq!(slow.len(), 1);
 
-    assert_eq!(
-        parcels::pass(&core, &client).await.unwrap(),
-        1,
-        "B claims it"
-    );
-    parcels::send(&core, &client, &slow[0]).await.unwrap();
+    assert_eq!(parcels::pass(core, client).await.unwrap(), 1, "B claims it");
+    parcels::send(core, client, &slow[0]).await.unwrap();
 
     let stored = repository::find(&core.db, request.tenant_id, shipment.id)
         .await
@@ -206,7 +220,6 @@ async fn a_claim_whose_lease_ran_out_leaves_the_parcel_another_replica_stored() 
         crate::shipping::sendcloud::parcel::status::CANCELLED,
         "the shipment's parcel was cancelled"
     );
-    stop.cancel();
 }
 
 /// Reconciliation asks about a limited number of parcels per pass. A parcel not asked about in one
@@ -214,10 +227,8 @@ async fn a_claim_whose_lease_ran_out_leaves_the_parcel_another_replica_stored() 
 /// knows, or Sendcloud refuses to tell of. On PostgreSQL, where NULLs sort last unless told.
 #[tokio::test]
 async fn reconciliation_asks_about_every_parcel_in_turn() {
-    let stop = CancellationToken::new();
-    let sim = SendcloudSim::start(stop.clone()).await.unwrap();
-    let app = TestApp::spawn(Role::All, Backend::Postgres).await;
-    let (core, client) = core(&app, &sim).await;
+    let setup = Sendclouded::start(Backend::Postgres).await;
+    let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
     // Two hundred shipments whose parcels Sendcloud no longer knows, then one it does.
     for parcel_id in 1..=200 {
         let (shipment, _) = core.request(&request()).await.unwrap();
@@ -228,24 +239,64 @@ async fn reconciliation_asks_about_every_parcel_in_turn() {
             tracking_number: None,
             tracking_url: None,
             label_url: None,
+            sent_at: None,
         };
         core.parcel_created(shipment.id, &state).await.unwrap();
     }
     let request = request();
     let (shipment, _) = core.request(&request).await.unwrap();
-    assert_eq!(parcels::pass(&core, &client).await.unwrap(), 1);
+    assert_eq!(parcels::pass(core, client).await.unwrap(), 1);
     let parcel = sim.parcels()[0].id;
 
-    assert_eq!(reconcile::pass(&core, &client).await.unwrap(), 0);
+    assert_eq!(reconcile::pass(core, client).await.unwrap(), 0);
     // The carrier takes the parcel, and the webhook is missed.
     sim.advance(parcel, status::EN_ROUTE_TO_SORTING_CENTER, "En route")
         .await
         .unwrap();
-    assert_eq!(reconcile::pass(&core, &client).await.unwrap(), 1);
+    assert_eq!(reconcile::pass(core, client).await.unwrap(), 1);
     let moved = repository::find(&core.db, request.tenant_id, shipment.id)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(moved.status, ShipmentStatus::InTransit);
-    stop.cancel();
+}
+
+/// Sendcloud retries a webhook it got no answer to, and a signed body can be posted again: a
+/// webhook sent before the one whose status the shipment shows is older news and moves nothing
+/// back. What forma asks for itself (reconciliation) is the latest there is.
+#[tokio::test]
+async fn a_late_sendcloud_webhook_does_not_move_the_shipment_back() {
+    let setup = Sendclouded::start(Backend::Postgres).await;
+    let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+    let request = request();
+    let (shipment, _) = core.request(&request).await.unwrap();
+    assert_eq!(parcels::pass(core, client).await.unwrap(), 1);
+    let parcel = sim.parcels()[0].id;
+    let reported = |status_id: i64, sent_at: Option<chrono::DateTime<chrono::Utc>>| ParcelState {
+        parcel_id: parcel,
+        status_id,
+        carrier: None,
+        tracking_number: None,
+        tracking_url: None,
+        label_url: None,
+        sent_at,
+    };
+    let status = || async {
+        let stored = repository::find(&core.db, request.tenant_id, shipment.id).await;
+        stored.unwrap().unwrap().status
+    };
+    let sent = chrono::Utc::now();
+    let en_route = reported(status::EN_ROUTE_TO_SORTING_CENTER, Some(sent));
+    core.parcel_changed(&en_route).await.unwrap();
+    assert_eq!(status().await, ShipmentStatus::InTransit);
+
+    let earlier = sent - chrono::TimeDelta::seconds(30);
+    let late = reported(status::READY_TO_SEND, Some(earlier));
+    core.parcel_changed(&late).await.unwrap();
+    assert_eq!(status().await, ShipmentStatus::InTransit, "moved back");
+
+    core.parcel_changed(&reported(status::DELIVERED, None))
+        .await
+        .unwrap();
+    assert_eq!(status().await, ShipmentStatus::Delivered);
 }

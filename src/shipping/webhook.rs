@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 use super::ShippingState;
 use super::parcels::parcel_state;
 use super::sendcloud::{WebhookEvent, parse_webhook, verify_signature};
+use super::shipments::repository::ParcelState;
 use crate::http::extract::Json;
 use crate::http::{ApiError, ErrorBody};
 
@@ -73,14 +74,18 @@ async fn sendcloud_webhook(
     }
     let event = parse_webhook(&body)
         .map_err(|e| ApiError::bad_request(format!("Not a Sendcloud webhook: {e}")))?;
-    let parcel = match event {
-        WebhookEvent::ParcelStatusChanged(parcel) => parcel,
+    let (parcel, sent_at) = match event {
+        WebhookEvent::ParcelStatusChanged { parcel, sent_at } => (parcel, sent_at),
         WebhookEvent::Other(action) => {
             tracing::debug!(action, "Sendcloud webhook not acted on");
             return Ok(ack("ignored"));
         }
     };
-    match state.core.parcel_changed(&parcel_state(&parcel)).await? {
+    let reported = ParcelState {
+        sent_at,
+        ..parcel_state(&parcel)
+    };
+    match state.core.parcel_changed(&reported).await? {
         Some(_) => Ok(ack("updated")),
         None => {
             tracing::info!(

@@ -399,9 +399,14 @@ async fn a_sendcloud_webhook_is_signed_over_its_exact_bytes_and_parses() {
     tampered[at] ^= 1;
     assert!(!verify_signature(secret, &tampered, &signature));
 
-    let WebhookEvent::ParcelStatusChanged(reported) = parse_webhook(&body).unwrap() else {
+    let WebhookEvent::ParcelStatusChanged {
+        parcel: reported,
+        sent_at,
+    } = parse_webhook(&body).unwrap()
+    else {
         panic!("a status change");
     };
+    assert!(sent_at.is_some_and(|at| (chrono::Utc::now() - at).num_seconds().abs() < 60));
     assert_eq!(reported.id, parcel.id);
     assert_eq!(reported.status_id, status::EN_ROUTE_TO_SORTING_CENTER);
     assert_eq!(reported.status, "En route to sorting center");

@@ -3,6 +3,7 @@
 //! `{"action", "timestamp", "parcel": {…}}`, whose parcel is the same object `GET /parcels/{id}`
 //! answers.
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -18,7 +19,12 @@ pub const PARCEL_STATUS_CHANGED: &str = "parcel_status_changed";
 /// What a delivery says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookEvent {
-    ParcelStatusChanged(Parcel),
+    /// The parcel as it is now, and when Sendcloud sent this (its `timestamp`, when it has a
+    /// readable one).
+    ParcelStatusChanged {
+        parcel: Parcel,
+        sent_at: Option<DateTime<Utc>>,
+    },
     /// Any other action (`integration_connected`, `refund_requested`, …), by name.
     Other(String),
 }
@@ -63,9 +69,14 @@ pub fn parse_webhook(body: &[u8]) -> Result<WebhookEvent, String> {
     if action != PARCEL_STATUS_CHANGED {
         return Ok(WebhookEvent::Other(action.to_owned()));
     }
-    document
+    // Milliseconds since the epoch.
+    let sent_at = document
+        .get("timestamp")
+        .and_then(Value::as_i64)
+        .and_then(DateTime::from_timestamp_millis);
+    let parcel = document
         .get("parcel")
         .and_then(Parcel::from_json)
-        .map(WebhookEvent::ParcelStatusChanged)
-        .ok_or_else(|| format!("{PARCEL_STATUS_CHANGED} without a parcel id"))
+        .ok_or_else(|| format!("{PARCEL_STATUS_CHANGED} without a parcel id"))?;
+    Ok(WebhookEvent::ParcelStatusChanged { parcel, sent_at })
 }

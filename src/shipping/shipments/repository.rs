@@ -9,8 +9,8 @@ use crate::infra::db::{Db, DbError, Tx};
 use crate::{on_pool, on_tx};
 
 const COLUMNS: &str = "id, tenant_id, order_id, status, sendcloud_parcel_id, \
-    sendcloud_status_id, carrier, tracking_number, tracking_url, label_url, parcel_error, \
-    created_at, updated_at";
+    sendcloud_status_id, sendcloud_status_at, carrier, tracking_number, tracking_url, label_url, \
+    parcel_error, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -20,6 +20,7 @@ struct Row {
     status: String,
     sendcloud_parcel_id: Option<i64>,
     sendcloud_status_id: Option<i64>,
+    sendcloud_status_at: Option<DateTime<Utc>>,
     carrier: Option<String>,
     tracking_number: Option<String>,
     tracking_url: Option<String>,
@@ -154,12 +155,17 @@ pub async fn lock_of_order(
     Ok(row.map(Row::into_shipment))
 }
 
-/// The shipment of Sendcloud's parcel `parcel_id`, locked for a change in `tx`, with the parcel
-/// status id Sendcloud last gave.
-pub async fn lock_by_parcel(
-    tx: &mut Tx,
-    parcel_id: i64,
-) -> Result<Option<(Shipment, Option<i64>)>, DbError> {
+/// A shipment locked for a change of its parcel, with what Sendcloud last said of the parcel.
+pub struct LockedParcel {
+    pub shipment: Shipment,
+    /// The parcel's last status id.
+    pub status_id: Option<i64>,
+    /// When Sendcloud sent the webhook that said it, if a webhook did.
+    pub status_at: Option<DateTime<Utc>>,
+}
+
+/// The shipment of Sendcloud's parcel `parcel_id`, locked for a change in `tx`.
+pub async fn lock_by_parcel(tx: &mut Tx, parcel_id: i64) -> Result<Option<LockedParcel>, DbError> {
     let sql = sqlx::AssertSqlSafe(format!(
         "UPDATE shipments SET updated_at = updated_at WHERE sendcloud_parcel_id = $1 \
          RETURNING {COLUMNS}"
@@ -167,9 +173,10 @@ pub async fn lock_by_parcel(
     let row = on_tx!(tx, conn => {
         sqlx::query_as::<_, Row>(sql).bind(parcel_id).fetch_optional(&mut *conn).await
     })?;
-    Ok(row.map(|row| {
-        let status_id = row.sendcloud_status_id;
-        (row.into_shipment(), status_id)
+    Ok(row.map(|row| LockedParcel {
+        status_id: row.sendcloud_status_id,
+        status_at: row.sendcloud_status_at,
+        shipment: row.into_shipment(),
     }))
 }
 
@@ -182,6 +189,9 @@ pub struct ParcelState {
     pub tracking_number: Option<String>,
     pub tracking_url: Option<String>,
     pub label_url: Option<String>,
+    /// When Sendcloud sent it, for a webhook's; `None` for what forma asked for itself (the
+    /// create's answer, reconciliation), which is the latest there is.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// Stores the parcel of a `PENDING` shipment and its status; the shipment after, `None` when it
@@ -226,7 +236,8 @@ pub async fn set_status(
         "UPDATE shipments SET sendcloud_status_id = $2, status = $3, \
          carrier = COALESCE($4, carrier), tracking_number = COALESCE($5, tracking_number), \
          tracking_url = COALESCE($6, tracking_url), label_url = COALESCE($7, label_url), \
-         updated_at = $8 WHERE id = $1 RETURNING {COLUMNS}"
+         updated_at = $8, sendcloud_status_at = COALESCE($9, sendcloud_status_at) \
+         WHERE id = $1 RETURNING {COLUMNS}"
     ));
     let row = on_tx!(tx, conn => {
         sqlx::query_as::<_, Row>(sql)
@@ -238,6 +249,7 @@ pub async fn set_status(
             .bind(parcel.tracking_url.as_deref())
             .bind(parcel.label_url.as_deref())
             .bind(Utc::now())
+            .bind(parcel.sent_at)
             .fetch_one(&mut *conn)
             .await
     })?;
