@@ -78,6 +78,9 @@ pub async fn pass(core: &OrderCore, fulfiller: &Fulfiller) -> Result<usize, Hand
 }
 
 async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
+    // The whole condition is repeated outside the subquery: PostgreSQL re-checks
+    // it on a row another replica changed meanwhile, so two replicas never both take one row,
+    // and none takes one another replica finished since its subquery read it.
     let rows = on_pool!(db, pool => {
         sqlx::query_as::<_, Claimed>(
             "UPDATE orders SET fulfillment_lease_until = $1, \
@@ -86,6 +89,7 @@ async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
                AND fulfillment_after IS NOT NULL AND fulfillment_after <= $2 \
                AND (fulfillment_lease_until IS NULL OR fulfillment_lease_until < $2) \
                ORDER BY fulfillment_after, id LIMIT $3) \
+             AND status = 'SHIPPED' AND fulfillment_after IS NOT NULL AND fulfillment_after <= $2 \
              AND (fulfillment_lease_until IS NULL OR fulfillment_lease_until < $2) \
              RETURNING id, tenant_id, fulfillment_attempts",
         )

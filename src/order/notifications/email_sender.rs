@@ -123,6 +123,9 @@ pub async fn pass(db: &Db, mailer: &Mailer, lease: TimeDelta) -> Result<usize, D
 }
 
 async fn claim(db: &Db, now: DateTime<Utc>, lease: TimeDelta) -> Result<Vec<Claimed>, DbError> {
+    // The whole condition is repeated outside the subquery: PostgreSQL re-checks
+    // it on a row another replica changed meanwhile, so two replicas never both take one row,
+    // and none takes one another replica finished since its subquery read it.
     let rows = on_pool!(db, pool => {
         sqlx::query_as::<_, Claimed>(
             "UPDATE notification_emails SET lease_until = $1, attempts = attempts + 1 \
@@ -130,6 +133,7 @@ async fn claim(db: &Db, now: DateTime<Utc>, lease: TimeDelta) -> Result<Vec<Clai
                SELECT id FROM notification_emails WHERE status = 'PENDING' \
                AND next_attempt_at <= $2 AND (lease_until IS NULL OR lease_until < $2) \
                ORDER BY next_attempt_at, id LIMIT $3) \
+             AND status = 'PENDING' AND next_attempt_at <= $2 \
              AND (lease_until IS NULL OR lease_until < $2) \
              RETURNING id, recipient, subject, body, attempts, created_at",
         )

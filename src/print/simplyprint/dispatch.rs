@@ -116,8 +116,9 @@ async fn removal_failed(
 }
 
 pub(super) async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
-    // The lease condition is repeated outside the subquery: PostgreSQL re-checks it on a row a
-    // concurrent claim just took, so two replicas never both take one job.
+    // The whole condition is repeated outside the subquery: PostgreSQL re-checks it
+    // on a row another replica changed meanwhile, so two replicas never both take one job, and none
+    // takes one another replica sent since its subquery read it.
     let rows = on_pool!(db, pool => {
         sqlx::query_as::<_, Claimed>(
             "UPDATE print_jobs SET dispatch_lease_until = $1, \
@@ -126,6 +127,8 @@ pub(super) async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, D
                AND (dispatch_after IS NULL OR dispatch_after <= $2) \
                AND (dispatch_lease_until IS NULL OR dispatch_lease_until < $2) \
                ORDER BY CASE WHEN purpose = 'ORDER' THEN 0 ELSE 1 END, created_at, id LIMIT $3) \
+             AND status = 'QUEUED' AND simplyprint_job_id IS NULL \
+             AND (dispatch_after IS NULL OR dispatch_after <= $2) \
              AND (dispatch_lease_until IS NULL OR dispatch_lease_until < $2) \
              RETURNING id, file_id, dispatch_attempts",
         )

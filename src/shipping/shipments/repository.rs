@@ -276,9 +276,10 @@ pub struct Claimed {
     pub parcel_attempts: i64,
 }
 
-/// Claims up to `limit` shipments due for their parcel until `now + lease`. The lease condition is
-/// repeated outside the subquery: PostgreSQL re-checks it on a row a concurrent claim just took,
-/// so two replicas never both take one shipment.
+/// Claims up to `limit` shipments due for their parcel until `now + lease`. The whole condition is
+/// repeated outside the subquery: PostgreSQL re-checks it on a row another replica changed
+/// meanwhile, so two replicas never both take one shipment, and none takes one another replica
+/// finished since its subquery read it.
 pub async fn claim_waiting(
     db: &Db,
     now: DateTime<Utc>,
@@ -292,6 +293,7 @@ pub async fn claim_waiting(
                AND (parcel_after IS NULL OR parcel_after <= $2) \
                AND (parcel_lease_until IS NULL OR parcel_lease_until < $2) \
                ORDER BY created_at, id LIMIT $3) \
+             AND status = 'PENDING' AND (parcel_after IS NULL OR parcel_after <= $2) \
              AND (parcel_lease_until IS NULL OR parcel_lease_until < $2) \
              RETURNING id, request, parcel_attempts",
         )

@@ -82,12 +82,16 @@ pub async fn pass(push: &Push) -> Result<usize, DbError> {
 }
 
 async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
+    // The whole condition is repeated outside the subquery: PostgreSQL re-checks
+    // it on a row another replica changed meanwhile, so two replicas never both take one row,
+    // and none takes one another replica finished since its subquery read it.
     let rows = on_pool!(db, pool => {
         sqlx::query_as::<_, Claimed>(
             "UPDATE push_messages SET lease_until = $1, attempts = attempts + 1 WHERE id IN ( \
                SELECT id FROM push_messages WHERE status = 'PENDING' AND next_attempt_at <= $2 \
                AND (lease_until IS NULL OR lease_until < $2) \
                ORDER BY next_attempt_at, id LIMIT $3) \
+             AND status = 'PENDING' AND next_attempt_at <= $2 \
              AND (lease_until IS NULL OR lease_until < $2) \
              RETURNING id, subscription_id, payload, attempts",
         )
