@@ -24,6 +24,8 @@ use crate::events::outbox::RelayNotifier;
 use crate::identity::context::ContextVerifier;
 use crate::infra::db::{Db, DbError};
 use crate::order::internal::InternalKey;
+use crate::order::orders::state::Status;
+use jobs::repository::Removal;
 use jobs::transitions::{self, ChangeError, Changed};
 use jobs::{JobCounts, PrintJob, PrintJobStatus, repository};
 use plan::PrintPlan;
@@ -131,10 +133,15 @@ impl PrintCore {
         {
             match &changed.before.simply_print_job_id {
                 Some(item) => {
-                    let job = changed.after.id;
-                    let taken = simplyprint::dispatch::take_out(&self.db, client, job, item, 1);
+                    let removal = Removal {
+                        id: changed.after.id,
+                        item: item.clone(),
+                        status: changed.after.status.as_str().to_owned(),
+                        attempts: 1,
+                    };
+                    let taken = simplyprint::dispatch::take_out(&self.db, client, &removal);
                     if let Err(e) = taken.await {
-                        tracing::warn!(%job, error = %e, "could not record a farm item's removal; the sender tries again");
+                        tracing::warn!(job = %removal.id, error = %e, "could not record a farm item's removal; the sender tries again");
                     }
                 }
                 None => self.dispatch.notify(),

@@ -29,12 +29,12 @@ use uuid::Uuid;
 
 use self::email::{Mailer, Notice};
 use crate::config::SmtpConfig;
-use crate::events::internal::{InternalEvent, names};
+use crate::events::internal::{InternalEvent, PrintJobFailed, names};
 use crate::infra::db::{Conn, DbError, Tx};
 use crate::infra::workers::Workers;
 use crate::order::OrderCore;
 use crate::order::orders::{Order, repository};
-use crate::print::jobs::PrintJobStatus;
+use crate::print::jobs::{PrintJob, PrintJobStatus};
 
 /// The four kinds of e-mail notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +131,27 @@ async fn on_failure(core: &OrderCore, event: &InternalEvent) {
     }
 }
 
+/// The job a print-job failure tells of, as the print service has it now: its file, and which
+/// attempt failed (a retried job that fails again is news again; the same failure reported twice
+/// is not). `Some(None)` when it cannot be read (the notice goes without it). `None` when the job
+/// was retried since (the report came late, the bus being behind): no news any more, and keyed by
+/// the retry's attempt it would silence the retry's own failure. For the e-mail and the push.
+pub(crate) async fn failed_job(
+    core: &OrderCore,
+    failed: &PrintJobFailed,
+    told_by: &str,
+) -> Option<Option<PrintJob>> {
+    let job_id = failed.job.print_job_id;
+    match core.print.print_job(failed.job.tenant_id, job_id).await {
+        Ok(Some(job)) if job.status != PrintJobStatus::Failed => None,
+        Ok(job) => Some(job),
+        Err(e) => {
+            tracing::warn!(job = %job_id, error = %e, told_by, "the failed print job could not be read for its notice");
+            Some(None)
+        }
+    }
+}
+
 /// What the e-mail about `event` says; `None` for an event that calls for none.
 async fn compose(
     core: &OrderCore,
@@ -144,23 +165,9 @@ async fn compose(
     let (dedupe_key, subject, detail) = match event {
         InternalEvent::PrintJobFailed(failed) => {
             let job_id = failed.job.print_job_id;
-            // The job as the print service has it: its file, and which attempt failed (a retried
-            // job that fails again is news again; the same failure reported twice is not).
-            let job = match core.print.print_job(tenant_id, job_id).await {
-                Ok(job) => job,
-                Err(e) => {
-                    tracing::warn!(job = %job_id, error = %e, "the failed print job could not be read for its e-mail");
-                    None
-                }
-            };
-            // Retried since (the report comes late: the bus was behind): not news any more, and
-            // keyed by the retry's attempt it would silence the retry's own failure.
-            if job
-                .as_ref()
-                .is_some_and(|j| j.status != PrintJobStatus::Failed)
-            {
+            let Some(job) = failed_job(core, failed, "e-mail").await else {
                 return Ok(None);
-            }
+            };
             let attempt = job.as_ref().map_or(0, |j| j.attempts);
             let file = job
                 .as_ref()

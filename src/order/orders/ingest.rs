@@ -215,10 +215,7 @@ pub async fn cancel(
                 tx.commit().await?;
                 return Ok(Outcome::Cancelled);
             }
-            // Its create committed meanwhile (PostgreSQL waits for it on the unique key).
-            false => repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id)
-                .await?
-                .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?,
+            false => lock_created(&mut tx, new).await?,
         },
     };
     match super::cancellation::cancel_in(&mut tx, &record, &reason).await? {
@@ -246,6 +243,14 @@ pub async fn cancel(
             Ok(Outcome::Unchanged)
         }
     }
+}
+
+/// The order an insert of `new` found already there: its create committed meanwhile (PostgreSQL
+/// waits for it on the unique key, then the insert does nothing), locked in `tx`.
+async fn lock_created(tx: &mut Tx, new: &NewOrder) -> Result<OrderRecord, DbError> {
+    repository::lock_by_shopify_id(tx, new.tenant_id, &new.shopify_order_id)
+        .await?
+        .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))
 }
 
 /// Stores an order forma hears of first through its cancellation: CANCELLED, every line too, with
@@ -348,11 +353,8 @@ pub async fn update(
                 }
                 return Ok(Outcome::Created);
             }
-            // Its create committed meanwhile (PostgreSQL waits for it on the unique key): the
-            // update applies to it.
-            repository::lock_by_shopify_id(&mut tx, new.tenant_id, &new.shopify_order_id)
-                .await?
-                .ok_or(DbError::Sqlx(sqlx::Error::RowNotFound))?
+            // The update applies to it.
+            lock_created(&mut tx, new).await?
         }
     };
     let order = &record.order;

@@ -58,61 +58,40 @@ pub async fn pass(db: &Db, client: &SimplyPrint) -> Result<usize, DbError> {
     let claimed = claim(db, now).await?;
     let sent = each_claimed(WORKER, &claimed, |job| send(db, client, job)).await;
     let removals = repository::claim_removals(db, now, LEASE, BATCH).await?;
-    let removed = each_claimed(WORKER, &removals, |removal| remove(db, client, removal)).await;
+    let removed = each_claimed(WORKER, &removals, |removal| take_out(db, client, removal)).await;
     Ok(sent + removed)
 }
 
-/// Takes a cancelled job's item out of the farm's queue. An item never recorded is looked for by
-/// the job's tag, unless the job is queued again (the tag is then its new attempt's).
-async fn remove(db: &Db, client: &SimplyPrint, removal: &Removal) -> Result<(), DbError> {
-    if !removal.item.is_empty() {
-        return take_out(db, client, removal.id, &removal.item, removal.attempts).await;
-    }
-    if PrintJobStatus::parse(&removal.status).is_some_and(PrintJobStatus::is_active) {
-        return repository::removal_done(db, removal.id, &removal.item).await;
-    }
-    match client.find_queue_item(&tag(removal.id)).await {
-        Ok(Some(item)) => match client.remove_queue_item(&item).await {
-            Ok(()) => repository::removal_done(db, removal.id, &removal.item).await,
-            Err(error) => removal_failed(db, removal, &error).await,
-        },
-        Ok(None) => repository::removal_done(db, removal.id, &removal.item).await,
-        Err(error) => removal_failed(db, removal, &error).await,
-    }
-}
-
-/// Takes farm item `item` of cancelled job `id` out of the queue, on the `attempts`th try: done
-/// when SimplyPrint took it out, or refused to (it is not in the queue any more); else tried
-/// again after a backoff.
-pub async fn take_out(
-    db: &Db,
-    client: &SimplyPrint,
-    id: Uuid,
-    item: &str,
-    attempts: i64,
-) -> Result<(), DbError> {
-    match client.remove_queue_item(item).await {
-        Ok(()) => repository::removal_done(db, id, item).await,
+/// Takes a cancelled job's item out of the farm's queue, on the `removal.attempts`th try. An item
+/// never recorded is looked for by the job's tag, unless the job is queued again (the tag is then
+/// its new attempt's). Done when SimplyPrint took it out, refused to (it is not queued any more)
+/// or has no item of the job; else tried again after a backoff.
+pub async fn take_out(db: &Db, client: &SimplyPrint, removal: &Removal) -> Result<(), DbError> {
+    let (id, recorded) = (removal.id, removal.item.as_str());
+    let found = if !recorded.is_empty() {
+        Ok(Some(recorded.to_owned()))
+    } else if PrintJobStatus::parse(&removal.status).is_some_and(PrintJobStatus::is_active) {
+        Ok(None)
+    } else {
+        client.find_queue_item(&tag(id)).await
+    };
+    let outcome = match found {
+        Ok(Some(item)) => client.remove_queue_item(&item).await,
+        Ok(None) => Ok(()),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(()) => repository::removal_done(db, id, recorded).await,
         Err(SimplyPrintError::Rejected(message)) => {
-            tracing::info!(job = %id, item, message, "SimplyPrint did not take the item out: it is not queued any more");
-            repository::removal_done(db, id, item).await
+            tracing::info!(job = %id, recorded, message, "SimplyPrint did not take the item out: it is not queued any more");
+            repository::removal_done(db, id, recorded).await
         }
         Err(error) => {
-            let wait = backoff(attempts);
-            tracing::warn!(job = %id, item, attempts, retry_in_secs = wait.num_seconds(), %error, "could not take a cancelled job's item out of SimplyPrint's queue");
-            repository::removal_failed(db, id, item, Utc::now() + wait).await
+            let wait = backoff(removal.attempts);
+            tracing::warn!(job = %id, recorded, attempts = removal.attempts, retry_in_secs = wait.num_seconds(), %error, "could not take a cancelled job's item out of SimplyPrint's queue");
+            repository::removal_failed(db, id, recorded, Utc::now() + wait).await
         }
     }
-}
-
-async fn removal_failed(
-    db: &Db,
-    removal: &Removal,
-    error: &SimplyPrintError,
-) -> Result<(), DbError> {
-    let wait = backoff(removal.attempts);
-    tracing::warn!(job = %removal.id, attempts = removal.attempts, retry_in_secs = wait.num_seconds(), %error, "could not find a cancelled job's item in SimplyPrint's queue");
-    repository::removal_failed(db, removal.id, &removal.item, Utc::now() + wait).await
 }
 
 pub(super) async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {

@@ -13,8 +13,8 @@ use super::subscriptions;
 use crate::events::internal::InternalEvent;
 use crate::infra::db::{Conn, Db, DbError};
 use crate::order::OrderCore;
+use crate::order::notifications::failed_job;
 use crate::order::orders::{Order, repository};
-use crate::print::jobs::PrintJobStatus;
 use crate::{on_pool, on_tx};
 
 /// The largest plaintext a push service is sure to take: 4096 bytes of body (RFC 8030 §7.2) less
@@ -143,18 +143,10 @@ pub async fn record(core: &OrderCore, event: &InternalEvent) -> Result<usize, Db
     }
     let order = repository::find(&mut Conn::Pool(&core.db), tenant_id, event.order_id()).await?;
     let print_attempt = match event {
-        InternalEvent::PrintJobFailed(e) => {
-            let job_id = e.job.print_job_id;
-            match core.print.print_job(tenant_id, job_id).await {
-                // Retried since: not news any more (as for its e-mail).
-                Ok(Some(job)) if job.status != PrintJobStatus::Failed => return Ok(0),
-                Ok(job) => job.map(|j| j.attempts),
-                Err(error) => {
-                    tracing::warn!(job = %job_id, %error, "the failed print job could not be read for its push");
-                    None
-                }
-            }
-        }
+        InternalEvent::PrintJobFailed(failed) => match failed_job(core, failed, "push").await {
+            Some(job) => job.map(|j| j.attempts),
+            None => return Ok(0),
+        },
         _ => None,
     };
     let Some((key, notification)) = compose(event, order.as_ref().map(|r| &r.order), print_attempt)
