@@ -278,5 +278,21 @@ impl Tx {
     }
 }
 
+/// The `LIKE` pattern of "contains `text`, any case": `text` lower-cased, its `%`, `_` and `\`
+/// taken literally. The query compares it with `LOWER(column) LIKE $n ESCAPE '\'`, the same on
+/// both databases (SQLite's `LOWER` folds ASCII letters only).
+pub fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 #[cfg(test)]
 mod tests;

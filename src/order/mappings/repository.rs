@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{MappingFields, PrintFile, ProductMapping};
 use crate::http::pagination::PageRequest;
-use crate::infra::db::{Conn, Db, DbError};
+use crate::infra::db::{Conn, Db, DbError, contains_pattern};
 use crate::{on_conn, on_pool, on_tx};
 
 const COLUMNS: &str = "id, tenant_id, sku, product_name, shopify_product_id, shopify_variant_id, \
@@ -108,13 +108,11 @@ pub async fn list(
     filter: &MappingFilter,
     page: PageRequest,
 ) -> Result<(Vec<ProductMapping>, i64), DbError> {
-    let pattern = filter
-        .search
-        .as_ref()
-        .map(|s| format!("%{}%", s.to_lowercase()));
+    let pattern = filter.search.as_deref().map(contains_pattern);
     // Unused filters compare against NULL and drop out; one statement text for every filter.
     let condition = "tenant_id = $1 \
-        AND ($2 IS NULL OR LOWER(sku) LIKE $2 OR LOWER(product_name) LIKE $2) \
+        AND ($2 IS NULL OR LOWER(sku) LIKE $2 ESCAPE '\\' \
+             OR LOWER(product_name) LIKE $2 ESCAPE '\\') \
         AND ($3 IS NULL OR is_active = $3)";
     let (limit, offset) = page.limit_offset();
     let select = sqlx::AssertSqlSafe(format!(

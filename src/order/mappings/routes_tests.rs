@@ -43,6 +43,18 @@ each_database! {
 
         let (_, page) = send(admin.get(format!("{url}?search=red"))).await;
         assert_eq!(page["total"], 1, "{page}");
+        // What is searched for is taken literally: `_` and `%` are characters, not wildcards.
+        for sku in ["PEG_10", "PEGA10", "PEG%10"] {
+            let (status, _) = send(admin.post(&url).json(&json!({
+                "sku": sku, "productName": "Peg", "printFiles": [{"fileId": "g", "fileName": "g.gcode"}]
+            }))).await;
+            assert_eq!(status, 201);
+        }
+        for (search, found) in [("peg_1", "PEG_10"), ("g%25", "PEG%10")] {
+            let (_, page) = send(admin.get(format!("{url}?search={search}"))).await;
+            let skus: Vec<&str> = page["items"].as_array().unwrap().iter().filter_map(|m| m["sku"].as_str()).collect();
+            assert_eq!(skus, [found], "{search}");
+        }
         let item = format!("{url}/{id}");
         let (status, patched) = send(admin.patch(&item).json(&json!({"isActive": false, "productName": "Red cube v2"}))).await;
         assert_eq!(status, 200, "{patched}");
@@ -59,7 +71,7 @@ each_database! {
 
         let (_, audit) = send(admin.get(app.url("/api/v1/audit-logs?targetType=product-mapping&pageSize=100"))).await;
         let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
-        assert_eq!(actions.iter().filter(|a| **a == "mapping.created").count(), 2, "{audit}");
+        assert_eq!(actions.iter().filter(|a| **a == "mapping.created").count(), 5, "{audit}");
         assert!(actions.contains(&"mapping.updated") && actions.contains(&"mapping.deleted"), "{actions:?}");
         assert!(audit["items"][0]["actorEmail"] == "admin@localhost" && audit["items"][0]["ip"] == "127.0.0.1", "{audit}");
     }

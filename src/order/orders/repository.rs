@@ -11,7 +11,7 @@ use super::{
     ShippingAddress,
 };
 use crate::http::pagination::PageRequest;
-use crate::infra::db::{Conn, Db, DbError, Tx};
+use crate::infra::db::{Conn, Db, DbError, Tx, contains_pattern};
 use crate::order::mappings::PrintFile;
 use crate::{on_conn, on_tx};
 
@@ -530,13 +530,10 @@ pub async fn list(
     filter: &OrderFilter,
     page: PageRequest,
 ) -> Result<(Vec<Order>, i64), DbError> {
-    let pattern = filter
-        .search
-        .as_ref()
-        .map(|s| format!("%{}%", s.to_lowercase()));
+    let pattern = filter.search.as_deref().map(contains_pattern);
     let condition = "tenant_id = $1 AND ($2 IS NULL OR status = $2) \
-        AND ($3 IS NULL OR LOWER(order_number) LIKE $3 OR LOWER(customer_name) LIKE $3 \
-             OR LOWER(customer_email) LIKE $3) \
+        AND ($3 IS NULL OR LOWER(order_number) LIKE $3 ESCAPE '\\' \
+             OR LOWER(customer_name) LIKE $3 ESCAPE '\\' OR LOWER(customer_email) LIKE $3 ESCAPE '\\') \
         AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR created_at <= $5)";
     let (limit, offset) = page.limit_offset();
     let select = format!(
