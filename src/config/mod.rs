@@ -402,8 +402,8 @@ pub struct ProxyConfig {
     pub eject_after_failures: u32,
     /// …for this long (ms).
     pub eject_for_ms: u64,
-    /// The response cache of cacheable routes holds at most this many bytes in process (with
-    /// Redis configured the cache lives there instead, bounded by Redis's own `maxmemory`)…
+    /// The response cache of cacheable routes holds at most this many bytes, in process or (with
+    /// Redis configured) in Redis, where it evicts its own oldest entries…
     pub cache_max_bytes: usize,
     /// …and no single response over this many bytes.
     pub cache_max_entry_bytes: usize,

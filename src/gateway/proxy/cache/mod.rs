@@ -7,8 +7,8 @@
 //!
 //! `Cache-Control` is honoured both ways (see `control.rs`); only whole 200 bodies up to
 //! `proxy.cache_max_entry_bytes` are stored. Every answer of a cacheable route says `X-Cache: HIT`
-//! (with `Age`) or `MISS`. The store is in process, bounded by `proxy.cache_max_bytes`, or Redis
-//! when `redis.url` is set; a store that fails is a miss, never an error.
+//! (with `Age`) or `MISS`. The store is in process, or Redis when `redis.url` is set, either way
+//! bounded by `proxy.cache_max_bytes`; a store that fails is a miss, never an error.
 //!
 //! Writes do not invalidate: a cacheable route's answers may be up to its TTL old.
 
@@ -59,7 +59,7 @@ impl ResponseCache {
     /// In Redis when the gateway has a Redis handle (shared by every replica), else in process.
     pub fn new(config: &ProxyConfig, redis: Option<RedisHandle>) -> Self {
         let store: Arc<dyn CacheStore> = match redis {
-            Some(handle) => Arc::new(RedisStore::new(handle)),
+            Some(handle) => Arc::new(RedisStore::new(handle, config.cache_max_bytes)),
             None => Arc::new(MemoryStore::new(config.cache_max_bytes)),
         };
         Self {

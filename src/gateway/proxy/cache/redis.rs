@@ -1,13 +1,22 @@
 //! The Redis store: one key per entry under the configured key prefix, expiring with the entry
-//! (`SET … PX`), so every gateway replica shares one cache and Redis drops what went stale. The
-//! total is bounded by Redis's own `maxmemory` policy; each entry by `proxy.cache_max_entry_bytes`.
+//! (`SET … PX`), so every gateway replica shares one cache and Redis drops what went stale; each
+//! entry is at most `proxy.cache_max_entry_bytes`.
+//!
+//! The whole is held to `proxy.cache_max_bytes` here, not left to Redis's `maxmemory`: the cache
+//! shares its Redis with sessions and rate limits, and a cache that grows (many distinct queries,
+//! long TTLs) must evict its own entries, never theirs. Each `put` records the entry's size in an
+//! index (`httpcache-index`: entry → stored at, `httpcache-sizes`: entry → bytes, and the total in
+//! `httpcache-bytes`) in the same script as the entry, and evicts the oldest entries while the
+//! total is over the budget. An entry Redis expired keeps its size counted until it is evicted in
+//! turn, so the total never reads low.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::http::{HeaderName, HeaderValue};
+use redis::Script;
 
 use super::store::{CacheStore, CachedResponse, StoreError, UnixMillis};
 use crate::infra::redis::RedisHandle;
@@ -18,13 +27,45 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(250);
 /// The first bytes of every value, naming this layout; anything else reads as absent.
 const MAGIC: &[u8; 4] = b"FRC1";
 
+/// What an entry costs Redis beyond its value: its key and its index records.
+const ENTRY_OVERHEAD: usize = 128;
+
+/// Stores entry KEYS[1] = ARGV[1] for ARGV[2] ms, counting ARGV[3] bytes against the budget ARGV[4]
+/// in the index KEYS[2] (by ARGV[5], the time stored), KEYS[3] (sizes) and KEYS[4] (total); then
+/// evicts the oldest entries while the total is over the budget.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local key, size, budget = KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local old = redis.call('HGET', KEYS[3], key)
+if old then redis.call('DECRBY', KEYS[4], old) end
+redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[5], key)
+redis.call('HSET', KEYS[3], key, size)
+local total = redis.call('INCRBY', KEYS[4], size)
+while total > budget do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not oldest then break end
+  local bytes = tonumber(redis.call('HGET', KEYS[3], oldest)) or 0
+  redis.call('ZREM', KEYS[2], oldest)
+  redis.call('HDEL', KEYS[3], oldest)
+  redis.call('DEL', oldest)
+  total = redis.call('DECRBY', KEYS[4], bytes)
+end
+return total
+",
+    )
+});
+
 pub struct RedisStore {
     handle: RedisHandle,
+    max_bytes: usize,
 }
 
 impl RedisStore {
-    pub fn new(handle: RedisHandle) -> Self {
-        Self { handle }
+    /// A store of at most `max_bytes` (values and their bookkeeping) under the handle's prefix.
+    pub fn new(handle: RedisHandle, max_bytes: usize) -> Self {
+        Self { handle, max_bytes }
     }
 
     fn key(&self, key: &str) -> String {
@@ -71,15 +112,24 @@ impl CacheStore for RedisStore {
         let Some(value) = encode(&entry) else {
             return Ok(());
         };
+        let size = value.len() + key.len() + ENTRY_OVERHEAD;
+        if size > self.max_bytes {
+            return Ok(());
+        }
         let key = self.key(key);
         bounded(async {
             let mut conn = self.handle.connection().await?;
-            let () = ::redis::cmd("SET")
-                .arg(&key)
+            let _total: i64 = PUT
+                .key(&key)
+                .key(self.handle.key("httpcache-index"))
+                .key(self.handle.key("httpcache-sizes"))
+                .key(self.handle.key("httpcache-bytes"))
                 .arg(value)
-                .arg("PX")
                 .arg(ttl_ms)
-                .query_async(&mut conn)
+                .arg(size)
+                .arg(self.max_bytes)
+                .arg(now)
+                .invoke_async(&mut conn)
                 .await?;
             Ok(())
         })

@@ -39,7 +39,7 @@ fn redis_store() -> (RedisStore, RedisHandle) {
     crate::testing::use_redis(&mut config);
     let url = config.redis.url.expect("use_redis sets a URL");
     let handle = RedisHandle::open(&url, &config.redis.key_prefix).expect("a valid Redis URL");
-    (RedisStore::new(handle.clone()), handle)
+    (RedisStore::new(handle.clone(), 64 * 1024 * 1024), handle)
 }
 
 /// What every store promises.
@@ -156,6 +156,73 @@ async fn the_redis_store_writes_under_the_key_prefix_with_the_entrys_expiry() {
         None,
         "unreadable is absent"
     );
+}
+
+/// The cache shares its Redis with sessions and rate limits: however many distinct queries are
+/// asked, it holds itself to its budget, its oldest entries out first, and leaves other keys be.
+#[tokio::test]
+async fn the_redis_store_stays_within_its_bytes_and_drops_the_oldest() {
+    const BUDGET: usize = 64 * 1024;
+    let (_, handle) = redis_store();
+    let store = RedisStore::new(handle.clone(), BUDGET);
+    let mut conn = handle.connection().await.unwrap();
+    let () = ::redis::cmd("SET")
+        .arg(handle.key("session:someone"))
+        .arg("kept")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let body = "x".repeat(1024);
+    for n in 0..1_000 {
+        let at = NOW + n;
+        store
+            .put(
+                &format!("t:/orders?junk={n}"),
+                entry(&body, at, 3_600_000),
+                at,
+            )
+            .await
+            .unwrap();
+    }
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(handle.key("httpcache:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut stored = 0;
+    for key in &keys {
+        let len: usize = ::redis::cmd("STRLEN")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        stored += len;
+    }
+    assert!(stored <= BUDGET, "{stored} bytes in {} entries", keys.len());
+    assert!(
+        keys.len() >= 40,
+        "the budget is used: {} entries",
+        keys.len()
+    );
+    let now = NOW + 1_000;
+    assert!(
+        store
+            .get("t:/orders?junk=999", now)
+            .await
+            .unwrap()
+            .is_some(),
+        "the newest stays"
+    );
+    assert!(
+        store.get("t:/orders?junk=0", now).await.unwrap().is_none(),
+        "the oldest went first"
+    );
+    let session: Option<String> = ::redis::cmd("GET")
+        .arg(handle.key("session:someone"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(session.as_deref(), Some("kept"));
 }
 
 #[test]
