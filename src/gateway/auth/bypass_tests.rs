@@ -162,9 +162,8 @@ async fn only_forwarded_requests_whose_sign_in_needs_no_session_go_around_the_la
         GatewayState::new(crate::roles::gateway_ports(&app.ctx), order, None).expect("a gateway");
     let cached = Id::default();
     let someone = Authenticated::new(User::in_memory(uuid::Uuid::nil()), vec![]);
-    state
-        .auth_cache
-        .put(CacheKey::Session(cached), someone.clone());
+    let cache = &state.auth_cache;
+    cache.put(CacheKey::Session(cached), someone.clone(), cache.changes());
     let stand_in = |name: &'static str| {
         Router::new().fallback(move |request: Request| async move {
             let identified = request.extensions().get::<Identified>().is_some();

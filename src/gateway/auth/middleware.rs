@@ -146,6 +146,7 @@ async fn sign_in(
     session: Option<&Session>,
     path: &str,
 ) -> Result<(Authenticated, Admitted), Response> {
+    let seen = state.auth_cache.changes();
     let resolved = match &credential {
         CacheKey::Token(token) => resolve_bearer(state, token).await,
         CacheKey::Session(_) => match session {
@@ -166,7 +167,7 @@ async fn sign_in(
         }
         Err(e) => return Err(e.into_response()),
     };
-    state.auth_cache.put(credential, auth.clone());
+    state.auth_cache.put(credential, auth.clone(), seen);
     // The per-user rate limit, here rather than in a layer of its own: it always runs right after
     // authentication, and needs nothing but the user.
     let limiter = &state.limiter;
