@@ -355,17 +355,23 @@ fn code_keys() -> BTreeSet<String> {
 /// address is not fixed there), so the load balancer in front must not pass on an
 /// X-Forwarded-For a client began: it writes the client's own address, and a client cannot pick
 /// the address its sign-in attempts and rate limits are counted against.
+/// The gateways trust the edge, so every `X-Forwarded-*` header it passes on is its own: a client
+/// that writes one (a spoofed address, host or scheme) is overwritten, never believed.
 #[test]
-fn the_edge_load_balancer_writes_the_forwarded_address_itself() {
+fn the_edge_load_balancer_writes_the_forwarded_headers_itself() {
     assert!(COMPOSE.contains("FORMA_RATE_LIMIT__TRUSTED_PROXIES"));
     let forwarded: Vec<&str> = EDGE
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("proxy_set_header X-Forwarded-For"))
+        .filter(|l| l.starts_with("proxy_set_header X-Forwarded-"))
         .collect();
     assert_eq!(
         forwarded,
-        ["proxy_set_header X-Forwarded-For $remote_addr;"]
+        [
+            "proxy_set_header X-Forwarded-For $remote_addr;",
+            "proxy_set_header X-Forwarded-Host $host;",
+            "proxy_set_header X-Forwarded-Proto $scheme;",
+        ]
     );
 }
 
