@@ -127,8 +127,9 @@ impl SettingsInput {
     }
 }
 
-/// Whether `address` is one SMTP can deliver to: a plain `local@domain`, as lettre parses it
-/// (the same parser that builds the envelope later, so what is accepted here can be sent).
+/// Whether `address` is one SMTP can deliver to: a plain `local@domain` as lettre reads an
+/// address, which the sender's message builder also reads as a mailbox (it is stricter: no
+/// `[domain literal]`), so what is accepted here can be sent.
 fn check_address(address: &str) -> Result<(), String> {
     if address.is_empty() {
         return Err("should not be empty".to_owned());
@@ -136,9 +137,11 @@ fn check_address(address: &str) -> Result<(), String> {
     if address.len() > MAX_ADDRESS_LEN {
         return Err(format!("must be at most {MAX_ADDRESS_LEN} characters"));
     }
-    lettre::Address::from_str(address)
-        .map(drop)
-        .map_err(|_| format!("must be an email address (got {address:?})"))
+    let plain = lettre::Address::from_str(address).is_ok();
+    if !plain || lettre::message::Mailbox::from_str(address).is_err() {
+        return Err(format!("must be an email address (got {address:?})"));
+    }
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

@@ -60,7 +60,7 @@ async fn bad_settings_are_400_with_every_problem_listed() {
     let admin = app.admin().await;
     let url = app.url(PATH);
     let (status, body) = send(admin.put(&url).json(&json!({
-        "recipients": ["ops@shop.example", "not-an-address", "", "a@b@c"],
+        "recipients": ["ops@shop.example", "not-an-address", "", "a@b@c", "ops@[192.0.2.1]"],
         "printJobFailed": true, "orderFailed": true
     })))
     .await;
@@ -73,6 +73,8 @@ async fn bad_settings_are_400_with_every_problem_listed() {
             "recipients.1 must be an email address (got \"not-an-address\")",
             "recipients.2 should not be empty",
             "recipients.3 must be an email address (got \"a@b@c\")",
+            // The sender could never build a message to it.
+            "recipients.4 must be an email address (got \"ops@[192.0.2.1]\")",
         ]})
     );
     let all_on = |recipients: Value| {
