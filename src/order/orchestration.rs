@@ -22,13 +22,13 @@ use crate::events::catalog::{Event, EventPayload, names};
 use crate::events::idempotency::handle_once_returning;
 use crate::events::internal::{self as internal_events, InternalEvent};
 use crate::events::outbox;
-use crate::infra::db::Tx;
+use crate::infra::db::{DbError, Tx};
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
-use crate::order::orders::repository;
 use crate::order::orders::state::{
-    OrderStatus, PrintJobStatus, Status, line_item_status, order_status,
+    LineItemStatus, OrderStatus, PrintJobStatus, Status, line_item_status, order_status,
 };
+use crate::order::orders::{Order, repository};
 use crate::print::jobs::PrintJob;
 
 /// The consumer name of the dedupe records.
@@ -125,7 +125,7 @@ async fn follow_jobs(
     let order = &record.order;
     let frozen = order.status == OrderStatus::Cancelled && !revived;
     let mut statuses = Vec::with_capacity(record.lines.len());
-    for line in &record.lines {
+    for line in record.lines.iter().filter(|l| !l.is_removed()) {
         let jobs: Vec<PrintJobStatus> = snapshot
             .iter()
             .filter(|j| {
@@ -181,15 +181,32 @@ async fn follow_jobs(
     if next == order.status {
         return Ok(Vec::new());
     }
-    order_moved(tx, &record.order, next).await
+    Ok(order_moved(tx, &record.order, next).await?)
+}
+
+/// Moves `order` to the status its lines' `statuses` call for, when that is another status and a
+/// legal move: the status, its log entry and bus event in `tx`. Returns the internal
+/// events to emit after commit. For changes made by forma itself (lines served from stock, lines
+/// Shopify changed), which follow no job snapshot.
+pub(crate) async fn lines_moved(
+    tx: &mut Tx,
+    order: &Order,
+    statuses: &[LineItemStatus],
+) -> Result<Vec<InternalEvent>, DbError> {
+    let next = order_status(order.status, statuses, false);
+    if next == order.status || !order.status.can_become(next) {
+        return Ok(Vec::new());
+    }
+    repository::set_status(tx, order.id, next, None, None).await?;
+    order_moved(tx, order, next).await
 }
 
 /// The log entry, bus event and internal events of an order's move from its status to `next`.
 pub(crate) async fn order_moved(
     tx: &mut Tx,
-    order: &crate::order::orders::Order,
+    order: &Order,
     next: OrderStatus,
-) -> Result<Vec<InternalEvent>, HandlerError> {
+) -> Result<Vec<InternalEvent>, DbError> {
     let (tenant_id, order_id) = (order.tenant_id, order.id);
     let revival = next == OrderStatus::Processing
         && matches!(

@@ -201,5 +201,5 @@ async fn ship(
     }
     repository::set_status(tx, order_id, OrderStatus::Shipped, None, None).await?;
     sender::schedule(tx, order_id).await?;
-    order_moved(tx, &record.order, OrderStatus::Shipped).await
+    Ok(order_moved(tx, &record.order, OrderStatus::Shipped).await?)
 }

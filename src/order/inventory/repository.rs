@@ -220,7 +220,8 @@ pub struct Allocation {
     pub units: i64,
 }
 
-/// Records that a line took units from stock, in the transaction that took them.
+/// Records that a line took units from stock, in the transaction that took them. A line has one
+/// allocation: one it gave back (Shopify changed the line) is replaced by what it takes anew.
 pub async fn record_allocation(
     tx: &mut Tx,
     tenant_id: Uuid,
@@ -230,7 +231,10 @@ pub async fn record_allocation(
         sqlx::query(
             "INSERT INTO stock_allocations (line_item_id, tenant_id, order_id, mapping_id, sku, \
              units, allocated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (line_item_id) DO NOTHING",
+             ON CONFLICT (line_item_id) DO UPDATE SET mapping_id = excluded.mapping_id, \
+               sku = excluded.sku, units = excluded.units, allocated_at = excluded.allocated_at, \
+               returned_at = NULL \
+             WHERE stock_allocations.returned_at IS NOT NULL",
         )
         .bind(allocation.line_item_id)
         .bind(tenant_id)
@@ -247,21 +251,24 @@ pub async fn record_allocation(
 }
 
 /// Gives the units an order took from stock back, once (a second cancellation finds nothing to
-/// give); returns what went back.
+/// give): every line's, or only `line`'s. Returns what went back.
 pub async fn give_back(
     tx: &mut Tx,
     tenant_id: Uuid,
     order_id: Uuid,
+    line: Option<Uuid>,
 ) -> Result<Vec<Allocation>, DbError> {
     let returned = on_tx!(tx, conn => {
         sqlx::query_as::<_, Allocation>(
             "UPDATE stock_allocations SET returned_at = $3 \
              WHERE tenant_id = $1 AND order_id = $2 AND returned_at IS NULL \
+             AND ($4 IS NULL OR line_item_id = $4) \
              RETURNING line_item_id, order_id, mapping_id, sku, units",
         )
         .bind(tenant_id)
         .bind(order_id)
         .bind(Utc::now())
+        .bind(line)
         .fetch_all(&mut *conn)
         .await
     })?;

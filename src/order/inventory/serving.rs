@@ -2,17 +2,19 @@
 //! the transaction that stores the order, so the units are the order's exactly when the order
 //! exists. Only the rest of a line is printed; a line served wholly from stock is COMPLETED at
 //! once, and the order moves on through the one state machine. Cancelling the order gives the
-//! units back, once.
+//! units back, once; so does Shopify changing or removing a line, whose new quantity is then served
+//! anew.
 
 use serde_json::json;
+use uuid::Uuid;
 
 use super::repository::{self, Allocation};
 use crate::events::internal::InternalEvent;
 use crate::infra::db::{DbError, Tx};
 use crate::order::event_log::{self, Entry, Severity, types};
-use crate::order::orchestration::order_moved;
-use crate::order::orders::state::{LineItemStatus, Status, order_status};
-use crate::order::orders::{OrderRecord, repository as orders};
+use crate::order::orchestration::lines_moved;
+use crate::order::orders::state::LineItemStatus;
+use crate::order::orders::{LineRecord, Order, OrderRecord, repository as orders};
 
 /// Takes stock for the lines of the new order `record` in its transaction `tx`; returns the
 /// internal events of the order's move, if it moved (every line served: ready for fulfillment).
@@ -20,23 +22,33 @@ pub async fn serve_new_order(
     tx: &mut Tx,
     record: &OrderRecord,
 ) -> Result<Vec<InternalEvent>, DbError> {
-    let order = &record.order;
-    let mut statuses = Vec::with_capacity(record.lines.len());
+    let mut lines = record.lines.clone();
+    if !serve_lines(tx, &record.order, lines.iter_mut().collect()).await? {
+        return Ok(Vec::new());
+    }
+    let statuses: Vec<LineItemStatus> = lines.iter().map(|l| l.item.status).collect();
+    lines_moved(tx, &record.order, &statuses).await
+}
+
+/// Serves `lines` of `order` from stock in `tx`: each line to print takes what stock there is for
+/// the units it has not taken yet, and is COMPLETED when that is all of them. Writes and logs each
+/// line it served, and changes `lines` to match; returns whether it served any. The order's status
+/// is the caller's to derive.
+pub async fn serve_lines(
+    tx: &mut Tx,
+    order: &Order,
+    lines: Vec<&mut LineRecord>,
+) -> Result<bool, DbError> {
     let mut served_any = false;
-    for line in &record.lines {
-        let mut line = line.clone();
+    for line in lines {
         // Lines to print only: not unmapped ones, not ones refused as too large.
         let mapping_id = match (line.item.status, line.item.product_mapping_id) {
             (LineItemStatus::Pending, Some(mapping_id)) => mapping_id,
-            _ => {
-                statuses.push(line.item.status);
-                continue;
-            }
+            _ => continue,
         };
         let wanted = i64::from(line.item.quantity.saturating_sub(line.stock_units));
         let taken = repository::take(tx, order.tenant_id, mapping_id, wanted).await?;
         if taken == 0 {
-            statuses.push(line.item.status);
             continue;
         }
         let allocation = Allocation {
@@ -52,7 +64,7 @@ pub async fn serve_new_order(
         if to_print == 0 {
             line.item.status = LineItemStatus::Completed;
         }
-        orders::set_line(tx, &line).await?;
+        orders::set_line(tx, line).await?;
         let entry = Entry::order(
             order.tenant_id,
             order.id,
@@ -71,25 +83,33 @@ pub async fn serve_new_order(
             "toPrint": to_print,
         }));
         event_log::append(tx, &entry).await?;
-        statuses.push(line.item.status);
         served_any = true;
     }
-    if !served_any {
-        return Ok(Vec::new());
-    }
-    let next = order_status(order.status, &statuses, false);
-    if next == order.status || !order.status.can_become(next) {
-        return Ok(Vec::new());
-    }
-    orders::set_status(tx, order.id, next, None, None).await?;
-    order_moved(tx, order, next).await.map_err(into_db_error)
+    Ok(served_any)
 }
 
 /// Gives back the units the cancelled order `record` took from stock, in its cancellation's
 /// transaction `tx`; logged per line.
 pub async fn give_back(tx: &mut Tx, record: &OrderRecord) -> Result<(), DbError> {
-    let order = &record.order;
-    for returned in repository::give_back(tx, order.tenant_id, order.id).await? {
+    give_back_of(tx, &record.order, None).await
+}
+
+/// Gives back the units `line` of `order` took from stock, in `tx`, and takes them off the line:
+/// Shopify changed or removed it, and what it needs now is served anew.
+pub async fn give_back_line(
+    tx: &mut Tx,
+    order: &Order,
+    line: &mut LineRecord,
+) -> Result<(), DbError> {
+    if line.stock_units > 0 {
+        give_back_of(tx, order, Some(line.item.id)).await?;
+        line.stock_units = 0;
+    }
+    Ok(())
+}
+
+async fn give_back_of(tx: &mut Tx, order: &Order, line: Option<Uuid>) -> Result<(), DbError> {
+    for returned in repository::give_back(tx, order.tenant_id, order.id, line).await? {
         let entry = Entry::order(
             order.tenant_id,
             order.id,
@@ -106,13 +126,4 @@ pub async fn give_back(tx: &mut Tx, record: &OrderRecord) -> Result<(), DbError>
         event_log::append(tx, &entry).await?;
     }
     Ok(())
-}
-
-/// The order's move writes only to the database; its error is a database error behind the bus
-/// handlers' boxed type.
-fn into_db_error(error: crate::events::bus::HandlerError) -> DbError {
-    match error.downcast::<DbError>() {
-        Ok(db) => *db,
-        Err(other) => DbError::Sqlx(sqlx::Error::Protocol(other.to_string())),
-    }
 }

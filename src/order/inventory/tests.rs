@@ -329,3 +329,104 @@ async fn fifty_concurrent_orders_share_twenty_units_in_role_all() {
 async fn fifty_concurrent_orders_share_twenty_units_split() {
     fifty_concurrent_orders_share_twenty_units(true).await;
 }
+
+/// Shopify changes an order's lines before anything is printed: what a changed or removed line
+/// took from stock goes back, and the line as it is now is served from stock anew. Before, a line
+/// cut to fewer units than it held kept them: it printed nothing, never completed, and the units
+/// were lost to stock.
+#[tokio::test]
+async fn a_line_shopify_changes_gives_its_stock_back_and_is_served_anew() {
+    let stack = Stack::start(false).await;
+    let admin = stack.gateway.admin().await;
+    let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    let mapping = map(&admin, &stack.gateway, "CUBE", cube).await;
+    let cube_id = mapping["id"].as_str().unwrap().to_owned();
+    let ball = json!([{"fileId": "f-ball", "fileName": "ball.gcode"}]);
+    let mapping = map(&admin, &stack.gateway, "BALL", ball).await;
+    let ball_id = mapping["id"].as_str().unwrap().to_owned();
+    for id in [&cube_id, &ball_id] {
+        stack
+            .set(&admin, id, json!({"stockOnHand": 3, "replenish": false}))
+            .await;
+    }
+    let stock = |id: String| {
+        let admin = admin.clone();
+        let stack = &stack;
+        async move { stack.inventory(&admin, &id).await["stockOnHand"].clone() }
+    };
+
+    // 5 cubes (3 from stock, 2 to print) and 2 balls (from stock).
+    let lines = [line(1, "CUBE", 5), line(2, "BALL", 2)];
+    let document = shopify::order_document(6_700_001, 2701, &lines);
+    deliver(
+        &stack.gateway,
+        &Delivery::new("orders/create", SHOP, &document),
+    )
+    .await;
+    let order = stack.numbered(&admin, 2701).await;
+    assert_eq!(order["status"], "PROCESSING", "{order}");
+    assert_eq!(
+        (stock(cube_id.clone()).await, stock(ball_id.clone()).await),
+        (json!(0), json!(1))
+    );
+
+    // Now 2 cubes and no ball: the cubes come from stock, the ball's units go back.
+    let document = shopify::order_document(6_700_001, 2701, &[line(1, "CUBE", 2)]);
+    let (status, ack) = deliver(
+        &stack.gateway,
+        &Delivery::new("orders/updated", SHOP, &document),
+    )
+    .await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("updated")),
+        "{ack}"
+    );
+    let order = stack.numbered(&admin, 2701).await;
+    assert_eq!(order["status"], "READY_FOR_FULFILLMENT", "{order}");
+    let lines: Vec<(&Value, &Value)> = order["lineItems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (&l["status"], &l["quantity"]))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (&json!("COMPLETED"), &json!(2)),
+            (&json!("CANCELLED"), &json!(0))
+        ],
+        "{order}"
+    );
+    assert_eq!(
+        (stock(cube_id.clone()).await, stock(ball_id.clone()).await),
+        (json!(1), json!(3))
+    );
+    // The first plan's two cube jobs are cancelled; none is printed.
+    let url = stack.gateway.url(&format!(
+        "/api/v1/print-jobs?orderId={}",
+        order["id"].as_str().unwrap()
+    ));
+    eventually("the first plan's jobs are cancelled", WAIT, || async {
+        let page = get_json(&admin, &url).await;
+        let jobs = page["items"].as_array()?.clone();
+        (jobs.len() == 2 && jobs.iter().all(|j| j["status"] == "CANCELLED")).then_some(())
+    })
+    .await;
+
+    // Cancelling the order gives back what it holds now, once.
+    let response = admin
+        .post(stack.gateway.url(&format!(
+            "/api/v1/orders/{}/cancel",
+            order["id"].as_str().unwrap()
+        )))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        (stock(cube_id).await, stock(ball_id).await),
+        (json!(3), json!(3))
+    );
+}

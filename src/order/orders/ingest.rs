@@ -5,7 +5,7 @@
 //! An order, its lines and its `order.created` event commit together before the webhook is
 //! answered: once Shopify hears 200, the order exists and the print side will plan it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
 use serde_json::json;
@@ -21,6 +21,7 @@ use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
 use crate::order::inventory;
 use crate::order::mappings::{ProductMapping, active_for_skus};
+use crate::order::orchestration::lines_moved;
 use crate::order::shopify::{self, Delivery};
 use crate::print::plan::MAX_PRINTS_PER_LINE;
 
@@ -373,8 +374,14 @@ pub async fn update(
         new.shipping_address.as_ref(),
     )
     .await?;
-    let replanned = update_lines(&mut tx, &record, new).await?;
+    let (replanned, moved) = update_lines(&mut tx, &record, new).await?;
     tx.commit().await?;
+    if !moved.is_empty() {
+        core.relay.notify();
+    }
+    for event in moved {
+        core.events.emit(event).await;
+    }
     if replanned {
         // The new plan's jobs, and the end of the old plan's: outside the transaction, as calls to
         // the print service never hold a write lock. A failure leaves the order for a retry.
@@ -385,9 +392,15 @@ pub async fn update(
     Ok(Outcome::Updated)
 }
 
-/// Applies Shopify's lines to a locked order whose lines have not started printing. Returns
-/// whether any line needs planning anew.
-async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Result<bool, DbError> {
+/// Applies Shopify's lines to a locked order whose lines have not started printing. A changed or
+/// removed line gives back what it took from stock, and a changed or new line is served from
+/// stock anew. Returns whether any line needs planning anew, and the internal events of the
+/// order's move, if it moved.
+async fn update_lines(
+    tx: &mut Tx,
+    record: &OrderRecord,
+    new: &NewOrder,
+) -> Result<(bool, Vec<InternalEvent>), DbError> {
     let order = &record.order;
     let current: HashMap<&str, &LineRecord> = record
         .lines
@@ -408,29 +421,34 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
             && !incoming.contains_key(l.item.shopify_line_item_id.as_str())
     });
     if !changed_lines {
-        return Ok(false);
+        return Ok((false, Vec::new()));
     }
-    let started = record.lines.iter().any(|l| {
-        !matches!(
-            l.item.status,
-            LineItemStatus::Pending | LineItemStatus::Unmapped | LineItemStatus::Cancelled
-        )
-    });
+    // A line served wholly from stock has not started: its units wait on the shelf, and go back
+    // there. Once the order is ready for fulfillment, though, its parcel is on its way.
+    let open = matches!(order.status, OrderStatus::Pending | OrderStatus::Processing);
+    let started = !open
+        || record.lines.iter().any(|l| match l.item.status {
+            LineItemStatus::Pending | LineItemStatus::Unmapped | LineItemStatus::Cancelled => false,
+            LineItemStatus::Completed => l.stock_units < l.item.quantity,
+            _ => true,
+        });
     if started {
         let entry = Entry::order(
             order.tenant_id,
             order.id,
             types::ORDER_UPDATE_IGNORED,
             Severity::Warning,
-            "Shopify changed the lines of an order that has started printing; the lines were kept",
+            "Shopify changed the lines of an order already being made; the lines were kept",
         );
         event_log::append(tx, &entry).await?;
-        return Ok(false);
+        return Ok((false, Vec::new()));
     }
     let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
     let mappings = active_for_skus(&mut Conn::Tx(tx), order.tenant_id, &skus).await?;
     let now = Utc::now();
-    let mut statuses = Vec::new();
+    // Every line as it is now, and those planned anew (served from stock first).
+    let mut lines = Vec::with_capacity(record.lines.len() + new.line_items.len());
+    let mut replanned_lines = HashSet::new();
     // Lines that wait for a mapping now and did not before (or waited for another SKU's).
     let mut unmapped = Vec::new();
     for line in &record.lines {
@@ -438,7 +456,9 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
         let mut updated = line.clone();
         match incoming.get(shopify_id) {
             None => {
+                // As Shopify keeps a removed line: no units left.
                 updated.item.status = LineItemStatus::Cancelled;
+                updated.item.quantity = 0;
                 updated.plan_generation += 1;
             }
             Some(next) if next.quantity != line.item.quantity || next.sku != line.item.sku => {
@@ -454,6 +474,10 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
             }
             Some(_) => {}
         }
+        let replanned = updated.plan_generation != line.plan_generation;
+        if replanned {
+            inventory::serving::give_back_line(tx, order, &mut updated).await?;
+        }
         if updated != *line {
             repository::set_line(tx, &updated).await?;
             if updated.item.status == LineItemStatus::Unmapped
@@ -463,7 +487,10 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
                 unmapped.push(updated.clone());
             }
         }
-        statuses.push(updated.item.status);
+        if replanned {
+            replanned_lines.insert(updated.item.id);
+        }
+        lines.push(updated);
     }
     for (position, next) in new.line_items.iter().enumerate() {
         if current.contains_key(next.shopify_line_item_id.as_str()) {
@@ -474,16 +501,19 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
         let line =
             repository::insert_line(tx, order.tenant_id, order.id, position, next, &plan, now)
                 .await?;
-        statuses.push(line.item.status);
         if line.item.status == LineItemStatus::Unmapped {
-            unmapped.push(line);
+            unmapped.push(line.clone());
         }
+        replanned_lines.insert(line.item.id);
+        lines.push(line);
     }
     record_unmapped(tx, order, &unmapped).await?;
-    let derived = order_status(order.status, &statuses, false);
-    if derived != order.status && order.status.can_become(derived) {
-        repository::set_status(tx, order.id, derived, None, None).await?;
-    }
+    // After every give-back: a line may take what another line of the order gave back.
+    let replanned = lines
+        .iter_mut()
+        .filter(|l| replanned_lines.contains(&l.item.id))
+        .collect();
+    inventory::serving::serve_lines(tx, order, replanned).await?;
     let entry = Entry::order(
         order.tenant_id,
         order.id,
@@ -492,5 +522,11 @@ async fn update_lines(tx: &mut Tx, record: &OrderRecord, new: &NewOrder) -> Resu
         "Shopify changed the order's lines; they are planned anew",
     );
     event_log::append(tx, &entry).await?;
-    Ok(true)
+    let statuses: Vec<LineItemStatus> = lines
+        .iter()
+        .filter(|l| !l.is_removed())
+        .map(|l| l.item.status)
+        .collect();
+    let moved = lines_moved(tx, order, &statuses).await?;
+    Ok((true, moved))
 }

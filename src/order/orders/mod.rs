@@ -43,6 +43,8 @@ pub struct LineItem {
     pub shopify_line_item_id: String,
     pub sku: String,
     pub product_name: String,
+    /// Units ordered, as Shopify has them now (its `current_quantity`): 0 once an order edit
+    /// removed the line, which is then CANCELLED.
     pub quantity: u32,
     /// Decimal string, e.g. `"12.50"`.
     pub unit_price: String,
@@ -83,6 +85,15 @@ pub struct LineRecord {
     pub plan_generation: u32,
     /// Units served from stock (SPEC §6.5b): only the rest is printed.
     pub stock_units: u32,
+}
+
+impl LineRecord {
+    /// Whether Shopify removed the line from the order (an order edit left it no units). It is
+    /// kept, CANCELLED with quantity 0 as Shopify keeps it, and counts for nothing in its order's
+    /// status: the rest of the order ships without it.
+    pub fn is_removed(&self) -> bool {
+        self.item.quantity == 0
+    }
 }
 
 /// An order as the order service keeps it.

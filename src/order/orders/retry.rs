@@ -138,7 +138,7 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
     let mut to_retry = Vec::new();
     let mut replanned = 0;
     let mut statuses = Vec::new();
-    for line in &record.lines {
+    for line in record.lines.iter().filter(|l| !l.is_removed()) {
         let mut next = line.clone();
         let failed_jobs: Vec<Uuid> = jobs
             .iter()

@@ -10,7 +10,7 @@ use crate::identity::roles::UserRole;
 use crate::infra::db::Conn;
 use crate::on_conn;
 use crate::order::flow_tests::{
-    Deployment, SHOP, deliver, farm_reports, get_json, line, map, order_numbered,
+    Deployment, SHOP, SP_TOKEN, deliver, farm_reports, get_json, line, map, order_numbered,
 };
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{TestApp, eventually};
@@ -377,6 +377,67 @@ async fn a_line_refused_when_planned_stays_failed_while_the_others_print() {
         .map(|l| &l["status"])
         .collect();
     assert_eq!(statuses, [&json!("COMPLETED"), &json!("FAILED")], "{order}");
+}
+
+/// A merchant removes a line from an order before it is printed (an order edit): the rest of the
+/// order is made and ships without it. Before, the removed line counted as a cancelled one, and
+/// the order stopped at PARTIALLY_COMPLETED, never shipped.
+#[tokio::test]
+async fn a_line_shopify_removed_does_not_hold_the_rest_of_the_order_back() {
+    let (deployment, admin) = with_cube().await;
+    let app = deployment.gateway(0);
+    let files = json!([{"fileId": "f-ball", "fileName": "ball.gcode"}]);
+    map(&admin, app, "BALL", files).await;
+    let document = shopify::order_document(470, 1470, &[line(1, "CUBE", 1), line(2, "BALL", 1)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1470).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    eventually("both are on the farm", WAIT, || async {
+        (deployment.farm.items().len() == 2).then_some(())
+    })
+    .await;
+    let mut edited = shopify::order_document(470, 1470, &[line(1, "CUBE", 1), line(2, "BALL", 1)]);
+    edited["line_items"][1]["current_quantity"] = json!(0);
+    let (status, ack) = deliver(app, &Delivery::new("orders/updated", SHOP, &edited)).await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("updated")),
+        "{ack}"
+    );
+    // The ball's job leaves the farm; the cube's is printed.
+    let cube = eventually("the ball is taken off the farm", WAIT, || async {
+        let items = deployment.farm.items();
+        let ball_removed = items
+            .iter()
+            .any(|i| i.file_id == "f-ball" && i.status == "removed");
+        let cube = items.into_iter().find(|i| i.file_id == "f-cube");
+        cube.filter(|_| ball_removed)
+    })
+    .await;
+    let hook = app.url("/api/v1/webhooks/simplyprint");
+    let status = deployment
+        .farm
+        .report(cube.id, "job.done", &hook, SP_TOKEN)
+        .await;
+    assert_eq!(status.unwrap(), 200);
+    let order = wait_for_status(&admin, app, &id, "READY_FOR_FULFILLMENT").await;
+    let lines: Vec<(&Value, &Value)> = order["lineItems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (&l["status"], &l["quantity"]))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (&json!("COMPLETED"), &json!(1)),
+            (&json!("CANCELLED"), &json!(0))
+        ],
+        "{order}"
+    );
 }
 
 /// Shopify changes a line, and the new plan's jobs cannot be made after the change committed (the
