@@ -49,6 +49,27 @@ pub struct OrderCore {
     pub emails: crate::infra::workers::Wakeup,
 }
 
+#[cfg(test)]
+impl OrderCore {
+    /// The order side on `db` as a test drives it: a dispatcher of its own (nobody listens), and
+    /// print and shipping sides in process that publish nothing.
+    pub fn detached(db: Db) -> Self {
+        let print = crate::print::PrintCore::detached(db.clone());
+        let shipping = crate::shipping::ShippingCore::detached(db.clone());
+        Self {
+            db,
+            relay: Default::default(),
+            events: Dispatcher::new(),
+            print: Arc::new(crate::clients::print::InProcessPrintClient::new(print)),
+            shipping: Arc::new(crate::clients::shipping::InProcessShippingClient::new(
+                shipping,
+            )),
+            fulfillments: Default::default(),
+            emails: Default::default(),
+        }
+    }
+}
+
 /// The order service's router state: what its handlers use, and nothing else of the process.
 #[derive(Clone)]
 pub struct OrderState {

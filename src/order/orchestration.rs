@@ -25,6 +25,7 @@ use crate::events::outbox;
 use crate::infra::db::{DbError, Tx};
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
+use crate::order::notifications;
 use crate::order::orders::state::{
     LineItemStatus, OrderStatus, PrintJobStatus, Status, line_item_status, order_status,
 };
@@ -185,7 +186,7 @@ async fn follow_jobs(
 }
 
 /// Moves `order` to the status its lines' `statuses` call for, when that is another status and a
-/// legal move: the status, its log entry and bus event in `tx`. Returns the internal
+/// legal move: the status, its log entry, bus event and e-mail in `tx`. Returns the internal
 /// events to emit after commit. For changes made by forma itself (lines served from stock, lines
 /// Shopify changed), which follow no job snapshot.
 pub(crate) async fn lines_moved(
@@ -201,7 +202,8 @@ pub(crate) async fn lines_moved(
     order_moved(tx, order, next).await
 }
 
-/// The log entry, bus event and internal events of an order's move from its status to `next`.
+/// The log entry, bus event, e-mail and internal events of an order's move from its status to
+/// `next`.
 pub(crate) async fn order_moved(
     tx: &mut Tx,
     order: &Order,
@@ -256,10 +258,12 @@ pub(crate) async fn order_moved(
         }
         OrderStatus::Fulfilled => events.push(InternalEvent::OrderFulfilled(reference)),
         OrderStatus::Failed => {
+            let reason = "Every line failed";
+            notifications::order_failed(tx, order, reason).await?;
             events.push(InternalEvent::OrderFailed(internal_events::OrderFailed {
                 tenant_id,
                 order_id,
-                reason: "Every line failed".to_owned(),
+                reason: reason.to_owned(),
             }))
         }
         _ => {}

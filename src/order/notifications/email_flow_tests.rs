@@ -10,13 +10,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::settings::{self, NotificationSettings};
-use crate::clients::print::InProcessPrintClient;
-use crate::clients::shipping::InProcessShippingClient;
 use crate::config::Role;
 use crate::config::{Config, UrlList};
 use crate::each_database;
 use crate::events::catalog::{Event, EventPayload, PrintJobFailed};
-use crate::events::internal::{self as internal_events, Dispatcher, InternalEvent};
+use crate::events::internal::{self as internal_events, InternalEvent};
 use crate::identity::tenants;
 use crate::infra::db::{Backend, Db};
 use crate::on_pool;
@@ -24,8 +22,6 @@ use crate::order::OrderCore;
 use crate::order::flow_tests::{
     Deployment, SHOP, SP_TOKEN, deliver, get_json, integrations, line, map, order_numbered,
 };
-use crate::print::PrintCore;
-use crate::shipping::ShippingCore;
 use crate::simulators::shopify::{self, Delivery};
 use crate::simulators::smtp::{Mode, SmtpSim};
 use crate::testing::{self, TestApp, TestDatabase, eventually};
@@ -283,18 +279,7 @@ async fn an_update_that_leaves_lines_unmapped_is_mailed_too() {
 
 /// The order side of a running app, with a dispatcher of the test's own.
 fn order_core(app: &TestApp) -> OrderCore {
-    let db = app.ctx.db.clone();
-    let print = PrintCore::detached(db.clone());
-    let shipping = ShippingCore::detached(db.clone());
-    OrderCore {
-        db,
-        relay: Default::default(),
-        events: Dispatcher::new(),
-        print: Arc::new(InProcessPrintClient::new(print)),
-        shipping: Arc::new(InProcessShippingClient::new(shipping)),
-        fulfillments: Default::default(),
-        emails: Default::default(),
-    }
+    OrderCore::detached(app.ctx.db.clone())
 }
 
 each_database! {
@@ -323,15 +308,15 @@ each_database! {
                 job, error_message: "Nozzle clog".to_owned(),
             })).await;
         }
+        // Events no e-mail is recorded for: an order's failure is recorded with the failure.
         core.events.emit(InternalEvent::OrderFailed(internal_events::OrderFailed {
             tenant_id, order_id, reason: "Every line failed".to_owned(),
         })).await;
-        // Events no e-mail is about.
         core.events.emit(InternalEvent::OrderFulfilled(internal_events::OrderRef { tenant_id, order_id })).await;
 
         let rows: Vec<(String, String)> =
             recorded(&core.db).await.into_iter().map(|(kind, to, _)| (kind, to)).collect();
-        let expected: Vec<(String, String)> = ["fulfillment_failed", "order_failed", "print_job_failed"]
+        let expected: Vec<(String, String)> = ["fulfillment_failed", "print_job_failed"]
             .into_iter()
             .flat_map(|kind| [(kind.to_owned(), LEAD.to_owned()), (kind.to_owned(), OPS.to_owned())])
             .collect();
@@ -342,10 +327,40 @@ each_database! {
         });
         let order = format!("order {order_id}");
         assert_eq!(subjects, [
-            format!("Order failed: {order}"),
             format!("Print job failed: (unknown file) ({order})"),
             format!("Shopify fulfillment failed: {order}"),
         ]);
+    }
+}
+
+each_database! {
+    /// The process that fails an order may stop before it tells anyone (its internal events are
+    /// emitted after the commit): the failure's e-mail is recorded with the failure all the same.
+    async fn an_order_failure_is_mailed_though_nobody_heard_of_it(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        mail_to(&admin, &app, &[OPS], false).await;
+        map(&admin, &app, "BIG", json!([{"fileId": "f-big", "fileName": "big.gcode"}])).await;
+        // A dispatcher nobody listens to: what the process would have told after the commit.
+        let core = order_core(&app);
+        let tenant_id = tenants::find_by_slug(&core.db, tenants::DEFAULT_SLUG).await.unwrap().unwrap().id;
+        let document = shopify::order_document(5_600_010, 2010, &[line(1, "BIG", 5_000)]);
+        let new = serde_json::from_value::<crate::order::shopify::payload::ShopifyOrder>(document)
+            .unwrap()
+            .to_new_order(tenant_id)
+            .unwrap();
+        let delivery = crate::order::shopify::Delivery {
+            tenant_id,
+            topic: "orders/create".to_owned(),
+            webhook_id: Some(Uuid::new_v4().to_string()),
+            event_id: None,
+        };
+        let outcome = crate::order::orders::ingest::create(&core, &delivery, &new).await.unwrap();
+        assert_eq!(outcome, crate::order::orders::ingest::Outcome::Created);
+
+        let rows = recorded(&core.db).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("order_failed", OPS));
     }
 }
 

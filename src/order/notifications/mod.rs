@@ -3,10 +3,12 @@
 //! lives in [`push`].
 //!
 //! How an e-mail travels, and why:
-//! - The three failures arrive as internal events (§8.2). Their handler here only *records* the
-//!   e-mail (a row of `notification_emails`) and wakes the sender; the unmapped SKU is recorded in
-//!   the transaction that stores the new order, next to its event-log entry. Nothing on an order's
-//!   way ever waits for an SMTP server.
+//! - An order's failure and an unmapped SKU are *recorded* (a row of `notification_emails`) in the
+//!   transaction of the change they tell of, next to its event-log entry: the e-mail exists
+//!   exactly when the change does, whenever the process stops. The print-job and fulfillment
+//!   failures, which the order role learns of from the print side and from Shopify, arrive as
+//!   internal events (§8.2), and their handler here records the e-mail. Either way the sender is
+//!   woken, and nothing on an order's way ever waits for an SMTP server.
 //! - The sender ([`email_sender`]) sends the rows in the background, with a timeout, and tries a
 //!   failed one again with backoff, so an SMTP outage delays e-mails and loses none.
 //! - Split deployments mail each occurrence once. An internal event is emitted only in the process
@@ -93,11 +95,13 @@ pub fn start(workers: &Workers, smtp: &SmtpConfig, core: &OrderCore) -> anyhow::
 /// Records an e-mail for each failure the order role's dispatcher reports (see the module doc
 /// for why this runs in every order replica and still mails each failure once).
 pub fn subscribe(core: &OrderCore) {
-    for name in [
-        names::PRINT_JOB_FAILED,
-        names::ORDER_FAILED,
-        names::FULFILLMENT_FAILED,
-    ] {
+    // Recorded with the failure itself ([`order_failed`]): its event only hurries the sender.
+    let wakeup = core.emails.clone();
+    core.events.subscribe(names::ORDER_FAILED, move |_| {
+        wakeup.notify();
+        Box::pin(async {})
+    });
+    for name in [names::PRINT_JOB_FAILED, names::FULFILLMENT_FAILED] {
         let handler_core = core.clone();
         core.events.subscribe_with_redeliveries(name, move |event| {
             let (core, event) = (handler_core.clone(), event.clone());
@@ -183,14 +187,6 @@ async fn compose(
                 ),
             )
         }
-        InternalEvent::OrderFailed(failed) => (
-            None,
-            format!("Order failed: {named}"),
-            format!(
-                "{named} failed: {}\n\nRetry it once the cause is fixed.",
-                or_nothing(&failed.reason)
-            ),
-        ),
         InternalEvent::FulfillmentFailed(failed) => (
             // Shopify is tried again until it takes the fulfillment, each failure reported: the
             // first one is mailed, the rest are in the retry queue.
@@ -212,6 +208,32 @@ async fn compose(
         subject,
         body: with_footer(detail, order_id),
     }))
+}
+
+/// Records the e-mail about `order`'s failure in the transaction `tx` that marks it FAILED, so it
+/// exists exactly when the failure does: once per failure (a retried order that fails again is
+/// news again), whichever replica made it and whenever the process stops. Returns how many
+/// e-mails were recorded.
+pub async fn order_failed(tx: &mut Tx, order: &Order, reason: &str) -> Result<usize, DbError> {
+    let settings = settings::load(&mut Conn::Tx(tx), order.tenant_id).await?;
+    if !settings.wants(Kind::OrderFailed) {
+        return Ok(0);
+    }
+    let named = order_name(Some(order), order.id);
+    let notice = Notice {
+        tenant_id: order.tenant_id,
+        kind: Kind::OrderFailed,
+        dedupe_key: None,
+        subject: format!("Order failed: {named}"),
+        body: with_footer(
+            format!(
+                "{named} failed: {}\n\nRetry it once the cause is fixed.",
+                or_nothing(reason)
+            ),
+            order.id,
+        ),
+    };
+    email::record(&mut Conn::Tx(tx), &settings, &notice).await
 }
 
 /// Records the e-mail about a new order's lines without an active mapping, in the transaction

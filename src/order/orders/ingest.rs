@@ -154,10 +154,12 @@ async fn insert_new(
     let mut events = vec![record_created(tx, &record).await?];
     if record.order.status == OrderStatus::Failed {
         // Every line refused when planned: failed from the start, and told as any failure is.
+        let reason = "No line can be printed as ordered";
+        crate::order::notifications::order_failed(tx, &record.order, reason).await?;
         events.push(InternalEvent::OrderFailed(internal_events::OrderFailed {
             tenant_id: record.order.tenant_id,
             order_id: record.order.id,
-            reason: "No line can be printed as ordered".to_owned(),
+            reason: reason.to_owned(),
         }));
     }
     // In the order's own transaction (SPEC §6.5b): two orders never both get the last unit.
