@@ -364,6 +364,37 @@ each_database! {
     }
 }
 
+each_database! {
+    /// A large order none of whose SKUs is mapped yet (a first backfill, say) is stored and
+    /// mailed once: its e-mail's key does not grow with its SKUs past what an index entry holds.
+    async fn an_order_of_many_unmapped_skus_is_stored_and_mailed_once(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        mail_to(&admin, &app, &[OPS], true).await;
+        let core = order_core(&app);
+        let tenant_id = tenants::find_by_slug(&core.db, tenants::DEFAULT_SLUG).await.unwrap().unwrap().id;
+        let lines: Vec<_> = (1..=400)
+            .map(|n| line(n, &format!("{:020x}", u128::from(n) * 0x9e37_79b9_7f4a_7c15), 1))
+            .collect();
+        let document = shopify::order_document(5_600_011, 2011, &lines);
+        let new = serde_json::from_value::<crate::order::shopify::payload::ShopifyOrder>(document)
+            .unwrap()
+            .to_new_order(tenant_id)
+            .unwrap();
+        let delivery = crate::order::shopify::Delivery {
+            tenant_id,
+            topic: "orders/create".to_owned(),
+            webhook_id: Some(Uuid::new_v4().to_string()),
+            event_id: None,
+        };
+        let outcome = crate::order::orders::ingest::create(&core, &delivery, &new).await.unwrap();
+        assert_eq!(outcome, crate::order::orders::ingest::Outcome::Created);
+        let rows = recorded(&core.db).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].0, "unmapped_sku");
+    }
+}
+
 /// The farm fails a job; SimplyPrint's webhook tells the job's failure, addressed by forma's own
 /// id (`uid`) and a farm job id of its own.
 async fn farm_fails(gateway: &TestApp, job_id: &str, farm_job: u64) {

@@ -253,7 +253,7 @@ pub async fn unmapped_skus(tx: &mut Tx, order: &Order, skus: &[&str]) -> Result<
         tenant_id: order.tenant_id,
         kind: Kind::UnmappedSku,
         // Once per order and set of SKUs: an update that leaves another SKU unmapped is news.
-        dedupe_key: Some(format!("unmapped:{}:{}", order.id, skus.join(","))),
+        dedupe_key: Some(unmapped_key(order.id, skus)),
         subject: format!("Unmapped SKU: {} ({named})", skus.join(", ")),
         body: with_footer(
             format!(
@@ -265,6 +265,22 @@ pub async fn unmapped_skus(tx: &mut Tx, order: &Order, skus: &[&str]) -> Result<
         ),
     };
     email::record(&mut Conn::Tx(tx), &settings, &notice).await
+}
+
+/// The dedupe key of the e-mail about `order_id`'s unmapped `skus`: short whatever the SKUs (an
+/// order may have a thousand lines, and PostgreSQL refuses an index entry past about 2.7 KB, which
+/// would refuse the order with it), the same for the same set in any order.
+fn unmapped_key(order_id: Uuid, skus: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut set: Vec<&str> = skus.to_vec();
+    set.sort_unstable();
+    set.dedup();
+    let mut digest = Sha256::new();
+    for sku in set {
+        digest.update(sku.as_bytes());
+        digest.update([0]);
+    }
+    format!("unmapped:{order_id}:{}", hex::encode(digest.finalize()))
 }
 
 fn order_name(order: Option<&Order>, order_id: Uuid) -> String {
