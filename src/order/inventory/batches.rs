@@ -9,14 +9,18 @@
 //!   the batch's last job adds the batch's units to stock in the same transaction and publishes
 //!   `inventory.stock-batch-completed`.
 //! - A cancelled stock job cancels its open batch: the units stop counting as printing for stock
-//!   and the next pass plans them again. Should every job of a cancelled batch complete after all
-//!   (queued again by hand), its units are counted then: they are on the shelf.
+//!   and the next pass plans them again. The batch's other open jobs are then cancelled too
+//!   ([`take_back_given_up`]): a batch counts only whole, so what they printed would be counted
+//!   nowhere while the next batch prints the same units again. Should every job of a cancelled
+//!   batch complete after all (queued again by hand), its units are counted then: they are on the
+//!   shelf.
 
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::StockJobPlan;
 use super::repository;
+use crate::clients::http::ClientError;
 use crate::events::bridge::ORDER_SERVICE;
 use crate::events::bus::HandlerError;
 use crate::events::catalog::{
@@ -169,6 +173,73 @@ pub async fn schedule(tx: &mut Tx, shortfall: &Shortfall) -> Result<Vec<Uuid>, D
     Ok(scheduled)
 }
 
+/// Most jobs of given-up batches one [`take_back_given_up`] call cancels.
+const TAKE_BACK_BATCH: i64 = 100;
+
+/// Cancels, at the print service, the jobs still open of stock batches given up (a job of theirs
+/// was cancelled), so the farm stops printing units no batch will count. Runs after a scheduler
+/// pass, outside its transaction; what a call leaves (the print service unavailable, a job not
+/// created there yet) is tried again after the next pass. Returns how many jobs it cancelled.
+pub async fn take_back_given_up(core: &OrderCore) -> Result<usize, DbError> {
+    let open = on_pool!(&core.db, pool => {
+        sqlx::query_as::<_, (Uuid, Uuid)>(
+            "SELECT j.tenant_id, j.print_job_id FROM stock_jobs j \
+             JOIN stock_batches b ON b.id = j.batch_id \
+             WHERE b.status = 'CANCELLED' AND j.completed_at IS NULL AND j.cancelled_at IS NULL \
+             ORDER BY j.print_job_id LIMIT $1",
+        )
+        .bind(TAKE_BACK_BATCH)
+        .fetch_all(pool)
+        .await
+    })?;
+    let mut cancelled = 0;
+    for (tenant_id, job_id) in open {
+        match core.print.cancel_print_job(tenant_id, job_id).await {
+            Ok(_) => cancelled += 1,
+            // Completed or failed meanwhile: a completion still counts when its news comes, and
+            // a failed job is the operator's to retry or leave.
+            Err(ClientError::Rejected { status: 409, .. }) => {}
+            // Not created at the print service yet (its event is on its way): next time.
+            Err(ClientError::Rejected { status: 404, .. }) => continue,
+            Err(e) => {
+                tracing::warn!(job = %job_id, error = %e, "a job of a given-up stock batch could not be cancelled; tried again after the next pass");
+                continue;
+            }
+        }
+        let mut tx = core.db.begin().await?;
+        mark_cancelled(&mut tx, tenant_id, job_id).await?;
+        tx.commit().await?;
+    }
+    if cancelled > 0 {
+        tracing::info!(
+            jobs = cancelled,
+            "the open jobs of given-up stock batches were cancelled"
+        );
+    }
+    Ok(cancelled)
+}
+
+/// Marks stock job `job_id` cancelled in `tx` unless it completed or was marked before; returns
+/// its batch when this marked it.
+async fn mark_cancelled(
+    tx: &mut Tx,
+    tenant_id: Uuid,
+    job_id: Uuid,
+) -> Result<Option<Uuid>, DbError> {
+    on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, Uuid>(
+            "UPDATE stock_jobs SET cancelled_at = $3 WHERE tenant_id = $1 AND print_job_id = $2 \
+             AND completed_at IS NULL AND cancelled_at IS NULL RETURNING batch_id",
+        )
+        .bind(tenant_id)
+        .bind(job_id)
+        .bind(Utc::now())
+        .fetch_optional(&mut *conn)
+        .await
+    })
+    .map_err(Into::into)
+}
+
 /// The stock job `print_job_id` of the tenant, as the print service creates it.
 pub async fn stock_job(
     db: &Db,
@@ -248,18 +319,7 @@ pub async fn cancel_job(
     tenant_id: Uuid,
     job_id: Uuid,
 ) -> Result<Option<Uuid>, DbError> {
-    let batch_id = on_tx!(tx, conn => {
-        sqlx::query_scalar::<_, Uuid>(
-            "UPDATE stock_jobs SET cancelled_at = $3 WHERE tenant_id = $1 AND print_job_id = $2 \
-             AND completed_at IS NULL AND cancelled_at IS NULL RETURNING batch_id",
-        )
-        .bind(tenant_id)
-        .bind(job_id)
-        .bind(Utc::now())
-        .fetch_optional(&mut *conn)
-        .await
-    })?;
-    let Some(batch_id) = batch_id else {
+    let Some(batch_id) = mark_cancelled(tx, tenant_id, job_id).await? else {
         return Ok(None);
     };
     let cancelled = on_tx!(tx, conn => {

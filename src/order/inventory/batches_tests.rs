@@ -12,6 +12,7 @@ use crate::each_database;
 use crate::events::catalog::{Event, EventPayload, PrintJobCancelled, PrintJobCompleted};
 use crate::infra::db::Conn;
 use crate::order::flow_tests::{get_json, map};
+use crate::print::jobs::PrintJobStatus;
 use crate::testing::TestApp;
 
 fn completed(tenant: Uuid, job: Uuid) -> Event {
@@ -159,6 +160,37 @@ each_database! {
         assert_eq!(scheduled.iter().sum::<usize>(), 10, "{scheduled:?}");
         let entry = get_json(&admin, &app.url(&format!("/api/v1/inventory/{mapping_id}"))).await;
         assert_eq!((&entry["inProduction"], &entry["openBatches"]), (&json!(10), &json!(2)));
+        app.stop().await.unwrap();
+    }
+}
+
+each_database! {
+    /// A batch counts only whole: once one of its jobs is cancelled, the farm stops printing the
+    /// rest, whose units would be counted nowhere while the next batch prints them again.
+    async fn a_given_up_batch_has_its_other_jobs_cancelled_once(backend: Backend) {
+        // The app's own scheduler stays out of the way: the test runs the take-back itself.
+        let app = TestApp::spawn_with(Role::All, backend, |c| c.inventory.interval_secs = Some(3_600)).await;
+        let (tenant, _, jobs) = cube_with_a_scheduled_batch(&app).await;
+        let core = crate::order::OrderCore::detached(app.ctx.db.clone());
+        let status = |job: Uuid| {
+            let core = core.clone();
+            async move { core.print.print_job(tenant, job).await.unwrap().map(|j| j.status) }
+        };
+        // The print side creates the batch's jobs when it hears of them.
+        crate::testing::eventually("the stock jobs exist", Duration::from_secs(60), || async {
+            (status(jobs[0]).await.is_some() && status(jobs[1]).await.is_some()).then_some(())
+        })
+        .await;
+        assert_eq!(batches::take_back_given_up(&core).await.unwrap(), 0, "nothing is given up");
+
+        core.print.cancel_print_job(tenant, jobs[0]).await.unwrap();
+        batches::count_cancellation(&core.db, &cancelled(tenant, jobs[0])).await.unwrap();
+        assert_eq!(batches::take_back_given_up(&core).await.unwrap(), 1);
+        assert_eq!(status(jobs[1]).await, Some(PrintJobStatus::Cancelled));
+        assert_eq!(batches::take_back_given_up(&core).await.unwrap(), 0, "once");
+        // Its own news changes nothing more.
+        batches::count_cancellation(&core.db, &cancelled(tenant, jobs[1])).await.unwrap();
+        assert_eq!(batches::take_back_given_up(&core).await.unwrap(), 0);
         app.stop().await.unwrap();
     }
 }

@@ -1,5 +1,5 @@
 //! The replenishment scheduler (SPEC §6.5b): every `inventory.interval_secs` it prints stock for
-//! the products below target, in batches.
+//! the products below target, in batches, and takes given-up batches' open jobs off the farm.
 //!
 //! Every replica runs the timer, but one pass runs per interval across all of them: a pass first
 //! takes the one `inventory_scheduler` row with a conditional UPDATE (due only when the last pass is
@@ -32,6 +32,12 @@ pub fn spawn(workers: &Workers, core: OrderCore, config: &crate::config::Config)
             let scheduled = pass(&core.db, interval).await.map_err(|e| e.to_string())?;
             if scheduled.is_some_and(|jobs| jobs > 0) {
                 core.relay.notify();
+            }
+            if scheduled.is_some() {
+                // The replica whose pass it was; the jobs' news reaches the batches by the bus.
+                batches::take_back_given_up(&core)
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok(())
         }
