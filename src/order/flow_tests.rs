@@ -217,6 +217,24 @@ pub async fn farm_reports(deployment: &Deployment, topic: &str) {
         .unwrap();
 }
 
+/// Each line of an order's JSON as (status, quantity).
+pub fn line_states(order: &Value) -> Vec<(&str, u64)> {
+    order["lineItems"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .map(|l| {
+                    (
+                        l["status"].as_str().unwrap_or(""),
+                        l["quantity"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The tenant's order with Shopify order number `number`, once the list has it.
 pub async fn order_numbered(admin: &reqwest::Client, gateway: &TestApp, number: u64) -> Value {
     let url = gateway.url(&format!("/api/v1/orders?search=%23{number}"));

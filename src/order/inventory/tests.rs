@@ -13,7 +13,9 @@ use super::repository;
 use crate::config::Role;
 use crate::config::{Config, UrlList};
 use crate::infra::db::Backend;
-use crate::order::flow_tests::{SHOP, SP_TOKEN, deliver, get_json, integrations, line, map};
+use crate::order::flow_tests::{
+    SHOP, SP_TOKEN, deliver, get_json, integrations, line, line_states, map,
+};
 use crate::simulators::shopify::{self, Delivery};
 use crate::simulators::simplyprint::SimplyPrintSim;
 use crate::testing::{self, TestApp, TestDatabase, eventually};
@@ -384,18 +386,9 @@ async fn a_line_shopify_changes_gives_its_stock_back_and_is_served_anew() {
     );
     let order = stack.numbered(&admin, 2701).await;
     assert_eq!(order["status"], "READY_FOR_FULFILLMENT", "{order}");
-    let lines: Vec<(&Value, &Value)> = order["lineItems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (&l["status"], &l["quantity"]))
-        .collect();
     assert_eq!(
-        lines,
-        [
-            (&json!("COMPLETED"), &json!(2)),
-            (&json!("CANCELLED"), &json!(0))
-        ],
+        line_states(&order),
+        [("COMPLETED", 2), ("CANCELLED", 0)],
         "{order}"
     );
     assert_eq!(

@@ -282,6 +282,23 @@ fn order_core(app: &TestApp) -> OrderCore {
     OrderCore::detached(app.ctx.db.clone())
 }
 
+/// `orders/create` of `document` for `tenant_id`, straight into `core`'s ingestion.
+async fn create(core: &OrderCore, tenant_id: Uuid, document: serde_json::Value) {
+    use crate::order::orders::ingest;
+    let new = serde_json::from_value::<crate::order::shopify::payload::ShopifyOrder>(document)
+        .unwrap()
+        .to_new_order(tenant_id)
+        .unwrap();
+    let delivery = crate::order::shopify::Delivery {
+        tenant_id,
+        topic: "orders/create".to_owned(),
+        webhook_id: Some(Uuid::new_v4().to_string()),
+        event_id: None,
+    };
+    let outcome = ingest::create(core, &delivery, &new).await.unwrap();
+    assert_eq!(outcome, ingest::Outcome::Created);
+}
+
 each_database! {
     async fn a_failure_reported_again_is_recorded_once_per_recipient(backend: Backend) {
         let app = TestApp::spawn(Role::All, backend).await;
@@ -345,18 +362,7 @@ each_database! {
         let core = order_core(&app);
         let tenant_id = tenants::find_by_slug(&core.db, tenants::DEFAULT_SLUG).await.unwrap().unwrap().id;
         let document = shopify::order_document(5_600_010, 2010, &[line(1, "BIG", 5_000)]);
-        let new = serde_json::from_value::<crate::order::shopify::payload::ShopifyOrder>(document)
-            .unwrap()
-            .to_new_order(tenant_id)
-            .unwrap();
-        let delivery = crate::order::shopify::Delivery {
-            tenant_id,
-            topic: "orders/create".to_owned(),
-            webhook_id: Some(Uuid::new_v4().to_string()),
-            event_id: None,
-        };
-        let outcome = crate::order::orders::ingest::create(&core, &delivery, &new).await.unwrap();
-        assert_eq!(outcome, crate::order::orders::ingest::Outcome::Created);
+        create(&core, tenant_id, document).await;
 
         let rows = recorded(&core.db).await;
         assert_eq!(rows.len(), 1, "{rows:?}");
@@ -377,18 +383,7 @@ each_database! {
             .map(|n| line(n, &format!("{:020x}", u128::from(n) * 0x9e37_79b9_7f4a_7c15), 1))
             .collect();
         let document = shopify::order_document(5_600_011, 2011, &lines);
-        let new = serde_json::from_value::<crate::order::shopify::payload::ShopifyOrder>(document)
-            .unwrap()
-            .to_new_order(tenant_id)
-            .unwrap();
-        let delivery = crate::order::shopify::Delivery {
-            tenant_id,
-            topic: "orders/create".to_owned(),
-            webhook_id: Some(Uuid::new_v4().to_string()),
-            event_id: None,
-        };
-        let outcome = crate::order::orders::ingest::create(&core, &delivery, &new).await.unwrap();
-        assert_eq!(outcome, crate::order::orders::ingest::Outcome::Created);
+        create(&core, tenant_id, document).await;
         let rows = recorded(&core.db).await;
         assert_eq!(rows.len(), 1, "{rows:?}");
         assert_eq!(rows[0].0, "unmapped_sku");

@@ -10,7 +10,8 @@ use crate::identity::roles::UserRole;
 use crate::infra::db::Conn;
 use crate::on_conn;
 use crate::order::flow_tests::{
-    Deployment, SHOP, SP_TOKEN, deliver, farm_reports, get_json, line, map, order_numbered,
+    Deployment, SHOP, SP_TOKEN, deliver, farm_reports, get_json, line, line_states, map,
+    order_numbered,
 };
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{TestApp, eventually};
@@ -424,18 +425,9 @@ async fn a_line_shopify_removed_does_not_hold_the_rest_of_the_order_back() {
         .await;
     assert_eq!(status.unwrap(), 200);
     let order = wait_for_status(&admin, app, &id, "READY_FOR_FULFILLMENT").await;
-    let lines: Vec<(&Value, &Value)> = order["lineItems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| (&l["status"], &l["quantity"]))
-        .collect();
     assert_eq!(
-        lines,
-        [
-            (&json!("COMPLETED"), &json!(1)),
-            (&json!("CANCELLED"), &json!(0))
-        ],
+        line_states(&order),
+        [("COMPLETED", 1), ("CANCELLED", 0)],
         "{order}"
     );
 }
