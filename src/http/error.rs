@@ -126,11 +126,16 @@ const RETRY_AFTER_SECS: u32 = 5;
 
 impl From<crate::infra::db::DbError> for ApiError {
     /// A database that is down or restarting is a 503 the client may retry (Shopify re-delivers a
-    /// webhook it got one for), not a 500; any other database error is internal. Neither shows
-    /// the driver's message.
+    /// webhook it got one for), not a 500; text the database cannot store (a NUL character, on
+    /// PostgreSQL) is the request's fault, a 400; any other database error is internal. None
+    /// shows the driver's message.
     fn from(error: crate::infra::db::DbError) -> Self {
         if error.is_unavailable() {
             ApiError::unavailable("The database is unavailable; try again shortly", error)
+        } else if error.is_unstorable_text() {
+            ApiError::validation(vec![
+                "Text must not contain NUL (\\u0000) characters".to_owned(),
+            ])
         } else {
             ApiError::internal(error)
         }

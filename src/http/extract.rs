@@ -66,6 +66,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // A NUL is no character any filter names, and PostgreSQL would refuse it as text: the
+        // same 400 on either database.
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::validation(vec![
+                "Query parameters must not contain NUL (%00) characters".to_owned(),
+            ]));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Query(v))

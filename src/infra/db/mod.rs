@@ -130,6 +130,14 @@ impl DbError {
         matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
 
+    /// The database cannot store a text the request brought: PostgreSQL takes no NUL character
+    /// in text (SQLSTATE 22021) nor `\u0000` in JSON (22P05); SQLite takes both. A fault of the
+    /// input (callers turn it into a 400), never of the server.
+    pub fn is_unstorable_text(&self) -> bool {
+        matches!(self, DbError::Sqlx(sqlx::Error::Database(e))
+            if e.code().is_some_and(|code| matches!(&*code, "22021" | "22P05")))
+    }
+
     /// The database did not answer, or went away mid-query: stopped, restarting, unreachable, out
     /// of connections. A passing condition the caller can wait out (callers turn it into a 503),
     /// never a fault of the request.

@@ -148,3 +148,26 @@ async fn operators_write_mappings_and_viewers_only_read_them() {
         (403, Some("Missing permission mappings.write"))
     );
 }
+
+each_database! {
+    /// A NUL character is no text PostgreSQL stores: in a filter it is refused on either
+    /// database, and in a body PostgreSQL's refusal is the request's 400, not a 500.
+    async fn a_nul_character_is_a_400_never_a_500(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        for path in ["/api/v1/product-mappings?search=a%00b", "/api/v1/events?eventType=a%00b", "/api/v1/audit-logs?action=a%00b"] {
+            let (status, body) = send(admin.get(app.url(path))).await;
+            assert_eq!(status, 400, "{path}: {body}");
+        }
+        let (status, body) = send(admin.post(app.url("/api/v1/product-mappings")).json(&json!({
+            "sku": "NUL", "productName": "a\u{0}b", "printFiles": [{"fileId": "f", "fileName": "f.gcode"}]
+        }))).await;
+        match backend {
+            Backend::Sqlite => assert_eq!(status, 201, "{body}"),
+            Backend::Postgres => {
+                assert_eq!(status, 400, "{body}");
+                assert_eq!(body["message"], json!(["Text must not contain NUL (\\u0000) characters"]));
+            }
+        }
+    }
+}
