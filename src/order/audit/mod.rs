@@ -261,15 +261,22 @@ enum Bound {
     End,
 }
 
-/// Reads an RFC 3339 date-time, a date-time without offset (UTC), or a date: the start of that
-/// day for `from`, its last microsecond for `to`. Bounds are rounded inward to whole microseconds,
-/// the precision entries are stored with, so both databases compare alike.
 /// [`parse_instant`] for other lists' `from` (`end` false) and `to` (`end` true) parameters.
 pub fn parse_instant_bound(text: &str, end: bool) -> Option<DateTime<Utc>> {
     parse_instant(text, if end { Bound::End } else { Bound::Start })
 }
 
+/// Reads an RFC 3339 date-time, a date-time without offset (UTC), or a date: the start of that
+/// day for `from`, its last microsecond for `to`. Bounds are rounded inward to whole microseconds,
+/// the precision entries are stored with, so both databases compare alike. Only years 1 to 9999
+/// are read: both databases hold and order those alike (PostgreSQL refuses years before 4713 BC,
+/// SQLite's text of a year past 9999 sorts before every other).
 fn parse_instant(text: &str, bound: Bound) -> Option<DateTime<Utc>> {
+    use chrono::Datelike;
+    parse_any_instant(text, bound).filter(|t| (1..=9999).contains(&t.year()))
+}
+
+fn parse_any_instant(text: &str, bound: Bound) -> Option<DateTime<Utc>> {
     let instant = if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         t.with_timezone(&Utc)
     } else if let Ok(t) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
@@ -339,6 +346,22 @@ mod tests {
         );
         assert_eq!(read("yesterday", Bound::Start), None);
         assert_eq!(read("2026-02-30", Bound::End), None);
+        assert_eq!(
+            read("0001-01-01", Bound::Start),
+            Some(at("0001-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            read("9999-12-31", Bound::End),
+            Some(at("9999-12-31T23:59:59.999999Z"))
+        );
+        for out_of_range in [
+            "-262143-01-01",
+            "0000-12-31",
+            "+10000-01-01",
+            "+10000-01-01T00:00:00Z",
+        ] {
+            assert_eq!(read(out_of_range, Bound::Start), None, "{out_of_range}");
+        }
     }
 
     #[test]
