@@ -194,3 +194,34 @@ each_database! {
         app.stop().await.unwrap();
     }
 }
+
+each_database! {
+    /// The overview's period includes its last instant, for units served from stock as for the
+    /// orders they were served to.
+    async fn units_served_at_the_periods_last_instant_count(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let (tenant, mapping_id, _) = cube_with_a_scheduled_batch(&app).await;
+        let db = &app.ctx.db;
+        let allocation = repository::Allocation {
+            line_item_id: Uuid::new_v4(),
+            order_id: Uuid::new_v4(),
+            mapping_id,
+            sku: "CUBE".to_owned(),
+            units: 2,
+        };
+        let mut tx = db.begin().await.unwrap();
+        repository::record_allocation(&mut tx, tenant, &allocation).await.unwrap();
+        tx.commit().await.unwrap();
+        let at: chrono::DateTime<chrono::Utc> = crate::on_pool!(db, pool => {
+            sqlx::query_scalar("SELECT allocated_at FROM stock_allocations WHERE line_item_id = $1")
+                .bind(allocation.line_item_id)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        });
+        let from = at - chrono::TimeDelta::hours(1);
+        let figures = repository::stock_figures(db, tenant, from, at).await.unwrap();
+        assert_eq!(figures.total_served_from_stock, 2);
+        app.stop().await.unwrap();
+    }
+}

@@ -284,8 +284,9 @@ struct SkuRow {
     units: i64,
 }
 
-/// Stock figures for analytics: units served from stock to orders created in `[from, to)` (units
-/// given back by a cancellation do not count), per SKU, and the stock on hand per SKU now.
+/// Stock figures for analytics: units served from stock in `[from, to]`, both ends included as in
+/// every figure of the overview (units given back by a cancellation do not count), per SKU, and
+/// the stock on hand per SKU now.
 pub async fn stock_figures(
     db: &Db,
     tenant_id: Uuid,
@@ -295,7 +296,7 @@ pub async fn stock_figures(
     let served = on_pool!(db, pool => {
         sqlx::query_as::<_, SkuRow>(
             "SELECT sku, CAST(SUM(units) AS BIGINT) AS units FROM stock_allocations \
-             WHERE tenant_id = $1 AND allocated_at >= $2 AND allocated_at < $3 \
+             WHERE tenant_id = $1 AND allocated_at >= $2 AND allocated_at <= $3 \
              AND returned_at IS NULL GROUP BY sku ORDER BY sku",
         )
         .bind(tenant_id)
