@@ -6,7 +6,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode, header};
 
 /// The directives of every `Cache-Control` header of a message. Unknown directives are ignored, as
-/// RFC 9111 §5.2 requires; a malformed number leaves its directive unset.
+/// RFC 9111 §5.2 requires. A directive given twice counts as first given (§4.2.1); an age that is
+/// no number reads as 0, stale (§4.2.1 again), and one too large to hold as 2^31 s (§1.2.2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheControl {
     pub no_cache: bool,
@@ -29,19 +30,28 @@ impl CacheControl {
                 Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
                 None => (directive.trim(), None),
             };
-            let seconds = || value.and_then(|v| v.parse::<u64>().ok());
+            let seconds = || Some(delta_seconds(value.unwrap_or("")));
             match name.to_ascii_lowercase().as_str() {
                 "no-cache" => cc.no_cache = true,
                 "no-store" => cc.no_store = true,
                 // `private="set-cookie"` names fields; treated as wholly private, the safe side.
                 "private" => cc.private = true,
-                "max-age" => cc.max_age = seconds(),
-                "s-maxage" => cc.s_maxage = seconds(),
+                "max-age" => cc.max_age = cc.max_age.or_else(seconds),
+                "s-maxage" => cc.s_maxage = cc.s_maxage.or_else(seconds),
                 _ => {}
             }
         }
         cc
     }
+}
+
+/// RFC 9111 §1.2.2 `delta-seconds`: digits only, capped at 2^31; anything else is 0.
+fn delta_seconds(value: &str) -> u64 {
+    const CAP: u64 = 1 << 31;
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    value.parse::<u64>().map_or(CAP, |n| n.min(CAP))
 }
 
 /// What a request lets the cache do.

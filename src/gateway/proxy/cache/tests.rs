@@ -258,8 +258,21 @@ fn cache_control_is_read_case_insensitively_across_headers() {
             ..Default::default()
         }
     );
-    let bad = CacheControl::of(&headers(&[("cache-control", "max-age=soon")]));
-    assert_eq!(bad.max_age, None);
+    // Not a number: stale, never stored (RFC 9111 §4.2.1).
+    for bad in ["max-age=soon", "max-age=-1", "max-age", "max-age=1.5"] {
+        let cc = CacheControl::of(&headers(&[("cache-control", bad)]));
+        assert_eq!(cc.max_age, Some(0), "{bad}");
+    }
+    // Given twice: the first counts, across header lines too (§4.2.1).
+    let mut twice = headers(&[("cache-control", "max-age=0")]);
+    twice.append("cache-control", HeaderValue::from_static("max-age=60"));
+    assert_eq!(CacheControl::of(&twice).max_age, Some(0));
+    // Too large to hold: 2^31 seconds (§1.2.2).
+    let huge = CacheControl::of(&headers(&[(
+        "cache-control",
+        "s-maxage=99999999999999999999999",
+    )]));
+    assert_eq!(huge.s_maxage, Some(1 << 31));
 }
 
 #[test]
