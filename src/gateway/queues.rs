@@ -26,6 +26,9 @@ const PAGE: &str = include_str!("queues.html");
 
 /// The most jobs one listing returns.
 const MAX_JOBS: usize = 200;
+/// How many of a queue's jobs are read to find a tenant's: a job's tenant is in its payload, which
+/// the bus's storage does not index, so a tenant's jobs are looked for among this many newest.
+const TENANT_SCAN: usize = 5_000;
 
 pub fn routes() -> OpenApiRouter<GatewayState> {
     OpenApiRouter::new()
@@ -105,12 +108,22 @@ async fn list_jobs(
     auth.context.require(Permission::QueuesRead)?;
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_JOBS);
     let state_filter = query.state.unwrap_or(JobState::Dead);
+    // Another tenant's jobs are not shown: reading only `limit` of them would show a tenant admin
+    // fewer (or none) of their own whenever other tenants' are newer.
+    let read = if auth.context.is_super_admin {
+        limit
+    } else {
+        TENANT_SCAN
+    };
     let jobs = bus(&state)?
-        .jobs(&queue, state_filter, limit)
+        .jobs(&queue, state_filter, read)
         .await
         .map_err(bus_error)?;
     Ok(Json(
-        jobs.into_iter().filter(|job| visible(&auth, job)).collect(),
+        jobs.into_iter()
+            .filter(|job| visible(&auth, job))
+            .take(limit)
+            .collect(),
     ))
 }
 
@@ -132,7 +145,7 @@ async fn retry_job(
     }
     let bus = bus(&state)?;
     let dead = bus
-        .jobs(&queue, JobState::Dead, 5_000)
+        .jobs(&queue, JobState::Dead, TENANT_SCAN)
         .await
         .map_err(bus_error)?;
     let owned = dead.iter().any(|job| job.id == id && visible(&auth, job));

@@ -198,6 +198,18 @@ async fn a_dead_job_shows_its_payload_and_error_and_an_admin_retries_it() {
         .unwrap();
     let mine = mine.as_array().unwrap();
     assert_eq!(mine.len(), 1);
+    // One asked for: their own, though another tenant's died after it.
+    let newest: Value = tenant_admin
+        .get(app.url(&format!(
+            "/api/v1/admin/queues/{PRINT_QUEUE}/jobs?state=dead&limit=1"
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(newest[0]["id"], mine[0]["id"], "{newest}");
     assert_eq!(mine[0]["payload"]["tenantId"], own.as_str());
     assert_eq!(mine[0]["attempts"], 3);
     assert!(
