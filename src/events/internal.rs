@@ -23,6 +23,7 @@ pub mod names {
     pub const ORDER_READY_FOR_FULFILLMENT: &str = "order.ready-for-fulfillment";
     pub const ORDER_FULFILLED: &str = "order.fulfilled";
     pub const ORDER_FAILED: &str = "order.failed";
+    pub const ORDER_LINES_UNMAPPED: &str = "order.lines-unmapped";
     pub const PRINT_JOB_CREATED: &str = "printjob.created";
     pub const PRINT_JOB_STATUS_CHANGED: &str = "printjob.status-changed";
     pub const PRINT_JOB_COMPLETED: &str = "printjob.completed";
@@ -40,13 +41,14 @@ pub mod names {
     /// Subscribing to this name receives every event (Socket.IO, the event log).
     pub const ANY: &str = "*";
 
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         ORDER_CREATED,
         ORDER_STATUS_CHANGED,
         ORDER_CANCELLED,
         ORDER_READY_FOR_FULFILLMENT,
         ORDER_FULFILLED,
         ORDER_FAILED,
+        ORDER_LINES_UNMAPPED,
         PRINT_JOB_CREATED,
         PRINT_JOB_STATUS_CHANGED,
         PRINT_JOB_COMPLETED,
@@ -72,6 +74,7 @@ pub enum InternalEvent {
     OrderReadyForFulfillment(OrderRef),
     OrderFulfilled(OrderRef),
     OrderFailed(OrderFailed),
+    OrderLinesUnmapped(OrderLinesUnmapped),
     PrintJobCreated(PrintJobRef),
     PrintJobStatusChanged(PrintJobStatusChanged),
     PrintJobCompleted(PrintJobRef),
@@ -94,6 +97,7 @@ impl InternalEvent {
             Self::OrderReadyForFulfillment(_) => names::ORDER_READY_FOR_FULFILLMENT,
             Self::OrderFulfilled(_) => names::ORDER_FULFILLED,
             Self::OrderFailed(_) => names::ORDER_FAILED,
+            Self::OrderLinesUnmapped(_) => names::ORDER_LINES_UNMAPPED,
             Self::PrintJobCreated(_) => names::PRINT_JOB_CREATED,
             Self::PrintJobStatusChanged(_) => names::PRINT_JOB_STATUS_CHANGED,
             Self::PrintJobCompleted(_) => names::PRINT_JOB_COMPLETED,
@@ -127,6 +131,7 @@ impl InternalEvent {
             | Self::OrderFulfilled(e)
             | Self::FulfillmentCreated(e) => (e.tenant_id, e.order_id),
             Self::OrderFailed(e) => (e.tenant_id, e.order_id),
+            Self::OrderLinesUnmapped(e) => (e.tenant_id, e.order_id),
             Self::PrintJobCreated(e)
             | Self::PrintJobCompleted(e)
             | Self::PrintJobCancelled(e)
@@ -195,6 +200,16 @@ pub struct OrderFailed {
     pub tenant_id: Uuid,
     pub order_id: Uuid,
     pub reason: String,
+}
+
+/// Lines of an order wait for a product mapping (a new order, or Shopify changed its lines): the
+/// SKUs they name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLinesUnmapped {
+    pub tenant_id: Uuid,
+    pub order_id: Uuid,
+    pub skus: Vec<String>,
 }
 
 /// Identifies a print job and what it prints for.

@@ -63,6 +63,7 @@ impl Kind {
             InternalEvent::PrintJobFailed(_) => Some(Kind::PrintJobFailed),
             InternalEvent::OrderFailed(_) => Some(Kind::OrderFailed),
             InternalEvent::FulfillmentFailed(_) => Some(Kind::FulfillmentFailed),
+            InternalEvent::OrderLinesUnmapped(_) => Some(Kind::UnmappedSku),
             _ => None,
         }
     }

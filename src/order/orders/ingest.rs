@@ -99,8 +99,9 @@ async fn plan_lines(
         .collect())
 }
 
-/// The events written with a new order, in its transaction: the log entries and `order.created`.
-async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEvent, DbError> {
+/// The events written with a new order, in its transaction: the log entries, `order.created` and
+/// the notice of its unmapped lines; returns the internal events to emit after commit.
+async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<Vec<InternalEvent>, DbError> {
     let order = &record.order;
     let entry = Entry::order(
         order.tenant_id,
@@ -115,7 +116,7 @@ async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEve
         .lines
         .iter()
         .filter(|l| l.item.status == LineItemStatus::Unmapped);
-    record_unmapped(tx, order, unmapped).await?;
+    let unmapped = record_unmapped(tx, order, unmapped).await?;
     let created = InternalEvent::OrderCreated(internal_events::OrderCreated {
         tenant_id: order.tenant_id,
         order_id: order.id,
@@ -132,7 +133,8 @@ async fn record_created(tx: &mut Tx, record: &OrderRecord) -> Result<InternalEve
     if let Some(event) = bridge::to_bus_event(&created, bridge::ORDER_SERVICE) {
         outbox::enqueue(tx, &event).await?;
     }
-    Ok(created)
+    // Told after `order.created`: the live view has the order when it hears of its lines.
+    Ok([Some(created), unmapped].into_iter().flatten().collect())
 }
 
 /// Inserts `new` in `tx` with `lines` as planned, its lines served from stock first; `None` when
@@ -151,7 +153,7 @@ async fn insert_new(
     let Some(record) = repository::insert(tx, new, status, lines).await? else {
         return Ok(None);
     };
-    let mut events = vec![record_created(tx, &record).await?];
+    let mut events = record_created(tx, &record).await?;
     if record.order.status == OrderStatus::Failed {
         // Every line refused when planned: failed from the start, and told as any failure is.
         let reason = "No line can be printed as ordered";
@@ -294,12 +296,13 @@ async fn insert_cancelled(tx: &mut Tx, new: &NewOrder, reason: &str) -> Result<b
 }
 
 /// Lines that wait for a product mapping, in the order's transaction: a warning in the event log
-/// for each, and one notification (SPEC §6.5) naming their SKUs.
+/// for each, and one notification (SPEC §6.2, §6.5) naming their SKUs, e-mailed (recorded here)
+/// and told live (the internal event returned, to emit after commit).
 async fn record_unmapped<'a>(
     tx: &mut Tx,
     order: &Order,
     lines: impl IntoIterator<Item = &'a LineRecord>,
-) -> Result<(), DbError> {
+) -> Result<Option<InternalEvent>, DbError> {
     let lines: Vec<&LineRecord> = lines.into_iter().collect();
     for line in &lines {
         let entry = Entry::order(
@@ -313,9 +316,24 @@ async fn record_unmapped<'a>(
         event_log::append(tx, &entry).await?;
         tracing::warn!(order = %order.id, sku = line.item.sku, "a line has no product mapping");
     }
+    if lines.is_empty() {
+        return Ok(None);
+    }
     let skus: Vec<&str> = lines.iter().map(|l| l.item.sku.as_str()).collect();
     crate::order::notifications::unmapped_skus(tx, order, &skus).await?;
-    Ok(())
+    let mut named: Vec<String> = Vec::with_capacity(skus.len());
+    for sku in skus {
+        if !named.iter().any(|n| n == sku) {
+            named.push(sku.to_owned());
+        }
+    }
+    Ok(Some(InternalEvent::OrderLinesUnmapped(
+        internal_events::OrderLinesUnmapped {
+            tenant_id: order.tenant_id,
+            order_id: order.id,
+            skus: named,
+        },
+    )))
 }
 
 /// `orders/updated`: who and where always (until shipped); the lines only while nothing of the
@@ -376,12 +394,12 @@ pub async fn update(
         new.shipping_address.as_ref(),
     )
     .await?;
-    let (replanned, moved) = update_lines(&mut tx, &record, new).await?;
+    let (replanned, events) = update_lines(&mut tx, &record, new).await?;
     tx.commit().await?;
-    if !moved.is_empty() {
+    if !events.is_empty() {
         core.relay.notify();
     }
-    for event in moved {
+    for event in events {
         core.events.emit(event).await;
     }
     if replanned {
@@ -396,8 +414,8 @@ pub async fn update(
 
 /// Applies Shopify's lines to a locked order whose lines have not started printing. A changed or
 /// removed line gives back what it took from stock, and a changed or new line is served from
-/// stock anew. Returns whether any line needs planning anew, and the internal events of the
-/// order's move, if it moved.
+/// stock anew. Returns whether any line needs planning anew, and the internal events to emit after
+/// commit (the order's move, if it moved; lines newly waiting for a mapping).
 async fn update_lines(
     tx: &mut Tx,
     record: &OrderRecord,
@@ -509,7 +527,7 @@ async fn update_lines(
         replanned_lines.insert(line.item.id);
         lines.push(line);
     }
-    record_unmapped(tx, order, &unmapped).await?;
+    let unmapped = record_unmapped(tx, order, &unmapped).await?;
     // After every give-back: a line may take what another line of the order gave back.
     let replanned = lines
         .iter_mut()
@@ -529,6 +547,7 @@ async fn update_lines(
         .filter(|l| !l.is_removed())
         .map(|l| l.item.status)
         .collect();
-    let moved = lines_moved(tx, order, &statuses).await?;
-    Ok((true, moved))
+    let mut events = lines_moved(tx, order, &statuses).await?;
+    events.extend(unmapped);
+    Ok((true, events))
 }

@@ -40,19 +40,26 @@ pub const SOCKET_EVENTS: [(&str, &str); 11] = [
 /// The socket event of a notification (sent by [`super::Realtime::notify`]).
 pub const NOTIFICATION: &str = "notification";
 
-/// The `notification` an internal event is told live as, if any: the failures that are also
-/// e-mailed (the same [`Kind`] decides both), with what failed and why.
+/// The `notification` an internal event is told live as, if any: what is also e-mailed (the same
+/// [`Kind`] decides both), with what failed (or waits) and why.
 pub fn notification(event: &InternalEvent) -> Option<Value> {
     let kind = Kind::of(event)?;
-    let (print_job_id, message) = match event {
-        InternalEvent::PrintJobFailed(e) => (Some(e.job.print_job_id), e.error_message.as_str()),
-        InternalEvent::OrderFailed(e) => (None, e.reason.as_str()),
-        InternalEvent::FulfillmentFailed(e) => (None, e.error_message.as_str()),
+    let (print_job_id, message, severity) = match event {
+        InternalEvent::PrintJobFailed(e) => {
+            (Some(e.job.print_job_id), e.error_message.clone(), "error")
+        }
+        InternalEvent::OrderFailed(e) => (None, e.reason.clone(), "error"),
+        InternalEvent::FulfillmentFailed(e) => (None, e.error_message.clone(), "error"),
+        InternalEvent::OrderLinesUnmapped(e) => (
+            None,
+            format!("No active product mapping for SKU {}", e.skus.join(", ")),
+            "warning",
+        ),
         _ => return None,
     };
     Some(serde_json::json!({
         "kind": kind.as_str(),
-        "severity": "error",
+        "severity": severity,
         "orderId": event.order_id(),
         "printJobId": print_job_id,
         "message": message,
@@ -246,5 +253,20 @@ mod tests {
             order_id,
         });
         assert_eq!(notification(&fulfilled), None);
+        let unmapped =
+            InternalEvent::OrderLinesUnmapped(crate::events::internal::OrderLinesUnmapped {
+                tenant_id,
+                order_id,
+                skus: vec!["MYSTERY".into(), "ENIGMA".into()],
+            });
+        let told = notification(&unmapped).expect("a line waiting for a mapping is told");
+        assert_eq!(
+            (&told["kind"], &told["severity"], &told["message"]),
+            (
+                &serde_json::json!("unmapped_sku"),
+                &serde_json::json!("warning"),
+                &serde_json::json!("No active product mapping for SKU MYSTERY, ENIGMA")
+            )
+        );
     }
 }

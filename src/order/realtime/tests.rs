@@ -519,3 +519,36 @@ async fn a_print_jobs_failure_reaches_the_browser_once() {
         count(&|v| v["event"] == "notification" && v["data"]["kind"] == "print_job_failed");
     assert_eq!((failed, notified), (1, 1), "{events:#?}");
 }
+
+/// An order line without a product mapping is told live too (SPEC §6.2: it raises a
+/// notification), after the order it belongs to.
+#[tokio::test]
+async fn a_line_without_a_mapping_reaches_the_browser_as_a_notification() {
+    const SETTLES: Duration = Duration::from_secs(60);
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let (_, cookie) = gateway.login("admin@localhost", ADMIN_PASSWORD).await;
+    let base = gateway.url("");
+    let client = Client::start("admin", &base, Transport::Websocket, Some(&cookie));
+    let mut client = client.await.connected().await;
+    let document = shopify::order_document(6_200_004, 6204, &[line(1, "MYSTERY", 1)]);
+    deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    let told = client.wait_for(SETTLES, |v| {
+        v["event"] == "notification" && v["data"]["kind"] == "unmapped_sku"
+    });
+    let told = told.await.expect("the notification");
+    assert_eq!(told["data"]["severity"], "warning", "{told}");
+    assert_eq!(
+        told["data"]["message"], "No active product mapping for SKU MYSTERY",
+        "{told}"
+    );
+    let events = client.events();
+    let created = events.iter().position(|v| v["event"] == "order:created");
+    let notified = events.iter().position(|v| v["event"] == "notification");
+    assert!(created < notified && created.is_some(), "{events:#?}");
+    assert_eq!(
+        events[created.unwrap_or_default()]["data"]["id"],
+        told["data"]["orderId"],
+        "{events:#?}"
+    );
+}
