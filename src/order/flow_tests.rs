@@ -966,6 +966,32 @@ async fn one_order_however_often_shopify_delivers_it_split() {
     one_order_however_often_shopify_delivers_it(Deployment::split().await).await;
 }
 
+/// A deployment with its shop's own webhook secret and an app installed through OAuth takes the
+/// webhooks of both: Shopify signs an app's webhooks with the app's client secret.
+#[tokio::test]
+async fn webhooks_signed_with_the_apps_secret_or_the_shops_are_both_taken() {
+    const APP_SECRET: &str = "shopify-app-client-secret";
+    let deployment = Deployment::all_with(false, |c| {
+        c.shopify.api_secret = Some(Secret::new(APP_SECRET));
+    })
+    .await;
+    let gateway = deployment.gateway(0);
+    let url = gateway.url("/api/v1/webhooks/shopify");
+    for (number, secret, status) in [
+        (3101, APP_SECRET, 200),
+        (3102, SHOPIFY_SECRET, 200),
+        (3103, "not-the-secret", 401),
+    ] {
+        let document = shopify::order_document(9_900_000 + number, number, &[line(1, "CUBE", 1)]);
+        let delivery = Delivery::new("orders/create", SHOP, &document);
+        let response = delivery
+            .send(&testing::client(), &url, secret.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "signed with {secret}");
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_signature_stores_nothing_and_bad_bodies_never_give_a_5xx() {
     let deployment = Deployment::all().await;

@@ -53,15 +53,19 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     }
 }
 
-/// The secret webhooks are signed with: `shopify.webhook_secret`, else the app's `api_secret`
-/// (Shopify signs an app's webhooks with its client secret).
-pub fn webhook_secret(shopify: &ShopifyConfig) -> Option<&[u8]> {
-    shopify
-        .webhook_secret
-        .as_ref()
-        .or(shopify.api_secret.as_ref())
+/// The secrets a webhook may be signed with: `shopify.webhook_secret` (of a shop's own webhooks,
+/// set up by hand for `shop_domain`) and the app's `api_secret` (Shopify signs the webhooks of an
+/// app installed through OAuth with its client secret). Both may be set at once: a deployment
+/// moving its shop to the app still serves webhooks of both kinds.
+pub fn webhook_secrets(shopify: &ShopifyConfig) -> Vec<&[u8]> {
+    let mut secrets: Vec<&[u8]> = [&shopify.webhook_secret, &shopify.api_secret]
+        .into_iter()
+        .flatten()
         .map(|s| s.expose().as_bytes())
         .filter(|s| !s.is_empty())
+        .collect();
+    secrets.dedup();
+    secrets
 }
 
 /// `example.myshopify.com` as Shopify writes it: lower case, no scheme, no slash.
