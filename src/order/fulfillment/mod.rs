@@ -21,7 +21,7 @@ use super::orders::repository::{self, Tracking};
 use super::orders::state::Status;
 use super::shopify::admin::ShopifyAdmin;
 use super::shopify::tokens::{self, ShopCredentials, TokenCipher, TokenError};
-use crate::config::Config;
+use crate::config::{Config, ShopifyConfig};
 use crate::events::bus::subscriptions::consumers::ORDER;
 use crate::events::bus::{BusError, EventBus, HandlerError};
 use crate::events::catalog::{Event, EventPayload, names};
@@ -38,10 +38,11 @@ const SHOPIFY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Shopify's Admin API with the credentials of the order's tenant: its shop installed through
 /// OAuth (the token opened with `shopify.token_key`), else the configured shop
-/// (`shopify.shop_domain`, `shopify.access_token`).
+/// (`shopify.shop_domain`, `shopify.access_token`) when it is that tenant's
+/// ([`tokens::credentials_of`]).
 pub struct Fulfiller {
     admin: ShopifyAdmin,
-    configured: Option<ShopCredentials>,
+    shopify: ShopifyConfig,
     tokens: Option<TokenCipher>,
 }
 
@@ -62,7 +63,7 @@ impl Fulfiller {
                     .timeout_ms
                     .map_or(SHOPIFY_TIMEOUT, Duration::from_millis),
             )?,
-            configured,
+            shopify: config.shopify.clone(),
             tokens,
         }))
     }
@@ -73,12 +74,7 @@ impl Fulfiller {
         db: &Db,
         tenant_id: Uuid,
     ) -> Result<Option<ShopCredentials>, TokenError> {
-        if let Some(cipher) = &self.tokens
-            && let Some(installed) = tokens::installed(db, cipher, tenant_id, None).await?
-        {
-            return Ok(Some(installed));
-        }
-        Ok(self.configured.clone())
+        tokens::credentials_of(db, &self.shopify, self.tokens.as_ref(), tenant_id, None).await
     }
 }
 

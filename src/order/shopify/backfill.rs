@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::admin::{API_VERSION, ShopifyError};
 use super::payload::ShopifyOrder;
 use super::tokens::{self, ShopCredentials, TokenCipher, TokenError};
-use super::{Delivery, normalize_domain, oauth, topics};
+use super::{Delivery, oauth, topics};
 use crate::config::{Secret, ShopifyConfig};
 use crate::http::extract::{Json, Path};
 use crate::http::{ApiError, ErrorBody};
@@ -416,24 +416,12 @@ async fn shop_of(
     shop: Option<&str>,
 ) -> Result<ShopCredentials, ApiError> {
     let shopify = &state.shopify;
-    let db = &state.core.db;
     let cipher = TokenCipher::from_config(shopify).map_err(ApiError::service_unavailable)?;
-    if let Some(cipher) = &cipher
-        && let Some(installed) = tokens::installed(db, cipher, tenant_id, shop)
-            .await
-            .map_err(token_error)?
-    {
-        return Ok(installed);
-    }
-    if let Some(configured) = tokens::configured(shopify)
-        && shop.is_none_or(|s| normalize_domain(s) == configured.domain)
-        && state
-            .shops
-            .tenant_of(db, shopify, &configured.domain)
-            .await?
-            == Some(tenant_id)
-    {
-        return Ok(configured);
+    let found = tokens::credentials_of(&state.core.db, shopify, cipher.as_ref(), tenant_id, shop)
+        .await
+        .map_err(token_error)?;
+    if let Some(credentials) = found {
+        return Ok(credentials);
     }
     Err(ApiError::conflict(match shop {
         Some(shop) => format!("{shop} is not a connected Shopify shop of this tenant"),

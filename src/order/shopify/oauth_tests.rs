@@ -579,3 +579,27 @@ async fn installs_need_the_permission_and_the_app_settings() {
         .unwrap();
     assert_eq!(anonymous.status(), 401);
 }
+
+each_database! {
+    /// The configured shop (`shopify.shop_domain`, its token) is tenant default's: another
+    /// tenant without a shop of its own gets no credentials, never that shop's token to fulfill or
+    /// import with.
+    async fn the_configured_shop_acts_for_its_own_tenant_only(backend: Backend) {
+        let app = TestApp::spawn(Role::All, backend).await;
+        let db = &app.ctx.db;
+        let shopify = crate::config::ShopifyConfig {
+            shop_domain: Some("configured.myshopify.com".to_owned()),
+            access_token: Some(crate::config::Secret::new("shpat_configured")),
+            ..Default::default()
+        };
+        let default = crate::identity::tenants::find_by_slug(db, crate::identity::tenants::DEFAULT_SLUG)
+            .await.unwrap().unwrap();
+        let acme = crate::identity::tenants::ensure(db, "acme", "Acme").await.unwrap();
+        let of = |tenant| tokens::credentials_of(db, &shopify, None, tenant, None);
+        let own = of(default.id).await.unwrap().map(|c| c.domain);
+        assert_eq!(own.as_deref(), Some("configured.myshopify.com"));
+        assert!(of(acme.id).await.unwrap().is_none(), "another tenant's shop");
+        let named = tokens::credentials_of(db, &shopify, None, default.id, Some("other.myshopify.com"));
+        assert!(named.await.unwrap().is_none(), "a shop that is not the configured one");
+    }
+}

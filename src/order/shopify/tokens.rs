@@ -106,6 +106,33 @@ pub fn configured(shopify: &ShopifyConfig) -> Option<ShopCredentials> {
     (!domain.is_empty() && !token.expose().is_empty()).then_some(ShopCredentials { domain, token })
 }
 
+/// The shop and token that act for `tenant_id` (import its orders, fulfill them): its shop
+/// installed through OAuth (`shop` when given, else the one installed last), else the configured
+/// shop (`shopify.shop_domain`, `shopify.access_token`) when that shop is the tenant's own. Another
+/// tenant's configured shop is never used: its token would act on a stranger's store. `None` when
+/// the tenant has no shop.
+pub async fn credentials_of(
+    db: &Db,
+    shopify: &ShopifyConfig,
+    cipher: Option<&TokenCipher>,
+    tenant_id: Uuid,
+    shop: Option<&str>,
+) -> Result<Option<ShopCredentials>, TokenError> {
+    if let Some(cipher) = cipher
+        && let Some(installed) = installed(db, cipher, tenant_id, shop).await?
+    {
+        return Ok(Some(installed));
+    }
+    let Some(configured) = configured(shopify) else {
+        return Ok(None);
+    };
+    if shop.is_some_and(|s| normalize_domain(s) != configured.domain) {
+        return Ok(None);
+    }
+    let owner = super::tenant_of_shop(db, shopify, &configured.domain).await?;
+    Ok((owner == Some(tenant_id)).then_some(configured))
+}
+
 /// The tenant's shop installed through OAuth and still connected: `shop` when given, else the one
 /// installed last. `None` when it has none.
 pub async fn installed(
