@@ -199,10 +199,6 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// A panic in a handler becomes a logged 500 in the §4 shape, never a dropped connection.
 pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    let detail = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
+    let detail = crate::infra::panics::message(panic.as_ref());
     ApiError::internal(format_args!("handler panicked: {detail}")).into_response()
 }

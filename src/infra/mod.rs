@@ -4,6 +4,7 @@
 pub mod connection_threads;
 pub mod db;
 pub mod open_files;
+pub mod panics;
 pub mod redis;
 pub mod sessions;
 pub mod tls;

@@ -3,11 +3,13 @@
 //! `queue_jobs` gauges count what the storage holds, which retention trims; these count what this
 //! instance did since it started.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use apalis_core::error::{AbortError, BoxDynError};
 use apalis_core::task::attempt::Attempt;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use metrics::{Counter, Histogram};
 
@@ -55,9 +57,22 @@ impl QueueHandler {
             }
         };
         let started = Instant::now();
-        let result = match &self.outage_db {
-            Some(db) => ride_out(db, || (self.handler)(event.clone())).await,
-            None => (self.handler)(event).await,
+        let handled = async {
+            match &self.outage_db {
+                Some(db) => ride_out(db, || (self.handler)(event.clone())).await,
+                None => (self.handler)(event).await,
+            }
+        };
+        // apalis polls a job inside its worker's own task: a panic there would end the worker,
+        // and the queue with it, for good. A panicking handler is a failed attempt instead, so a
+        // job that always panics goes dead after its attempts like any other.
+        let result = match AssertUnwindSafe(handled).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = crate::infra::panics::message(panic.as_ref());
+                tracing::error!(panic = message, "a bus handler panicked");
+                Err(format!("the handler panicked: {message}").into())
+            }
         };
         self.duration.record(started.elapsed().as_secs_f64());
         match result {

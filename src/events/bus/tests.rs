@@ -321,6 +321,38 @@ async fn a_handler_that_always_fails_is_called_three_times_and_its_job_ends_dead
     fixture.stop().await;
 }
 
+on_every_backend!(a_handler_that_panics_fails_its_attempts_and_the_queue_goes_on);
+/// A panic in a handler is a failed attempt: its job ends dead after its attempts, and the queue's
+/// worker, in whose task the handler runs, goes on with the next event.
+async fn a_handler_that_panics_fails_its_attempts_and_the_queue_goes_on(kind: Kind) {
+    let fixture = Fixture::new(kind).await;
+    let bus = fixture.bus().await;
+    let poison = cancelled(1);
+    let poison_id = poison.event_id;
+    let seen = Seen::default();
+    let handled = seen.clone();
+    bus.subscribe(PRINT, names::ORDER_CANCELLED, move |event: Event| {
+        assert_ne!(event.event_id, poison_id, "a poison event");
+        handled.lock().expect("lock").push(event.event_id);
+        std::future::ready(Ok::<(), HandlerError>(()))
+    })
+    .expect("print subscribes");
+    bus.start(&fixture.workers).expect("workers start");
+    bus.publish(&[poison]).await.expect("published");
+    until_stats(&bus, &print_queue(), "the poison to end dead", |s| {
+        s.dead == 1 && s.waiting == 0 && s.active == 0
+    })
+    .await;
+    let next = cancelled(2);
+    let next_id = next.event_id;
+    bus.publish(&[next]).await.expect("published");
+    eventually(Duration::from_secs(15), "the next event", || {
+        seen.lock().expect("lock").contains(&next_id)
+    })
+    .await;
+    fixture.stop().await;
+}
+
 #[path = "dashboard_tests.rs"]
 mod dashboard;
 #[path = "delivery_tests.rs"]

@@ -7,7 +7,6 @@
 //! subscribe with [`Dispatcher::subscribe_with_redeliveries`]; the others (a socket event, which
 //! a browser would show twice) hear each event once.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -124,21 +123,11 @@ impl Dispatcher {
             if let Err(panic) = outcome {
                 tracing::error!(
                     event = event.name(),
-                    panic = panic_message(panic.as_ref()),
+                    panic = crate::infra::panics::message(panic.as_ref()),
                     "an internal event subscriber panicked"
                 );
             }
         });
         futures::future::join_all(runs).await;
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        message
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message
-    } else {
-        "(not a string)"
     }
 }
