@@ -116,24 +116,48 @@ where
     }
 }
 
-/// Deletes dedupe records older than `cutoff`; returns how many.
-pub async fn forget_processed_before(db: &Db, cutoff: DateTime<Utc>) -> Result<u64, DbError> {
+/// Dedupe records deleted per statement: a week of a busy deployment's records is millions of
+/// rows, and one statement deleting them all would hold SQLite's one write lock (every handler's
+/// commit waits on it) for seconds.
+const CLEANUP_BATCH: usize = 1_000;
+
+/// Deletes up to `batch` of the dedupe records older than `cutoff`, oldest first, in one
+/// statement; returns how many.
+pub async fn forget_processed_before(
+    db: &Db,
+    cutoff: DateTime<Utc>,
+    batch: usize,
+) -> Result<u64, DbError> {
+    let batch = i64::try_from(batch).unwrap_or(i64::MAX);
     let deleted = on_pool!(db, pool => {
-        sqlx::query("DELETE FROM processed_events WHERE processed_at < $1")
-            .bind(cutoff)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+        sqlx::query(
+            "DELETE FROM processed_events WHERE (event_id, consumer) IN ( \
+               SELECT event_id, consumer FROM processed_events WHERE processed_at < $1 \
+               ORDER BY processed_at LIMIT $2)",
+        )
+        .bind(cutoff)
+        .bind(batch)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
     })?;
     Ok(deleted)
 }
 
-/// Deletes dedupe records past [`RETENTION`]; for the bus to call periodically.
+/// Deletes dedupe records past [`RETENTION`], [`CLEANUP_BATCH`] at a time, so other writers get
+/// their turn between statements; for the bus to call periodically. Returns how many.
 pub async fn forget_expired(db: &Db) -> Result<u64, DbError> {
     let retention = TimeDelta::from_std(RETENTION).unwrap_or(TimeDelta::MAX);
-    match Utc::now().checked_sub_signed(retention) {
-        Some(cutoff) => forget_processed_before(db, cutoff).await,
-        None => Ok(0),
+    let Some(cutoff) = Utc::now().checked_sub_signed(retention) else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    loop {
+        let deleted = forget_processed_before(db, cutoff, CLEANUP_BATCH).await?;
+        total += deleted;
+        if deleted < CLEANUP_BATCH as u64 {
+            return Ok(total);
+        }
     }
 }
 
