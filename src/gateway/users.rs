@@ -243,6 +243,14 @@ async fn update_user(
         problems.push("roles must contain at least 1 element".to_owned());
     }
     let is_self = user.id == auth.user.id;
+    if is_self && body.password.is_some() {
+        // Here no current password is asked: a session someone else got hold of could take the
+        // account for good.
+        problems.push(
+            "Change your own password at /api/v1/auth/change-password, with the current one"
+                .to_owned(),
+        );
+    }
     if is_self && body.is_active == Some(false) {
         problems.push("You cannot deactivate your own account".to_owned());
     }

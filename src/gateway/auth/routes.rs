@@ -74,14 +74,7 @@ async fn check_credentials(
     };
     let db = &state.db;
     let pair = lockout::Pair::new(&email, meta.ip);
-    if let lockout::Reservation::Locked(wait) = lockout::reserve(db, &pair).await? {
-        let seconds = wait.num_seconds().max(1);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-in attempts; try again later",
-        )
-        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds)));
-    }
+    reserve_attempt(db, &pair).await?;
 
     let user = users::find_by_email(db, &email).await?;
     let hash = match &user {
@@ -97,6 +90,21 @@ async fn check_credentials(
     };
     lockout::succeeded(db, &pair).await?;
     Ok(user)
+}
+
+/// Records a password attempt for `pair` before it is checked (see [`lockout`]), or refuses it
+/// (429) while the pair is locked out. Every check of a user's password goes through it: sign-ins,
+/// and the current password of a password change, which guesses the same secret.
+async fn reserve_attempt(db: &crate::infra::db::Db, pair: &lockout::Pair) -> Result<(), ApiError> {
+    if let lockout::Reservation::Locked(wait) = lockout::reserve(db, pair).await? {
+        let seconds = wait.num_seconds().max(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-in attempts; try again later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(seconds)));
+    }
+    Ok(())
 }
 
 /// Sign in with e-mail and password; sets the session cookie.
@@ -298,6 +306,7 @@ pub struct ChangePasswordRequest {
         (status = 204, description = "Changed; other sessions are signed out"),
         (status = 400, description = "Wrong current password or a too weak new one", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 429, description = "Too many wrong passwords for this account from this IP", body = ErrorBody),
     ))]
 async fn change_password(
     State(state): State<GatewayState>,
@@ -312,11 +321,17 @@ async fn change_password(
             capitalize(&e.to_string())
         )]));
     }
+    // A session someone else got hold of must not guess its way to the account for good.
+    let pair = lockout::Pair::new(&auth.user.email, meta.ip);
+    reserve_attempt(&state.db, &pair).await?;
     if !password::verify(&body.current_password, &auth.user.password_hash).await {
+        // The reserved attempt stays: it is the failure record.
+        lockout::forget_old(&state.db).await?;
         return Err(ApiError::validation(vec![
             "currentPassword is incorrect".to_owned(),
         ]));
     }
+    lockout::succeeded(&state.db, &pair).await?;
     let hash = password::hash(&body.new_password)
         .await
         .map_err(ApiError::internal)?;

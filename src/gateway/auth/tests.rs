@@ -231,6 +231,55 @@ each_database! {
     }
 }
 
+/// Whoever holds a session of someone else's cannot guess their way to the account for good: the
+/// current password of a password change is checked under the sign-in lockout, and an admin's
+/// own password cannot be set through the user admin, which asks for no current one.
+#[tokio::test]
+async fn a_session_alone_cannot_take_the_account_over() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let admin = app.admin().await;
+    let me: Value = admin
+        .get(app.url("/api/v1/auth/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let own = app.url(&format!(
+        "/api/v1/users/{}",
+        me["user"]["id"].as_str().unwrap()
+    ));
+    let refused = admin
+        .patch(&own)
+        .json(&json!({"password": "taken-over-for-good"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let change = |current: &str| {
+        admin
+            .post(app.url("/api/v1/auth/change-password"))
+            .json(&json!({"currentPassword": current, "newPassword": "taken-over-for-good"}))
+            .send()
+    };
+    for guess in 0..5 {
+        assert_eq!(
+            change(&format!("guess-{guess}")).await.unwrap().status(),
+            400
+        );
+    }
+    let locked = change("guess-5").await.unwrap();
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().contains_key("retry-after"));
+    assert_eq!(
+        change(ADMIN_PASSWORD).await.unwrap().status(),
+        429,
+        "not even the right one"
+    );
+}
+
 #[tokio::test]
 async fn a_deactivated_user_loses_their_session() {
     let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
