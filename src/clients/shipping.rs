@@ -20,7 +20,8 @@ pub trait ShippingClient: Send + Sync {
     async fn request_shipment(&self, request: &ShipmentRequest) -> Result<Shipment, ClientError>;
 
     /// Cancels the order's shipment (idempotent); 404 when it has none, 409 when its parcel can
-    /// no longer be cancelled.
+    /// no longer be cancelled. A parcel Sendcloud cannot be asked about now is cancelled later;
+    /// the shipment comes back as it is until then.
     async fn cancel_shipment(
         &self,
         tenant_id: Uuid,

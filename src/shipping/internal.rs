@@ -99,7 +99,8 @@ async fn of_order(
 }
 
 /// `DELETE /internal/shipments/{orderId}?tenantId=`: cancels the order's shipment (idempotent);
-/// 404 when it has none, 409 when Sendcloud will not cancel its parcel.
+/// 404 when it has none, 409 when Sendcloud will not cancel its parcel. A parcel Sendcloud cannot
+/// be asked about now is cancelled later; the shipment comes back as it is until then.
 async fn cancel(
     _caller: InternalCaller,
     State(state): State<ShippingState>,

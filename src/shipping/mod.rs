@@ -3,6 +3,7 @@
 //! [`crate::clients::shipping::ShippingClient`] and the bus, and it never reads the order side's
 //! tables: moving it to a process of its own is a change of `services.shipping_url`.
 
+pub mod cancellation;
 pub mod internal;
 pub mod parcels;
 pub mod reconcile;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRef;
+use chrono::Utc;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
@@ -88,9 +90,12 @@ impl ShippingCore {
             .0)
     }
 
-    /// Cancels the order's shipment: a parcel not yet created never will be, one created is
-    /// cancelled at Sendcloud (which refuses once the carrier has it: then it is left as it is).
-    /// `None` when the order has no shipment.
+    /// Cancels the order's shipment. A parcel not yet created never will be; one created is
+    /// cancelled at Sendcloud ([`cancellation`]): the request is recorded, then Sendcloud asked at
+    /// once. Returns the shipment as it is after: CANCELLED, or as it was while Sendcloud could not
+    /// be asked (the parcel sender asks again until it answers). `None` when the order has no
+    /// shipment; [`CancelError::Sendcloud`] when Sendcloud refused (the carrier has the parcel,
+    /// which ships).
     pub async fn cancel(
         &self,
         tenant_id: Uuid,
@@ -105,34 +110,48 @@ impl ShippingCore {
             tx.rollback().await?;
             return Ok(Some(shipment));
         }
-        let (mut tx, shipment) = match shipment.sendcloud_parcel_id {
-            None => (tx, shipment),
-            Some(parcel_id) => {
-                // Not while holding the row: the call is outside, the lock is ours.
-                tx.rollback().await?;
-                let Some(sendcloud) = &self.sendcloud else {
-                    return Err(CancelError::Sendcloud(
-                        "Sendcloud is not connected: the parcel cannot be cancelled".into(),
-                    ));
-                };
-                sendcloud
-                    .cancel_parcel(parcel_id)
-                    .await
-                    .map_err(|e| CancelError::Sendcloud(e.to_string()))?;
-                let mut tx = self.db.begin().await?;
-                let Some(shipment) =
-                    repository::lock_of_order(&mut tx, tenant_id, order_id).await?
-                else {
-                    tx.rollback().await?;
-                    return Ok(None);
-                };
-                (tx, shipment)
-            }
-        };
-        let cancelled = self.cancelled(&mut tx, &shipment).await?;
+        if shipment.sendcloud_parcel_id.is_none() {
+            let cancelled = self.cancelled(&mut tx, &shipment).await?;
+            tx.commit().await?;
+            self.announce_moved(&shipment, &cancelled).await;
+            return Ok(Some(cancelled));
+        }
+        // Committed before the call, which is outside and must not hold the row: whatever happens
+        // to the call or to this process, the request is there for the sender.
+        let claimed = cancellation::request(&mut tx, shipment.id, Utc::now()).await?;
         tx.commit().await?;
-        self.announce_moved(&shipment, &cancelled).await;
-        Ok(Some(cancelled))
+        let Some(sendcloud) = &self.sendcloud else {
+            tracing::warn!(shipment = %shipment.id, %order_id, "Sendcloud is not connected: the parcel of a cancelled order is cancelled once it is");
+            return Ok(Some(shipment));
+        };
+        match cancellation::ask(self, sendcloud, &claimed).await? {
+            cancellation::Answer::Cancelled(after) => Ok(after),
+            cancellation::Answer::Later => Ok(Some(shipment)),
+            cancellation::Answer::Refused(message) => Err(CancelError::Sendcloud(message)),
+        }
+    }
+
+    /// Sendcloud cancelled `parcel_id`: its shipment is CANCELLED (`shipment.status-changed`),
+    /// and nothing is left to ask. A delivered shipment stays as it is. `None` for a parcel no
+    /// shipment has.
+    async fn parcel_cancelled(&self, parcel_id: i64) -> Result<Option<Shipment>, DbError> {
+        let mut tx = self.db.begin().await?;
+        let Some(locked) = repository::lock_by_parcel(&mut tx, parcel_id).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let before = locked.shipment;
+        if before.status == ShipmentStatus::Delivered {
+            tx.rollback().await?;
+            tracing::warn!(shipment = %before.id, parcel_id, "Sendcloud cancelled the parcel of a delivered shipment");
+            let error = "Sendcloud cancelled the parcel after its delivery";
+            cancellation::failed(&self.db, before.id, None, error).await?;
+            return Ok(Some(before));
+        }
+        let after = self.cancelled(&mut tx, &before).await?;
+        tx.commit().await?;
+        self.announce_moved(&before, &after).await;
+        Ok(Some(after))
     }
 
     /// Cancels a shipment in `tx`, with `shipment.status-changed`.
@@ -283,6 +302,7 @@ pub(crate) fn status_changed_event(before: &Shipment, after: &Shipment) -> Event
 pub enum CancelError {
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Sendcloud refused to cancel the parcel, for good: it ships.
     #[error("{0}")]
     Sendcloud(String),
 }

@@ -9,16 +9,18 @@
 //!   number first and adopts it (the answer of a create may have been lost, or the process killed
 //!   before it stored the id).
 //! - Replicas share the work by lease (`parcel_lease_until`), as the print sender does.
+//! - The same sender asks Sendcloud again to cancel the parcels of cancelled orders that it could
+//!   not be asked about at once ([`super::cancellation`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 
-use super::ShippingCore;
 use super::sendcloud::{Parcel, ParcelItem, ParcelRequest, Sendcloud, SendcloudError, status};
 use super::shipments::ShipmentRequest;
 use super::shipments::repository::{self, Claimed, ParcelState};
+use super::{ShippingCore, cancellation};
 use crate::infra::db::DbError;
 use crate::infra::workers::{Wakeup, Workers, backoff, each_claimed};
 
@@ -40,10 +42,18 @@ pub fn spawn(workers: &Workers, core: ShippingCore, client: Arc<Sendcloud>, wake
     });
 }
 
-/// One pass: claims the shipments that are due and creates their parcels. Returns how many.
+/// One pass: claims the shipments that are due and creates their parcels, then the parcel
+/// cancellations that are due and asks Sendcloud for them. Returns how many it handled.
 pub async fn pass(core: &ShippingCore, client: &Sendcloud) -> Result<usize, DbError> {
-    let claimed = repository::claim_waiting(&core.db, Utc::now(), LEASE, BATCH).await?;
-    Ok(each_claimed(WORKER, &claimed, |shipment| send(core, client, shipment)).await)
+    let now = Utc::now();
+    let claimed = repository::claim_waiting(&core.db, now, LEASE, BATCH).await?;
+    let sent = each_claimed(WORKER, &claimed, |shipment| send(core, client, shipment)).await;
+    let cancellations = cancellation::claim_due(&core.db, now, BATCH).await?;
+    let asked = each_claimed(WORKER, &cancellations, |claimed| async move {
+        cancellation::ask(core, client, claimed).await.map(drop)
+    })
+    .await;
+    Ok(sent + asked)
 }
 
 pub(super) async fn send(

@@ -90,19 +90,17 @@ pub async fn cancel_shipment(core: &ShippingCore, event: &Event) -> Result<(), H
     cancel_of(core, tenant_id, order_id).await
 }
 
-/// Cancels the order's shipment; Sendcloud's refusal is logged, not retried.
+/// Cancels the order's shipment. Handled once the cancellation is recorded: a Sendcloud that
+/// cannot be reached now is asked again by the parcel sender, and its refusal (logged and kept on
+/// the shipment where it was refused) is final, so neither is retried here.
 async fn cancel_of(
     core: &ShippingCore,
     tenant_id: Uuid,
     order_id: Uuid,
 ) -> Result<(), HandlerError> {
     match core.cancel(tenant_id, order_id).await {
-        Ok(_) => Ok(()),
+        Ok(_) | Err(super::CancelError::Sendcloud(_)) => Ok(()),
         Err(super::CancelError::Db(e)) => Err(e.into()),
-        Err(super::CancelError::Sendcloud(message)) => {
-            tracing::warn!(%order_id, message, "the parcel of a cancelled order could not be cancelled");
-            Ok(())
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::simulators::sendcloud::SendcloudSim;
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::TestApp;
 
-fn request() -> ShipmentRequest {
+pub(super) fn request() -> ShipmentRequest {
     ShipmentRequest {
         tenant_id: Uuid::new_v4(),
         order_id: Uuid::new_v4(),
@@ -56,16 +56,16 @@ async fn core(app: &TestApp, sim: &SendcloudSim) -> (ShippingCore, Arc<Sendcloud
 
 /// A role `all` app, Sendcloud's simulator, and the shipping core and client on both. The
 /// simulator stops when this is dropped.
-struct Sendclouded {
-    sim: SendcloudSim,
+pub(super) struct Sendclouded {
+    pub(super) sim: SendcloudSim,
     _app: TestApp,
-    core: ShippingCore,
-    client: Arc<Sendcloud>,
+    pub(super) core: ShippingCore,
+    pub(super) client: Arc<Sendcloud>,
     _stop: tokio_util::sync::DropGuard,
 }
 
 impl Sendclouded {
-    async fn start(backend: Backend) -> Self {
+    pub(super) async fn start(backend: Backend) -> Self {
         let stop = CancellationToken::new();
         let sim = SendcloudSim::start(stop.clone()).await.unwrap();
         let app = TestApp::spawn(Role::All, backend).await;

@@ -3,9 +3,10 @@
 //! `/api/v2` with HTTP Basic auth), the labels its parcels point at, and its signed
 //! `parcel_status_changed` webhooks.
 //!
-//! It records every API request, and can be told to fail (answer 500) or to be slow, so tests see
-//! what forma does when the carrier side misbehaves. Parcels are announced at once: each gets a
-//! tracking number, a PostNL carrier and a label, status 1000 "Ready to send".
+//! It records every API request, and can be told to fail (answer 500), to answer cancellations
+//! alone with 503, or to be slow, so tests see what forma does when the carrier side misbehaves.
+//! Parcels are announced at once: each gets a tracking number, a PostNL carrier and a label,
+//! status 1000 "Ready to send".
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,6 +82,8 @@ struct Inner {
     /// Requests still to answer 500.
     failures: usize,
     failing: bool,
+    /// Cancellations answer 503 while the rest of the API works.
+    cancellations_unavailable: bool,
     delay: Duration,
     webhook_url: Option<String>,
     /// New parcels are announced later, as Sendcloud does for some carriers: created "being
@@ -205,6 +208,12 @@ impl SendcloudSim {
     /// Every API request answers 500 until told otherwise.
     pub fn set_failing(&self, failing: bool) {
         self.lock().failing = failing;
+    }
+
+    /// Every cancellation answers 503 Service Unavailable, the other calls as usual, until told
+    /// otherwise.
+    pub fn set_cancellations_unavailable(&self, unavailable: bool) {
+        self.lock().cancellations_unavailable = unavailable;
     }
 
     /// Every API answer waits this long first.
@@ -514,6 +523,13 @@ async fn get_parcel(State(state): State<AppState>, Path(id): Path<String>) -> Re
 /// Cancels a parcel the carrier does not have yet; once it moves, Sendcloud refuses.
 async fn cancel_parcel(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let mut inner = state.lock();
+    if inner.cancellations_unavailable {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("api/v2/parcels/{id}/cancel"),
+            "Service temporarily unavailable.",
+        );
+    }
     let Some(parcel) = id
         .parse::<i64>()
         .ok()

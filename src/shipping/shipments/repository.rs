@@ -256,10 +256,12 @@ pub async fn set_status(
     Ok(row.into_shipment())
 }
 
-/// Marks a shipment cancelled.
+/// Marks a shipment cancelled; nothing is left to ask Sendcloud (a cancellation of its parcel that
+/// was waiting is done).
 pub async fn cancel(tx: &mut Tx, id: Uuid) -> Result<Shipment, DbError> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "UPDATE shipments SET status = 'CANCELLED', parcel_lease_until = NULL, updated_at = $2 \
+        "UPDATE shipments SET status = 'CANCELLED', parcel_lease_until = NULL, updated_at = $2, \
+         cancel_requested_at = NULL, cancel_after = NULL, cancel_attempts = 0, cancel_error = NULL \
          WHERE id = $1 RETURNING {COLUMNS}"
     ));
     let row = on_tx!(tx, conn => {

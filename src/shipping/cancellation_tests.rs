@@ -1,0 +1,173 @@
+//! A cancelled order's parcel against the Sendcloud simulator over loopback, on both databases:
+//! cancelled through an outage, a refusal, and a crash.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use super::{Answer, LEASE, ask, claim_due, request as record};
+use crate::each_database;
+use crate::events::catalog::{Event, EventPayload, OrderCancelled};
+use crate::infra::db::Db;
+use crate::on_pool;
+use crate::shipping::parcels;
+use crate::shipping::sendcloud::status;
+use crate::shipping::shipments::{Shipment, ShipmentRequest, ShipmentStatus, repository};
+use crate::shipping::subscriber;
+use crate::shipping::tests::{Sendclouded, request};
+use crate::testing::eventually;
+
+/// `order.cancelled` for the request's order, as the bus hands it to the shipping side.
+fn order_cancelled(request: &ShipmentRequest) -> Event {
+    let payload = EventPayload::OrderCancelled(OrderCancelled {
+        order_id: request.order_id.to_string(),
+    });
+    Event::new("order-service", request.tenant_id.to_string(), payload)
+}
+
+/// The parcel's cancellation as its shipment's row records it.
+#[derive(Debug, sqlx::FromRow)]
+struct Recorded {
+    cancel_requested_at: Option<DateTime<Utc>>,
+    cancel_after: Option<DateTime<Utc>>,
+    cancel_attempts: i64,
+    cancel_error: Option<String>,
+}
+
+async fn recorded(db: &Db, id: Uuid) -> Recorded {
+    on_pool!(db, pool => {
+        sqlx::query_as::<_, Recorded>(
+            "SELECT cancel_requested_at, cancel_after, cancel_attempts, cancel_error \
+             FROM shipments WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await
+    })
+    .unwrap()
+}
+
+async fn stored(setup: &Sendclouded, shipment: &Shipment) -> Shipment {
+    repository::find(&setup.core.db, shipment.tenant_id, shipment.id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A shipment whose parcel Sendcloud has made (ready to send), and the parcel's id.
+async fn announced(setup: &Sendclouded, request: &ShipmentRequest) -> (Shipment, i64) {
+    let (shipment, _) = setup.core.request(request).await.unwrap();
+    assert_eq!(parcels::pass(&setup.core, &setup.client).await.unwrap(), 1);
+    let parcel = setup.sim.parcels()[0].id;
+    (shipment, parcel)
+}
+
+each_database! {
+    /// Sendcloud answers 503 to the cancellation of a cancelled order's parcel. The order's
+    /// cancellation is handled all the same (its bus job is done), with the request recorded on
+    /// the shipment; the parcel sender asks again until Sendcloud answers, and the parcel is
+    /// cancelled rather than shipped.
+    async fn a_parcel_sendcloud_cannot_cancel_now_is_cancelled_once_it_answers(backend: Backend) {
+        let setup = &Sendclouded::start(backend).await;
+        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let request = request();
+        let (shipment, parcel) = announced(setup, &request).await;
+        let shipment = &shipment;
+
+        sim.set_cancellations_unavailable(true);
+        subscriber::cancel_shipment(core, &order_cancelled(&request)).await.unwrap();
+        assert_eq!(stored(setup, shipment).await.status, ShipmentStatus::Announced);
+        assert_eq!(sim.parcels()[0].status_id, status::READY_TO_SEND, "not cancelled yet");
+        let waiting = recorded(&core.db, shipment.id).await;
+        assert!(
+            waiting.cancel_requested_at.is_some() && waiting.cancel_after.is_some(),
+            "{waiting:?}"
+        );
+        assert_eq!(waiting.cancel_attempts, 1);
+        assert!(
+            waiting.cancel_error.as_deref().is_some_and(|e| e.contains("503")),
+            "{waiting:?}"
+        );
+        // Still unavailable when its backoff runs out: asked again, and it waits on.
+        eventually("a second attempt", Duration::from_secs(30), || async move {
+            parcels::pass(core, client).await.unwrap();
+            (recorded(&core.db, shipment.id).await.cancel_attempts >= 2).then_some(())
+        })
+        .await;
+        assert_eq!(stored(setup, shipment).await.status, ShipmentStatus::Announced);
+
+        sim.set_cancellations_unavailable(false);
+        eventually("the sender cancels the parcel", Duration::from_secs(30), || async move {
+            parcels::pass(core, client).await.unwrap();
+            let now = stored(setup, shipment).await;
+            (now.status == ShipmentStatus::Cancelled).then_some(())
+        })
+        .await;
+        let at_sendcloud = sim.parcels().into_iter().find(|p| p.id == parcel).unwrap();
+        assert_eq!(at_sendcloud.status_id, status::CANCELLED);
+        let done = recorded(&core.db, shipment.id).await;
+        assert!(
+            done.cancel_requested_at.is_none() && done.cancel_after.is_none(),
+            "{done:?}"
+        );
+        assert_eq!((done.cancel_attempts, done.cancel_error), (0, None));
+        assert_eq!(parcels::pass(core, client).await.unwrap(), 0, "nothing left to ask");
+    }
+}
+
+each_database! {
+    /// The carrier took the parcel before the order was cancelled: Sendcloud refuses, for good.
+    /// The order's cancellation is handled, the refusal is kept on the shipment (which follows
+    /// its parcel), and nobody asks Sendcloud again.
+    async fn a_parcel_sendcloud_refuses_to_cancel_is_not_asked_about_again(backend: Backend) {
+        let setup = &Sendclouded::start(backend).await;
+        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let request = request();
+        let (shipment, parcel) = announced(setup, &request).await;
+        sim.advance(parcel, status::EN_ROUTE_TO_SORTING_CENTER, "En route").await.unwrap();
+
+        subscriber::cancel_shipment(core, &order_cancelled(&request)).await.unwrap();
+        assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::Announced);
+        let refused = recorded(&core.db, shipment.id).await;
+        assert!(
+            refused.cancel_requested_at.is_some() && refused.cancel_after.is_none(),
+            "{refused:?}"
+        );
+        assert!(
+            refused.cancel_error.as_deref().is_some_and(|e| e.contains("no longer be cancelled")),
+            "{refused:?}"
+        );
+        let asked = sim.requests().len();
+        assert_eq!(parcels::pass(core, client).await.unwrap(), 0);
+        assert_eq!(sim.requests().len(), asked, "Sendcloud asked again");
+    }
+}
+
+each_database! {
+    /// The process was killed after it recorded a cancellation and before Sendcloud answered: the
+    /// request waits out the dead claim's lease, then the sender asks and the parcel is cancelled.
+    async fn a_cancellation_left_by_a_crash_is_asked_once_its_claim_runs_out(backend: Backend) {
+        let setup = &Sendclouded::start(backend).await;
+        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let request = request();
+        let (shipment, _) = announced(setup, &request).await;
+        // What the killed cancellation left: its claimed request, and no answer.
+        let mut tx = core.db.begin().await.unwrap();
+        record(&mut tx, shipment.id, Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(parcels::pass(core, client).await.unwrap(), 0, "claimed by the killed process");
+
+        let later = Utc::now() + LEASE + TimeDelta::seconds(1);
+        let claimed = claim_due(&core.db, later, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts, 2);
+        let answer = ask(core, client, &claimed[0]).await.unwrap();
+        assert!(
+            matches!(&answer, Answer::Cancelled(Some(s)) if s.status == ShipmentStatus::Cancelled),
+            "{answer:?}"
+        );
+        assert_eq!(sim.parcels()[0].status_id, status::CANCELLED);
+        assert!(claim_due(&core.db, later, 10).await.unwrap().is_empty(), "nothing left");
+    }
+}
