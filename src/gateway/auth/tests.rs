@@ -238,14 +238,7 @@ each_database! {
 async fn a_session_alone_cannot_take_the_account_over() {
     let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
     let admin = app.admin().await;
-    let me: Value = admin
-        .get(app.url("/api/v1/auth/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = crate::order::flow_tests::get_json(&admin, &app.url("/api/v1/auth/me")).await;
     let own = app.url(&format!(
         "/api/v1/users/{}",
         me["user"]["id"].as_str().unwrap()
