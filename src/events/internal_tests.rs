@@ -55,6 +55,11 @@ pub(crate) fn every_kind() -> Vec<InternalEvent> {
             order_id: ORDER,
             reason: "every print job failed".into(),
         }),
+        InternalEvent::OrderLinesUnmapped(OrderLinesUnmapped {
+            tenant_id: TENANT,
+            order_id: ORDER,
+            skus: vec!["MYSTERY".into()],
+        }),
         InternalEvent::PrintJobCreated(job),
         InternalEvent::PrintJobStatusChanged(PrintJobStatusChanged {
             job,
