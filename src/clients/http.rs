@@ -25,6 +25,19 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// As a bus handler's failure: a service that did not answer is a passing failure, which the
+    /// handler rides out ([`PeerUnavailable`]); a refusal is the event's own.
+    ///
+    /// [`PeerUnavailable`]: crate::events::outage::PeerUnavailable
+    pub fn into_handler_error(self) -> crate::events::bus::HandlerError {
+        match self {
+            ClientError::Unavailable(message) => {
+                Box::new(crate::events::outage::PeerUnavailable(message))
+            }
+            refused => Box::new(refused),
+        }
+    }
+
     /// The refusal an in-process implementation gives: what the HTTP implementation would read
     /// from the internal API's answer to the same call.
     pub fn refused(error: crate::http::ApiError) -> Self {

@@ -15,6 +15,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::clients::http::ClientError;
 use crate::events::bridge;
 use crate::events::bus::subscriptions::consumers::ORDER;
 use crate::events::bus::{BusError, EventBus, HandlerError};
@@ -70,7 +71,11 @@ pub async fn on_print_job_event(core: &OrderCore, event: &Event) -> Result<(), H
         _ => None,
     };
     // Read before the transaction: a call to another service never holds a write lock.
-    let snapshot = core.print.jobs_of_order(tenant_id, order_id).await?;
+    let snapshot = core
+        .print
+        .jobs_of_order(tenant_id, order_id)
+        .await
+        .map_err(ClientError::into_handler_error)?;
     let emitted = handle_once_returning(&core.db, event, CONSUMER, |tx| {
         Box::pin(async move { follow_jobs(tx, tenant_id, order_id, &snapshot, moved).await })
     })

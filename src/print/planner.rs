@@ -11,6 +11,7 @@ use std::sync::Arc;
 use super::PrintCore;
 use super::jobs::transitions::{self, ChangeError, Changed};
 use super::jobs::{PrintJob, PrintJobStatus, repository};
+use crate::clients::http::ClientError;
 use crate::clients::order::OrderClient;
 use crate::events::bus::subscriptions::consumers::PRINT;
 use crate::events::bus::{BusError, EventBus, HandlerError};
@@ -62,7 +63,11 @@ pub async fn plan_order(
         return Ok(());
     };
     // Read before the transaction: a call to another service never holds a write lock.
-    let Some(plan) = orders.print_plan(tenant_id, order_id).await? else {
+    let Some(plan) = orders
+        .print_plan(tenant_id, order_id)
+        .await
+        .map_err(ClientError::into_handler_error)?
+    else {
         tracing::warn!(%order_id, "order.created for an order the order service does not know");
         return Ok(());
     };

@@ -8,6 +8,7 @@
 
 use super::PrintCore;
 use super::jobs::repository;
+use crate::clients::http::ClientError;
 use crate::clients::order::OrderClient;
 use crate::events::bus::HandlerError;
 use crate::events::catalog::{Event, EventPayload};
@@ -29,7 +30,11 @@ pub async fn create_stock_job(
         return Ok(());
     };
     // Read before the transaction: a call to another service never holds a write lock.
-    let Some(plan) = orders.stock_job(tenant_id, job_id).await? else {
+    let Some(plan) = orders
+        .stock_job(tenant_id, job_id)
+        .await
+        .map_err(ClientError::into_handler_error)?
+    else {
         tracing::warn!(job = %job_id, "a stock job the order service does not know; ignored");
         return Ok(());
     };

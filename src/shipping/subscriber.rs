@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::ShippingCore;
 use super::shipments::{Recipient, ShipmentItem, ShipmentRequest};
+use crate::clients::http::ClientError;
 use crate::clients::order::OrderClient;
 use crate::events::bus::subscriptions::consumers::SHIPPING;
 use crate::events::bus::{BusError, EventBus, HandlerError};
@@ -51,7 +52,11 @@ pub async fn request_shipment(
     let Some((tenant_id, order_id)) = event.tenant_and(&ready.order_id) else {
         return Ok(());
     };
-    let Some(order) = orders.order(tenant_id, order_id).await? else {
+    let Some(order) = orders
+        .order(tenant_id, order_id)
+        .await
+        .map_err(ClientError::into_handler_error)?
+    else {
         tracing::warn!(%order_id, "order.ready-for-fulfillment for an order the order service does not know");
         return Ok(());
     };
@@ -71,7 +76,10 @@ pub async fn request_shipment(
     // An order is cancelled before its `order.cancelled` is sent: cancelled now, it may have been
     // handled between the read above and the shipment, and found none to cancel.
     if created
-        && let Some(now) = orders.order(tenant_id, order_id).await?
+        && let Some(now) = orders
+            .order(tenant_id, order_id)
+            .await
+            .map_err(ClientError::into_handler_error)?
         && now.order.status == OrderStatus::Cancelled
     {
         cancel_of(core, tenant_id, order_id).await?;
