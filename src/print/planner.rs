@@ -75,7 +75,32 @@ pub async fn plan_order(
         Box::pin(async move { Ok::<_, HandlerError>(repository::insert_planned(tx, &plan).await?) })
     })
     .await?;
-    core.announce_created(&created.unwrap_or_default()).await;
+    let created = created.unwrap_or_default();
+    core.announce_created(&created).await;
+    if created.is_empty() {
+        return Ok(());
+    }
+    // `order.cancelled` travels in a queue of its own: it may have been handled between the plan's
+    // read and the jobs' insert, and found no job to cancel. Read again: the new jobs of an order
+    // that wants nothing printed any more are cancelled now.
+    let now = orders
+        .print_plan(tenant_id, order_id)
+        .await
+        .map_err(ClientError::into_handler_error)?;
+    if now.is_some_and(|plan| !plan.lines.is_empty()) {
+        return Ok(());
+    }
+    tracing::info!(%order_id, jobs = created.len(), "jobs planned for an order cancelled meanwhile are cancelled");
+    for job in &created {
+        let reason = Some("Order cancelled".to_owned());
+        match core
+            .change(tenant_id, job.id, PrintJobStatus::Cancelled, reason)
+            .await
+        {
+            Ok(_) | Err(ChangeError::Illegal(_)) => {}
+            Err(ChangeError::Db(e)) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
 

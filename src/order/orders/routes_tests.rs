@@ -479,6 +479,41 @@ async fn a_retry_finishes_a_replanning_that_failed() {
     assert_eq!(status, 409, "nothing left to do: {body}");
 }
 
+/// `order.cancelled` and `order.created` travel in queues of their own: a cancellation can be
+/// handled by the print side after it read the order's plan and before it stored the jobs, and
+/// find none to cancel. The planner reads the plan again after storing them, and cancels them.
+/// (A trigger cancels the order as its jobs are stored: that interleaving, every time.)
+#[tokio::test]
+async fn jobs_planned_as_the_order_is_cancelled_are_cancelled_too() {
+    let (deployment, admin) = with_cube().await;
+    let app = deployment.gateway(0);
+    let crate::infra::db::Db::Sqlite(pool) = &app.ctx.db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    sqlx::query(
+        "CREATE TRIGGER cancelled_meanwhile AFTER INSERT ON print_jobs \
+         BEGIN UPDATE orders SET status = 'CANCELLED' WHERE id = NEW.order_id; \
+         UPDATE line_items SET status = 'CANCELLED' WHERE order_id = NEW.order_id; END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let document = shopify::order_document(490, 1490, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1490).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    eventually("the jobs are cancelled", WAIT, || async {
+        let jobs = jobs_of(&admin, app, &id, 2).await;
+        jobs.iter()
+            .all(|j| j["status"] == "CANCELLED")
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn lists_filter_and_another_tenants_order_is_a_404() {
     let deployment = Deployment::all_with(false, |_| {}).await;
