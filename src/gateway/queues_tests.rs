@@ -11,6 +11,7 @@ use crate::events::publish::EventPublisher;
 use crate::identity::roles::UserRole;
 use crate::infra::db::{Backend, Db};
 use crate::infra::workers::Workers;
+use crate::order::flow_tests::get_json;
 use crate::testing::{TestApp, client};
 
 const PASSWORD: &str = "a-long-password";
@@ -166,16 +167,13 @@ async fn a_dead_job_shows_its_payload_and_error_and_an_admin_retries_it() {
     }
     workers.shutdown(Duration::from_secs(5)).await;
 
-    let dead: Value = admin
-        .get(app.url(&format!(
+    let dead = get_json(
+        &admin,
+        &app.url(&format!(
             "/api/v1/admin/queues/{PRINT_QUEUE}/jobs?state=dead"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )),
+    )
+    .await;
     assert_eq!(
         dead.as_array().unwrap().len(),
         2,
@@ -186,29 +184,23 @@ async fn a_dead_job_shows_its_payload_and_error_and_an_admin_retries_it() {
     app.create_user("tenant-admin@example.com", PASSWORD, UserRole::Admin)
         .await;
     let (tenant_admin, _) = app.login("tenant-admin@example.com", PASSWORD).await;
-    let mine: Value = tenant_admin
-        .get(app.url(&format!(
+    let mine = get_json(
+        &tenant_admin,
+        &app.url(&format!(
             "/api/v1/admin/queues/{PRINT_QUEUE}/jobs?state=dead"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )),
+    )
+    .await;
     let mine = mine.as_array().unwrap();
     assert_eq!(mine.len(), 1);
     // One asked for: their own, though another tenant's died after it.
-    let newest: Value = tenant_admin
-        .get(app.url(&format!(
+    let newest = get_json(
+        &tenant_admin,
+        &app.url(&format!(
             "/api/v1/admin/queues/{PRINT_QUEUE}/jobs?state=dead&limit=1"
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        )),
+    )
+    .await;
     assert_eq!(newest[0]["id"], mine[0]["id"], "{newest}");
     assert_eq!(mine[0]["payload"]["tenantId"], own.as_str());
     assert_eq!(mine[0]["attempts"], 3);
