@@ -3,11 +3,16 @@
 //!
 //! - `GET /api/v1/shopify/install?shop=` (integrations.manage) checks the shop's domain
 //!   (`{name}.myshopify.com`), records a state nonce for the user's tenant and redirects the
-//!   browser to the shop's consent screen. It is a navigation, not a call from script.
+//!   browser to the shop's consent screen. It is a navigation, not a call from script. It also
+//!   sets the state in a cookie ([`STATE_COOKIE`]) scoped to the callback, so the install can only
+//!   finish in the browser that began it.
 //! - `GET /api/v1/shopify/callback` is where Shopify sends the browser back; it carries no
 //!   session. Before anything is stored it checks, in this order: Shopify's HMAC of the query, the
-//!   shop's domain, and the state (made for this shop, under ten minutes old, unused; consumed by
-//!   the same statement that finds it, so a replay finds it used). Then it exchanges the code for
+//!   shop's domain, that the browser holds the state's cookie, and the state (made for this shop,
+//!   under ten minutes old, unused; consumed by the same statement that finds it, so a replay finds
+//!   it used). Without the cookie, a link to a shop's consent screen begun by someone else (a
+//!   CSRF) would connect the shop of whoever approves it to the sender's tenant, with its orders.
+//!   Then it exchanges the code for
 //!   the shop's access token and registers the webhooks forma acts on, and only then stores the
 //!   shop with its token sealed ([`super::tokens`]): a failure on the way leaves no shop stored. It
 //!   answers a small HTML page saying the shop is connected.
@@ -21,7 +26,7 @@
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
@@ -29,6 +34,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use tower_sessions::cookie::{self, Cookie, SameSite};
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -66,6 +73,8 @@ pub const WEBHOOK_TOPICS: [&str; 4] = [
 ];
 /// How long an install may take from the redirect to the callback.
 pub const STATE_TTL: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+/// The cookie holding the state of the install the browser began, sent back to the callback only.
+pub const STATE_COOKIE: &str = "forma.shopify-state";
 /// States are deleted a day after they were made, used or not.
 const STATE_RETENTION: chrono::TimeDelta = chrono::TimeDelta::days(1);
 /// How long one call to Shopify may take.
@@ -342,9 +351,42 @@ async fn install(
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::SET_COOKIE, state_cookie(&app, &nonce, STATE_TTL)?),
         ],
     )
         .into_response())
+}
+
+/// The `Set-Cookie` of [`STATE_COOKIE`] holding `nonce` for `max_age` (zero: removed). Only the
+/// callback reads it; `SameSite=Lax` lets Shopify's redirect, a top-level navigation, carry it;
+/// `Secure` when the app is reached over HTTPS, as Shopify requires of a real app.
+fn state_cookie(
+    app: &AppSettings,
+    nonce: &str,
+    max_age: chrono::TimeDelta,
+) -> Result<HeaderValue, ApiError> {
+    let cookie = Cookie::build((STATE_COOKIE, nonce))
+        .path(CALLBACK_PATH)
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(app.app_url.starts_with("https://"))
+        .max_age(cookie::time::Duration::seconds(max_age.num_seconds()))
+        .build();
+    HeaderValue::from_str(&cookie.to_string())
+        .map_err(|e| ApiError::internal(format!("the install's state cookie: {e}")))
+}
+
+/// Whether the request's cookies hold [`STATE_COOKIE`] with `nonce`: the callback comes to the
+/// browser that began the install.
+fn browser_began(headers: &HeaderMap, nonce: &str) -> bool {
+    headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|cookie| cookie.name() == STATE_COOKIE)
+        .any(|cookie| bool::from(cookie.value().as_bytes().ct_eq(nonce.as_bytes())))
 }
 
 /// 32 random bytes, hex: the install's state.
@@ -489,13 +531,14 @@ fn shopify_failed(what: &str, error: &ShopifyError) -> ApiError {
         (status = 200, description = "The shop is connected (a small HTML page)", content_type = "text/html"),
         (status = 400, description = "A parameter is missing, or the shop is not a *.myshopify.com domain", body = ErrorBody),
         (status = 401, description = "Missing or wrong HMAC", body = ErrorBody),
-        (status = 403, description = "Unknown, expired, used or another shop's state", body = ErrorBody),
+        (status = 403, description = "Unknown, expired, used or another shop's state, or a browser that did not begin the install", body = ErrorBody),
         (status = 409, description = "The shop is connected to another tenant", body = ErrorBody),
         (status = 502, description = "Shopify refused the code or the webhooks", body = ErrorBody),
         (status = 503, description = "The app is not configured; the message names the setting", body = ErrorBody)))]
 async fn callback(
     State(state): State<OrderState>,
     origin: Origin,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let shopify = &state.shopify;
@@ -521,6 +564,11 @@ async fn callback(
         return Err(not_a_shop());
     }
     let (code, nonce) = (param("code")?, param("state")?);
+    if !browser_began(&headers, nonce) {
+        return Err(ApiError::forbidden(
+            "This install was not begun in this browser; begin it again from forma",
+        ));
+    }
     let db = &state.core.db;
     let installer = consume_state(db, nonce, shop).await?.ok_or_else(|| {
         ApiError::forbidden("Unknown, expired or already used install state; install again")
@@ -554,7 +602,12 @@ async fn callback(
     entry.details = json!({"shop": shop, "scopes": granted.scope, "webhooks": WEBHOOK_TOPICS});
     record_audit(db, &entry).await;
     tracing::info!(shop, tenant = %installer.tenant_id, "a Shopify shop was connected");
-    Ok(connected_page(shop))
+    let mut page = connected_page(shop);
+    page.headers_mut().insert(
+        header::SET_COOKIE,
+        state_cookie(&app, "", chrono::TimeDelta::zero())?,
+    );
+    Ok(page)
 }
 
 async fn record_audit(db: &Db, entry: &AuditEntry) {

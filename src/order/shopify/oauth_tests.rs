@@ -27,6 +27,10 @@ pub struct InstallSetup {
     pub app: TestApp,
     pub shopify: ShopifyAdminSim,
     pub admin: reqwest::Client,
+    /// The state cookie the last install set in the admin's browser, as `name=value`. It is kept
+    /// here rather than in the client's jar: `APP_URL` is HTTPS, so the cookie is `Secure`, and
+    /// the tests reach forma over plain HTTP.
+    state_cookie: std::sync::Mutex<Option<String>>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -90,6 +94,7 @@ impl InstallSetup {
             app,
             shopify,
             admin,
+            state_cookie: std::sync::Mutex::new(None),
             _stop: stop.drop_guard(),
         }
     }
@@ -98,7 +103,12 @@ impl InstallSetup {
     pub async fn install(&self, shop: &str) -> reqwest::Response {
         let mut url = url::Url::parse(&self.app.url("/api/v1/shopify/install")).unwrap();
         url.query_pairs_mut().append_pair("shop", shop);
-        self.admin.get(url).send().await.unwrap()
+        let response = self.admin.get(url).send().await.unwrap();
+        if let Some(cookie) = response.headers().get("set-cookie") {
+            let pair = cookie.to_str().unwrap().split(';').next().unwrap();
+            *self.state_cookie.lock().unwrap() = Some(pair.to_owned());
+        }
+        response
     }
 
     /// Begins an install and follows it to Shopify's consent screen, which redirects to the
@@ -116,12 +126,33 @@ impl InstallSetup {
         query.to_owned()
     }
 
-    /// Shopify's redirect arriving at forma (no session: the callback is public).
+    /// Shopify's redirect arriving at forma in the browser that began the install (no session:
+    /// the callback is public; the state's cookie only).
     pub async fn callback(&self, query: &str) -> (u16, String) {
+        let cookie = self.state_cookie.lock().unwrap().clone();
+        let (status, _, body) = self.callback_in(query, cookie.as_deref()).await;
+        (status, body)
+    }
+
+    /// Shopify's redirect arriving at forma in a browser sending `cookie`: the status, the
+    /// `Set-Cookie` and the body.
+    pub async fn callback_in(
+        &self,
+        query: &str,
+        cookie: Option<&str>,
+    ) -> (u16, Option<String>, String) {
         let url = self.app.url(&format!("{CALLBACK_PATH}?{query}"));
-        let response = testing::client().get(url).send().await.unwrap();
+        let mut request = testing::client().get(url);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", format!("theme=dark; {cookie}"));
+        }
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
+        let set_cookie = response
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, set_cookie, response.text().await.unwrap())
     }
 
     /// A whole install of `SHOP`.
@@ -271,15 +302,33 @@ each_database! {
             assert!(scopes.contains(&scope), "{scopes:?}");
         }
         assert_eq!(params["state"].len(), 64);
+        // The state, in a cookie only the callback receives, of this browser alone.
+        let set_cookie = install.headers()["set-cookie"].to_str().unwrap();
+        let mut attributes: Vec<&str> = set_cookie.split("; ").collect();
+        attributes.sort();
+        let mut expected = vec![
+            "HttpOnly",
+            "SameSite=Lax",
+            "Secure",
+            "Path=/api/v1/shopify/callback",
+            "Max-Age=600",
+        ];
+        let pair = format!("{STATE_COOKIE}={}", params["state"]);
+        expected.push(&pair);
+        expected.sort();
+        assert_eq!(attributes, expected);
 
         // Shopify's consent screen sends the browser back to the callback, which connects the shop.
         let consent = browser().get(authorize).send().await.unwrap();
         assert_eq!(consent.status(), 302);
         let back = location(&consent);
         let query = back.strip_prefix(&format!("{APP_URL}{CALLBACK_PATH}?")).unwrap();
-        let (status, page) = setup.callback(query).await;
+        let cookie = setup.state_cookie.lock().unwrap().clone();
+        let (status, set_cookie, page) = setup.callback_in(query, cookie.as_deref()).await;
         assert_eq!(status, 200, "{page}");
         assert!(page.contains(&format!("{SHOP} is connected to forma")), "{page}");
+        let removed = set_cookie.unwrap_or_default();
+        assert!(removed.starts_with(&format!("{STATE_COOKIE}=;")) && removed.contains("Max-Age=0"), "{removed}");
 
         let shops = setup.shops().await;
         assert_eq!(shops["total"], 1, "{shops}");
@@ -389,10 +438,23 @@ each_database! {
         refused(401, "wrong secret")(setup.callback(&wrong_secret).await);
         // Signed, but not a shop's domain, an unknown state, or the state of another shop.
         refused(400, "bad shop")(setup.callback(&resigned(&query, "shop", "evil.example.com", API_SECRET)).await);
-        refused(403, "unknown state")(setup.callback(&resigned(&query, "state", "unknown", API_SECRET)).await);
+        let unknown = resigned(&query, "state", "unknown", API_SECRET);
+        let (status, _, body) = setup.callback_in(&unknown, Some(&format!("{STATE_COOKIE}=unknown"))).await;
+        refused(403, "unknown state")((status, body));
         refused(403, "another shop's state")(
             setup.callback(&resigned(&query, "shop", "other.myshopify.com", API_SECRET)).await,
         );
+        assert_eq!(setup.count(shops).await, 0);
+        assert_eq!(setup.count("SELECT COUNT(*) FROM shopify_oauth_states WHERE used_at IS NULL").await, 1);
+
+        // The real callback in a browser that did not begin the install: a link to the consent
+        // screen sent to a shop's merchant by someone else, which would connect the merchant's
+        // shop to the sender's tenant. Refused, and the state is not spent.
+        let other_state = format!("{STATE_COOKIE}={}", "0".repeat(64));
+        for cookie in [None, Some("theme=dark"), Some(other_state.as_str())] {
+            let (status, _, body) = setup.callback_in(&query, cookie).await;
+            refused(403, "another browser")((status, body));
+        }
         assert_eq!(setup.count(shops).await, 0);
         assert_eq!(setup.count("SELECT COUNT(*) FROM shopify_oauth_states WHERE used_at IS NULL").await, 1);
 
@@ -414,7 +476,9 @@ each_database! {
                 .map(drop)
         })
         .unwrap();
-        refused(403, "expired")(setup.callback(&resigned(&query, "state", "old", API_SECRET)).await);
+        let expired = resigned(&query, "state", "old", API_SECRET);
+        let (status, _, body) = setup.callback_in(&expired, Some(&format!("{STATE_COOKIE}=old"))).await;
+        refused(403, "expired")((status, body));
     }
 }
 
