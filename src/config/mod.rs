@@ -569,6 +569,8 @@ pub struct CorsConfig {
 pub struct ShopifyConfig {
     pub api_key: Option<String>,
     pub api_secret: Option<Secret>,
+    /// The key `shop_domain`'s own webhooks (set up by hand in its admin) are signed with. It signs
+    /// that shop's webhooks only: its staff can read it.
     pub webhook_secret: Option<Secret>,
     pub base_url: Option<String>,
     pub shop_domain: Option<String>,

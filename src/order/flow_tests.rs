@@ -23,6 +23,8 @@ use crate::testing::{self, TestApp, TestDatabase, eventually};
 
 pub const SHOP: &str = "forma-test.myshopify.com";
 pub const SHOPIFY_SECRET: &str = "shopify-webhook-secret-for-tests";
+/// The app's client secret (`shopify.api_secret`): it signs the webhooks of every shop but `SHOP`.
+pub const APP_SECRET: &str = "shopify-app-secret-for-tests";
 pub const SP_TOKEN: &str = "simplyprint-webhook-token-for-tests";
 const SP_KEY: &str = "simplyprint-api-key-for-tests";
 const SP_COMPANY: &str = "4242";
@@ -35,6 +37,7 @@ pub fn integrations(config: &mut Config, farm: Option<&SimplyPrintSim>) {
     config.rate_limit.per_ip = 1_000_000;
     config.rate_limit.per_user = 1_000_000;
     config.shopify.webhook_secret = Some(Secret::new(SHOPIFY_SECRET));
+    config.shopify.api_secret = Some(Secret::new(APP_SECRET));
     config.shopify.shop_domain = Some(SHOP.to_owned());
     config.simplyprint.webhook_secret = Some(Secret::new(SP_TOKEN));
     if let Some(farm) = farm {
@@ -185,11 +188,16 @@ pub fn line(id: u64, sku: &str, quantity: u32) -> Line {
 
 /// Delivers `orders/create` for a new order through `gateway`; returns forma's answer.
 pub async fn deliver(gateway: &TestApp, delivery: &Delivery) -> (u16, Value) {
+    deliver_signed(gateway, delivery, SHOPIFY_SECRET).await
+}
+
+/// `delivery` signed with `secret` (`APP_SECRET` for a shop installed through OAuth).
+pub async fn deliver_signed(gateway: &TestApp, delivery: &Delivery, secret: &str) -> (u16, Value) {
     let response = delivery
         .send(
             &testing::client(),
             &gateway.url("/api/v1/webhooks/shopify"),
-            SHOPIFY_SECRET.as_bytes(),
+            secret.as_bytes(),
         )
         .await
         .unwrap();
@@ -970,11 +978,7 @@ async fn one_order_however_often_shopify_delivers_it_split() {
 /// webhooks of both: Shopify signs an app's webhooks with the app's client secret.
 #[tokio::test]
 async fn webhooks_signed_with_the_apps_secret_or_the_shops_are_both_taken() {
-    const APP_SECRET: &str = "shopify-app-client-secret";
-    let deployment = Deployment::all_with(false, |c| {
-        c.shopify.api_secret = Some(Secret::new(APP_SECRET));
-    })
-    .await;
+    let deployment = Deployment::all_with(false, |_| {}).await;
     let gateway = deployment.gateway(0);
     let url = gateway.url("/api/v1/webhooks/shopify");
     for (number, secret, status) in [
@@ -990,6 +994,46 @@ async fn webhooks_signed_with_the_apps_secret_or_the_shops_are_both_taken() {
             .unwrap();
         assert_eq!(response.status(), status, "signed with {secret}");
     }
+
+    // Another tenant's shop, installed through OAuth. The configured shop's own secret is shown
+    // to that shop's staff: it signs none of this shop's webhooks, or they could write orders
+    // into every tenant by naming its shop.
+    let db = &gateway.ctx.db;
+    let acme = crate::identity::tenants::ensure(db, "acme", "Acme")
+        .await
+        .unwrap();
+    let other = "acme-shop.myshopify.com";
+    let installation = crate::order::shopify::tokens::Installation {
+        tenant_id: acme.id,
+        domain: other,
+        sealed_token: b"sealed",
+        scopes: "read_orders",
+    };
+    crate::order::shopify::tokens::connect(db, &installation)
+        .await
+        .unwrap()
+        .unwrap();
+    for (number, secret, status) in [(3104, SHOPIFY_SECRET, 401), (3105, APP_SECRET, 200)] {
+        let document = shopify::order_document(9_900_000 + number, number, &[line(1, "CUBE", 1)]);
+        let delivery = Delivery::new("orders/create", other, &document);
+        let response = delivery
+            .send(&testing::client(), &url, secret.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            status,
+            "{other}'s webhook signed with {secret}"
+        );
+    }
+    let acme_orders = crate::on_pool!(db, pool => {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM orders WHERE tenant_id = $1")
+            .bind(acme.id)
+            .fetch_one(pool)
+            .await
+    })
+    .unwrap();
+    assert_eq!(acme_orders, 1, "only the app-signed order");
 }
 
 #[tokio::test]
@@ -1018,9 +1062,9 @@ async fn a_wrong_signature_stores_nothing_and_bad_bodies_never_give_a_5xx() {
     assert_eq!(unsigned.status(), 401);
     let body: Value = unsigned.json().await.unwrap();
     assert_eq!(body["statusCode"], 401);
-    // A shop nobody connected.
+    // A shop nobody connected: the configured shop's secret signs no other shop's webhooks.
     let stranger = Delivery::new("orders/create", "stranger.myshopify.com", &document);
-    assert_eq!(deliver(gateway, &stranger).await.0, 404);
+    assert_eq!(deliver(gateway, &stranger).await.0, 401);
     assert_eq!(
         get_json(&admin, &gateway.url("/api/v1/orders")).await["total"],
         0

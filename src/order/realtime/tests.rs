@@ -11,7 +11,9 @@ use crate::config::Role;
 use crate::identity::roles::UserRole;
 use crate::identity::{password, tenants, users};
 use crate::infra::db::Backend;
-use crate::order::flow_tests::{Deployment, SHOP, SP_TOKEN, deliver, get_json, line};
+use crate::order::flow_tests::{
+    APP_SECRET, Deployment, SHOP, SP_TOKEN, deliver, deliver_signed, get_json, line,
+};
 use crate::order::shopify::tokens;
 use crate::simulators::shopify::{self, Delivery};
 use crate::testing::{ADMIN_PASSWORD, TestApp, eventually};
@@ -137,9 +139,10 @@ async fn everyone_of_the_tenant_hears_of_a_new_order(
 
     let own = number + 1;
     let document = shopify::order_document(6_100_000 + own, own, &[line(1, "CUBE", 1)]);
-    let (status, _) = deliver(
+    let (status, _) = deliver_signed(
         deployment.gateway(0),
         &Delivery::new("orders/create", OTHER_SHOP, &document),
+        APP_SECRET,
     )
     .await;
     assert_eq!(status, 200);

@@ -53,12 +53,21 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     }
 }
 
-/// The secrets a webhook may be signed with: `shopify.webhook_secret` (of a shop's own webhooks,
-/// set up by hand for `shop_domain`) and the app's `api_secret` (Shopify signs the webhooks of an
-/// app installed through OAuth with its client secret). Both may be set at once: a deployment
-/// moving its shop to the app still serves webhooks of both kinds.
-pub fn webhook_secrets(shopify: &ShopifyConfig) -> Vec<&[u8]> {
-    let mut secrets: Vec<&[u8]> = [&shopify.webhook_secret, &shopify.api_secret]
+/// The secrets a webhook of `shop` may be signed with: the app's `api_secret` (Shopify signs the
+/// webhooks of an app installed through OAuth with its client secret), and `shopify.webhook_secret`
+/// only for the shop it belongs to, `shop_domain` (a shop's own webhooks, set up by hand). That
+/// key is shown to the shop's staff: taken for any shop, it would let them write orders,
+/// cancellations and uninstalls into every other tenant, as the shop is named by an unsigned
+/// header. Both may be set at once: a deployment moving its shop to the app still serves webhooks
+/// of both kinds.
+pub fn webhook_secrets<'a>(shopify: &'a ShopifyConfig, shop: &str) -> Vec<&'a [u8]> {
+    let own_shop = shopify
+        .shop_domain
+        .as_deref()
+        .map(normalize_domain)
+        .is_some_and(|configured| !configured.is_empty() && configured == normalize_domain(shop));
+    let webhook_secret = shopify.webhook_secret.as_ref().filter(|_| own_shop);
+    let mut secrets: Vec<&[u8]> = [webhook_secret, shopify.api_secret.as_ref()]
         .into_iter()
         .flatten()
         .map(|s| s.expose().as_bytes())

@@ -2,7 +2,8 @@
 //!
 //! - The HMAC-SHA256 of the raw body (base64, `X-Shopify-Hmac-Sha256`) is checked first, in
 //!   constant time: a wrong or missing one is a 401 and nothing is read further or stored. The
-//!   body arrives here byte for byte (the gateway streams it), in `all` and split alike.
+//!   body arrives here byte for byte (the gateway streams it), in `all` and split alike. The
+//!   secrets tried are those of the shop the webhook names ([`webhook_secrets`]).
 //! - The shop (`X-Shopify-Shop-Domain`) decides the tenant; an unknown shop is a 404.
 //! - The topic comes from `X-Shopify-Topic`, or from the path when the header is absent.
 //! - A delivery seen before (`X-Shopify-Webhook-Id`, or `X-Shopify-Event-Id` for its topic) is
@@ -109,10 +110,13 @@ async fn receive(
     body: &[u8],
 ) -> Result<Json<ShopifyAck>, ApiError> {
     let shopify = &state.shopify;
-    let secrets = webhook_secrets(shopify);
+    let named_shop = header(headers, X_SHOPIFY_SHOP_DOMAIN);
+    let secrets = webhook_secrets(shopify, named_shop.unwrap_or_default());
     if secrets.is_empty() {
         tracing::warn!(
-            "refused a Shopify webhook: neither shopify.webhook_secret nor shopify.api_secret is set"
+            shop = named_shop,
+            "refused a Shopify webhook: no secret signs this shop's webhooks \
+             (shopify.api_secret, or shopify.webhook_secret for shopify.shop_domain)"
         );
         return Err(ApiError::unauthorized("Invalid Shopify signature"));
     }
@@ -129,8 +133,7 @@ async fn receive(
         .map(str::to_owned)
         .or(path_topic)
         .ok_or_else(|| ApiError::bad_request("Missing X-Shopify-Topic"))?;
-    let shop = header(headers, X_SHOPIFY_SHOP_DOMAIN)
-        .ok_or_else(|| ApiError::bad_request("Missing X-Shopify-Shop-Domain"))?;
+    let shop = named_shop.ok_or_else(|| ApiError::bad_request("Missing X-Shopify-Shop-Domain"))?;
     let db = &state.core.db;
     let tenant_id = state
         .shops
