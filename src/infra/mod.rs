@@ -5,6 +5,7 @@ pub mod connection_threads;
 pub mod db;
 pub mod open_files;
 pub mod panics;
+pub mod public_net;
 pub mod redis;
 pub mod sessions;
 pub mod tls;

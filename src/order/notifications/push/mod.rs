@@ -35,6 +35,7 @@ use crate::app::AppContext;
 use crate::config::Config;
 use crate::events::internal::{InternalEvent, names};
 use crate::infra::db::Db;
+use crate::infra::public_net;
 use crate::infra::workers::Wakeup;
 use crate::order::OrderCore;
 
@@ -60,6 +61,8 @@ pub struct Push {
     /// `push.vapid_subject`, or its default: who the push service may contact (RFC 8292 §2.1).
     subject: String,
     http: reqwest::Client,
+    /// In production: endpoints are called only on public addresses ([`public_net`]).
+    public_only: bool,
     wakeup: Wakeup,
 }
 
@@ -73,11 +76,17 @@ impl Push {
             .push
             .timeout_ms
             .map_or(PUSH_TIMEOUT, Duration::from_millis);
-        let http = crate::infra::tls::http_client()
+        // An endpoint is an address a user gave: in production it is reached only on the public
+        // internet. (Outside production the push-service stand-in of the tests is on loopback.)
+        let public_only = config.is_production();
+        let mut http = crate::infra::tls::http_client()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if public_only {
+            http = http.dns_resolver(public_net::PublicResolver);
+        }
+        let http = http.build()?;
         let keys = OnceCell::new_with(configured);
         Ok(Self {
             db,
@@ -85,6 +94,7 @@ impl Push {
             keys,
             subject,
             http,
+            public_only,
             wakeup: Wakeup::default(),
         })
     }

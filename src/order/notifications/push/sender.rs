@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::Push;
 use super::subscriptions::{self, Target};
 use crate::infra::db::{Db, DbError};
+use crate::infra::public_net;
 use crate::infra::workers::{Workers, backoff};
 use crate::on_pool;
 
@@ -55,7 +56,7 @@ struct Claimed {
 
 /// What the push service made of one request.
 #[derive(Debug)]
-enum Outcome {
+pub(super) enum Outcome {
     Delivered,
     /// 404 / 410: the subscription expired or was withdrawn.
     Gone(u16),
@@ -128,17 +129,20 @@ async fn attempt(push: &Push, message: &Claimed) -> Result<(), DbError> {
 
 /// One request to the push service (RFC 8030 §5): the payload encrypted for the subscription
 /// (RFC 8291, aes128gcm), signed for the endpoint's origin (RFC 8292).
-async fn send(push: &Push, target: &Target, payload: &str) -> Outcome {
+pub(super) async fn send(push: &Push, target: &Target, payload: &str) -> Outcome {
     let keys = match push.keys().await {
         Ok(keys) => keys,
         Err(e) => return Outcome::Retry(format!("the VAPID keys are unavailable: {e}")),
     };
-    let Some(request) = encrypted_request(target, payload) else {
-        return Outcome::Refused("the subscription's keys are not usable".into());
-    };
     let audience = match url::Url::parse(&target.endpoint) {
+        Ok(url) if push.public_only && !public_net::is_public_host(&url) => {
+            return Outcome::Refused("the endpoint is not on the public internet".into());
+        }
         Ok(url) => url.origin().ascii_serialization(),
         Err(_) => return Outcome::Refused("the endpoint is not a URL".into()),
+    };
+    let Some(request) = encrypted_request(target, payload) else {
+        return Outcome::Refused("the subscription's keys are not usable".into());
     };
     let authorization = match keys.authorization(&audience, &push.subject, Utc::now()) {
         Ok(value) => value,

@@ -284,3 +284,55 @@ async fn tenant_of_subscriptions(app: &TestApp) -> Uuid {
             .unwrap()
     })
 }
+
+/// In production a push reaches only the public internet (a subscription's endpoint is an
+/// address a user gave): an endpoint on an inside address is refused without a request, and a
+/// name that resolves to inside addresses only is never connected to.
+#[tokio::test]
+async fn in_production_no_push_reaches_an_inside_address() {
+    use futures::FutureExt;
+
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let inside = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = inside.local_addr().unwrap().port();
+    let mut config = (*app.ctx.config).clone();
+    config.environment = crate::config::Environment::Production;
+    let push = super::Push::from_config(std::sync::Arc::new(config), app.ctx.db.clone()).unwrap();
+
+    let by_name = push
+        .http
+        .get(format!("http://localhost:{port}/"))
+        .send()
+        .await;
+    let error = format!(
+        "{:?}",
+        by_name.expect_err("a name of loopback addresses only")
+    );
+    assert!(error.contains("no public address"), "{error}");
+    for endpoint in [
+        format!("https://127.0.0.1:{port}/push/abc"),
+        format!("https://localhost:{port}/push/abc"),
+        format!("https://[::ffff:127.0.0.1]:{port}/push/abc"),
+    ] {
+        let target = subscriptions::Target {
+            id: Uuid::now_v7(),
+            endpoint: endpoint.clone(),
+            p256dh: String::new(),
+            auth: String::new(),
+        };
+        match super::sender::send(&push, &target, "{}").await {
+            super::sender::Outcome::Refused(error) => {
+                assert!(
+                    error.contains("not on the public internet"),
+                    "{endpoint}: {error}"
+                )
+            }
+            other => panic!("{endpoint}: {other:?}"),
+        }
+    }
+    // Every attempt above ended before any connection: none waits to be accepted.
+    assert!(
+        inside.accept().now_or_never().is_none(),
+        "a connection reached the inside address"
+    );
+}

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::infra::db::{Db, DbError};
+use crate::infra::public_net;
 use crate::{on_pool, on_tx};
 
 /// Longest endpoint accepted: real ones are a few hundred characters.
@@ -50,7 +51,8 @@ pub struct NewSubscription {
 impl SubscriptionInput {
     /// Checks every field and lists every problem. `http:` endpoints are accepted on loopback
     /// only, and only outside production (a local push-service stand-in); the rest must be
-    /// `https:`, as every real push service is.
+    /// `https:`, as every real push service is. In production an endpoint must also be on the
+    /// public internet: not `localhost`, nor an inside address ([`public_net`]).
     pub fn validate(&self, production: bool) -> Result<NewSubscription, Vec<String>> {
         let mut problems = Vec::new();
         let endpoint = self.endpoint.as_deref().map(str::trim).unwrap_or_default();
@@ -105,6 +107,9 @@ fn check_endpoint(endpoint: &str, production: bool) -> Result<(), String> {
         None => return Err("endpoint must be a URL".into()),
     };
     match url.scheme() {
+        "https" if production && !public_net::is_public_host(&url) => {
+            Err("endpoint must be a push service on the public internet".into())
+        }
         "https" => Ok(()),
         "http" if loopback && !production => Ok(()),
         _ => Err("endpoint must be an https URL".into()),
@@ -263,4 +268,32 @@ pub async fn target(db: &Db, id: Uuid) -> Result<Option<Target>, DbError> {
         .await
     })?;
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_endpoint;
+
+    #[test]
+    fn in_production_an_endpoint_is_a_push_service_on_the_public_internet() {
+        let public = "https://fcm.googleapis.com/fcm/send/abc";
+        assert_eq!(check_endpoint(public, true), Ok(()));
+        for inside in [
+            "https://localhost:8443/push",
+            "https://127.0.0.1/push",
+            "https://10.1.2.3/push",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[fd00::1]/push",
+        ] {
+            assert_eq!(
+                check_endpoint(inside, true),
+                Err("endpoint must be a push service on the public internet".to_owned()),
+                "{inside}"
+            );
+            // Outside production a local push service (the tests' own) is taken.
+            assert_eq!(check_endpoint(inside, false), Ok(()), "{inside}");
+        }
+        assert!(check_endpoint("http://127.0.0.1:9000/push", false).is_ok());
+        assert!(check_endpoint("http://127.0.0.1:9000/push", true).is_err());
+    }
 }
