@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+/// How many hex digits of the order's id end its Sendcloud order number: 48 random bits.
+const ORDER_NUMBER_ID_CHARS: usize = 12;
+
 /// Where a shipment is. `PENDING` until Sendcloud has its parcel; then as the carrier reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -153,13 +156,16 @@ impl ShipmentRequest {
         problems
     }
 
-    /// The order number forma gives Sendcloud: the shop's number and a piece of forma's order id,
-    /// unique across shops, so a parcel can be found again by it (a crash between creating the
-    /// parcel and storing its id must not lead to a second parcel).
+    /// The order number forma gives Sendcloud: the shop's number and the random end of forma's
+    /// order id, so a parcel can be found again by it (a crash between creating the parcel and
+    /// storing its id must not lead to a second parcel). Every tenant shares the one Sendcloud
+    /// account, and every shop numbers from #1001, so the number must be this order's alone: the
+    /// id's start is its creation time (UUIDv7), the same for every order of the same minute, and
+    /// a parcel found by a number two orders share would be adopted by the wrong one.
     pub fn sendcloud_order_number(&self) -> String {
         let id = self.order_id.simple().to_string();
         let number = self.order_number.trim_start_matches('#');
-        format!("{number}-{}", &id[..8])
+        format!("{number}-{}", &id[id.len() - ORDER_NUMBER_ID_CHARS..])
     }
 }
 
@@ -199,5 +205,35 @@ mod tests {
         };
         assert_eq!(request.problems().len(), 6, "{:?}", request.problems());
         assert!(request.sendcloud_order_number().starts_with("1001-"));
+    }
+
+    /// Two shops' #1001 of the same minute (UUIDv7 ids that share their time) are two numbers.
+    #[test]
+    fn orders_of_the_same_number_and_minute_have_their_own_sendcloud_numbers() {
+        let request = |order_id| ShipmentRequest {
+            tenant_id: Uuid::new_v4(),
+            order_id,
+            order_number: "#1001".into(),
+            recipient: Recipient::default(),
+            items: Vec::new(),
+        };
+        let same_minute = |second: u64| {
+            Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                1_800_000_000 + second,
+                0,
+            ))
+        };
+        let (first, second) = (same_minute(0), same_minute(30));
+        assert_eq!(
+            first.simple().to_string()[..8],
+            second.simple().to_string()[..8]
+        );
+        let (a, b) = (
+            request(first).sendcloud_order_number(),
+            request(second).sendcloud_order_number(),
+        );
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "1001-".len() + ORDER_NUMBER_ID_CHARS, "{a}");
     }
 }
