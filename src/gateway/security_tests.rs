@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::config::Role;
 use crate::config::UrlList;
+use crate::identity::roles::UserRole;
 use crate::infra::db::Backend;
 use crate::testing::{ADMIN_PASSWORD, TestApp, client, raw_http};
 
@@ -206,6 +207,24 @@ async fn public_health_names_the_failing_check_but_not_where_and_admins_see_why(
             .status(),
         401
     );
+    // Addresses and errors of the deployment are not a tenant's to read, not even its admin's.
+    gateway
+        .create_user(
+            "tenant-admin@example.com",
+            "a-long-password-1",
+            UserRole::Admin,
+        )
+        .await;
+    let (tenant_admin, _) = gateway
+        .login("tenant-admin@example.com", "a-long-password-1")
+        .await;
+    let refused = tenant_admin
+        .get(gateway.url("/api/v1/admin/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(!refused.text().await.unwrap().contains(port));
 }
 
 #[tokio::test]
