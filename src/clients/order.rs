@@ -352,6 +352,7 @@ mod tests {
         let new = NewOrder {
             tenant_id: tenant,
             shopify_order_id: "820982911946154508".into(),
+            shop_domain: Some("example.myshopify.com".into()),
             order_number: "#1001".into(),
             customer_name: "Ada".into(),
             customer_email: Some("ada@example.com".into()),

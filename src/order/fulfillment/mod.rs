@@ -68,13 +68,15 @@ impl Fulfiller {
         }))
     }
 
-    /// The shop and token that fulfill `tenant_id`'s orders.
+    /// The shop and token that fulfill an order of `tenant_id` that came from `shop`: that shop's,
+    /// or for an order stored before its shop was kept (`None`), the tenant's shop installed last.
     pub(crate) async fn shop_of(
         &self,
         db: &Db,
         tenant_id: Uuid,
+        shop: Option<&str>,
     ) -> Result<Option<ShopCredentials>, TokenError> {
-        tokens::credentials_of(db, &self.shopify, self.tokens.as_ref(), tenant_id, None).await
+        tokens::credentials_of(db, &self.shopify, self.tokens.as_ref(), tenant_id, shop).await
     }
 }
 

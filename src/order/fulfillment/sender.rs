@@ -104,8 +104,9 @@ async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
 
 /// Why an attempt did not fulfill.
 enum Failure {
-    /// Nothing to call with: the tenant has no connected shop.
-    NoShop,
+    /// Nothing to call with: the order's shop (or, for an order without one, every shop of the
+    /// tenant) is not connected.
+    NoShop(Option<String>),
     Shopify(admin::ShopifyError),
     Token(String),
 }
@@ -113,7 +114,10 @@ enum Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::NoShop => f.write_str("the tenant has no connected Shopify shop"),
+            Self::NoShop(None) => f.write_str("the tenant has no connected Shopify shop"),
+            Self::NoShop(Some(shop)) => {
+                write!(f, "the order's Shopify shop {shop} is not connected")
+            }
             Self::Shopify(e) => write!(f, "{e}"),
             Self::Token(e) => write!(f, "the shop's token cannot be opened: {e}"),
         }
@@ -131,7 +135,8 @@ async fn attempt(
         return Ok(());
     };
     let order = &record.order;
-    let outcome = match fulfiller.shop_of(&core.db, tenant_id).await {
+    let shop = order.shop_domain.as_deref();
+    let outcome = match fulfiller.shop_of(&core.db, tenant_id, shop).await {
         Ok(Some(shop)) => {
             let tracking = admin::Tracking {
                 number: order.tracking_number.clone().unwrap_or_default(),
@@ -149,7 +154,7 @@ async fn attempt(
                 .await
                 .map_err(Failure::Shopify)
         }
-        Ok(None) => Err(Failure::NoShop),
+        Ok(None) => Err(Failure::NoShop(shop.map(str::to_owned))),
         Err(e) => Err(Failure::Token(e.to_string())),
     };
 
@@ -275,6 +280,17 @@ mod tests {
     use crate::order::orders::NewOrder;
     use crate::testing::TestApp;
 
+    /// Stores `new` SHIPPED and due for its fulfillment, in `tx`.
+    async fn shipped_and_due(tx: &mut Tx, new: &NewOrder) -> crate::order::orders::Order {
+        let order = repository::insert(tx, new, OrderStatus::Shipped, &[])
+            .await
+            .unwrap()
+            .unwrap()
+            .order;
+        schedule(tx, order.id).await.unwrap();
+        order
+    }
+
     /// An attempt that fails after an operator gave the fulfillment up (from the retry queue,
     /// while the attempt waited on Shopify) leaves it given up: its failure schedules nothing.
     #[tokio::test]
@@ -284,14 +300,8 @@ mod tests {
         let tenant = crate::identity::tenants::ensure(db, "acme", "Acme")
             .await
             .unwrap();
-        let new = NewOrder::bare(tenant.id);
         let mut tx = db.begin().await.unwrap();
-        let order = repository::insert(&mut tx, &new, OrderStatus::Shipped, &[])
-            .await
-            .unwrap()
-            .unwrap()
-            .order;
-        schedule(&mut tx, order.id).await.unwrap();
+        let order = shipped_and_due(&mut tx, &NewOrder::bare(tenant.id)).await;
         let next = Utc::now() + TimeDelta::seconds(1);
         assert!(
             failed(&mut tx, order.id, next, "Shopify answered 500")
@@ -311,5 +321,55 @@ mod tests {
         tx.commit().await.unwrap();
         let waiting = crate::order::retry_queue::failed_fulfillments(db, tenant.id);
         assert!(waiting.await.unwrap().is_empty(), "it came back");
+    }
+
+    crate::each_database! {
+        /// A tenant with two shops: an order is fulfilled through the shop it came from, with that
+        /// shop's token, not through the shop installed last.
+        async fn an_order_is_fulfilled_through_its_own_shop(backend: Backend) {
+            use crate::config::Secret;
+            use crate::order::shopify::oauth::tests::{InstallSetup, SHOP, TOKEN, TOKEN_KEY};
+            use crate::order::shopify::tokens::{self, Installation, TokenCipher};
+
+            let setup = InstallSetup::start(backend).await;
+            let db = &setup.app.ctx.db;
+            let tenant = setup.default_tenant().await;
+            // The order's shop, with the token the simulated Shopify takes, and another shop
+            // installed after it.
+            let cipher = TokenCipher::new(&TOKEN_KEY);
+            for (domain, token) in [(SHOP, TOKEN), ("installed-later.myshopify.com", "shpat_other")] {
+                let sealed = cipher.seal(domain, &Secret::new(token)).unwrap();
+                let installation =
+                    Installation { tenant_id: tenant, domain, sealed_token: &sealed, scopes: "write_fulfillments" };
+                tokens::connect(db, &installation).await.unwrap().unwrap();
+            }
+            on_pool!(db, pool => {
+                sqlx::query("UPDATE shops SET installed_at = $1 WHERE domain = $2")
+                    .bind(Utc::now() - TimeDelta::hours(1))
+                    .bind(SHOP)
+                    .execute(pool)
+                    .await
+                    .map(drop)
+            })
+            .unwrap();
+
+            setup.shopify.add_order(5_700_001, &[(1, 1)]);
+            let mut new = NewOrder::bare(tenant);
+            new.shopify_order_id = "5700001".into();
+            new.shop_domain = Some(SHOP.into());
+            let mut tx = db.begin().await.unwrap();
+            let order = shipped_and_due(&mut tx, &new).await;
+            tx.commit().await.unwrap();
+
+            crate::testing::eventually("the order is fulfilled", Duration::from_secs(60), || async {
+                let found = repository::find(&mut Conn::Pool(db), tenant, order.id).await.unwrap()?;
+                (found.order.status == OrderStatus::Fulfilled).then_some(())
+            })
+            .await;
+            assert_eq!(setup.shopify.fulfillments().len(), 1);
+            let tokens: Vec<Option<String>> =
+                setup.shopify.requests().into_iter().map(|r| r.access_token).collect();
+            assert!(!tokens.is_empty() && tokens.iter().all(|t| t.as_deref() == Some(TOKEN)), "{tokens:?}");
+        }
     }
 }

@@ -287,7 +287,7 @@ async fn create(core: &OrderCore, tenant_id: Uuid, document: serde_json::Value) 
     use crate::order::orders::ingest;
     let new = serde_json::from_value::<crate::order::shopify::payload::ShopifyOrder>(document)
         .unwrap()
-        .to_new_order(tenant_id)
+        .to_new_order(tenant_id, crate::order::flow_tests::SHOP)
         .unwrap();
     let delivery = crate::order::shopify::Delivery {
         tenant_id,

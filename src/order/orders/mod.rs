@@ -59,6 +59,10 @@ pub struct Order {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub shopify_order_id: String,
+    /// The Shopify shop the order came from; it is fulfilled through that shop. Absent for orders
+    /// stored before forma kept it.
+    #[schema(example = "example.myshopify.com")]
+    pub shop_domain: Option<String>,
     pub order_number: String,
     pub customer_name: String,
     pub customer_email: Option<String>,
@@ -129,6 +133,8 @@ pub struct NewLineItem {
 pub struct NewOrder {
     pub tenant_id: Uuid,
     pub shopify_order_id: String,
+    /// The shop the order came from (`example.myshopify.com`).
+    pub shop_domain: Option<String>,
     pub order_number: String,
     pub customer_name: String,
     pub customer_email: Option<String>,
@@ -145,6 +151,7 @@ impl NewOrder {
         Self {
             tenant_id,
             shopify_order_id: "acme-1".into(),
+            shop_domain: None,
             order_number: "#A1".into(),
             customer_name: "Acme".into(),
             customer_email: None,

@@ -17,7 +17,7 @@ use crate::{on_conn, on_tx};
 
 const ORDER_COLUMNS: &str = "id, tenant_id, shopify_order_id, order_number, customer_name, \
     customer_email, shipping_address, status, total_price, currency, tracking_number, tracking_url, \
-    carrier, jobs_version, created_at, updated_at";
+    carrier, jobs_version, created_at, updated_at, shop_domain";
 const LINE_COLUMNS: &str = "id, order_id, shopify_line_item_id, sku, product_name, quantity, \
     unit_price, status, product_mapping_id, print_files, plan_generation, stock_units";
 
@@ -39,6 +39,7 @@ struct OrderRow {
     jobs_version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    shop_domain: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -75,6 +76,7 @@ impl OrderRow {
                 id: self.id,
                 tenant_id: self.tenant_id,
                 shopify_order_id: self.shopify_order_id,
+                shop_domain: self.shop_domain,
                 order_number: self.order_number,
                 customer_name: self.customer_name,
                 customer_email: self.customer_email,
@@ -151,7 +153,7 @@ pub async fn insert(
     let address = new.shipping_address.as_ref().map(encode).transpose()?;
     let sql = sqlx::AssertSqlSafe(format!(
         "INSERT INTO orders ({ORDER_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, NULL, 0, $11, $11) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, NULL, 0, $11, $11, $12) \
          ON CONFLICT (tenant_id, shopify_order_id) DO NOTHING RETURNING {ORDER_COLUMNS}"
     ));
     let row = on_tx!(tx, conn => {
@@ -167,6 +169,7 @@ pub async fn insert(
             .bind(&new.total_price)
             .bind(&new.currency)
             .bind(now)
+            .bind(new.shop_domain.as_deref())
             .fetch_optional(&mut *conn)
             .await
     })?;

@@ -314,7 +314,7 @@ impl Job {
         if order.is_closed() {
             return Ok(Imported::Skipped);
         }
-        let new = match order.to_new_order(self.tenant_id) {
+        let new = match order.to_new_order(self.tenant_id, &self.shop.domain) {
             Ok(new) => new,
             Err(problems) => {
                 tracing::warn!(run = %self.run_id, order = %id, problems = problems.join("; "), "a backfilled order cannot be imported");

@@ -110,8 +110,9 @@ impl ShopifyOrder {
             || self.fulfillment_status.as_deref() == Some("fulfilled")
     }
 
-    /// The order as forma stores it, for `tenant_id`; or every problem with the document.
-    pub fn to_new_order(&self, tenant_id: Uuid) -> Result<NewOrder, Vec<String>> {
+    /// The order of `shop` as forma stores it, for `tenant_id`; or every problem with the
+    /// document.
+    pub fn to_new_order(&self, tenant_id: Uuid, shop: &str) -> Result<NewOrder, Vec<String>> {
         let mut problems = Vec::new();
         let shopify_order_id = text(&self.id).unwrap_or_else(|| {
             problems.push("id must be a number or a string".to_owned());
@@ -178,6 +179,7 @@ impl ShopifyOrder {
         Ok(NewOrder {
             tenant_id,
             shopify_order_id,
+            shop_domain: Some(super::normalize_domain(shop)).filter(|d| !d.is_empty()),
             order_number,
             customer_name: self.customer_name(),
             customer_email: nonempty(self.email.as_ref())
@@ -254,7 +256,7 @@ mod tests {
     fn order(document: Value) -> Result<NewOrder, Vec<String>> {
         serde_json::from_value::<ShopifyOrder>(document)
             .unwrap()
-            .to_new_order(Uuid::nil())
+            .to_new_order(Uuid::nil(), "example.myshopify.com")
     }
 
     #[test]

@@ -151,7 +151,7 @@ async fn receive(
             let document: ShopifyOrder = serde_json::from_slice(body)
                 .map_err(|e| ApiError::validation(vec![format!("Not a Shopify order: {e}")]))?;
             let new = document
-                .to_new_order(tenant_id)
+                .to_new_order(tenant_id, shop)
                 .map_err(ApiError::validation)?;
             match topic.as_str() {
                 topics::ORDERS_CREATE => ingest::create(&state.core, &delivery, &new).await?,
