@@ -52,6 +52,9 @@ pub async fn start(
 
 /// Serves `ctx.role` on `listener` until `shutdown` completes. Tests call this with a listener on
 /// `127.0.0.1:0` and a oneshot receiver.
+/// How long closing the database pool may take at shutdown.
+const DB_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub async fn run(
     ctx: Arc<AppContext>,
     listener: TcpListener,
@@ -82,6 +85,16 @@ pub async fn run(
 
     let mut serving = tokio::spawn(serve_app(listener, router, &ctx.config, stopping.clone()));
     let grace = Duration::from_secs(ctx.config.server.shutdown_timeout_secs);
+    // The background workers stop beside the in-flight requests, within the same grace: the
+    // whole shutdown is bounded by it (plus closing the pool), as a supervisor's stop timeout
+    // expects.
+    let workers = {
+        let (ctx, stopping) = (ctx.clone(), stopping.clone());
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            ctx.workers.shutdown(grace).await
+        })
+    };
     let deadline = async {
         stopping.cancelled().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -95,10 +108,17 @@ pub async fn run(
         }
     }
 
-    if !ctx.workers.shutdown(grace).await {
+    stopping.cancel();
+    if !matches!(workers.await, Ok(true)) {
         tracing::warn!(?grace, "some workers did not stop in time");
     }
-    ctx.db.close().await;
+    // Closing waits for every connection to come back; one a stuck task holds is not waited for.
+    if tokio::time::timeout(DB_CLOSE_TIMEOUT, ctx.db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(timeout = ?DB_CLOSE_TIMEOUT, "the database pool did not close in time");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -87,7 +87,8 @@ impl Workers {
 
     /// Runs a sender's `pass` until shutdown: again at once while a pass handled a full `batch`
     /// (more may be due), else after a `wakeup` or `idle` (for work whose backoff ran out). A pass
-    /// that fails is logged and counts as empty.
+    /// that fails is logged and counts as empty. Shutdown is seen between any two passes, a
+    /// backlog's included: the pass under way ends, and no other begins.
     pub fn sender<F, Fut, E>(
         &self,
         name: &'static str,
@@ -109,6 +110,9 @@ impl Workers {
                         0
                     }
                 };
+                if stop.is_cancelled() {
+                    break;
+                }
                 if handled >= batch {
                     continue;
                 }
@@ -162,7 +166,40 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::backoff;
+    use super::{Wakeup, Workers, backoff};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A sender with a backlog (every pass handles a full batch) still stops at shutdown, after
+    /// the pass under way.
+    #[tokio::test]
+    async fn a_sender_with_a_backlog_stops_at_shutdown() {
+        let workers = Workers::new();
+        let passes = Arc::new(AtomicUsize::new(0));
+        let counted = passes.clone();
+        workers.sender(
+            "backlog",
+            Wakeup::default(),
+            Duration::from_secs(60),
+            10,
+            move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    Ok::<usize, String>(10)
+                }
+            },
+        );
+        while passes.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            workers.shutdown(Duration::from_secs(30)).await,
+            "the sender went on"
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_a_second_to_ten_minutes() {
