@@ -150,6 +150,23 @@ fn production_gateway_needs_its_session_secret_and_internal_key() {
 }
 
 #[test]
+fn production_all_needs_its_session_secret_and_nothing_a_replica_needs() {
+    let mut config = Config {
+        environment: Environment::Production,
+        ..Config::default()
+    };
+    let error = check(&config, Role::All).unwrap_err();
+    assert!(
+        error.contains("session.secret is required in production for --role all"),
+        "{error}"
+    );
+    assert!(error.contains("FORMA_SESSION__SECRET"), "{error}");
+    // A single node on SQLite, without Redis, is what `all` is for.
+    config.session.secret = Some(Secret::new("s".repeat(32)));
+    assert_eq!(check(&config, Role::All), Ok(()));
+}
+
+#[test]
 fn production_secrets_must_be_long() {
     let mut config = production_gateway();
     config.internal.key = Some(Secret::new("short"));
@@ -411,7 +428,7 @@ fn the_example_parses_as_is_and_with_every_commented_key_enabled() {
 #[test]
 fn the_example_marks_exactly_the_settings_the_guards_require() {
     let documented = documented_keys();
-    for role in [Role::Gateway, Role::Order] {
+    for role in [Role::All, Role::Gateway, Role::Order] {
         let marked: BTreeSet<&str> = documented
             .iter()
             .filter(|(_, roles)| roles.contains(role.as_str()))

@@ -36,7 +36,9 @@ const ORDER_URL: RequiredSetting = RequiredSetting {
 /// The settings `role` cannot start without in production.
 pub fn required_settings(role: Role) -> &'static [RequiredSetting] {
     match role {
-        Role::All => &[],
+        // The gateway in it signs cookies and tokens: without the secret each start (and each
+        // replica) would have its own key, and every session and token would die with it.
+        Role::All => &[SESSION_SECRET],
         Role::Gateway => &[
             DATABASE_URL,
             REDIS_URL,

@@ -19,7 +19,12 @@ pub async fn ensure_first_admin(db: &Db, admin_password: Option<&Secret>) -> any
         return Ok(());
     }
     let (password, generated) = match admin_password.map(Secret::expose) {
-        Some(p) if !p.is_empty() => (p.to_owned(), false),
+        Some(p) if !p.is_empty() => {
+            // The super admin's password meets the policy every other password meets.
+            password::check_policy(p)
+                .map_err(|e| anyhow::anyhow!("{ADMIN_PASSWORD_ENV} (admin_password): {e}"))?;
+            (p.to_owned(), false)
+        }
         _ => (password::generate(), true),
     };
     let password_hash = password::hash(&password).await?;

@@ -21,6 +21,12 @@ async fn database(backend: Backend) -> (Arc<TestDatabase>, Db) {
 each_database! {
     async fn first_start_creates_the_default_tenant_and_one_admin(backend: Backend) {
         let (_guard, db) = database(backend).await;
+        // A password the policy refuses (`admin`) stops the first start and creates nobody.
+        let weak = bootstrap::ensure_first_admin(&db, Some(&Secret::new("admin"))).await;
+        let error = weak.expect_err("a weak admin password").to_string();
+        assert!(error.contains("FORMA_ADMIN_PASSWORD") && error.contains("at least 8"), "{error}");
+        assert_eq!(users::count(&db).await.unwrap(), 0);
+
         let secret = Secret::new(ADMIN_PASSWORD);
         bootstrap::ensure_first_admin(&db, Some(&secret)).await.unwrap();
         bootstrap::ensure_first_admin(&db, Some(&secret)).await.unwrap();
