@@ -393,6 +393,20 @@ fn the_edge_load_balancer_writes_the_forwarded_headers_itself() {
 }
 
 #[test]
+fn the_edge_balances_on_the_session_cookies_value() {
+    // An nginx variable name ends at the first character outside [A-Za-z0-9_]: `$cookie_forma.sid`
+    // is the cookie `forma` and then the text ".sid", the same key for every client.
+    assert!(!EDGE.contains("$cookie_forma"), "{EDGE}");
+    let hash = EDGE.lines().map(str::trim).find(|l| l.starts_with("hash "));
+    assert_eq!(hash, Some("hash $forma_session consistent;"));
+    assert!(EDGE.contains("map $http_cookie $forma_session {"), "{EDGE}");
+    assert!(
+        EDGE.contains(r#""~(?:^|;\s*)forma\.sid=(?<sid>[^;]+)" $sid;"#),
+        "{EDGE}"
+    );
+}
+
+#[test]
 fn the_example_documents_every_key_and_nothing_else() {
     let documented: BTreeSet<String> = documented_keys().into_keys().collect();
     assert_eq!(documented, code_keys());

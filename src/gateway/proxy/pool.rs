@@ -32,8 +32,11 @@ use tokio::time::Instant;
 use crate::infra::connection_threads::PerThread;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long an unused connection is kept.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an unused connection is kept: below the upstream's `server.header_read_timeout_secs`
+/// (10 s by default), after which a forma upstream closes an idle connection. The gateway lets it
+/// go first, and never writes a request to a connection the upstream is closing at that moment
+/// (once written, a request is not sent again, and the client would get a 502).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections kept per thread and instance: far above what a thread has in flight at once.
 pub const MAX_KEPT: usize = 1024;
 
