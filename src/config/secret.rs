@@ -51,18 +51,42 @@ impl SecretUrl {
         &self.0
     }
 
-    /// The URL with its password replaced by `***`; unparsable input is redacted whole.
+    /// The URL with its password replaced by `***`, and so the value of every query parameter
+    /// that names a secret (`?password=`, `sslpassword=`, `auth_token=` …: drivers take credentials
+    /// there too); unparsable input is redacted whole.
     pub fn masked(&self) -> String {
         match url::Url::parse(&self.0) {
             Ok(mut url) => {
                 if url.password().is_some() && url.set_password(Some("***")).is_err() {
                     return REDACTED.to_owned();
                 }
+                if url.query().is_some() {
+                    let pairs: Vec<(String, String)> = url
+                        .query_pairs()
+                        .map(|(key, value)| {
+                            let value = if names_a_secret(&key) {
+                                "***".to_owned()
+                            } else {
+                                value.into_owned()
+                            };
+                            (key.into_owned(), value)
+                        })
+                        .collect();
+                    url.query_pairs_mut().clear().extend_pairs(pairs);
+                }
                 url.to_string()
             }
             Err(_) => REDACTED.to_owned(),
         }
     }
+}
+
+/// Whether a URL's query parameter `key` holds a credential.
+fn names_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "key"]
+        .iter()
+        .any(|word| key.contains(word))
 }
 
 impl fmt::Debug for SecretUrl {

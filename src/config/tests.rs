@@ -288,6 +288,9 @@ fn redacted_output_hides_every_secret_and_masks_url_passwords() {
     let mut config = production_gateway();
     config.shopify.webhook_secret = Some(Secret::new("shopify-shh"));
     config.smtp.url = Some(SecretUrl::new("smtp://mailer:mail-pw@smtp.test:587"));
+    config.redis.url = Some(SecretUrl::new(
+        "rediss://cache.test:6380/0?protocol=resp3&auth_token=redis-pw&sslPassword=cert-pw",
+    ));
     let text = config.to_redacted_toml();
     for secret in [
         "0123456789abcdef",
@@ -295,6 +298,8 @@ fn redacted_output_hides_every_secret_and_masks_url_passwords() {
         "shopify-shh",
         ":pw@",
         "mail-pw",
+        "redis-pw",
+        "cert-pw",
     ] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
@@ -303,6 +308,7 @@ fn redacted_output_hides_every_secret_and_masks_url_passwords() {
         "{text}"
     );
     assert!(text.contains("smtp://mailer:***@smtp.test:587"), "{text}");
+    assert!(text.contains("protocol=resp3"), "{text}");
     assert!(text.contains("[redacted]"), "{text}");
     assert_eq!(format!("{:?}", Secret::new("x")), "[redacted]");
 }
