@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use super::ingest::plan_line;
 use super::repository;
-use super::state::{LineItemStatus, OrderStatus, Status, order_status};
+use super::state::{LineItemStatus, OrderStatus};
 use super::{Order, OrderRecord};
 use crate::clients::http::ClientError;
 use crate::infra::db::{Conn, DbError};
 use crate::order::OrderCore;
 use crate::order::event_log::{self, Entry, Severity, types};
 use crate::order::mappings::active_for_skus;
+use crate::order::orchestration::lines_moved;
 use crate::print::jobs::{PrintJob, PrintJobStatus};
 use crate::print::plan::{MAX_PRINTS_PER_LINE, PlannedLine, PrintPlan};
 
@@ -178,11 +179,9 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
             .ok_or(RetryError::NotFound)?;
         return Ok(record.into_order());
     }
-    let order = &record.order;
-    let derived = order_status(order.status, &statuses, false);
-    if derived != order.status && order.status.can_become(derived) {
-        repository::set_status(&mut tx, order.id, derived, None, None).await?;
-    }
+    // The move (FAILED → PROCESSING, say) is told as every other: its log entry, bus event and
+    // live update.
+    let moved = lines_moved(&mut tx, &record.order, &statuses).await?;
     let entry = Entry::order(
         tenant_id,
         order_id,
@@ -196,6 +195,10 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
     .with_details(json!({"replannedLines": replanned, "retriedJobs": to_retry}));
     event_log::append(&mut tx, &entry).await?;
     tx.commit().await?;
+    core.relay.notify();
+    for event in moved {
+        core.events.emit(event).await;
+    }
 
     let retried: HashSet<Uuid> = to_retry.iter().copied().collect();
     for job in retried {
