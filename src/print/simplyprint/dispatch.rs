@@ -11,7 +11,10 @@
 //!   attempt counts from its claim, so one whose process was killed before it could record
 //!   anything still makes the next one look first.
 //! - Replicas share the work by lease (`dispatch_lease_until`), as the outbox relay does, and
-//!   order jobs go before stock jobs.
+//!   order jobs go before stock jobs. A claim's jobs are sent one after another, so each send
+//!   first renews its job's lease, and does not start once the claim no longer holds (its lease
+//!   ran out while the jobs before it were sent, and another replica may have claimed the job):
+//!   two sends of one job at once would both find no item and both add one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +124,10 @@ pub(super) async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, D
 }
 
 pub(super) async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result<(), DbError> {
+    if !renew(db, job, Utc::now()).await? {
+        tracing::info!(job = %job.id, "a claimed print job's lease ran out before its turn; left to the next claim");
+        return Ok(());
+    }
     let tag = tag(job.id);
     // `dispatch_attempts` counts this attempt already: more than one means an earlier one may
     // have reached SimplyPrint.
@@ -163,6 +170,28 @@ pub(super) async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result
             mark_failed(db, job.id, Utc::now() + wait, &error).await
         }
     }
+}
+
+/// Renews the claim on `job` for one send from `now`: `false` when the claim no longer holds. A
+/// claim by another replica counts an attempt, so `dispatch_attempts` still being this claim's
+/// says nobody claimed the job since; and a lease that ran out is not renewed, as another
+/// replica's claim may be under way.
+async fn renew(db: &Db, job: &Claimed, now: DateTime<Utc>) -> Result<bool, DbError> {
+    let renewed = on_pool!(db, pool => {
+        sqlx::query(
+            "UPDATE print_jobs SET dispatch_lease_until = $2 WHERE id = $1 \
+             AND dispatch_attempts = $3 AND dispatch_lease_until >= $4 \
+             AND status = 'QUEUED' AND simplyprint_job_id IS NULL",
+        )
+        .bind(job.id)
+        .bind(now + LEASE)
+        .bind(job.dispatch_attempts)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
+    })?;
+    Ok(renewed == 1)
 }
 
 /// Records SimplyPrint's id; `false` when the job is no longer waiting to be sent.

@@ -488,6 +488,43 @@ async fn a_claim_whose_lease_ran_out_leaves_the_item_another_replica_recorded() 
     );
 }
 
+/// A claim's jobs are sent one after another, and the lease of a job late in the batch can run out
+/// before its turn, another replica claiming and sending it meanwhile. The old claim must then not
+/// send it too: two sends at once both find no item by the tag and both add one.
+#[tokio::test]
+async fn a_job_whose_lease_ran_out_before_its_turn_is_left_to_the_newer_claim() {
+    // No credentials, so no sender runs: the test makes the passes itself.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9012, 1).await;
+    let db = &app.ctx.db;
+    let client = farm_client(&deployment);
+    let id = jobs[0]["id"].as_str().unwrap();
+
+    let old = dispatch::claim(db, chrono::Utc::now()).await.unwrap();
+    assert_eq!(old.len(), 1, "A claims the job");
+    sqlx::query("UPDATE print_jobs SET dispatch_lease_until = '2000-01-01T00:00:00Z'")
+        .execute(sqlite(db))
+        .await
+        .unwrap();
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        1,
+        "B claims and sends it"
+    );
+    // A's turn comes at last.
+    dispatch::send(db, &client, &old[0]).await.unwrap();
+
+    let items = deployment.farm.items();
+    assert_eq!(items.len(), 1, "one item ever added: {items:?}");
+    let recorded = job(&admin, app, id).await;
+    assert_eq!(
+        recorded["simplyPrintJobId"],
+        items[0].id.to_string().as_str(),
+        "{recorded}"
+    );
+}
+
 /// Reconciliation asks about a limited number of jobs per pass. A job not asked about in one pass
 /// is asked about in the next, however many others stay unchanged at the farm: a farm with more
 /// jobs in its queue than one pass asks about still has every missed change caught.
