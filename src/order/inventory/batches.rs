@@ -99,8 +99,16 @@ struct PlannedJob<'a> {
     file: &'a PrintFile,
 }
 
-/// Schedules the batches that cover `shortfall` in `tx`: each batch, its jobs, and their
-/// `inventory.stock-replenishment-scheduled` events. Returns the ids of the jobs it scheduled.
+/// Most stock jobs one pass schedules for one mapping (a batch is never split: the first batch
+/// always goes, whatever its size). A shortfall of thousands (a target of 100 000 in batches of
+/// one) is scheduled over several passes: in one, its rows and events would hold the database's
+/// write lock for minutes, and its jobs would fill the farm's queue ahead of every order.
+pub const MAX_JOBS_PER_PASS: usize = 100;
+
+/// Schedules batches that cover `shortfall` in `tx`, up to [`MAX_JOBS_PER_PASS`] jobs (the next
+/// passes schedule the rest: the shortfall counts what is printing): each batch, its jobs, and
+/// their `inventory.stock-replenishment-scheduled` events. Returns the ids of the jobs it
+/// scheduled.
 pub async fn schedule(tx: &mut Tx, shortfall: &Shortfall) -> Result<Vec<Uuid>, DbError> {
     let units = u32::try_from(shortfall.batch_size).unwrap_or(u32::MAX);
     let prints: u64 = shortfall
@@ -114,7 +122,7 @@ pub async fn schedule(tx: &mut Tx, shortfall: &Shortfall) -> Result<Vec<Uuid>, D
     }
     let mut scheduled = Vec::new();
     let mut missing = shortfall.missing;
-    while missing > 0 {
+    while missing > 0 && scheduled.len() < MAX_JOBS_PER_PASS {
         let batch_id = Uuid::now_v7();
         let jobs: Vec<PlannedJob> = shortfall
             .print_files

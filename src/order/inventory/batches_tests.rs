@@ -225,3 +225,33 @@ each_database! {
         app.stop().await.unwrap();
     }
 }
+
+/// A shortfall of thousands is scheduled a bounded number of jobs per pass; what is left stays
+/// missing, for the next passes.
+#[tokio::test]
+async fn a_large_shortfall_is_scheduled_over_several_passes() {
+    let app = TestApp::spawn(Role::All, crate::infra::db::Backend::Sqlite).await;
+    let admin = app.admin().await;
+    let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    let mapping = map(&admin, &app, "CUBE", cube).await;
+    let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
+    let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
+    let update = crate::order::inventory::InventoryUpdate {
+        stock_target: Some(100_000),
+        batch_size: Some(1),
+        ..Default::default()
+    };
+    // Never committed: the background scheduler does not see the target.
+    let mut tx = app.ctx.db.begin().await.unwrap();
+    repository::update(&mut tx, tenant, mapping_id, &update)
+        .await
+        .unwrap()
+        .unwrap();
+    let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
+    assert_eq!(shortfalls[0].missing, 100_000);
+    let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
+    assert_eq!(jobs.len(), batches::MAX_JOBS_PER_PASS);
+    let left = batches::shortfalls(&mut tx).await.unwrap();
+    assert_eq!(left[0].missing, 100_000 - batches::MAX_JOBS_PER_PASS as i64);
+    tx.rollback().await.unwrap();
+}
