@@ -347,8 +347,9 @@ pub struct StatusUpdate {
 
 /// Writes a status change of a locked job and bumps its version; returns the job as stored. A new
 /// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again. A job
-/// cancelled while it waited in the farm's queue (or may have: an attempt was made) leaves its
-/// item to take out of the queue (`farm_removal`), due now.
+/// cancelled or failed (given up) while it waited in the farm's queue (or may have: an attempt
+/// was made) leaves its item to take out of the queue (`farm_removal`), due now: a given-up send
+/// may have reached the farm, and its item would print a job forma counts as failed.
 pub async fn set_status(
     tx: &mut Tx,
     job: &PrintJob,
@@ -365,8 +366,11 @@ pub async fn set_status(
         PrintJobStatus::Completed | PrintJobStatus::Failed | PrintJobStatus::Cancelled
     )
     .then_some(now);
-    let leaves_the_queue =
-        job.status == PrintJobStatus::Queued && update.status == PrintJobStatus::Cancelled;
+    let leaves_the_queue = job.status == PrintJobStatus::Queued
+        && matches!(
+            update.status,
+            PrintJobStatus::Cancelled | PrintJobStatus::Failed
+        );
     let sql = sqlx::AssertSqlSafe(format!(
         "UPDATE print_jobs SET status = $2, error_message = $3, started_at = $4, completed_at = $5, \
          attempts = attempts + $6, version = version + 1, updated_at = $7, \

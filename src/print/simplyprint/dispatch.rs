@@ -44,6 +44,8 @@ pub(super) struct Claimed {
     id: Uuid,
     file_id: String,
     dispatch_attempts: i64,
+    /// The job's attempts (1, then one more per retry).
+    attempts: i64,
 }
 
 /// Runs the sender until shutdown.
@@ -112,7 +114,7 @@ pub(super) async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, D
              AND status = 'QUEUED' AND simplyprint_job_id IS NULL \
              AND (dispatch_after IS NULL OR dispatch_after <= $2) \
              AND (dispatch_lease_until IS NULL OR dispatch_lease_until < $2) \
-             RETURNING id, file_id, dispatch_attempts",
+             RETURNING id, file_id, dispatch_attempts, attempts",
         )
         .bind(now + LEASE)
         .bind(now)
@@ -130,8 +132,9 @@ pub(super) async fn send(db: &Db, client: &SimplyPrint, job: &Claimed) -> Result
     }
     let tag = tag(job.id);
     // `dispatch_attempts` counts this attempt already: more than one means an earlier one may
-    // have reached SimplyPrint.
-    let adopted = if job.dispatch_attempts > 1 {
+    // have reached SimplyPrint. So may an earlier attempt of the job (a retry), whose item can
+    // still wait in the queue when its removal has not run yet: it is the one to print.
+    let adopted = if job.dispatch_attempts > 1 || job.attempts > 1 {
         client.find_queue_item(&tag).await
     } else {
         Ok(None)

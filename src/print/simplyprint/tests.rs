@@ -525,6 +525,51 @@ async fn a_job_whose_lease_ran_out_before_its_turn_is_left_to_the_newer_claim() 
     );
 }
 
+/// Sends that reached the farm but could not be recorded, then given up by an operator: a given-up
+/// job's item leaves the farm's queue (it would print a job forma counts as failed), and a job
+/// retried before that happened adopts its old item rather than adding a second.
+#[tokio::test]
+async fn a_given_up_send_leaves_the_farm_and_a_retry_adopts_its_item() {
+    // No credentials, so no sender runs: the test makes the passes itself.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(&deployment, 9013, 2).await;
+    let db = &app.ctx.db;
+    let pool = sqlite(db);
+    let client = farm_client(&deployment);
+    refuse_simplyprint_ids(pool, true).await;
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 2);
+    refuse_simplyprint_ids(pool, false).await;
+    assert_eq!(deployment.farm.items().len(), 2);
+
+    let (given_up, retried) = (
+        jobs[0]["id"].as_str().unwrap(),
+        jobs[1]["id"].as_str().unwrap(),
+    );
+    for id in [given_up, retried] {
+        let url = app.url(&format!("/api/v1/retry-queue/simplyprint.print-job:{id}"));
+        assert_eq!(
+            admin.delete(url).send().await.unwrap().status(),
+            204,
+            "{id}"
+        );
+    }
+    let url = app.url(&format!("/api/v1/print-jobs/{retried}/retry"));
+    assert_eq!(admin.post(url).send().await.unwrap().status(), 200);
+    dispatch::pass(db, &client).await.unwrap();
+
+    let items = deployment.farm.items();
+    assert_eq!(items.len(), 2, "no item added again: {items:?}");
+    let item_of = |id: &str| items.iter().find(|i| i.note == id).unwrap().clone();
+    assert_eq!(item_of(given_up).status, "removed", "{items:?}");
+    assert_eq!(item_of(retried).status, "queued", "{items:?}");
+    let recorded = job(&admin, app, retried).await;
+    assert_eq!(
+        recorded["simplyPrintJobId"],
+        item_of(retried).id.to_string().as_str()
+    );
+}
+
 /// Reconciliation asks about a limited number of jobs per pass. A job not asked about in one pass
 /// is asked about in the next, however many others stay unchanged at the farm: a farm with more
 /// jobs in its queue than one pass asks about still has every missed change caught.
