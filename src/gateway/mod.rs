@@ -64,6 +64,8 @@ pub struct GatewayParts {
     pub response_cache: proxy::cache::ResponseCache,
     /// White-label domains and the tenant each serves.
     pub hosts: hosts::TenantHosts,
+    /// Whose pages may write with the session cookie.
+    pub write_origins: auth::origin::WriteOrigins,
 }
 
 /// What the gateway is built on: the process's configuration and ports, handed over by the role
@@ -113,6 +115,7 @@ impl GatewayState {
         );
         let response_cache = proxy::cache::ResponseCache::new(&config.proxy, redis);
         let hosts = hosts::TenantHosts::new(&config.proxy.tenant_hosts)?;
+        let write_origins = auth::origin::WriteOrigins::from_config(&config);
         Ok(Self(Arc::new(GatewayParts {
             config,
             db,
@@ -129,6 +132,7 @@ impl GatewayState {
             live,
             response_cache,
             hosts,
+            write_origins,
         })))
     }
 }

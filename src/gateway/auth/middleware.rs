@@ -107,6 +107,14 @@ where
     let Some(credential) = credential else {
         return unauthorized().into_response();
     };
+    if matches!(credential, CacheKey::Session(_))
+        && !state
+            .write_origins
+            .admits(request.method(), request.headers())
+    {
+        return ApiError::forbidden("A write from another origin's page is refused")
+            .into_response();
+    }
     if let CacheKey::Token(_) = credential {
         // The token is the gateway's business; it does not travel downstream.
         request.headers_mut().remove(header::AUTHORIZATION);

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod lockout;
 mod meta;
 mod middleware;
+pub mod origin;
 pub mod public;
 mod routes;
 pub mod session;

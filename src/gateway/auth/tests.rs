@@ -669,3 +669,59 @@ async fn signing_in_again_kills_the_previous_session_id_at_once() {
     assert_eq!(me_with_cookie(&app, &first).await, 401);
     assert_eq!(me_with_cookie(&app, &second).await, 200);
 }
+
+/// A write signed in with the session cookie is refused when a page of another origin made it (a
+/// sibling subdomain is the same site to `SameSite=Lax`), on the gateway's own routes and on those
+/// it forwards; forma's own pages, reads and bearer tokens pass.
+#[tokio::test]
+async fn a_cookie_write_from_another_origins_page_is_refused() {
+    let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
+    let admin = app.admin().await;
+    let nobody = uuid::Uuid::new_v4();
+    let own = app.url("");
+    let own = own.trim_end_matches('/');
+    let bearer = tokens(&app, "admin@localhost", ADMIN_PASSWORD).await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/api/v1/users/{nobody}"),
+        format!("/api/v1/product-mappings/{nobody}"),
+    ] {
+        let status = |request: reqwest::RequestBuilder| async move {
+            request.send().await.unwrap().status().as_u16()
+        };
+        let url = app.url(&path);
+        let foreign = "https://blog.example.com";
+        assert_eq!(
+            status(admin.delete(&url).header("origin", foreign)).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status(admin.delete(&url).header("origin", "null")).await,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            status(admin.delete(&url).header("origin", own)).await,
+            404,
+            "{path}"
+        );
+        assert_eq!(
+            status(admin.delete(&url)).await,
+            404,
+            "{path}: no Origin, no browser"
+        );
+        assert_eq!(
+            status(admin.get(&url).header("origin", foreign)).await,
+            404,
+            "{path}"
+        );
+        let with_token = client()
+            .delete(&url)
+            .bearer_auth(&bearer)
+            .header("origin", foreign);
+        assert_eq!(status(with_token).await, 404, "{path}: a token");
+    }
+}
