@@ -33,17 +33,24 @@ fn cancelled(tenant: Uuid, job: Uuid) -> Event {
     Event::new("print-service", tenant.to_string(), payload)
 }
 
-/// A CUBE mapping (two units per print) with a stock target of 4 in batches of 4, and the one
-/// batch of two jobs a scheduler pass plans for it, committed: its tenant, mapping and jobs.
-async fn cube_with_a_scheduled_batch(app: &TestApp) -> (Uuid, Uuid, Vec<Uuid>) {
+/// A CUBE mapping of `units_per_print`, given a stock target of `target` in batches of
+/// `batch_size` in the transaction it returns (uncommitted: the background scheduler does not see
+/// it yet): its tenant and mapping.
+async fn cube_with_a_target(
+    app: &TestApp,
+    units_per_print: u32,
+    target: i64,
+    batch_size: i64,
+) -> (Uuid, Uuid, crate::infra::db::Tx) {
     let admin = app.admin().await;
-    let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": 2}]);
+    let cube =
+        json!([{"fileId": "f-cube", "fileName": "cube.gcode", "unitsPerPrint": units_per_print}]);
     let mapping = map(&admin, app, "CUBE", cube).await;
     let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
     let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
     let update = crate::order::inventory::InventoryUpdate {
-        stock_target: Some(4),
-        batch_size: Some(4),
+        stock_target: Some(target),
+        batch_size: Some(batch_size),
         ..Default::default()
     };
     let mut tx = app.ctx.db.begin().await.unwrap();
@@ -51,6 +58,13 @@ async fn cube_with_a_scheduled_batch(app: &TestApp) -> (Uuid, Uuid, Vec<Uuid>) {
         .await
         .unwrap()
         .unwrap();
+    (tenant, mapping_id, tx)
+}
+
+/// A CUBE mapping (two units per print) with a stock target of 4 in batches of 4, and the one
+/// batch of two jobs a scheduler pass plans for it, committed: its tenant, mapping and jobs.
+async fn cube_with_a_scheduled_batch(app: &TestApp) -> (Uuid, Uuid, Vec<Uuid>) {
+    let (tenant, mapping_id, mut tx) = cube_with_a_target(app, 2, 4, 4).await;
     let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
     assert_eq!(shortfalls.len(), 1);
     // Four units at two per print: one batch of two jobs.
@@ -231,22 +245,8 @@ each_database! {
 #[tokio::test]
 async fn a_large_shortfall_is_scheduled_over_several_passes() {
     let app = TestApp::spawn(Role::All, crate::infra::db::Backend::Sqlite).await;
-    let admin = app.admin().await;
-    let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
-    let mapping = map(&admin, &app, "CUBE", cube).await;
-    let mapping_id = Uuid::parse_str(mapping["id"].as_str().unwrap()).unwrap();
-    let tenant = Uuid::parse_str(mapping["tenantId"].as_str().unwrap()).unwrap();
-    let update = crate::order::inventory::InventoryUpdate {
-        stock_target: Some(100_000),
-        batch_size: Some(1),
-        ..Default::default()
-    };
     // Never committed: the background scheduler does not see the target.
-    let mut tx = app.ctx.db.begin().await.unwrap();
-    repository::update(&mut tx, tenant, mapping_id, &update)
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, _, mut tx) = cube_with_a_target(&app, 1, 100_000, 1).await;
     let shortfalls = batches::shortfalls(&mut tx).await.unwrap();
     assert_eq!(shortfalls[0].missing, 100_000);
     let jobs = batches::schedule(&mut tx, &shortfalls[0]).await.unwrap();
