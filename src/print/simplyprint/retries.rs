@@ -70,11 +70,16 @@ pub async fn send_now(core: &PrintCore, tenant_id: Uuid, id: Uuid) -> Result<boo
 /// Stops trying: the job fails with the reason, so its order follows (and it can be queued again
 /// with `POST /api/v1/print-jobs/{id}/retry`). `false` when the job has no failed send waiting.
 pub async fn give_up(core: &PrintCore, tenant_id: Uuid, id: Uuid) -> Result<bool, ChangeError> {
-    let is_waiting = entries(core, tenant_id)
-        .await?
-        .iter()
-        .any(|entry| entry.entity_id == id);
-    if !is_waiting {
+    // The one job is looked up, not the tenant's whole list: after an outage that list is every
+    // job the farm did not take.
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM print_jobs WHERE tenant_id = $1 AND id = $2 AND {FAILED_SEND}"
+    ));
+    let waiting: i64 = on_pool!(&core.db, pool => {
+        sqlx::query_scalar(sql).bind(tenant_id).bind(id).fetch_one(pool).await
+    })
+    .map_err(DbError::from)?;
+    if waiting == 0 {
         return Ok(false);
     }
     let reason = Some("Given up from the retry queue: SimplyPrint did not take the job".into());

@@ -568,6 +568,13 @@ async fn a_given_up_send_leaves_the_farm_and_a_retry_adopts_its_item() {
         recorded["simplyPrintJobId"],
         item_of(retried).id.to_string().as_str()
     );
+
+    // The farm has it now: it waits in no retry queue, and giving it up there changes nothing.
+    let url = app.url(&format!(
+        "/api/v1/retry-queue/simplyprint.print-job:{retried}"
+    ));
+    assert_eq!(admin.delete(url).send().await.unwrap().status(), 404);
+    assert_eq!(job(&admin, app, retried).await["status"], "QUEUED");
 }
 
 /// Reconciliation asks about a limited number of jobs per pass. A job not asked about in one pass
