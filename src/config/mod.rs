@@ -244,13 +244,27 @@ impl Default for SessionConfig {
 }
 
 /// One URL, a comma-separated list, or a TOML array: a service may run as several instances.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+/// Printed (serialized) with any credentials in them masked, as [`SecretUrl`] is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UrlList(pub Vec<String>);
 
 impl UrlList {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The URLs, each with its credentials masked ([`SecretUrl::masked`]).
+    pub fn masked(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|url| SecretUrl::new(url.as_str()).masked())
+            .collect()
+    }
+}
+
+impl Serialize for UrlList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.masked().serialize(serializer)
     }
 }
 

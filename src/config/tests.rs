@@ -291,6 +291,10 @@ fn redacted_output_hides_every_secret_and_masks_url_passwords() {
     config.redis.url = Some(SecretUrl::new(
         "rediss://cache.test:6380/0?protocol=resp3&auth_token=redis-pw&sslPassword=cert-pw",
     ));
+    config.services.print_url = UrlList(vec![
+        "http://print-1:3002".into(),
+        "http://forma:print-pw@print-2:3002".into(),
+    ]);
     let text = config.to_redacted_toml();
     for secret in [
         "0123456789abcdef",
@@ -300,6 +304,7 @@ fn redacted_output_hides_every_secret_and_masks_url_passwords() {
         "mail-pw",
         "redis-pw",
         "cert-pw",
+        "print-pw",
     ] {
         assert!(!text.contains(secret), "{secret} leaked:\n{text}");
     }
@@ -309,6 +314,8 @@ fn redacted_output_hides_every_secret_and_masks_url_passwords() {
     );
     assert!(text.contains("smtp://mailer:***@smtp.test:587"), "{text}");
     assert!(text.contains("protocol=resp3"), "{text}");
+    assert!(text.contains("http://forma:***@print-2:3002/"), "{text}");
+    assert!(text.contains("http://print-1:3002/"), "{text}");
     assert!(text.contains("[redacted]"), "{text}");
     assert_eq!(format!("{:?}", Secret::new("x")), "[redacted]");
 }

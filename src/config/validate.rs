@@ -85,11 +85,11 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
         ("services.shipping_url", &config.services.shipping_url),
         ("services.gridflock_url", &config.services.gridflock_url),
     ] {
-        for u in &urls.0 {
+        for (u, shown) in urls.0.iter().zip(urls.masked()) {
             match url::Url::parse(u) {
                 Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
                 _ => problems.push(format!(
-                    "{key} must be an http:// or https:// URL (got {u})"
+                    "{key} must be an http:// or https:// URL (got {shown})"
                 )),
             }
         }
