@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::catalog::Event;
 use crate::infra::db::{Db, DbError, Tx};
-use crate::infra::workers::Workers;
+use crate::infra::workers::{Workers, delete_in_batches};
 use crate::{on_pool, on_tx};
 
 /// How long dedupe records are kept. Redeliveries come within seconds (3 attempts, 1 s, 2 s, 4 s)
@@ -144,21 +145,17 @@ pub async fn forget_processed_before(
     Ok(deleted)
 }
 
-/// Deletes dedupe records past [`RETENTION`], [`CLEANUP_BATCH`] at a time, so other writers get
-/// their turn between statements; for the bus to call periodically. Returns how many.
-pub async fn forget_expired(db: &Db) -> Result<u64, DbError> {
+/// Deletes dedupe records past [`RETENTION`], [`CLEANUP_BATCH`] at a time, until `stop`; for the
+/// bus to call periodically. Returns how many.
+pub async fn forget_expired(db: &Db, stop: &CancellationToken) -> Result<u64, DbError> {
     let retention = TimeDelta::from_std(RETENTION).unwrap_or(TimeDelta::MAX);
     let Some(cutoff) = Utc::now().checked_sub_signed(retention) else {
         return Ok(0);
     };
-    let mut total = 0;
-    loop {
-        let deleted = forget_processed_before(db, cutoff, CLEANUP_BATCH).await?;
-        total += deleted;
-        if deleted < CLEANUP_BATCH as u64 {
-            return Ok(total);
-        }
-    }
+    delete_in_batches(CLEANUP_BATCH, stop, |batch| {
+        forget_processed_before(db, cutoff, batch)
+    })
+    .await
 }
 
 /// Runs [`forget_expired`] every `every` until shutdown.
@@ -169,7 +166,7 @@ pub fn spawn_cleanup(db: Db, workers: &Workers, every: Duration) {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    if let Err(e) = forget_expired(&db).await {
+                    if let Err(e) = forget_expired(&db, &stop).await {
                         tracing::warn!(error = %e, "deleting old dedupe records failed");
                     }
                 }

@@ -166,7 +166,7 @@ each_database! {
         }
         tx.commit().await.unwrap();
 
-        assert_eq!(forget_expired(&db).await.unwrap(), 0, "a week has not passed");
+        assert_eq!(forget_expired(&db, &Default::default()).await.unwrap(), 0, "a week has not passed");
         // A statement deletes at most its batch, so other writers get their turn in between.
         let later = Utc::now() + TimeDelta::seconds(1);
         let mut deleted = Vec::new();

@@ -46,6 +46,30 @@ where
     claimed.len()
 }
 
+/// Deletes old rows `batch` at a time: calls `delete(batch)` until a statement deletes fewer, or
+/// `stop` is cancelled, so other writers take SQLite's one write lock between statements and a
+/// large backlog does not hold up a shutdown. Returns how many were deleted in all.
+pub async fn delete_in_batches<F, Fut>(
+    batch: usize,
+    stop: &CancellationToken,
+    mut delete: F,
+) -> Result<u64, crate::infra::db::DbError>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<u64, crate::infra::db::DbError>>,
+{
+    let batch = batch.max(1);
+    let mut total = 0;
+    while !stop.is_cancelled() {
+        let deleted = delete(batch).await?;
+        total += deleted;
+        if deleted < batch as u64 {
+            break;
+        }
+    }
+    Ok(total)
+}
+
 const FIRST_BACKOFF_SECS: i64 = 1;
 const MAX_BACKOFF_SECS: i64 = 600;
 

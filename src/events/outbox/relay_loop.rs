@@ -7,6 +7,7 @@ use chrono::{TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{OutboxRelay, backlog, delete_sent_before};
+use crate::infra::workers::delete_in_batches;
 use crate::infra::workers::{Wakeup, Workers};
 
 /// Wakes a running relay. Cheap to clone; hand it to whatever commits events. A wake that
@@ -83,16 +84,11 @@ impl OutboxRelay {
         let Some(cutoff) = Utc::now().checked_sub_signed(retention) else {
             return;
         };
-        let batch = self.settings.cleanup_batch.max(1);
-        while !stop.is_cancelled() {
-            match delete_sent_before(&self.db, cutoff, batch).await {
-                Ok(deleted) if deleted >= batch as u64 => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "deleting old sent outbox rows failed");
-                    break;
-                }
-            }
+        let deleted = delete_in_batches(self.settings.cleanup_batch, stop, |batch| {
+            delete_sent_before(&self.db, cutoff, batch)
+        });
+        if let Err(e) = deleted.await {
+            tracing::warn!(error = %e, "deleting old sent outbox rows failed");
         }
     }
 }
