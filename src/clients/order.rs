@@ -360,6 +360,7 @@ mod tests {
             total_price: "10.00".into(),
             currency: "EUR".into(),
             line_items: vec![line.clone()],
+            shopify_updated_at: None,
         };
         let plan = LinePlan {
             status: LineItemStatus::Pending,

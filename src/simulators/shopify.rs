@@ -42,6 +42,7 @@ pub fn order_document(id: u64, number: u64, lines: &[Line]) -> Value {
         "order_number": number,
         "email": format!("customer{number}@example.com"),
         "created_at": chrono::Utc::now().to_rfc3339(),
+        "updated_at": chrono::Utc::now().to_rfc3339(),
         "currency": "EUR",
         "total_price": format!("{total:.2}"),
         "financial_status": "paid",

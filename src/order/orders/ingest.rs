@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::repository::{self, LinePlan};
@@ -386,14 +386,24 @@ pub async fn update(
         tx.commit().await?;
         return Ok(Outcome::Unchanged);
     }
-    repository::set_customer(
-        &mut tx,
-        order.id,
-        &new.customer_name,
-        new.customer_email.as_deref(),
-        new.shipping_address.as_ref(),
-    )
-    .await?;
+    if let Some(newer) = newer_version(&mut tx, order, new).await? {
+        let entry = Entry::order(
+            order.tenant_id,
+            order.id,
+            types::ORDER_UPDATE_IGNORED,
+            Severity::Info,
+            format!(
+                "Shopify's version of the order from {} arrived after the one from {newer}; \
+                 the newer one was kept",
+                new.shopify_updated_at
+                    .map_or_else(String::new, |at| at.to_rfc3339())
+            ),
+        );
+        event_log::append(&mut tx, &entry).await?;
+        tx.commit().await?;
+        return Ok(Outcome::Unchanged);
+    }
+    repository::set_customer(&mut tx, order.id, new).await?;
     let (replanned, events) = update_lines(&mut tx, &record, new).await?;
     tx.commit().await?;
     if !events.is_empty() {
@@ -410,6 +420,22 @@ pub async fn update(
         }
     }
     Ok(Outcome::Updated)
+}
+
+/// When `order` holds a version from Shopify newer than the document `new`: Shopify does not
+/// deliver webhooks in order, and retries one it could not deliver for hours, so an older
+/// document can arrive after a newer one was applied. Documents of one second (Shopify's
+/// precision) are applied in the order they arrive.
+async fn newer_version(
+    tx: &mut Tx,
+    order: &Order,
+    new: &NewOrder,
+) -> Result<Option<DateTime<Utc>>, DbError> {
+    let Some(incoming) = new.shopify_updated_at else {
+        return Ok(None);
+    };
+    let applied = repository::shopify_updated_at(tx, order.id).await?;
+    Ok(applied.filter(|applied| *applied > incoming))
 }
 
 /// Applies Shopify's lines to a locked order whose lines have not started printing. A changed or

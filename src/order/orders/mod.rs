@@ -142,6 +142,9 @@ pub struct NewOrder {
     pub total_price: String,
     pub currency: String,
     pub line_items: Vec<NewLineItem>,
+    /// When the order last changed in Shopify, as the document says: an older document is not
+    /// applied over a newer one.
+    pub shopify_updated_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]
@@ -159,6 +162,7 @@ impl NewOrder {
             total_price: "1.00".into(),
             currency: "EUR".into(),
             line_items: vec![],
+            shopify_updated_at: None,
         }
     }
 }

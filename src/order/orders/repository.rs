@@ -152,8 +152,8 @@ pub async fn insert(
     let id = Uuid::now_v7();
     let address = new.shipping_address.as_ref().map(encode).transpose()?;
     let sql = sqlx::AssertSqlSafe(format!(
-        "INSERT INTO orders ({ORDER_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, NULL, 0, $11, $11, $12) \
+        "INSERT INTO orders ({ORDER_COLUMNS}, shopify_updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, NULL, 0, $11, $11, $12, $13) \
          ON CONFLICT (tenant_id, shopify_order_id) DO NOTHING RETURNING {ORDER_COLUMNS}"
     ));
     let row = on_tx!(tx, conn => {
@@ -170,6 +170,7 @@ pub async fn insert(
             .bind(&new.currency)
             .bind(now)
             .bind(new.shop_domain.as_deref())
+            .bind(new.shopify_updated_at)
             .fetch_optional(&mut *conn)
             .await
     })?;
@@ -436,30 +437,39 @@ pub async fn set_line(tx: &mut Tx, line: &LineRecord) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Writes who the order is for and where it goes.
-pub async fn set_customer(
-    tx: &mut Tx,
-    id: Uuid,
-    customer_name: &str,
-    customer_email: Option<&str>,
-    address: Option<&ShippingAddress>,
-) -> Result<(), DbError> {
-    let address = address.map(encode).transpose()?;
+/// Writes who order `id` is for and where it goes, from Shopify's document `new`, and when
+/// Shopify changed it.
+pub async fn set_customer(tx: &mut Tx, id: Uuid, new: &NewOrder) -> Result<(), DbError> {
+    let address = new.shipping_address.as_ref().map(encode).transpose()?;
     on_tx!(tx, conn => {
         sqlx::query(
             "UPDATE orders SET customer_name = $2, customer_email = $3, shipping_address = $4, \
-             updated_at = $5 WHERE id = $1",
+             updated_at = $5, shopify_updated_at = COALESCE($6, shopify_updated_at) WHERE id = $1",
         )
         .bind(id)
-        .bind(customer_name)
-        .bind(customer_email)
+        .bind(&new.customer_name)
+        .bind(new.customer_email.as_deref())
         .bind(address.as_deref())
         .bind(Utc::now())
+        .bind(new.shopify_updated_at)
         .execute(&mut *conn)
         .await
         .map(|_| ())
     })?;
     Ok(())
+}
+
+/// When Shopify last changed order `id`, as the newest document applied to it says.
+pub async fn shopify_updated_at(tx: &mut Tx, id: Uuid) -> Result<Option<DateTime<Utc>>, DbError> {
+    let at = on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, Option<DateTime<Utc>>>(
+            "SELECT shopify_updated_at FROM orders WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+    })?;
+    Ok(at.flatten())
 }
 
 /// The carrier's tracking of the order's parcel.

@@ -293,6 +293,49 @@ async fn shopify_updates_replan_unprinted_lines_and_shopify_cancels_orders() {
     .await;
 }
 
+/// Shopify delivers webhooks in no set order and retries a failed one for hours: a version of the
+/// order older than the one applied changes nothing, neither the address nor the lines.
+#[tokio::test]
+async fn an_older_version_of_an_order_arriving_late_changes_nothing() {
+    let (deployment, admin) = with_cube().await;
+    let app = deployment.gateway(0);
+    let version = |quantity: u32, city: &str, at: &str| {
+        let mut document = shopify::order_document(490, 1490, &[line(1, "CUBE", quantity)]);
+        document["shipping_address"]["city"] = json!(city);
+        document["updated_at"] = json!(at);
+        document
+    };
+    let first = version(2, "Gent", "2026-12-01T10:00:00+01:00");
+    deliver(app, &Delivery::new("orders/create", SHOP, &first)).await;
+    let id = order_numbered(&admin, app, 1490).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    // 08:05 UTC, older than the first although its text sorts after it.
+    let older = version(3, "Antwerpen", "2026-12-01T10:05:00+02:00");
+    let newer = version(1, "Brugge", "2026-12-01T09:10:00Z");
+    for (document, outcome) in [(&newer, "updated"), (&older, "unchanged")] {
+        let (status, ack) = deliver(app, &Delivery::new("orders/updated", SHOP, document)).await;
+        assert_eq!(
+            (status, ack["outcome"].as_str()),
+            (200, Some(outcome)),
+            "{ack}"
+        );
+    }
+    let order = status_of(&admin, app, &id).await;
+    assert_eq!(order["shippingAddress"]["city"], "Brugge", "{order}");
+    assert_eq!(order["lineItems"][0]["quantity"], 1, "{order}");
+    let jobs = jobs_of(&admin, app, &id, 3).await;
+    let queued = jobs.iter().filter(|j| j["status"] == "QUEUED").count();
+    assert_eq!(queued, 1, "{jobs:?}");
+    assert!(
+        event_types(app, &id)
+            .await
+            .contains(&"order.update_ignored".to_owned())
+    );
+}
+
 /// Shopify retries each delivery on its own, so a cancellation can come before its create, and an
 /// update can come for an order forma never had (an old one the merchant touched). Neither may
 /// put an order on the farm that Shopify has closed.

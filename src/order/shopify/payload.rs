@@ -30,6 +30,8 @@ pub struct ShopifyOrder {
     pub cancel_reason: Option<String>,
     /// `fulfilled`, `partial` or null.
     pub fulfillment_status: Option<String>,
+    /// When the order last changed in Shopify (ISO 8601 with an offset).
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +198,12 @@ impl ShopifyOrder {
             total_price,
             currency,
             line_items,
+            // Read leniently: without a readable time, the document is applied as it comes.
+            shopify_updated_at: self
+                .updated_at
+                .as_deref()
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(at.trim()).ok())
+                .map(|at| at.with_timezone(&chrono::Utc)),
         })
     }
 
