@@ -37,6 +37,9 @@ pub enum Outcome {
     Cancelled,
     /// Acknowledged without change (logged): e.g. a cancellation of a shipped order.
     Unchanged,
+    /// Nothing for forma to do, nothing stored: an order with nothing to print or ship (gift
+    /// cards, digital products), or one Shopify had closed before forma heard of it.
+    Ignored,
 }
 
 impl Outcome {
@@ -48,6 +51,7 @@ impl Outcome {
             Outcome::Updated => "updated",
             Outcome::Cancelled => "cancelled",
             Outcome::Unchanged => "unchanged",
+            Outcome::Ignored => "ignored",
         }
     }
 }
@@ -169,12 +173,28 @@ async fn insert_new(
     Ok(Some((record, events)))
 }
 
+/// An order without a line to print or ship (its lines were gift cards, digital products, or
+/// removed): forma has nothing to do for it, and does not store it.
+fn nothing_to_make(new: &NewOrder) -> bool {
+    let nothing = new.line_items.is_empty();
+    if nothing {
+        tracing::info!(
+            shopify_order_id = new.shopify_order_id,
+            "a Shopify order with nothing to print or ship: not stored"
+        );
+    }
+    nothing
+}
+
 /// `orders/create`: the order, once per tenant and Shopify order.
 pub async fn create(
     core: &OrderCore,
     delivery: &Delivery,
     new: &NewOrder,
 ) -> Result<Outcome, DbError> {
+    if nothing_to_make(new) {
+        return Ok(Outcome::Ignored);
+    }
     // Planned before the transaction: SQLite holds its one write lock from a transaction's first
     // write to its commit, and every statement inside is time every other writer waits.
     let lines = plan_lines(&mut Conn::Pool(&core.db), new).await?;
@@ -362,6 +382,10 @@ pub async fn update(
                 "orders/updated for a closed order forma does not have: not created"
             );
             return Ok(Outcome::Unchanged);
+        }
+        None if nothing_to_make(new) => {
+            tx.commit().await?;
+            return Ok(Outcome::Ignored);
         }
         None => {
             // An update that overtook its create: the order as it is now.

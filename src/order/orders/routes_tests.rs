@@ -374,6 +374,15 @@ async fn shopify_deliveries_about_closed_orders_print_nothing() {
     let mut cancelled = shopify::order_document(452, 1452, &[line(1, "CUBE", 1)]);
     cancelled["cancelled_at"] = json!(chrono::Utc::now().to_rfc3339());
     acked("unchanged")(deliver(app, &Delivery::new("orders/updated", SHOP, &cancelled)).await);
+    // Created closed (a sale at the counter), or with nothing to print or send: not stored.
+    let mut sold = shopify::order_document(454, 1454, &[line(1, "CUBE", 1)]);
+    sold["fulfillment_status"] = json!("fulfilled");
+    acked("ignored")(deliver(app, &Delivery::new("orders/create", SHOP, &sold)).await);
+    let mut gift = shopify::order_document(455, 1455, &[line(1, "GIFT", 1)]);
+    gift["line_items"][0]["gift_card"] = json!(true);
+    gift["line_items"][0]["requires_shipping"] = json!(false);
+    acked("ignored")(deliver(app, &Delivery::new("orders/create", SHOP, &gift)).await);
+    acked("ignored")(deliver(app, &Delivery::new("orders/updated", SHOP, &gift)).await);
     let open = shopify::order_document(453, 1453, &[line(1, "CUBE", 1)]);
     acked("created")(deliver(app, &Delivery::new("orders/updated", SHOP, &open)).await);
     let id = order_numbered(&admin, app, 1453).await["id"]
@@ -381,7 +390,7 @@ async fn shopify_deliveries_about_closed_orders_print_nothing() {
         .unwrap()
         .to_owned();
     jobs_of(&admin, app, &id, 1).await;
-    for number in [1451, 1452] {
+    for number in [1451, 1452, 1454, 1455] {
         let url = app.url(&format!("/api/v1/orders?search=%23{number}"));
         assert_eq!(
             get_json(&admin, &url).await["items"],

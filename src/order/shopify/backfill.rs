@@ -331,6 +331,7 @@ impl Job {
         };
         Ok(match ingest::create(&self.core, &delivery, &new).await? {
             Outcome::Created => Imported::Created,
+            Outcome::Ignored => Imported::Skipped,
             _ => Imported::Existing,
         })
     }

@@ -68,6 +68,9 @@ pub struct ShopifyLineItem {
     /// What is still to ship (an edited order); `quantity` when absent.
     pub current_quantity: Option<Value>,
     pub price: Option<Value>,
+    /// False for a digital product or a service: nothing to make or send.
+    pub requires_shipping: Option<bool>,
+    pub gift_card: Option<bool>,
 }
 
 /// An id or a count as Shopify writes it: a number or a string of digits.
@@ -160,8 +163,13 @@ impl ShopifyOrder {
                     continue;
                 }
             };
-            // Removed from the order (an edit): nothing to make.
-            if quantity == 0 {
+            // Removed from the order (an edit), a gift card, a digital product or a service:
+            // nothing to make or send. Kept, such a line would wait for a mapping for ever and
+            // hold its order back.
+            if quantity == 0
+                || line.gift_card == Some(true)
+                || line.requires_shipping == Some(false)
+            {
                 continue;
             }
             let unit_price = money(&line.price).unwrap_or_else(|| "0.00".to_owned());
@@ -294,6 +302,27 @@ mod tests {
         assert_eq!(new.line_items.len(), 1, "a removed line is not made");
         assert_eq!(new.line_items[0].quantity, 3);
         assert_eq!(new.line_items[0].sku, "CUBE-RED");
+    }
+
+    #[test]
+    fn lines_with_nothing_to_make_or_send_are_left_out() {
+        let new = order(json!({
+            "id": 1, "total_price": "60.00", "currency": "EUR",
+            "updated_at": "2026-12-01T10:05:00+02:00",
+            "line_items": [
+                {"id": 1, "sku": "CUBE", "quantity": 1, "price": "10.00", "requires_shipping": true},
+                {"id": 2, "title": "Gift card", "quantity": 1, "price": "25.00", "gift_card": true, "requires_shipping": false},
+                {"id": 3, "sku": "STL-CUBE", "quantity": 1, "price": "5.00", "requires_shipping": false},
+                {"id": 4, "sku": "BALL", "quantity": 2, "price": "10.00"}
+            ]
+        }))
+        .unwrap();
+        let skus: Vec<&str> = new.line_items.iter().map(|l| l.sku.as_str()).collect();
+        assert_eq!(skus, ["CUBE", "BALL"]);
+        assert_eq!(
+            new.shopify_updated_at.map(|at| at.to_rfc3339()).as_deref(),
+            Some("2026-12-01T08:05:00+00:00")
+        );
     }
 
     #[test]

@@ -154,6 +154,16 @@ async fn receive(
                 .to_new_order(tenant_id, shop)
                 .map_err(ApiError::validation)?;
             match topic.as_str() {
+                // Cancelled or fulfilled before forma heard of it (a sale at the counter, an
+                // order fulfilled by hand while forma was down): nothing to print.
+                topics::ORDERS_CREATE if document.is_closed() => {
+                    tracing::info!(
+                        shop,
+                        shopify_order_id = new.shopify_order_id,
+                        "orders/create of an order Shopify has closed: not stored"
+                    );
+                    ingest::Outcome::Ignored
+                }
                 topics::ORDERS_CREATE => ingest::create(&state.core, &delivery, &new).await?,
                 topics::ORDERS_UPDATED => {
                     ingest::update(&state.core, &delivery, &new, document.is_closed()).await?
