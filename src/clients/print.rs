@@ -21,7 +21,7 @@ pub trait PrintClient: Send + Sync {
     /// Creates the jobs of `plan` that do not exist yet and returns those created (idempotent).
     async fn create_print_jobs(&self, plan: &PrintPlan) -> Result<Vec<PrintJob>, ClientError>;
 
-    /// Cancels a job (idempotent); a job that completed or failed is refused (409).
+    /// Cancels a job (idempotent), or gives up a failed one; a completed job is refused (409).
     async fn cancel_print_job(&self, tenant_id: Uuid, id: Uuid) -> Result<PrintJob, ClientError>;
 
     /// Queues a failed or cancelled job again (a queued one is returned as it is); a printing or

@@ -204,8 +204,7 @@ pub async fn take_back_given_up(core: &OrderCore) -> Result<usize, DbError> {
     for (tenant_id, job_id) in open {
         match core.print.cancel_print_job(tenant_id, job_id).await {
             Ok(_) => cancelled += 1,
-            // Completed or failed meanwhile: a completion still counts when its news comes, and
-            // a failed job is the operator's to retry or leave.
+            // Completed meanwhile: its completion still counts when its news comes.
             Err(ClientError::Rejected { status: 409, .. }) => {}
             // Not created at the print service yet (its event is on its way): next time.
             Err(ClientError::Rejected { status: 404, .. }) => continue,

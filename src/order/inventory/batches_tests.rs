@@ -210,6 +210,35 @@ each_database! {
 }
 
 each_database! {
+    /// A failed stock job waits for the operator. Given up on (cancelled), its batch no longer
+    /// counts as in production, and the units are planned again.
+    async fn a_failed_stock_job_given_up_on_lets_its_units_be_planned_again(backend: Backend) {
+        let app = TestApp::spawn_with(Role::All, backend, |c| c.inventory.interval_secs = Some(3_600)).await;
+        let (tenant, _, jobs) = cube_with_a_scheduled_batch(&app).await;
+        let core = crate::order::OrderCore::detached(app.ctx.db.clone());
+        crate::testing::eventually("the stock job exists", Duration::from_secs(60), || async {
+            core.print.print_job(tenant, jobs[0]).await.unwrap().map(drop)
+        })
+        .await;
+        let print = crate::print::PrintCore::detached(app.ctx.db.clone());
+        let failed = print
+            .change(tenant, jobs[0], PrintJobStatus::Failed, Some("Spaghetti".to_owned()))
+            .await;
+        assert!(matches!(failed, Ok(crate::print::JobChange::Changed(_))));
+
+        let cancelled_job = core.print.cancel_print_job(tenant, jobs[0]).await.unwrap();
+        assert_eq!(cancelled_job.status, PrintJobStatus::Cancelled);
+        batches::count_cancellation(&core.db, &cancelled(tenant, jobs[0])).await.unwrap();
+        let mut tx = core.db.begin().await.unwrap();
+        let again = batches::shortfalls(&mut tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(again.len(), 1, "the units are planned again");
+        assert_eq!(again[0].missing, 4);
+        app.stop().await.unwrap();
+    }
+}
+
+each_database! {
     /// The overview's period includes its last instant, for units served from stock as for the
     /// orders they were served to.
     async fn units_served_at_the_periods_last_instant_count(backend: Backend) {

@@ -128,6 +128,9 @@ impl Status for OrderStatus {
             (PartiallyCompleted, Cancelled),
             (Failed, Processing),
             (Failed, Cancelled),
+            // A retried job completed before the order heard it was queued again.
+            (PartiallyCompleted, ReadyForFulfillment),
+            (Failed, ReadyForFulfillment),
             (ReadyForFulfillment, Shipped),
             (ReadyForFulfillment, Cancelled),
             (Shipped, Fulfilled),
@@ -248,6 +251,8 @@ impl Status for PrintJobStatus {
             (Printing, Failed),
             (Printing, Cancelled),
             (Failed, Queued),
+            // Given up on: a failed stock job's batch then stops counting as in production.
+            (Failed, Cancelled),
             (Cancelled, Queued),
         ]
     };

@@ -53,8 +53,10 @@ fn order_transitions_are_exactly_the_table() {
         "PROCESSING -> PENDING",
         "PARTIALLY_COMPLETED -> PROCESSING",
         "PARTIALLY_COMPLETED -> CANCELLED",
+        "PARTIALLY_COMPLETED -> READY_FOR_FULFILLMENT",
         "FAILED -> PROCESSING",
         "FAILED -> CANCELLED",
+        "FAILED -> READY_FOR_FULFILLMENT",
         "READY_FOR_FULFILLMENT -> SHIPPED",
         "READY_FOR_FULFILLMENT -> CANCELLED",
         "SHIPPED -> FULFILLED",
@@ -97,6 +99,7 @@ fn print_job_transitions_are_exactly_the_table() {
         "PRINTING -> FAILED",
         "PRINTING -> CANCELLED",
         "FAILED -> QUEUED",
+        "FAILED -> CANCELLED",
         "CANCELLED -> QUEUED",
     ]);
 }

@@ -149,7 +149,7 @@ async fn retry_print_job(
     change(&state, &ctx, id, PrintJobStatus::Queued, None).await
 }
 
-/// Cancel a queued or printing job.
+/// Cancel a queued or printing job, or give up a failed one.
 #[utoipa::path(post, path = "/api/v1/print-jobs/{id}/cancel", tag = "print-jobs",
     params(("id" = Uuid, Path)),
     responses(
@@ -157,7 +157,7 @@ async fn retry_print_job(
         (status = 401, description = "No verified user context", body = ErrorBody),
         (status = 403, description = "Missing print-jobs.write", body = ErrorBody),
         (status = 404, description = "No such print job in this tenant", body = ErrorBody),
-        (status = 409, description = "The job has completed or failed", body = ErrorBody)))]
+        (status = 409, description = "The job has completed", body = ErrorBody)))]
 async fn cancel_print_job(
     State(state): State<PrintState>,
     ctx: UserContext,
