@@ -15,10 +15,11 @@ use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
-use socketioxide_redis::{RedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
+use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tower::Layer;
 
 use super::connect::{admit, connected, trim_handshake};
+use super::redis_driver::ManagedDriver;
 use super::{NAMESPACE, PATH};
 use crate::app::AppContext;
 use crate::config::SecretUrl;
@@ -57,9 +58,10 @@ pub fn start(ctx: &Arc<AppContext>, server: Arc<OnceLock<Server>>) -> anyhow::Re
             let mut wait = RETRY_EVERY;
             loop {
                 match on_redis(&ctx, &client, &prefix).await {
-                    Ok(running) => {
+                    Ok((running, driver)) => {
                         let _ = server.set(running);
                         tracing::info!("Socket.IO runs on the Redis adapter");
+                        driver.watch(stop).await;
                         return;
                     }
                     Err(e) => {
@@ -97,20 +99,22 @@ fn local(ctx: &Arc<AppContext>) -> Server {
     running(ctx, layer, io)
 }
 
+/// The server on the Redis adapter, and the adapter's link to Redis (for its watchdog).
 async fn on_redis(
     ctx: &Arc<AppContext>,
     client: &redis::Client,
     prefix: &str,
-) -> anyhow::Result<Server> {
+) -> anyhow::Result<(Server, ManagedDriver)> {
     let config = RedisAdapterConfig::new().with_prefix(prefix.to_owned());
-    let adapter = RedisAdapterCtr::new_with_redis_config(client, config).await?;
+    let driver = ManagedDriver::connect(client).await?;
+    let adapter = RedisAdapterCtr::new_with_driver(driver.clone(), config);
     let (layer, io) = socket_io_builder()
-        .with_adapter::<RedisAdapter<_>>(adapter)
+        .with_adapter::<CustomRedisAdapter<_, ManagedDriver>>(adapter)
         .build_layer();
     io.ns(NAMESPACE, namespace())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(running(ctx, layer, io))
+    Ok((running(ctx, layer, io), driver))
 }
 
 /// What a websocket reads per call: clients send only pongs and the namespace connect, so the

@@ -14,6 +14,7 @@
 mod adapter;
 mod connect;
 mod fanout;
+mod redis_driver;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -191,18 +191,7 @@ async fn a_tenants_clients_hear_of_a_new_order_in_role_all() {
                 .await,
         );
     }
-    let token = crate::testing::client()
-        .post(gateway.url("/api/v1/auth/token"))
-        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["accessToken"]
-        .as_str()
-        .expect("an access token")
-        .to_owned();
+    let token = admin_token(gateway).await;
     clients.push(
         Client::with_bearer(
             "admin with a bearer token",
@@ -554,4 +543,87 @@ async fn a_line_without_a_mapping_reaches_the_browser_as_a_notification() {
         told["data"]["orderId"],
         "{events:#?}"
     );
+}
+
+/// An access token of the seeded admin, from `gateway`.
+async fn admin_token(gateway: &TestApp) -> String {
+    crate::testing::client()
+        .post(gateway.url("/api/v1/auth/token"))
+        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["accessToken"]
+        .as_str()
+        .expect("an access token")
+        .to_owned()
+}
+
+/// Redis restarts under two replicas (role `all`, one database), on a Redis of the test's own.
+/// Once it is back, an order arriving at one replica reaches a socket on the other again,
+/// without a restart of either: the adapter's link reconnects and listens again.
+#[tokio::test]
+async fn news_crosses_replicas_again_once_redis_has_restarted() {
+    use crate::config::SecretUrl;
+    use crate::testing::{TestDatabase, free_port, redis_server};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut redis = redis_server(port, dir.path()).await;
+    let database = std::sync::Arc::new(TestDatabase::create(Backend::Postgres).await);
+    let shared = |c: &mut crate::config::Config| {
+        crate::order::flow_tests::integrations(c, None);
+        c.redis.url = Some(SecretUrl::new(format!("redis://127.0.0.1:{port}")));
+        c.redis.key_prefix = "socketio-restart:".to_owned();
+    };
+    let first = TestApp::spawn_on(Role::All, database.clone(), shared).await;
+    let second = TestApp::spawn_on(Role::All, database, shared).await;
+    let token = admin_token(&second).await;
+    let mut client = Client::with_bearer(
+        "on the second",
+        &second.url(""),
+        Transport::Websocket,
+        &token,
+    )
+    .await
+    .connected()
+    .await;
+    // An order of the first replica, which the client hears of within `within`.
+    let mut number = 6_300;
+    let mut heard_within = async |at: &TestApp, within: Duration| {
+        number += 1;
+        let document = shopify::order_document(6_300_000 + number, number, &[line(1, "CUBE", 1)]);
+        let (status, _) = deliver(at, &Delivery::new("orders/create", SHOP, &document)).await;
+        assert_eq!(status, 200);
+        client
+            .wait_for(within, |v| {
+                v["event"] == "order:created" && v["data"]["orderNumber"] == format!("#{number}")
+            })
+            .await
+            .is_some()
+    };
+    // The first tries may come before both adapters run.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !heard_within(&first, WITHIN).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never heard each other"
+        );
+    }
+
+    redis.kill().await.unwrap();
+    // Meanwhile a replica's own sockets still hear of its orders.
+    assert!(
+        heard_within(&second, Duration::from_secs(10)).await,
+        "a socket did not hear of its own replica's order while Redis was away"
+    );
+    let _redis = redis_server(port, dir.path()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !heard_within(&first, WITHIN).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never heard each other again"
+        );
+    }
 }
