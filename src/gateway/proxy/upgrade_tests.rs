@@ -280,3 +280,76 @@ async fn a_signed_out_sessions_next_poll_is_refused_split() {
     assert_eq!(status, 200);
     assert_disconnected(&mut polling).await;
 }
+
+/// Engine.io over a raw websocket, speaking Socket.IO's packets by hand as a client may: it can
+/// leave `/events` and join it again on one connection.
+struct RawSocket(tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>);
+
+impl RawSocket {
+    async fn open(gateway: &TestApp, cookie: &str) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gateway.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", format!("forma.sid={cookie}").parse().unwrap());
+        let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let (socket, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        let mut socket = Self(socket);
+        let open = socket.next().await;
+        assert!(open.starts_with('0'), "{open}");
+        socket
+    }
+
+    async fn send(&mut self, packet: &str) {
+        use futures::SinkExt;
+        let message = tokio_tungstenite::tungstenite::Message::text(packet);
+        self.0.send(message).await.unwrap();
+    }
+
+    /// The next packet that is not a ping (answered).
+    async fn next(&mut self) -> String {
+        use futures::StreamExt;
+        loop {
+            let message = tokio::time::timeout(CLOSED_WITHIN, self.0.next())
+                .await
+                .expect("a packet in time")
+                .expect("the connection is open")
+                .unwrap();
+            let text = message.to_text().unwrap().to_owned();
+            if text == "2" {
+                self.send("3").await;
+                continue;
+            }
+            return text;
+        }
+    }
+}
+
+/// A client may leave `/events` and join it again on one connection. Whichever socket it has when
+/// its sign-in is revoked is ended, and it cannot join again on that connection.
+#[tokio::test]
+async fn a_revoked_sign_in_cannot_join_events_again_on_its_connection() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let session = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
+    let mut socket = RawSocket::open(gateway, &session).await;
+    for _ in 0..3 {
+        socket.send("40/events,").await;
+        let joined = socket.next().await;
+        assert!(joined.starts_with("40/events,{"), "{joined}");
+        socket.send("41/events,").await;
+    }
+    socket.send("40/events,").await;
+    let joined = socket.next().await;
+    assert!(joined.starts_with("40/events,{"), "{joined}");
+
+    sign_out(gateway, cookie(&session)).await;
+    assert_eq!(socket.next().await, "41/events,", "the socket is ended");
+    socket.send("40/events,").await;
+    let refused = socket.next().await;
+    assert!(refused.starts_with("44/events,"), "joined again: {refused}");
+}

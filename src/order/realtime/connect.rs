@@ -3,7 +3,9 @@
 //! as every API handler. The socket then joins its tenant's room and is counted while connected.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -14,6 +16,7 @@ use hyper::upgrade::OnUpgrade;
 use socketioxide::SocketIo;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
 use uuid::Uuid;
 
 use super::{NAMESPACE, tenant_room};
@@ -32,9 +35,28 @@ impl fmt::Display for Refused {
 }
 
 /// The tenant of the user context a session-opening request carried, verified by
-/// [`trim_handshake`]: all a socket needs of its user for its whole life.
-#[derive(Debug, Clone, Copy)]
-struct Verified(Uuid);
+/// [`trim_handshake`]: all a socket needs of its user for its whole life. With it, the socket
+/// the session has on `/events` now: a client may leave the namespace and connect to it again
+/// on the same session, each time as a new socket, and the session's lease must end the current
+/// one.
+#[derive(Debug, Clone)]
+struct Verified {
+    tenant: Uuid,
+    socket: Arc<SessionSocket>,
+}
+
+#[derive(Debug, Default)]
+struct SessionSocket {
+    current: Mutex<Option<Sid>>,
+    /// Whether the lease's callback is registered: once per session, however often it connects.
+    watched: AtomicBool,
+}
+
+impl SessionSocket {
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<Sid>> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// Before engine.io sees a request that opens a session (the polling handshake or a direct
 /// websocket upgrade): its user context is checked here, by the same extractor as every API
@@ -55,7 +77,10 @@ pub async fn trim_handshake(
         extensions.insert(lease);
     }
     if let Some(user) = verified {
-        extensions.insert(Verified(user.tenant_id));
+        extensions.insert(Verified {
+            tenant: user.tenant_id,
+            socket: Arc::default(),
+        });
     }
     next.run(kept).await
 }
@@ -91,37 +116,79 @@ pub fn kept_for_engine_io(request: Request) -> (Request, Parts) {
 }
 
 /// The connect middleware: admits the socket when the request that opened its session carried a
-/// verified user context ([`trim_handshake`]).
+/// verified user context ([`trim_handshake`]) whose sign-in still holds.
 pub async fn admit<A: Adapter>(socket: SocketRef<A>) -> Result<(), Refused> {
-    match socket.req_parts().extensions.get::<Verified>() {
-        Some(_) => Ok(()),
-        None => Err(Refused),
+    let parts = socket.req_parts();
+    let revoked = parts
+        .extensions
+        .get::<Lease>()
+        .is_some_and(Lease::is_stopped);
+    match parts.extensions.get::<Verified>() {
+        Some(_) if !revoked => Ok(()),
+        _ => Err(Refused),
     }
 }
 
 /// The connect handler, after [`admit`]: the socket joins its tenant's room.
 pub async fn connected<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>) {
-    let Some(&Verified(tenant)) = socket.req_parts().extensions.get::<Verified>() else {
+    let Some(verified) = socket.req_parts().extensions.get::<Verified>() else {
         // Unreachable behind `admit`; a socket without a tenant must not linger.
         let _ = socket.disconnect();
         return;
     };
+    let tenant = verified.tenant;
+    socket.on_disconnect(|| async { connections().decrement(1.0) });
     socket.join(tenant_room(tenant));
     connections().increment(1.0);
+    *verified.socket.current() = Some(socket.id);
     // In role `all` the gateway's lease on the session that opened this socket: signing out (or
-    // any revocation) disconnects it, whatever transport it is on now. Ended by the lease rather
-    // than watched by a task per socket; found by its id, because the socket holds the lease and
-    // a callback holding the socket would keep both alive for good.
-    if let Some(lease) = socket.req_parts().extensions.get::<Lease>() {
-        let sid = socket.id;
+    // any revocation) ends the session's socket, whatever transport it is on now. Ended by the
+    // lease rather than watched by a task per socket; found by its id, because the socket holds
+    // the lease and a callback holding the socket would keep both alive for good.
+    let lease = socket.req_parts().extensions.get::<Lease>();
+    if let Some(lease) = lease
+        && !verified.socket.watched.swap(true, Ordering::SeqCst)
+    {
+        let session = verified.socket.clone();
         lease.on_stop(move || {
-            if let Some(socket) = io.of(NAMESPACE).and_then(|ns| ns.get_socket(sid)) {
-                let _ = socket.disconnect();
+            if let Some(sid) = *session.current() {
+                end(io, sid);
             }
         });
     }
-    socket.on_disconnect(|| async { connections().decrement(1.0) });
     tracing::debug!(socket = %socket.id, %tenant, "socket connected");
+}
+
+/// How often, and how long apart, ending a revoked socket is tried again while its client does
+/// not read (its send queue is full, and the disconnect packet cannot be queued).
+const END_TRIES: u32 = 30;
+const END_RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// Ends socket `sid` of a revoked sign-in: out of every room at once, so it hears nothing more,
+/// then disconnected, again later while its client is not reading.
+fn end<A: Adapter>(io: SocketIo<A>, sid: Sid) {
+    let ended = move |io: &SocketIo<A>| {
+        let Some(socket) = io.of(NAMESPACE).and_then(|ns| ns.get_socket(sid)) else {
+            return true;
+        };
+        socket.leave_all();
+        socket.disconnect().is_ok()
+    };
+    if ended(&io) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        for _ in 0..END_TRIES {
+            tokio::time::sleep(END_RETRY_EVERY).await;
+            if ended(&io) {
+                return;
+            }
+        }
+        tracing::warn!(socket = %sid, "a revoked socket could not be disconnected; it is out of every room");
+    });
 }
 
 /// `socketio_connections{namespace="/events"}`: sockets connected to this replica now.
