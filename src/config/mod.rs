@@ -659,6 +659,26 @@ pub struct SendcloudConfig {
     /// How long one call to Sendcloud may take, in milliseconds (default 10 000); a call that
     /// takes longer is given up and tried again later.
     pub timeout_ms: Option<u64>,
+    /// The shipping method every parcel is announced with: its id in Sendcloud's
+    /// `GET /shipping_methods`. Sendcloud makes no label without one, so it is required with the
+    /// keys.
+    pub shipping_method_id: Option<u64>,
+    /// Lets the integration's shipping rules choose each parcel's method (and more);
+    /// `shipping_method_id` is then the method where no rule decides.
+    pub apply_shipping_rules: bool,
+}
+
+impl SendcloudConfig {
+    /// Whether both keys are set: forma talks to Sendcloud.
+    pub fn connected(&self) -> bool {
+        self.public_key
+            .as_deref()
+            .is_some_and(|k| !k.trim().is_empty())
+            && self
+                .secret_key
+                .as_ref()
+                .is_some_and(|k| !k.expose().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

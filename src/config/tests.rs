@@ -257,6 +257,36 @@ fn production_refuses_shopify_installs_without_a_key_for_their_tokens() {
 }
 
 #[test]
+fn sendcloud_keys_need_a_shipping_method_where_parcels_are_made() {
+    let mut config = Config::default();
+    config.sendcloud.public_key = Some("public".into());
+    config.sendcloud.secret_key = Some(Secret::new("secret"));
+    for role in [Role::Order, Role::All] {
+        let error = check(&config, role).unwrap_err();
+        assert!(
+            error.contains("sendcloud.shipping_method_id is required")
+                && error.contains("FORMA_SENDCLOUD__SHIPPING_METHOD_ID"),
+            "{error}"
+        );
+    }
+    assert!(
+        !check(&config, Role::Gateway)
+            .err()
+            .unwrap_or_default()
+            .contains("sendcloud"),
+        "the gateway makes no parcel"
+    );
+    config.sendcloud.shipping_method_id = Some(0);
+    assert!(
+        check(&config, Role::All)
+            .unwrap_err()
+            .contains("at least 1")
+    );
+    config.sendcloud.shipping_method_id = Some(8);
+    assert_eq!(check(&config, Role::All), Ok(()));
+}
+
+#[test]
 fn a_shopify_token_key_must_be_32_bytes_of_base64_and_the_app_url_a_url() {
     let mut config = Config::default();
     for bad in [

@@ -161,6 +161,7 @@ pub(super) fn validate(config: &Config, role: Role) -> Result<(), ConfigError> {
 
     problems.extend(shopify_problems(config, role));
     problems.extend(smtp_problems(config));
+    problems.extend(sendcloud_problems(config, role));
     problems.extend(duration_problems(config));
     problems.extend(proxy_problems(config));
 
@@ -198,6 +199,27 @@ fn shopify_problems(config: &Config, role: Role) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Sendcloud, where parcels are made (not the gateway's concern): a shipping method to announce
+/// them with, without which every label is refused.
+fn sendcloud_problems(config: &Config, role: Role) -> Vec<String> {
+    let sendcloud = &config.sendcloud;
+    if role == Role::Gateway || !sendcloud.connected() {
+        return Vec::new();
+    }
+    match sendcloud.shipping_method_id {
+        Some(0) => vec![
+            "sendcloud.shipping_method_id must be a shipping method's id (at least 1)".to_owned(),
+        ],
+        Some(_) => Vec::new(),
+        None => vec![format!(
+            "sendcloud.shipping_method_id is required with sendcloud.public_key and \
+             sendcloud.secret_key: Sendcloud makes no label without a shipping method (the ids \
+             of yours are in its GET /shipping_methods); set {}",
+            env_var_for("sendcloud.shipping_method_id")
+        )],
+    }
 }
 
 /// E-mail: an SMTP URL lettre can use, and a sender address once e-mails really leave.

@@ -27,6 +27,9 @@ use crate::shipping::sendcloud::{SENDCLOUD_SIGNATURE, sign, status};
 
 const API: &str = "/api/v2";
 const CARRIER: &str = "postnl";
+/// The one shipping method of the simulated integration (`GET /shipping_methods` would list it).
+pub const SHIPPING_METHOD_ID: u64 = 8;
+const SHIPPING_METHOD_NAME: &str = "PostNL Standard 0-23kg";
 
 /// One content line of a parcel, as received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct ParcelRecord {
     pub status_message: String,
     pub tracking_number: String,
     pub carrier: String,
+    /// The shipping method it was announced with (`shipment.id`).
+    pub shipping_method_id: u64,
 }
 
 /// One API request the simulator received.
@@ -185,6 +190,8 @@ impl SendcloudSim {
             webhook_secret: Some(Secret::new(self.webhook_secret.clone())),
             base_url: Some(self.base_url()),
             timeout_ms: None,
+            shipping_method_id: Some(SHIPPING_METHOD_ID),
+            apply_shipping_rules: false,
         }
     }
 
@@ -322,7 +329,7 @@ fn parcel_json(origin: &str, p: &ParcelRecord) -> Value {
             format!("{origin}/tracking/{}", p.tracking_number)
         },
         "carrier": {"code": p.carrier},
-        "shipment": {"id": 8, "name": "PostNL Standard 0-23kg"},
+        "shipment": {"id": p.shipping_method_id, "name": SHIPPING_METHOD_NAME},
         "status": {"id": p.status_id, "message": p.status_message},
         "label": {"normal_printer": [format!("{label}?start_from=0")], "label_printer": label},
         "parcel_items": p.items.iter().map(|i| json!({
@@ -421,6 +428,15 @@ fn parcel_from_request(body: &[u8], id: i64) -> Result<ParcelRecord, String> {
     let parcel = document
         .get("parcel")
         .ok_or("parcel: This field is required.")?;
+    // A label is made with a shipping method, which the request names.
+    let shipping_method_id = match parcel.get("shipment").and_then(|m| m.get("id")) {
+        None | Some(Value::Null) if parcel.get("request_label") == Some(&Value::Bool(true)) => {
+            return Err("shipment: This field is required when requesting a label.".to_owned());
+        }
+        None | Some(Value::Null) => SHIPPING_METHOD_ID,
+        Some(id) if id.as_u64() == Some(SHIPPING_METHOD_ID) => SHIPPING_METHOD_ID,
+        Some(id) => return Err(format!("shipment: Invalid shipping method {id}.")),
+    };
     let country = required(parcel, "country")?;
     if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
         return Err(format!("country: \"{country}\" is not a valid choice."));
@@ -465,6 +481,7 @@ fn parcel_from_request(body: &[u8], id: i64) -> Result<ParcelRecord, String> {
         status_message: "Ready to send".to_owned(),
         tracking_number: format!("3SFORMA{id:08}"),
         carrier: CARRIER.to_owned(),
+        shipping_method_id,
     })
 }
 

@@ -36,6 +36,10 @@ pub struct Sendcloud {
     base_url: String,
     public_key: String,
     secret_key: Secret,
+    /// What every parcel is announced with (`shipment.id`), and whether the integration's shipping
+    /// rules may choose another.
+    shipping_method_id: Option<u64>,
+    apply_shipping_rules: bool,
 }
 
 impl Sendcloud {
@@ -85,6 +89,8 @@ impl Sendcloud {
             base_url,
             public_key: public_key.to_owned(),
             secret_key: secret_key.clone(),
+            shipping_method_id: settings.shipping_method_id,
+            apply_shipping_rules: settings.apply_shipping_rules,
         }))
     }
 
@@ -134,12 +140,17 @@ impl Sendcloud {
     /// order whose earlier attempt has no known outcome, look with
     /// [`Sendcloud::find_by_order_number`]: a parcel created twice is shipped twice.
     pub async fn create_parcel(&self, request: &ParcelRequest) -> Result<Parcel, SendcloudError> {
+        let mut body = request.to_json();
+        if let Some(parcel) = body.get_mut("parcel").and_then(Value::as_object_mut) {
+            if let Some(method) = self.shipping_method_id {
+                parcel.insert("shipment".to_owned(), serde_json::json!({"id": method}));
+            }
+            if self.apply_shipping_rules {
+                parcel.insert("apply_shipping_rules".to_owned(), Value::Bool(true));
+            }
+        }
         let answer = self
-            .call(
-                self.http
-                    .post(self.url("/parcels"))
-                    .json(&request.to_json()),
-            )
+            .call(self.http.post(self.url("/parcels")).json(&body))
             .await?
             .ok_or_else(|| SendcloudError::Rejected("parcels endpoint not found".into()))?;
         answer

@@ -186,6 +186,46 @@ async fn a_sendcloud_parcel_is_created_then_found_by_order_number_then_read() {
     assert!(label.bytes().await.unwrap().starts_with(b"%PDF"));
 }
 
+/// Sendcloud makes a label only with a shipping method: each parcel names the configured one, and
+/// lets the integration's shipping rules choose when asked to.
+#[tokio::test]
+async fn a_parcel_is_announced_with_the_configured_shipping_method() {
+    let fixture = simulator().await;
+    let sim = &fixture.sim;
+    let mut config = config_for(sim);
+    config.sendcloud.shipping_method_id = None;
+    let without = Sendcloud::from_config(&config).unwrap().unwrap();
+    let refused = without.create_parcel(&request("FORMA-2001")).await;
+    assert!(
+        matches!(&refused, Err(SendcloudError::Rejected(m)) if m.contains("shipment")),
+        "{refused:?}"
+    );
+
+    config.sendcloud.shipping_method_id = Some(crate::simulators::sendcloud::SHIPPING_METHOD_ID);
+    config.sendcloud.apply_shipping_rules = true;
+    let sendcloud = Sendcloud::from_config(&config).unwrap().unwrap();
+    sendcloud
+        .create_parcel(&request("FORMA-2002"))
+        .await
+        .unwrap();
+    let parcels = sim.parcels();
+    assert_eq!(parcels.len(), 1, "the refused one was not made");
+    assert_eq!(
+        parcels[0].shipping_method_id,
+        crate::simulators::sendcloud::SHIPPING_METHOD_ID
+    );
+    let sent = sim
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "POST")
+        .expect("the create");
+    assert_eq!(
+        sent.body["parcel"]["apply_shipping_rules"], true,
+        "{}",
+        sent.body
+    );
+}
+
 #[tokio::test]
 async fn a_sendcloud_parcel_is_cancelled_until_the_carrier_has_it() {
     let fixture = simulator().await;
