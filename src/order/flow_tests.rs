@@ -692,6 +692,50 @@ async fn sendcloud_and_shopify_failing_then_timing_out_then_recovering_fulfill_t
     );
 }
 
+/// A fulfillment Shopify refuses (here: Shopify does not have the order) would be refused again:
+/// it waits a day in the retry queue for an operator instead of being tried every ten minutes,
+/// each time with an error in the order's log.
+#[tokio::test]
+async fn a_fulfillment_shopify_refuses_waits_for_an_operator() {
+    let deployment = Deployment::all().await;
+    let gateway = deployment.gateway(0);
+    let admin = gateway.admin().await;
+    let cube = json!([{"fileId": "f-cube", "fileName": "cube.gcode"}]);
+    map(&admin, gateway, "CUBE", cube).await;
+    let document = shopify::order_document(5_700_001, 1701, &[line(1, "CUBE", 1)]);
+    let (status, _) = deliver(gateway, &Delivery::new("orders/create", SHOP, &document)).await;
+    assert_eq!(status, 200);
+    let item = eventually("the farm has the job", WAIT, || async {
+        deployment.farm.items().into_iter().next()
+    })
+    .await;
+    let hook = gateway.url("/api/v1/webhooks/simplyprint");
+    for event in ["job.started", "job.done"] {
+        let reported = deployment
+            .farm
+            .report(item.id, event, &hook, SP_TOKEN)
+            .await;
+        assert_eq!(reported.unwrap(), 200);
+    }
+    let queue_url = gateway.url("/api/v1/retry-queue");
+    let entry = eventually("the refusal waits in the retry queue", WAIT, || async {
+        let queue = get_json(&admin, &queue_url).await;
+        queue
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == "shopify.fulfillment")
+            .cloned()
+    })
+    .await;
+    let next: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(entry["nextAttemptAt"].clone()).unwrap();
+    assert!(
+        next - chrono::Utc::now() > chrono::TimeDelta::hours(12),
+        "tried again soon: {entry}"
+    );
+    assert_eq!(entry["attempts"], 1, "{entry}");
+}
+
 /// The retry queue (SPEC §6.5): each failed call to SimplyPrint, Sendcloud and Shopify waits in
 /// it with its error; an admin makes one now, or gives one up; a viewer may not.
 #[tokio::test]

@@ -5,6 +5,9 @@
 //!   lives in the order's row, so a restart, a crash or a Shopify outage loses nothing.
 //! - A failed call is tried again after 1 s, 2 s, 4 s … (jittered, at most 10 minutes), for ever,
 //!   each failure logged (`fulfillment.failed`) with Shopify's answer, the last one on the row.
+//!   A call Shopify refused (or one that cannot be made: no connected shop, no readable token)
+//!   would fail the same way again: it waits [`REFUSED_WAIT`] in the retry queue, for an operator
+//!   to make it now once the cause is mended.
 //! - The Admin API call is idempotent on Shopify's side ([`ShopifyAdmin::create_fulfillment`]
 //!   finds a fulfillment already made with the tracking), so an attempt whose answer was lost, or
 //!   whose process was killed before the commit, never fulfills twice.
@@ -40,6 +43,10 @@ const BATCH: i64 = 10;
 const LEASE: TimeDelta = TimeDelta::seconds(90);
 /// Without a wake-up, the sender still looks this often (for orders whose backoff ran out).
 const IDLE: Duration = Duration::from_secs(2);
+/// How long a fulfillment Shopify refused waits before it is tried again by itself: the same call
+/// would be refused again (the order deleted or fulfilled by hand in Shopify, the token without
+/// the scope). Retried every ten minutes, it wrote an error to the order's log each time.
+pub const REFUSED_WAIT: TimeDelta = TimeDelta::days(1);
 
 /// Makes a just-shipped order due for its fulfillment now, in the transaction that ships it.
 pub async fn schedule(tx: &mut Tx, order_id: Uuid) -> Result<(), DbError> {
@@ -109,6 +116,13 @@ enum Failure {
     NoShop(Option<String>),
     Shopify(admin::ShopifyError),
     Token(String),
+}
+
+impl Failure {
+    /// Whether trying again later would fail the same way: it takes an operator.
+    fn needs_an_operator(&self) -> bool {
+        !matches!(self, Self::Shopify(admin::ShopifyError::Unavailable(_)))
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -190,9 +204,15 @@ async fn attempt(
         }
         Err(failure) => {
             let attempts = claimed.fulfillment_attempts;
-            let wait = backoff(attempts);
             let message = failure.to_string();
-            tracing::warn!(%order_id, attempts, retry_in_secs = wait.num_seconds(), error = message, "creating the Shopify fulfillment failed; it is tried again");
+            let wait = if failure.needs_an_operator() {
+                tracing::error!(%order_id, attempts, error = message, "Shopify refused the fulfillment; it waits in the retry queue for an operator");
+                REFUSED_WAIT
+            } else {
+                let wait = backoff(attempts);
+                tracing::warn!(%order_id, attempts, retry_in_secs = wait.num_seconds(), error = message, "creating the Shopify fulfillment failed; it is tried again");
+                wait
+            };
             if !failed(&mut tx, order_id, Utc::now() + wait, &message).await? {
                 // An operator gave it up while this attempt ran: it stays given up.
                 tx.rollback().await?;
