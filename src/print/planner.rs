@@ -6,7 +6,10 @@
 //! The plan comes from the order service ([`OrderClient::print_plan`]), which owns the product
 //! mappings; the webhook that stored the order never calls here directly.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+
+use uuid::Uuid;
 
 use super::PrintCore;
 use super::jobs::transitions::{self, ChangeError, Changed};
@@ -80,19 +83,37 @@ pub async fn plan_order(
     if created.is_empty() {
         return Ok(());
     }
-    // `order.cancelled` travels in a queue of its own: it may have been handled between the plan's
-    // read and the jobs' insert, and found no job to cancel. Read again: the new jobs of an order
-    // that wants nothing printed any more are cancelled now.
+    // The plan may have changed between its read and the jobs' insert. `order.cancelled` travels
+    // in a queue of its own, and may have been handled meanwhile and found no job to cancel; and
+    // Shopify may have changed a line, whose new plan was made (and the old one's jobs looked
+    // for, none found yet) meanwhile. Read again: a new job no current plan has is cancelled now.
     let now = orders
         .print_plan(tenant_id, order_id)
         .await
         .map_err(ClientError::into_handler_error)?;
-    if now.is_some_and(|plan| !plan.lines.is_empty()) {
+    let current: HashSet<(Uuid, u32)> = now
+        .iter()
+        .flat_map(|plan| &plan.lines)
+        .map(|line| (line.line_item_id, line.generation))
+        .collect();
+    let stale: Vec<&PrintJob> = created
+        .iter()
+        .filter(|job| {
+            !job.line_item_id
+                .is_some_and(|line| current.contains(&(line, job.plan_generation)))
+        })
+        .collect();
+    if stale.is_empty() {
         return Ok(());
     }
-    tracing::info!(%order_id, jobs = created.len(), "jobs planned for an order cancelled meanwhile are cancelled");
-    for job in &created {
-        let reason = Some("Order cancelled".to_owned());
+    tracing::info!(%order_id, jobs = stale.len(), "jobs planned for a plan the order no longer has are cancelled");
+    let reason = if current.is_empty() {
+        "Order cancelled"
+    } else {
+        "Order changed"
+    };
+    for job in stale {
+        let reason = Some(reason.to_owned());
         match core
             .change(tenant_id, job.id, PrintJobStatus::Cancelled, reason)
             .await

@@ -568,6 +568,39 @@ async fn jobs_planned_as_the_order_is_cancelled_are_cancelled_too() {
     .await;
 }
 
+/// Likewise Shopify changing a line while the print side plans the order: the new plan is made,
+/// finds no old job to cancel yet, and the planner then stores the old plan's jobs. It reads the
+/// plan again and cancels them. (A trigger re-plans the line as its jobs are stored.)
+#[tokio::test]
+async fn jobs_planned_as_the_line_is_planned_anew_are_cancelled() {
+    let (deployment, admin) = with_cube().await;
+    let app = deployment.gateway(0);
+    let crate::infra::db::Db::Sqlite(pool) = &app.ctx.db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    sqlx::query(
+        "CREATE TRIGGER planned_anew_meanwhile AFTER INSERT ON print_jobs \
+         BEGIN UPDATE line_items SET plan_generation = plan_generation + 1 \
+         WHERE id = NEW.line_item_id; END",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let document = shopify::order_document(491, 1491, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1491).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually("the old plan's jobs are cancelled", WAIT, || async {
+        let jobs = jobs_of(&admin, app, &id, 2).await;
+        jobs.iter()
+            .all(|j| j["status"] == "CANCELLED")
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn lists_filter_and_another_tenants_order_is_a_404() {
     let deployment = Deployment::all_with(false, |_| {}).await;
