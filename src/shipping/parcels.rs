@@ -48,7 +48,9 @@ pub async fn pass(core: &ShippingCore, client: &Sendcloud) -> Result<usize, DbEr
     let now = Utc::now();
     let claimed = repository::claim_waiting(&core.db, now, LEASE, BATCH).await?;
     let sent = each_claimed(WORKER, &claimed, |shipment| send(core, client, shipment)).await;
-    let cancellations = cancellation::claim_due(&core.db, now, BATCH).await?;
+    // Read again: creating the parcels can take minutes with a slow Sendcloud, and a lease that
+    // starts at the pass's start may have run out before it is taken.
+    let cancellations = cancellation::claim_due(&core.db, Utc::now(), BATCH).await?;
     let asked = each_claimed(WORKER, &cancellations, |claimed| async move {
         cancellation::ask(core, client, claimed).await.map(drop)
     })
