@@ -6,7 +6,7 @@
 //!   mid-call, leaves the request behind, never an announced parcel that nobody cancels (and the
 //!   carrier ships).
 //! - Sendcloud is asked at once, by the order's cancellation. A request it could not be asked
-//!   about ([`SendcloudError::Unavailable`]) is asked again by the parcel sender after 1 s, 2 s,
+//!   about ([`SendcloudError::Unavailable`], or forma's keys refused) is asked again by the parcel sender after 1 s, 2 s,
 //!   4 s … (jittered, at most 10 minutes), for as long as Sendcloud does not answer. An attempt
 //!   counts from its claim, so one whose process died is asked again once its lease runs out.
 //! - Sendcloud's answer ends the request. Accepted: the shipment is CANCELLED
@@ -113,7 +113,8 @@ pub async fn ask(
                 core.parcel_cancelled(claimed.parcel_id).await?,
             ))
         }
-        Err(error @ SendcloudError::Unavailable(_)) => {
+        // Keys being mended are not a refusal of this cancellation: asked again meanwhile.
+        Err(error @ (SendcloudError::Unavailable(_) | SendcloudError::Unauthorized(_))) => {
             let wait = backoff(attempts);
             tracing::warn!(%shipment, %order_id, attempts, retry_in_secs = wait.num_seconds(), %error, "Sendcloud could not be asked to cancel the parcel of a cancelled order; asked again");
             failed(

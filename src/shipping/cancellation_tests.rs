@@ -145,6 +145,39 @@ each_database! {
 }
 
 each_database! {
+    /// Sendcloud refused forma's keys (rotated at Sendcloud, not yet in forma): no refusal of the
+    /// cancellation itself, which is asked again, and cancels the parcel once the keys work.
+    async fn a_cancellation_refused_for_formas_keys_is_asked_again(backend: Backend) {
+        let setup = &Sendclouded::start(backend).await;
+        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let (shipment, parcel) = announced(setup, &request()).await;
+        let shipment = &shipment;
+        let mut config = crate::config::Config::default();
+        config.sendcloud = sim.config();
+        config.sendcloud.secret_key = Some(crate::config::Secret::new("rotated-at-sendcloud"));
+        let stale_keys = crate::shipping::sendcloud::Sendcloud::from_config(&config)
+            .unwrap()
+            .unwrap();
+        let mut tx = core.db.begin().await.unwrap();
+        let claimed = record(&mut tx, shipment.id, Utc::now()).await.unwrap();
+        tx.commit().await.unwrap();
+        let answer = ask(core, &stale_keys, &claimed).await.unwrap();
+        assert!(matches!(answer, Answer::Later), "{answer:?}");
+        let waiting = recorded(&core.db, shipment.id).await;
+        assert!(waiting.cancel_after.is_some(), "given up: {waiting:?}");
+
+        eventually("the sender cancels the parcel", Duration::from_secs(30), || async move {
+            parcels::pass(core, client).await.unwrap();
+            let now = stored(setup, shipment).await;
+            (now.status == ShipmentStatus::Cancelled).then_some(())
+        })
+        .await;
+        let at_sendcloud = sim.parcels().into_iter().find(|p| p.id == parcel).unwrap();
+        assert_eq!(at_sendcloud.status_id, status::CANCELLED);
+    }
+}
+
+each_database! {
     /// The process was killed after it recorded a cancellation and before Sendcloud answered: the
     /// request waits out the dead claim's lease, then the sender asks and the parcel is cancelled.
     async fn a_cancellation_left_by_a_crash_is_asked_once_its_claim_runs_out(backend: Backend) {

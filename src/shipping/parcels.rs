@@ -106,9 +106,10 @@ pub(super) async fn send(
         Err(error) => {
             let attempts = shipment.parcel_attempts + 1;
             let wait = backoff(attempts);
-            let level_error = matches!(error, SendcloudError::Rejected(_));
-            if level_error {
+            if let SendcloudError::Rejected(_) = error {
                 tracing::error!(shipment = %shipment.id, attempts, %error, "Sendcloud refused a parcel; it is tried again, fix the order's address");
+            } else if let SendcloudError::Unauthorized(_) = error {
+                tracing::error!(shipment = %shipment.id, attempts, %error, "Sendcloud refused forma's keys; the parcel is tried again");
             } else {
                 tracing::warn!(shipment = %shipment.id, attempts, retry_in_secs = wait.num_seconds(), %error, "creating a parcel at Sendcloud failed");
             }

@@ -23,10 +23,14 @@ pub enum SendcloudError {
     /// Not reached, timed out, rate limited or failed on its side: worth trying again later.
     #[error("Sendcloud is unavailable: {0}")]
     Unavailable(String),
-    /// Sendcloud refused the call (bad address, wrong credentials, …); the same call will be
-    /// refused again.
+    /// Sendcloud refused the call (bad address, a parcel the carrier has, …); the same call will
+    /// be refused again.
     #[error("Sendcloud refused the call: {0}")]
     Rejected(String),
+    /// Sendcloud refused forma's keys (401, 403): every call is refused until they are mended,
+    /// and then the same call succeeds. Worth trying again, unlike a refusal of the call itself.
+    #[error("Sendcloud refused forma's keys (sendcloud.public_key, sendcloud.secret_key): {0}")]
+    Unauthorized(String),
 }
 
 /// A client of one Sendcloud integration.
@@ -130,6 +134,9 @@ impl Sendcloud {
                 .as_ref()
                 .and_then(error_message)
                 .unwrap_or_else(|| format!("answered {status}"));
+            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                return Err(SendcloudError::Unauthorized(message));
+            }
             return Err(SendcloudError::Rejected(message));
         }
         body.map(Some)

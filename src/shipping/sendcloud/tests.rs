@@ -337,7 +337,7 @@ async fn a_slow_sendcloud_is_unavailable_once_the_client_gives_up() {
 }
 
 #[tokio::test]
-async fn wrong_sendcloud_credentials_are_rejected() {
+async fn wrong_sendcloud_credentials_are_told_apart_from_a_refused_call() {
     let fixture = simulator().await;
     let sim = &fixture.sim;
     let mut config = config_for(sim);
@@ -349,7 +349,7 @@ async fn wrong_sendcloud_credentials_are_rejected() {
         .unwrap_err();
     assert_eq!(
         refused,
-        SendcloudError::Rejected("Invalid username/password.".into())
+        SendcloudError::Unauthorized("Invalid username/password.".into())
     );
     assert!(sim.parcels().is_empty());
 }
