@@ -3,8 +3,8 @@
 //! as every API handler. The socket then joins its tenant's room and is counted while connected.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -35,27 +35,13 @@ impl fmt::Display for Refused {
 }
 
 /// The tenant of the user context a session-opening request carried, verified by
-/// [`trim_handshake`]: all a socket needs of its user for its whole life. With it, the socket
-/// the session has on `/events` now: a client may leave the namespace and connect to it again
-/// on the same session, each time as a new socket, and the session's lease must end the current
-/// one.
+/// [`trim_handshake`]: all a socket needs of its user for its whole life. A client may leave
+/// `/events` and join it again on one connection, each time as a socket of the same id; `watched`
+/// tells whether the connection's lease already ends it.
 #[derive(Debug, Clone)]
 struct Verified {
     tenant: Uuid,
-    socket: Arc<SessionSocket>,
-}
-
-#[derive(Debug, Default)]
-struct SessionSocket {
-    current: Mutex<Option<Sid>>,
-    /// Whether the lease's callback is registered: once per session, however often it connects.
-    watched: AtomicBool,
-}
-
-impl SessionSocket {
-    fn current(&self) -> std::sync::MutexGuard<'_, Option<Sid>> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    watched: Arc<AtomicBool>,
 }
 
 /// Before engine.io sees a request that opens a session (the polling handshake or a direct
@@ -79,7 +65,7 @@ pub async fn trim_handshake(
     if let Some(user) = verified {
         extensions.insert(Verified {
             tenant: user.tenant_id,
-            socket: Arc::default(),
+            watched: Arc::default(),
         });
     }
     next.run(kept).await
@@ -140,21 +126,20 @@ pub async fn connected<A: Adapter>(socket: SocketRef<A>, io: SocketIo<A>) {
     socket.on_disconnect(|| async { connections().decrement(1.0) });
     socket.join(tenant_room(tenant));
     connections().increment(1.0);
-    *verified.socket.current() = Some(socket.id);
-    // In role `all` the gateway's lease on the session that opened this socket: signing out (or
-    // any revocation) ends the session's socket, whatever transport it is on now. Ended by the
-    // lease rather than watched by a task per socket; found by its id, because the socket holds
-    // the lease and a callback holding the socket would keep both alive for good.
-    let lease = socket.req_parts().extensions.get::<Lease>();
-    if let Some(lease) = lease
-        && !verified.socket.watched.swap(true, Ordering::SeqCst)
-    {
-        let session = verified.socket.clone();
-        lease.on_stop(move || {
-            if let Some(sid) = *session.current() {
-                end(io, sid);
-            }
-        });
+    // In role `all` the gateway's lease on the session that opened this connection: signing out
+    // (or any revocation) ends its socket, whatever transport it is on now. Ended by the lease
+    // rather than watched by a task per socket; found by its id (the connection's, the same for
+    // each time the client joins), because the socket holds the lease and a callback holding the
+    // socket would keep both alive for good. Registered once per connection: a client joining
+    // again and again must not grow the lease's callbacks.
+    let sid = socket.id;
+    if let Some(lease) = socket.req_parts().extensions.get::<Lease>() {
+        if !verified.watched.swap(true, Ordering::SeqCst) {
+            lease.on_stop(move || end(io, sid));
+        } else if lease.is_stopped() {
+            // Admitted as the lease stopped, after its callback ran.
+            end(io, sid);
+        }
     }
     tracing::debug!(socket = %socket.id, %tenant, "socket connected");
 }
