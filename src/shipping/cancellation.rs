@@ -75,6 +75,31 @@ pub async fn request(tx: &mut Tx, id: Uuid, now: DateTime<Utc>) -> Result<Claime
     Ok(claimed)
 }
 
+/// Records the wish to cancel `parcel_id`, a parcel Sendcloud made for shipment `id` after the
+/// order was cancelled (while Sendcloud answered the create) and could not cancel at once
+/// (`error`): the sender asks again, as for any cancelled order's parcel. `false` when the
+/// shipment is not a cancelled one without a parcel, which leaves nowhere to keep it.
+pub async fn keep_stray(db: &Db, id: Uuid, parcel_id: i64, error: &str) -> Result<bool, DbError> {
+    let now = Utc::now();
+    let message: String = error.chars().take(500).collect();
+    let kept = on_pool!(db, pool => {
+        sqlx::query(
+            "UPDATE shipments SET sendcloud_parcel_id = $2, cancel_requested_at = $3, \
+             cancel_after = $4, cancel_attempts = 1, cancel_error = $5 \
+             WHERE id = $1 AND status = 'CANCELLED' AND sendcloud_parcel_id IS NULL",
+        )
+        .bind(id)
+        .bind(parcel_id)
+        .bind(now)
+        .bind(now + backoff(1))
+        .bind(&message)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+    })?;
+    Ok(kept)
+}
+
 /// Claims up to `limit` cancellations due at `now`. The whole condition is repeated outside the
 /// subquery: PostgreSQL re-checks it on a row another replica changed meanwhile, so two replicas
 /// never both take one request, and none takes one another replica finished since.

@@ -178,6 +178,42 @@ each_database! {
 }
 
 each_database! {
+    /// The order is cancelled while Sendcloud makes its parcel, and Sendcloud cannot cancel the
+    /// new parcel at once: the parcel is kept on the cancelled shipment and cancelled once
+    /// Sendcloud answers, not left bought and known to nobody.
+    async fn a_parcel_made_as_its_order_is_cancelled_is_cancelled_once_sendcloud_answers(backend: Backend) {
+        let setup = &Sendclouded::start(backend).await;
+        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let request = request();
+        let (shipment, _) = core.request(&request).await.unwrap();
+        let lease = TimeDelta::seconds(60);
+        let claimed = repository::claim_waiting(&core.db, Utc::now(), lease, 10).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        // Cancelled while the sender holds its claim: there is no parcel to cancel yet.
+        subscriber::cancel_shipment(core, &order_cancelled(&request)).await.unwrap();
+        assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::Cancelled);
+
+        sim.set_cancellations_unavailable(true);
+        parcels::send(core, client, &claimed[0]).await.unwrap();
+        let made = sim.parcels();
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].status_id, status::READY_TO_SEND);
+        let parcel = made[0].id;
+        sim.set_cancellations_unavailable(false);
+        eventually("the stray parcel is cancelled", Duration::from_secs(30), || async move {
+            parcels::pass(core, client).await.unwrap();
+            let cancelled = sim
+                .parcels()
+                .iter()
+                .any(|p| p.id == parcel && p.status_id == status::CANCELLED);
+            cancelled.then_some(())
+        })
+        .await;
+        assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::Cancelled);
+    }
+}
+
+each_database! {
     /// The process was killed after it recorded a cancellation and before Sendcloud answered: the
     /// request waits out the dead claim's lease, then the sender asks and the parcel is cancelled.
     async fn a_cancellation_left_by_a_crash_is_asked_once_its_claim_runs_out(backend: Backend) {

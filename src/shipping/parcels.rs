@@ -99,7 +99,13 @@ pub(super) async fn send(
             if stored.and_then(|s| s.sendcloud_parcel_id) == Some(parcel.id) {
                 tracing::info!(shipment = %shipment.id, parcel = parcel.id, "another replica stored the same parcel");
             } else if let Err(e) = client.cancel_parcel(parcel.id).await {
-                tracing::warn!(shipment = %shipment.id, error = %e, "could not cancel a parcel the shipment does not have");
+                // A bought label nobody knows of would be charged, and could be printed and sent.
+                let message = e.to_string();
+                if cancellation::keep_stray(&core.db, shipment.id, parcel.id, &message).await? {
+                    tracing::warn!(shipment = %shipment.id, parcel = parcel.id, error = message, "could not cancel a parcel made for a cancelled order yet; asked again");
+                } else {
+                    tracing::error!(shipment = %shipment.id, parcel = parcel.id, error = message, "could not cancel a parcel the shipment does not have: cancel it in Sendcloud");
+                }
             }
             Ok(())
         }
