@@ -57,6 +57,11 @@ pub enum ProxyError {
     /// limit, or the client went away. Not the upstream's fault, so the breaker never hears of it.
     #[error("the request body failed: {message}")]
     ClientBody { too_large: bool, message: String },
+    /// The deadline passed while the client was still sending its body: a slow upload, not a
+    /// slow upstream (which cannot answer a request it has not read). The breaker never hears
+    /// of it, or anyone could open it by trickling bodies.
+    #[error("the request body did not arrive within {0:?}")]
+    ClientTimeout(Duration),
 }
 
 impl ProxyError {
@@ -93,6 +98,13 @@ impl ProxyError {
             ProxyError::ClientBody { .. } => {
                 ApiError::bad_request("The request body could not be read")
             }
+            ProxyError::ClientTimeout(timeout) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "The request body did not arrive within {}ms",
+                    timeout.as_millis()
+                ),
+            ),
         }
     }
 
@@ -103,6 +115,7 @@ impl ProxyError {
             ProxyError::CircuitOpen { .. } => "circuit_open",
             ProxyError::Upstream(_) => "upstream",
             ProxyError::ClientBody { .. } => "client_body",
+            ProxyError::ClientTimeout(_) => "client_timeout",
         }
     }
 }
@@ -277,7 +290,8 @@ impl HttpUpstream {
                 self.balancer.pick(key, &tried)
             };
             let instance = &self.balancer.instances[index];
-            let mut outgoing = Request::new(body.take().unwrap_or_default());
+            let (outgoing_body, sent) = SentBody::wrap(body.take().unwrap_or_default());
+            let mut outgoing = Request::new(outgoing_body);
             *outgoing.method_mut() = parts.method.clone();
             // The pool speaks HTTP/1.1 whatever the client spoke to us.
             *outgoing.version_mut() = Version::HTTP_11;
@@ -286,6 +300,15 @@ impl HttpUpstream {
                 .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
             let in_flight = InFlight::start(instance);
             match tokio::time::timeout_at(deadline, self.pool.send(index, outgoing)).await {
+                Err(_) if !sent.load(Ordering::Acquire) => {
+                    // Dropping the permit gives no verdict: the client is slow, not the upstream.
+                    drop(permit);
+                    tracing::debug!(
+                        upstream = self.service.as_str(),
+                        "the client's body did not arrive in time"
+                    );
+                    return Err(ProxyError::ClientTimeout(timeout));
+                }
                 Err(_) => {
                     permit.failure();
                     return Err(self.failed(ProxyError::Timeout(timeout), started));
@@ -564,6 +587,56 @@ fn into_streaming_response(response: hyper::Response<Incoming>, in_flight: InFli
         request: Span::current(),
     });
     Response::from_parts(parts, body)
+}
+
+/// A request body that tells when it has been read to its end, so a deadline that passes while the
+/// client is still sending it is told apart from an upstream that does not answer. A body that is
+/// empty from the start (every GET) is not wrapped.
+struct SentBody {
+    body: Body,
+    sent: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SentBody {
+    fn wrap(body: Body) -> (Body, Arc<std::sync::atomic::AtomicBool>) {
+        let sent = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
+        if sent.load(Ordering::Relaxed) {
+            return (body, sent);
+        }
+        let watched = Self {
+            body,
+            sent: sent.clone(),
+        };
+        (Body::new(watched), sent)
+    }
+}
+
+impl HttpBody for SentBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
+            self.sent.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.body.is_end_stream();
+        if end {
+            self.sent.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The response body, counting as an in-flight request of its instance until it is dropped, so

@@ -454,6 +454,39 @@ async fn ten_failing_requests_open_the_breaker_and_the_eleventh_fails_fast() {
     assert_eq!(response.headers()[header::RETRY_AFTER], "30");
 }
 
+/// A client trickling its body past the deadline is slow itself: a 408, and the breaker hears
+/// nothing of it, however many do it. Else anyone could open it, without signing in, by
+/// trickling webhook bodies, and the whole service would answer 503.
+#[tokio::test]
+async fn slow_request_bodies_time_out_without_opening_the_breaker() {
+    // As the handlers do: the whole body is read before anything is answered.
+    let base = serve(Router::new().fallback(|body: Body| async move {
+        let _ = body.collect().await;
+        "read"
+    }))
+    .await;
+    let upstream = upstream(vec![base]);
+    let timeout = Duration::from_millis(100);
+    // Kept, so the bodies never end.
+    let mut senders = Vec::new();
+    for _ in 0..12 {
+        let (send, receive) = mpsc::unbounded_channel::<Result<Bytes, Infallible>>();
+        send.send(Ok(Bytes::from_static(b"{"))).expect("sent");
+        senders.push(send);
+        let body = Body::from_stream(tokio_stream_of(receive));
+        let trickled = request(Method::POST, "/api/v1/webhooks/shopify", body);
+        let error = upstream
+            .forward(trickled, timeout, None)
+            .await
+            .expect_err("a timeout");
+        assert!(matches!(error, ProxyError::ClientTimeout(_)), "{error:?}");
+        let api = error.into_api_error(Service::Order);
+        assert_eq!(api.status(), StatusCode::REQUEST_TIMEOUT);
+    }
+    assert_eq!(upstream.breaker().state().as_str(), "closed");
+    assert_eq!(get_text(&upstream, "/").await, "read");
+}
+
 #[test]
 fn circuit_open_asks_to_retry_after_at_least_a_second() {
     let error = ProxyError::CircuitOpen {
