@@ -34,6 +34,7 @@ use crate::order::orchestration::order_moved;
 use crate::order::orders::OrderStatus;
 use crate::order::orders::repository;
 use crate::order::shopify::admin;
+use crate::order::shopify::tokens::TokenError;
 use crate::{on_pool, on_tx};
 
 const WORKER: &str = "shopify-fulfillments";
@@ -116,12 +117,17 @@ enum Failure {
     NoShop(Option<String>),
     Shopify(admin::ShopifyError),
     Token(String),
+    /// The shop's token could not be read: the database failed for a moment.
+    Db(String),
 }
 
 impl Failure {
     /// Whether trying again later would fail the same way: it takes an operator.
     fn needs_an_operator(&self) -> bool {
-        !matches!(self, Self::Shopify(admin::ShopifyError::Unavailable(_)))
+        !matches!(
+            self,
+            Self::Shopify(admin::ShopifyError::Unavailable(_)) | Self::Db(_)
+        )
     }
 }
 
@@ -134,6 +140,7 @@ impl std::fmt::Display for Failure {
             }
             Self::Shopify(e) => write!(f, "{e}"),
             Self::Token(e) => write!(f, "the shop's token cannot be opened: {e}"),
+            Self::Db(e) => write!(f, "the shop's token could not be read: {e}"),
         }
     }
 }
@@ -169,6 +176,7 @@ async fn attempt(
                 .map_err(Failure::Shopify)
         }
         Ok(None) => Err(Failure::NoShop(shop.map(str::to_owned))),
+        Err(TokenError::Db(e)) => Err(Failure::Db(e.to_string())),
         Err(e) => Err(Failure::Token(e.to_string())),
     };
 
@@ -299,6 +307,21 @@ mod tests {
     use crate::infra::db::Backend;
     use crate::order::orders::NewOrder;
     use crate::testing::TestApp;
+
+    /// What an operator must mend waits a day; what passes by itself keeps its backoff.
+    #[test]
+    fn only_a_refusal_waits_for_an_operator() {
+        let waits = |failure: Failure| failure.needs_an_operator();
+        assert!(waits(Failure::Shopify(admin::ShopifyError::Rejected(
+            "gone".into()
+        ))));
+        assert!(waits(Failure::NoShop(None)));
+        assert!(waits(Failure::Token("undecryptable".into())));
+        assert!(!waits(Failure::Shopify(admin::ShopifyError::Unavailable(
+            "503".into()
+        ))));
+        assert!(!waits(Failure::Db("pool timed out".into())));
+    }
 
     /// Stores `new` SHIPPED and due for its fulfillment, in `tx`.
     async fn shipped_and_due(tx: &mut Tx, new: &NewOrder) -> crate::order::orders::Order {
