@@ -235,6 +235,10 @@ pub async fn cancel(
         .await?
     {
         Some(record) => record,
+        None if nothing_to_make(new) => {
+            tx.commit().await?;
+            return Ok(Outcome::Ignored);
+        }
         None => match insert_cancelled(&mut tx, new, &reason).await? {
             true => {
                 tx.commit().await?;

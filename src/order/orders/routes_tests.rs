@@ -383,6 +383,7 @@ async fn shopify_deliveries_about_closed_orders_print_nothing() {
     gift["line_items"][0]["requires_shipping"] = json!(false);
     acked("ignored")(deliver(app, &Delivery::new("orders/create", SHOP, &gift)).await);
     acked("ignored")(deliver(app, &Delivery::new("orders/updated", SHOP, &gift)).await);
+    acked("ignored")(deliver(app, &Delivery::new("orders/cancelled", SHOP, &gift)).await);
     let open = shopify::order_document(453, 1453, &[line(1, "CUBE", 1)]);
     acked("created")(deliver(app, &Delivery::new("orders/updated", SHOP, &open)).await);
     let id = order_numbered(&admin, app, 1453).await["id"]
