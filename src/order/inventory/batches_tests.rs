@@ -228,6 +228,8 @@ each_database! {
 
         let cancelled_job = core.print.cancel_print_job(tenant, jobs[0]).await.unwrap();
         assert_eq!(cancelled_job.status, PrintJobStatus::Cancelled);
+        let message = cancelled_job.error_message.unwrap_or_default();
+        assert!(message.starts_with("Spaghetti"), "why it failed is kept: {message}");
         batches::count_cancellation(&core.db, &cancelled(tenant, jobs[0])).await.unwrap();
         let mut tx = core.db.begin().await.unwrap();
         let again = batches::shortfalls(&mut tx).await.unwrap();

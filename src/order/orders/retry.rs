@@ -73,7 +73,7 @@ pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result
     for job in stale_jobs(&record, &jobs) {
         match core.print.cancel_print_job(tenant_id, job).await {
             Ok(_) => {}
-            // It finished (completed, failed) since it was read: no longer open, nothing to end.
+            // It completed since it was read: nothing to end.
             Err(ClientError::Rejected { status: 409, .. }) => {}
             Err(e) => return Err(e.into()),
         }

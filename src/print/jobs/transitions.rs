@@ -44,7 +44,14 @@ pub async fn change(
         status: to,
         error_message: match to {
             PrintJobStatus::Failed => error_message.or_else(|| Some("Print failed".to_owned())),
-            PrintJobStatus::Cancelled => error_message,
+            // Given up after it failed: why it failed stays, with why it was given up.
+            PrintJobStatus::Cancelled => match (job.status, &job.error_message) {
+                (PrintJobStatus::Failed, Some(failure)) => Some(match error_message {
+                    Some(reason) => format!("{failure} (then: {reason})"),
+                    None => failure.clone(),
+                }),
+                _ => error_message,
+            },
             _ => None,
         },
         // Back to the queue from a terminal status is a new attempt: it goes to the farm again.
