@@ -28,7 +28,8 @@ async fn all_role_starts_on_embedded_defaults_and_creates_the_admin_once() {
         first.wait(Duration::from_secs(15)).await,
         "SIGTERM is a clean exit"
     );
-    assert!(first.drain_log().iter().any(|l| l["message"] == "stopped"));
+    let log = first.log_to_end(Duration::from_secs(15)).await;
+    assert!(log.iter().any(|l| l["message"] == "stopped"), "{log:#?}");
 
     let second = Server::start(dir.path(), "all", &HashMap::new()).await;
     assert!(

@@ -166,6 +166,20 @@ impl Server {
             .expect("a port")
     }
 
+    /// Every log line of a process that has exited: those still on their way are awaited, until
+    /// its stderr ends.
+    pub async fn log_to_end(&mut self, within: Duration) -> Vec<Value> {
+        let mut lines = Vec::new();
+        let read = tokio::time::timeout(within, async {
+            while let Some(line) = self.log.recv().await {
+                lines.push(line);
+            }
+        })
+        .await;
+        assert!(read.is_ok(), "the log did not end: {lines:#?}");
+        lines
+    }
+
     /// Log lines received so far.
     pub fn drain_log(&mut self) -> Vec<Value> {
         let mut lines = Vec::new();
