@@ -55,6 +55,28 @@ async fn stored(setup: &Sendclouded, shipment: &Shipment) -> Shipment {
         .unwrap()
 }
 
+/// Runs the parcel sender until `shipment` is CANCELLED, and checks Sendcloud cancelled `parcel`.
+async fn cancelled_by_the_sender(setup: &Sendclouded, shipment: &Shipment, parcel: i64) {
+    let (core, client) = (&setup.core, &setup.client);
+    eventually(
+        "the sender cancels the parcel",
+        Duration::from_secs(30),
+        || async move {
+            parcels::pass(core, client).await.unwrap();
+            let now = stored(setup, shipment).await;
+            (now.status == ShipmentStatus::Cancelled).then_some(())
+        },
+    )
+    .await;
+    let at_sendcloud = setup
+        .sim
+        .parcels()
+        .into_iter()
+        .find(|p| p.id == parcel)
+        .unwrap();
+    assert_eq!(at_sendcloud.status_id, status::CANCELLED);
+}
+
 /// A shipment whose parcel Sendcloud has made (ready to send), and the parcel's id.
 async fn announced(setup: &Sendclouded, request: &ShipmentRequest) -> (Shipment, i64) {
     let (shipment, _) = setup.core.request(request).await.unwrap();
@@ -98,14 +120,7 @@ each_database! {
         assert_eq!(stored(setup, shipment).await.status, ShipmentStatus::Announced);
 
         sim.set_cancellations_unavailable(false);
-        eventually("the sender cancels the parcel", Duration::from_secs(30), || async move {
-            parcels::pass(core, client).await.unwrap();
-            let now = stored(setup, shipment).await;
-            (now.status == ShipmentStatus::Cancelled).then_some(())
-        })
-        .await;
-        let at_sendcloud = sim.parcels().into_iter().find(|p| p.id == parcel).unwrap();
-        assert_eq!(at_sendcloud.status_id, status::CANCELLED);
+        cancelled_by_the_sender(setup, shipment, parcel).await;
         let done = recorded(&core.db, shipment.id).await;
         assert!(
             done.cancel_requested_at.is_none() && done.cancel_after.is_none(),
@@ -149,7 +164,7 @@ each_database! {
     /// cancellation itself, which is asked again, and cancels the parcel once the keys work.
     async fn a_cancellation_refused_for_formas_keys_is_asked_again(backend: Backend) {
         let setup = &Sendclouded::start(backend).await;
-        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let (sim, core) = (&setup.sim, &setup.core);
         let (shipment, parcel) = announced(setup, &request()).await;
         let shipment = &shipment;
         let mut config = crate::config::Config::default();
@@ -166,14 +181,7 @@ each_database! {
         let waiting = recorded(&core.db, shipment.id).await;
         assert!(waiting.cancel_after.is_some(), "given up: {waiting:?}");
 
-        eventually("the sender cancels the parcel", Duration::from_secs(30), || async move {
-            parcels::pass(core, client).await.unwrap();
-            let now = stored(setup, shipment).await;
-            (now.status == ShipmentStatus::Cancelled).then_some(())
-        })
-        .await;
-        let at_sendcloud = sim.parcels().into_iter().find(|p| p.id == parcel).unwrap();
-        assert_eq!(at_sendcloud.status_id, status::CANCELLED);
+        cancelled_by_the_sender(setup, shipment, parcel).await;
     }
 }
 
