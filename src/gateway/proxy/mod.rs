@@ -184,9 +184,19 @@ pub async fn forward(
                     .extensions_mut()
                     .insert(InProcessContext(auth.context));
             }
-            match router.oneshot(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
+            // The route's timeout holds in-process too (SPEC §5.2): a handler stuck on a lock or
+            // a runaway query answers 504, as it would split, instead of holding the client and
+            // its connection slot until the client gives up.
+            let timeout = route.timeout_ms.map_or(
+                Duration::from_millis(config.services.timeout_ms),
+                Duration::from_millis,
+            );
+            match tokio::time::timeout(timeout, router.oneshot(request)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => upstream::ProxyError::Timeout(timeout)
+                    .into_api_error(route.service)
+                    .into_response(),
             }
         }
         Target::Http(upstream) => {

@@ -370,6 +370,37 @@ async fn a_dead_upstream_is_a_502_and_then_the_breaker_answers_503_fast() {
     assert_eq!(health["checks"]["order"]["circuit"], "open", "{health}");
 }
 
+/// In role `all` the route's timeout holds as it does split: a request whose handler waits on
+/// the database's write lock past it is a 504, not a request held until the client gives up.
+#[tokio::test]
+async fn an_in_process_request_past_its_timeout_is_a_504() {
+    let app =
+        TestApp::spawn_with(Role::All, Backend::Sqlite, |c| c.services.timeout_ms = 300).await;
+    let admin = app.admin().await;
+    // The test holds SQLite's one write lock: the mapping's insert waits for it.
+    let mut holding = app.ctx.db.begin().await.unwrap();
+    crate::on_tx!(&mut holding, conn => {
+        sqlx::query("CREATE TABLE held_lock (x INTEGER)")
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    })
+    .unwrap();
+    let created = admin
+        .post(app.url("/api/v1/product-mappings"))
+        .json(&json!({"sku": "CUBE", "productName": "Cube",
+            "printFiles": [{"fileId": "f", "fileName": "cube.gcode"}]}))
+        .send();
+    let response = tokio::time::timeout(Duration::from_secs(8), created)
+        .await
+        .expect("answered while the lock is held")
+        .unwrap();
+    holding.rollback().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["statusCode"], 504, "{body}");
+}
+
 #[tokio::test]
 async fn security_headers_are_on_every_response() {
     let app = TestApp::spawn(Role::All, Backend::Sqlite).await;
