@@ -275,6 +275,12 @@ async fn shopify_updates_replan_unprinted_lines_and_shopify_cancels_orders() {
     assert_eq!(order["shippingAddress"]["city"], "Brugge");
     assert_eq!(order["lineItems"][0]["quantity"], 3);
 
+    // The signature covers the document, not the topic: the update's document sent again as a
+    // cancellation cancels nothing.
+    let (status, ack) = deliver(app, &Delivery::new("orders/cancelled", SHOP, &updated)).await;
+    assert_eq!(status, 400, "{ack}");
+    assert_ne!(status_of(&admin, app, &id).await["status"], "CANCELLED");
+    updated["cancelled_at"] = json!(chrono::Utc::now().to_rfc3339());
     let (status, ack) = deliver(app, &Delivery::new("orders/cancelled", SHOP, &updated)).await;
     assert_eq!(
         (status, ack["outcome"].as_str()),
@@ -355,7 +361,9 @@ async fn shopify_deliveries_about_closed_orders_print_nothing() {
 
     // The cancellation first: the order is stored cancelled, and its create changes nothing.
     let document = shopify::order_document(450, 1450, &[line(1, "CUBE", 2)]);
-    acked("cancelled")(deliver(app, &Delivery::new("orders/cancelled", SHOP, &document)).await);
+    let mut cancelled = document.clone();
+    cancelled["cancelled_at"] = json!(chrono::Utc::now().to_rfc3339());
+    acked("cancelled")(deliver(app, &Delivery::new("orders/cancelled", SHOP, &cancelled)).await);
     acked("exists")(deliver(app, &Delivery::new("orders/create", SHOP, &document)).await);
     acked("unchanged")(deliver(app, &Delivery::new("orders/updated", SHOP, &document)).await);
     let order = order_numbered(&admin, app, 1450).await;
@@ -383,6 +391,7 @@ async fn shopify_deliveries_about_closed_orders_print_nothing() {
     gift["line_items"][0]["requires_shipping"] = json!(false);
     acked("ignored")(deliver(app, &Delivery::new("orders/create", SHOP, &gift)).await);
     acked("ignored")(deliver(app, &Delivery::new("orders/updated", SHOP, &gift)).await);
+    gift["cancelled_at"] = json!(chrono::Utc::now().to_rfc3339());
     acked("ignored")(deliver(app, &Delivery::new("orders/cancelled", SHOP, &gift)).await);
     let open = shopify::order_document(453, 1453, &[line(1, "CUBE", 1)]);
     acked("created")(deliver(app, &Delivery::new("orders/updated", SHOP, &open)).await);

@@ -109,10 +109,14 @@ impl ShopifyOrder {
     /// An order with nothing left for forma to do: cancelled, or fulfilled already. The backfill
     /// skips it, and an `orders/updated` about it never creates it.
     pub fn is_closed(&self) -> bool {
+        self.is_cancelled() || self.fulfillment_status.as_deref() == Some("fulfilled")
+    }
+
+    /// Cancelled in Shopify: what every `orders/cancelled` document says.
+    pub fn is_cancelled(&self) -> bool {
         self.cancelled_at
             .as_deref()
             .is_some_and(|at| !at.trim().is_empty())
-            || self.fulfillment_status.as_deref() == Some("fulfilled")
     }
 
     /// The order of `shop` as forma stores it, for `tenant_id`; or every problem with the

@@ -65,7 +65,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         ("X-Shopify-Event-Id" = Option<String>, Header, description = "the event, for deduplication per topic")),
     responses(
         (status = 200, description = "Acknowledged", body = ShopifyAck),
-        (status = 400, description = "No topic or shop, or not an order document", body = ErrorBody),
+        (status = 400, description = "No topic or shop, not an order document, or an orders/cancelled of an order not cancelled", body = ErrorBody),
         (status = 401, description = "Missing or wrong HMAC", body = ErrorBody),
         (status = 404, description = "The shop is not connected to forma", body = ErrorBody)))]
 async fn shopify_webhook(
@@ -153,6 +153,13 @@ async fn receive(
             let new = document
                 .to_new_order(tenant_id, shop)
                 .map_err(ApiError::validation)?;
+            // The topic is a header the signature does not cover: an order's signed document
+            // sent again under this topic must not cancel the order.
+            if topic == topics::ORDERS_CANCELLED && !document.is_cancelled() {
+                return Err(ApiError::validation(vec![
+                    "An orders/cancelled document must say when the order was cancelled (cancelled_at)".to_owned(),
+                ]));
+            }
             match topic.as_str() {
                 // Cancelled or fulfilled before forma heard of it (a sale at the counter, an
                 // order fulfilled by hand while forma was down): nothing to print.
