@@ -10,7 +10,9 @@
 //!   4 s … (jittered, at most 10 minutes), for as long as Sendcloud does not answer. An attempt
 //!   counts from its claim, so one whose process died is asked again once its lease runs out.
 //! - Sendcloud's answer ends the request. Accepted: the shipment is CANCELLED
-//!   (`shipment.status-changed`) and the request is gone. Refused (the carrier has the parcel):
+//!   (`shipment.status-changed`) and the request is gone. Queued for the carrier, who may still
+//!   refuse: the shipment follows its parcel, CANCELLED once Sendcloud says so (2000), moving on
+//!   if the carrier refused; until then ANNOUNCED, and asked about by reconciliation. Refused (the carrier has the parcel):
 //!   nothing more is tried, the refusal stays on the row, and the shipment follows its parcel:
 //!   the cancelled order's goods ship.
 //! - A delivered shipment is never moved by an answer.
@@ -21,7 +23,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::ShippingCore;
-use super::sendcloud::{Sendcloud, SendcloudError};
+use super::sendcloud::{Cancellation, Sendcloud, SendcloudError};
 use super::shipments::Shipment;
 use crate::infra::db::{Db, DbError, Tx};
 use crate::infra::workers::backoff;
@@ -49,6 +51,9 @@ pub enum Answer {
     Cancelled(Option<Shipment>),
     /// Sendcloud could not be asked: the request waits for the sender.
     Later,
+    /// Sendcloud asks the carrier, who may still refuse: the shipment follows its parcel's status
+    /// (cancelled, or moving on), as webhooks and reconciliation tell it.
+    Queued,
     /// Refused, for good: the parcel ships.
     Refused(String),
 }
@@ -130,7 +135,12 @@ pub async fn ask(
 ) -> Result<Answer, DbError> {
     let (shipment, order_id, attempts) = (claimed.id, claimed.order_id, claimed.attempts);
     match client.cancel_parcel(claimed.parcel_id).await {
-        Ok(()) => {
+        Ok(Cancellation::Queued) => {
+            tracing::info!(%shipment, %order_id, "Sendcloud queued the cancellation of a cancelled order's parcel; its status tells the outcome");
+            queued(&core.db, shipment).await?;
+            Ok(Answer::Queued)
+        }
+        Ok(Cancellation::Done) => {
             if attempts > 1 {
                 tracing::info!(%shipment, %order_id, attempts, "Sendcloud cancelled the parcel of a cancelled order");
             }
@@ -158,6 +168,19 @@ pub async fn ask(
             Ok(Answer::Refused(message))
         }
     }
+}
+
+/// Ends the request of shipment `id` that Sendcloud queued: nothing more to ask. Its
+/// `cancel_requested_at` stays, the mark that the order's cancellation reached Sendcloud.
+async fn queued(db: &Db, id: Uuid) -> Result<(), DbError> {
+    on_pool!(db, pool => {
+        sqlx::query("UPDATE shipments SET cancel_after = NULL, cancel_error = NULL WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(drop)
+    })?;
+    Ok(())
 }
 
 /// Records an attempt that did not cancel the parcel, and `error`: asked again at `next`, or never

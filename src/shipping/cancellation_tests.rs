@@ -222,6 +222,38 @@ each_database! {
 }
 
 each_database! {
+    /// Sendcloud queues the cancellation for the carrier, who may still refuse. The shipment is
+    /// not taken for cancelled: it stays ANNOUNCED, nothing more is asked, and it follows its
+    /// parcel. Here the carrier refused and the parcel moves on: IN_TRANSIT, for everyone to see,
+    /// not a CANCELLED shipment whose goods ship.
+    async fn a_queued_cancellation_follows_what_the_carrier_does(backend: Backend) {
+        let setup = &Sendclouded::start(backend).await;
+        let (sim, core, client) = (&setup.sim, &setup.core, &setup.client);
+        let request = request();
+        let (shipment, parcel) = announced(setup, &request).await;
+        sim.set_cancellations_queued(true);
+        subscriber::cancel_shipment(core, &order_cancelled(&request)).await.unwrap();
+        assert_eq!(sim.parcels()[0].status_id, status::CANCELLATION_REQUESTED);
+        assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::Announced);
+        let handled = recorded(&core.db, shipment.id).await;
+        assert!(
+            handled.cancel_requested_at.is_some() && handled.cancel_after.is_none(),
+            "{handled:?}"
+        );
+        let asked = sim.requests().len();
+        assert_eq!(parcels::pass(core, client).await.unwrap(), 0);
+        assert_eq!(sim.requests().len(), asked, "Sendcloud asked again");
+        // Reconciliation hears "cancellation requested": still where it was.
+        crate::shipping::reconcile::pass(core, client).await.unwrap();
+        assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::Announced);
+
+        sim.advance(parcel, status::EN_ROUTE_TO_SORTING_CENTER, "En route").await.unwrap();
+        crate::shipping::reconcile::pass(core, client).await.unwrap();
+        assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::InTransit);
+    }
+}
+
+each_database! {
     /// The process was killed after it recorded a cancellation and before Sendcloud answered: the
     /// request waits out the dead claim's lease, then the sender asks and the parcel is cancelled.
     async fn a_cancellation_left_by_a_crash_is_asked_once_its_claim_runs_out(backend: Backend) {

@@ -126,7 +126,7 @@ impl ShippingCore {
         };
         match cancellation::ask(self, sendcloud, &claimed).await? {
             cancellation::Answer::Cancelled(after) => Ok(after),
-            cancellation::Answer::Later => Ok(Some(shipment)),
+            cancellation::Answer::Later | cancellation::Answer::Queued => Ok(Some(shipment)),
             cancellation::Answer::Refused(message) => Err(CancelError::Sendcloud(message)),
         }
     }

@@ -89,6 +89,8 @@ struct Inner {
     failing: bool,
     /// Cancellations answer 503 while the rest of the API works.
     cancellations_unavailable: bool,
+    /// Cancellations of announced parcels are queued for the carrier (1999) instead of done.
+    cancellations_queued: bool,
     delay: Duration,
     webhook_url: Option<String>,
     /// New parcels are announced later, as Sendcloud does for some carriers: created "being
@@ -221,6 +223,13 @@ impl SendcloudSim {
     /// otherwise.
     pub fn set_cancellations_unavailable(&self, unavailable: bool) {
         self.lock().cancellations_unavailable = unavailable;
+    }
+
+    /// A cancellation of an announced parcel is queued for the carrier, as Sendcloud does for
+    /// some carriers: 202 `queued`, the parcel "Cancellation requested" (1999) until
+    /// [`SendcloudSim::advance`] says what the carrier did.
+    pub fn set_cancellations_queued(&self, queued: bool) {
+        self.lock().cancellations_queued = queued;
     }
 
     /// Every API answer waits this long first.
@@ -547,6 +556,7 @@ async fn cancel_parcel(State(state): State<AppState>, Path(id): Path<String>) ->
             "Service temporarily unavailable.",
         );
     }
+    let queued = inner.cancellations_queued;
     let Some(parcel) = id
         .parse::<i64>()
         .ok()
@@ -559,6 +569,14 @@ async fn cancel_parcel(State(state): State<AppState>, Path(id): Path<String>) ->
         );
     };
     match parcel.status_id {
+        status::READY_TO_SEND if queued => {
+            parcel.status_id = status::CANCELLATION_REQUESTED;
+            parcel.status_message = "Cancellation requested".to_owned();
+            answer(
+                StatusCode::ACCEPTED,
+                json!({"status": "queued", "message": "Parcel cancellation has been queued"}),
+            )
+        }
         status::READY_TO_SEND | status::CANCELLED => {
             parcel.status_id = status::CANCELLED;
             parcel.status_message = "Cancelled".to_owned();

@@ -33,6 +33,16 @@ pub enum SendcloudError {
     Unauthorized(String),
 }
 
+/// What Sendcloud made of a parcel's cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Cancelled (or deleted, never announced; or unknown to Sendcloud).
+    Done,
+    /// Queued: the carrier is asked, and may still refuse. The parcel's status tells the end
+    /// (cancelled, or moving).
+    Queued,
+}
+
 /// A client of one Sendcloud integration.
 pub struct Sendcloud {
     http: reqwest::Client,
@@ -209,19 +219,23 @@ impl Sendcloud {
     }
 
     /// Cancels an announced parcel, or deletes one not yet announced. Sendcloud may accept the
-    /// cancellation now (`cancelled`, `deleted`) or later (`queued`); either is success here, and
-    /// the parcel's status says the outcome. A parcel Sendcloud no longer has counts as cancelled,
-    /// so a retried cancellation succeeds.
-    pub async fn cancel_parcel(&self, id: i64) -> Result<(), SendcloudError> {
+    /// cancellation now (`cancelled`, `deleted`) or queue it for the carrier, who may still refuse
+    /// (`queued`): then the parcel's status tells the outcome. A parcel Sendcloud no longer has
+    /// counts as cancelled, so a retried cancellation succeeds.
+    pub async fn cancel_parcel(&self, id: i64) -> Result<Cancellation, SendcloudError> {
         let request = self.http.post(self.url(&format!("/parcels/{id}/cancel")));
         let Some(answer) = self.call(request).await? else {
-            return Ok(());
+            return Ok(Cancellation::Done);
         };
-        if answer.get("status").and_then(Value::as_str) == Some("failed") {
-            let message = error_message(&answer).unwrap_or_else(|| "cancellation failed".into());
-            return Err(SendcloudError::Rejected(message));
+        match answer.get("status").and_then(Value::as_str) {
+            Some("failed") => {
+                let message =
+                    error_message(&answer).unwrap_or_else(|| "cancellation failed".into());
+                Err(SendcloudError::Rejected(message))
+            }
+            Some("queued") => Ok(Cancellation::Queued),
+            _ => Ok(Cancellation::Done),
         }
-        Ok(())
     }
 }
 

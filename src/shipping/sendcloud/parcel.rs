@@ -20,11 +20,12 @@ pub mod status {
 
     /// Whether the carrier has announced the parcel, so it has its label and, when the carrier
     /// gives one, its tracking number. Sendcloud announces some carriers' parcels after answering
-    /// the create (no label yet, being announced), and an announcement can fail.
+    /// the create (no label yet, being announced), and an announcement can fail. A parcel whose
+    /// cancellation is requested keeps its label until the carrier agrees.
     pub fn is_labelled(status_id: i64) -> bool {
         !matches!(
             status_id,
-            NO_LABEL | BEING_ANNOUNCED | ANNOUNCEMENT_FAILED | CANCELLATION_REQUESTED | CANCELLED
+            NO_LABEL | BEING_ANNOUNCED | ANNOUNCEMENT_FAILED | CANCELLED
         )
     }
 }

@@ -62,11 +62,12 @@ impl ShipmentStatus {
     /// those not named here are on their way.
     pub fn from_sendcloud(status_id: i64) -> Self {
         match status_id {
-            // No label yet, being announced, announced, ready to send.
-            999 | 1001 | 1 | 1000 => Self::Announced,
+            // No label yet, being announced, announced, ready to send; and a cancellation
+            // requested, which the carrier may still refuse: the parcel is where it was until
+            // Sendcloud says it is cancelled (2000) or moving.
+            999 | 1001 | 1 | 1000 | 1999 => Self::Announced,
             11 => Self::Delivered,
-            // Cancellation requested, cancelled.
-            1999 | 2000 => Self::Cancelled,
+            2000 => Self::Cancelled,
             // Unable to deliver, announcement failed.
             80 | 1002 => Self::Exception,
             _ => Self::InTransit,
@@ -182,6 +183,7 @@ mod tests {
             (22, ShipmentStatus::InTransit),
             (11, ShipmentStatus::Delivered),
             (80, ShipmentStatus::Exception),
+            (1999, ShipmentStatus::Announced),
             (2000, ShipmentStatus::Cancelled),
         ] {
             assert_eq!(ShipmentStatus::from_sendcloud(id), status, "{id}");
