@@ -177,6 +177,11 @@ pub async fn forward(
     };
     headers::prepare(&mut request, peer, &config.rate_limit.trusted_proxies);
 
+    // The route's own timeout, else `services.timeout_ms`.
+    let timeout = route.timeout_ms.map_or(
+        Duration::from_millis(config.services.timeout_ms),
+        Duration::from_millis,
+    );
     let mut response = match target {
         Target::InProcess(router) => {
             if let Some(auth) = auth {
@@ -187,10 +192,6 @@ pub async fn forward(
             // The route's timeout holds in-process too (SPEC §5.2): a handler stuck on a lock or
             // a runaway query answers 504, as it would split, instead of holding the client and
             // its connection slot until the client gives up.
-            let timeout = route.timeout_ms.map_or(
-                Duration::from_millis(config.services.timeout_ms),
-                Duration::from_millis,
-            );
             match tokio::time::timeout(timeout, router.oneshot(request)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
@@ -208,10 +209,6 @@ pub async fn forward(
                     return e.into_response();
                 }
             }
-            let timeout = route
-                .timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(upstream.default_timeout());
             match upstream
                 .forward(request, timeout, affinity.as_deref())
                 .await
@@ -228,7 +225,7 @@ pub async fn forward(
         .into_response(),
     };
     if let Some(pending) = pending {
-        response = Box::pin(pending.store(&state.response_cache, response)).await;
+        response = Box::pin(pending.store(&state.response_cache, response, timeout)).await;
     }
     response.extensions_mut().insert(RouteLabel(label.clone()));
     response

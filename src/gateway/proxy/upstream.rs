@@ -128,7 +128,6 @@ pub struct HttpUpstream {
     breaker: CircuitBreaker,
     balancer: Balancer,
     retries: u32,
-    default_timeout: Duration,
     health_interval: Duration,
     health_timeout: Duration,
     /// Per instance (by index), where it is reached.
@@ -211,7 +210,6 @@ impl HttpUpstream {
             health_interval: Duration::from_millis(config.proxy.health_check_interval_ms.max(1)),
             health_timeout: Duration::from_millis(config.proxy.health_check_timeout_ms),
             retries: config.proxy.retries,
-            default_timeout: Duration::from_millis(config.services.timeout_ms),
             addresses,
             durations: RwLock::default(),
         })
@@ -229,11 +227,6 @@ impl HttpUpstream {
     /// consistent hashing, or for a request `pinned` to its instance, among several instances.
     pub fn keys_on_client(&self, pinned: bool) -> bool {
         self.balancer.keys_on_client(pinned)
-    }
-
-    /// `services.timeout_ms`, for routes without their own timeout.
-    pub fn default_timeout(&self) -> Duration {
-        self.default_timeout
     }
 
     /// Sends `request` (URI = path and query, headers already sanitized) to one instance and

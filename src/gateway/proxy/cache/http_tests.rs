@@ -29,6 +29,8 @@ struct Answer {
     status: Option<u16>,
     cookie: Option<bool>,
     size: Option<usize>,
+    /// Send the head and the first bytes of the body, then nothing more.
+    stall: Option<bool>,
 }
 
 struct Upstream {
@@ -66,6 +68,12 @@ fn answer_with(answer: Answer, n: u64, headers: &HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if answer.stall == Some(true) {
+        use futures::StreamExt;
+        let first = futures::stream::iter([Ok::<_, std::io::Error>("{\"n\": ")]);
+        let body = axum::body::Body::from_stream(first.chain(futures::stream::pending()));
+        return (StatusCode::OK, body).into_response();
+    }
     let padding = "x".repeat(answer.size.unwrap_or(0));
     let mut response =
         axum::Json(json!({"n": n, "for": email, "padding": padding})).into_response();
@@ -131,6 +139,21 @@ fn miss(n: u64) -> (Option<String>, u64) {
 
 fn drop_for((x_cache, n, _): (Option<String>, u64, String)) -> (Option<String>, u64) {
     (x_cache, n)
+}
+
+/// An upstream that stops sending a cacheable answer after its head: the gateway, reading it whole
+/// to store it, gives up after the route's timeout with a 504 instead of holding the client.
+#[tokio::test]
+async fn a_cacheable_answer_that_stalls_is_a_504_not_a_wait_for_ever() {
+    let upstream = counting_upstream().await;
+    let app = gateway(&upstream, |c| c.services.timeout_ms = 500).await;
+    let admin = app.admin().await;
+    let url = app.url(&format!("{CACHED}/overview?stall=true"));
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), admin.get(url).send())
+        .await
+        .expect("answered in time")
+        .unwrap();
+    assert_eq!(answered.status(), 504);
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Frame;
@@ -141,8 +141,15 @@ pub struct Pending {
 impl Pending {
     /// Stores the upstream's answer when it may be (see `control::storable_for`), and returns it
     /// to the client unchanged but for `X-Cache: MISS`. A body over the entry cap, or one that
-    /// fails midway, reaches the client exactly as it would have uncached.
-    pub async fn store(self, cache: &ResponseCache, response: Response) -> Response {
+    /// fails midway, reaches the client exactly as it would have uncached. A body read to be
+    /// stored must arrive `within` the route's timeout: the client sees nothing of it until then,
+    /// and an upstream that stalls after its head is a 504, not a client waiting for ever.
+    pub async fn store(
+        self,
+        cache: &ResponseCache,
+        response: Response,
+        within: Duration,
+    ) -> Response {
         let (mut parts, body) = response.into_parts();
         parts
             .headers
@@ -161,9 +168,21 @@ impl Pending {
         if too_big {
             return Response::from_parts(parts, body);
         }
-        let bytes = match collect_bounded(body, cache.max_entry_bytes).await {
-            Ok(bytes) => bytes,
-            Err(body) => return Response::from_parts(parts, body),
+        let collected = tokio::time::timeout(within, collect_bounded(body, cache.max_entry_bytes));
+        let bytes = match collected.await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(body)) => return Response::from_parts(parts, body),
+            Err(_) => {
+                tracing::warn!("an upstream stopped sending a cacheable answer");
+                return crate::http::ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "The upstream did not finish its answer within {}ms",
+                        within.as_millis()
+                    ),
+                )
+                .into_response();
+            }
         };
         let now = now_ms();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
