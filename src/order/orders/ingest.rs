@@ -235,10 +235,8 @@ pub async fn cancel(
         .await?
     {
         Some(record) => record,
-        None if nothing_to_make(new) => {
-            tx.commit().await?;
-            return Ok(Outcome::Ignored);
-        }
+        // Stored even with no line left (a cancellation refunds them): its create may still come,
+        // retried, and must find the order cancelled.
         None => match insert_cancelled(&mut tx, new, &reason).await? {
             true => {
                 tx.commit().await?;
