@@ -170,6 +170,21 @@ pub async fn ask(
     }
 }
 
+/// Whether locked shipment `id` has a cancellation Sendcloud queued: requested, answered, and
+/// neither due again nor refused.
+pub async fn already_queued(tx: &mut Tx, id: Uuid) -> Result<bool, DbError> {
+    let queued = on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT cancel_requested_at IS NOT NULL AND cancel_after IS NULL \
+             AND cancel_error IS NULL FROM shipments WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+    })?;
+    Ok(queued.unwrap_or(false))
+}
+
 /// Ends the request of shipment `id` that Sendcloud queued: nothing more to ask. Its
 /// `cancel_requested_at` stays, the mark that the order's cancellation reached Sendcloud.
 async fn queued(db: &Db, id: Uuid) -> Result<(), DbError> {

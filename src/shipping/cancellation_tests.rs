@@ -242,7 +242,10 @@ each_database! {
         );
         let asked = sim.requests().len();
         assert_eq!(parcels::pass(core, client).await.unwrap(), 0);
+        // The order's cancellation delivered again asks nothing more either.
+        subscriber::cancel_shipment(core, &order_cancelled(&request)).await.unwrap();
         assert_eq!(sim.requests().len(), asked, "Sendcloud asked again");
+        assert_eq!(recorded(&core.db, shipment.id).await.cancel_error, None);
         // Reconciliation hears "cancellation requested": still where it was.
         crate::shipping::reconcile::pass(core, client).await.unwrap();
         assert_eq!(stored(setup, &shipment).await.status, ShipmentStatus::Announced);

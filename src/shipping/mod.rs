@@ -116,6 +116,12 @@ impl ShippingCore {
             self.announce_moved(&shipment, &cancelled).await;
             return Ok(Some(cancelled));
         }
+        // Queued at Sendcloud already (the same cancellation delivered again): the carrier is
+        // asked, and asking again would only be refused.
+        if cancellation::already_queued(&mut tx, shipment.id).await? {
+            tx.rollback().await?;
+            return Ok(Some(shipment));
+        }
         // Committed before the call, which is outside and must not hold the row: whatever happens
         // to the call or to this process, the request is there for the sender.
         let claimed = cancellation::request(&mut tx, shipment.id, Utc::now()).await?;
