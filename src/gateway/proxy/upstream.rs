@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -293,7 +293,7 @@ impl HttpUpstream {
                 .map_err(|e| self.failed(ProxyError::Upstream(e.to_string()), started))?;
             let in_flight = InFlight::start(instance);
             match tokio::time::timeout_at(deadline, self.pool.send(index, outgoing)).await {
-                Err(_) if !sent.load(Ordering::Acquire) => {
+                Err(_) if SentBody::waiting_on_client(&sent) => {
                     // Dropping the permit gives no verdict: the client is slow, not the upstream.
                     drop(permit);
                     tracing::debug!(
@@ -582,25 +582,37 @@ fn into_streaming_response(response: hyper::Response<Incoming>, in_flight: InFli
     Response::from_parts(parts, body)
 }
 
-/// A request body that tells when it has been read to its end, so a deadline that passes while the
-/// client is still sending it is told apart from an upstream that does not answer. A body that is
-/// empty from the start (every GET) is not wrapped.
+/// A request body that tells whether, when a deadline passes, forma was waiting on the client for
+/// it: its last read found nothing yet, and it had not ended. Only then is a timeout the client's;
+/// a body never read (no connection yet) or read and then not taken (an upstream that does not
+/// read) leaves the timeout the upstream's. A body that is empty from the start (every GET) is not
+/// wrapped.
 struct SentBody {
     body: Body,
-    sent: Arc<std::sync::atomic::AtomicBool>,
+    state: Arc<AtomicU8>,
 }
 
+/// [`SentBody`]'s states.
+const READ: u8 = 0;
+const WAITING_ON_CLIENT: u8 = 1;
+const SENT: u8 = 2;
+
 impl SentBody {
-    fn wrap(body: Body) -> (Body, Arc<std::sync::atomic::AtomicBool>) {
-        let sent = Arc::new(std::sync::atomic::AtomicBool::new(body.is_end_stream()));
-        if sent.load(Ordering::Relaxed) {
-            return (body, sent);
+    fn wrap(body: Body) -> (Body, Arc<AtomicU8>) {
+        if body.is_end_stream() {
+            return (body, Arc::new(AtomicU8::new(SENT)));
         }
+        let state = Arc::new(AtomicU8::new(READ));
         let watched = Self {
             body,
-            sent: sent.clone(),
+            state: state.clone(),
         };
-        (Body::new(watched), sent)
+        (Body::new(watched), state)
+    }
+
+    /// Whether a deadline passing now is the client's doing.
+    fn waiting_on_client(state: &AtomicU8) -> bool {
+        state.load(Ordering::Acquire) == WAITING_ON_CLIENT
     }
 }
 
@@ -613,16 +625,20 @@ impl HttpBody for SentBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let frame = Pin::new(&mut self.body).poll_frame(cx);
-        if matches!(frame, Poll::Ready(None)) || self.body.is_end_stream() {
-            self.sent.store(true, Ordering::Release);
-        }
+        let state = match &frame {
+            Poll::Pending => WAITING_ON_CLIENT,
+            Poll::Ready(None) => SENT,
+            Poll::Ready(Some(_)) if self.body.is_end_stream() => SENT,
+            Poll::Ready(Some(_)) => READ,
+        };
+        self.state.store(state, Ordering::Release);
         frame
     }
 
     fn is_end_stream(&self) -> bool {
         let end = self.body.is_end_stream();
         if end {
-            self.sent.store(true, Ordering::Release);
+            self.state.store(SENT, Ordering::Release);
         }
         end
     }
