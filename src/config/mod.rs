@@ -428,6 +428,9 @@ pub struct ProxyConfig {
     pub tenant_hosts: BTreeMap<String, String>,
 }
 
+/// The `/shopify` routes' timeout: the OAuth callback's code exchange and webhook registrations.
+pub const SHOPIFY_ROUTE_TIMEOUT_MS: u64 = 120_000;
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         let route = |prefix: &str, service| RouteConfig {
@@ -446,7 +449,13 @@ impl Default for ProxyConfig {
                 route("/notifications", Service::Order),
                 route("/push", Service::Order),
                 route("/retry-queue", Service::Order),
-                route("/shopify", Service::Order),
+                // The install callback makes several Shopify calls in a row (each up to 20 s):
+                // cut at the default 10 s, a slow Shopify would spend the install and connect
+                // nothing.
+                RouteConfig {
+                    timeout_ms: Some(SHOPIFY_ROUTE_TIMEOUT_MS),
+                    ..route("/shopify", Service::Order)
+                },
                 route("/webhooks/shopify", Service::Order),
                 route("/inventory", Service::Order),
                 route("/print-jobs", Service::Print),

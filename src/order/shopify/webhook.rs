@@ -84,7 +84,7 @@ async fn shopify_webhook(
     request_body(content = Object, description = "Shopify's order document, as signed"),
     responses(
         (status = 200, description = "Acknowledged", body = ShopifyAck),
-        (status = 400, description = "No shop, or not an order document", body = ErrorBody),
+        (status = 400, description = "No shop, not an order document, or an orders/cancelled of an order not cancelled", body = ErrorBody),
         (status = 401, description = "Missing or wrong HMAC", body = ErrorBody),
         (status = 404, description = "The shop is not connected to forma", body = ErrorBody)))]
 async fn shopify_webhook_with_topic(
