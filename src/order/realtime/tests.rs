@@ -572,10 +572,12 @@ async fn news_crosses_replicas_again_once_redis_has_restarted() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut redis = redis_server(port, dir.path()).await;
+    // The replicas reach Redis through a relay that can freeze their connections.
+    let relay = Relay::start(port).await;
     let database = std::sync::Arc::new(TestDatabase::create(Backend::Postgres).await);
     let shared = |c: &mut crate::config::Config| {
         crate::order::flow_tests::integrations(c, None);
-        c.redis.url = Some(SecretUrl::new(format!("redis://127.0.0.1:{port}")));
+        c.redis.url = Some(SecretUrl::new(format!("redis://127.0.0.1:{}", relay.port)));
         c.redis.key_prefix = "socketio-restart:".to_owned();
     };
     let first = TestApp::spawn_on(Role::All, database.clone(), shared).await;
@@ -644,5 +646,89 @@ async fn news_crosses_replicas_again_once_redis_has_restarted() {
             tokio::time::Instant::now() < deadline,
             "the replicas never heard each other again"
         );
+    }
+
+    // Every connection to Redis goes silent for good, both ends open (a link that died without
+    // a word): the adapters' watchdogs replace their links, and the replicas hear each other
+    // again.
+    relay.freeze();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !heard_within(&first, WITHIN).await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replicas never heard each other through new links"
+        );
+    }
+}
+
+/// A TCP relay to Redis on `target`: each connection is passed through as it is, until
+/// [`Relay::freeze`], after which no byte passes on the connections open then, and both their
+/// ends stay open. Connections opened later pass as before.
+struct Relay {
+    port: u16,
+    opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    frozen_up_to: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    async fn start(target: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let opened = Arc::new(AtomicU64::new(0));
+        let frozen_up_to = Arc::new(AtomicU64::new(0));
+        let (counter, frozen) = (opened.clone(), frozen_up_to.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let id = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    let pass =
+                        |mut from: tokio::net::tcp::OwnedReadHalf,
+                         mut to: tokio::net::tcp::OwnedWriteHalf| {
+                            let frozen = frozen.clone();
+                            async move {
+                                let mut buffer = vec![0_u8; 16 * 1024];
+                                loop {
+                                    let read = match from.read(&mut buffer).await {
+                                        Ok(0) | Err(_) => return,
+                                        Ok(read) => read,
+                                    };
+                                    if frozen.load(Ordering::SeqCst) >= id {
+                                        std::future::pending::<()>().await;
+                                    }
+                                    if to.write_all(&buffer[..read]).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                        };
+                    let (client_reads, client_writes) = client.into_split();
+                    let (server_reads, server_writes) = server.into_split();
+                    tokio::select! {
+                        () = pass(client_reads, server_writes) => {}
+                        () = pass(server_reads, client_writes) => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            opened,
+            frozen_up_to,
+        }
+    }
+
+    /// Freezes every connection opened so far.
+    fn freeze(&self) {
+        use std::sync::atomic::Ordering;
+        let opened = self.opened.load(Ordering::SeqCst);
+        self.frozen_up_to.store(opened, Ordering::SeqCst);
     }
 }
