@@ -569,6 +569,16 @@ each_database! {
         setup.connect().await;
         assert_eq!(setup.shops().await["items"][0]["connected"], true);
         assert!(tokens::installed(db, &cipher, tenant, None).await.unwrap().is_some());
+        // An order's signed document sent again as app/uninstalled (the topic is not signed):
+        // refused, and the shop stays connected.
+        let order = crate::simulators::shopify::order_document(7, 1007, &[]);
+        let replayed = Delivery::new("app/uninstalled", SHOP, &order);
+        let response = replayed
+            .send(&testing::client(), &setup.app.url("/api/v1/webhooks/shopify"), API_SECRET.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        assert_eq!(setup.shops().await["items"][0]["connected"], true);
         let uninstalled = Delivery::new("app/uninstalled", SHOP, &json!({"id": 1, "domain": SHOP}));
         let response = uninstalled
             .send(&testing::client(), &setup.app.url("/api/v1/webhooks/shopify"), API_SECRET.as_bytes())

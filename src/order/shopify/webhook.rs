@@ -46,6 +46,21 @@ pub struct ShopifyAck {
     pub outcome: String,
 }
 
+/// Whether `body` is the document of shop `shop`, as Shopify writes it in `app/uninstalled`: its
+/// `myshopify_domain`, or its `domain`, names the shop.
+fn is_document_of_shop(body: &[u8], shop: &str) -> bool {
+    let Ok(document) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let shop = super::normalize_domain(shop);
+    ["myshopify_domain", "domain"].iter().any(|key| {
+        document
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|named| super::normalize_domain(named) == shop)
+    })
+}
+
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
@@ -65,7 +80,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         ("X-Shopify-Event-Id" = Option<String>, Header, description = "the event, for deduplication per topic")),
     responses(
         (status = 200, description = "Acknowledged", body = ShopifyAck),
-        (status = 400, description = "No topic or shop, not an order document, or an orders/cancelled of an order not cancelled", body = ErrorBody),
+        (status = 400, description = "No topic or shop, not an order document, an orders/cancelled of an order not cancelled, or an app/uninstalled of another shop", body = ErrorBody),
         (status = 401, description = "Missing or wrong HMAC", body = ErrorBody),
         (status = 404, description = "The shop is not connected to forma", body = ErrorBody)))]
 async fn shopify_webhook(
@@ -84,7 +99,7 @@ async fn shopify_webhook(
     request_body(content = Object, description = "Shopify's order document, as signed"),
     responses(
         (status = 200, description = "Acknowledged", body = ShopifyAck),
-        (status = 400, description = "No shop, not an order document, or an orders/cancelled of an order not cancelled", body = ErrorBody),
+        (status = 400, description = "No shop, not an order document, an orders/cancelled of an order not cancelled, or an app/uninstalled of another shop", body = ErrorBody),
         (status = 401, description = "Missing or wrong HMAC", body = ErrorBody),
         (status = 404, description = "The shop is not connected to forma", body = ErrorBody)))]
 async fn shopify_webhook_with_topic(
@@ -184,6 +199,14 @@ async fn receive(
             }
         }
         topics::APP_UNINSTALLED => {
+            // The topic is not signed, the body is: it must be this shop's own document, or any
+            // signed order document sent again under this topic would disconnect the shop.
+            if !is_document_of_shop(body, shop) {
+                return Err(ApiError::validation(vec![
+                    "An app/uninstalled document must be the shop's own (its myshopify_domain)"
+                        .to_owned(),
+                ]));
+            }
             let triggered_at = header(headers, X_SHOPIFY_TRIGGERED_AT)
                 .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
                 .map(|at| at.with_timezone(&chrono::Utc));
