@@ -678,15 +678,15 @@ pub struct SendcloudConfig {
 }
 
 impl SendcloudConfig {
-    /// Whether both keys are set: forma talks to Sendcloud.
-    pub fn connected(&self) -> bool {
-        self.public_key
+    /// Both keys, when both are set (the public one trimmed): forma talks to Sendcloud.
+    pub fn keys(&self) -> Option<(&str, &Secret)> {
+        let public_key = self
+            .public_key
             .as_deref()
-            .is_some_and(|k| !k.trim().is_empty())
-            && self
-                .secret_key
-                .as_ref()
-                .is_some_and(|k| !k.expose().is_empty())
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        let secret_key = self.secret_key.as_ref().filter(|k| !k.expose().is_empty());
+        public_key.zip(secret_key)
     }
 }
 

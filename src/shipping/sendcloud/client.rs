@@ -74,16 +74,7 @@ impl Sendcloud {
         request: Duration,
     ) -> anyhow::Result<Option<Self>> {
         let settings = &config.sendcloud;
-        let public_key = settings
-            .public_key
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
-        let secret_key = settings
-            .secret_key
-            .as_ref()
-            .filter(|k| !k.expose().is_empty());
-        let (Some(public_key), Some(secret_key)) = (public_key, secret_key) else {
+        let Some((public_key, secret_key)) = settings.keys() else {
             return Ok(None);
         };
         let base_url = settings
