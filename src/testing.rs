@@ -599,6 +599,21 @@ impl TestApp {
         self.login("admin@localhost", ADMIN_PASSWORD).await.0
     }
 
+    /// A token sign-in of the seeded admin: its access token and its refresh token.
+    pub async fn admin_tokens(&self) -> (String, String) {
+        let body: serde_json::Value = client()
+            .post(self.url("/api/v1/auth/token"))
+            .json(&serde_json::json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
+            .send()
+            .await
+            .expect("the token endpoint answers")
+            .json()
+            .await
+            .expect("a JSON body");
+        let token = |name: &str| body[name].as_str().expect("a token").to_owned();
+        (token("accessToken"), token("refreshToken"))
+    }
+
     /// Graceful shutdown, as on SIGTERM; returns what the server loop returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {

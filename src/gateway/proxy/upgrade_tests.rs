@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::identity::roles::UserRole;
 use crate::order::flow_tests::{Deployment, SHOP, deliver, line};
@@ -20,21 +20,6 @@ const CLOSED_WITHIN: Duration = Duration::from_secs(15);
 
 async fn session(gateway: &TestApp, email: &str, password: &str) -> String {
     gateway.login(email, password).await.1
-}
-
-/// A token sign-in on `gateway`: the access token and the refresh token.
-async fn tokens(gateway: &TestApp) -> (String, String) {
-    let body: Value = crate::testing::client()
-        .post(gateway.url("/api/v1/auth/token"))
-        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = |name: &str| body[name].as_str().expect("a token").to_owned();
-    (token("accessToken"), token("refreshToken"))
 }
 
 async fn refresh(gateway: &TestApp, refresh_token: &str) -> u16 {
@@ -123,7 +108,7 @@ async fn signing_out_disconnects_the_sockets_of_that_sign_in_in_role_all() {
         let cookie = session(gateway, "admin@localhost", ADMIN_PASSWORD).await;
         sockets.push((connect(name, gateway, transport, &cookie).await, cookie));
     }
-    let (token, _) = tokens(gateway).await;
+    let (token, _) = gateway.admin_tokens().await;
     let mut with_token =
         Client::with_bearer("bearer", &gateway.url(""), Transport::Websocket, &token)
             .await
@@ -238,7 +223,7 @@ async fn signing_out_on_one_gateway_disconnects_sockets_held_by_another_split() 
     .await;
     // Access tokens are checked by the gateway that signed them (no shared secret here); a reused
     // refresh token revokes the family wherever it is presented.
-    let (token, refresh_token) = tokens(there).await;
+    let (token, refresh_token) = there.admin_tokens().await;
     let mut with_token = Client::with_bearer(
         "bearer on the other gateway",
         &there.url(""),

@@ -191,7 +191,7 @@ async fn a_tenants_clients_hear_of_a_new_order_in_role_all() {
                 .await,
         );
     }
-    let token = admin_token(gateway).await;
+    let token = gateway.admin_tokens().await.0;
     clients.push(
         Client::with_bearer(
             "admin with a bearer token",
@@ -545,22 +545,6 @@ async fn a_line_without_a_mapping_reaches_the_browser_as_a_notification() {
     );
 }
 
-/// An access token of the seeded admin, from `gateway`.
-async fn admin_token(gateway: &TestApp) -> String {
-    crate::testing::client()
-        .post(gateway.url("/api/v1/auth/token"))
-        .json(&json!({"email": "admin@localhost", "password": ADMIN_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["accessToken"]
-        .as_str()
-        .expect("an access token")
-        .to_owned()
-}
-
 /// Redis hangs, then restarts, under two replicas (role `all`, one database), on a Redis of the
 /// test's own. While it hangs, a replica's own sockets still hear of its orders in time. Once it
 /// is back, an order arriving at one replica reaches a socket on the other again, without a
@@ -582,7 +566,7 @@ async fn news_crosses_replicas_again_once_redis_has_restarted() {
     };
     let first = TestApp::spawn_on(Role::All, database.clone(), shared).await;
     let second = TestApp::spawn_on(Role::All, database, shared).await;
-    let token = admin_token(&second).await;
+    let token = second.admin_tokens().await.0;
     let mut client = Client::with_bearer(
         "on the second",
         &second.url(""),
