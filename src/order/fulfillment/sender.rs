@@ -47,7 +47,7 @@ const IDLE: Duration = Duration::from_secs(2);
 /// How long a fulfillment Shopify refused waits before it is tried again by itself: the same call
 /// would be refused again (the order deleted or fulfilled by hand in Shopify, the token without
 /// the scope). Retried every ten minutes, it wrote an error to the order's log each time.
-pub const REFUSED_WAIT: TimeDelta = TimeDelta::days(1);
+const REFUSED_WAIT: TimeDelta = TimeDelta::days(1);
 
 /// Makes a just-shipped order due for its fulfillment now, in the transaction that ships it.
 pub async fn schedule(tx: &mut Tx, order_id: Uuid) -> Result<(), DbError> {

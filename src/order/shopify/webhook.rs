@@ -214,10 +214,7 @@ async fn receive(
         }
         other => {
             tracing::debug!(topic = other, "Shopify topic not acted on");
-            return Ok(Json(ShopifyAck {
-                received: true,
-                outcome: "ignored".to_owned(),
-            }));
+            ingest::Outcome::Ignored
         }
     };
     Ok(Json(ShopifyAck {
