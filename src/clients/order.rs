@@ -28,7 +28,8 @@ pub trait OrderClient: Send + Sync {
     /// Appends a security event to the audit log (SPEC §6.5); split, `POST /internal/audit-logs`.
     async fn record_audit(&self, entry: AuditEntry) -> Result<(), ClientError>;
 
-    /// User `user_id` of the tenant was deleted or deactivated: the order service forgets how to
+    /// The sessions of user `user_id` of the tenant ended (a new password, deactivated, deleted):
+    /// the order service forgets how to
     /// reach them (their browsers' push subscriptions, SPEC §6.5) and says how many it removed.
     /// Split, `DELETE /internal/users/{id}/push-subscriptions?tenantId=`.
     async fn forget_user(&self, tenant_id: Uuid, user_id: Uuid) -> Result<u64, ClientError>;

@@ -7,6 +7,7 @@ pub mod forwarding;
 pub mod health;
 pub mod hosts;
 pub mod proxy;
+pub mod push_revocations;
 pub mod queues;
 pub mod rate_limit;
 pub mod ui;
@@ -66,6 +67,8 @@ pub struct GatewayParts {
     pub hosts: hosts::TenantHosts,
     /// Whose pages may write with the session cookie.
     pub write_origins: auth::origin::WriteOrigins,
+    /// Ends the push subscriptions of users whose sessions ended.
+    pub push_revocations: push_revocations::PushRevocations,
 }
 
 /// What the gateway is built on: the process's configuration and ports, handed over by the role
@@ -116,6 +119,9 @@ impl GatewayState {
         let response_cache = proxy::cache::ResponseCache::new(&config.proxy, redis);
         let hosts = hosts::TenantHosts::new(&config.proxy.tenant_hosts)?;
         let write_origins = auth::origin::WriteOrigins::from_config(&config);
+        let push_revocations =
+            push_revocations::PushRevocations::new(db.clone(), order.clone(), &config);
+        push_revocations.spawn(&workers);
         Ok(Self(Arc::new(GatewayParts {
             config,
             db,
@@ -133,6 +139,7 @@ impl GatewayState {
             response_cache,
             hosts,
             write_origins,
+            push_revocations,
         })))
     }
 }

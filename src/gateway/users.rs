@@ -291,12 +291,10 @@ async fn update_user(
     let updated = users::update(&state.db, id, &changes).await;
     state.auth_cache.clear();
     let updated = updated?.ok_or_else(|| ApiError::not_found("User not found"))?;
-    // A change that ended the user's sessions (a new epoch) ends their open connections too.
+    // A change that ended the user's sessions (a new epoch: a new password, or deactivated)
+    // ends what was opened under them too.
     if updated.session_epoch != user.session_epoch {
-        state.live.revoke(Revocation::user(id)).await;
-    }
-    if user.is_active && !updated.is_active {
-        forget(&state, &updated).await;
+        sessions_ended(&state, &updated).await;
     }
     let action = if roles.is_some() {
         actions::USER_ROLES_CHANGED
@@ -333,25 +331,20 @@ async fn delete_user(
     }
     users::delete(&state.db, id).await?;
     state.auth_cache.clear();
-    state.live.revoke(Revocation::user(id)).await;
-    forget(&state, &user).await;
+    sessions_ended(&state, &user).await;
     let details = json!({"email": user.email});
     super::audit::user_changed(&state, &meta, &auth, actions::USER_DELETED, &user, details).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The order service forgets how to reach a user who can no longer sign in (deleted or
-/// deactivated): their browsers get no more push notifications. A failure is logged; the change
-/// to the user stands.
-async fn forget(state: &GatewayState, user: &User) {
-    match state.order.forget_user(user.tenant_id, user.id).await {
-        Ok(removed) => tracing::debug!(user_id = %user.id, removed, "push subscriptions removed"),
-        Err(e) => tracing::error!(
-            error = %e,
-            user_id = %user.id,
-            "the push subscriptions of a deleted or deactivated user could not be removed"
-        ),
-    }
+/// The user's sessions ended (a new password, deactivated, deleted): so do their open connections
+/// and their browsers' push subscriptions.
+pub(crate) async fn sessions_ended(state: &GatewayState, user: &User) {
+    state.live.revoke(Revocation::user(user.id)).await;
+    state
+        .push_revocations
+        .sessions_ended(user.tenant_id, user.id)
+        .await;
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

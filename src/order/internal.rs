@@ -58,8 +58,8 @@ pub struct Forgotten {
     pub removed: u64,
 }
 
-/// `DELETE /internal/users/{id}/push-subscriptions?tenantId=`: the user was deleted or
-/// deactivated in the gateway; their browsers hear no more.
+/// `DELETE /internal/users/{id}/push-subscriptions?tenantId=`: the user's sessions ended in the
+/// gateway (a new password, deactivated, deleted); their browsers hear no more.
 async fn forget_user(
     _caller: InternalCaller,
     State(state): State<OrderState>,

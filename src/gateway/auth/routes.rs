@@ -340,7 +340,7 @@ async fn change_password(
     // Every connection the user holds open was authenticated at the old epoch, this session's
     // included (it continues under a new id, which its sockets do not know): all of them end, and
     // this browser's reconnect with the cookie it is given now.
-    state.live.revoke(Revocation::user(auth.user.id)).await;
+    crate::gateway::users::sessions_ended(&state, &auth.user).await;
     // This session survives under a new id and the new epoch; every other one is now stale.
     session.cycle_id().await.map_err(session::failed)?;
     session::write(&session, auth.user.id, epoch)

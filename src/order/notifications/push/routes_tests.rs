@@ -169,34 +169,62 @@ async fn a_malformed_configured_vapid_key_stops_the_start_naming_the_setting() {
 }
 
 each_database! {
-    async fn a_deactivated_or_deleted_users_browsers_are_forgotten(backend: Backend) {
+    /// Whoever held a user's session could have subscribed a browser of theirs: when the user's
+    /// sessions end, so do their browsers' subscriptions.
+    async fn a_users_browsers_are_forgotten_when_their_sessions_end(backend: Backend) {
         let stop = CancellationToken::new();
         let service = PushServiceSim::start(stop.clone()).await.unwrap();
         let app = TestApp::spawn(Role::All, backend).await;
         let admin = app.admin().await;
         let url = app.url("/api/v1/push/subscriptions");
         let mut operators = Vec::new();
-        for name in ["ada", "bob"] {
+        let mut clients = Vec::new();
+        for name in ["ada", "bob", "cy", "dee"] {
             let email = format!("{name}@example.com");
             let user = app.create_user(&email, "a-long-password-1", UserRole::Operator).await;
             let (client, _) = app.login(&email, "a-long-password-1").await;
             let (status, body) = send(client.post(&url).json(&service.subscribe())).await;
             assert_eq!(status, 201, "{body}");
             operators.push(user.id);
+            clients.push(client);
         }
         let (status, body) = send(admin.post(&url).json(&service.subscribe())).await;
         assert_eq!(status, 201, "{body}");
-        assert_eq!(subscription_count(&app).await, 3);
+        assert_eq!(subscription_count(&app).await, 5);
 
         let deactivated = admin
             .patch(app.url(&format!("/api/v1/users/{}", operators[0])))
             .json(&json!({"isActive": false}));
         assert_eq!(deactivated.send().await.unwrap().status(), 200);
-        assert_eq!(subscription_count(&app).await, 2, "the deactivated user's browser is gone");
+        assert_eq!(subscription_count(&app).await, 4, "the deactivated user's browser is gone");
 
         let deleted = admin.delete(app.url(&format!("/api/v1/users/{}", operators[1])));
         assert_eq!(deleted.send().await.unwrap().status(), 204);
+        assert_eq!(subscription_count(&app).await, 3, "the deleted user's browser is gone");
+
+        let changed = clients[2]
+            .post(app.url("/api/v1/auth/change-password"))
+            .json(&json!({"currentPassword": "a-long-password-1", "newPassword": "another-long-password-2"}));
+        assert_eq!(changed.send().await.unwrap().status(), 204);
+        assert_eq!(subscription_count(&app).await, 2, "a new password forgets the browsers");
+
+        let reset = admin
+            .patch(app.url(&format!("/api/v1/users/{}", operators[3])))
+            .json(&json!({"password": "a-reset-long-password-3"}));
+        assert_eq!(reset.send().await.unwrap().status(), 200);
         assert_eq!(subscription_count(&app).await, 1, "only the admin's browser is left");
+
+        let renamed = admin
+            .patch(app.url(&format!("/api/v1/users/{}", operators[2])))
+            .json(&json!({"name": "Cy"}));
+        assert_eq!(renamed.send().await.unwrap().status(), 200);
+        let (status, body) = send(clients[2].post(&url).json(&service.subscribe())).await;
+        assert_eq!(status, 201, "{body}");
+        let renamed = admin
+            .patch(app.url(&format!("/api/v1/users/{}", operators[2])))
+            .json(&json!({"name": "Cy again"}));
+        assert_eq!(renamed.send().await.unwrap().status(), 200);
+        assert_eq!(subscription_count(&app).await, 2, "a change that ends no session keeps them");
         stop.cancel();
     }
 }

@@ -198,7 +198,7 @@ pub async fn upsert(
     Ok((subscription, created))
 }
 
-/// Removes every subscription of the user (deleted or deactivated: their browsers must hear no
+/// Removes every subscription of the user (whose sessions ended: their browsers must hear no
 /// more of the tenant's news), with the messages waiting for them; how many there were.
 pub async fn remove_all_of(db: &Db, tenant_id: Uuid, user_id: Uuid) -> Result<u64, DbError> {
     Ok(on_pool!(db, pool => {
