@@ -57,7 +57,8 @@ async fn vapid_public_key(
 }
 
 /// Subscribes the signed-in user's browser: the `PushSubscription` JSON as the browser gives it.
-/// Idempotent per endpoint: 201 the first time, 200 with the same subscription after.
+/// Idempotent per endpoint: 201 the first time, 200 with the same subscription after. A user
+/// has at most ten browsers subscribed: one more replaces the one subscribed longest ago.
 #[utoipa::path(post, path = "/api/v1/push/subscriptions", tag = "push",
     request_body = SubscriptionInput,
     responses(

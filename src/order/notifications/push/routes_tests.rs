@@ -169,6 +169,34 @@ async fn a_malformed_configured_vapid_key_stops_the_start_naming_the_setting() {
 }
 
 each_database! {
+    /// A user has at most `MAX_PER_USER` browsers subscribed: one more replaces the oldest.
+    async fn a_users_browsers_are_bounded_and_the_oldest_goes_first(backend: Backend) {
+        let stop = CancellationToken::new();
+        let service = PushServiceSim::start(stop.clone()).await.unwrap();
+        let app = TestApp::spawn(Role::All, backend).await;
+        let admin = app.admin().await;
+        let url = app.url("/api/v1/push/subscriptions");
+        let bound = usize::try_from(subscriptions::MAX_PER_USER).unwrap();
+        let browsers: Vec<_> = (0..bound + 2).map(|_| service.subscribe()).collect();
+        for browser in &browsers {
+            let (status, body) = send(admin.post(&url).json(browser)).await;
+            assert_eq!(status, 201, "{body}");
+        }
+        let mut endpoints: Vec<String> = crate::on_pool!(&app.ctx.db, pool => {
+            sqlx::query_scalar("SELECT endpoint FROM push_subscriptions")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        });
+        endpoints.sort_unstable();
+        let mut newest: Vec<String> = browsers[2..].iter().map(|b| b.endpoint.clone()).collect();
+        newest.sort_unstable();
+        assert_eq!(endpoints, newest);
+        stop.cancel();
+    }
+}
+
+each_database! {
     /// Whoever held a user's session could have subscribed a browser of theirs: when the user's
     /// sessions end, so do their browsers' subscriptions.
     async fn a_users_browsers_are_forgotten_when_their_sessions_end(backend: Backend) {

@@ -135,6 +135,11 @@ pub struct Target {
     pub auth: String,
 }
 
+/// The browsers one user may have subscribed at once; a new one beyond replaces the one
+/// subscribed (or renewed) longest ago. Each costs a stored message for every piece of the
+/// tenant's news, so an unbounded number would let one user's account slow everyone's.
+pub const MAX_PER_USER: i64 = 10;
+
 /// Stores `new` for the user: `true` when it is new. Idempotent per endpoint: the same endpoint
 /// again updates its keys. An endpoint that another user (or tenant) had registered becomes this
 /// user's: the browser is now theirs, and the messages waiting for the former owner are dropped
@@ -184,6 +189,18 @@ pub async fn upsert(
             .execute(&mut *conn)
             .await?;
         }
+        // The user's oldest browsers beyond the bound go: every one of them costs a message
+        // per piece of news.
+        sqlx::query(
+            "DELETE FROM push_subscriptions WHERE tenant_id = $1 AND user_id = $2 AND id NOT IN ( \
+               SELECT id FROM push_subscriptions WHERE tenant_id = $1 AND user_id = $2 \
+               ORDER BY updated_at DESC, id DESC LIMIT $3)",
+        )
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(MAX_PER_USER)
+        .execute(&mut *conn)
+        .await?;
         Ok::<_, sqlx::Error>(inserted > 0)
     })?;
     let subscription = on_tx!(&mut tx, conn => {
