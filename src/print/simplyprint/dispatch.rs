@@ -73,7 +73,10 @@ pub async fn pass(db: &Db, client: &SimplyPrint) -> Result<usize, DbError> {
 /// or has no item of the job; else tried again after a backoff.
 pub async fn take_out(db: &Db, client: &SimplyPrint, removal: &Removal) -> Result<(), DbError> {
     let (id, recorded) = (removal.id, removal.item.as_str());
-    let found = if !recorded.is_empty() {
+    let found = if !recorded.is_empty() && repository::waits_on(db, id, recorded).await? {
+        // The job's new attempt adopted the item meanwhile: it is the one to print.
+        Ok(None)
+    } else if !recorded.is_empty() {
         Ok(Some(recorded.to_owned()))
     } else if PrintJobStatus::parse(&removal.status).is_some_and(PrintJobStatus::is_active) {
         Ok(None)
@@ -197,12 +200,17 @@ async fn renew(db: &Db, job: &Claimed, now: DateTime<Utc>) -> Result<bool, DbErr
     Ok(renewed == 1)
 }
 
-/// Records SimplyPrint's id; `false` when the job is no longer waiting to be sent.
+/// Records SimplyPrint's id; `false` when the job is no longer waiting to be sent. An item the
+/// job adopted from an earlier attempt is no longer to be taken out of the queue.
 async fn mark_sent(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, DbError> {
     let updated = on_pool!(db, pool => {
         sqlx::query(
             "UPDATE print_jobs SET simplyprint_job_id = $2, dispatch_lease_until = NULL, \
-             dispatch_error = NULL WHERE id = $1 AND status = 'QUEUED' AND simplyprint_job_id IS NULL",
+             dispatch_error = NULL, \
+             farm_removal_after = CASE WHEN farm_removal = $2 THEN NULL ELSE farm_removal_after END, \
+             farm_removal_attempts = CASE WHEN farm_removal = $2 THEN 0 ELSE farm_removal_attempts END, \
+             farm_removal = CASE WHEN farm_removal = $2 THEN NULL ELSE farm_removal END \
+             WHERE id = $1 AND status = 'QUEUED' AND simplyprint_job_id IS NULL",
         )
         .bind(id)
         .bind(simplyprint_id)

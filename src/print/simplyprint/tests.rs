@@ -116,6 +116,30 @@ async fn cancel(admin: &reqwest::Client, app: &TestApp, job_id: &str) -> u16 {
     admin.post(url).send().await.unwrap().status().as_u16()
 }
 
+/// `POST /api/v1/print-jobs/{id}/retry`'s status.
+async fn retry(admin: &reqwest::Client, app: &TestApp, job_id: &str) -> u16 {
+    let url = app.url(&format!("/api/v1/print-jobs/{job_id}/retry"));
+    admin.post(url).send().await.unwrap().status().as_u16()
+}
+
+/// An order of one cube whose job a pass of the test's own (through `client`, the deployment
+/// having no sender) sent to the farm: the admin, the job's id and SimplyPrint's id of its item.
+async fn one_job_sent_by_hand(
+    deployment: &Deployment,
+    client: &SimplyPrint,
+    number: u64,
+) -> (reqwest::Client, String, String) {
+    let app = deployment.gateway(0);
+    let (admin, _, jobs) = order_of_cubes(deployment, number, 1).await;
+    assert_eq!(dispatch::pass(&app.ctx.db, client).await.unwrap(), 1);
+    let id = jobs[0]["id"].as_str().unwrap().to_owned();
+    let item = job(&admin, app, &id).await["simplyPrintJobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (admin, id, item)
+}
+
 #[tokio::test]
 async fn without_credentials_jobs_wait_queued_and_health_says_disconnected() {
     let deployment = Deployment::all_with(false, |_| {}).await;
@@ -575,6 +599,56 @@ async fn a_given_up_send_leaves_the_farm_and_a_retry_adopts_its_item() {
     ));
     assert_eq!(admin.delete(url).send().await.unwrap().status(), 404);
     assert_eq!(job(&admin, app, retried).await["status"], "QUEUED");
+}
+
+/// A job cancelled while its item waited in the farm's queue, and retried before the item could be
+/// taken out: the new attempt adopts the item (it carries the job's tag), and the item stays
+/// queued for it rather than being taken out as the cancelled attempt's.
+#[tokio::test]
+async fn a_retried_job_keeps_the_queued_item_it_adopted() {
+    // No credentials, so no sender runs: the test makes the passes itself, and the cancellation
+    // cannot take the item out at once.
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (db, client) = (&app.ctx.db, farm_client(&deployment));
+    let (admin, id, item) = one_job_sent_by_hand(&deployment, &client, 9016).await;
+    let id = id.as_str();
+    assert_eq!(cancel(&admin, app, id).await, 200);
+    assert_eq!(retry(&admin, app, id).await, 200);
+
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        1,
+        "sent, nothing taken out"
+    );
+    let status_of_item = || {
+        let items = deployment.farm.items();
+        items
+            .into_iter()
+            .find(|i| i.id.to_string() == item)
+            .map(|i| i.status)
+    };
+    assert_eq!(status_of_item().as_deref(), Some("queued"));
+    assert_eq!(
+        job(&admin, app, id).await["simplyPrintJobId"],
+        item.as_str()
+    );
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        0,
+        "nothing left"
+    );
+
+    // A removal claimed before the adoption was recorded (another replica's pass) leaves the
+    // item the job now waits on.
+    let removal = crate::print::jobs::repository::Removal {
+        id: uuid::Uuid::parse_str(id).unwrap(),
+        item: item.clone(),
+        status: "QUEUED".to_owned(),
+        attempts: 1,
+    };
+    dispatch::take_out(db, &client, &removal).await.unwrap();
+    assert_eq!(status_of_item().as_deref(), Some("queued"));
 }
 
 /// Reconciliation asks about a limited number of jobs per pass. A job not asked about in one pass
