@@ -346,7 +346,8 @@ pub struct StatusUpdate {
 }
 
 /// Writes a status change of a locked job and bumps its version; returns the job as stored. A new
-/// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again. A job
+/// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again, and
+/// keeps the id among the job's earlier items ([`is_earlier_item`]). A job
 /// cancelled or failed (given up) while it waited in the farm's queue (or may have: an attempt
 /// was made) leaves its item to take out of the queue (`farm_removal`), due now: a given-up send
 /// may have reached the farm, and its item would print a job forma counts as failed.
@@ -366,6 +367,19 @@ pub async fn set_status(
         PrintJobStatus::Completed | PrintJobStatus::Failed | PrintJobStatus::Cancelled
     )
     .then_some(now);
+    if let (true, Some(item)) = (update.new_attempt, &job.simply_print_job_id) {
+        on_tx!(tx, conn => {
+            sqlx::query(
+                "INSERT INTO print_job_earlier_items (print_job_id, simplyprint_id) \
+                 VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(job.id)
+            .bind(item)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+        })?;
+    }
     let leaves_the_queue = job.status == PrintJobStatus::Queued
         && matches!(
             update.status,
@@ -489,6 +503,22 @@ pub async fn waits_on(db: &Db, id: Uuid, simplyprint_id: &str) -> Result<bool, D
         .bind(id)
         .bind(simplyprint_id)
         .fetch_optional(pool)
+        .await
+    })?;
+    Ok(found.is_some())
+}
+
+/// Whether SimplyPrint's `simplyprint_id` was the item of an earlier attempt of job `id` (before
+/// a retry). Its news is not the current attempt's, though it carries the job's tag: a print the
+/// operator gave up in forma and then stopped at the printer must not cancel the reprint.
+pub async fn is_earlier_item(tx: &mut Tx, id: Uuid, simplyprint_id: &str) -> Result<bool, DbError> {
+    let found = on_tx!(tx, conn => {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT 1 FROM print_job_earlier_items WHERE print_job_id = $1 AND simplyprint_id = $2",
+        )
+        .bind(id)
+        .bind(simplyprint_id)
+        .fetch_optional(&mut *conn)
         .await
     })?;
     Ok(found.is_some())

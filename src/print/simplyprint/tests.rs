@@ -651,6 +651,60 @@ async fn a_retried_job_keeps_the_queued_item_it_adopted() {
     assert_eq!(status_of_item().as_deref(), Some("queued"));
 }
 
+/// A printing job is given up in forma and retried, and the operator then stops the old print at
+/// the printer: SimplyPrint's news of the old item carries the job's tag, but it is not the
+/// reprint's. The reprint stays queued, its item with it.
+#[tokio::test]
+async fn news_of_an_earlier_attempts_item_leaves_the_retried_job_alone() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (db, client) = (&app.ctx.db, farm_client(&deployment));
+    let (admin, id, old) = one_job_sent_by_hand(&deployment, &client, 9017).await;
+    let id = id.as_str();
+    let hook = app.url("/api/v1/webhooks/simplyprint");
+    let deliver = |webhook_id: &'static str, event: &'static str, item: &str| {
+        let body = json!({"webhook_id": webhook_id, "event": event, "timestamp": 1_767_225_600,
+            "data": {"job": {"id": item.parse::<u64>().unwrap(), "uid": id}, "printer": {"id": 7}}});
+        let hook = hook.clone();
+        async move {
+            let response = crate::testing::client()
+                .post(hook)
+                .header("x-sp-token", SP_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<Value>().await.unwrap()["outcome"].clone()
+        }
+    };
+    let farm = &deployment.farm;
+    farm.set_status(old.parse().unwrap(), "printing").unwrap();
+    assert_eq!(deliver("e1", "job.started", &old).await, "updated");
+    assert_eq!(cancel(&admin, app, id).await, 200);
+    assert_eq!(retry(&admin, app, id).await, 200);
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 1);
+    let new = job(&admin, app, id).await["simplyPrintJobId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new, old, "the reprint is an item of its own");
+
+    farm.set_status(old.parse().unwrap(), "cancelled").unwrap();
+    assert_eq!(deliver("e2", "job.cancelled", &old).await, "stale");
+    let reprint = job(&admin, app, id).await;
+    assert_eq!(reprint["status"], "QUEUED", "{reprint}");
+    assert_eq!(reprint["simplyPrintJobId"], new.as_str());
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 0);
+    let items = farm.items();
+    let queued = items.iter().find(|i| i.id.to_string() == new).unwrap();
+    assert_eq!(queued.status, "queued", "{items:?}");
+
+    // The reprint's own news is news.
+    assert_eq!(deliver("e3", "job.started", &new).await, "updated");
+    assert_eq!(job(&admin, app, id).await["status"], "PRINTING");
+}
+
 /// Reconciliation asks about a limited number of jobs per pass. A job not asked about in one pass
 /// is asked about in the next, however many others stay unchanged at the farm: a farm with more
 /// jobs in its queue than one pass asks about still has every missed change caught.

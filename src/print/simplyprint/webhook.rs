@@ -71,7 +71,8 @@ pub struct WebhookJob {
 #[serde(rename_all = "camelCase")]
 pub struct WebhookAck {
     pub received: bool,
-    /// `updated`, `unchanged`, `duplicate`, `ignored` or `unknown-job`.
+    /// `updated`, `unchanged`, `duplicate`, `ignored`, `unknown-job` or `stale` (about the item of
+    /// an attempt before a retry).
     pub outcome: String,
 }
 
@@ -169,6 +170,15 @@ async fn simplyprint_webhook(
         );
         return Ok(ack("unknown-job"));
     };
+    // Matched by the job's tag, for an item of an attempt before a retry: old news.
+    if let Some(id) = &simplyprint_id
+        && locked.simply_print_job_id.as_deref() != Some(id.as_str())
+        && repository::is_earlier_item(&mut tx, locked.id, id).await?
+    {
+        tx.commit().await?;
+        tracing::info!(job = %locked.id, simplyprint_id = id, event = webhook.event, "a SimplyPrint webhook about an earlier attempt of a retried job; acknowledged, ignored");
+        return Ok(ack("stale"));
+    }
     if let (Some(id), None) = (&simplyprint_id, &locked.simply_print_job_id) {
         repository::set_simplyprint_id(&mut tx, locked.id, id).await?;
     }
