@@ -86,6 +86,7 @@ impl Mail {
 struct Inner {
     mails: Vec<Mail>,
     refused_recipients: HashSet<String>,
+    full_mailboxes: HashSet<String>,
     connections: usize,
 }
 
@@ -176,6 +177,13 @@ impl SmtpSim {
             .insert(address.to_ascii_lowercase());
     }
 
+    /// `RCPT TO:<address>` is answered 452 (a full mailbox: try later) from now on.
+    pub fn fill_mailbox(&self, address: &str) {
+        self.lock()
+            .full_mailboxes
+            .insert(address.to_ascii_lowercase());
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -237,13 +245,12 @@ struct Recorder {
 
 impl Handler for Recorder {
     fn rcpt(&mut self, to: &str) -> Response {
-        let refused = self
-            .sim
-            .lock()
-            .refused_recipients
-            .contains(&to.to_ascii_lowercase());
-        if refused {
+        let to = to.to_ascii_lowercase();
+        let sim = self.sim.lock();
+        if sim.refused_recipients.contains(&to) {
             response::NO_MAILBOX
+        } else if sim.full_mailboxes.contains(&to) {
+            response::OUT_OF_SPACE
         } else {
             response::OK
         }

@@ -94,9 +94,13 @@ pub enum SendError {
     /// The server refused it for good (5xx), or it cannot be built: trying again cannot help.
     #[error("{0}")]
     Permanent(String),
-    /// The server is down, slow, or asked to try later (4xx): try again.
+    /// The server is down, slow, or closing (421): try again, and the other e-mails wait too.
     #[error("{0}")]
     Transient(String),
+    /// The server asked to try this e-mail again later for a reason of its own (another 4xx: a
+    /// full mailbox, greylisting): try it again; the others are sent meanwhile.
+    #[error("{0}")]
+    Later(String),
 }
 
 /// Sends e-mails through `smtp.url`, or only logs them when it is unset (SPEC §6.5).
@@ -184,6 +188,11 @@ impl Mailer {
         match tokio::time::timeout(timeout, transport.send(message)).await {
             Ok(Ok(_)) => Ok(Delivery::Sent),
             Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(describe(&e))),
+            Ok(Err(e))
+                if e.is_transient() && e.status().map(u16::from) != Some(SERVICE_CLOSING) =>
+            {
+                Err(SendError::Later(describe(&e)))
+            }
             Ok(Err(e)) => Err(SendError::Transient(describe(&e))),
             Err(_) => Err(SendError::Transient(format!(
                 "the SMTP server did not finish within {} ms (timed out)",
@@ -192,6 +201,9 @@ impl Mailer {
         }
     }
 }
+
+/// The reply of a server that is shutting down or overloaded: it refuses every e-mail for now.
+const SERVICE_CLOSING: u16 = 421;
 
 /// The error with its causes: lettre's top-level message alone often says only "network error".
 fn describe(error: &lettre::transport::smtp::Error) -> String {

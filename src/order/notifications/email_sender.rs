@@ -103,16 +103,20 @@ pub async fn pass(db: &Db, mailer: &Mailer, lease: TimeDelta) -> Result<usize, D
                     tracing::error!(email = %email.id, attempts = email.attempts, %error, "the SMTP server refused a notification e-mail; it is given up");
                     give_up(db, email.id, &error).await
                 }
-                Err(SendError::Transient(error))
+                Err(SendError::Transient(error) | SendError::Later(error))
                     if Utc::now() - email.created_at > GIVE_UP_AFTER =>
                 {
                     tracing::error!(email = %email.id, attempts = email.attempts, %error, "a notification e-mail could not be sent for days; it is given up");
                     give_up(db, email.id, &error).await
                 }
-                Err(SendError::Transient(error)) => {
+                Err(failure @ (SendError::Transient(_) | SendError::Later(_))) => {
                     let next = Utc::now() + backoff(email.attempts);
+                    let error = failure.to_string();
                     tracing::warn!(email = %email.id, attempts = email.attempts, retry_at = %next, %error, "sending a notification e-mail failed; it is tried again");
-                    deferred_until.get_or_init(|| next);
+                    // A reply about this e-mail alone (a full mailbox) holds back no other.
+                    if matches!(failure, SendError::Transient(_)) {
+                        deferred_until.get_or_init(|| next);
+                    }
                     retry_later(db, email.id, next, &error).await
                 }
             }

@@ -212,6 +212,27 @@ each_database! {
     }
 }
 
+each_database! {
+    /// A recipient the server asks to try later (a full mailbox) is tried again later, alone:
+    /// the recipients after it get theirs now.
+    async fn a_recipient_the_server_defers_holds_back_no_other(backend: Backend) {
+        let (_database, db, tenant) = database(backend).await;
+        let settings = mail_to(&db, tenant, &["full@shop.example", OPS]).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sim = SmtpSim::start(stop.clone()).await.unwrap();
+        sim.fill_mailbox("full@shop.example");
+        let mailer = Mailer::from_config(&smtp_at(&sim.url(), 5_000)).unwrap();
+        email::record(&mut Conn::Pool(&db), &settings, &notice(tenant, None)).await.unwrap();
+        let lease = lease_for(&mailer);
+        assert_eq!(email_sender::pass(&db, &mailer, lease).await.unwrap(), 2);
+        let rows = rows(&db).await;
+        assert_eq!((rows[0].0.as_str(), rows[0].1.as_str()), ("full@shop.example", "PENDING"));
+        assert!(rows[0].3.as_deref().is_some_and(|e| e.contains("452")), "{rows:?}");
+        assert_eq!((rows[1].0.as_str(), rows[1].1.as_str()), (OPS, "SENT"), "{rows:?}");
+        assert_eq!(sim.mails().len(), 1);
+    }
+}
+
 #[tokio::test]
 async fn without_an_smtp_server_the_email_is_logged_instead_and_marked_so() {
     let (_database, db, tenant) = database(Backend::Sqlite).await;
