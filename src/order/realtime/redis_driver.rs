@@ -13,6 +13,11 @@
 //!   mended before the next emit needs it; one whose pings keep timing out (a connection that
 //!   died without a word, which the manager does not take for a broken one) is replaced by a
 //!   new one, subscribed to the same channels.
+//! - A link that answers listens on every channel the adapter listens on: the watchdog counts
+//!   the link's subscriptions (`CLIENT INFO`) and subscribes again when some are missing. The
+//!   manager subscribes again after it reconnects, but says nothing when that fails (Redis still
+//!   loading its data after a restart, a command refused): the replica would stay deaf to the
+//!   others until it restarted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -89,11 +94,13 @@ impl ManagedDriver {
             }
             let mut conn = self.link.conn();
             match redis::cmd("PING").query_async::<String>(&mut conn).await {
-                Ok(_) if failed > 0 => {
-                    tracing::info!("the Socket.IO Redis adapter reaches Redis again");
-                    failed = 0;
+                Ok(_) => {
+                    if failed > 0 {
+                        tracing::info!("the Socket.IO Redis adapter reaches Redis again");
+                        failed = 0;
+                    }
+                    self.listen_again(&mut conn).await;
                 }
-                Ok(_) => {}
                 Err(error) => {
                     failed += 1;
                     if failed == 1 {
@@ -105,6 +112,38 @@ impl ManagedDriver {
                 }
             }
         }
+    }
+
+    /// Subscribes `conn` again to the adapter's channels when it listens on fewer of them.
+    async fn listen_again(&self, conn: &mut ConnectionManager) {
+        let channels: Vec<String> = self.handlers().keys().cloned().collect();
+        if channels.is_empty() {
+            return;
+        }
+        let listening = match redis::cmd("CLIENT")
+            .arg("INFO")
+            .query_async::<String>(conn)
+            .await
+        {
+            Ok(info) => subscriptions(&info),
+            Err(error) => {
+                tracing::debug!(%error, "the Socket.IO Redis adapter could not count its subscriptions");
+                return;
+            }
+        };
+        if listening.is_none_or(|n| n >= channels.len()) {
+            return;
+        }
+        for channel in &channels {
+            if let Err(error) = conn.subscribe(channel).await {
+                tracing::warn!(%error, "the Socket.IO Redis adapter could not listen again yet");
+                return;
+            }
+        }
+        tracing::warn!(
+            channels = channels.len(),
+            "the Socket.IO Redis adapter's link had stopped listening; it listens again"
+        );
     }
 
     /// A new link in place of the current one, listening on the same channels.
@@ -160,6 +199,14 @@ async fn open(
         })
         .set_automatic_resubscription();
     ConnectionManager::new_with_config(client.clone(), config).await
+}
+
+/// The channels a connection listens on, as `CLIENT INFO` tells it (`sub=`).
+fn subscriptions(client_info: &str) -> Option<usize> {
+    client_info
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("sub="))
+        .and_then(|n| n.parse().ok())
 }
 
 /// Publishes what is queued, in order, on the link of the moment, until the driver is dropped.
@@ -245,5 +292,98 @@ impl Driver for ManagedDriver {
             .query_async(&mut conn)
             .await?;
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use socketioxide_redis::drivers::Driver;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::testing::{free_port, redis_server};
+
+    async fn acl(admin: &mut redis::aio::MultiplexedConnection, rule: &str) {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("default")
+            .arg(rule)
+            .query_async::<()>(admin)
+            .await
+            .unwrap();
+    }
+
+    /// Redis drops the link and refuses its subscriptions while the manager reconnects (here its
+    /// channel permissions are taken away, which also closes the link); once they are allowed
+    /// again, the link hears the channel again without anyone subscribing by hand.
+    #[tokio::test]
+    async fn a_link_whose_resubscription_failed_listens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let _redis = redis_server(port, dir.path()).await;
+        let url = format!("redis://127.0.0.1:{port}/?protocol=resp3");
+        let client = redis::Client::open(url).unwrap();
+        let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+        let driver = ManagedDriver::connect(&client).await.unwrap();
+        let mut news = driver.subscribe("news".to_owned(), 16).await.unwrap();
+        let stop = CancellationToken::new();
+        let _stop = stop.clone().drop_guard();
+        tokio::spawn(driver.clone().watch(stop));
+        let client_id = async |driver: &ManagedDriver| {
+            let mut conn = driver.link.conn();
+            redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async::<i64>(&mut conn)
+                .await
+        };
+        let first = client_id(&driver).await.unwrap();
+
+        // No channel allowed: Redis closes the link, and the manager's new connection cannot
+        // subscribe.
+        acl(&mut admin, "resetchannels").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if client_id(&driver).await.is_ok_and(|id| id != first) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the link never reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        acl(&mut admin, "allchannels").await;
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            redis::cmd("PUBLISH")
+                .arg("news")
+                .arg("hello")
+                .query_async::<i64>(&mut admin)
+                .await
+                .unwrap();
+            let heard = tokio::time::timeout(Duration::from_millis(200), news.next()).await;
+            if let Ok(Some((channel, message))) = heard {
+                assert_eq!(
+                    (channel.as_str(), message.as_slice()),
+                    ("news", &b"hello"[..])
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the link never listened again"
+            );
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_read_from_client_info() {
+        let info = "id=7 addr=127.0.0.1:50000 laddr=127.0.0.1:6379 fd=8 name= db=0 sub=3 psub=0 ssub=0 multi=-1";
+        assert_eq!(subscriptions(info), Some(3));
+        assert_eq!(subscriptions("id=7 db=0"), None);
     }
 }
