@@ -119,8 +119,7 @@ impl GatewayState {
         let response_cache = proxy::cache::ResponseCache::new(&config.proxy, redis);
         let hosts = hosts::TenantHosts::new(&config.proxy.tenant_hosts)?;
         let write_origins = auth::origin::WriteOrigins::from_config(&config);
-        let push_revocations =
-            push_revocations::PushRevocations::new(db.clone(), order.clone(), &config);
+        let push_revocations = push_revocations::PushRevocations::new(db.clone(), order.clone());
         push_revocations.spawn(&workers);
         Ok(Self(Arc::new(GatewayParts {
             config,

@@ -341,10 +341,7 @@ async fn delete_user(
 /// and their browsers' push subscriptions.
 pub(crate) async fn sessions_ended(state: &GatewayState, user: &User) {
     state.live.revoke(Revocation::user(user.id)).await;
-    state
-        .push_revocations
-        .sessions_ended(user.tenant_id, user.id)
-        .await;
+    state.push_revocations.sessions_ended(user.id).await;
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

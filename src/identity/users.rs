@@ -150,18 +150,50 @@ pub async fn still_signed_in(db: &Db, id: Uuid, epoch: i64) -> Result<Option<Use
 /// returns the new epoch so the caller can keep its own session.
 pub async fn change_password(db: &Db, id: Uuid, password_hash: &str) -> Result<i64, DbError> {
     let now = Utc::now();
-    let epoch = on_pool!(db, pool => {
-        sqlx::query_scalar::<_, i64>(
+    let mut tx = db.begin().await?;
+    let (epoch, tenant_id) = on_tx!(&mut tx, conn => {
+        sqlx::query_as::<_, (i64, Uuid)>(
             "UPDATE users SET password_hash = $2, session_epoch = session_epoch + 1, updated_at = $3 \
-             WHERE id = $1 RETURNING session_epoch",
+             WHERE id = $1 RETURNING session_epoch, tenant_id",
         )
         .bind(id)
         .bind(password_hash)
         .bind(now)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
     })?;
+    sessions_ended(&mut tx, tenant_id, id, now).await?;
+    tx.commit().await?;
     Ok(epoch)
+}
+
+/// Records, in the transaction that ends the user's sessions, that what was opened under them
+/// elsewhere must end too: the order service is to forget their browsers' push subscriptions
+/// (`push_revocations`, which the gateway carries out). A sessions' end and
+/// its record commit together, or neither does.
+async fn sessions_ended(
+    tx: &mut Tx,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), DbError> {
+    on_tx!(tx, conn => {
+        sqlx::query(
+            "INSERT INTO push_revocations \
+             (user_id, tenant_id, ended_at, next_attempt_at, attempts, last_error) \
+             VALUES ($1, $2, $3, $3, 0, NULL) \
+             ON CONFLICT (user_id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             ended_at = excluded.ended_at, next_attempt_at = excluded.next_attempt_at, \
+             attempts = 0, last_error = NULL",
+        )
+        .bind(user_id)
+        .bind(tenant_id)
+        .bind(at)
+        .execute(&mut *conn)
+        .await
+        .map(drop)
+    })?;
+    Ok(())
 }
 
 /// One page of a tenant's users, oldest first, and how many there are.
@@ -234,11 +266,11 @@ pub async fn update(db: &Db, id: Uuid, changes: &UserChanges) -> Result<Option<U
     let revoke = changes.password_hash.is_some() || changes.is_active == Some(false);
     let mut tx = db.begin().await?;
     let updated = on_tx!(&mut tx, conn => {
-        sqlx::query(
+        sqlx::query_scalar::<_, Uuid>(
             "UPDATE users SET name = COALESCE($2, name), is_active = COALESCE($3, is_active), \
              is_super_admin = COALESCE($4, is_super_admin), \
              password_hash = COALESCE($5, password_hash), \
-             session_epoch = session_epoch + $6, updated_at = $7 WHERE id = $1",
+             session_epoch = session_epoch + $6, updated_at = $7 WHERE id = $1 RETURNING tenant_id",
         )
         .bind(id)
         .bind(changes.name.as_deref())
@@ -247,13 +279,15 @@ pub async fn update(db: &Db, id: Uuid, changes: &UserChanges) -> Result<Option<U
         .bind(changes.password_hash.as_deref())
         .bind(i64::from(revoke))
         .bind(now)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
-        .map(|r| r.rows_affected())
     })?;
-    if updated == 0 {
+    let Some(tenant_id) = updated else {
         tx.rollback().await?;
         return Ok(None);
+    };
+    if revoke {
+        sessions_ended(&mut tx, tenant_id, id, now).await?;
     }
     if let Some(roles) = &changes.roles {
         on_tx!(&mut tx, conn => {
@@ -280,12 +314,18 @@ pub async fn update(db: &Db, id: Uuid, changes: &UserChanges) -> Result<Option<U
 
 /// Deletes the user (their roles go with them); whether one was deleted.
 pub async fn delete(db: &Db, id: Uuid) -> Result<bool, DbError> {
-    let deleted = on_pool!(db, pool => {
-        sqlx::query("DELETE FROM users WHERE id = $1")
+    let mut tx = db.begin().await?;
+    let deleted = on_tx!(&mut tx, conn => {
+        sqlx::query_scalar::<_, Uuid>("DELETE FROM users WHERE id = $1 RETURNING tenant_id")
             .bind(id)
-            .execute(pool)
+            .fetch_optional(&mut *conn)
             .await
-            .map(|r| r.rows_affected())
     })?;
-    Ok(deleted > 0)
+    let Some(tenant_id) = deleted else {
+        tx.rollback().await?;
+        return Ok(false);
+    };
+    sessions_ended(&mut tx, tenant_id, id, Utc::now()).await?;
+    tx.commit().await?;
+    Ok(true)
 }
