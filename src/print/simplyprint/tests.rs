@@ -122,6 +122,22 @@ async fn retry(admin: &reqwest::Client, app: &TestApp, job_id: &str) -> u16 {
     admin.post(url).send().await.unwrap().status().as_u16()
 }
 
+/// Delivers SimplyPrint's webhook `event` about farm item `item`, tagged with job `job_id`, as the
+/// farm would; returns forma's outcome.
+async fn webhook(app: &TestApp, webhook_id: &str, event: &str, item: &str, job_id: &str) -> Value {
+    let body = json!({"webhook_id": webhook_id, "event": event, "timestamp": 1_767_225_600,
+        "data": {"job": {"id": item.parse::<u64>().unwrap(), "uid": job_id}, "printer": {"id": 7}}});
+    let response = crate::testing::client()
+        .post(app.url("/api/v1/webhooks/simplyprint"))
+        .header("x-sp-token", SP_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json::<Value>().await.unwrap()["outcome"].clone()
+}
+
 /// An order of one cube whose job a pass of the test's own (through `client`, the deployment
 /// having no sender) sent to the farm: the admin, the job's id and SimplyPrint's id of its item.
 async fn one_job_sent_by_hand(
@@ -651,6 +667,38 @@ async fn a_retried_job_keeps_the_queued_item_it_adopted() {
     assert_eq!(status_of_item().as_deref(), Some("queued"));
 }
 
+/// A job cancelled while its item waited in the farm's queue is retried before the item could be
+/// taken out, and the farm starts that item before forma sends the job again: the item is the
+/// job's again, and so is its news.
+#[tokio::test]
+async fn an_item_handed_back_on_retry_is_the_jobs_when_the_farm_starts_it() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (db, client) = (&app.ctx.db, farm_client(&deployment));
+    let (admin, id, item) = one_job_sent_by_hand(&deployment, &client, 9018).await;
+    let id = id.as_str();
+    assert_eq!(cancel(&admin, app, id).await, 200);
+    assert_eq!(retry(&admin, app, id).await, 200);
+
+    deployment
+        .farm
+        .set_status(item.parse().unwrap(), "printing")
+        .unwrap();
+    assert_eq!(
+        webhook(app, "h1", "job.started", &item, id).await,
+        "updated"
+    );
+    let started = job(&admin, app, id).await;
+    assert_eq!(started["status"], "PRINTING", "{started}");
+    assert_eq!(started["simplyPrintJobId"], item.as_str());
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        0,
+        "nothing sent, nothing taken out"
+    );
+    assert_eq!(deployment.farm.items().len(), 1);
+}
+
 /// A printing job is given up in forma and retried, and the operator then stops the old print at
 /// the printer: SimplyPrint's news of the old item carries the job's tag, but it is not the
 /// reprint's. The reprint stays queued, its item with it.
@@ -661,26 +709,9 @@ async fn news_of_an_earlier_attempts_item_leaves_the_retried_job_alone() {
     let (db, client) = (&app.ctx.db, farm_client(&deployment));
     let (admin, id, old) = one_job_sent_by_hand(&deployment, &client, 9017).await;
     let id = id.as_str();
-    let hook = app.url("/api/v1/webhooks/simplyprint");
-    let deliver = |webhook_id: &'static str, event: &'static str, item: &str| {
-        let body = json!({"webhook_id": webhook_id, "event": event, "timestamp": 1_767_225_600,
-            "data": {"job": {"id": item.parse::<u64>().unwrap(), "uid": id}, "printer": {"id": 7}}});
-        let hook = hook.clone();
-        async move {
-            let response = crate::testing::client()
-                .post(hook)
-                .header("x-sp-token", SP_TOKEN)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()["outcome"].clone()
-        }
-    };
     let farm = &deployment.farm;
     farm.set_status(old.parse().unwrap(), "printing").unwrap();
-    assert_eq!(deliver("e1", "job.started", &old).await, "updated");
+    assert_eq!(webhook(app, "e1", "job.started", &old, id).await, "updated");
     assert_eq!(cancel(&admin, app, id).await, 200);
     assert_eq!(retry(&admin, app, id).await, 200);
     assert_eq!(dispatch::pass(db, &client).await.unwrap(), 1);
@@ -691,7 +722,7 @@ async fn news_of_an_earlier_attempts_item_leaves_the_retried_job_alone() {
     assert_ne!(new, old, "the reprint is an item of its own");
 
     farm.set_status(old.parse().unwrap(), "cancelled").unwrap();
-    assert_eq!(deliver("e2", "job.cancelled", &old).await, "stale");
+    assert_eq!(webhook(app, "e2", "job.cancelled", &old, id).await, "stale");
     let reprint = job(&admin, app, id).await;
     assert_eq!(reprint["status"], "QUEUED", "{reprint}");
     assert_eq!(reprint["simplyPrintJobId"], new.as_str());
@@ -701,7 +732,7 @@ async fn news_of_an_earlier_attempts_item_leaves_the_retried_job_alone() {
     assert_eq!(queued.status, "queued", "{items:?}");
 
     // The reprint's own news is news.
-    assert_eq!(deliver("e3", "job.started", &new).await, "updated");
+    assert_eq!(webhook(app, "e3", "job.started", &new, id).await, "updated");
     assert_eq!(job(&admin, app, id).await["status"], "PRINTING");
 }
 
