@@ -250,7 +250,7 @@ impl Handler for Recorder {
         if sim.refused_recipients.contains(&to) {
             response::NO_MAILBOX
         } else if sim.full_mailboxes.contains(&to) {
-            response::OUT_OF_SPACE
+            Response::custom(452, "4.2.2 Mailbox full, try again later".to_owned())
         } else {
             response::OK
         }

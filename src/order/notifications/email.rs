@@ -94,11 +94,12 @@ pub enum SendError {
     /// The server refused it for good (5xx), or it cannot be built: trying again cannot help.
     #[error("{0}")]
     Permanent(String),
-    /// The server is down, slow, or closing (421): try again, and the other e-mails wait too.
+    /// The server is down, slow, or takes no e-mail now (421, 451, 454): try again, and the
+    /// other e-mails wait too.
     #[error("{0}")]
     Transient(String),
-    /// The server asked to try this e-mail again later for a reason of its own (another 4xx: a
-    /// full mailbox, greylisting): try it again; the others are sent meanwhile.
+    /// The server asked to try this e-mail again later for a reason of its own (a full mailbox,
+    /// greylisting): try it again; the others are sent meanwhile.
     #[error("{0}")]
     Later(String),
 }
@@ -188,11 +189,7 @@ impl Mailer {
         match tokio::time::timeout(timeout, transport.send(message)).await {
             Ok(Ok(_)) => Ok(Delivery::Sent),
             Ok(Err(e)) if e.is_permanent() => Err(SendError::Permanent(describe(&e))),
-            Ok(Err(e))
-                if e.is_transient() && e.status().map(u16::from) != Some(SERVICE_CLOSING) =>
-            {
-                Err(SendError::Later(describe(&e)))
-            }
+            Ok(Err(e)) if is_about_this_email(&e) => Err(SendError::Later(describe(&e))),
             Ok(Err(e)) => Err(SendError::Transient(describe(&e))),
             Err(_) => Err(SendError::Transient(format!(
                 "the SMTP server did not finish within {} ms (timed out)",
@@ -202,8 +199,20 @@ impl Mailer {
     }
 }
 
-/// The reply of a server that is shutting down or overloaded: it refuses every e-mail for now.
-const SERVICE_CLOSING: u16 = 421;
+/// Whether a passing refusal is about this e-mail or its recipient, not the server (RFC 5321
+/// §4.2.3, RFC 3463): 450 (the mailbox busy or unavailable; greylisting), 452 (the mailbox full,
+/// too many recipients), 451 with 4.7.1 (greylisting). Any other 4xx (421 closing, 451 a local
+/// error, 454 TLS or authentication), or no reply at all, says the server takes no e-mail now.
+fn is_about_this_email(error: &lettre::transport::smtp::Error) -> bool {
+    if !error.is_transient() {
+        return false;
+    }
+    match error.status().map(u16::from) {
+        Some(450 | 452) => true,
+        Some(451) => error.to_string().contains("4.7.1"),
+        _ => false,
+    }
+}
 
 /// The error with its causes: lettre's top-level message alone often says only "network error".
 fn describe(error: &lettre::transport::smtp::Error) -> String {

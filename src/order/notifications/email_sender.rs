@@ -9,8 +9,9 @@
 //! - Replicas share the work by lease (`lease_until`), as the fulfillment sender does, so each
 //!   e-mail is sent by one of them. An e-mail whose send succeeded but whose process died before
 //!   it was marked is sent again after its lease: at least once, never lost.
-//! - After the first send that fails for a passing reason, the rest of the pass waits too: with
-//!   the server down, one timeout per pass is spent, not one per e-mail.
+//! - After the first send that fails because the server takes no e-mail now, the rest of the pass
+//!   waits too: with the server down, one timeout per pass is spent, not one per e-mail. A
+//!   passing refusal of one e-mail (a full mailbox, greylisting) holds back no other.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

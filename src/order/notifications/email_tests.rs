@@ -233,6 +233,37 @@ each_database! {
     }
 }
 
+/// A server that takes no e-mail now (421) is tried once per pass: the other e-mails of the pass
+/// wait as long, untried.
+#[tokio::test]
+async fn a_server_that_takes_no_email_now_holds_the_pass_back() {
+    let (_database, db, tenant) = database(Backend::Sqlite).await;
+    let settings = mail_to(&db, tenant, &[LEAD, OPS]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sim = SmtpSim::start(stop.clone()).await.unwrap();
+    sim.set_mode(Mode::Refuse);
+    let mailer = Mailer::from_config(&smtp_at(&sim.url(), 5_000)).unwrap();
+    email::record(&mut Conn::Pool(&db), &settings, &notice(tenant, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        email_sender::pass(&db, &mailer, lease_for(&mailer))
+            .await
+            .unwrap(),
+        2
+    );
+    let rows = rows(&db).await;
+    let tried: Vec<_> = rows.iter().filter(|r| r.2 == 1).collect();
+    let waited: Vec<_> = rows.iter().filter(|r| r.2 == 0).collect();
+    assert_eq!((tried.len(), waited.len()), (1, 1), "{rows:?}");
+    assert!(
+        tried[0].3.as_deref().is_some_and(|e| e.contains("421")),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| r.1 == "PENDING"), "{rows:?}");
+    assert_eq!(sim.connections(), 1, "{rows:?}");
+}
+
 #[tokio::test]
 async fn without_an_smtp_server_the_email_is_logged_instead_and_marked_so() {
     let (_database, db, tenant) = database(Backend::Sqlite).await;
