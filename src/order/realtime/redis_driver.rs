@@ -14,10 +14,10 @@
 //!   died without a word, which the manager does not take for a broken one) is replaced by a
 //!   new one, subscribed to the same channels.
 //! - A link that answers listens on every channel the adapter listens on: the watchdog counts
-//!   the link's subscriptions (`CLIENT INFO`) and subscribes again when some are missing. The
-//!   manager subscribes again after it reconnects, but says nothing when that fails (Redis still
-//!   loading its data after a restart, a command refused): the replica would stay deaf to the
-//!   others until it restarted.
+//!   the link's subscriptions (`CLIENT INFO`, Redis 6.2 or newer) and subscribes again when some
+//!   are missing. The manager subscribes again after it reconnects, but says nothing when that
+//!   fails (Redis refused it, e.g. an ACL that denied the channels at that moment): the replica
+//!   would stay deaf to the others until it restarted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -49,6 +49,8 @@ type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
 pub struct ManagedDriver {
     handlers: Handlers,
     link: Arc<Link>,
+    /// Whether `CLIENT INFO` failed once (said once, not every [`WATCH_EVERY`]).
+    uncounted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 struct Link {
@@ -78,7 +80,11 @@ impl ManagedDriver {
             publish,
         });
         tokio::spawn(publisher(Arc::downgrade(&link), queue));
-        Ok(Self { handlers, link })
+        Ok(Self {
+            handlers,
+            link,
+            uncounted: Arc::default(),
+        })
     }
 
     /// Pings Redis every [`WATCH_EVERY`] until `stop`: a failed ping makes the connection
@@ -127,7 +133,12 @@ impl ManagedDriver {
         {
             Ok(info) => subscriptions(&info),
             Err(error) => {
-                tracing::debug!(%error, "the Socket.IO Redis adapter could not count its subscriptions");
+                if !self
+                    .uncounted
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(%error, "the Socket.IO Redis adapter cannot count its subscriptions (CLIENT INFO): a resubscription Redis refused after a reconnect is not mended");
+                }
                 return;
             }
         };
