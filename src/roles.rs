@@ -205,6 +205,7 @@ impl OrderServices {
         // Every record that only guards against repeats is kept while repeats can come, no longer.
         idempotency::spawn_cleanup(ctx.db.clone(), &ctx.workers, DEDUPE_CLEANUP_EVERY);
         order::inventory::scheduler::spawn(&ctx.workers, order_core.clone(), &ctx.config);
+        order::orders::replanning::spawn(&ctx.workers, order_core.clone());
         let db = ctx.db.clone();
         ctx.workers.every(
             "shopify-delivery-retention",

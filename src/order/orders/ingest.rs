@@ -431,6 +431,11 @@ pub async fn update(
     }
     repository::set_customer(&mut tx, order.id, new).await?;
     let (replanned, events) = update_lines(&mut tx, &record, new).await?;
+    let replan = if replanned {
+        Some(super::replanning::mark(&mut tx, order.id).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
     if !events.is_empty() {
         core.relay.notify();
@@ -438,12 +443,10 @@ pub async fn update(
     for event in events {
         core.events.emit(event).await;
     }
-    if replanned {
+    if let Some(mark) = replan {
         // The new plan's jobs, and the end of the old plan's: outside the transaction, as calls to
-        // the print service never hold a write lock. A failure leaves the order for a retry.
-        if let Err(e) = super::retry::replan(core, order.tenant_id, order.id).await {
-            tracing::warn!(order = %order.id, error = %e, "re-planning an updated order failed; retry the order");
-        }
+        // the print service never hold a write lock. A failure is tried again.
+        super::replanning::now(core, order.tenant_id, order.id, mark).await;
     }
     Ok(Outcome::Updated)
 }

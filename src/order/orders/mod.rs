@@ -3,6 +3,7 @@
 
 pub mod cancellation;
 pub mod ingest;
+pub mod replanning;
 pub mod repository;
 pub mod retry;
 pub mod routes;

@@ -503,37 +503,62 @@ async fn a_line_shopify_removed_does_not_hold_the_rest_of_the_order_back() {
     );
 }
 
-/// Shopify changes a line, and the new plan's jobs cannot be made after the change committed (the
-/// print service's database refuses them): the log says to retry the order, and the retry makes
-/// them, though no line is unmapped or failed.
-#[tokio::test]
-async fn a_retry_finishes_a_replanning_that_failed() {
+/// An order of two cubes, planned, that Shopify then changes to three while the print service's
+/// database refuses new jobs (a trigger, `refuse_jobs`, the caller drops): the old plan's jobs are
+/// cancelled, the new plan's could not be made. The deployment, the admin and the order's id.
+async fn changed_while_jobs_are_refused(
+    shopify_id: u64,
+    number: u64,
+) -> (Deployment, reqwest::Client, String) {
     let (deployment, admin) = with_cube().await;
     let app = deployment.gateway(0);
-    let document = shopify::order_document(480, 1480, &[line(1, "CUBE", 2)]);
+    let document = shopify::order_document(shopify_id, number, &[line(1, "CUBE", 2)]);
     deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
-    let id = order_numbered(&admin, app, 1480).await["id"]
+    let id = order_numbered(&admin, app, number).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     jobs_of(&admin, app, &id, 2).await;
-    let crate::infra::db::Db::Sqlite(pool) = &app.ctx.db else {
-        panic!("role all in these tests runs on SQLite")
-    };
     sqlx::query(
         "CREATE TRIGGER refuse_jobs BEFORE INSERT ON print_jobs \
          BEGIN SELECT RAISE(ABORT, 'refused'); END",
     )
-    .execute(pool)
+    .execute(sqlite(app))
     .await
     .unwrap();
-    let updated = shopify::order_document(480, 1480, &[line(1, "CUBE", 3)]);
+    let updated = shopify::order_document(shopify_id, number, &[line(1, "CUBE", 3)]);
     let (status, ack) = deliver(app, &Delivery::new("orders/updated", SHOP, &updated)).await;
     assert_eq!(
         (status, ack["outcome"].as_str()),
         (200, Some("updated")),
         "{ack}"
     );
+    let jobs = jobs_of(&admin, app, &id, 2).await;
+    assert!(jobs.iter().all(|j| j["status"] == "CANCELLED"), "{jobs:#?}");
+    (deployment, admin, id)
+}
+
+fn sqlite(app: &TestApp) -> &sqlx::SqlitePool {
+    let crate::infra::db::Db::Sqlite(pool) = &app.ctx.db else {
+        panic!("role all in these tests runs on SQLite")
+    };
+    pool
+}
+
+/// Shopify changes a line, and the new plan's jobs cannot be made after the change committed (the
+/// print service's database refuses them): an operator's retry makes them at once, though no line
+/// is unmapped or failed, without waiting for the next attempt (put off here).
+#[tokio::test]
+async fn a_retry_finishes_a_replanning_that_failed() {
+    let (deployment, admin, id) = changed_while_jobs_are_refused(480, 1480).await;
+    let app = deployment.gateway(0);
+    let pool = sqlite(app);
+    sqlx::query(
+        "UPDATE orders SET replan_after = '2999-01-01T00:00:00Z' WHERE replan_after IS NOT NULL",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
     sqlx::query("DROP TRIGGER refuse_jobs")
         .execute(pool)
         .await
@@ -616,6 +641,22 @@ async fn jobs_planned_as_the_line_is_planned_anew_are_cancelled() {
             .then_some(())
     })
     .await;
+}
+
+/// Once jobs can be stored again, an order whose re-planning failed is planned anew by itself,
+/// without an operator's retry.
+#[tokio::test]
+async fn an_update_whose_replanning_failed_is_replanned_once_it_can_be() {
+    let (deployment, admin, id) = changed_while_jobs_are_refused(493, 1493).await;
+    let app = deployment.gateway(0);
+    let pool = sqlite(app);
+    sqlx::query("DROP TRIGGER refuse_jobs")
+        .execute(pool)
+        .await
+        .unwrap();
+    let jobs = jobs_of(&admin, app, &id, 5).await;
+    let queued = jobs.iter().filter(|j| j["status"] == "QUEUED").count();
+    assert_eq!(queued, 3, "{jobs:#?}");
 }
 
 #[tokio::test]
