@@ -80,13 +80,12 @@ pub async fn plan_order(
     .await?;
     let created = created.unwrap_or_default();
     core.announce_created(&created).await;
-    if created.is_empty() {
-        return Ok(());
-    }
     // The plan may have changed between its read and the jobs' insert. `order.cancelled` travels
     // in a queue of its own, and may have been handled meanwhile and found no job to cancel; and
     // Shopify may have changed a line, whose new plan was made (and the old one's jobs looked
-    // for, none found yet) meanwhile. Read again: a new job no current plan has is cancelled now.
+    // for, none found yet) meanwhile. Read again: an open job no current plan has is cancelled
+    // now. On every delivery: one whose insert committed but which ended before this check (the
+    // read failed, the process died) is delivered again, creates nothing, and must still make it.
     let now = orders
         .print_plan(tenant_id, order_id)
         .await
@@ -96,8 +95,10 @@ pub async fn plan_order(
         .flat_map(|plan| &plan.lines)
         .map(|line| (line.line_item_id, line.generation))
         .collect();
-    let stale: Vec<&PrintJob> = created
+    let open = repository::of_order(&core.db, tenant_id, order_id).await?;
+    let stale: Vec<&PrintJob> = open
         .iter()
+        .filter(|job| job.status.is_active())
         .filter(|job| {
             !job.line_item_id
                 .is_some_and(|line| current.contains(&(line, job.plan_generation)))

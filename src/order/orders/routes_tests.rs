@@ -643,6 +643,47 @@ async fn jobs_planned_as_the_line_is_planned_anew_are_cancelled() {
     .await;
 }
 
+/// The planner stored an order's jobs, then ended before it read the plan again (the read
+/// failed, the process died), and the line was planned anew meanwhile: the bus delivers
+/// `order.created` again. That delivery creates nothing, and still cancels the old plan's jobs.
+#[tokio::test]
+async fn a_repeated_order_created_still_cancels_the_jobs_of_an_old_plan() {
+    let (deployment, admin) = with_cube().await;
+    let app = deployment.gateway(0);
+    let document = shopify::order_document(492, 1492, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1492).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    let pool = sqlite(app);
+    let order_id = Uuid::parse_str(&id).unwrap();
+    sqlx::query("UPDATE line_items SET plan_generation = plan_generation + 1 WHERE order_id = $1")
+        .bind(order_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    let created: Vec<String> =
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = 'order.created'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let event: crate::events::catalog::Event = created
+        .iter()
+        .map(|payload| serde_json::from_str::<crate::events::catalog::Event>(payload).unwrap())
+        .find(|event| matches!(&event.payload, crate::events::catalog::EventPayload::OrderCreated(c) if c.order_id == id))
+        .unwrap();
+
+    let print = crate::print::PrintCore::detached(app.ctx.db.clone());
+    let orders = crate::clients::order::InProcessOrderClient::of(&app.ctx);
+    crate::print::planner::plan_order(&print, &orders, &event)
+        .await
+        .unwrap();
+    let jobs = jobs_of(&admin, app, &id, 2).await;
+    assert!(jobs.iter().all(|j| j["status"] == "CANCELLED"), "{jobs:#?}");
+}
+
 /// Once jobs can be stored again, an order whose re-planning failed is planned anew by itself,
 /// without an operator's retry.
 #[tokio::test]
