@@ -17,6 +17,8 @@ use crate::identity::roles::Permission;
 use crate::infra::db::Conn;
 use crate::order::OrderState;
 use crate::order::audit::{self, AuditEntry, Origin};
+use crate::order::mappings::{self, ProductMapping};
+use crate::print::plan::MAX_PRINTS_PER_LINE;
 
 pub fn routes() -> OpenApiRouter<OrderState> {
     OpenApiRouter::new()
@@ -75,7 +77,7 @@ async fn get_inventory(
     request_body = InventoryUpdate,
     responses(
         (status = 200, description = "The product's stock as changed", body = InventoryEntry),
-        (status = 400, description = "Invalid input, every problem listed", body = ErrorBody),
+        (status = 400, description = "Invalid input, every problem listed, or a batch that takes more prints of the product's files than one batch may (1000)", body = ErrorBody),
         (status = 401, description = "No verified user context", body = ErrorBody),
         (status = 403, description = "Missing mappings.write", body = ErrorBody),
         (status = 404, description = "No such mapping in this tenant", body = ErrorBody)))]
@@ -89,6 +91,12 @@ async fn update_inventory(
     ctx.require(Permission::MappingsWrite)?;
     let Json(body) = body?;
     body.validate().map_err(ApiError::validation)?;
+    if let Some(units) = body.batch_size {
+        let mapping = mappings::find(&state.core.db, ctx.tenant_id, mapping_id)
+            .await?
+            .ok_or_else(not_found)?;
+        batch_fits(&mapping, units).map_err(|e| ApiError::validation(vec![e]))?;
+    }
     let mut tx = state.core.db.begin().await?;
     let Some((before, after)) =
         repository::update(&mut tx, ctx.tenant_id, mapping_id, &body).await?
@@ -117,6 +125,24 @@ async fn update_inventory(
         tracing::error!(error = %e, action = entry.action, "could not write an audit log entry");
     }
     Ok(Json(after))
+}
+
+/// Whether a batch of `units` of the product fits in the prints one batch may take: the
+/// scheduler refuses a bigger one on every pass, and the product is never replenished.
+fn batch_fits(mapping: &ProductMapping, units: i64) -> Result<(), String> {
+    let units = u32::try_from(units).unwrap_or(u32::MAX);
+    let prints: u64 = mapping
+        .print_files
+        .iter()
+        .map(|f| f.prints_for(units))
+        .sum();
+    if prints > MAX_PRINTS_PER_LINE {
+        return Err(format!(
+            "batchSize: a batch of {units} units takes {prints} prints of the product's files; \
+             a batch takes at most {MAX_PRINTS_PER_LINE}"
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -30,6 +30,16 @@ each_database! {
         assert!(text.contains("stockTarget") && text.contains("batchSize"), "{text}");
         let response = admin.put(&url).json(&json!({})).send().await.unwrap();
         assert_eq!(response.status(), 400);
+        // Two files: a batch of 600 takes 1200 prints, more than a batch may.
+        let two_files = json!([{"fileId": "f-a", "fileName": "a.gcode"}, {"fileId": "f-b", "fileName": "b.gcode"}]);
+        let pair = map(&admin, &app, "PAIR", two_files).await;
+        let pair_url = app.url(&format!("/api/v1/inventory/{}", pair["id"].as_str().unwrap()));
+        let response = admin.put(&pair_url).json(&json!({"batchSize": 600})).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].to_string().contains("1200 prints"), "{body}");
+        let response = admin.put(&pair_url).json(&json!({"batchSize": 500})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
         let missing = app.url(&format!("/api/v1/inventory/{}", Uuid::new_v4()));
         let response = admin
             .put(&missing)
@@ -60,8 +70,9 @@ each_database! {
         assert_eq!(entry["details"]["after"]["stockOnHand"], 12, "{entry}");
 
         let page = get_json(&admin, &app.url("/api/v1/inventory")).await;
-        assert_eq!(page["total"], 1);
-        assert_eq!(page["items"][0]["stockOnHand"], 12);
+        assert_eq!(page["total"], 2);
+        let cube = page["items"].as_array().unwrap().iter().find(|e| e["sku"] == "CUBE").unwrap();
+        assert_eq!(cube["stockOnHand"], 12);
 
         // A viewer reads (mappings.read) but does not change (mappings.write).
         let viewer_email = "viewer@example.com";
