@@ -287,6 +287,22 @@ fn sendcloud_keys_need_a_shipping_method_where_parcels_are_made() {
 }
 
 #[test]
+fn the_push_timeout_is_checked_like_the_other_timeouts() {
+    let mut config = Config::default();
+    config.push.timeout_ms = Some(0);
+    let error = check(&config, Role::All).unwrap_err();
+    assert!(
+        error.contains("push.timeout_ms must be at least 1"),
+        "{error}"
+    );
+    config.push.timeout_ms = Some(u64::MAX);
+    let error = check(&config, Role::All).unwrap_err();
+    assert!(error.contains("push.timeout_ms must be at most"), "{error}");
+    config.push.timeout_ms = Some(2_500);
+    assert_eq!(check(&config, Role::All), Ok(()));
+}
+
+#[test]
 fn a_shopify_token_key_must_be_32_bytes_of_base64_and_the_app_url_a_url() {
     let mut config = Config::default();
     for bad in [

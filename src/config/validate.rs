@@ -291,6 +291,7 @@ fn duration_problems(config: &Config) -> Vec<String> {
         ("sendcloud.timeout_ms", config.sendcloud.timeout_ms),
         ("shopify.timeout_ms", config.shopify.timeout_ms),
         ("smtp.timeout_ms", config.smtp.timeout_ms),
+        ("push.timeout_ms", config.push.timeout_ms),
     ]
     .into_iter()
     .chain(
@@ -319,6 +320,7 @@ fn duration_problems(config: &Config) -> Vec<String> {
         ("sendcloud.timeout_ms", config.sendcloud.timeout_ms),
         ("shopify.timeout_ms", config.shopify.timeout_ms),
         ("smtp.timeout_ms", config.smtp.timeout_ms),
+        ("push.timeout_ms", config.push.timeout_ms),
     ] {
         if value == Some(0) {
             problems.push(format!("{key} must be at least 1"));

@@ -63,6 +63,8 @@ pub struct Push {
     http: reqwest::Client,
     /// In production: endpoints are called only on public addresses ([`public_net`]).
     public_only: bool,
+    /// How long the sender's claim on a message holds.
+    lease: chrono::TimeDelta,
     wakeup: Wakeup,
 }
 
@@ -95,6 +97,7 @@ impl Push {
             subject,
             http,
             public_only,
+            lease: sender::lease_for(timeout),
             wakeup: Wakeup::default(),
         })
     }

@@ -28,14 +28,28 @@ use crate::on_pool;
 const BATCH: i64 = 20;
 /// Requests in flight at once per replica.
 const CONCURRENCY: usize = 8;
-/// How long a claim holds: longer than one request may take (its timeout is shorter).
-const LEASE: TimeDelta = TimeDelta::seconds(60);
+/// Beyond the longest a claim's requests can take: how long a pass may need to record them.
+const LEASE_MARGIN: TimeDelta = TimeDelta::seconds(60);
 /// Without a wake-up, the sender still looks this often (for messages whose backoff ran out).
 const IDLE: Duration = Duration::from_secs(2);
 /// Attempts of one message, the first included.
 pub const MAX_ATTEMPTS: i64 = 5;
 /// How long the push service keeps a message for a browser that is offline (RFC 8030 §5.2).
 const TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a claim holds: longer than a whole claim's requests can take, [`CONCURRENCY`] at a
+/// time, each at most `timeout` (`push.timeout_ms`), so no other replica sends a message this one
+/// is still sending.
+pub(super) fn lease_for(timeout: Duration) -> TimeDelta {
+    let waves =
+        u32::try_from(BATCH.unsigned_abs().div_ceil(CONCURRENCY as u64)).unwrap_or(u32::MAX);
+    // `push.timeout_ms` is at most a year (checked at start-up); the fallback only keeps the
+    // arithmetic away from overflow.
+    TimeDelta::from_std(timeout.saturating_mul(waves))
+        .ok()
+        .and_then(|all| all.checked_add(&LEASE_MARGIN))
+        .unwrap_or(TimeDelta::MAX)
+}
 
 /// Runs the sender until shutdown.
 pub fn spawn(workers: &Workers, push: Arc<Push>) {
@@ -68,7 +82,7 @@ pub(super) enum Outcome {
 
 /// One pass: claims the messages that are due and sends them. Returns how many it handled.
 pub async fn pass(push: &Push) -> Result<usize, DbError> {
-    let claimed = claim(&push.db, Utc::now()).await?;
+    let claimed = claim(&push.db, Utc::now(), push.lease).await?;
     let count = claimed.len();
     let sends = futures::stream::iter(claimed)
         .map(|message| async move {
@@ -82,7 +96,7 @@ pub async fn pass(push: &Push) -> Result<usize, DbError> {
     Ok(count)
 }
 
-async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
+async fn claim(db: &Db, now: DateTime<Utc>, lease: TimeDelta) -> Result<Vec<Claimed>, DbError> {
     // The whole condition is repeated outside the subquery: PostgreSQL re-checks
     // it on a row another replica changed meanwhile, so two replicas never both take one row,
     // and none takes one another replica finished since its subquery read it.
@@ -96,7 +110,7 @@ async fn claim(db: &Db, now: DateTime<Utc>) -> Result<Vec<Claimed>, DbError> {
              AND (lease_until IS NULL OR lease_until < $2) \
              RETURNING id, subscription_id, payload, attempts",
         )
-        .bind(now + LEASE)
+        .bind(now + lease)
         .bind(now)
         .bind(BATCH)
         .fetch_all(pool)
@@ -232,4 +246,20 @@ async fn retry(db: &Db, id: Uuid, next: DateTime<Utc>, error: &str) -> Result<()
         .map(drop)
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A claim holds while all of its messages may still be in flight: a pass sends them
+    /// [`CONCURRENCY`] at a time, each for up to the timeout.
+    #[test]
+    fn a_claim_outlasts_its_slowest_wave_of_requests() {
+        let timeout = Duration::from_secs(100);
+        let waves = BATCH.unsigned_abs().div_ceil(CONCURRENCY as u64);
+        let slowest = TimeDelta::from_std(timeout * u32::try_from(waves).unwrap()).unwrap();
+        assert!(lease_for(timeout) > slowest, "{}", lease_for(timeout));
+        assert_eq!(lease_for(Duration::from_secs(u64::MAX)), TimeDelta::MAX);
+    }
 }
