@@ -86,6 +86,9 @@ pub async fn plan_order(
     // for, none found yet) meanwhile. Read again: an open job no current plan has is cancelled
     // now. On every delivery: one whose insert committed but which ended before this check (the
     // read failed, the process died) is delivered again, creates nothing, and must still make it.
+    // The jobs are read before the plan: a job a re-planning creates between the two reads, of a
+    // plan newer than the one read, is not taken for a stale one.
+    let open = repository::of_order(&core.db, tenant_id, order_id).await?;
     let now = orders
         .print_plan(tenant_id, order_id)
         .await
@@ -95,7 +98,6 @@ pub async fn plan_order(
         .flat_map(|plan| &plan.lines)
         .map(|line| (line.line_item_id, line.generation))
         .collect();
-    let open = repository::of_order(&core.db, tenant_id, order_id).await?;
     let stale: Vec<&PrintJob> = open
         .iter()
         .filter(|job| job.status.is_active())
