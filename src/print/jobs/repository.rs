@@ -348,11 +348,13 @@ pub struct StatusUpdate {
 /// Writes a status change of a locked job and bumps its version; returns the job as stored. A job
 /// cancelled or failed (given up) while it waited in the farm's queue (or may have: an attempt
 /// was made) leaves its item to take out of the queue (`farm_removal`), due now: a given-up send
-/// may have reached the farm, and its item would print a job forma counts as failed. A new
-/// attempt clears SimplyPrint's id and the job's dispatch state, so the job is sent again. An
-/// item still waiting to be taken out is handed back to the job instead (the next send adopts it
-/// by its tag while the farm still queues it); any other item of the job is kept among its
-/// earlier items ([`is_earlier_item`]), whose news is not the new attempt's.
+/// may have reached the farm, and its item would print a job forma counts as failed; so may a
+/// retried job's (a retry can hand an item back, below), looked for by its tag. A new attempt
+/// clears SimplyPrint's id and the job's dispatch state, so the job is sent again. The item of a
+/// job cancelled in forma that still waits to be taken out is handed back to the job instead (the
+/// next send adopts it by its tag while the farm still queues it); any other item of the job
+/// (printing, failed at the farm, out of the queue) is kept among its earlier items
+/// ([`is_earlier_item`]), whose news is not the new attempt's.
 pub async fn set_status(
     tx: &mut Tx,
     job: &PrintJob,
@@ -375,7 +377,8 @@ pub async fn set_status(
                 "INSERT INTO print_job_earlier_items (print_job_id, simplyprint_id) \
                  SELECT id, simplyprint_job_id FROM print_jobs WHERE id = $1 \
                  AND simplyprint_job_id IS NOT NULL \
-                 AND (farm_removal IS NULL OR farm_removal <> simplyprint_job_id) \
+                 AND NOT (status = 'CANCELLED' AND farm_removal IS NOT NULL \
+                   AND farm_removal = simplyprint_job_id) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(job.id)
@@ -396,11 +399,14 @@ pub async fn set_status(
          dispatch_after = CASE WHEN $6 = 1 THEN $7 ELSE dispatch_after END, \
          dispatch_attempts = CASE WHEN $6 = 1 THEN 0 ELSE dispatch_attempts END, \
          dispatch_error = CASE WHEN $6 = 1 THEN NULL ELSE dispatch_error END, \
-         farm_removal = CASE WHEN $8 = 1 AND (simplyprint_job_id IS NOT NULL OR dispatch_attempts > 0) \
+         farm_removal = CASE WHEN $8 = 1 AND (simplyprint_job_id IS NOT NULL OR dispatch_attempts > 0 \
+             OR attempts > 1) \
            THEN COALESCE(simplyprint_job_id, '') \
-           WHEN $6 = 1 AND farm_removal = simplyprint_job_id THEN NULL ELSE farm_removal END, \
-         farm_removal_after = CASE WHEN $8 = 1 AND (simplyprint_job_id IS NOT NULL OR dispatch_attempts > 0) \
-           THEN $7 WHEN $6 = 1 AND farm_removal = simplyprint_job_id THEN NULL \
+           WHEN $6 = 1 AND status = 'CANCELLED' AND farm_removal = simplyprint_job_id THEN NULL \
+           ELSE farm_removal END, \
+         farm_removal_after = CASE WHEN $8 = 1 AND (simplyprint_job_id IS NOT NULL OR dispatch_attempts > 0 \
+             OR attempts > 1) \
+           THEN $7 WHEN $6 = 1 AND status = 'CANCELLED' AND farm_removal = simplyprint_job_id THEN NULL \
            ELSE farm_removal_after END, \
          farm_removal_attempts = CASE WHEN $8 = 1 THEN 0 ELSE farm_removal_attempts END \
          WHERE id = $1 RETURNING {COLUMNS}"

@@ -699,6 +699,24 @@ async fn an_item_handed_back_on_retry_is_the_jobs_when_the_farm_starts_it() {
     assert_eq!(deployment.farm.items().len(), 1);
 }
 
+/// A retried job whose queued item was handed back to it is cancelled again before it is sent:
+/// the item is still taken out of the farm's queue.
+#[tokio::test]
+async fn a_handed_back_item_goes_when_the_job_is_cancelled_again() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (db, client) = (&app.ctx.db, farm_client(&deployment));
+    let (admin, id, item) = one_job_sent_by_hand(&deployment, &client, 9019).await;
+    let id = id.as_str();
+    assert_eq!(cancel(&admin, app, id).await, 200);
+    assert_eq!(retry(&admin, app, id).await, 200);
+    assert_eq!(cancel(&admin, app, id).await, 200);
+    assert_eq!(dispatch::pass(db, &client).await.unwrap(), 1, "one removal");
+    let items = deployment.farm.items();
+    let removed = items.iter().find(|i| i.id.to_string() == item).unwrap();
+    assert_eq!(removed.status, "removed", "{items:?}");
+}
+
 /// A printing job is given up in forma and retried, and the operator then stops the old print at
 /// the printer: SimplyPrint's news of the old item carries the job's tag, but it is not the
 /// reprint's. The reprint stays queued, its item with it.
