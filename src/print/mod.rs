@@ -98,11 +98,45 @@ impl PrintCore {
         to: PrintJobStatus,
         reason: Option<String>,
     ) -> Result<JobChange, ChangeError> {
+        self.change_where(tenant_id, id, to, reason, |_| true).await
+    }
+
+    /// [`Self::change`], made only while the job still waits on SimplyPrint's item
+    /// `simplyprint_id` (queued or printing as that item), checked under the job's lock: what
+    /// SimplyPrint says of an item the job has left since (cancelled, retried, sent again as
+    /// another item) changes nothing. Reconciliation's news is older than its answer: without
+    /// this, a job cancelled meanwhile was queued again by a farm that still listed its item.
+    pub async fn change_of_item(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        simplyprint_id: &str,
+        to: PrintJobStatus,
+        reason: Option<String>,
+    ) -> Result<JobChange, ChangeError> {
+        self.change_where(tenant_id, id, to, reason, |job| {
+            job.status.is_active() && job.simply_print_job_id.as_deref() == Some(simplyprint_id)
+        })
+        .await
+    }
+
+    async fn change_where(
+        &self,
+        tenant_id: Uuid,
+        id: Uuid,
+        to: PrintJobStatus,
+        reason: Option<String>,
+        applies: impl FnOnce(&PrintJob) -> bool,
+    ) -> Result<JobChange, ChangeError> {
         let mut tx = self.db.begin().await?;
         let Some(job) = repository::lock(&mut tx, tenant_id, id).await? else {
             tx.rollback().await?;
             return Ok(JobChange::NotFound);
         };
+        if !applies(&job) {
+            tx.rollback().await?;
+            return Ok(JobChange::Unchanged(Box::new(job)));
+        }
         let changed = transitions::change(&mut tx, &job, to, reason).await;
         let changed = match changed {
             Ok(changed) => changed,

@@ -15,7 +15,6 @@ use crate::infra::db::DbError;
 use crate::infra::workers::Workers;
 use crate::on_pool;
 use crate::print::PrintCore;
-use crate::print::jobs::repository;
 
 /// Jobs asked about per pass, those asked about longest ago first (never asked: first of all).
 const BATCH: i64 = 200;
@@ -79,13 +78,15 @@ pub async fn pass(core: &PrintCore, client: &SimplyPrint) -> Result<usize, DbErr
         let Some(status) = remote.and_then(|r| status_from_remote(&r.status)) else {
             continue;
         };
-        // The pass asks about many jobs: this one may have been failed and retried meanwhile,
-        // and sent to the farm again as another item. What the old item says is not its news.
-        if !repository::waits_on(&core.db, job.id, &job.simplyprint_job_id).await? {
-            continue;
-        }
+        // The pass asks about many jobs: this one may have been cancelled, or failed and retried
+        // and sent to the farm again as another item, meanwhile. What the old item says is not
+        // its news.
         let reason = Some("Reported by SimplyPrint (reconciliation)".to_owned());
-        match core.change(job.tenant_id, job.id, status, reason).await {
+        let item = &job.simplyprint_job_id;
+        match core
+            .change_of_item(job.tenant_id, job.id, item, status, reason)
+            .await
+        {
             Ok(crate::print::JobChange::Changed(_)) => changed += 1,
             Ok(_) => {}
             Err(e) => {

@@ -717,6 +717,35 @@ async fn a_handed_back_item_goes_when_the_job_is_cancelled_again() {
     assert_eq!(removed.status, "removed", "{items:?}");
 }
 
+/// Reconciliation asked SimplyPrint about a queued job, and the job was cancelled before the
+/// answer was applied: the farm's "queued" for its item does not queue it again.
+#[tokio::test]
+async fn reconciliation_news_of_an_item_the_job_left_changes_nothing() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let client = farm_client(&deployment);
+    let (admin, id, item) = one_job_sent_by_hand(&deployment, &client, 9020).await;
+    assert_eq!(cancel(&admin, app, &id).await, 200);
+    let cancelled = job(&admin, app, &id).await;
+    let tenant = uuid::Uuid::parse_str(cancelled["tenantId"].as_str().unwrap()).unwrap();
+    let core = crate::print::PrintCore::detached(app.ctx.db.clone());
+    let job_id = uuid::Uuid::parse_str(&id).unwrap();
+    let queued = crate::print::jobs::PrintJobStatus::Queued;
+    let applied = core
+        .change_of_item(tenant, job_id, &item, queued, None)
+        .await;
+    assert!(
+        matches!(applied, Ok(crate::print::JobChange::Unchanged(_))),
+        "{applied:?}"
+    );
+    let after = job(&admin, app, &id).await;
+    assert_eq!(
+        (after["status"].as_str(), after["attempts"].as_i64()),
+        (Some("CANCELLED"), Some(1)),
+        "{after}"
+    );
+}
+
 /// A printing job is given up in forma and retried, and the operator then stops the old print at
 /// the printer: SimplyPrint's news of the old item carries the job's tag, but it is not the
 /// reprint's. The reprint stays queued, its item with it.
