@@ -445,8 +445,8 @@ pub async fn update(
     }
     if let Some(mark) = replan {
         // The new plan's jobs, and the end of the old plan's: outside the transaction, as calls to
-        // the print service never hold a write lock. A failure is tried again.
-        super::replanning::now(core, order.tenant_id, order.id, mark).await;
+        // the print service never hold a write lock. A failure is logged and tried again.
+        let _tried = super::replanning::now(core, order.tenant_id, order.id, mark).await;
     }
     Ok(Outcome::Updated)
 }

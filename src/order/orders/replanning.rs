@@ -8,14 +8,19 @@
 //!   the order marked; not with the old plan's jobs printing and the new plan's missing, and the
 //!   order PROCESSING for ever.
 //! - The change re-plans at once; what fails is tried again by every order replica's worker,
-//!   after 1 s, 2 s, 4 s … (at most 10 minutes) per order. Re-planning is idempotent (stale jobs
-//!   cancelled, the current plans' jobs created once), so two replicas doing one order do no harm.
+//!   after 1 s, 2 s, 4 s … (at most 10 minutes) per order. Re-planning is idempotent (jobs of
+//!   older plans cancelled, the current plans' jobs created once). Two re-plannings of one order
+//!   can overlap (the change's own and a worker's, or two changes'): one that read the order
+//!   before a line was planned anew leaves the newer plan's jobs alone, and, finding the line
+//!   planned anew after it made the older plan's jobs, marks the order again, so the next one
+//!   cancels them.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::retry::RetryError;
 use crate::infra::db::{Db, DbError, Tx};
 use crate::infra::workers::{Workers, backoff};
 use crate::order::OrderCore;
@@ -41,18 +46,34 @@ pub async fn mark(tx: &mut Tx, order_id: Uuid) -> Result<DateTime<Utc>, DbError>
     Ok(due)
 }
 
-/// Re-plans the order marked `mark` now, after the commit of its change; what fails is left to
-/// the worker.
-pub async fn now(core: &OrderCore, tenant_id: Uuid, order_id: Uuid, mark: DateTime<Utc>) {
+/// Re-plans the order marked `mark` now, after the commit of its change. A failure is logged,
+/// left to the worker, and returned.
+pub async fn now(
+    core: &OrderCore,
+    tenant_id: Uuid,
+    order_id: Uuid,
+    mark: DateTime<Utc>,
+) -> Result<(), RetryError> {
     let due = Due {
         id: order_id,
         tenant_id,
         replan_after: mark,
         replan_attempts: 0,
     };
-    if let Err(error) = attempt(core, &due).await {
-        tracing::warn!(order = %order_id, %error, "the outcome of a re-planning could not be recorded; it is made again");
-    }
+    attempt(core, &due).await
+}
+
+/// Marks `order_id` for another re-planning, due now: a line was planned anew while one ran.
+pub async fn again(db: &Db, order_id: Uuid) -> Result<(), DbError> {
+    on_pool!(db, pool => {
+        sqlx::query("UPDATE orders SET replan_after = $2 WHERE id = $1")
+            .bind(order_id)
+            .bind(Utc::now())
+            .execute(pool)
+            .await
+            .map(drop)
+    })?;
+    Ok(())
 }
 
 /// Re-plans every marked order that is due, every [`EVERY`], until shutdown.
@@ -90,21 +111,30 @@ pub async fn pass(core: &OrderCore, now: DateTime<Utc>) -> Result<usize, DbError
         .await
     })?;
     for order in &due {
-        attempt(core, order).await?;
+        // Logged by the attempt; the order stays marked.
+        if let Err(RetryError::Db(error)) = attempt(core, order).await {
+            return Err(error);
+        }
     }
     Ok(due.len())
 }
 
-/// Re-plans one order and records the outcome. Both records are conditional on the mark: an
-/// order changed again meanwhile keeps the newer mark, which a later re-planning answers.
-async fn attempt(core: &OrderCore, due: &Due) -> Result<(), DbError> {
+/// Re-plans one order and records the outcome. The records are conditional on the mark: an order
+/// changed again meanwhile keeps the newer mark, which a later re-planning answers. A line
+/// planned anew during this one marks the order again.
+async fn attempt(core: &OrderCore, due: &Due) -> Result<(), RetryError> {
     match super::retry::replan(core, due.tenant_id, due.id).await {
-        Ok(()) => settle(&core.db, due, None).await,
+        Ok(true) => Ok(settle(&core.db, due, None).await?),
+        Ok(false) => {
+            tracing::info!(order = %due.id, "a line was planned anew during a re-planning; it is made again");
+            Ok(again(&core.db, due.id).await?)
+        }
         Err(error) => {
             let attempts = due.replan_attempts + 1;
             let wait = backoff(attempts);
             tracing::warn!(order = %due.id, attempts, retry_in_secs = wait.num_seconds(), %error, "re-planning a changed order failed; it is tried again");
-            settle(&core.db, due, Some(Utc::now() + wait)).await
+            settle(&core.db, due, Some(Utc::now() + wait)).await?;
+            Err(error)
         }
     }
 }

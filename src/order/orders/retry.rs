@@ -65,7 +65,10 @@ pub fn print_plan(record: &OrderRecord) -> PrintPlan {
 
 /// Makes the order's jobs match its lines' plans: jobs of an older plan (or of a cancelled line)
 /// that are still open are cancelled, and the current plans' jobs are created (idempotent).
-pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<(), RetryError> {
+/// Returns whether the plans it made are still the order's: a line planned anew meanwhile (its
+/// jobs possibly made by another re-planning before this one made the older plan's) calls for
+/// another re-planning.
+pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<bool, RetryError> {
     let record = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
         .await?
         .ok_or(RetryError::NotFound)?;
@@ -82,7 +85,19 @@ pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result
     if !plan.lines.is_empty() {
         core.print.create_print_jobs(&plan).await?;
     }
-    Ok(())
+    let now = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
+        .await?
+        .ok_or(RetryError::NotFound)?;
+    Ok(plans_of(&now) == plans_of(&record))
+}
+
+/// Each line's plan generation.
+fn plans_of(record: &OrderRecord) -> Vec<(Uuid, u32)> {
+    record
+        .lines
+        .iter()
+        .map(|l| (l.item.id, l.plan_generation))
+        .collect()
 }
 
 /// Whether the order's jobs do not match its lines' plans: a re-planning did not finish (the
@@ -110,9 +125,11 @@ fn stale_jobs(record: &OrderRecord, jobs: &[PrintJob]) -> Vec<Uuid> {
                 .lines
                 .iter()
                 .find(|l| Some(l.item.id) == j.line_item_id)
+                // A newer plan's job than `record` has was made by a re-planning that read the
+                // order after it: not stale.
                 .is_none_or(|l| {
                     l.item.status == LineItemStatus::Cancelled
-                        || j.plan_generation != l.plan_generation
+                        || j.plan_generation < l.plan_generation
                 })
         })
         .map(|j| j.id)
@@ -172,8 +189,10 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
         if !needs_replan(&record, &jobs) {
             return Err(RetryError::NothingToRetry);
         }
-        // What a re-planning left undone (its log says to retry the order): done now.
-        replan(core, tenant_id, order_id).await?;
+        // What a re-planning left undone: done now.
+        if !replan(core, tenant_id, order_id).await? {
+            super::replanning::again(&core.db, order_id).await?;
+        }
         let record = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
             .await?
             .ok_or(RetryError::NotFound)?;
@@ -194,6 +213,12 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
     )
     .with_details(json!({"replannedLines": replanned, "retriedJobs": to_retry}));
     event_log::append(&mut tx, &entry).await?;
+    // Marked in this transaction: should the re-planning below fail, it is tried again.
+    let mark = if replanned > 0 {
+        Some(super::replanning::mark(&mut tx, order_id).await?)
+    } else {
+        None
+    };
     tx.commit().await?;
     core.relay.notify();
     for event in moved {
@@ -204,8 +229,8 @@ pub async fn retry(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result<
     for job in retried {
         core.print.retry_print_job(tenant_id, job).await?;
     }
-    if replanned > 0 {
-        replan(core, tenant_id, order_id).await?;
+    if let Some(mark) = mark {
+        super::replanning::now(core, tenant_id, order_id, mark).await?;
     }
     let record = repository::find(&mut Conn::Pool(&core.db), tenant_id, order_id)
         .await?

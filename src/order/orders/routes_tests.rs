@@ -73,7 +73,11 @@ async fn event_types(app: &TestApp, order_id: &str) -> Vec<String> {
 
 /// Role `all` connected to the simulated farm, with SKU CUBE mapped; and its signed-in admin.
 async fn with_cube() -> (Deployment, reqwest::Client) {
-    let deployment = Deployment::all().await;
+    with_cube_on(Deployment::all().await).await
+}
+
+/// [`with_cube`] on `deployment`.
+async fn with_cube_on(deployment: Deployment) -> (Deployment, reqwest::Client) {
     let admin = deployment.gateway(0).admin().await;
     map(
         &admin,
@@ -510,7 +514,7 @@ async fn changed_while_jobs_are_refused(
     shopify_id: u64,
     number: u64,
 ) -> (Deployment, reqwest::Client, String) {
-    let (deployment, admin) = with_cube().await;
+    let (deployment, admin) = with_cube_on(Deployment::all_with(false, |_| {}).await).await;
     let app = deployment.gateway(0);
     let document = shopify::order_document(shopify_id, number, &[line(1, "CUBE", 2)]);
     deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
@@ -648,7 +652,7 @@ async fn jobs_planned_as_the_line_is_planned_anew_are_cancelled() {
 /// `order.created` again. That delivery creates nothing, and still cancels the old plan's jobs.
 #[tokio::test]
 async fn a_repeated_order_created_still_cancels_the_jobs_of_an_old_plan() {
-    let (deployment, admin) = with_cube().await;
+    let (deployment, admin) = with_cube_on(Deployment::all_with(false, |_| {}).await).await;
     let app = deployment.gateway(0);
     let document = shopify::order_document(492, 1492, &[line(1, "CUBE", 2)]);
     deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
@@ -698,6 +702,46 @@ async fn an_update_whose_replanning_failed_is_replanned_once_it_can_be() {
     let jobs = jobs_of(&admin, app, &id, 5).await;
     let queued = jobs.iter().filter(|j| j["status"] == "QUEUED").count();
     assert_eq!(queued, 3, "{jobs:#?}");
+}
+
+/// Two re-plannings of one order overlap: the first has read the line's plan when a second
+/// change plans the line anew and has its own jobs made before the first stores the older plan's.
+/// The first finds the line planned anew after its jobs went in, and the order is planned again:
+/// the older plan's jobs are cancelled, and the newest plan is what prints. (A one-shot trigger
+/// plans the line anew as the first re-planning stores its jobs: that interleaving, every time.)
+#[tokio::test]
+async fn a_replanning_overtaken_by_a_newer_plan_has_the_order_planned_again() {
+    let (deployment, admin) = with_cube_on(Deployment::all_with(false, |_| {}).await).await;
+    let app = deployment.gateway(0);
+    let document = shopify::order_document(494, 1494, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let id = order_numbered(&admin, app, 1494).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    let pool = sqlite(app);
+    for statement in [
+        "CREATE TABLE overtaken (fired INTEGER)",
+        "CREATE TRIGGER overtaken_once AFTER INSERT ON print_jobs \
+         WHEN NOT EXISTS (SELECT 1 FROM overtaken) \
+         BEGIN INSERT INTO overtaken VALUES (1); \
+         UPDATE line_items SET plan_generation = plan_generation + 1 WHERE id = NEW.line_item_id; END",
+    ] {
+        sqlx::query(statement).execute(pool).await.unwrap();
+    }
+    let updated = shopify::order_document(494, 1494, &[line(1, "CUBE", 3)]);
+    let (status, ack) = deliver(app, &Delivery::new("orders/updated", SHOP, &updated)).await;
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("updated")),
+        "{ack}"
+    );
+    // 2 of the first plan and 3 of the second, cancelled; 3 of the third, queued.
+    let jobs = jobs_of(&admin, app, &id, 8).await;
+    let queued = jobs.iter().filter(|j| j["status"] == "QUEUED").count();
+    let cancelled = jobs.iter().filter(|j| j["status"] == "CANCELLED").count();
+    assert_eq!((queued, cancelled), (3, 5), "{jobs:#?}");
 }
 
 #[tokio::test]
