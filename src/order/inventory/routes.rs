@@ -91,12 +91,9 @@ async fn update_inventory(
     ctx.require(Permission::MappingsWrite)?;
     let Json(body) = body?;
     body.validate().map_err(ApiError::validation)?;
-    if let Some(units) = body.batch_size {
-        let mapping = mappings::find(&state.core.db, ctx.tenant_id, mapping_id)
-            .await?
-            .ok_or_else(not_found)?;
-        batch_fits(&mapping, units).map_err(|e| ApiError::validation(vec![e]))?;
-    }
+    let mapping = mappings::find(&state.core.db, ctx.tenant_id, mapping_id)
+        .await?
+        .ok_or_else(not_found)?;
     let mut tx = state.core.db.begin().await?;
     let Some((before, after)) =
         repository::update(&mut tx, ctx.tenant_id, mapping_id, &body).await?
@@ -104,6 +101,14 @@ async fn update_inventory(
         tx.rollback().await?;
         return Err(not_found());
     };
+    // A batch the scheduler would refuse, set now or asked for by a target: refused now. (A
+    // correction of the stock on hand alone is never refused for it.)
+    if (body.batch_size.is_some() || body.stock_target.is_some_and(|t| t > 0))
+        && let Err(problem) = batch_fits(&mapping, after.batch_size)
+    {
+        tx.rollback().await?;
+        return Err(ApiError::validation(vec![problem]));
+    }
     tx.commit().await?;
     let details = json!({
         "sku": after.sku,
@@ -139,7 +144,7 @@ fn batch_fits(mapping: &ProductMapping, units: i64) -> Result<(), String> {
     if prints > MAX_PRINTS_PER_LINE {
         return Err(format!(
             "batchSize: a batch of {units} units takes {prints} prints of the product's files; \
-             a batch takes at most {MAX_PRINTS_PER_LINE}"
+             a batch takes at most {MAX_PRINTS_PER_LINE}: set a smaller batchSize"
         ));
     }
     Ok(())

@@ -40,6 +40,15 @@ each_database! {
         assert!(body["message"].to_string().contains("1200 prints"), "{body}");
         let response = admin.put(&pair_url).json(&json!({"batchSize": 500})).send().await.unwrap();
         assert_eq!(response.status(), 200);
+        // A file printed 1500 times per unit: even the default batch of one is too big, and a
+        // target that would have it printed is refused; a count of the stock on hand is not.
+        let heavy = json!([{"fileId": "f-h", "fileName": "h.gcode", "quantity": 1500}]);
+        let heavy = map(&admin, &app, "HEAVY", heavy).await;
+        let heavy_url = app.url(&format!("/api/v1/inventory/{}", heavy["id"].as_str().unwrap()));
+        let response = admin.put(&heavy_url).json(&json!({"stockTarget": 10})).send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let response = admin.put(&heavy_url).json(&json!({"stockOnHand": 3})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
         let missing = app.url(&format!("/api/v1/inventory/{}", Uuid::new_v4()));
         let response = admin
             .put(&missing)
@@ -70,7 +79,7 @@ each_database! {
         assert_eq!(entry["details"]["after"]["stockOnHand"], 12, "{entry}");
 
         let page = get_json(&admin, &app.url("/api/v1/inventory")).await;
-        assert_eq!(page["total"], 2);
+        assert_eq!(page["total"], 3);
         let cube = page["items"].as_array().unwrap().iter().find(|e| e["sku"] == "CUBE").unwrap();
         assert_eq!(cube["stockOnHand"], 12);
 
