@@ -200,16 +200,19 @@ impl Mailer {
 }
 
 /// Whether a passing refusal is about this e-mail or its recipient, not the server (RFC 5321
-/// §4.2.3, RFC 3463): 450 (the mailbox busy or unavailable; greylisting), 452 (the mailbox full,
-/// too many recipients), 451 with 4.7.1 (greylisting). Any other 4xx (421 closing, 451 a local
-/// error, 454 TLS or authentication), or no reply at all, says the server takes no e-mail now.
+/// §4.2.3, RFC 3463): 450 (the mailbox busy or unavailable; greylisting), 452 with 4.2.2 (the
+/// mailbox full) or 4.5.3 (too many recipients), 451 with 4.7.1 (greylisting). Any other 4xx
+/// (421 closing, 451 a local error, 452 the server's own storage full, 454 TLS or
+/// authentication), or no reply at all, says the server takes no e-mail now.
 fn is_about_this_email(error: &lettre::transport::smtp::Error) -> bool {
     if !error.is_transient() {
         return false;
     }
+    let says = |code: &str| error.to_string().contains(code);
     match error.status().map(u16::from) {
-        Some(450 | 452) => true,
-        Some(451) => error.to_string().contains("4.7.1"),
+        Some(450) => true,
+        Some(452) => says("4.2.2") || says("4.5.3"),
+        Some(451) => says("4.7.1"),
         _ => false,
     }
 }
