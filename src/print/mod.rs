@@ -26,7 +26,7 @@ use crate::infra::db::{Db, DbError};
 use crate::order::internal::InternalKey;
 use crate::order::orders::state::Status;
 use jobs::repository::Removal;
-use jobs::transitions::{self, ChangeError, Changed};
+use jobs::transitions::{self, ChangeError, Changed, Reporter};
 use jobs::{JobCounts, PrintJob, PrintJobStatus, repository};
 use plan::PrintPlan;
 use simplyprint::DispatchNotifier;
@@ -98,10 +98,11 @@ impl PrintCore {
         to: PrintJobStatus,
         reason: Option<String>,
     ) -> Result<JobChange, ChangeError> {
-        self.change_where(tenant_id, id, to, reason, |_| true).await
+        self.change_where(tenant_id, id, to, reason, Reporter::Forma, |_| true)
+            .await
     }
 
-    /// [`Self::change`], made only while the job still waits on SimplyPrint's item
+    /// [`Self::change`] as the farm reports it, made only while the job still waits on SimplyPrint's item
     /// `simplyprint_id` (queued or printing as that item), checked under the job's lock: what
     /// SimplyPrint says of an item the job has left since (cancelled, retried, sent again as
     /// another item) changes nothing. Reconciliation's news is older than its answer: without
@@ -114,7 +115,7 @@ impl PrintCore {
         to: PrintJobStatus,
         reason: Option<String>,
     ) -> Result<JobChange, ChangeError> {
-        self.change_where(tenant_id, id, to, reason, |job| {
+        self.change_where(tenant_id, id, to, reason, Reporter::Farm, |job| {
             job.status.is_active() && job.simply_print_job_id.as_deref() == Some(simplyprint_id)
         })
         .await
@@ -126,6 +127,7 @@ impl PrintCore {
         id: Uuid,
         to: PrintJobStatus,
         reason: Option<String>,
+        reporter: Reporter,
         applies: impl FnOnce(&PrintJob) -> bool,
     ) -> Result<JobChange, ChangeError> {
         let mut tx = self.db.begin().await?;
@@ -137,7 +139,7 @@ impl PrintCore {
             tx.rollback().await?;
             return Ok(JobChange::Unchanged(Box::new(job)));
         }
-        let changed = transitions::change(&mut tx, &job, to, reason).await;
+        let changed = transitions::change(&mut tx, &job, to, reason, reporter).await;
         let changed = match changed {
             Ok(changed) => changed,
             Err(e) => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::PrintCore;
-use super::jobs::transitions::{self, ChangeError, Changed};
+use super::jobs::transitions::{self, ChangeError, Changed, Reporter};
 use super::jobs::{PrintJob, PrintJobStatus, repository};
 use crate::clients::http::ClientError;
 use crate::clients::order::OrderClient;
@@ -144,7 +144,7 @@ pub async fn cancel_order(core: &PrintCore, event: &Event) -> Result<(), Handler
                     continue;
                 };
                 let reason = Some("Order cancelled".to_owned());
-                match transitions::change(tx, &job, PrintJobStatus::Cancelled, reason).await {
+                match transitions::change(tx, &job, PrintJobStatus::Cancelled, reason, Reporter::Forma).await {
                     Ok(Some(changed)) => changes.push(changed),
                     Ok(None) => {}
                     Err(ChangeError::Illegal(e)) => {

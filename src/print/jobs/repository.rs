@@ -343,17 +343,20 @@ pub struct StatusUpdate {
     pub status: PrintJobStatus,
     pub error_message: Option<String>,
     pub new_attempt: bool,
+    /// The farm reported it: a job it failed or cancelled has no item left in its queue.
+    pub reported_by_the_farm: bool,
 }
 
 /// Writes a status change of a locked job and bumps its version; returns the job as stored. A job
 /// cancelled or failed (given up) while it waited in the farm's queue (or may have: an attempt
 /// was made) leaves its item to take out of the queue (`farm_removal`), due now: a given-up send
 /// may have reached the farm, and its item would print a job forma counts as failed; so may a
-/// retried job's (a retry can hand an item back, below), looked for by its tag. A new attempt
+/// retried job's (a retry can hand an item back, below), looked for by its tag. What the farm
+/// itself reports failed or cancelled has left its queue: nothing to take out. A new attempt
 /// clears SimplyPrint's id and the job's dispatch state, so the job is sent again. The item of a
 /// job cancelled in forma that still waits to be taken out is handed back to the job instead (the
 /// next send adopts it by its tag while the farm still queues it); any other item of the job
-/// (printing, failed at the farm, out of the queue) is kept among its earlier items
+/// (printing, failed or cancelled at the farm, out of the queue) is kept among its earlier items
 /// ([`is_earlier_item`]), whose news is not the new attempt's.
 pub async fn set_status(
     tx: &mut Tx,
@@ -388,6 +391,7 @@ pub async fn set_status(
         })?;
     }
     let leaves_the_queue = job.status == PrintJobStatus::Queued
+        && !update.reported_by_the_farm
         && matches!(
             update.status,
             PrintJobStatus::Cancelled | PrintJobStatus::Failed

@@ -29,12 +29,24 @@ pub struct Changed {
     pub after: PrintJob,
 }
 
-/// Moves a locked `job` to `to` in `tx`. `Ok(None)` when it is there already (a repeated webhook).
+/// Who says a job moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reporter {
+    /// forma itself: an operator, an order's cancellation or change.
+    Forma,
+    /// The farm (a webhook, reconciliation): what it reports failed or cancelled has left its
+    /// queue already, so there is nothing to take out of it.
+    Farm,
+}
+
+/// Moves a locked `job` to `to` in `tx`, as `reporter` says. `Ok(None)` when it is there already
+/// (a repeated webhook).
 pub async fn change(
     tx: &mut Tx,
     job: &PrintJob,
     to: PrintJobStatus,
     error_message: Option<String>,
+    reporter: Reporter,
 ) -> Result<Option<Changed>, ChangeError> {
     if job.status == to {
         return Ok(None);
@@ -56,6 +68,7 @@ pub async fn change(
         },
         // Back to the queue from a terminal status is a new attempt: it goes to the farm again.
         new_attempt: to == PrintJobStatus::Queued,
+        reported_by_the_farm: reporter == Reporter::Farm,
     };
     let after = repository::set_status(tx, job, &update).await?;
     for event in bus_events(job, &after) {

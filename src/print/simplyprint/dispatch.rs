@@ -83,6 +83,14 @@ pub async fn take_out(db: &Db, client: &SimplyPrint, removal: &Removal) -> Resul
     } else {
         client.find_queue_item(&tag(id)).await
     };
+    // Found by the tag: the job may have been retried and sent since the removal was claimed,
+    // adopting the very item.
+    let found = match found {
+        Ok(Some(item)) if recorded.is_empty() && repository::waits_on(db, id, &item).await? => {
+            Ok(None)
+        }
+        other => other,
+    };
     let outcome = match found {
         Ok(Some(item)) => client.remove_queue_item(&item).await,
         Ok(None) => Ok(()),

@@ -746,6 +746,65 @@ async fn reconciliation_news_of_an_item_the_job_left_changes_nothing() {
     );
 }
 
+/// The farm cancels a queued job itself (an operator removed it there): its item has left the
+/// queue, so nothing is left to take out, and once the job is retried, news of that item is old.
+#[tokio::test]
+async fn a_job_the_farm_cancelled_leaves_nothing_to_take_out_and_its_item_is_old_news() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let (db, client) = (&app.ctx.db, farm_client(&deployment));
+    let (admin, id, item) = one_job_sent_by_hand(&deployment, &client, 9021).await;
+    let id = id.as_str();
+    deployment
+        .farm
+        .set_status(item.parse().unwrap(), "cancelled")
+        .unwrap();
+    assert_eq!(
+        webhook(app, "c1", "job.cancelled", &item, id).await,
+        "updated"
+    );
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        0,
+        "nothing to take out"
+    );
+    assert_eq!(retry(&admin, app, id).await, 200);
+    assert_eq!(
+        dispatch::pass(db, &client).await.unwrap(),
+        1,
+        "sent as a new item"
+    );
+    let reprint = job(&admin, app, id).await;
+    assert_ne!(reprint["simplyPrintJobId"], item.as_str(), "{reprint}");
+    assert_eq!(
+        webhook(app, "c2", "job.cancelled", &item, id).await,
+        "stale"
+    );
+    assert_eq!(job(&admin, app, id).await["status"], "QUEUED");
+}
+
+/// A removal of a job's unrecorded item, claimed before the job was retried and sent again: the
+/// item its tag finds now is the one the job waits on, and it stays.
+#[tokio::test]
+async fn a_removal_by_tag_leaves_the_item_the_job_now_waits_on() {
+    let deployment = Deployment::all_with(false, |_| {}).await;
+    let app = deployment.gateway(0);
+    let client = farm_client(&deployment);
+    let (_, id, item) = one_job_sent_by_hand(&deployment, &client, 9022).await;
+    let removal = crate::print::jobs::repository::Removal {
+        id: uuid::Uuid::parse_str(&id).unwrap(),
+        item: String::new(),
+        status: "CANCELLED".to_owned(),
+        attempts: 1,
+    };
+    dispatch::take_out(&app.ctx.db, &client, &removal)
+        .await
+        .unwrap();
+    let items = deployment.farm.items();
+    let kept = items.iter().find(|i| i.id.to_string() == item).unwrap();
+    assert_eq!(kept.status, "queued", "{items:?}");
+}
+
 /// A printing job is given up in forma and retried, and the operator then stops the old print at
 /// the printer: SimplyPrint's news of the old item carries the job's tag, but it is not the
 /// reprint's. The reprint stays queued, its item with it.

@@ -27,7 +27,7 @@ use crate::http::{ApiError, ErrorBody};
 use crate::infra::db::{DbError, Tx};
 use crate::on_tx;
 use crate::print::PrintState;
-use crate::print::jobs::transitions::{self, ChangeError, Changed};
+use crate::print::jobs::transitions::{self, ChangeError, Changed, Reporter};
 use crate::print::jobs::{PrintJobStatus, repository};
 
 pub const X_SP_TOKEN: &str = "x-sp-token";
@@ -186,7 +186,15 @@ async fn simplyprint_webhook(
         .error
         .or(job.status)
         .filter(|_| to == PrintJobStatus::Failed);
-    let outcome: Option<Changed> = match transitions::change(&mut tx, &locked, to, reason).await {
+    let outcome: Option<Changed> = match transitions::change(
+        &mut tx,
+        &locked,
+        to,
+        reason,
+        Reporter::Farm,
+    )
+    .await
+    {
         Ok(changed) => changed,
         Err(ChangeError::Illegal(e)) => {
             tx.commit().await?;
