@@ -60,7 +60,7 @@ pub async fn now(
         replan_after: mark,
         replan_attempts: 0,
     };
-    attempt(core, &due).await
+    attempt(core, &due).await?
 }
 
 /// Marks `order_id` for another re-planning, due now: a line was planned anew while one ran.
@@ -111,30 +111,30 @@ pub async fn pass(core: &OrderCore, now: DateTime<Utc>) -> Result<usize, DbError
         .await
     })?;
     for order in &due {
-        // Logged by the attempt; the order stays marked.
-        if let Err(RetryError::Db(error)) = attempt(core, order).await {
-            return Err(error);
-        }
+        // A failed re-planning is logged and recorded by the attempt, and the pass goes on; only
+        // a failure to record it ends the pass.
+        let _failed = attempt(core, order).await?;
     }
     Ok(due.len())
 }
 
-/// Re-plans one order and records the outcome. The records are conditional on the mark: an order
-/// changed again meanwhile keeps the newer mark, which a later re-planning answers. A line
-/// planned anew during this one marks the order again.
-async fn attempt(core: &OrderCore, due: &Due) -> Result<(), RetryError> {
+/// Re-plans one order and records the outcome: the re-planning's own result, inside the result of
+/// recording it. The records are conditional on the mark: an order changed again meanwhile keeps
+/// the newer mark, which a later re-planning answers. A line planned anew during this one marks
+/// the order again.
+async fn attempt(core: &OrderCore, due: &Due) -> Result<Result<(), RetryError>, DbError> {
     match super::retry::replan(core, due.tenant_id, due.id).await {
-        Ok(true) => Ok(settle(&core.db, due, None).await?),
+        Ok(true) => settle(&core.db, due, None).await.map(Ok),
         Ok(false) => {
             tracing::info!(order = %due.id, "a line was planned anew during a re-planning; it is made again");
-            Ok(again(&core.db, due.id).await?)
+            again(&core.db, due.id).await.map(Ok)
         }
         Err(error) => {
             let attempts = due.replan_attempts + 1;
             let wait = backoff(attempts);
             tracing::warn!(order = %due.id, attempts, retry_in_secs = wait.num_seconds(), %error, "re-planning a changed order failed; it is tried again");
             settle(&core.db, due, Some(Utc::now() + wait)).await?;
-            Err(error)
+            Ok(Err(error))
         }
     }
 }

@@ -91,13 +91,15 @@ pub async fn replan(core: &OrderCore, tenant_id: Uuid, order_id: Uuid) -> Result
     Ok(plans_of(&now) == plans_of(&record))
 }
 
-/// Each line's plan generation.
+/// Each line's plan generation, by line.
 fn plans_of(record: &OrderRecord) -> Vec<(Uuid, u32)> {
-    record
+    let mut plans: Vec<(Uuid, u32)> = record
         .lines
         .iter()
         .map(|l| (l.item.id, l.plan_generation))
-        .collect()
+        .collect();
+    plans.sort_unstable();
+    plans
 }
 
 /// Whether the order's jobs do not match its lines' plans: a re-planning did not finish (the

@@ -704,11 +704,11 @@ async fn an_update_whose_replanning_failed_is_replanned_once_it_can_be() {
     assert_eq!(queued, 3, "{jobs:#?}");
 }
 
-/// Two re-plannings of one order overlap: the first has read the line's plan when a second
-/// change plans the line anew and has its own jobs made before the first stores the older plan's.
-/// The first finds the line planned anew after its jobs went in, and the order is planned again:
-/// the older plan's jobs are cancelled, and the newest plan is what prints. (A one-shot trigger
-/// plans the line anew as the first re-planning stores its jobs: that interleaving, every time.)
+/// A line is planned anew while a re-planning of its order runs: the re-planning has read the
+/// older plan and stores its jobs after the change. It finds the line planned anew, and the order
+/// is planned again: the older plan's jobs are cancelled, and the newest plan is what prints. (A
+/// one-shot trigger plans the line anew as the re-planning stores its jobs, as a second change
+/// would; that change's own re-planning is left out.)
 #[tokio::test]
 async fn a_replanning_overtaken_by_a_newer_plan_has_the_order_planned_again() {
     let (deployment, admin) = with_cube_on(Deployment::all_with(false, |_| {}).await).await;
