@@ -141,13 +141,18 @@ fn batch_fits(mapping: &ProductMapping, units: i64) -> Result<(), String> {
         .iter()
         .map(|f| f.prints_for(units))
         .sum();
-    if prints > MAX_PRINTS_PER_LINE {
-        return Err(format!(
-            "batchSize: a batch of {units} units takes {prints} prints of the product's files; \
-             a batch takes at most {MAX_PRINTS_PER_LINE}: set a smaller batchSize"
-        ));
+    if prints <= MAX_PRINTS_PER_LINE {
+        return Ok(());
     }
-    Ok(())
+    let mend = if units > 1 {
+        "set a smaller batchSize"
+    } else {
+        "the product mapping's print files print too often for one unit"
+    };
+    Err(format!(
+        "a stock batch of {units} unit(s) takes {prints} prints of the product's files, and one \
+         batch takes at most {MAX_PRINTS_PER_LINE}: {mend}"
+    ))
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -47,6 +47,8 @@ each_database! {
         let heavy_url = app.url(&format!("/api/v1/inventory/{}", heavy["id"].as_str().unwrap()));
         let response = admin.put(&heavy_url).json(&json!({"stockTarget": 10})).send().await.unwrap();
         assert_eq!(response.status(), 400);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["message"].to_string().contains("print files"), "{body}");
         let response = admin.put(&heavy_url).json(&json!({"stockOnHand": 3})).send().await.unwrap();
         assert_eq!(response.status(), 200);
         let missing = app.url(&format!("/api/v1/inventory/{}", Uuid::new_v4()));
