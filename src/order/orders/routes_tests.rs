@@ -744,6 +744,42 @@ async fn a_replanning_overtaken_by_a_newer_plan_has_the_order_planned_again() {
     assert_eq!((queued, cancelled), (3, 5), "{jobs:#?}");
 }
 
+/// A re-planning that read a line's plan leaves the jobs of a newer plan alone: another
+/// re-planning, which read the order after a later change, made them. (They are made here by
+/// hand, one generation ahead of the order.)
+#[tokio::test]
+async fn a_replanning_leaves_the_jobs_of_a_newer_plan_alone() {
+    let (deployment, admin) = with_cube_on(Deployment::all_with(false, |_| {}).await).await;
+    let app = deployment.gateway(0);
+    let document = shopify::order_document(495, 1495, &[line(1, "CUBE", 2)]);
+    deliver(app, &Delivery::new("orders/create", SHOP, &document)).await;
+    let order = order_numbered(&admin, app, 1495).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    jobs_of(&admin, app, &id, 2).await;
+    let (tenant_id, order_id) = (
+        Uuid::parse_str(order["tenantId"].as_str().unwrap()).unwrap(),
+        Uuid::parse_str(&id).unwrap(),
+    );
+    let core = crate::order::OrderCore::detached(app.ctx.db.clone());
+    let record = super::repository::find(&mut Conn::Pool(&app.ctx.db), tenant_id, order_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut newer = super::retry::print_plan(&record);
+    for line in &mut newer.lines {
+        line.generation += 1;
+    }
+    core.print.create_print_jobs(&newer).await.unwrap();
+    jobs_of(&admin, app, &id, 4).await;
+
+    let current = super::retry::replan(&core, tenant_id, order_id)
+        .await
+        .unwrap();
+    assert!(current, "the plans it read are still the order's");
+    let jobs = jobs_of(&admin, app, &id, 4).await;
+    assert!(jobs.iter().all(|j| j["status"] == "QUEUED"), "{jobs:#?}");
+}
+
 #[tokio::test]
 async fn lists_filter_and_another_tenants_order_is_a_404() {
     let deployment = Deployment::all_with(false, |_| {}).await;
