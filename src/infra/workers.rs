@@ -84,6 +84,17 @@ pub fn backoff(attempts: i64) -> TimeDelta {
     TimeDelta::seconds(secs + jitter)
 }
 
+/// How long a sender's claim must hold: `sends_in_turn` sends one after another, each of at most
+/// `per_send`, and a minute to record their outcomes, so no other replica takes a row this one is
+/// still sending. Saturates rather than overflows (timeouts are checked at start-up to be at most
+/// a year; the bound only keeps the arithmetic safe).
+pub fn claim_lease(per_send: Duration, sends_in_turn: u32) -> TimeDelta {
+    TimeDelta::from_std(per_send.saturating_mul(sends_in_turn))
+        .ok()
+        .and_then(|all| all.checked_add(&TimeDelta::seconds(60)))
+        .unwrap_or(TimeDelta::MAX)
+}
+
 /// Spawns background tasks that all see one cancellation token, and waits for them at shutdown.
 #[derive(Clone, Default)]
 pub struct Workers {

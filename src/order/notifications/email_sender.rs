@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::email::{Delivery, Mailer, SendError};
 use crate::infra::db::{Db, DbError};
-use crate::infra::workers::{Wakeup, Workers, backoff, each_claimed};
+use crate::infra::workers::{Wakeup, Workers, backoff, claim_lease, each_claimed};
 use crate::on_pool;
 
 const WORKER: &str = "notification-emails";
@@ -66,12 +66,7 @@ pub fn lease_for(mailer: &Mailer) -> TimeDelta {
         Mailer::LogOnly => Duration::ZERO,
     };
     let batch = u32::try_from(BATCH).unwrap_or(u32::MAX);
-    // `smtp.timeout_ms` is at most a year (checked at start-up); the cap only keeps the
-    // arithmetic away from overflow.
-    TimeDelta::from_std(per_send.saturating_mul(batch))
-        .ok()
-        .and_then(|all| all.checked_add(&TimeDelta::seconds(60)))
-        .map_or(MAX_LEASE, |lease| lease.min(MAX_LEASE))
+    claim_lease(per_send, batch).min(MAX_LEASE)
 }
 
 #[derive(Debug, sqlx::FromRow)]

@@ -21,15 +21,13 @@ use super::Push;
 use super::subscriptions::{self, Target};
 use crate::infra::db::{Db, DbError};
 use crate::infra::public_net;
-use crate::infra::workers::{Workers, backoff};
+use crate::infra::workers::{Workers, backoff, claim_lease};
 use crate::on_pool;
 
 /// Messages claimed per pass.
 const BATCH: i64 = 20;
 /// Requests in flight at once per replica.
 const CONCURRENCY: usize = 8;
-/// Beyond the longest a claim's requests can take: how long a pass may need to record them.
-const LEASE_MARGIN: TimeDelta = TimeDelta::seconds(60);
 /// Without a wake-up, the sender still looks this often (for messages whose backoff ran out).
 const IDLE: Duration = Duration::from_secs(2);
 /// Attempts of one message, the first included.
@@ -37,18 +35,11 @@ pub const MAX_ATTEMPTS: i64 = 5;
 /// How long the push service keeps a message for a browser that is offline (RFC 8030 §5.2).
 const TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How long a claim holds: longer than a whole claim's requests can take, [`CONCURRENCY`] at a
-/// time, each at most `timeout` (`push.timeout_ms`), so no other replica sends a message this one
-/// is still sending.
+/// How long a claim holds: a whole claim's requests, [`CONCURRENCY`] at a time, each at most
+/// `timeout` (`push.timeout_ms`), so no other replica sends a message this one is still sending.
 pub(super) fn lease_for(timeout: Duration) -> TimeDelta {
-    let waves =
-        u32::try_from(BATCH.unsigned_abs().div_ceil(CONCURRENCY as u64)).unwrap_or(u32::MAX);
-    // `push.timeout_ms` is at most a year (checked at start-up); the fallback only keeps the
-    // arithmetic away from overflow.
-    TimeDelta::from_std(timeout.saturating_mul(waves))
-        .ok()
-        .and_then(|all| all.checked_add(&LEASE_MARGIN))
-        .unwrap_or(TimeDelta::MAX)
+    let waves = BATCH.unsigned_abs().div_ceil(CONCURRENCY as u64);
+    claim_lease(timeout, u32::try_from(waves).unwrap_or(u32::MAX))
 }
 
 /// Runs the sender until shutdown.
