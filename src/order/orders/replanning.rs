@@ -65,15 +65,9 @@ pub async fn now(
 
 /// Marks `order_id` for another re-planning, due now: a line was planned anew while one ran.
 pub async fn again(db: &Db, order_id: Uuid) -> Result<(), DbError> {
-    on_pool!(db, pool => {
-        sqlx::query("UPDATE orders SET replan_after = $2 WHERE id = $1")
-            .bind(order_id)
-            .bind(Utc::now())
-            .execute(pool)
-            .await
-            .map(drop)
-    })?;
-    Ok(())
+    let mut tx = db.begin().await?;
+    mark(&mut tx, order_id).await?;
+    tx.commit().await
 }
 
 /// Re-plans every marked order that is due, every [`EVERY`], until shutdown.
